@@ -1,0 +1,99 @@
+// A mapped DAX region: the bottom layer of daxalloc and the only one that
+// touches a file descriptor, mmap or sysfs.
+//
+// A region reserves virtual address space for its maximum size when it is
+// opened, so growing it never moves the mapping and pointers stay valid.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+
+#include "daxalloc/persist.hpp"
+
+namespace daxalloc {
+
+enum class region_kind {
+  devdax,     // /dev/daxX.Y: fixed size, mapped in units of the device's align
+  fsdax,      // a file on a DAX file system: MAP_SYNC mapping succeeded
+  file,       // a page-cache file (tmpfs, ext4 without dax): MAP_SYNC refused
+  anonymous,  // volatile memory, for volatile heaps and tests
+};
+[[nodiscard]] const char* to_string(region_kind kind) noexcept;
+
+struct region_options {
+  // Bytes to map. 0 maps what is there: the file's size, or the whole devdax
+  // device. A larger size extends a file (sparsely); a devdax device cannot grow.
+  std::size_t size = 0;
+  // Address space reserved for growth; 0 means size. Capped at the device size
+  // for devdax.
+  std::size_t max_size = 0;
+  bool create = false;       // create the file if it does not exist (never a device)
+  bool exclusive = true;     // take an exclusive lock: a second opener gets errc::busy
+  bool require_dax = false;  // refuse a page-cache file (errc::map_sync_unsupported)
+  // automatic: cache flushes for devdax/fsdax, msync for page-cache files unless
+  // PMEM_IS_PMEM_FORCE=1; cache_flush on a page-cache file treats it as pmem.
+  persistence_mode mode = persistence_mode::automatic;
+};
+
+class region {
+ public:
+  [[nodiscard]] static region open(const std::filesystem::path& path,
+                                   const region_options& options = {});
+  [[nodiscard]] static region anonymous(std::size_t size, std::size_t max_size = 0,
+                                        persistence_mode mode = persistence_mode::none);
+
+  region(region&& other) noexcept;
+  region& operator=(region&& other) noexcept;
+  region(const region&) = delete;
+  region& operator=(const region&) = delete;
+  ~region();
+
+  [[nodiscard]] std::byte* base() const noexcept { return base_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] std::size_t max_size() const noexcept { return max_size_; }
+  [[nodiscard]] region_kind kind() const noexcept { return kind_; }
+  // Mapping granularity: the devdax align, else the page size.
+  [[nodiscard]] std::size_t align() const noexcept { return align_; }
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  [[nodiscard]] bool contains(const void* p, std::size_t len = 1) const noexcept {
+    auto b = reinterpret_cast<std::uintptr_t>(base_), q = reinterpret_cast<std::uintptr_t>(p);
+    return q >= b && len <= size_ && q - b <= size_ - len;
+  }
+
+  [[nodiscard]] const persistence& persist() const noexcept { return persistence_; }
+  // Test hook: route every flush and drain through another table (the crash
+  // simulator). Not thread-safe against concurrent users of the region.
+  void use_persistence(const persistence& p) noexcept { persistence_ = p; }
+
+  // Makes [offset, offset+len) backed by storage, growing the file and the
+  // mapping when it ends beyond size(). Returns true when the range is known
+  // to read as zeros afterwards (it lay beyond the old end of a file, or the
+  // region is anonymous); false means its old contents may still be there.
+  // errc::too_large beyond max_size, errc::out_of_space when the file system is full.
+  bool populate(std::size_t offset, std::size_t len);
+  // Gives the storage of [offset, offset+len) back (punches a hole), when the
+  // region kind allows; the range stays mapped and reads as zeros. Returns
+  // whether storage was released.
+  bool release(std::size_t offset, std::size_t len) noexcept;
+  // Shrinks the file and the mapping to new_size (a file region only).
+  void truncate(std::size_t new_size);
+
+ private:
+  region() = default;
+  void map_range(std::size_t offset, std::size_t len);
+  void close() noexcept;
+
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::byte* base_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t max_size_ = 0;
+  std::size_t reserved_ = 0;  // bytes of address space reserved at base_
+  std::size_t align_ = 4096;
+  region_kind kind_ = region_kind::anonymous;
+  int map_flags_ = 0;
+  persistence persistence_;
+};
+
+}  // namespace daxalloc

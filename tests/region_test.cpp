@@ -1,0 +1,282 @@
+// The region layer: every region kind this machine has, both persistence
+// modes of a page-cache file, growth, release, locking and every error path.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "daxalloc/devices.hpp"
+#include "daxalloc/region.hpp"
+#include "platform/sysfs.hpp"
+#include "test_util.hpp"
+
+using daxalloc::errc;
+using daxalloc::persistence_mode;
+using daxalloc::region;
+using daxalloc::region_kind;
+using daxalloc::region_options;
+
+namespace {
+constexpr std::size_t MiB = std::size_t{1} << 20;
+
+region_options create_options(std::size_t size, std::size_t max_size = 0) {
+  region_options o;
+  o.size = size;
+  o.max_size = max_size;
+  o.create = true;
+  return o;
+}
+
+bool on_dax_file_system() {
+  test::temp_file probe("probe");
+  region_options o = create_options(2 * MiB);
+  return region::open(probe.path(), o).kind() == region_kind::fsdax;
+}
+}  // namespace
+
+TEST_CASE("a page-cache file is recognised and made durable with msync") {
+  if (on_dax_file_system()) return;  // the VM suite runs this on fsdax, where MAP_SYNC works
+  unsetenv("PMEM_IS_PMEM_FORCE");
+  test::temp_file f;
+  {
+    auto r = region::open(f.path(), create_options(4 * MiB));
+    CHECK(r.kind() == region_kind::file);
+    CHECK(r.size() == 4 * MiB);
+    CHECK(r.persist().mode() == persistence_mode::msync);
+    CHECK(reinterpret_cast<std::uintptr_t>(r.base()) % (2 * MiB) == 0);
+    daxalloc::reset_this_thread_persist_counters();
+    std::memcpy(r.base() + 4096, "durable", 8);
+    r.persist().persist(r.base() + 4096, 8);
+    auto c = daxalloc::this_thread_persist_counters();
+    CHECK(c.msyncs == 1);
+    CHECK(c.flushes == 1);
+    CHECK(c.fences == 1);
+  }
+  // The bytes are in the file, read without the mapping.
+  std::ifstream in(f.path(), std::ios::binary);
+  in.seekg(4096);
+  char buf[8] = {};
+  in.read(buf, 8);
+  CHECK(std::string(buf) == "durable");
+}
+
+TEST_CASE("a page-cache file can be treated as pmem, by option or by PMEM_IS_PMEM_FORCE") {
+  if (on_dax_file_system()) return;
+  test::temp_file f;
+  SUBCASE("option") {
+    auto o = create_options(2 * MiB);
+    o.mode = persistence_mode::cache_flush;
+    auto r = region::open(f.path(), o);
+    CHECK(r.kind() == region_kind::file);
+    CHECK(r.persist().mode() == persistence_mode::cache_flush);
+    daxalloc::reset_this_thread_persist_counters();
+    r.persist().memset_persist(r.base() + 60, 0xab, 8);  // straddles two lines
+    auto c = daxalloc::this_thread_persist_counters();
+    CHECK(c.flushes == 2);
+    CHECK(c.fences == 1);
+    CHECK(c.msyncs == 0);
+  }
+  SUBCASE("environment") {
+    setenv("PMEM_IS_PMEM_FORCE", "1", 1);
+    auto r = region::open(f.path(), create_options(2 * MiB));
+    unsetenv("PMEM_IS_PMEM_FORCE");
+    CHECK(r.persist().mode() == persistence_mode::cache_flush);
+  }
+}
+
+TEST_CASE("an existing file is reopened at its size with its contents") {
+  test::temp_file f;
+  std::byte* first_base = nullptr;
+  {
+    auto r = region::open(f.path(), create_options(2 * MiB));
+    first_base = r.base();
+    std::memcpy(r.base(), "hello", 6);
+    r.persist().persist(r.base(), 6);
+  }
+  auto r = region::open(f.path());
+  CHECK(r.size() == 2 * MiB);
+  CHECK(std::string(reinterpret_cast<const char*>(r.base())) == "hello");
+  (void)first_base;
+}
+
+TEST_CASE("a region grows in place up to its reserved maximum") {
+  test::temp_file f;
+  auto r = region::open(f.path(), create_options(2 * MiB, 64 * MiB));
+  std::byte* base = r.base();
+  std::memcpy(base, "keep", 5);
+  CHECK(r.populate(8 * MiB, 2 * MiB));  // beyond the old end: known zeros
+  CHECK(r.base() == base);
+  CHECK(r.size() == 10 * MiB);
+  CHECK(std::to_integer<int>(base[9 * MiB]) == 0);
+  base[9 * MiB] = std::byte{7};
+  CHECK(std::string(reinterpret_cast<const char*>(base)) == "keep");
+  CHECK_FALSE(r.populate(0, 2 * MiB));  // already there: contents may be old
+  CHECK(std::filesystem::file_size(f.path()) == 10 * MiB);
+  CHECK_ERRC(r.populate(64 * MiB, 2 * MiB), errc::too_large);
+  CHECK_ERRC(r.populate(4096 + 1, 4096), errc::misaligned);
+
+  SUBCASE("release punches a hole that reads as zeros") {
+    struct stat before {
+    }, after{};
+    ::stat(f.path().c_str(), &before);
+    CHECK(r.release(8 * MiB, 2 * MiB));
+    ::stat(f.path().c_str(), &after);
+    CHECK(after.st_blocks < before.st_blocks);
+    CHECK(std::to_integer<int>(base[9 * MiB]) == 0);
+    CHECK(r.size() == 10 * MiB);
+  }
+  SUBCASE("truncate shrinks file and mapping") {
+    r.truncate(2 * MiB);
+    CHECK(r.size() == 2 * MiB);
+    CHECK(std::filesystem::file_size(f.path()) == 2 * MiB);
+    CHECK(r.populate(2 * MiB, 2 * MiB));
+    CHECK(std::to_integer<int>(base[3 * MiB]) == 0);
+  }
+}
+
+TEST_CASE("anonymous regions are volatile, grow and release") {
+  auto r = region::anonymous(2 * MiB, 16 * MiB);
+  CHECK(r.kind() == region_kind::anonymous);
+  CHECK(r.persist().mode() == persistence_mode::none);
+  r.base()[0] = std::byte{1};
+  CHECK(r.populate(4 * MiB, 2 * MiB));
+  CHECK(r.size() == 6 * MiB);
+  r.base()[5 * MiB] = std::byte{1};
+  CHECK(r.release(4 * MiB, 2 * MiB));
+  CHECK(std::to_integer<int>(r.base()[5 * MiB]) == 0);
+  CHECK(region::anonymous(2 * MiB, 0, persistence_mode::cache_flush).persist().mode() ==
+        persistence_mode::cache_flush);
+  CHECK_ERRC(region::anonymous(2 * MiB, 0, persistence_mode::msync), errc::invalid_argument);
+  CHECK_ERRC(region::anonymous(100), errc::misaligned);
+}
+
+TEST_CASE("a second exclusive open is refused while the first holds the region") {
+  test::temp_file f;
+  auto r = region::open(f.path(), create_options(2 * MiB));
+  region_options again;
+  CHECK_ERRC(region::open(f.path(), again), errc::busy);
+  again.exclusive = false;
+  CHECK(region::open(f.path(), again).size() == 2 * MiB);
+}
+
+TEST_CASE("moving a region moves the mapping") {
+  test::temp_file f;
+  auto a = region::open(f.path(), create_options(2 * MiB));
+  std::byte* base = a.base();
+  region b = std::move(a);
+  CHECK(b.base() == base);
+  CHECK(a.base() == nullptr);
+  CHECK(b.contains(base + 2 * MiB - 1));
+  CHECK_FALSE(b.contains(base + 2 * MiB - 1, 2));
+}
+
+TEST_CASE("error paths give specific codes and name the path") {
+  test::temp_file f;
+  SUBCASE("missing file") {
+    try {
+      (void)region::open(f.path());
+      FAIL("no error");
+    } catch (const daxalloc::error& e) {
+      CHECK(e.code_value() == errc::not_found);
+      CHECK(std::string(e.what()).find(f.path().string()) != std::string::npos);
+      CHECK(e.code().category().name() == std::string("daxalloc"));
+    }
+  }
+  SUBCASE("create with no size") {
+    CHECK_ERRC(region::open(f.path(), create_options(0)), errc::too_small);
+  }
+  SUBCASE("a directory") {
+    std::filesystem::create_directory(f.path());
+    CHECK_ERRC(region::open(f.path()), errc::is_directory);
+  }
+  SUBCASE("an empty file") {
+    std::ofstream(f.path()).close();
+    CHECK_ERRC(region::open(f.path()), errc::too_small);
+  }
+  SUBCASE("a size that is not a page multiple") {
+    CHECK_ERRC(region::open(f.path(), create_options(5000)), errc::misaligned);
+  }
+  SUBCASE("a character device that is not device-DAX") {
+    CHECK_ERRC(region::open("/dev/null"), errc::not_dax);
+  }
+  SUBCASE("a block device") {
+    if (mknod(f.path().c_str(), S_IFBLK | 0600, makedev(7, 250)) != 0) return;  // not root
+    CHECK_ERRC(region::open(f.path()), errc::not_dax);
+  }
+  SUBCASE("MAP_SYNC required on a page-cache file") {
+    if (on_dax_file_system()) return;
+    auto o = create_options(2 * MiB);
+    o.require_dax = true;
+    CHECK_ERRC(region::open(f.path(), o), errc::map_sync_unsupported);
+  }
+  SUBCASE("permission denied") {
+    std::ofstream(f.path()) << std::string(4096, 'x');
+    chmod(f.path().c_str(), 0600);
+    // Root bypasses file modes, so try as nobody in a child process.
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      if (getuid() == 0 && setuid(65534) != 0) _exit(3);
+      try {
+        (void)region::open(f.path());
+      } catch (const daxalloc::error& e) {
+        _exit(e.code_value() == errc::permission_denied ? 0 : 1);
+      }
+      _exit(2);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+}
+
+TEST_CASE("device-DAX recognition from sysfs") {
+  test::temp_file fake;
+  const auto dir = fake.path() / "dev/char/252:3";
+  std::filesystem::create_directories(dir);
+  std::filesystem::create_directories(fake.path() / "bus/dax");
+  std::filesystem::create_directories(fake.path() / "class/tty");
+  SUBCASE("a dax device with size and align") {
+    std::filesystem::create_directory_symlink(fake.path() / "bus/dax", dir / "subsystem");
+    std::ofstream(dir / "size") << "526385152\n";
+    std::ofstream(dir / "align") << "2097152\n";
+    auto a = daxalloc::sysfs::probe_char_device(252, 3, fake.path());
+    CHECK(a.is_dax);
+    CHECK(a.size == 526385152);
+    CHECK(a.align == 2 * MiB);
+  }
+  SUBCASE("no align attribute means the 2 MiB default") {
+    std::filesystem::create_directory_symlink(fake.path() / "bus/dax", dir / "subsystem");
+    std::ofstream(dir / "size") << "1073741824\n";
+    auto a = daxalloc::sysfs::probe_char_device(252, 3, fake.path());
+    CHECK(a.align == 2 * MiB);
+  }
+  SUBCASE("another subsystem") {
+    std::filesystem::create_directory_symlink(fake.path() / "class/tty", dir / "subsystem");
+    auto a = daxalloc::sysfs::probe_char_device(252, 3, fake.path());
+    CHECK_FALSE(a.is_dax);
+    CHECK(a.subsystem == "tty");
+  }
+  SUBCASE("the real /dev/null") {
+    struct stat st {};
+    REQUIRE(::stat("/dev/null", &st) == 0);
+    CHECK_FALSE(daxalloc::sysfs::probe_char_device(major(st.st_rdev), minor(st.st_rdev)).is_dax);
+  }
+}
+
+TEST_CASE("list_devices finds what libdaxctl and libndctl see, and nothing is no error") {
+  const auto devices = daxalloc::list_devices();
+  for (const auto& d : devices) {
+    CHECK(!d.name.empty());
+    CHECK(d.size > 0);
+    CHECK((d.mode == "devdax" || d.mode == "fsdax" || d.mode == "raw"));
+    if (d.mode == "devdax") CHECK(d.align >= 4096);
+  }
+  MESSAGE("DAX devices found: " << devices.size());
+}
