@@ -42,15 +42,15 @@ class temp_file {
 }  // namespace test
 
 // Checks that `expr` throws daxalloc::error with the given code.
-#define CHECK_ERRC(expr, expected)                                            \
-  do {                                                                        \
-    bool thrown_ = false;                                                     \
-    try {                                                                     \
-      (void)(expr);                                                           \
-    } catch (const daxalloc::error& e_) {                                     \
-      thrown_ = true;                                                         \
-      CHECK_MESSAGE(e_.code_value() == (expected), "message: " << e_.what()); \
-      CHECK(std::string(e_.what()).size() > 10);                              \
-    }                                                                         \
-    CHECK_MESSAGE(thrown_, #expr " did not throw");                           \
+#define CHECK_ERRC(expr, expected)                                                         \
+  do {                                                                                     \
+    bool thrown_ = false;                                                                  \
+    try {                                                                                  \
+      (void)(expr);                                                                        \
+    } catch (const daxalloc::error& e_) {                                                  \
+      thrown_ = true;                                                                      \
+      CHECK_MESSAGE(e_.code_value() == (expected), "message: " << std::string(e_.what())); \
+      CHECK(std::string(e_.what()).size() > 10);                                           \
+    }                                                                                      \
+    CHECK_MESSAGE(thrown_, #expr " did not throw");                                        \
   } while (0)

@@ -29,6 +29,7 @@ struct region_options {
   // for devdax.
   std::size_t max_size = 0;
   bool create = false;       // create the file if it does not exist (never a device)
+  bool must_be_new = false;  // with create: an existing file is errc::already_exists
   bool exclusive = true;     // take an exclusive lock: a second opener gets errc::busy
   bool require_dax = false;  // refuse a page-cache file (errc::map_sync_unsupported)
   // automatic: cache flushes for devdax/fsdax, msync for page-cache files unless
@@ -56,6 +57,8 @@ class region {
   // Mapping granularity: the devdax align, else the page size.
   [[nodiscard]] std::size_t align() const noexcept { return align_; }
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  // This open created the file (or the region is anonymous): it reads as zeros.
+  [[nodiscard]] bool created() const noexcept { return created_; }
   [[nodiscard]] bool contains(const void* p, std::size_t len = 1) const noexcept {
     auto b = reinterpret_cast<std::uintptr_t>(base_), q = reinterpret_cast<std::uintptr_t>(p);
     return q >= b && len <= size_ && q - b <= size_ - len;
@@ -78,6 +81,10 @@ class region {
   bool release(std::size_t offset, std::size_t len) noexcept;
   // Shrinks the file and the mapping to new_size (a file region only).
   void truncate(std::size_t new_size);
+  // Reserves address space for max_size (capped at the device size for
+  // devdax). Moves the mapping when the current reservation is smaller, so it
+  // is meant for open time, before anyone holds pointers into the region.
+  void reserve(std::size_t max_size);
 
  private:
   region() = default;
@@ -92,6 +99,7 @@ class region {
   std::size_t reserved_ = 0;  // bytes of address space reserved at base_
   std::size_t align_ = 4096;
   region_kind kind_ = region_kind::anonymous;
+  bool created_ = false;
   int map_flags_ = 0;
   persistence persistence_;
 };

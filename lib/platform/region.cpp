@@ -141,6 +141,7 @@ region& region::operator=(region&& other) noexcept {
     reserved_ = std::exchange(other.reserved_, 0);
     align_ = other.align_;
     kind_ = other.kind_;
+    created_ = other.created_;
     map_flags_ = other.map_flags_;
     persistence_ = other.persistence_;
   }
@@ -167,6 +168,7 @@ region region::anonymous(std::size_t size, std::size_t max_size, persistence_mod
   region r;
   r.path_ = "[anonymous]";
   r.kind_ = region_kind::anonymous;
+  r.created_ = true;
   r.max_size_ = align_up(std::max(size, max_size), page_size);
   r.reserved_ = r.max_size_;
   r.base_ = reserve_address_space(r.reserved_, huge_page_size);
@@ -204,9 +206,12 @@ region region::open(const std::filesystem::path& path, const region_options& opt
     }
   }
 
+  if (exists && dax == std::nullopt && options.create && options.must_be_new)
+    fail(errc::already_exists, "already exists; remove it first or open it");
   int flags = O_RDWR | O_CLOEXEC | (options.create && !dax ? O_CREAT : 0);
   r.fd_ = ::open(path.c_str(), flags, 0644);
   if (r.fd_ < 0) throw_errno(path, "cannot open read-write", errno);
+  r.created_ = !exists;
   if (options.exclusive && flock(r.fd_, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) fail(errc::busy, "is open in another process or handle (locked)");
     throw_errno(path, "cannot lock", errno);
@@ -314,6 +319,37 @@ bool region::populate(std::size_t offset, std::size_t len) {
     size_ = new_size;
   }
   return zero;
+}
+
+void region::reserve(std::size_t max_size) {
+  if (kind_ == region_kind::devdax) max_size = std::min(max_size, max_size_);
+  max_size = align_up(std::max(max_size, size_), page_size);
+  if (max_size <= reserved_) {
+    max_size_ = std::max(max_size_, max_size);
+    return;
+  }
+  const std::size_t reserved = align_up(max_size, huge_page_size);
+  std::byte* base = reserve_address_space(reserved, std::max(align_, huge_page_size));
+  if (kind_ == region_kind::anonymous) {
+    // Private anonymous memory cannot be remapped by offset: move it.
+    void* moved = mremap(base_, size_, size_, MREMAP_MAYMOVE | MREMAP_FIXED, base);
+    if (moved == MAP_FAILED) {
+      munmap(base, reserved);
+      throw error(errc::out_of_space,
+                  "cannot move an anonymous region: " + std::string(std::strerror(errno)));
+    }
+  } else {
+    void* at = mmap(base, size_, PROT_READ | PROT_WRITE, map_flags_ | MAP_FIXED, fd_, 0);
+    if (at == MAP_FAILED) {
+      int err = errno;
+      munmap(base, reserved);
+      throw_errno(path_, "cannot remap for a larger reservation", err);
+    }
+  }
+  munmap(base_, reserved_);
+  base_ = base;
+  reserved_ = reserved;
+  max_size_ = max_size;
 }
 
 bool region::release(std::size_t offset, std::size_t len) noexcept {

@@ -1,0 +1,178 @@
+// The on-media format of a daxalloc heap: every constant and struct here is
+// part of the layout. Changing any of them constitutes a layout change and
+// needs a new format_version (open refuses versions newer than its own).
+//
+// All fields are little endian (x86_64 and arm64 native order; asserted below)
+// and fixed width. Offsets are bytes from the start of the region, never
+// pointers, so a heap can be mapped anywhere.
+//
+//   offset 0        superblock copy A (4 KiB)
+//   offset 4 KiB    superblock copy B (4 KiB)
+//   offset 8 KiB    hotplug intent (one cache line), rest of the page zero
+//   offset 12 KiB   section root directory: one 8-byte entry per root
+//   roots_offset    root pages, 4 KiB each, in root-number order (populated on demand)
+//   head_size       first byte after the head (a multiple of 2 MiB)
+//   ...             memory, and memmap blocks carved from it
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+namespace daxalloc::sparse {
+
+static_assert(std::endian::native == std::endian::little, "the on-media format is little endian");
+
+// ---- constants mirrored from the kernel (x86_64, 4 KiB pages) ----
+inline constexpr unsigned page_shift = 12;
+inline constexpr std::uint64_t page_size = std::uint64_t{1} << page_shift;
+inline constexpr unsigned subsection_shift = 21;
+inline constexpr std::uint64_t subsection_size = std::uint64_t{1} << subsection_shift;
+inline constexpr std::uint64_t pages_per_subsection = subsection_size / page_size;  // 512
+inline constexpr unsigned pageblock_order = subsection_shift - page_shift;          // 9
+inline constexpr unsigned nr_pageblock_bits = 4;  // 3 migratetype bits + compaction skip
+inline constexpr unsigned min_section_size_bits = 27;
+inline constexpr unsigned max_section_size_bits = 30;
+inline constexpr unsigned default_section_size_bits = 27;
+inline constexpr unsigned max_physmem_bits = 46;  // largest address range a heap may reserve
+
+// ---- daxalloc's own layout constants ----
+inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
+inline constexpr std::uint32_t format_version = 1;
+inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
+inline constexpr std::uint64_t intent_offset = 8192;
+inline constexpr std::uint64_t directory_offset = 12288;
+inline constexpr std::uint64_t root_page_size = 4096;
+inline constexpr std::uint64_t memmap_block_size = subsection_size;  // 2 MiB blocks
+
+// Section state bits in the low bits of section_record::section_mem_map, as in
+// the kernel's mem_section (the high bits hold the memmap offset, which is
+// 2 MiB aligned, so 21 low bits are free).
+enum section_flags : std::uint64_t {
+  section_marked_present = 1u << 0,  // at least one subsection present
+  section_has_mem_map = 1u << 1,     // the memmap offset is valid
+  section_is_online = 1u << 2,       // its free pages are available to the allocators
+  section_taint_partial = 1u << 4,   // only some subsections present (TAINT_ZONE_DEVICE)
+  section_flags_mask = (1u << 5) - 1,
+};
+inline constexpr std::uint64_t section_memmap_mask = ~(memmap_block_size - 1);
+
+// Pageblock migratetypes: what a 2 MiB pageblock holds. Numbered like the
+// kernel's where the meaning matches (UNMOVABLE 0, MOVABLE 1, RECLAIMABLE 2,
+// ISOLATE 5); the skip bit is bit 3 of the 4-bit field.
+enum class migratetype : std::uint8_t {
+  unmovable = 0,  // small-object slabs: objects are pinned, never moved
+  movable = 1,    // the common pool: free pageblocks and page-sized allocations
+  large = 2,      // extents of large objects spanning pageblocks (kernel: RECLAIMABLE)
+  metadata = 3,   // the head and memmap blocks: never allocatable
+  isolate = 5,    // must not be allocated from: being offlined or holding bad blocks
+};
+inline constexpr std::uint8_t migratetype_mask = 0x7;
+inline constexpr std::uint8_t pageblock_skip_bit = 0x8;  // compaction skip (PB_migrate_skip)
+[[nodiscard]] constexpr bool is_valid_migratetype(unsigned v) {
+  return v <= 3 || v == 5;
+}
+
+// The superblock, 4 KiB, two copies. Written only at create and when the
+// heap layer records a clean/unclean shutdown; an update writes copy A,
+// persists it, then copy B, so one copy is intact after any failure. The copy
+// with the valid checksum and the higher generation wins at open.
+struct superblock {
+  char magic[16];
+  std::uint32_t version;  // format_version of the writer
+  std::uint32_t flags;    // none defined yet: must be zero
+  std::uint8_t uuid[16];
+  std::uint64_t generation;           // incremented by every update
+  std::uint32_t page_shift;           // 12
+  std::uint32_t subsection_shift;     // 21
+  std::uint32_t section_size_bits;    // 27..30
+  std::uint32_t descriptor_size;      // sizeof(page_descriptor)
+  std::uint32_t section_record_size;  // bytes per section record
+  std::uint32_t sections_per_root;
+  std::uint64_t max_range;  // reserved address range in bytes, multiple of the section size
+  std::uint64_t head_size;  // bytes before the first memory, multiple of 2 MiB
+  std::uint64_t nr_roots;
+  std::uint64_t roots_offset;
+  std::uint64_t create_time;     // seconds since the epoch
+  std::uint64_t shutdown_state;  // owned by the heap layer (clean/unclean)
+  std::uint8_t reserved[3968];   // zero
+  std::uint64_t checksum;        // Fletcher-64 of the 4 KiB with this field zero
+};
+static_assert(sizeof(superblock) == 4096);
+static_assert(offsetof(superblock, checksum) == 4088);
+
+// The hotplug intent: a redo record for hot-add and hot-remove, whose
+// application writes many words in several section records. Written and
+// persisted before any record changes (the commit point of the operation is
+// the durable store of this line with a valid checksum); cleared (op = 0, one
+// 8-byte store) after the records are persisted. Open redoes a valid intent.
+struct hotplug_intent {
+  std::uint64_t op;        // 0 none, 1 add, 2 remove
+  std::uint64_t start;     // byte offset, 2 MiB aligned
+  std::uint64_t length;    // bytes, multiple of 2 MiB
+  std::uint64_t sequence;  // incremented per operation (distinguishes stale records)
+  std::uint64_t reserved[3];
+  std::uint64_t checksum;  // Fletcher-64 of the first 56 bytes
+};
+static_assert(sizeof(hotplug_intent) == 64);
+enum hotplug_op : std::uint64_t { hotplug_none = 0, hotplug_add = 1, hotplug_remove = 2 };
+
+// One section record (the kernel's mem_section with its usage inline), in a
+// root page. Its size depends on the geometry (section_record_words()):
+//   word 0                     section_mem_map: memmap block offset | section_flags
+//   words 1 .. m               subsection_map, bit i = subsection i present
+//   words m+1 .. m+f           pageblock flags, 4 bits per pageblock (16 per word)
+// padded with zero words to a power of two. A record changes only through the
+// hotplug intent (all words), or one pageblock-flags word at a time by
+// compare-and-swap followed by a persist of that word.
+inline constexpr unsigned section_record_words(unsigned section_size_bits) {
+  const unsigned subsections = 1u << (section_size_bits - subsection_shift);
+  const unsigned map_words = (subsections + 63) / 64;
+  const unsigned flag_words = subsections * nr_pageblock_bits / 64;
+  return std::bit_ceil(1 + map_words + flag_words);
+}
+static_assert(section_record_words(27) * 8 == 64);
+static_assert(section_record_words(30) * 8 == 512);
+
+// The struct page analogue: one per 4 KiB page, 16 bytes, stored in memmap
+// blocks on the device. The sparse layer writes only `state` (free, memmap,
+// reserved); every other field belongs to the allocators, which document what
+// store commits each of their changes.
+struct page_descriptor {
+  std::uint8_t state;  // page_state
+  std::uint8_t order;  // buddy order of a head page
+  std::uint16_t kind;  // size class or owner kind
+  std::uint32_t flags;
+  std::uint64_t data;  // extent length, slab bitmap, ... (allocator-defined)
+};
+static_assert(sizeof(page_descriptor) == 16);
+
+enum class page_state : std::uint8_t {
+  free = 0,      // available (zero, so fresh memmap needs no writes)
+  reserved = 1,  // the head: superblocks, intent, directory, root pages
+  memmap = 2,    // holds page descriptors
+  // values from 16 on are the allocators'
+};
+
+// Memmap: a span is the address range whose descriptors fill memmap blocks
+// that are placed together. 2 MiB of 16-byte descriptors describe 512 MiB.
+inline constexpr unsigned memmap_span_bits(unsigned section_size_bits) {
+  constexpr unsigned block_describes_bits =
+      subsection_shift + page_shift - std::countr_zero(sizeof(page_descriptor));  // 29
+  return section_size_bits > block_describes_bits ? section_size_bits : block_describes_bits;
+}
+
+// Fletcher-64 over 32-bit little-endian words, as the kernel's nd_fletcher64.
+[[nodiscard]] inline std::uint64_t fletcher64(const void* data, std::size_t len) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint32_t lo = 0;
+  std::uint64_t hi = 0;
+  for (std::size_t i = 0; i + 4 <= len; i += 4) {
+    lo += std::uint32_t{p[i]} | std::uint32_t{p[i + 1]} << 8 | std::uint32_t{p[i + 2]} << 16 |
+          std::uint32_t{p[i + 3]} << 24;
+    hi += lo;
+  }
+  return hi << 32 | lo;
+}
+
+}  // namespace daxalloc::sparse

@@ -1,0 +1,710 @@
+#include "sparse/memory_model.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <random>
+
+#include "daxalloc/error.hpp"
+#include "sparse/superblock.hpp"
+
+namespace daxalloc::sparse {
+namespace {
+
+constexpr std::uint64_t default_max_range = std::uint64_t{1} << 40;  // 1 TiB
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string span_text(std::uint64_t start, std::uint64_t end) {
+  return "[" + hex(start) + ", " + hex(end) + ")";
+}
+
+template <class T>
+std::unique_ptr<T[], void (*)(void*)> zeroed_array(std::uint64_t n) {
+  // calloc of a large block maps fresh zero pages: untouched entries cost nothing.
+  void* p = std::calloc(n ? n : 1, sizeof(T));
+  if (p == nullptr) throw error(errc::out_of_space, "cannot allocate volatile section tables");
+  return {static_cast<T*>(p), &std::free};
+}
+
+std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t& w) {
+  return std::atomic_ref<std::uint64_t>(w);
+}
+
+// The geometry and initial size a create will use; throws before anything is
+// written when they cannot work.
+std::pair<geometry, std::uint64_t> plan(const create_options& options, std::uint64_t size,
+                                        std::uint64_t range, const std::string& where) {
+  size = align_up(size, subsection_size);
+  if (options.section_size_bits >= min_section_size_bits &&
+      options.section_size_bits <= max_section_size_bits)
+    range = align_up(range, std::uint64_t{1} << options.section_size_bits);
+  const geometry geo = geometry::make(options.section_size_bits, range);
+  const std::uint64_t minimum = geo.head_size() + geo.memmap_bytes() + subsection_size;
+  if (size < minimum)
+    throw error(errc::too_small, where + "a heap with " + std::to_string(geo.section_size() >> 20) +
+                                     " MiB sections and this address range needs at least " +
+                                     std::to_string(minimum >> 20) +
+                                     " MiB (head, memmap, one pageblock)");
+  if (size > geo.max_range)
+    throw error(errc::too_large,
+                where + "size exceeds the address range " + std::to_string(geo.max_range));
+  return {geo, size};
+}
+
+}  // namespace
+
+double model_stats::metadata_per_page() const {
+  const auto pages = present_bytes / page_size;
+  return pages ? static_cast<double>(head_bytes + memmap_bytes) / static_cast<double>(pages) : 0;
+}
+
+memory_model::memory_model(region&& r) : region_(std::move(r)) {}
+memory_model::~memory_model() = default;
+
+// ---- record access ----
+
+std::uint64_t* memory_model::section_record(std::uint64_t nr) const noexcept {
+  const std::uint64_t root = nr / geo_.sections_per_root();
+  const std::uint64_t index = nr % geo_.sections_per_root();
+  return reinterpret_cast<std::uint64_t*>(base() + geo_.roots_offset() + root * root_page_size +
+                                          index * geo_.record_size());
+}
+
+std::uint64_t memory_model::directory_entry(std::uint64_t root) const noexcept {
+  return reinterpret_cast<const std::uint64_t*>(base() + directory_offset)[root];
+}
+
+hotplug_intent* memory_model::intent() const noexcept {
+  return reinterpret_cast<hotplug_intent*>(base() + intent_offset);
+}
+
+bool memory_model::section_present(std::uint64_t nr) const noexcept {
+  if (nr >= geo_.nr_sections() || directory_entry(nr / geo_.sections_per_root()) == 0) return false;
+  return section_record(nr)[0] & section_marked_present;
+}
+
+bool memory_model::subsection_present(std::uint64_t offset) const noexcept {
+  const std::uint64_t nr = offset >> geo_.section_size_bits;
+  if (!section_present(nr)) return false;
+  const unsigned i = geo_.subsection_index(offset >> page_shift);
+  return (section_record(nr)[1 + i / 64] >> (i % 64)) & 1;
+}
+
+std::uint64_t memory_model::span_memmap(std::uint64_t offset) const noexcept {
+  const std::uint64_t span_start = align_down(offset, geo_.span_size());
+  for (std::uint64_t at = span_start; at < span_start + geo_.span_size() && at < geo_.max_range;
+       at += geo_.section_size()) {
+    const std::uint64_t nr = at >> geo_.section_size_bits;
+    if (section_present(nr)) return section_record(nr)[0] & section_memmap_mask;
+  }
+  return 0;
+}
+
+bool memory_model::in_memmap_block(std::uint64_t offset) const noexcept {
+  const std::uint64_t memmap = span_memmap(offset);
+  return memmap && offset >= memmap && offset < memmap + geo_.memmap_bytes();
+}
+
+// The memmap block of a span without one goes at the first subsections of the
+// added range inside the span (after the head): next to the memory it
+// describes. Returns 0 when the range leaves no room for it and one page block.
+std::uint64_t memory_model::memmap_placement(std::uint64_t span_start, std::uint64_t start,
+                                             std::uint64_t end) const {
+  const std::uint64_t first = std::max({start, span_start, geo_.head_size()});
+  const std::uint64_t last = std::min(end, span_start + geo_.span_size());
+  return first + geo_.memmap_bytes() + subsection_size <= last ? first : 0;
+}
+
+// ---- pageblock flags ----
+
+migratetype memory_model::get_pageblock_migratetype(std::uint64_t pfn) const noexcept {
+  const unsigned pb = geo_.subsection_index(pfn), bit = pb * nr_pageblock_bits;
+  const std::uint64_t word =
+      section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64];
+  return static_cast<migratetype>((word >> (bit % 64)) & migratetype_mask);
+}
+
+bool memory_model::get_pageblock_skip(std::uint64_t pfn) const noexcept {
+  const unsigned pb = geo_.subsection_index(pfn), bit = pb * nr_pageblock_bits;
+  const std::uint64_t word =
+      section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64];
+  return (word >> (bit % 64)) & pageblock_skip_bit;
+}
+
+// set_pfnblock_flags_mask: a CAS loop, so concurrent updates of other
+// pageblocks sharing the word are never lost. No flush here.
+void memory_model::set_pageblock_bits(std::uint64_t pfn, std::uint8_t mask,
+                                      std::uint8_t value) noexcept {
+  const unsigned pb = geo_.subsection_index(pfn), bit = pb * nr_pageblock_bits;
+  std::uint64_t& word =
+      section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64];
+  const std::uint64_t clear = ~(std::uint64_t{mask} << (bit % 64));
+  const std::uint64_t set = static_cast<std::uint64_t>(value & mask) << (bit % 64);
+  auto ref = atomic_word(word);
+  std::uint64_t old = ref.load(std::memory_order_relaxed);
+  while (!ref.compare_exchange_weak(old, (old & clear) | set, std::memory_order_release)) {
+  }
+}
+
+void memory_model::set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept {
+  set_pageblock_bits(pfn, migratetype_mask, static_cast<std::uint8_t>(type));
+  const unsigned bit = geo_.subsection_index(pfn) * nr_pageblock_bits;
+  persist().persist(
+      &section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64], 8);
+}
+
+void memory_model::set_pageblock_skip(std::uint64_t pfn, bool skip) noexcept {
+  set_pageblock_bits(pfn, pageblock_skip_bit, skip ? pageblock_skip_bit : 0);
+  const unsigned bit = geo_.subsection_index(pfn) * nr_pageblock_bits;
+  persist().persist(
+      &section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64], 8);
+}
+
+bool memory_model::pfn_valid(std::uint64_t pfn) const noexcept {
+  const std::uint64_t nr = geo_.pfn_to_section_nr(pfn);
+  if (nr >= geo_.nr_sections() || mem_map_[nr].load(std::memory_order_relaxed) == 0) return false;
+  const unsigned i = geo_.subsection_index(pfn);
+  return (section_record(nr)[1 + i / 64] >> (i % 64)) & 1;
+}
+
+// ---- create and open ----
+
+std::unique_ptr<memory_model> memory_model::create(const std::filesystem::path& path,
+                                                   const create_options& options) {
+  region_options ro = options.region;
+  ro.create = true;
+  ro.must_be_new = true;
+  ro.size = align_up(options.size, subsection_size);
+  ro.max_size =
+      std::max<std::uint64_t>(options.max_range ? options.max_range : default_max_range, ro.size);
+  if (ro.size == 0) throw error(errc::too_small, path.string() + ": create needs a size");
+  std::filesystem::path dev("/dev");
+  if (path.parent_path() != dev)  // a file: check everything before it is created
+    (void)plan(options, ro.size, ro.max_size, path.string() + ": ");
+  return create(region::open(path, ro), options);
+}
+
+std::unique_ptr<memory_model> memory_model::create(region&& r, const create_options& options) {
+  const bool devdax = r.kind() == region_kind::devdax;
+  const std::uint64_t size = options.size ? options.size : align_down(r.size(), subsection_size);
+  const std::uint64_t range = options.max_range ? options.max_range
+                              : devdax          ? r.max_size()
+                                                : std::max(default_max_range, size);
+  const std::string where = r.path().string() + ": ";
+  const auto [geo, initial] = plan(options, size, range, where);
+  if (r.size() >= 2 * sizeof(superblock)) {
+    const auto* copies = reinterpret_cast<const superblock*>(r.base());
+    bool newer = false;
+    if ((superblock_problem(copies[0], newer).empty() ||
+         superblock_problem(copies[1], newer).empty() || newer) &&
+        !options.overwrite)
+      throw error(errc::already_exists,
+                  where + "already holds a daxalloc heap; open it, or create with overwrite");
+  }
+  r.reserve(geo.max_range);
+  std::unique_ptr<memory_model> m(new memory_model(std::move(r)));
+  m->geo_ = geo;
+  return create_impl(std::move(m), initial);
+}
+
+std::unique_ptr<memory_model> memory_model::create_impl(std::unique_ptr<memory_model> m,
+                                                        std::uint64_t size) {
+  const geometry& geo = m->geo_;
+  m->init_volatile();
+  // Anything left from an earlier heap goes first: superblocks, intent and
+  // directory, in one persisted memset. Until superblock A is written again
+  // the media is not a heap.
+  const bool zero = m->region_.populate(0, size) || m->region_.created();
+  if (!zero) m->persist().memset_persist(m->base(), 0, directory_offset + geo.nr_roots() * 8);
+
+  superblock& sb = m->super_;
+  std::memcpy(sb.magic, superblock_magic, sizeof sb.magic);
+  sb.version = format_version;
+  std::random_device rd;
+  for (auto& byte : sb.uuid) byte = static_cast<std::uint8_t>(rd());
+  superblock_set_geometry(sb, geo);
+  sb.create_time = static_cast<std::uint64_t>(std::time(nullptr));
+
+  {
+    std::lock_guard lock(m->hotplug_mutex_);
+    m->add_locked(0, size, zero);
+  }
+  m->write_superblocks();
+  return m;
+}
+
+void memory_model::write_superblocks() {
+  ++super_.generation;
+  superblock_seal(super_);
+  for (auto offset : superblock_offset)
+    persist().memcpy_persist(base() + offset, &super_, sizeof super_);
+}
+
+std::unique_ptr<memory_model> memory_model::open(const std::filesystem::path& path,
+                                                 const open_options& options) {
+  region_options ro = options.region;
+  ro.create = false;
+  ro.size = 0;
+  return open(region::open(path, ro), options);
+}
+
+std::unique_ptr<memory_model> memory_model::open(region&& r, const open_options& options) {
+  if (r.size() < 2 * sizeof(superblock))
+    throw error(errc::corrupt, r.path().string() + ": too small to be a daxalloc heap");
+  std::unique_ptr<memory_model> m(new memory_model(std::move(r)));
+  m->load(options);
+  return m;
+}
+
+void memory_model::load(const open_options& options) {
+  const std::string where = region_.path().string() + ": ";
+  const auto* copies = reinterpret_cast<const superblock*>(base());  // stale after reserve()
+  bool newer[2] = {};
+  const std::string problem[2] = {superblock_problem(copies[0], newer[0]),
+                                  superblock_problem(copies[1], newer[1])};
+  if (newer[0] || newer[1])
+    throw error(errc::newer_format,
+                where + (newer[0] ? problem[0] : problem[1]) + "; open it with a newer daxalloc");
+  int good = -1;
+  if (problem[0].empty() && problem[1].empty())
+    good = copies[1].generation > copies[0].generation ? 1 : 0;
+  else if (problem[0].empty())
+    good = 0;
+  else if (problem[1].empty())
+    good = 1;
+  if (good < 0) {
+    if (problem[0] == "no daxalloc magic" && problem[1] == "no daxalloc magic")
+      throw error(errc::corrupt, where +
+                                     "not a daxalloc heap (no superblock; an interrupted "
+                                     "create leaves this too: remove the file and create again)");
+    throw error(errc::corrupt, where + "both superblock copies are damaged: A: " + problem[0] +
+                                   "; B: " + problem[1]);
+  }
+  super_ = copies[good];
+  geo_ = geometry{super_.section_size_bits, super_.max_range};
+  if (options.section_size_bits && options.section_size_bits != geo_.section_size_bits)
+    throw error(errc::geometry_mismatch,
+                where + "the heap has " + std::to_string(geo_.section_size() >> 20) +
+                    " MiB sections (section_size_bits " + std::to_string(geo_.section_size_bits) +
+                    "), not the " + std::to_string(options.section_size_bits) + " asked for");
+  if (region_.size() < geo_.head_size())
+    throw error(errc::corrupt, where + "truncated: smaller than its own head");
+  region_.reserve(geo_.max_range);
+  copies = reinterpret_cast<const superblock*>(base());
+  // The copy that lost (torn, stale or damaged) is rewritten from the winner.
+  const int other = 1 - good;
+  if (!problem[other].empty() || std::memcmp(&copies[other], &super_, sizeof super_) != 0)
+    persist().memcpy_persist(base() + superblock_offset[other], &super_, sizeof super_);
+  init_volatile();
+
+  const hotplug_intent pending = *intent();
+  hotplug_intent sealed = pending;
+  sealed.checksum = fletcher64(&sealed, offsetof(hotplug_intent, checksum));
+  const bool committed = (pending.op == hotplug_add || pending.op == hotplug_remove) &&
+                         pending.checksum != 0 && sealed.checksum == pending.checksum;
+  if (committed) {
+    const std::uint64_t end = pending.start + pending.length;
+    if (pending.length == 0 || pending.start % subsection_size ||
+        pending.length % subsection_size || end < pending.start ||
+        pending.start < geo_.head_size() || end > geo_.max_range || end > region_.size())
+      throw error(errc::corrupt, where + "the hotplug intent names an impossible span " +
+                                     span_text(pending.start, end));
+    if (pending.op == hotplug_add) {
+      for (std::uint64_t s = align_down(pending.start, geo_.span_size()); s < end;
+           s += geo_.span_size())
+        if (span_memmap(s) == 0 && memmap_placement(s, pending.start, end) == 0)
+          throw error(errc::corrupt,
+                      where + "the hotplug intent adds a span without room for its memmap");
+    }
+    apply_intent(pending);  // redo: the operation had committed
+  }
+  if (pending.op != hotplug_none || pending.checksum != 0) clear_intent();
+
+  for (std::uint64_t root = 0; root < geo_.nr_roots(); ++root) {
+    const std::uint64_t entry = directory_entry(root);
+    if (entry > 1)
+      throw error(errc::corrupt,
+                  where + "root directory entry " + std::to_string(root) + " is " + hex(entry));
+    if (entry == 1) {
+      const std::uint64_t first = root * geo_.sections_per_root();
+      refresh_volatile(first << geo_.section_size_bits,
+                       std::min<std::uint64_t>(geo_.sections_per_root(), geo_.nr_sections() - first)
+                           << geo_.section_size_bits);
+    }
+  }
+  if (auto problems = check(); !problems.empty())
+    throw error(
+        errc::corrupt,
+        where + problems.front() +
+            (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)" : ""));
+}
+
+void memory_model::init_volatile() {
+  mem_map_ = zeroed_array<std::atomic<std::uintptr_t>>(geo_.nr_sections());
+}
+
+// ---- hotplug ----
+
+void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
+  std::lock_guard lock(hotplug_mutex_);
+  const std::uint64_t end = start + length;
+  const std::string what = region_.path().string() + ": hot-add " + span_text(start, end) + ": ";
+  if (length == 0) throw error(errc::invalid_argument, what + "empty span");
+  if (start % subsection_size || length % subsection_size)
+    throw error(errc::misaligned, what + "start and size must be multiples of 2 MiB (EINVAL)");
+  if (end < start || end > geo_.max_range)
+    throw error(errc::too_large,
+                what + "beyond the heap's address range of " + hex(geo_.max_range));
+  if (start < geo_.head_size())
+    throw error(errc::already_exists, what + "overlaps the head, which is always present (EEXIST)");
+  for (std::uint64_t at = start; at < end; at += subsection_size)
+    if (subsection_present(at))
+      throw error(errc::already_exists,
+                  what + "subsection at " + hex(at) + " is already present (EEXIST)");
+  add_locked(start, length, region_.populate(start, length));
+}
+
+// Adds a span whose storage is populated; `fresh` says it reads as zeros.
+void memory_model::add_locked(std::uint64_t start, std::uint64_t length, bool fresh) {
+  const std::uint64_t end = start + length;
+  struct new_block {
+    std::uint64_t span_start, memmap;
+  };
+  std::vector<new_block> new_blocks;
+  for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
+    if (span_memmap(s)) continue;
+    const std::uint64_t at = memmap_placement(s, start, end);
+    if (at == 0)
+      throw error(errc::too_small, region_.path().string() + ": hot-add " + span_text(start, end) +
+                                       ": the span " + span_text(s, s + geo_.span_size()) +
+                                       " has no memmap yet; the first add into it needs " +
+                                       std::to_string(geo_.memmap_bytes() >> 20) +
+                                       " MiB for the memmap plus 2 MiB of memory");
+    new_blocks.push_back({s, at});
+  }
+
+  // Prepare what the records will point to; none of it is reachable yet.
+  const auto memmap_of = [&](std::uint64_t offset) {
+    const std::uint64_t s = align_down(offset, geo_.span_size());
+    for (const auto& b : new_blocks)
+      if (b.span_start == s) return std::pair{b.memmap, true};
+    return std::pair{span_memmap(offset), false};
+  };
+  for (std::uint64_t at = start; at < end; at += subsection_size) {
+    const auto [memmap, is_new] = memmap_of(at);
+    auto* desc = reinterpret_cast<page_descriptor*>(
+        base() + memmap +
+        ((at - align_down(at, geo_.span_size())) >> page_shift) * sizeof(page_descriptor));
+    const std::size_t bytes = pages_per_subsection * sizeof(page_descriptor);
+    page_state state = page_state::free;
+    if (at < geo_.head_size()) state = page_state::reserved;
+    if (is_new && at >= memmap && at < memmap + geo_.memmap_bytes()) state = page_state::memmap;
+    if (!(fresh && is_new) || state != page_state::free) {
+      std::memset(desc, 0, bytes);
+      if (state != page_state::free)
+        for (std::uint64_t i = 0; i < pages_per_subsection; ++i)
+          desc[i].state = static_cast<std::uint8_t>(state);
+      persist().flush(desc, bytes);
+    }
+  }
+  const std::uint64_t first_root = (start >> geo_.section_size_bits) / geo_.sections_per_root();
+  const std::uint64_t last_root = ((end - 1) >> geo_.section_size_bits) / geo_.sections_per_root();
+  for (std::uint64_t root = first_root; root <= last_root; ++root) {
+    if (directory_entry(root)) continue;
+    std::byte* page = base() + geo_.roots_offset() + root * root_page_size;
+    std::memset(page, 0, root_page_size);
+    persist().flush(page, root_page_size);
+  }
+  persist().drain();
+
+  commit_intent(hotplug_add, start, length);
+  apply_intent(*intent());
+  clear_intent();
+}
+
+void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
+  std::lock_guard lock(hotplug_mutex_);
+  const std::uint64_t end = start + length;
+  const std::string what = region_.path().string() + ": hot-remove " + span_text(start, end) + ": ";
+  if (length == 0) throw error(errc::invalid_argument, what + "empty span");
+  if (start % subsection_size || length % subsection_size)
+    throw error(errc::misaligned, what + "start and size must be multiples of 2 MiB (EINVAL)");
+  if (end < start || end > geo_.max_range)
+    throw error(errc::not_present, what + "beyond the heap's address range");
+  if (start < geo_.head_size())
+    throw error(errc::in_use, what + "the head (superblocks and section map) cannot be removed");
+  for (std::uint64_t at = start; at < end; at += subsection_size)
+    if (!subsection_present(at))
+      throw error(errc::not_present, what + "subsection at " + hex(at) + " is not present");
+  for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
+    const std::uint64_t memmap = span_memmap(s);
+    if (memmap + geo_.memmap_bytes() <= start || memmap >= end) continue;
+    // The memmap goes only with everything it describes.
+    for (std::uint64_t at = s; at < s + geo_.span_size(); at += subsection_size)
+      if ((at < start || at >= end) && subsection_present(at))
+        throw error(errc::in_use, what + "it holds the memmap of " +
+                                      span_text(s, s + geo_.span_size()) +
+                                      ", whose subsection at " + hex(at) + " stays present");
+  }
+  for (std::uint64_t pfn = start >> page_shift; pfn < end >> page_shift; ++pfn) {
+    const auto state = static_cast<page_state>(pfn_to_page(pfn)->state);
+    if (state != page_state::free &&
+        !(state == page_state::memmap && in_memmap_block(pfn << page_shift)))
+      throw error(errc::in_use, what + "page at " + hex(pfn << page_shift) + " is in use (state " +
+                                    std::to_string(static_cast<int>(state)) + ")");
+  }
+  commit_intent(hotplug_remove, start, length);
+  apply_intent(*intent());
+  clear_intent();
+  (void)region_.release(start, length);  // storage goes back where the file system allows
+}
+
+void memory_model::commit_intent(hotplug_op op, std::uint64_t start, std::uint64_t length) {
+  hotplug_intent record{};
+  record.op = op;
+  record.start = start;
+  record.length = length;
+  record.sequence = intent()->sequence + 1;
+  record.checksum = fletcher64(&record, offsetof(hotplug_intent, checksum));
+  persist().memcpy_persist(intent(), &record, sizeof record);
+}
+
+void memory_model::clear_intent() {
+  // Both words: a later torn intent must never combine a new op with an old
+  // but valid checksum.
+  hotplug_intent* in = intent();
+  atomic_word(in->op).store(hotplug_none, std::memory_order_relaxed);
+  atomic_word(in->checksum).store(0, std::memory_order_relaxed);
+  persist().persist(in, sizeof *in);
+}
+
+// Applies a committed intent to the section records. Idempotent, and a
+// function of the intent and the records only, so open can redo it after a
+// failure at any point.
+void memory_model::apply_intent(const hotplug_intent& in) {
+  const std::uint64_t start = in.start, end = in.start + in.length;
+  const bool adding = in.op == hotplug_add;
+  const unsigned map_words = geo_.subsection_map_words();
+  const std::uint64_t full_map_bits = geo_.subsections_per_section();
+
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> span_memmaps;  // span start -> memmap
+  if (adding)
+    for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
+      const std::uint64_t existing = span_memmap(s);
+      span_memmaps.emplace_back(s, existing ? existing : memmap_placement(s, start, end));
+    }
+  const auto memmap_for = [&](std::uint64_t offset) {
+    const std::uint64_t s = align_down(offset, geo_.span_size());
+    for (auto& [span, memmap] : span_memmaps)
+      if (span == s) return memmap;
+    return std::uint64_t{0};
+  };
+
+  auto* directory = reinterpret_cast<std::uint64_t*>(base() + directory_offset);
+  for (std::uint64_t nr = start >> geo_.section_size_bits;
+       nr <= (end - 1) >> geo_.section_size_bits; ++nr) {
+    const std::uint64_t root = nr / geo_.sections_per_root();
+    if (adding && directory[root] == 0) {
+      atomic_word(directory[root]).store(1, std::memory_order_relaxed);
+      persist().flush(&directory[root], 8);
+    }
+    std::uint64_t* record = section_record(nr);
+    const std::uint64_t section_start = nr << geo_.section_size_bits;
+    const std::uint64_t lo = std::max(start, section_start);
+    const std::uint64_t hi = std::min(end, section_start + geo_.section_size());
+    for (std::uint64_t at = lo; at < hi; at += subsection_size) {
+      const unsigned i = geo_.subsection_index(at >> page_shift);
+      const std::uint64_t bit = std::uint64_t{1} << (i % 64);
+      auto word = atomic_word(record[1 + i / 64]);
+      if (adding) {
+        word.fetch_or(bit, std::memory_order_relaxed);
+        const std::uint64_t memmap = memmap_for(at);
+        const bool metadata =
+            at < geo_.head_size() || (at >= memmap && at < memmap + geo_.memmap_bytes());
+        set_pageblock_bits(
+            at >> page_shift, 0xf,
+            static_cast<std::uint8_t>(metadata ? migratetype::metadata : migratetype::movable));
+      } else {
+        word.fetch_and(~bit, std::memory_order_relaxed);
+        set_pageblock_bits(at >> page_shift, 0xf, 0);
+      }
+    }
+    std::uint64_t present = 0;
+    for (unsigned w = 0; w < map_words; ++w) present += std::popcount(record[1 + w]);
+    std::uint64_t head = 0;
+    if (present) {
+      const std::uint64_t memmap = adding && (record[0] & section_has_mem_map) == 0
+                                       ? memmap_for(section_start)
+                                       : record[0] & section_memmap_mask;
+      head = memmap | section_marked_present | section_has_mem_map | section_is_online |
+             (present != full_map_bits ? std::uint64_t{section_taint_partial} : 0);
+    }
+    atomic_word(record[0]).store(head, std::memory_order_relaxed);
+    persist().flush(record, geo_.record_size());
+  }
+  persist().drain();
+  refresh_volatile(start, in.length);
+}
+
+// Rebuilds the volatile memmap pointers of the sections that
+// [start, start+length) touches.
+void memory_model::refresh_volatile(std::uint64_t start, std::uint64_t length) {
+  const std::uint64_t end = start + length;
+  for (std::uint64_t nr = start >> geo_.section_size_bits;
+       nr <= (end - 1) >> geo_.section_size_bits; ++nr) {
+    std::uintptr_t encoded = 0;
+    if (section_present(nr)) {
+      const std::uint64_t span_start = align_down(nr << geo_.section_size_bits, geo_.span_size());
+      encoded = reinterpret_cast<std::uintptr_t>(base()) +
+                (section_record(nr)[0] & section_memmap_mask) -
+                (span_start >> page_shift) * sizeof(page_descriptor);
+    }
+    mem_map_[nr].store(encoded, std::memory_order_release);
+  }
+}
+
+// ---- invariants ----
+
+std::vector<std::string> memory_model::check() const {
+  std::vector<std::string> out;
+  const auto fail = [&](std::string s) { out.push_back(std::move(s)); };
+  const auto* copies = reinterpret_cast<const superblock*>(base());
+  for (int c = 0; c < 2; ++c) {
+    bool newer = false;
+    if (auto why = superblock_problem(copies[c], newer); !why.empty())
+      fail(std::string("superblock copy ") + "AB"[c] + ": " + why);
+    else if (std::memcmp(&copies[c], &super_, sizeof super_) != 0)
+      fail(std::string("superblock copy ") + "AB"[c] + " differs from the one in use");
+  }
+  if (intent()->op != hotplug_none) fail("a hotplug intent is pending");
+
+  const unsigned map_words = geo_.subsection_map_words();
+  const unsigned flag_words = geo_.subsections_per_section() * nr_pageblock_bits / 64;
+  std::uint64_t span_checked = ~std::uint64_t{0};
+  for (std::uint64_t root = 0; root < geo_.nr_roots(); ++root) {
+    const std::uint64_t entry = directory_entry(root);
+    if (entry > 1) fail("root directory entry " + std::to_string(root) + " is " + hex(entry));
+    if (entry != 1) continue;
+    for (std::uint64_t i = 0; i < geo_.sections_per_root(); ++i) {
+      const std::uint64_t nr = root * geo_.sections_per_root() + i;
+      const std::uint64_t* record = section_record(nr);
+      const std::string name = "section " + std::to_string(nr) + ": ";
+      std::uint64_t present = 0;
+      for (unsigned w = 0; w < map_words; ++w) present += std::popcount(record[1 + w]);
+      for (unsigned w = 1 + map_words + flag_words; w < geo_.record_words(); ++w)
+        if (record[w]) fail(name + "padding word " + std::to_string(w) + " is not zero");
+      if (nr >= geo_.nr_sections()) {
+        if (record[0] || present) fail(name + "beyond the address range but not empty");
+        continue;
+      }
+      const std::uint64_t section_start = nr << geo_.section_size_bits;
+      const std::uintptr_t cached = mem_map_[nr].load(std::memory_order_relaxed);
+      if (present == 0) {
+        if (record[0])
+          fail(name + "no subsection present but section_mem_map is " + hex(record[0]));
+        for (unsigned w = 0; w < flag_words; ++w)
+          if (record[1 + map_words + w]) fail(name + "pageblock flags set in an absent section");
+        if (cached) fail(name + "absent, but the volatile memmap pointer is set");
+        continue;
+      }
+      const std::uint64_t flags = record[0] & ~section_memmap_mask;
+      const std::uint64_t want =
+          section_marked_present | section_has_mem_map | section_is_online |
+          (present != geo_.subsections_per_section() ? std::uint64_t{section_taint_partial} : 0);
+      if (flags != want) fail(name + "state bits " + hex(flags) + ", expected " + hex(want));
+      const std::uint64_t memmap = record[0] & section_memmap_mask;
+      const std::uint64_t span_start = align_down(section_start, geo_.span_size());
+      bool memmap_ok = memmap >= geo_.head_size() && memmap >= span_start &&
+                       memmap + geo_.memmap_bytes() <= span_start + geo_.span_size() &&
+                       memmap + geo_.memmap_bytes() <= region_.size();
+      if (!memmap_ok)
+        fail(name + "memmap offset " + hex(memmap) + " outside its span or the region");
+      if (memmap_ok && memmap != span_memmap(section_start))
+        fail(name + "memmap offset differs from another section of its span");
+      if (cached != reinterpret_cast<std::uintptr_t>(base()) + memmap -
+                        (span_start >> page_shift) * sizeof(page_descriptor))
+        fail(name + "volatile memmap pointer disagrees with the record");
+      for (unsigned s = 0; s < geo_.subsections_per_section(); ++s) {
+        const std::uint64_t at = section_start + (std::uint64_t{s} << subsection_shift);
+        const bool here = (record[1 + s / 64] >> (s % 64)) & 1;
+        const unsigned bit = s * nr_pageblock_bits;
+        const auto value =
+            static_cast<unsigned>((record[1 + map_words + bit / 64] >> (bit % 64)) & 0xf);
+        const std::string sub = name + "subsection at " + hex(at) + ": ";
+        if (!here) {
+          if (value) fail(sub + "absent but has pageblock flags " + std::to_string(value));
+          if (memmap_ok && at >= memmap && at < memmap + geo_.memmap_bytes())
+            fail(sub + "holds the memmap but is absent");
+          continue;
+        }
+        if (at + subsection_size > region_.size())
+          fail(sub + "present beyond the end of the region");
+        if (!is_valid_migratetype(value & migratetype_mask))
+          fail(sub + "invalid migratetype " + std::to_string(value & 7));
+        const bool metadata = at < geo_.head_size() ||
+                              (memmap_ok && at >= memmap && at < memmap + geo_.memmap_bytes());
+        if (metadata !=
+            ((value & migratetype_mask) == static_cast<unsigned>(migratetype::metadata)))
+          fail(sub + (metadata ? "head or memmap pageblock not typed metadata"
+                               : "typed metadata but holds no metadata"));
+      }
+      if (memmap_ok && span_start != span_checked &&
+          memmap + geo_.memmap_bytes() <= region_.size()) {
+        span_checked = span_start;
+        const auto* desc = reinterpret_cast<const page_descriptor*>(base() + memmap);
+        for (std::uint64_t at = memmap; at < memmap + geo_.memmap_bytes(); at += page_size) {
+          const auto& d = desc[(at - span_start) >> page_shift];
+          if (d.state != static_cast<std::uint8_t>(page_state::memmap)) {
+            fail(name + "memmap page at " + hex(at) + " has descriptor state " +
+                 std::to_string(d.state));
+            break;
+          }
+        }
+      }
+    }
+  }
+  for (std::uint64_t at = 0; at < geo_.head_size(); at += subsection_size)
+    if (!subsection_present(at)) fail("head subsection at " + hex(at) + " is not present");
+  if (out.empty())
+    for (std::uint64_t pfn = 0; pfn < geo_.head_size() >> page_shift; ++pfn)
+      if (pfn_to_page(pfn)->state != static_cast<std::uint8_t>(page_state::reserved)) {
+        fail("head page at " + hex(pfn << page_shift) + " is not marked reserved");
+        break;
+      }
+  return out;
+}
+
+model_stats memory_model::stats() const {
+  model_stats s;
+  s.head_bytes = geo_.head_size();
+  std::uint64_t last_span = ~std::uint64_t{0};
+  for (std::uint64_t root = 0; root < geo_.nr_roots(); ++root) {
+    if (directory_entry(root) != 1) continue;
+    ++s.populated_roots;
+    for (std::uint64_t i = 0; i < geo_.sections_per_root(); ++i) {
+      const std::uint64_t nr = root * geo_.sections_per_root() + i;
+      if (!section_present(nr)) continue;
+      ++s.present_sections;
+      const std::uint64_t* record = section_record(nr);
+      for (unsigned w = 0; w < geo_.subsection_map_words(); ++w)
+        s.present_subsections += std::popcount(record[1 + w]);
+      const std::uint64_t section_start = nr << geo_.section_size_bits;
+      if (align_down(section_start, geo_.span_size()) != last_span) {
+        last_span = align_down(section_start, geo_.span_size());
+        s.memmap_bytes += geo_.memmap_bytes();  // sections are visited in order: once per span
+      }
+    }
+  }
+  s.present_bytes = s.present_subsections * subsection_size;
+  s.usable_bytes = s.present_bytes - s.head_bytes - s.memmap_bytes;
+  return s;
+}
+
+}  // namespace daxalloc::sparse

@@ -1,0 +1,159 @@
+// The sparse memory model on the media: the kernel's SPARSEMEM + ZONE_DEVICE
+// design kept persistently in the region itself.
+//
+// The region's address range (max_range bytes, reserved at create) is cut into
+// sections of 2^section_size_bits bytes and subsections of 2 MiB. A section's
+// record (state bits, subsection_map, pageblock flags, memmap offset) lives in
+// a root page; root pages are populated on demand and found through the root
+// directory (SPARSEMEM_EXTREME), so absent address space costs nothing.
+//
+// Every 4 KiB page has a 16-byte page_descriptor in a memmap block: 2 MiB
+// aligned, carved from the first present subsections of its span (512 MiB of
+// address space, or one section when sections are larger), so memory that is
+// hot-added brings its own metadata, as with the kernel's vmem_altmap.
+//
+// Durability (docs/on-media-format.md has the byte layout):
+//   create      writes head, records and memmap, then superblock A, then B;
+//               the heap exists once copy A is durable.
+//   hot-add,    prepare (grow file, zero descriptors and root pages; persist),
+//   hot-remove  commit the hotplug intent (persist: the commit point), apply it
+//               to the section records (persist), clear it (persist). Open
+//               redoes a committed intent, so the change is all or nothing.
+//   pageblock   one compare-and-swap on a 64-bit flags word, then persist: the
+//   flags       CAS is the commit (8-byte stores are failure-atomic).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daxalloc/region.hpp"
+#include "sparse/geometry.hpp"
+#include "sparse/layout.hpp"
+
+namespace daxalloc::sparse {
+
+struct create_options {
+  std::uint64_t size = 0;       // bytes present after create (rounded up to 2 MiB)
+  std::uint64_t max_range = 0;  // address range for growth; 0: 1 TiB (devdax: the device)
+  unsigned section_size_bits = default_section_size_bits;
+  bool overwrite = false;  // devdax: replace a heap that is already there
+  region_options region;   // kind-specific options (persistence mode, ...)
+};
+
+struct open_options {
+  unsigned section_size_bits = 0;  // 0 accepts the heap's; else must match
+  region_options region;
+};
+
+struct model_stats {
+  std::uint64_t present_bytes = 0;  // bytes of present subsections, metadata included
+  std::uint64_t present_sections = 0;
+  std::uint64_t present_subsections = 0;
+  std::uint64_t populated_roots = 0;
+  std::uint64_t head_bytes = 0;    // superblocks, intent, directory, root pages
+  std::uint64_t memmap_bytes = 0;  // memmap blocks
+  std::uint64_t usable_bytes = 0;  // present minus head and memmap
+  // Metadata bytes per present 4 KiB page: (head + memmap) / present pages.
+  [[nodiscard]] double metadata_per_page() const;
+};
+
+class memory_model {
+ public:
+  [[nodiscard]] static std::unique_ptr<memory_model> create(const std::filesystem::path& path,
+                                                            const create_options& options);
+  [[nodiscard]] static std::unique_ptr<memory_model> create(region&& r,
+                                                            const create_options& options);
+  [[nodiscard]] static std::unique_ptr<memory_model> open(const std::filesystem::path& path,
+                                                          const open_options& options = {});
+  [[nodiscard]] static std::unique_ptr<memory_model> open(region&& r,
+                                                          const open_options& options = {});
+  ~memory_model();
+  memory_model(const memory_model&) = delete;
+  memory_model& operator=(const memory_model&) = delete;
+
+  [[nodiscard]] const geometry& geo() const noexcept { return geo_; }
+  [[nodiscard]] region& media() noexcept { return region_; }
+  [[nodiscard]] const region& media() const noexcept { return region_; }
+  [[nodiscard]] const superblock& super() const noexcept { return super_; }
+  [[nodiscard]] std::byte* base() const noexcept { return region_.base(); }
+
+  // pfn: page frame number, the byte offset in the region >> 12.
+  [[nodiscard]] bool pfn_valid(std::uint64_t pfn) const noexcept;
+  // O(1): one load of the section's encoded memmap and an add (the kernel's
+  // section_mem_map trick). The pfn must be valid.
+  [[nodiscard]] page_descriptor* pfn_to_page(std::uint64_t pfn) const noexcept {
+    return reinterpret_cast<page_descriptor*>(
+        mem_map_[geo_.pfn_to_section_nr(pfn)].load(std::memory_order_relaxed) +
+        pfn * sizeof(page_descriptor));
+  }
+  // O(1): a memmap block lies inside the span it describes and never straddles
+  // a section, so the section holding the descriptor has the same encoded
+  // memmap as the page's own section (the kernel's page - section_mem_map).
+  [[nodiscard]] std::uint64_t page_to_pfn(const page_descriptor* page) const noexcept {
+    const auto address = reinterpret_cast<std::uintptr_t>(page);
+    const auto offset =
+        static_cast<std::uint64_t>(address - reinterpret_cast<std::uintptr_t>(base()));
+    return (address - mem_map_[offset >> geo_.section_size_bits].load(std::memory_order_relaxed)) /
+           sizeof(page_descriptor);
+  }
+  [[nodiscard]] std::byte* pfn_to_virt(std::uint64_t pfn) const noexcept {
+    return base() + (pfn << page_shift);
+  }
+
+  [[nodiscard]] migratetype get_pageblock_migratetype(std::uint64_t pfn) const noexcept;
+  [[nodiscard]] bool get_pageblock_skip(std::uint64_t pfn) const noexcept;
+  // Durable when they return (one CAS + one persist). The pfn must be valid.
+  void set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept;
+  void set_pageblock_skip(std::uint64_t pfn, bool skip) noexcept;
+
+  // Online hot-add and hot-remove of a 2 MiB-aligned span of byte offsets,
+  // with the kernel's rules (docs/kernel-model.md). Serialised with each other.
+  void hot_add(std::uint64_t start, std::uint64_t length);
+  void hot_remove(std::uint64_t start, std::uint64_t length);
+
+  // Every invariant of the superblock, directory, section records, memmap
+  // placement and pageblock flags; one line per violation, empty when sound.
+  [[nodiscard]] std::vector<std::string> check() const;
+  [[nodiscard]] model_stats stats() const;
+
+  [[nodiscard]] std::uint64_t* section_record(std::uint64_t section_nr) const noexcept;
+  [[nodiscard]] bool section_present(std::uint64_t section_nr) const noexcept;
+  [[nodiscard]] bool subsection_present(std::uint64_t offset) const noexcept;
+  // Offset of the memmap block of the span holding `offset`, or 0 if none.
+  [[nodiscard]] std::uint64_t span_memmap(std::uint64_t offset) const noexcept;
+  [[nodiscard]] std::uint64_t directory_entry(std::uint64_t root) const noexcept;
+
+ private:
+  explicit memory_model(region&& r);
+  static std::unique_ptr<memory_model> create_impl(std::unique_ptr<memory_model> m,
+                                                   std::uint64_t size);
+  void load(const open_options& options);
+  void init_volatile();
+  void write_superblocks();
+  void add_locked(std::uint64_t start, std::uint64_t length, bool fresh);
+  void apply_intent(const hotplug_intent& intent);
+  void commit_intent(hotplug_op op, std::uint64_t start, std::uint64_t length);
+  void clear_intent();
+  void refresh_volatile(std::uint64_t start, std::uint64_t length);
+  void set_pageblock_bits(std::uint64_t pfn, std::uint8_t mask, std::uint8_t value) noexcept;
+  [[nodiscard]] std::uint64_t memmap_placement(std::uint64_t span_start, std::uint64_t start,
+                                               std::uint64_t end) const;
+  [[nodiscard]] bool in_memmap_block(std::uint64_t offset) const noexcept;
+  [[nodiscard]] hotplug_intent* intent() const noexcept;
+  [[nodiscard]] const persistence& persist() const noexcept { return region_.persist(); }
+
+  region region_;
+  geometry geo_;
+  superblock super_{};
+  std::mutex hotplug_mutex_;
+  // Volatile, rebuilt at open. mem_map_[nr] = address of pfn 0's descriptor
+  // as if the section's memmap extended down to pfn 0 (0: no memmap).
+  std::unique_ptr<std::atomic<std::uintptr_t>[], void (*)(void*)> mem_map_ { nullptr, nullptr };
+};
+
+}  // namespace daxalloc::sparse

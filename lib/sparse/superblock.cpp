@@ -1,0 +1,48 @@
+#include "sparse/superblock.hpp"
+
+#include <cstring>
+
+namespace daxalloc::sparse {
+
+void superblock_seal(superblock& sb) {
+  sb.checksum = 0;
+  sb.checksum = fletcher64(&sb, sizeof sb);
+}
+
+void superblock_set_geometry(superblock& sb, const geometry& geo) {
+  sb.page_shift = page_shift;
+  sb.subsection_shift = subsection_shift;
+  sb.section_size_bits = geo.section_size_bits;
+  sb.descriptor_size = sizeof(page_descriptor);
+  sb.section_record_size = static_cast<std::uint32_t>(geo.record_size());
+  sb.sections_per_root = geo.sections_per_root();
+  sb.max_range = geo.max_range;
+  sb.head_size = geo.head_size();
+  sb.nr_roots = geo.nr_roots();
+  sb.roots_offset = geo.roots_offset();
+}
+
+std::string superblock_problem(const superblock& sb, bool& newer) {
+  newer = false;
+  if (std::memcmp(sb.magic, superblock_magic, sizeof sb.magic) != 0) return "no daxalloc magic";
+  superblock copy = sb;
+  superblock_seal(copy);
+  if (copy.checksum != sb.checksum) return "checksum mismatch";
+  if (sb.version > format_version) {
+    newer = true;
+    return "format version " + std::to_string(sb.version) + " is newer than this library's " +
+           std::to_string(format_version);
+  }
+  if (sb.version == 0) return "format version 0";
+  if (sb.flags != 0) return "unknown flags " + std::to_string(sb.flags);
+  if (auto why = geometry::problem(sb.section_size_bits, sb.max_range); !why.empty()) return why;
+  superblock expected = sb;
+  superblock_set_geometry(expected, geometry{sb.section_size_bits, sb.max_range});
+  if (std::memcmp(&expected, &sb, offsetof(superblock, create_time)) != 0)
+    return "layout fields disagree with the geometry (page, subsection, descriptor or record size)";
+  for (auto byte : sb.reserved)
+    if (byte != 0) return "reserved bytes are not zero";
+  return {};
+}
+
+}  // namespace daxalloc::sparse

@@ -1,0 +1,430 @@
+// The sparse memory model: geometry against the kernel's definitions, the
+// superblock copies, the section map, memmap placement, pageblock flags and
+// the hot-add / hot-remove rules.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "sparse/memory_model.hpp"
+#include "sparse/superblock.hpp"
+#include "test_util.hpp"
+
+using namespace daxalloc::sparse;
+using daxalloc::errc;
+
+namespace {
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20, GiB = std::uint64_t{1} << 30,
+                        TiB = std::uint64_t{1} << 40;
+
+create_options make_options(std::uint64_t size, std::uint64_t max_range = 0, unsigned bits = 27) {
+  create_options o;
+  o.size = size;
+  o.max_range = max_range;
+  o.section_size_bits = bits;
+  return o;
+}
+
+void require_sound(const memory_model& m) {
+  const auto problems = m.check();
+  for (const auto& p : problems) MESSAGE(p);
+  REQUIRE(problems.empty());
+}
+
+std::uint64_t allocated_bytes(const std::filesystem::path& p) {
+  struct stat st {};
+  ::stat(p.c_str(), &st);
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+}  // namespace
+
+TEST_CASE("geometry matches the kernel's constants and formulas") {
+  CHECK(page_shift == 12);
+  CHECK(subsection_shift == 21);
+  CHECK(pages_per_subsection == 512);
+  CHECK(pageblock_order == 9);
+  CHECK(nr_pageblock_bits == 4);
+  const geometry g = geometry::make(27, TiB);
+  CHECK(g.pfn_section_shift() == 15);        // PFN_SECTION_SHIFT
+  CHECK(g.pages_per_section() == 32768);     // PAGES_PER_SECTION
+  CHECK(g.subsections_per_section() == 64);  // SUBSECTIONS_PER_SECTION
+  CHECK(g.subsection_map_words() == 1);      // one 64-bit subsection_map word
+  CHECK(g.record_size() == 64);
+  CHECK(g.sections_per_root() == 64);
+  CHECK(g.nr_sections() == 8192);
+  CHECK(g.span_size() == 512 * MiB);  // 2 MiB of 16-byte descriptors
+  CHECK(g.memmap_bytes() == 2 * MiB);
+  CHECK(g.head_size() == 2 * MiB);
+  for (std::uint64_t pfn : {0ull, 1ull, 32767ull, 32768ull, 123456789ull}) {
+    CHECK(g.pfn_to_section_nr(pfn) == pfn >> 15);
+    CHECK(g.section_nr_to_pfn(g.pfn_to_section_nr(pfn)) == (pfn & ~32767ull));
+    // the kernel's subsection index: (pfn & (PAGES_PER_SECTION-1)) / PAGES_PER_SUBSECTION
+    CHECK(g.subsection_index(pfn) == (pfn & 32767) / 512);
+  }
+  for (unsigned bits = 27; bits <= 30; ++bits) {
+    const geometry h = geometry::make(bits, std::uint64_t{1} << 36);
+    CHECK(h.subsections_per_section() == 1u << (bits - 21));
+    CHECK(h.sections_per_root() * h.section_size() == std::uint64_t{1} << 33);
+    CHECK(h.memmap_bytes() % (2 * MiB) == 0);
+    CHECK(h.memmap_bytes() * 4096 / 16 == h.span_size());
+  }
+  CHECK_ERRC(geometry::make(26, TiB), errc::invalid_argument);
+  CHECK_ERRC(geometry::make(31, TiB), errc::invalid_argument);
+  CHECK_ERRC(geometry::make(27, 100 * MiB), errc::invalid_argument);
+  CHECK_ERRC(geometry::make(27, std::uint64_t{1} << 47), errc::too_large);
+}
+
+TEST_CASE("create, check, reopen") {
+  test::temp_file f;
+  std::array<std::uint8_t, 16> uuid{};
+  {
+    auto m = memory_model::create(f.path(), make_options(64 * MiB));
+    require_sound(*m);
+    std::memcpy(uuid.data(), m->super().uuid, 16);
+    const auto s = m->stats();
+    CHECK(s.present_bytes == 64 * MiB);
+    CHECK(s.present_sections == 1);
+    CHECK(s.present_subsections == 32);
+    CHECK(s.memmap_bytes == 2 * MiB);
+    CHECK(s.usable_bytes == 60 * MiB);
+    CHECK((m->section_record(0)[0] & section_taint_partial) != 0);
+  }
+  auto m = memory_model::open(f.path());
+  require_sound(*m);
+  CHECK(std::memcmp(uuid.data(), m->super().uuid, 16) == 0);
+  CHECK(m->geo().section_size_bits == 27);
+  CHECK(m->geo().max_range == TiB);
+  CHECK(m->super().generation == 1);
+  CHECK(m->pfn_valid(0));
+  CHECK(m->pfn_valid((64 * MiB >> 12) - 1));
+  CHECK_FALSE(m->pfn_valid(64 * MiB >> 12));          // same section, absent subsection
+  CHECK_FALSE(m->pfn_valid(200 * MiB >> 12));         // absent section
+  CHECK_FALSE(m->pfn_valid(std::uint64_t{1} << 40));  // beyond the range
+  CHECK(m->get_pageblock_migratetype(0) == migratetype::metadata);              // head
+  CHECK(m->get_pageblock_migratetype(2 * MiB >> 12) == migratetype::metadata);  // memmap block
+  CHECK(m->get_pageblock_migratetype(4 * MiB >> 12) == migratetype::movable);
+  CHECK(m->pfn_to_page(0)->state == static_cast<std::uint8_t>(page_state::reserved));
+  CHECK(m->pfn_to_page(2 * MiB >> 12)->state == static_cast<std::uint8_t>(page_state::memmap));
+  CHECK(m->pfn_to_page(4 * MiB >> 12)->state == static_cast<std::uint8_t>(page_state::free));
+}
+
+TEST_CASE("create refuses what it cannot use, and loses nothing") {
+  test::temp_file f;
+  CHECK_ERRC(memory_model::create(f.path(), make_options(4 * MiB)), errc::too_small);
+  CHECK_FALSE(std::filesystem::exists(f.path()));
+  CHECK_ERRC(memory_model::create(f.path(), make_options(64 * MiB, 0, 31)), errc::invalid_argument);
+  CHECK_ERRC(memory_model::create(f.path(), make_options(64 * MiB, std::uint64_t{1} << 47)),
+             errc::too_large);
+  { std::ofstream(f.path()) << "precious"; }
+  CHECK_ERRC(memory_model::create(f.path(), make_options(64 * MiB)), errc::already_exists);
+  std::string content;
+  std::ifstream(f.path()) >> content;
+  CHECK(content == "precious");
+}
+
+TEST_CASE("pfn_to_page and page_to_pfn are inverse and O(1)") {
+  test::temp_file f;
+  auto m = memory_model::create(f.path(), make_options(64 * MiB, 4 * TiB));
+  m->hot_add(3 * TiB, 1 * GiB);
+  m->hot_add(512 * MiB, 128 * MiB);
+  require_sound(*m);
+  std::vector<std::uint64_t> pfns;
+  for (std::uint64_t start : {std::uint64_t{0}, 512 * MiB, 3 * TiB})
+    for (std::uint64_t pfn = start >> 12; pfn < (start + 64 * MiB) >> 12; pfn += 7)
+      pfns.push_back(pfn);
+  for (auto pfn : pfns) {
+    REQUIRE(m->pfn_valid(pfn));
+    const page_descriptor* d = m->pfn_to_page(pfn);
+    REQUIRE(m->media().contains(d, sizeof *d));
+    REQUIRE(m->page_to_pfn(d) == pfn);
+  }
+  std::mt19937_64 rng(42);
+  std::shuffle(pfns.begin(), pfns.end(), rng);
+  std::uint64_t sink = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  constexpr int rounds = 20;
+  for (int r = 0; r < rounds; ++r)
+    for (auto pfn : pfns) sink += m->page_to_pfn(m->pfn_to_page(pfn + (sink & 0)));
+  const auto ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+  MESSAGE("pfn_to_page + page_to_pfn: "
+          << ns / (rounds * static_cast<double>(pfns.size()))
+          << " ns per round trip over random pfns of a 4 TiB range (sink " << (sink & 1) << ")");
+}
+
+TEST_CASE("hot-add follows the kernel's rules") {
+  test::temp_file f;
+  auto m = memory_model::create(f.path(), make_options(64 * MiB, 4 * GiB));
+  CHECK_ERRC(m->hot_add(65 * MiB, 2 * MiB), errc::misaligned);
+  CHECK_ERRC(m->hot_add(64 * MiB, 3 * MiB), errc::misaligned);
+  CHECK_ERRC(m->hot_add(64 * MiB, 0), errc::invalid_argument);
+  CHECK_ERRC(m->hot_add(62 * MiB, 4 * MiB),
+             errc::already_exists);                          // overlaps the last present subsection
+  CHECK_ERRC(m->hot_add(0, 2 * MiB), errc::already_exists);  // the head
+  CHECK_ERRC(m->hot_add(4 * GiB, 2 * MiB), errc::too_large);
+  CHECK_ERRC(m->hot_add(1 * GiB, 2 * MiB),
+             errc::too_small);  // a new span needs room for its memmap
+  require_sound(*m);
+
+  m->hot_add(64 * MiB, 2 * MiB);  // same section and span: no new memmap
+  CHECK(m->pfn_valid(64 * MiB >> 12));
+  CHECK(m->stats().memmap_bytes == 2 * MiB);
+  m->hot_add(128 * MiB, 128 * MiB);  // a whole new section of span 0
+  CHECK((m->section_record(1)[0] & section_taint_partial) == 0);
+  CHECK((m->section_record(1)[0] & section_marked_present) != 0);
+  m->hot_add(1 * GiB + 6 * MiB, 6 * MiB);  // a new span: memmap carved from its first subsection
+  CHECK(m->span_memmap(1 * GiB) == 1 * GiB + 6 * MiB);
+  CHECK(m->get_pageblock_migratetype((1 * GiB + 6 * MiB) >> 12) == migratetype::metadata);
+  CHECK(m->get_pageblock_migratetype((1 * GiB + 8 * MiB) >> 12) == migratetype::movable);
+  CHECK_FALSE(m->pfn_valid((1 * GiB + 4 * MiB) >> 12));
+  require_sound(*m);
+  const auto s = m->stats();
+  CHECK(s.present_bytes == (64 + 2 + 128 + 6) * MiB);
+  CHECK(s.memmap_bytes == 4 * MiB);
+
+  // Hot-added memory is writable at once and survives reopen.
+  std::memcpy(m->pfn_to_virt((1 * GiB + 10 * MiB) >> 12), "added", 6);
+  m->media().persist().persist(m->pfn_to_virt((1 * GiB + 10 * MiB) >> 12), 6);
+  m.reset();
+  m = memory_model::open(f.path());
+  require_sound(*m);
+  CHECK(std::string(reinterpret_cast<char*>(m->pfn_to_virt((1 * GiB + 10 * MiB) >> 12))) ==
+        "added");
+  CHECK(m->stats().present_bytes == s.present_bytes);
+}
+
+TEST_CASE("hot-remove follows the kernel's rules") {
+  test::temp_file f;
+  auto m = memory_model::create(f.path(), make_options(64 * MiB, 4 * GiB));
+  m->hot_add(1 * GiB, 64 * MiB);
+  CHECK_ERRC(m->hot_remove(1 * GiB + 1 * MiB, 2 * MiB), errc::misaligned);
+  CHECK_ERRC(m->hot_remove(1 * GiB, 0), errc::invalid_argument);
+  CHECK_ERRC(m->hot_remove(2 * GiB, 2 * MiB), errc::not_present);
+  CHECK_ERRC(m->hot_remove(1 * GiB + 62 * MiB, 4 * MiB), errc::not_present);  // partly present
+  CHECK_ERRC(m->hot_remove(0, 2 * MiB), errc::in_use);                        // the head
+  CHECK_ERRC(m->hot_remove(1 * GiB, 2 * MiB), errc::in_use);  // the memmap of a span still present
+
+  // A page that an allocator owns blocks the removal of its subsection.
+  auto* page = m->pfn_to_page((1 * GiB + 20 * MiB) >> 12);
+  page->state = 16;
+  CHECK_ERRC(m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB), errc::in_use);
+  page->state = 0;
+
+  const auto before = allocated_bytes(f.path());
+  m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB);
+  CHECK_FALSE(m->pfn_valid((1 * GiB + 20 * MiB) >> 12));
+  CHECK(m->get_pageblock_migratetype((1 * GiB + 20 * MiB) >> 12) ==
+        migratetype::unmovable);                         // zeroed
+  CHECK(allocated_bytes(f.path()) == before - 2 * MiB);  // hole punched
+  require_sound(*m);
+  CHECK_ERRC(m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB), errc::not_present);
+  m->hot_add(1 * GiB + 20 * MiB, 2 * MiB);  // and back
+  CHECK(m->pfn_to_page((1 * GiB + 20 * MiB) >> 12)->state == 0);
+
+  // Removing everything a span holds, memmap included, makes its section absent.
+  m->hot_remove(1 * GiB, 64 * MiB);
+  CHECK_FALSE(m->section_present(8));
+  CHECK(m->span_memmap(1 * GiB) == 0);
+  CHECK(m->stats().memmap_bytes == 2 * MiB);
+  require_sound(*m);
+  m.reset();
+  m = memory_model::open(f.path());
+  require_sound(*m);
+  CHECK_FALSE(m->section_present(8));
+}
+
+TEST_CASE("pageblock flags are atomic per pageblock and durable") {
+  test::temp_file f;
+  {
+    auto m = memory_model::create(f.path(), make_options(128 * MiB));
+    const std::uint64_t a = 8 * MiB >> 12, b = 10 * MiB >> 12;  // share one flags word
+    daxalloc::reset_this_thread_persist_counters();
+    m->set_pageblock_migratetype(a, migratetype::unmovable);
+    CHECK(daxalloc::this_thread_persist_counters().fences == 1);
+    m->set_pageblock_skip(a, true);
+    CHECK(m->get_pageblock_migratetype(a) == migratetype::unmovable);
+    CHECK(m->get_pageblock_skip(a));
+    CHECK(m->get_pageblock_migratetype(b) == migratetype::movable);
+    // Two threads rewriting neighbouring pageblocks of one word lose nothing.
+    std::thread t1([&] {
+      for (int i = 0; i < 20000; ++i)
+        m->set_pageblock_migratetype(a, i % 2 ? migratetype::large : migratetype::unmovable);
+    });
+    std::thread t2([&] {
+      for (int i = 0; i < 20000; ++i) m->set_pageblock_skip(b, i % 2 == 0);
+    });
+    t1.join();
+    t2.join();
+    CHECK(m->get_pageblock_migratetype(a) == migratetype::large);
+    CHECK(m->get_pageblock_skip(a));
+    CHECK(m->get_pageblock_migratetype(b) == migratetype::movable);
+    CHECK_FALSE(m->get_pageblock_skip(b));
+    m->set_pageblock_migratetype(b, migratetype::isolate);
+  }
+  auto m = memory_model::open(f.path());
+  require_sound(*m);
+  CHECK(m->get_pageblock_migratetype(8 * MiB >> 12) == migratetype::large);
+  CHECK(m->get_pageblock_migratetype(10 * MiB >> 12) == migratetype::isolate);
+}
+
+TEST_CASE("superblock copies: a damaged one is repaired from the other") {
+  test::temp_file f;
+  { auto m = memory_model::create(f.path(), make_options(64 * MiB)); }
+  const auto corrupt_byte = [&](std::uint64_t offset) {
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(static_cast<std::streamoff>(offset));
+    char c = 0;
+    io.read(&c, 1);
+    io.seekp(static_cast<std::streamoff>(offset));
+    c ^= 0x5a;
+    io.write(&c, 1);
+  };
+  SUBCASE("copy A") {
+    corrupt_byte(100);
+  }
+  SUBCASE("copy B") {
+    corrupt_byte(4096 + 200);
+  }
+  SUBCASE("copy B torn in its checksum") {
+    corrupt_byte(4096 + 4090);
+  }
+  {
+    auto m = memory_model::open(f.path());
+    require_sound(*m);  // both copies are valid again
+  }
+  corrupt_byte(40);
+  corrupt_byte(4096 + 40);
+  CHECK_ERRC(memory_model::open(f.path()), errc::corrupt);
+}
+
+TEST_CASE("open refuses a newer format, another geometry, and what is not a heap") {
+  test::temp_file f;
+  { auto m = memory_model::create(f.path(), make_options(64 * MiB, 0, 28)); }
+  SUBCASE("geometry") {
+    open_options o;
+    o.section_size_bits = 27;
+    CHECK_ERRC(memory_model::open(f.path(), o), errc::geometry_mismatch);
+    o.section_size_bits = 28;
+    CHECK(memory_model::open(f.path(), o)->geo().section_size_bits == 28);
+  }
+  SUBCASE("newer format") {
+    {
+      auto r = daxalloc::region::open(f.path());
+      for (auto offset : superblock_offset) {
+        auto* sb = reinterpret_cast<superblock*>(r.base() + offset);
+        sb->version = format_version + 1;
+        superblock_seal(*sb);
+      }
+    }
+    CHECK_ERRC(memory_model::open(f.path()), errc::newer_format);
+  }
+  SUBCASE("zeros") {
+    std::filesystem::resize_file(f.path(), 0);
+    std::filesystem::resize_file(f.path(), 64 * MiB);
+    CHECK_ERRC(memory_model::open(f.path()), errc::corrupt);
+  }
+  SUBCASE("truncated") {
+    std::filesystem::resize_file(f.path(), 1 * MiB);
+    CHECK_ERRC(memory_model::open(f.path()), errc::corrupt);
+  }
+  SUBCASE("a damaged section record") {
+    {
+      auto m = memory_model::open(f.path());
+      m->section_record(0)[0] |= 1u << 7;  // an unknown state bit
+    }
+    CHECK_ERRC(memory_model::open(f.path()), errc::corrupt);
+  }
+  SUBCASE("a second opener") {
+    auto m = memory_model::open(f.path());
+    CHECK_ERRC(memory_model::open(f.path()), errc::busy);
+  }
+}
+
+TEST_CASE("every section size from 27 to 30 bits works end to end") {
+  for (unsigned bits = 27; bits <= 30; ++bits) {
+    CAPTURE(bits);
+    test::temp_file f;
+    const std::uint64_t section = std::uint64_t{1} << bits;
+    auto m = memory_model::create(f.path(), make_options(section, 16 * section, bits));
+    require_sound(*m);
+    const std::uint64_t far = 8 * section;
+    const std::uint64_t memmap = m->geo().memmap_bytes();
+    m->hot_add(far, memmap + 4 * MiB);
+    CHECK(m->span_memmap(far) == far);
+    CHECK(m->pfn_valid((far + memmap) >> 12));
+    CHECK(m->page_to_pfn(m->pfn_to_page((far + memmap + 4096) >> 12)) ==
+          (far + memmap + 4096) >> 12);
+    m->hot_remove(far + memmap + 2 * MiB, 2 * MiB);
+    require_sound(*m);
+    m.reset();
+    m = memory_model::open(f.path());
+    require_sound(*m);
+    CHECK(m->geo().section_size_bits == bits);
+    CHECK(m->pfn_valid((far + memmap) >> 12));
+    CHECK_FALSE(m->pfn_valid((far + memmap + 2 * MiB) >> 12));
+  }
+}
+
+TEST_CASE("a 1 TiB address range costs what is present, not what is reserved") {
+  // Few GiB present in a sparse file whose range is 1 TiB (and, to compare, 16 TiB).
+  struct result {
+    double create_ms, open_ms;
+    std::uint64_t metadata_written, file_bytes;
+  };
+  const auto run = [](std::uint64_t range) {
+    test::temp_file f;
+    result r{};
+    daxalloc::reset_this_thread_persist_counters();
+    auto t0 = std::chrono::steady_clock::now();
+    {
+      auto m = memory_model::create(f.path(), make_options(512 * MiB, range));
+      m->hot_add(range / 2, 512 * MiB);
+      m->hot_add(range - 1 * GiB, 1 * GiB);
+    }
+    r.create_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    r.metadata_written = daxalloc::this_thread_persist_counters().flushes * 64;
+    t0 = std::chrono::steady_clock::now();
+    auto m = memory_model::open(f.path());
+    r.open_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    require_sound(*m);
+    CHECK(m->stats().present_bytes == 2 * GiB);
+    r.file_bytes = allocated_bytes(f.path());
+    MESSAGE("sparse: range " << (range >> 40) << " TiB, 2 GiB present: create " << r.create_ms
+                             << " ms, open " << r.open_ms << " ms, metadata written "
+                             << r.metadata_written / 1024 << " KiB, file holds "
+                             << (r.file_bytes >> 20) << " MiB");
+    return r;
+  };
+  const result small = run(1 * TiB);
+  const result large = run(16 * TiB);
+  CHECK(small.file_bytes <= 2 * GiB + 4 * MiB);
+  CHECK(large.file_bytes <= 2 * GiB + 8 * MiB);
+  // 16x the range writes at most the extra directory and root-page reservations' touched part.
+  CHECK(large.metadata_written < small.metadata_written + 64 * 1024);
+}
+
+TEST_CASE("metadata overhead per present page, measured from the layout") {
+  test::temp_file f;
+  auto m = memory_model::create(f.path(), make_options(512 * MiB, 0));
+  m->hot_add(512 * MiB, 1 * GiB + 512 * MiB);  // 2 GiB present: four full spans
+  require_sound(*m);
+  const auto s = m->stats();
+  const double pages = static_cast<double>(s.present_bytes / 4096);
+  const double memmap = static_cast<double>(s.memmap_bytes) / pages;
+  const double records =
+      static_cast<double>(s.present_sections * m->geo().record_size() + s.populated_roots * 8) /
+      pages;
+  MESSAGE("metadata: " << memmap + records << " bytes per 4 KiB page (memmap " << memmap
+                       << ", section map " << records << "; plus a fixed " << (s.head_bytes >> 20)
+                       << " MiB head: " << s.metadata_per_page() << " bytes per page at "
+                       << (s.present_bytes >> 30) << " GiB present)");
+  CHECK(memmap + records <= 16.01);
+}
