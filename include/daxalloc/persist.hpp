@@ -45,6 +45,9 @@ class persistence {
     void (*flush)(void* context, const void* addr, std::size_t len);
     void (*drain)(void* context);
     void* context;
+    // Optional (may be null): told that [addr, addr+len) was given back to the
+    // file system and now reads as zeros durably (a punched hole).
+    void (*discard)(void* context, const void* addr, std::size_t len) = nullptr;
     persistence_mode mode;  // what the table implements (automatic for custom tables)
     const char* name;
   };
@@ -77,6 +80,10 @@ class persistence {
     std::memset(dest, byte, len);
     persist(dest, len);
     return dest;
+  }
+
+  void discarded(const void* addr, std::size_t len) const noexcept {
+    if (ops_.discard) ops_.discard(ops_.context, addr, len);
   }
 
   [[nodiscard]] persistence_mode mode() const noexcept { return ops_.mode; }

@@ -58,11 +58,12 @@ void msync_flush(void*, const void* addr, std::size_t len) {
 void no_drain(void*) {}
 void no_flush(void*, const void*, std::size_t) {}
 
-constexpr persistence::ops cache_flush_ops{cache_flush, cache_drain, nullptr,
-                                           persistence_mode::cache_flush, "cache-flush"};
-constexpr persistence::ops msync_ops{msync_flush, no_drain, nullptr, persistence_mode::msync,
-                                     "msync"};
-constexpr persistence::ops none_ops{no_flush, no_drain, nullptr, persistence_mode::none, "none"};
+constexpr persistence::ops cache_flush_ops{
+    cache_flush, cache_drain, nullptr, nullptr, persistence_mode::cache_flush, "cache-flush"};
+constexpr persistence::ops msync_ops{
+    msync_flush, no_drain, nullptr, nullptr, persistence_mode::msync, "msync"};
+constexpr persistence::ops none_ops{no_flush, no_drain, nullptr, nullptr, persistence_mode::none,
+                                    "none"};
 
 }  // namespace
 

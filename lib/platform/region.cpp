@@ -354,17 +354,21 @@ void region::reserve(std::size_t max_size) {
 
 bool region::release(std::size_t offset, std::size_t len) noexcept {
   if (len == 0 || offset + len > size_) return false;
+  bool released = false;
   switch (kind_) {
     case region_kind::anonymous:
-      return madvise(base_ + offset, len, MADV_DONTNEED) == 0;
+      released = madvise(base_ + offset, len, MADV_DONTNEED) == 0;
+      break;
     case region_kind::devdax:
-      return false;
+      break;
     case region_kind::fsdax:
     case region_kind::file:
-      return fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                       static_cast<off_t>(len)) == 0;
+      released = fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           static_cast<off_t>(offset), static_cast<off_t>(len)) == 0;
+      break;
   }
-  return false;
+  if (released) persistence_.discarded(base_ + offset, len);
+  return released;
 }
 
 void region::truncate(std::size_t new_size) {

@@ -280,7 +280,9 @@ void memory_model::load(const open_options& options) {
   else if (problem[1].empty())
     good = 1;
   if (good < 0) {
-    if (problem[0] == "no daxalloc magic" && problem[1] == "no daxalloc magic")
+    // Copy B is written only after A is complete, so a B that was never
+    // written means no create ever finished here.
+    if (problem[1] == "no daxalloc magic")
       throw error(errc::corrupt, where +
                                      "not a daxalloc heap (no superblock; an interrupted "
                                      "create leaves this too: remove the file and create again)");

@@ -1,0 +1,89 @@
+// A simulated persistence domain for crash tests (test builds only).
+//
+// The heap runs on its region as usual, but every flush and drain goes
+// through the simulator, which keeps a durable image of the watched byte
+// ranges: a cache line reaches it only when it was flushed and a later drain
+// (fence) ran. At every fence the simulator records a crash point: the durable
+// image as it stood, and every line that differs from it in the working
+// memory (flushed or not: a dirty line may be evicted at any time). A crash
+// image is the durable image plus any subset of those lines, each written
+// whole, or torn at 8-byte granularity (the x86 failure-atomicity unit).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "daxalloc/region.hpp"
+
+namespace crash {
+
+inline constexpr std::size_t line_size = 64;
+
+struct range {
+  std::uint64_t offset, length;  // bytes of the region, line aligned
+};
+
+struct dirty_line {
+  std::uint64_t offset;                      // in the region
+  std::array<std::byte, line_size> content;  // working content at the fence
+};
+
+struct crash_point {
+  std::size_t fence = 0;        // 1-based index of the fence it precedes; 0 after the last
+  std::uint64_t file_size = 0;  // region size at that moment
+  std::vector<std::vector<std::byte>> durable;  // one buffer per watched range
+  std::vector<dirty_line> dirty;
+};
+
+class simulator {
+ public:
+  // Starts simulating: the durable image is what the watched ranges hold now.
+  // The region may be moved into a heap afterwards (create does that), but
+  // its mapping must not move: reserve its whole range before.
+  simulator(daxalloc::region& r, std::vector<range> watched);
+  simulator(const simulator&) = delete;
+  simulator& operator=(const simulator&) = delete;
+
+  // Ends the run: records the final crash point (after the last fence).
+  // Returns problems found: lines flushed outside the watched ranges, stores
+  // never flushed and fenced. The region keeps routing flushes here until it
+  // is given another persistence.
+  std::vector<std::string> finish();
+
+  [[nodiscard]] const std::vector<crash_point>& points() const { return points_; }
+  [[nodiscard]] const std::vector<range>& watched() const { return watched_; }
+
+ private:
+  static void flush_hook(void* self, const void* addr, std::size_t len);
+  static void drain_hook(void* self);
+  static void discard_hook(void* self, const void* addr, std::size_t len);
+  void record(std::size_t fence);
+  [[nodiscard]] std::byte* working(const range& w) const { return base_ + w.offset; }
+  [[nodiscard]] std::uint64_t file_size() const;
+
+  std::byte* base_;
+  std::filesystem::path path_;
+  std::vector<range> watched_;
+  std::vector<std::vector<std::byte>> durable_;
+  std::vector<std::uint64_t> flushed_;  // line offsets flushed since the last fence
+  std::vector<crash_point> points_;
+  std::vector<std::string> problems_;
+  std::size_t fences_ = 0;
+};
+
+// Every crash image of a crash point: for up to `exhaustive_limit` dirty
+// lines every subset; beyond that none, all, and `samples` random subsets in
+// which some lines are torn. Calls visit(image_path) for each, after writing
+// the image as a sparse file at `image_path`. Returns the number of images.
+std::size_t explore(const crash_point& point, const std::vector<range>& watched,
+                    const std::filesystem::path& image_path, std::mt19937_64& rng,
+                    const std::function<void(const std::filesystem::path&)>& visit,
+                    unsigned exhaustive_limit = 10, unsigned samples = 48);
+
+}  // namespace crash
