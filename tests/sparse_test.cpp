@@ -109,9 +109,9 @@ TEST_CASE("create, check, reopen") {
   CHECK(m->get_pageblock_migratetype(0) == migratetype::metadata);              // head
   CHECK(m->get_pageblock_migratetype(2 * MiB >> 12) == migratetype::metadata);  // memmap block
   CHECK(m->get_pageblock_migratetype(4 * MiB >> 12) == migratetype::movable);
-  CHECK(m->pfn_to_page(0)->state == static_cast<std::uint8_t>(page_state::reserved));
-  CHECK(m->pfn_to_page(2 * MiB >> 12)->state == static_cast<std::uint8_t>(page_state::memmap));
-  CHECK(m->pfn_to_page(4 * MiB >> 12)->state == static_cast<std::uint8_t>(page_state::free));
+  CHECK(m->pfn_to_page(0)->state() == page_state::reserved);
+  CHECK(m->pfn_to_page(2 * MiB >> 12)->state() == page_state::memmap);
+  CHECK(m->pfn_to_page(4 * MiB >> 12)->state() == page_state::free);
 }
 
 TEST_CASE("create refuses what it cannot use, and loses nothing") {
@@ -121,6 +121,9 @@ TEST_CASE("create refuses what it cannot use, and loses nothing") {
   CHECK_ERRC(memory_model::create(f.path(), make_options(64 * MiB, 0, 31)), errc::invalid_argument);
   CHECK_ERRC(memory_model::create(f.path(), make_options(64 * MiB, std::uint64_t{1} << 47)),
              errc::too_large);
+  // A size whose last span cannot hold its memmap: refused before any file exists.
+  CHECK_ERRC(memory_model::create(f.path(), make_options(514 * MiB)), errc::too_small);
+  CHECK_FALSE(std::filesystem::exists(f.path()));
   { std::ofstream(f.path()) << "precious"; }
   CHECK_ERRC(memory_model::create(f.path(), make_options(64 * MiB)), errc::already_exists);
   std::string content;
@@ -168,8 +171,10 @@ TEST_CASE("hot-add follows the kernel's rules") {
              errc::already_exists);                          // overlaps the last present subsection
   CHECK_ERRC(m->hot_add(0, 2 * MiB), errc::already_exists);  // the head
   CHECK_ERRC(m->hot_add(4 * GiB, 2 * MiB), errc::too_large);
+  const auto file_size = std::filesystem::file_size(f.path());
   CHECK_ERRC(m->hot_add(1 * GiB, 2 * MiB),
-             errc::too_small);  // a new span needs room for its memmap
+             errc::too_small);                               // a new span needs room for its memmap
+  CHECK(std::filesystem::file_size(f.path()) == file_size);  // and a refused add changes nothing
   require_sound(*m);
 
   m->hot_add(64 * MiB, 2 * MiB);  // same section and span: no new memmap
@@ -212,9 +217,9 @@ TEST_CASE("hot-remove follows the kernel's rules") {
 
   // A page that an allocator owns blocks the removal of its subsection.
   auto* page = m->pfn_to_page((1 * GiB + 20 * MiB) >> 12);
-  page->state = 16;
+  page->info = page_info(page_state::extent, 0, 1);
   CHECK_ERRC(m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB), errc::in_use);
-  page->state = 0;
+  page->info = 0;
 
   const auto before = allocated_bytes(f.path());
   m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB);
@@ -225,7 +230,7 @@ TEST_CASE("hot-remove follows the kernel's rules") {
   require_sound(*m);
   CHECK_ERRC(m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB), errc::not_present);
   m->hot_add(1 * GiB + 20 * MiB, 2 * MiB);  // and back
-  CHECK(m->pfn_to_page((1 * GiB + 20 * MiB) >> 12)->state == 0);
+  CHECK(m->pfn_to_page((1 * GiB + 20 * MiB) >> 12)->info == 0);
 
   // Removing everything a span holds, memmap included, makes its section absent.
   m->hot_remove(1 * GiB, 64 * MiB);

@@ -15,6 +15,7 @@
 //   ...             memory, and memmap blocks carved from it
 #pragma once
 
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +42,7 @@ inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
 inline constexpr std::uint32_t format_version = 1;
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
+inline constexpr std::uint64_t root_slot_offset = 8192 + 64;  // heap layer: the root object
 inline constexpr std::uint64_t directory_offset = 12288;
 inline constexpr std::uint64_t root_page_size = 4096;
 inline constexpr std::uint64_t memmap_block_size = subsection_size;  // 2 MiB blocks
@@ -104,8 +106,9 @@ static_assert(offsetof(superblock, checksum) == 4088);
 // The hotplug intent: a redo record for hot-add and hot-remove, whose
 // application writes many words in several section records. Written and
 // persisted before any record changes (the commit point of the operation is
-// the durable store of this line with a valid checksum); cleared (op = 0, one
-// 8-byte store) after the records are persisted. Open redoes a valid intent.
+// the durable store of this line with a valid checksum); cleared (op and
+// checksum zeroed, then persisted) after the records are persisted. Open
+// redoes a valid intent.
 struct hotplug_intent {
   std::uint64_t op;        // 0 none, 1 add, 2 remove
   std::uint64_t start;     // byte offset, 2 MiB aligned
@@ -116,6 +119,19 @@ struct hotplug_intent {
 };
 static_assert(sizeof(hotplug_intent) == 64);
 enum hotplug_op : std::uint64_t { hotplug_none = 0, hotplug_add = 1, hotplug_remove = 2 };
+
+// The root object's slot (heap layer), in the intent page after the intent.
+// Valid when checksum matches: a torn slot is no root. Written once, when the
+// root is created: slot then allocation, each persisted; open re-marks the
+// allocation of a valid slot, so the root is never leaked nor dangling.
+struct root_slot {
+  std::uint64_t offset;    // of the root object in the region; 0: no root
+  std::uint64_t size;      // bytes
+  std::uint64_t checksum;  // Fletcher-64 of offset and size
+  std::uint64_t reserved;
+};
+static_assert(sizeof(root_slot) == 32);
+enum shutdown_state : std::uint64_t { shutdown_clean = 0, shutdown_open = 1 };
 
 // One section record (the kernel's mem_section with its usage inline), in a
 // root page. Its size depends on the geometry (section_record_words()):
@@ -135,24 +151,48 @@ static_assert(section_record_words(27) * 8 == 64);
 static_assert(section_record_words(30) * 8 == 512);
 
 // The struct page analogue: one per 4 KiB page, 16 bytes, stored in memmap
-// blocks on the device. The sparse layer writes only `state` (free, memmap,
-// reserved); every other field belongs to the allocators, which document what
-// store commits each of their changes.
+// blocks on the device. `info` is the page's whole allocation state in one
+// 8-byte word, so one store commits a change of it (8-byte stores are
+// failure-atomic):
+//   bits 0..7    page_state
+//   bits 8..15   size class (slab pages) or owner kind (extent heads)
+//   bits 16..63  length in pages (extent heads, and every page of a slab)
+// `data` belongs to the allocators. The sparse layer writes only the states
+// free, reserved and memmap; the allocators document what commits theirs.
+enum class page_state : std::uint8_t {
+  free = 0,      // available, or a tail page of an extent (zero: fresh memmap needs no writes)
+  reserved = 1,  // the head: superblocks, intent, directory, root pages
+  memmap = 2,    // holds page descriptors
+  extent = 16,   // first page of an allocated extent of `length` pages
+  slab = 17,     // a page of a slab of small objects (every page of it)
+};
+
 struct page_descriptor {
-  std::uint8_t state;  // page_state
-  std::uint8_t order;  // buddy order of a head page
-  std::uint16_t kind;  // size class or owner kind
-  std::uint32_t flags;
-  std::uint64_t data;  // extent length, slab bitmap, ... (allocator-defined)
+  std::uint64_t info;
+  std::uint64_t data;
+
+  // Other threads may read a descriptor (probing for a slab head) while its
+  // owner changes it: every access to `info` is atomic.
+  [[nodiscard]] std::uint64_t load() const noexcept {
+    return std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(info))
+        .load(std::memory_order_acquire);
+  }
+  void store(std::uint64_t value) noexcept {
+    std::atomic_ref<std::uint64_t>(info).store(value, std::memory_order_release);
+  }
+  [[nodiscard]] page_state state() const noexcept { return static_cast<page_state>(load() & 0xff); }
+  [[nodiscard]] unsigned sub() const noexcept {
+    return static_cast<unsigned>((load() >> 8) & 0xff);
+  }
+  [[nodiscard]] std::uint64_t length() const noexcept { return load() >> 16; }
 };
 static_assert(sizeof(page_descriptor) == 16);
 
-enum class page_state : std::uint8_t {
-  free = 0,      // available (zero, so fresh memmap needs no writes)
-  reserved = 1,  // the head: superblocks, intent, directory, root pages
-  memmap = 2,    // holds page descriptors
-  // values from 16 on are the allocators'
-};
+inline constexpr std::uint64_t max_page_length = (std::uint64_t{1} << 48) - 1;
+[[nodiscard]] constexpr std::uint64_t page_info(page_state state, unsigned sub = 0,
+                                                std::uint64_t length = 0) {
+  return static_cast<std::uint64_t>(state) | std::uint64_t{sub & 0xff} << 8 | length << 16;
+}
 
 // Memmap: a span is the address range whose descriptors fill memmap blocks
 // that are placed together. 2 MiB of 16-byte descriptors describe 512 MiB.

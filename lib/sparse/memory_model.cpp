@@ -55,6 +55,18 @@ std::pair<geometry, std::uint64_t> plan(const create_options& options, std::uint
   if (size > geo.max_range)
     throw error(errc::too_large,
                 where + "size exceeds the address range " + std::to_string(geo.max_range));
+  // Spans fill in order, so only the last can be too short for its memmap.
+  const std::uint64_t last_span = align_down(size - 1, geo.span_size());
+  const std::uint64_t in_last = size - std::max(last_span, geo.head_size());
+  if (last_span > 0 && in_last < geo.memmap_bytes() + subsection_size)
+    throw error(errc::too_small,
+                where + "the last " + std::to_string(geo.span_size() >> 20) +
+                    " MiB span would hold only " + std::to_string(in_last >> 20) +
+                    " MiB, less than its " + std::to_string(geo.memmap_bytes() >> 20) +
+                    " MiB memmap plus one pageblock; round the size down to " +
+                    std::to_string(last_span >> 20) + " MiB or up by " +
+                    std::to_string((geo.memmap_bytes() + subsection_size - in_last) >> 20) +
+                    " MiB");
   return {geo, size};
 }
 
@@ -153,11 +165,15 @@ void memory_model::set_pageblock_bits(std::uint64_t pfn, std::uint8_t mask,
   }
 }
 
-void memory_model::set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept {
+bool memory_model::set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept {
+  // Metadata pageblocks are the head and memmap blocks, fixed by hotplug.
+  if (type == migratetype::metadata || get_pageblock_migratetype(pfn) == migratetype::metadata)
+    return false;
   set_pageblock_bits(pfn, migratetype_mask, static_cast<std::uint8_t>(type));
   const unsigned bit = geo_.subsection_index(pfn) * nr_pageblock_bits;
   persist().persist(
       &section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64], 8);
+  return true;
 }
 
 void memory_model::set_pageblock_skip(std::uint64_t pfn, bool skip) noexcept {
@@ -188,7 +204,14 @@ std::unique_ptr<memory_model> memory_model::create(const std::filesystem::path& 
   std::filesystem::path dev("/dev");
   if (path.parent_path() != dev)  // a file: check everything before it is created
     (void)plan(options, ro.size, ro.max_size, path.string() + ": ");
-  return create(region::open(path, ro), options);
+  region r = region::open(path, ro);
+  const bool created = r.created();
+  try {
+    return create(std::move(r), options);
+  } catch (...) {
+    if (created) std::filesystem::remove(path);  // ours, and not a heap: nothing is lost
+    throw;
+  }
 }
 
 std::unique_ptr<memory_model> memory_model::create(region&& r, const create_options& options) {
@@ -238,6 +261,12 @@ std::unique_ptr<memory_model> memory_model::create_impl(std::unique_ptr<memory_m
   }
   m->write_superblocks();
   return m;
+}
+
+void memory_model::set_shutdown_state(std::uint64_t state) {
+  std::lock_guard lock(hotplug_mutex_);
+  super_.shutdown_state = state;
+  write_superblocks();
 }
 
 void memory_model::write_superblocks() {
@@ -326,7 +355,10 @@ void memory_model::load(const open_options& options) {
                       where + "the hotplug intent adds a span without room for its memmap");
     }
     apply_intent(pending);  // redo: the operation had committed
-  }
+  } else if (pending.checksum != 0 && sealed.checksum == pending.checksum &&
+             pending.op != hotplug_none)
+    throw error(errc::corrupt, where + "the hotplug intent has an unknown operation " +
+                                   std::to_string(pending.op));
   if (pending.op != hotplug_none || pending.checksum != 0) clear_intent();
 
   for (std::uint64_t root = 0; root < geo_.nr_roots(); ++root) {
@@ -370,11 +402,12 @@ void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
     if (subsection_present(at))
       throw error(errc::already_exists,
                   what + "subsection at " + hex(at) + " is already present (EEXIST)");
-  add_locked(start, length, region_.populate(start, length));
+  add_locked(start, length, std::nullopt);
 }
 
 // Adds a span whose storage is populated; `fresh` says it reads as zeros.
-void memory_model::add_locked(std::uint64_t start, std::uint64_t length, bool fresh) {
+void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
+                              std::optional<bool> fresh) {
   const std::uint64_t end = start + length;
   struct new_block {
     std::uint64_t span_start, memmap;
@@ -391,6 +424,8 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length, bool fr
                                        " MiB for the memmap plus 2 MiB of memory");
     new_blocks.push_back({s, at});
   }
+  // Storage only once the span is known to be acceptable.
+  if (!fresh) fresh = region_.populate(start, length);
 
   // Prepare what the records will point to; none of it is reachable yet.
   const auto memmap_of = [&](std::uint64_t offset) {
@@ -408,11 +443,10 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length, bool fr
     page_state state = page_state::free;
     if (at < geo_.head_size()) state = page_state::reserved;
     if (is_new && at >= memmap && at < memmap + geo_.memmap_bytes()) state = page_state::memmap;
-    if (!(fresh && is_new) || state != page_state::free) {
+    if (!(*fresh && is_new) || state != page_state::free) {
       std::memset(desc, 0, bytes);
       if (state != page_state::free)
-        for (std::uint64_t i = 0; i < pages_per_subsection; ++i)
-          desc[i].state = static_cast<std::uint8_t>(state);
+        for (std::uint64_t i = 0; i < pages_per_subsection; ++i) desc[i].store(page_info(state));
       persist().flush(desc, bytes);
     }
   }
@@ -456,7 +490,7 @@ void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
                                       ", whose subsection at " + hex(at) + " stays present");
   }
   for (std::uint64_t pfn = start >> page_shift; pfn < end >> page_shift; ++pfn) {
-    const auto state = static_cast<page_state>(pfn_to_page(pfn)->state);
+    const auto state = pfn_to_page(pfn)->state();
     if (state != page_state::free &&
         !(state == page_state::memmap && in_memmap_block(pfn << page_shift)))
       throw error(errc::in_use, what + "page at " + hex(pfn << page_shift) + " is in use (state " +
@@ -663,9 +697,9 @@ std::vector<std::string> memory_model::check() const {
         const auto* desc = reinterpret_cast<const page_descriptor*>(base() + memmap);
         for (std::uint64_t at = memmap; at < memmap + geo_.memmap_bytes(); at += page_size) {
           const auto& d = desc[(at - span_start) >> page_shift];
-          if (d.state != static_cast<std::uint8_t>(page_state::memmap)) {
+          if (d.state() != page_state::memmap) {
             fail(name + "memmap page at " + hex(at) + " has descriptor state " +
-                 std::to_string(d.state));
+                 std::to_string(static_cast<int>(d.state())));
             break;
           }
         }
@@ -676,7 +710,7 @@ std::vector<std::string> memory_model::check() const {
     if (!subsection_present(at)) fail("head subsection at " + hex(at) + " is not present");
   if (out.empty())
     for (std::uint64_t pfn = 0; pfn < geo_.head_size() >> page_shift; ++pfn)
-      if (pfn_to_page(pfn)->state != static_cast<std::uint8_t>(page_state::reserved)) {
+      if (pfn_to_page(pfn)->state() != page_state::reserved) {
         fail("head page at " + hex(pfn << page_shift) + " is not marked reserved");
         break;
       }

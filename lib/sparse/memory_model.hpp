@@ -8,9 +8,10 @@
 // directory (SPARSEMEM_EXTREME), so absent address space costs nothing.
 //
 // Every 4 KiB page has a 16-byte page_descriptor in a memmap block: 2 MiB
-// aligned, carved from the first present subsections of its span (512 MiB of
-// address space, or one section when sections are larger), so memory that is
-// hot-added brings its own metadata, as with the kernel's vmem_altmap.
+// aligned, carved from the first subsections of the first add into its span
+// (512 MiB of address space, or one section when sections are larger), so
+// memory that is hot-added brings its own metadata, as with the kernel's
+// vmem_altmap.
 //
 // Durability (docs/on-media-format.md has the byte layout):
 //   create      writes head, records and memmap, then superblock A, then B;
@@ -28,6 +29,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -108,7 +110,9 @@ class memory_model {
   [[nodiscard]] migratetype get_pageblock_migratetype(std::uint64_t pfn) const noexcept;
   [[nodiscard]] bool get_pageblock_skip(std::uint64_t pfn) const noexcept;
   // Durable when they return (one CAS + one persist). The pfn must be valid.
-  void set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept;
+  // Refused (false) for metadata: the head and memmap pageblocks keep that
+  // type, and no other pageblock may take it.
+  bool set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept;
   void set_pageblock_skip(std::uint64_t pfn, bool skip) noexcept;
 
   // Online hot-add and hot-remove of a 2 MiB-aligned span of byte offsets,
@@ -120,6 +124,10 @@ class memory_model {
   // placement and pageblock flags; one line per violation, empty when sound.
   [[nodiscard]] std::vector<std::string> check() const;
   [[nodiscard]] model_stats stats() const;
+
+  // Rewrites both superblock copies with a new shutdown_state (the heap
+  // layer's clean/unclean marker): copy A, persist, copy B, persist.
+  void set_shutdown_state(std::uint64_t state);
 
   [[nodiscard]] std::uint64_t* section_record(std::uint64_t section_nr) const noexcept;
   [[nodiscard]] bool section_present(std::uint64_t section_nr) const noexcept;
@@ -135,7 +143,7 @@ class memory_model {
   void load(const open_options& options);
   void init_volatile();
   void write_superblocks();
-  void add_locked(std::uint64_t start, std::uint64_t length, bool fresh);
+  void add_locked(std::uint64_t start, std::uint64_t length, std::optional<bool> fresh);
   void apply_intent(const hotplug_intent& intent);
   void commit_intent(hotplug_op op, std::uint64_t start, std::uint64_t length);
   void clear_intent();

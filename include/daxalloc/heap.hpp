@@ -1,0 +1,138 @@
+// The heap: a crash-consistent persistent-memory allocator on a DAX region.
+//
+//   auto h = daxalloc::heap::create("/mnt/pmem/heap", {.size = 1 << 30});
+//   auto* root = h.root<my_root>();           // typed, zero-initialised, durable
+//   void* p = h.allocate(100);                // durable when it returns (1 fence)
+//   h.deallocate(p);                          // durable when it returns (1 fence)
+//   auto r = h.reserve(64);                   // volatile: 0 fences, gone after a crash
+//   h.cancel(r);
+//
+// Durability of plain allocate/deallocate: the allocation is recorded on the
+// media when the call returns; if the program crashes before it stores the
+// pointer somewhere durable, the object leaks (as with any malloc-like API).
+// The atomic publish APIs (allocate-and-publish, batches) are built on top.
+//
+// A heap is opened by one handle at a time: a second open, in this process or
+// another, fails with errc::busy. Handles are move-only; destroying one
+// closes the heap (a clean shutdown).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "daxalloc/error.hpp"
+#include "daxalloc/persist.hpp"
+#include "daxalloc/region.hpp"
+
+namespace daxalloc {
+
+namespace detail {
+class heap_impl;
+}
+
+struct heap_options {
+  std::uint64_t size = 0;      // bytes present after create (rounded up to 2 MiB)
+  std::uint64_t max_size = 0;  // address range reserved for growth; 0: 1 TiB (devdax: the device)
+  unsigned section_size_bits = 27;  // 27..30: 128 MiB .. 1 GiB sections
+  persistence_mode mode = persistence_mode::automatic;
+  bool overwrite = false;  // devdax: replace an existing heap
+};
+
+struct heap_open_options {
+  unsigned section_size_bits = 0;  // 0 accepts any; else the heap must have it
+  persistence_mode mode = persistence_mode::automatic;
+};
+
+// A volatile reservation: memory that is yours until you cancel it or (with
+// the publish API) make it durable. A crash forgets it; nothing leaks.
+struct reservation {
+  void* ptr = nullptr;
+  std::size_t size = 0;
+  explicit operator bool() const noexcept { return ptr != nullptr; }
+};
+
+struct heap_stats {
+  std::uint64_t present_bytes = 0;    // present subsections, metadata included
+  std::uint64_t usable_bytes = 0;     // present minus head and memmap
+  std::uint64_t metadata_bytes = 0;   // head + memmap
+  std::uint64_t allocated_bytes = 0;  // durable allocations, at their class or page-rounded size
+  std::uint64_t allocated_objects = 0;
+  std::uint64_t free_bytes = 0;  // pages the page allocator can hand out
+  std::uint64_t largest_free_bytes = 0;
+  double fragmentation = 0;                                  // 1 - largest_free / free
+  std::uint64_t slab_bytes = 0;                              // pages held by slabs
+  std::uint64_t extent_bytes = 0;                            // pages held by large objects
+  std::array<std::uint64_t, 8> pageblocks_by_migratetype{};  // present pageblocks per type
+  struct size_class_stats {
+    std::uint32_t size;
+    std::uint64_t slabs, allocated, capacity;
+  };
+  std::vector<size_class_stats> size_classes;  // classes with at least one slab
+  persist_counters this_thread;                // flushes and fences of the calling thread
+  bool unclean_shutdown = false;               // the last close before this open did not happen
+};
+
+class heap {
+ public:
+  [[nodiscard]] static heap create(const std::filesystem::path& path, const heap_options& options);
+  [[nodiscard]] static heap open(const std::filesystem::path& path,
+                                 const heap_open_options& options = {});
+
+  heap(heap&& other) noexcept;
+  heap& operator=(heap&& other) noexcept;
+  heap(const heap&) = delete;
+  heap& operator=(const heap&) = delete;
+  ~heap();
+  void close();  // records a clean shutdown; the handle is empty afterwards
+
+  // Durable allocation: the object is allocated on the media when this
+  // returns. Objects up to 64 KiB come from slabs (16-byte aligned above 8 B),
+  // larger ones are page-aligned extents; no size cap below the heap size.
+  [[nodiscard]] void* allocate(std::size_t size);  // throws errc::out_of_space
+  [[nodiscard]] void* allocate(std::size_t size,
+                               std::nothrow_t) noexcept;  // nullptr when out of space
+  void deallocate(void* p);  // durable; errc::invalid_argument for a pointer not allocated here
+
+  // Volatile reservation (0 fences) and its cancellation.
+  [[nodiscard]] reservation reserve(std::size_t size, std::nothrow_t) noexcept;
+  [[nodiscard]] reservation reserve(std::size_t size);
+  void cancel(reservation& r) noexcept;
+
+  // The root object: created zero-filled on first use, found again after
+  // reopen. errc::invalid_argument when the stored root has another size.
+  [[nodiscard]] void* root(std::size_t size);
+  template <class T>
+  [[nodiscard]] T* root() {
+    return static_cast<T*>(root(sizeof(T)));
+  }
+
+  // Online growth and shrinking (2 MiB-aligned spans of byte offsets).
+  void hot_add(std::uint64_t offset, std::uint64_t length);
+  void hot_remove(std::uint64_t offset, std::uint64_t length);
+
+  [[nodiscard]] heap_stats stats() const;
+  // Every invariant of the persistent state and of the volatile state rebuilt
+  // from it; one line per violation, empty when sound.
+  [[nodiscard]] std::vector<std::string> check() const;
+
+  [[nodiscard]] std::byte* base() const noexcept;
+  [[nodiscard]] std::size_t size() const noexcept;  // bytes mapped
+  [[nodiscard]] std::uint64_t offset_of(const void* p) const noexcept;
+  [[nodiscard]] void* at(std::uint64_t offset) const noexcept;
+  [[nodiscard]] std::size_t usable_size(const void* p) const;  // 0 if p is not an allocation
+  [[nodiscard]] const persistence& persist() const noexcept;
+  [[nodiscard]] const region& media() const noexcept;
+  [[nodiscard]] detail::heap_impl& internals() noexcept { return *impl_; }
+
+ private:
+  explicit heap(std::unique_ptr<detail::heap_impl> impl);
+  std::unique_ptr<detail::heap_impl> impl_;
+};
+
+}  // namespace daxalloc

@@ -1,0 +1,75 @@
+// Size classes of small objects. Every 8 bytes up to 128 bytes, then eight
+// classes per power of two up to 64 KiB: rounding a request up to its class
+// wastes at most 12.5 % of the class above 64 bytes, and at most 7 bytes
+// below (the 8-byte granularity). Larger objects are page extents, whose
+// rounding to 4 KiB wastes at most 6.25 %.
+//
+// A slab of a class is a naturally aligned block of 2^order pages: a bitmap
+// header (one bit per object, a multiple of 64 bytes) and then the objects.
+// The table is part of the on-media format (a slab's class is stored in its
+// page descriptors).
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+namespace daxalloc::alloc {
+
+inline constexpr std::size_t max_small_size = 64 * 1024;
+inline constexpr unsigned min_slab_order = 4;  // 64 KiB
+
+struct size_class {
+  std::uint32_t size;       // object size in bytes
+  std::uint8_t slab_order;  // slab = 2^slab_order pages
+  std::uint32_t objects;    // objects per slab
+  std::uint32_t header;     // bytes before the first object (bitmap, 64-byte multiple)
+};
+
+namespace detail {
+constexpr std::size_t count_classes() {
+  std::size_t n = 128 / 8;
+  for (std::size_t base = 128; base < max_small_size; base *= 2) n += 8;
+  return n;
+}
+constexpr size_class make_class(std::uint32_t size) {
+  unsigned order = min_slab_order;
+  while ((std::size_t{4096} << order) < std::size_t{size} * 8) ++order;
+  const std::size_t slab = std::size_t{4096} << order;
+  std::uint32_t objects = static_cast<std::uint32_t>(slab / size);
+  std::uint32_t header = 0;
+  for (;;) {  // shrink until bitmap and objects fit
+    header = static_cast<std::uint32_t>((objects + 511) / 512 * 64);
+    if (header + std::size_t{objects} * size <= slab) break;
+    --objects;
+  }
+  return {size, static_cast<std::uint8_t>(order), objects, header};
+}
+}  // namespace detail
+
+inline constexpr std::size_t nr_size_classes = detail::count_classes();
+
+inline constexpr std::array<size_class, nr_size_classes> size_classes = [] {
+  std::array<size_class, nr_size_classes> table{};
+  std::size_t i = 0;
+  for (std::uint32_t s = 8; s <= 128; s += 8) table[i++] = detail::make_class(s);
+  for (std::uint32_t base = 128; base < max_small_size; base *= 2)
+    for (std::uint32_t step = 1; step <= 8; ++step)
+      table[i++] = detail::make_class(base + base / 8 * step);
+  return table;
+}();
+static_assert(size_classes.back().size == max_small_size);
+static_assert(nr_size_classes < 256, "a class index fits the descriptor's 8-bit field");
+
+// The smallest class that holds `size` bytes (size in 1..max_small_size).
+[[nodiscard]] constexpr unsigned size_class_of(std::size_t size) {
+  if (size <= 128) return static_cast<unsigned>(size == 0 ? 0 : (size - 1) / 8);
+  const unsigned log =
+      static_cast<unsigned>(std::bit_width(size - 1)) - 1;  // 2^log < size <= 2^(log+1)
+  const std::size_t base = std::size_t{1} << log;
+  const unsigned step = static_cast<unsigned>((size - base + base / 8 - 1) / (base / 8));
+  return 16 + (log - 7) * 8 + step - 1;
+}
+
+}  // namespace daxalloc::alloc

@@ -1,0 +1,94 @@
+// Small objects: slabs of one size class, carved from unmovable pageblocks.
+//
+// Persistent state of a slab: its head page descriptor {slab, class, pages}
+// (the other pages stay free in the memmap, like an extent's tail) and a
+// bitmap at the start of the slab, one bit per object. An object is allocated
+// exactly when its bit is set; setting or clearing the bit (one atomic RMW on
+// an 8-byte word, then flush) is the commit of a durable allocation or free.
+//
+// Volatile state: per class a list of slabs with free objects, each with a
+// stack of free object indices. Objects handed to thread caches (and
+// reservations) keep their bit clear, so a crash simply forgets them.
+//
+// Invariant per slab (check()): free.size() + in_use == objects, no index in
+// `free` has its bit set, popcount(bitmap) <= in_use, and no bit at or beyond
+// `objects` is set.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "alloc/page_allocator.hpp"
+#include "alloc/size_classes.hpp"
+
+namespace daxalloc::alloc {
+
+struct object_location {
+  std::uint64_t* word;  // bitmap word holding the object's bit
+  std::uint64_t mask;
+  unsigned cls;
+};
+
+struct class_stats {
+  std::uint64_t slabs = 0;
+  std::uint64_t allocated = 0;  // objects whose bit is set
+  std::uint64_t capacity = 0;   // objects in all slabs
+};
+
+class small_allocator {
+ public:
+  small_allocator(sparse::memory_model& model, page_allocator& pages)
+      : model_(model), pages_(pages) {}
+  ~small_allocator();
+
+  void rebuild(const std::vector<allocated_extent>& found, std::vector<std::string>& problems);
+
+  // Hands out up to n free objects of class cls (bits stay clear); returns
+  // how many (0: no memory for a new slab).
+  std::size_t take(unsigned cls, void** out, std::size_t n);
+  // Takes back objects whose bits are clear.
+  void give(unsigned cls, void* const* objects, std::size_t n);
+
+  // The bitmap bit of the object starting at p; nullopt when p is not the
+  // start of an object in a slab.
+  [[nodiscard]] std::optional<object_location> locate(const void* p) const noexcept;
+  // Durable bit updates: one atomic RMW and a flush, no fence (the caller
+  // drains). Return false when the bit was already in the wanted state.
+  bool mark_allocated(const object_location& at) const noexcept;
+  bool mark_free(const object_location& at) const noexcept;
+
+  [[nodiscard]] std::array<class_stats, nr_size_classes> stats() const;
+  void check(std::vector<std::string>& problems) const;
+
+ private:
+  struct slab {
+    std::uint64_t pfn;
+    std::uint32_t in_use;             // objects handed out: allocated, cached or reserved
+    std::vector<std::uint32_t> free;  // indices of free objects not handed out
+    bool listed;                      // on the class's partial list
+  };
+  struct klass {
+    mutable std::mutex mutex;
+    std::vector<slab*> partial;
+    std::unordered_map<std::uint64_t, std::unique_ptr<slab>> slabs;  // by head pfn
+  };
+
+  [[nodiscard]] slab* new_slab(unsigned cls);  // with the class lock held
+  void release_slab(klass& k, slab* s, unsigned cls);
+  [[nodiscard]] std::uint64_t* bitmap(std::uint64_t pfn) const noexcept {
+    return reinterpret_cast<std::uint64_t*>(model_.pfn_to_virt(pfn));
+  }
+
+  sparse::memory_model& model_;
+  page_allocator& pages_;
+  std::array<klass, nr_size_classes> classes_;
+};
+
+}  // namespace daxalloc::alloc

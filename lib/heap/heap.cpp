@@ -1,0 +1,516 @@
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <unordered_map>
+
+#include "heap/heap_impl.hpp"
+
+namespace daxalloc {
+namespace detail {
+namespace {
+
+using alloc::max_small_size;
+using alloc::nr_size_classes;
+using alloc::size_class_of;
+using alloc::size_classes;
+using sparse::page_info;
+using sparse::page_state;
+
+constexpr std::uint64_t page_size = sparse::page_size;
+
+// Heaps alive in this process, by id, so that a thread's exit can hand its
+// caches back only to heaps that still exist (ids are never reused).
+std::mutex live_mutex;
+std::unordered_map<std::uint64_t, heap_impl*> live_heaps;
+std::atomic<std::uint64_t> next_id{1};
+
+struct cache_entry {
+  std::uint64_t heap_id;
+  thread_cache* cache;
+};
+struct thread_caches {
+  std::vector<cache_entry> entries;
+  ~thread_caches() {
+    std::lock_guard lock(live_mutex);
+    for (const auto& e : entries)
+      if (auto it = live_heaps.find(e.heap_id); it != live_heaps.end())
+        it->second->release_cache(e.cache);
+  }
+};
+thread_local thread_caches tls_caches;
+thread_local cache_entry tls_last{0, nullptr};
+
+std::size_t cache_capacity(unsigned cls) {
+  return std::clamp<std::size_t>(64 * 1024 / size_classes[cls].size, 4, 128);
+}
+
+std::uint64_t slot_checksum(const sparse::root_slot& s) {
+  return sparse::fletcher64(&s, 16);
+}
+
+}  // namespace
+
+heap_impl::heap_impl(std::unique_ptr<sparse::memory_model> model)
+    : model_(std::move(model)), pages_(*model_), small_(*model_, pages_), id_(next_id++) {}
+
+std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
+                                             const heap_options& options) {
+  sparse::create_options o;
+  o.size = options.size;
+  o.max_range = options.max_size;
+  o.section_size_bits = options.section_size_bits;
+  o.overwrite = options.overwrite;
+  o.region.mode = options.mode;
+  std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::create(path, o)));
+  h->start();
+  return h;
+}
+
+std::unique_ptr<heap_impl> heap_impl::open(const std::filesystem::path& path,
+                                           const heap_open_options& options) {
+  region_options ro;
+  ro.mode = options.mode;
+  return open(region::open(path, ro), options);
+}
+
+std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& options) {
+  sparse::open_options o;
+  o.section_size_bits = options.section_size_bits;
+  std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::open(std::move(r), o)));
+  h->start();
+  return h;
+}
+
+// Recovery: the sparse model has redone any hotplug intent; now the root's
+// allocation is re-marked, the free lists and slabs are rebuilt from the
+// memmap, and the heap is marked open (unclean until close).
+void heap_impl::start() {
+  recover_root();
+  std::vector<std::string> problems;
+  const auto found = pages_.rebuild(problems);
+  small_.rebuild(found, problems);
+  if (!problems.empty())
+    throw error(
+        errc::corrupt,
+        model_->media().path().string() + ": " + problems.front() +
+            (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)" : ""));
+  unclean_ = model_->super().shutdown_state != sparse::shutdown_clean;
+  model_->set_shutdown_state(sparse::shutdown_open);
+  std::lock_guard lock(live_mutex);
+  live_heaps[id_] = this;
+}
+
+heap_impl::~heap_impl() {
+  {
+    std::lock_guard lock(live_mutex);
+    live_heaps.erase(id_);
+  }
+  // Cached objects are free on the media already; only the marker is left.
+  try {
+    model_->set_shutdown_state(sparse::shutdown_clean);
+  } catch (...) {  // nothing to report to from a destructor; the next open sees "unclean"
+  }
+}
+
+sparse::root_slot* heap_impl::slot() const noexcept {
+  return reinterpret_cast<sparse::root_slot*>(model_->base() + sparse::root_slot_offset);
+}
+
+// ---- thread caches ----
+
+thread_cache& heap_impl::cache() noexcept {
+  if (tls_last.heap_id == id_) return *tls_last.cache;
+  return cache_slow();
+}
+
+thread_cache& heap_impl::cache_slow() noexcept {
+  for (const auto& e : tls_caches.entries)
+    if (e.heap_id == id_) {
+      tls_last = e;
+      return *e.cache;
+    }
+  auto owned = std::make_unique<thread_cache>();
+  thread_cache* c = owned.get();
+  {
+    std::lock_guard lock(caches_mutex_);
+    caches_.push_back(std::move(owned));
+  }
+  tls_caches.entries.push_back({id_, c});
+  tls_last = {id_, c};
+  return *c;
+}
+
+void heap_impl::release_cache(thread_cache* c) noexcept {
+  for (unsigned cls = 0; cls < nr_size_classes; ++cls)
+    if (!c->objects[cls].empty()) small_.give(cls, c->objects[cls].data(), c->objects[cls].size());
+  std::lock_guard lock(caches_mutex_);
+  caches_.erase(
+      std::find_if(caches_.begin(), caches_.end(), [&](const auto& p) { return p.get() == c; }));
+}
+
+// Fast path: a pop from this thread's cache. Slow path: a batch from the slabs.
+void* heap_impl::take_small(unsigned cls) noexcept {
+  auto& objects = cache().objects[cls];
+  if (objects.empty()) {
+    const std::size_t batch = cache_capacity(cls) / 2;
+    objects.resize(batch);
+    objects.resize(small_.take(cls, objects.data(), batch));
+    if (objects.empty()) return nullptr;
+  }
+  void* p = objects.back();
+  objects.pop_back();
+  return p;
+}
+
+void heap_impl::put_small(unsigned cls, void* p) noexcept {
+  auto& objects = cache().objects[cls];
+  objects.push_back(p);
+  if (objects.size() >= cache_capacity(cls)) {
+    const std::size_t keep = objects.size() / 2;
+    small_.give(cls, objects.data() + keep, objects.size() - keep);
+    objects.resize(keep);
+  }
+}
+
+// ---- allocation ----
+
+void* heap_impl::allocate(std::size_t size) noexcept {
+  if (size == 0) size = 1;
+  const persistence& p = model_->media().persist();
+  if (size <= max_small_size) {
+    const unsigned cls = size_class_of(size);
+    void* object = take_small(cls);
+    if (object == nullptr) return nullptr;
+    small_.mark_allocated(*small_.locate(object));  // the commit
+    p.drain();
+    return object;
+  }
+  const std::uint64_t pages = (size + page_size - 1) / page_size;
+  if (pages > sparse::max_page_length) return nullptr;
+  const auto pfn =
+      pages_.allocate(pages, pages >= alloc::pageblock_pages ? alloc::migratetype::large
+                                                             : alloc::migratetype::movable);
+  if (!pfn) return nullptr;
+  sparse::page_descriptor* head = model_->pfn_to_page(*pfn);
+  head->store(page_info(page_state::extent, 0, pages));
+  p.persist(&head->info, 8);  // the commit
+  return model_->pfn_to_virt(*pfn);
+}
+
+void heap_impl::deallocate(void* object) {
+  if (object == nullptr) return;
+  const persistence& p = model_->media().persist();
+  if (const auto at = small_.locate(object)) {
+    if (!small_.mark_free(*at))
+      throw error(errc::invalid_argument,
+                  "deallocate: object at offset " +
+                      std::to_string(static_cast<std::byte*>(object) - model_->base()) +
+                      " is not allocated (double free?)");
+    p.drain();  // the commit
+    put_small(at->cls, object);
+    return;
+  }
+  const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(object) - model_->base());
+  const std::uint64_t pfn = offset / page_size;
+  sparse::page_descriptor* head =
+      model_->media().contains(object) && offset % page_size == 0 && model_->pfn_valid(pfn)
+          ? model_->pfn_to_page(pfn)
+          : nullptr;
+  if (head == nullptr || head->state() != page_state::extent)
+    throw error(errc::invalid_argument,
+                "deallocate: " + std::to_string(reinterpret_cast<std::uintptr_t>(object)) +
+                    " was not allocated by this heap (or was freed already)");
+  const std::uint64_t pages = head->length();
+  head->store(0);
+  p.persist(&head->info, 8);  // the commit
+  pages_.free(pfn, pages);
+}
+
+reservation heap_impl::reserve(std::size_t size) noexcept {
+  if (size == 0) size = 1;
+  if (size <= max_small_size) {
+    const unsigned cls = size_class_of(size);
+    return {take_small(cls), size_classes[cls].size};
+  }
+  const std::uint64_t pages = (size + page_size - 1) / page_size;
+  const auto pfn =
+      pages_.allocate(pages, pages >= alloc::pageblock_pages ? alloc::migratetype::large
+                                                             : alloc::migratetype::movable);
+  if (!pfn) return {};
+  return {model_->pfn_to_virt(*pfn), pages * page_size};
+}
+
+void heap_impl::cancel(reservation& r) noexcept {
+  if (!r.ptr) return;
+  if (r.size <= max_small_size)
+    put_small(size_class_of(r.size), r.ptr);
+  else
+    pages_.free(model_->media().contains(r.ptr)
+                    ? static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()) /
+                          page_size
+                    : 0,
+                r.size / page_size);
+  r = {};
+}
+
+std::size_t heap_impl::usable_size(const void* object) const {
+  if (const auto at = small_.locate(object)) return size_classes[at->cls].size;
+  const auto offset =
+      static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_->base());
+  if (!model_->media().contains(object) || offset % page_size ||
+      !model_->pfn_valid(offset / page_size))
+    return 0;
+  const sparse::page_descriptor& d = *model_->pfn_to_page(offset / page_size);
+  return d.state() == page_state::extent ? d.length() * page_size : 0;
+}
+
+// ---- root ----
+
+void* heap_impl::root(std::size_t size) {
+  std::lock_guard lock(root_mutex_);
+  sparse::root_slot* s = slot();
+  if (s->offset) {
+    if (s->size != size)
+      throw error(errc::invalid_argument, "root: the heap's root object has " +
+                                              std::to_string(s->size) + " bytes, not the " +
+                                              std::to_string(size) + " asked for");
+    return model_->base() + s->offset;
+  }
+  if (size == 0) throw error(errc::invalid_argument, "root: size 0");
+  reservation r = reserve(size);
+  if (!r) throw error(errc::out_of_space, "root: no space for " + std::to_string(size) + " bytes");
+  const persistence& p = model_->media().persist();
+  std::memset(r.ptr, 0, size);
+  p.flush(r.ptr, size);
+  sparse::root_slot fresh{
+      static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()), size, 0, 0};
+  fresh.checksum = slot_checksum(fresh);
+  std::memcpy(s, &fresh, sizeof fresh);
+  p.persist(s, sizeof fresh);  // fence 1: zeroed object and slot: the root exists from here
+  if (size <= max_small_size) {
+    small_.mark_allocated(*small_.locate(r.ptr));
+  } else {
+    sparse::page_descriptor* head = model_->pfn_to_page(fresh.offset / page_size);
+    head->store(page_info(page_state::extent, 0, r.size / page_size));
+    p.flush(&head->info, 8);
+  }
+  p.drain();  // fence 2: its allocation (redone by recover_root after a crash)
+  return r.ptr;
+}
+
+// A valid root slot means an allocated root: re-mark it in case the crash
+// came between the slot and the allocation. A torn slot is no root.
+void heap_impl::recover_root() {
+  sparse::root_slot* s = slot();
+  const persistence& p = model_->media().persist();
+  if (s->offset == 0 && s->size == 0 && s->checksum == 0) return;
+  const bool valid = s->checksum == slot_checksum(*s) && s->offset && s->size &&
+                     s->offset >= model_->geo().head_size() &&
+                     s->offset + s->size <= model_->media().size();
+  if (!valid) {
+    if (s->checksum == slot_checksum(*s))
+      throw error(errc::corrupt,
+                  model_->media().path().string() + ": the root slot points outside the heap");
+    std::memset(s, 0, sizeof *s);  // torn while being created: there is no root yet
+    p.persist(s, sizeof *s);
+    return;
+  }
+  void* object = model_->base() + s->offset;
+  if (s->size <= max_small_size) {
+    const auto at = small_.locate(object);
+    if (!at || size_classes[at->cls].size < s->size)
+      throw error(errc::corrupt,
+                  model_->media().path().string() + ": the root slot does not name a slab object");
+    if (small_.mark_allocated(*at)) p.drain();
+    return;
+  }
+  const std::uint64_t pfn = s->offset / page_size, pages = (s->size + page_size - 1) / page_size;
+  if (s->offset % page_size || !model_->pfn_valid(pfn))
+    throw error(errc::corrupt,
+                model_->media().path().string() + ": the root slot names an invalid extent");
+  sparse::page_descriptor* head = model_->pfn_to_page(pfn);
+  if (head->state() == page_state::free) {
+    head->store(page_info(page_state::extent, 0, pages));
+    p.persist(&head->info, 8);
+  }
+}
+
+// ---- hotplug ----
+
+void heap_impl::hot_add(std::uint64_t offset, std::uint64_t length) {
+  model_->hot_add(offset, length);
+  pages_.add_span(offset, length);
+}
+
+void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
+  const std::string what = model_->media().path().string() + ": hot-remove [" +
+                           std::to_string(offset) + ", +" + std::to_string(length) + "): ";
+  if (length == 0 || offset % sparse::subsection_size || length % sparse::subsection_size)
+    throw error(errc::misaligned,
+                what + "start and size must be non-zero multiples of 2 MiB (EINVAL)");
+  for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size)
+    if (!model_->subsection_present(at))
+      throw error(errc::not_present, what + "not all of it is present");
+  if (!pages_.isolate(offset, length))
+    throw error(errc::in_use, what + "it holds allocations (or reservations); free them first");
+  try {
+    model_->hot_remove(offset, length);
+  } catch (...) {
+    pages_.add_span(offset, length);
+    throw;
+  }
+}
+
+// ---- statistics and checks ----
+
+heap_stats heap_impl::stats() const {
+  heap_stats s;
+  const auto model_stats = model_->stats();
+  s.present_bytes = model_stats.present_bytes;
+  s.usable_bytes = model_stats.usable_bytes;
+  s.metadata_bytes = model_stats.head_bytes + model_stats.memmap_bytes;
+  const auto pages = pages_.stats();
+  s.free_bytes = pages.free_pages * page_size;
+  s.largest_free_bytes = pages.largest_free_pages * page_size;
+  s.fragmentation = s.free_bytes ? 1.0 - static_cast<double>(s.largest_free_bytes) /
+                                             static_cast<double>(s.free_bytes)
+                                 : 0;
+  const auto classes = small_.stats();
+  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+    if (classes[cls].slabs == 0) continue;
+    s.size_classes.push_back({size_classes[cls].size, classes[cls].slabs, classes[cls].allocated,
+                              classes[cls].capacity});
+    s.allocated_bytes += classes[cls].allocated * size_classes[cls].size;
+    s.allocated_objects += classes[cls].allocated;
+    s.slab_bytes += classes[cls].slabs * (page_size << size_classes[cls].slab_order);
+  }
+  std::vector<std::string> ignored;
+  alloc::page_allocator scan(const_cast<sparse::memory_model&>(*model_));
+  for (const auto& e : scan.rebuild(ignored))
+    if (!e.slab) {
+      s.extent_bytes += e.pages * page_size;
+      s.allocated_bytes += e.pages * page_size;
+      ++s.allocated_objects;
+    }
+  const auto& geo = model_->geo();
+  for (std::uint64_t nr = 0; nr < geo.nr_sections(); ++nr) {
+    if (!model_->section_present(nr)) {
+      if (model_->directory_entry(nr / geo.sections_per_root()) == 0)
+        nr += geo.sections_per_root() - 1 - nr % geo.sections_per_root();
+      continue;
+    }
+    for (unsigned sub = 0; sub < geo.subsections_per_section(); ++sub) {
+      const std::uint64_t pfn = geo.section_nr_to_pfn(nr) + sub * alloc::pageblock_pages;
+      if (model_->pfn_valid(pfn))
+        ++s.pageblocks_by_migratetype[static_cast<unsigned>(
+            model_->get_pageblock_migratetype(pfn))];
+    }
+  }
+  s.this_thread = this_thread_persist_counters();
+  s.unclean_shutdown = unclean_;
+  return s;
+}
+
+std::vector<std::string> heap_impl::check() const {
+  std::vector<std::string> problems = model_->check();
+  if (!problems.empty())
+    return problems;  // the allocator state cannot be trusted on a broken model
+  alloc::page_allocator scan(const_cast<sparse::memory_model&>(*model_));
+  const auto found = scan.rebuild(problems);
+  // Nothing the live allocator calls free may be allocated on the media.
+  for (const auto& e : found)
+    for (std::uint64_t pfn = e.pfn; pfn < e.pfn + e.pages; ++pfn)
+      if (pages_.is_free(pfn)) {
+        problems.push_back("page at " + std::to_string(pfn * page_size) +
+                           " is allocated on the media but free in the page allocator");
+        break;
+      }
+  small_.check(problems);
+  const sparse::root_slot* s = slot();
+  if (s->offset &&
+      (s->checksum != slot_checksum(*s) || usable_size(model_->base() + s->offset) < s->size))
+    problems.push_back("the root slot does not name an allocated object of its size");
+  if (model_->super().shutdown_state != sparse::shutdown_open)
+    problems.push_back("an open heap is not marked open");
+  return problems;
+}
+
+}  // namespace detail
+
+// ---- the public handle ----
+
+heap::heap(std::unique_ptr<detail::heap_impl> impl) : impl_(std::move(impl)) {}
+heap::heap(heap&& other) noexcept = default;
+heap& heap::operator=(heap&& other) noexcept = default;
+heap::~heap() = default;
+void heap::close() {
+  impl_.reset();
+}
+
+heap heap::create(const std::filesystem::path& path, const heap_options& options) {
+  return heap(detail::heap_impl::create(path, options));
+}
+heap heap::open(const std::filesystem::path& path, const heap_open_options& options) {
+  return heap(detail::heap_impl::open(path, options));
+}
+
+void* heap::allocate(std::size_t size) {
+  if (void* p = impl_->allocate(size)) return p;
+  throw error(errc::out_of_space, "allocate: no room for " + std::to_string(size) + " bytes");
+}
+void* heap::allocate(std::size_t size, std::nothrow_t) noexcept {
+  return impl_->allocate(size);
+}
+void heap::deallocate(void* p) {
+  impl_->deallocate(p);
+}
+reservation heap::reserve(std::size_t size, std::nothrow_t) noexcept {
+  return impl_->reserve(size);
+}
+reservation heap::reserve(std::size_t size) {
+  reservation r = impl_->reserve(size);
+  if (!r)
+    throw error(errc::out_of_space, "reserve: no room for " + std::to_string(size) + " bytes");
+  return r;
+}
+void heap::cancel(reservation& r) noexcept {
+  impl_->cancel(r);
+}
+void* heap::root(std::size_t size) {
+  return impl_->root(size);
+}
+void heap::hot_add(std::uint64_t offset, std::uint64_t length) {
+  impl_->hot_add(offset, length);
+}
+void heap::hot_remove(std::uint64_t offset, std::uint64_t length) {
+  impl_->hot_remove(offset, length);
+}
+heap_stats heap::stats() const {
+  return impl_->stats();
+}
+std::vector<std::string> heap::check() const {
+  return impl_->check();
+}
+std::byte* heap::base() const noexcept {
+  return impl_->model().base();
+}
+std::size_t heap::size() const noexcept {
+  return impl_->model().media().size();
+}
+std::uint64_t heap::offset_of(const void* p) const noexcept {
+  return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base());
+}
+void* heap::at(std::uint64_t offset) const noexcept {
+  return base() + offset;
+}
+std::size_t heap::usable_size(const void* p) const {
+  return impl_->usable_size(p);
+}
+const persistence& heap::persist() const noexcept {
+  return impl_->model().media().persist();
+}
+const region& heap::media() const noexcept {
+  return impl_->model().media();
+}
+
+}  // namespace daxalloc

@@ -1,0 +1,72 @@
+// The heap behind include/daxalloc/heap.hpp: the sparse memory model, the
+// page allocator, slabs and per-thread caches, the root object, recovery.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "alloc/page_allocator.hpp"
+#include "alloc/small_allocator.hpp"
+#include "daxalloc/heap.hpp"
+#include "sparse/memory_model.hpp"
+
+namespace daxalloc::detail {
+
+// Free objects (bits clear) a thread keeps per size class, so that the fast
+// path takes no lock. A heap owns the caches of all threads that used it.
+struct thread_cache {
+  std::array<std::vector<void*>, alloc::nr_size_classes> objects;
+};
+
+class heap_impl {
+ public:
+  static std::unique_ptr<heap_impl> create(const std::filesystem::path& path,
+                                           const heap_options& options);
+  static std::unique_ptr<heap_impl> open(const std::filesystem::path& path,
+                                         const heap_open_options& options);
+  static std::unique_ptr<heap_impl> open(region&& r, const heap_open_options& options);
+  ~heap_impl();
+  heap_impl(const heap_impl&) = delete;
+  heap_impl& operator=(const heap_impl&) = delete;
+
+  [[nodiscard]] void* allocate(std::size_t size) noexcept;
+  void deallocate(void* p);
+  [[nodiscard]] reservation reserve(std::size_t size) noexcept;
+  void cancel(reservation& r) noexcept;
+  [[nodiscard]] void* root(std::size_t size);
+  void hot_add(std::uint64_t offset, std::uint64_t length);
+  void hot_remove(std::uint64_t offset, std::uint64_t length);
+  [[nodiscard]] heap_stats stats() const;
+  [[nodiscard]] std::vector<std::string> check() const;
+  [[nodiscard]] std::size_t usable_size(const void* p) const;
+
+  [[nodiscard]] sparse::memory_model& model() noexcept { return *model_; }
+  [[nodiscard]] const sparse::memory_model& model() const noexcept { return *model_; }
+  [[nodiscard]] bool unclean_shutdown() const noexcept { return unclean_; }
+
+  // Called from a thread's exit: its cached objects go back to the slabs.
+  void release_cache(thread_cache* cache) noexcept;
+
+ private:
+  explicit heap_impl(std::unique_ptr<sparse::memory_model> model);
+  void start();
+  void recover_root();
+  [[nodiscard]] thread_cache& cache() noexcept;
+  [[nodiscard]] thread_cache& cache_slow() noexcept;
+  [[nodiscard]] void* take_small(unsigned cls) noexcept;
+  void put_small(unsigned cls, void* p) noexcept;
+  [[nodiscard]] sparse::root_slot* slot() const noexcept;
+
+  std::unique_ptr<sparse::memory_model> model_;
+  alloc::page_allocator pages_;
+  alloc::small_allocator small_;
+  std::uint64_t id_;
+  bool unclean_ = false;
+  std::mutex root_mutex_;
+  std::mutex caches_mutex_;
+  std::vector<std::unique_ptr<thread_cache>> caches_;
+};
+
+}  // namespace daxalloc::detail
