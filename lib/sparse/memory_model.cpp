@@ -22,7 +22,10 @@ std::string hex(std::uint64_t v) {
 }
 
 std::string span_text(std::uint64_t start, std::uint64_t end) {
-  return "[" + hex(start) + ", " + hex(end) + ")";
+  char buf[48];  // snprintf: GCC 12 warns wrongly (-Wrestrict) on "[" + std::string at -O3
+  std::snprintf(buf, sizeof buf, "[%#llx, %#llx)", static_cast<unsigned long long>(start),
+                static_cast<unsigned long long>(end));
+  return buf;
 }
 
 template <class T>
