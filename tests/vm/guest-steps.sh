@@ -1,0 +1,166 @@
+#!/bin/sh
+# The VM suite's steps, run by /init in the guest (busybox sh). Each step
+# prints its command's output indented by "  | ", then exactly one line
+#   VMSTEP <name> PASS      or      VMSTEP <name> FAIL <reason>
+# run-vm.sh expects the steps listed in its expected_steps() and fails on a
+# FAIL, a missing step or a step it does not know. A step whose prerequisite
+# failed still prints its line, as FAIL with the reason "skipped: ...".
+#
+# Files the host put into the initramfs:
+#   /vm/modules           kernel modules to insmod, in order (paths)
+#   /vm/required-modules  names that must be in /sys/module afterwards
+#   /opt/daxalloc/...     the project's programs, at their build-dir paths
+
+programs=/opt/daxalloc
+probe=$programs/tests/vm/dax_probe
+tour=$programs/examples/region_tour
+out=/tmp/vmstep-output
+step_timeout=120
+
+# Doctest binaries: test_region first, then any other tests/test_* copied in.
+tests="test_region"
+for t in "$programs"/tests/test_*; do
+  [ -f "$t" ] && [ "${t##*/}" != test_region ] && tests="$tests ${t##*/}"
+done
+
+pass() { echo "VMSTEP $1 PASS"; }
+fail() {
+  name=$1
+  shift
+  echo "VMSTEP $name FAIL $*"
+}
+skip() { fail "$1" "skipped: $2"; }
+
+# run NAME COMMAND...: runs COMMAND with a time limit, shows its output, and
+# reports the step; the reason of a failure is the first line that says
+# FAIL or ERROR (dax_probe, doctest), else the last line of output.
+run() {
+  name=$1
+  shift
+  timeout "$step_timeout" "$@" >"$out" 2>&1 </dev/null
+  rc=$?
+  sed 's/^/  | /' "$out"
+  if [ $rc -eq 0 ]; then
+    pass "$name"
+    return 0
+  fi
+  reason=$(grep -m 1 -E 'FAIL|ERROR|[Ee]rror' "$out")
+  [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]*$' "$out" | tail -n 1)
+  [ $rc -eq 143 ] && reason="killed after ${step_timeout}s; $reason"
+  fail "$name" "exit $rc: $(echo "$reason" | cut -c 1-200)"
+  dmesg | tail -n 12 | sed 's/^/  dmesg: /'
+  return 1
+}
+
+# wait_for PATH: up to 10 s for a device node to appear.
+wait_for() {
+  i=0
+  while [ ! -e "$1" ] && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  [ -e "$1" ] || {
+    echo "ERROR: $1 did not appear within 10 s"
+    return 1
+  }
+}
+
+# Step bodies that are more than one command; run() calls them through
+# "sh $self --do FUNCTION", since timeout runs programs, not functions.
+load_modules() {
+  while read -r module; do
+    insmod "$module" || echo "note: insmod $module failed (fatal only if it is required)"
+  done </vm/modules
+  missing=""
+  for m in $(cat /vm/required-modules); do
+    [ -d "/sys/module/$m" ] || missing="$missing $m"
+  done
+  [ -z "$missing" ] || {
+    echo "ERROR: modules not loaded:$missing"
+    return 1
+  }
+}
+find_pmem() {
+  # memmap= gives a raw namespace (/dev/pmem0); an NVDIMM kept from an earlier
+  # run may come up in the mode that run left it in.
+  i=0
+  while [ ! -e /dev/pmem0 ] && [ ! -e /dev/dax0.0 ] && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  [ -e /dev/pmem0 ] || [ -e /dev/dax0.0 ] || {
+    echo "ERROR: no /dev/pmem0 or /dev/dax0.0 within 10 s (memmap=512M!1G or an NVDIMM needed)"
+    return 1
+  }
+  ndctl list -N
+}
+make_devdax() {
+  ndctl create-namespace -f -e namespace0.0 --mode=devdax --align=2M && wait_for /dev/dax0.0 &&
+    daxctl list
+}
+make_fsdax() {
+  ndctl create-namespace -f -e namespace0.0 --mode=fsdax --map=dev && wait_for /dev/pmem0
+}
+mount_dax() {
+  mount -t ext4 -o dax /dev/pmem0 /mnt/dax || return 1
+  grep " /mnt/dax " /proc/mounts
+  grep -q " /mnt/dax ext4 [^ ]*dax" /proc/mounts || {
+    echo "ERROR: /mnt/dax is mounted without dax"
+    return 1
+  }
+}
+
+self=$0
+if [ "${1:-}" = --do ]; then
+  shift
+  "$@"
+  exit
+fi
+
+# --- the pmem device -------------------------------------------------------
+pmem_ok=0
+run modules sh "$self" --do load_modules
+run pmem0 sh "$self" --do find_pmem && pmem_ok=1
+
+# --- devdax ----------------------------------------------------------------
+devdax_ok=0
+if [ $pmem_ok -eq 0 ]; then
+  skip devdax-namespace "no /dev/pmem0"
+else
+  run devdax-namespace sh "$self" --do make_devdax && devdax_ok=1
+fi
+if [ $devdax_ok -eq 1 ]; then
+  run devdax-probe "$probe" devdax /dev/dax0.0
+  # No file system in devdax mode: this only shows the binaries run in the guest.
+  for t in $tests; do run "devdax-$t" env DAXALLOC_TEST_DIR=/tmp "$programs/tests/$t"; done
+  run devdax-region_tour "$tour" /dev/dax0.0
+else
+  skip devdax-probe "no /dev/dax0.0"
+  for t in $tests; do skip "devdax-$t" "no /dev/dax0.0"; done
+  skip devdax-region_tour "no /dev/dax0.0"
+fi
+
+# --- fsdax -----------------------------------------------------------------
+fsdax_ok=0
+if [ $pmem_ok -eq 0 ]; then
+  skip fsdax-namespace "no /dev/pmem0"
+  skip fsdax-mkfs "no /dev/pmem0"
+  skip fsdax-mount "no /dev/pmem0"
+elif ! run fsdax-namespace sh "$self" --do make_fsdax; then
+  skip fsdax-mkfs "fsdax-namespace failed"
+  skip fsdax-mount "fsdax-namespace failed"
+elif ! run fsdax-mkfs mkfs.ext4 -F -q -b 4096 /dev/pmem0; then
+  skip fsdax-mount "fsdax-mkfs failed"
+elif run fsdax-mount sh "$self" --do mount_dax; then
+  fsdax_ok=1
+fi
+if [ $fsdax_ok -eq 1 ]; then
+  run fsdax-probe "$probe" fsdax /mnt/dax/probe
+  for t in $tests; do run "fsdax-$t" env DAXALLOC_TEST_DIR=/mnt/dax "$programs/tests/$t"; done
+  run fsdax-region_tour "$tour" /mnt/dax/tour
+  umount /mnt/dax
+else
+  skip fsdax-probe "no DAX file system on /mnt/dax"
+  for t in $tests; do skip "fsdax-$t" "no DAX file system on /mnt/dax"; done
+  skip fsdax-region_tour "no DAX file system on /mnt/dax"
+fi

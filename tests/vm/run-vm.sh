@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# The VM suite: daxalloc on real kernel DAX devices. Builds a busybox
+# initramfs holding the nvdimm, dax and ext4 modules, ndctl, daxctl,
+# mkfs.ext4 and the project's programs, boots the installed Debian kernel in
+# qemu (TCG: KVM guests hang on the build machines) with 512 MiB of emulated
+# pmem (memmap=512M!1G), lets the guest run guest-steps.sh, and checks the
+# VMSTEP lines it printed on the console against expected_steps().
+#
+# Usage: tests/vm/run-vm.sh BUILD_DIR [SOURCE_DIR]
+# Environment:
+#   DAXALLOC_VM_TIMEOUT=SECONDS  kill the VM after this long (default 480)
+#   DAXALLOC_VM_KERNEL=VERSION   kernel to boot (default: the one linux-image-amd64 installs)
+#   DAXALLOC_VM_VERBOSE=1        print the whole console log
+#   DAXALLOC_VM_NO_BUILD=1       do not run ninja for the guest programs
+#   DAXALLOC_VM_PMEM_FILE=FILE   back the pmem with FILE (an emulated 1 GiB NVDIMM,
+#                                created if missing) instead of memmap= RAM, so that
+#                                what the guest wrote is kept across runs
+# Exit status 0 only when every expected step passed and the guest finished.
+set -euo pipefail
+
+# Programs copied into the guest, relative to BUILD_DIR (one a line; one not
+# built is left out with a notice). Every tests/test_* doctest binary runs
+# twice: in the devdax phase (its files on /tmp) and on the fsdax mount.
+guest_programs=(
+  tests/vm/dax_probe
+  tests/test_region
+  examples/region_tour
+)
+# Kernel modules loaded in the guest, in this order, each after what it needs.
+guest_modules=(libnvdimm nd_btt nd_pmem nd_e820 dax_pmem device_dax ext4)
+# Host programs copied into the guest with their shared libraries.
+guest_tools=(ndctl daxctl mkfs.ext4)
+
+vm_timeout=${DAXALLOC_VM_TIMEOUT:-480}
+kernel_args="console=ttyS0 panic=-1 loglevel=4"
+pmem_file=${DAXALLOC_VM_PMEM_FILE:+$(realpath -m "$DAXALLOC_VM_PMEM_FILE")}
+if [ -z "$pmem_file" ]; then
+  # 512 MiB of guest RAM at 1 GiB becomes a legacy pmem region (nd_e820).
+  kernel_args+=" memmap=512M!1G"
+  memory_args=(-m 2G)
+else
+  # An ACPI NFIT NVDIMM whose media is the host file (nfit.ko in the guest).
+  guest_modules+=(nfit)
+  # shellcheck disable=SC2054  # the commas are qemu's
+  memory_args=(-machine "pc,nvdimm=on" -m "2G,slots=2,maxmem=4G"
+    -object "memory-backend-file,id=pmem1,share=on,mem-path=${pmem_file//,/,,},size=1G"
+    -device nvdimm,memdev=pmem1,id=nvdimm1)
+fi
+
+seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+die() {
+  echo "run-vm.sh: $*" >&2
+  exit 1
+}
+
+[ $# -ge 1 ] || die "usage: run-vm.sh BUILD_DIR [SOURCE_DIR]"
+build=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+[ $# -ge 2 ] && here=$(cd "$2/tests/vm" && pwd)
+export PATH=$PATH:/usr/sbin:/sbin
+
+# The doctest binaries among the guest programs: the guest runs each of them.
+copied_tests=()
+
+# Every step the guest must report, in order. guest-steps.sh prints them.
+expected_steps() {
+  local t
+  echo modules pmem0 devdax-namespace devdax-probe
+  for t in "${copied_tests[@]}"; do echo "devdax-$t"; done
+  echo devdax-region_tour fsdax-namespace fsdax-mkfs fsdax-mount fsdax-probe
+  for t in "${copied_tests[@]}"; do echo "fsdax-$t"; done
+  echo fsdax-region_tour
+}
+
+# The kernel version to boot: the one the linux-image-amd64 meta-package
+# depends on, else the newest /boot/vmlinuz-* that has its modules.
+kernel_version() {
+  if [ -n "${DAXALLOC_VM_KERNEL:-}" ]; then
+    echo "$DAXALLOC_VM_KERNEL"
+    return
+  fi
+  local dep v
+  dep=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
+    grep -o 'linux-image-[^ ,|]*' | head -n 1 || true)
+  if [ -n "$dep" ]; then
+    echo "${dep#linux-image-}"
+    return
+  fi
+  for v in $(printf '%s\n' /boot/vmlinuz-* | sed 's|^/boot/vmlinuz-||' | sort -rV); do
+    if [ -d "/lib/modules/$v/kernel" ]; then
+      echo "$v"
+      return
+    fi
+  done
+}
+
+kver=$(kernel_version)
+kernel=/boot/vmlinuz-$kver
+moddir=/lib/modules/$kver
+if [ -z "$kver" ] || [ ! -r "$kernel" ] || [ ! -d "$moddir/kernel" ]; then
+  die "no kernel for the VM ($kernel or $moddir missing or unreadable);" \
+    "install linux-image-amd64: scripts/deps.sh vm"
+fi
+qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found: scripts/deps.sh vm"
+busybox=$(command -v busybox) || die "busybox not found: scripts/deps.sh vm (busybox-static)"
+command -v cpio >/dev/null || die "cpio not found: scripts/deps.sh vm"
+ldd "$busybox" >/dev/null 2>&1 && die "$busybox is dynamically linked; install busybox-static"
+
+if [ "${DAXALLOC_VM_NO_BUILD:-0}" != 1 ] && command -v ninja >/dev/null; then
+  # `meson test --suite vm` rebuilds only this test's own dependencies.
+  known=$(ninja -C "$build" -t targets all 2>/dev/null | cut -d: -f1)
+  wanted=()
+  for p in "${guest_programs[@]}"; do
+    grep -qxF "$p" <<<"$known" && wanted+=("$p")
+  done
+  if [ ${#wanted[@]} -gt 0 ]; then
+    ninja -C "$build" "${wanted[@]}" >/dev/null || die "ninja could not build ${wanted[*]}"
+  fi
+fi
+
+stage=$(mktemp -d "${TMPDIR:-/tmp}/daxalloc-vm.XXXXXX")
+qemu_pid=""
+cleanup() {
+  if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
+  rm -rf "$stage"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+root=$stage/root
+libdir=/lib/x86_64-linux-gnu
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/sbin,dev,proc,sys,tmp,mnt,etc,vm,lib64}
+mkdir -p "$root$libdir" "$root/opt/daxalloc"
+build_start=$(date +%s.%N)
+
+# copy_libraries BINARY: every shared library ldd finds, and the loader.
+copy_libraries() {
+  local out name arrow path rest
+  out=$(ldd "$1" 2>&1) || {
+    grep -q "not a dynamic executable" <<<"$out" && return 0
+    die "ldd $1 failed: $out"
+  }
+  while read -r name arrow path rest; do
+    if [ "$arrow" = "=>" ]; then
+      [ "$path" = "not" ] && die "$1 needs $name, which ldd does not find"
+      [ -e "$root$libdir/$name" ] || cp -L "$path" "$root$libdir/$name"
+    elif [ "${name:0:1}" = / ]; then  # the dynamic loader, at its own path
+      mkdir -p "$root$(dirname "$name")"
+      [ -e "$root$name" ] || cp -L "$name" "$root$name"
+    fi
+  done <<<"$out"
+}
+
+# busybox and its applets.
+cp "$busybox" "$root/bin/busybox"
+for applet in $("$busybox" --list-full); do
+  [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+done
+
+for tool in "${guest_tools[@]}"; do
+  path=$(command -v "$tool") || die "$tool not found: scripts/deps.sh vm"
+  cp -L "$path" "$root/usr/local/sbin/$tool"
+  copy_libraries "$path"
+done
+[ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/"
+
+for p in "${guest_programs[@]}"; do
+  if [ ! -x "$build/$p" ]; then
+    echo "run-vm.sh: notice: $build/$p is not built; not copied into the guest"
+    continue
+  fi
+  mkdir -p "$root/opt/daxalloc/$(dirname "$p")"
+  cp -L "$build/$p" "$root/opt/daxalloc/$p"
+  copy_libraries "$build/$p"
+  case "$p" in tests/test_*) copied_tests+=("${p#tests/}") ;; esac
+done
+# The guest always runs test_region (a missing one fails there); list it once.
+if [ ${#copied_tests[@]} -eq 0 ] || [ "${copied_tests[0]}" != test_region ]; then
+  rest=()
+  for t in "${copied_tests[@]}"; do [ "$t" = test_region ] || rest+=("$t"); done
+  copied_tests=(test_region "${rest[@]}")
+fi
+
+# Kernel modules with what they depend on, in load order, decompressed.
+: >"$root/vm/modules"
+: >"$root/vm/required-modules"
+declare -A seen=()
+for m in "${guest_modules[@]}"; do
+  deps=$(modprobe -S "$kver" --ignore-install --show-depends "$m") ||
+    die "modprobe does not find module $m for kernel $kver"
+  while read -r verb path _; do
+    [ "$verb" = insmod ] || continue
+    [ -n "${seen[$path]:-}" ] && continue
+    seen[$path]=1
+    rel=${path#"$moddir"/}
+    target=$root/lib/modules/$kver/${rel%.*}.ko
+    mkdir -p "$(dirname "$target")"
+    case "$path" in
+      *.ko.xz) xz -dc "$path" >"$target" ;;
+      *.ko.zst) zstd -qdc "$path" >"$target" ;;
+      *.ko.gz) gzip -dc "$path" >"$target" ;;
+      *.ko) cp "$path" "$target" ;;
+      *) die "unknown module file $path" ;;
+    esac
+    echo "/lib/modules/$kver/${rel%.*}.ko" >>"$root/vm/modules"
+  done <<<"$deps"
+  grep -q "^insmod .*/$m\.ko" <<<"$deps" && echo "$m" >>"$root/vm/required-modules"
+done
+# Module indexes, so that libkmod (used by ndctl) can look modules up.
+if command -v depmod >/dev/null; then depmod -b "$root" "$kver" 2>/dev/null || true; fi
+
+install -m 755 "$here/init" "$root/init"
+install -m 755 "$here/guest-steps.sh" "$root/vm/guest-steps.sh"
+# /init reopens the console on devtmpfs; this node only helps the kernel open it first.
+[ "$(id -u)" -ne 0 ] || mknod -m 600 "$root/dev/console" c 5 1
+(cd "$root" && find . | cpio -o -H newc -R 0:0 --quiet) >"$stage/initramfs.cpio"
+build_end=$(date +%s.%N)
+
+mkdir -p "$build/tests/vm"
+log=$build/tests/vm/console.log
+echo "kernel $kver ($kernel), qemu $("$qemu" --version | head -n 1 | awk '{print $4}') (TCG)," \
+  "pmem: ${pmem_file:-memmap=512M!1G (guest RAM)}"
+echo "initramfs: $(($(stat -c %s "$stage/initramfs.cpio") >> 20)) MiB," \
+  "built in $(seconds_between "$build_start" "$build_end") s"
+
+vm_start=$(date +%s.%N)
+timeout -k 10 "$vm_timeout" "$qemu" -accel tcg -cpu max "${memory_args[@]}" -smp 2 \
+  -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$stage/initramfs.cpio" -append "$kernel_args" \
+  </dev/null >"$log" 2>&1 &
+qemu_pid=$!
+status=0
+wait "$qemu_pid" || status=$?
+qemu_pid=""
+vm_end=$(date +%s.%N)
+vm_time=$(seconds_between "$vm_start" "$vm_end")
+
+# The console uses CRLF and the firmware's terminal escapes; a step line is
+# "VMSTEP <name> PASS|FAIL <reason>".
+console=$(tr -d '\r' <"$log" | sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g')
+[ "${DAXALLOC_VM_VERBOSE:-0}" = 1 ] && echo "$console"
+steps=$(grep -a '^VMSTEP ' <<<"$console" || true)
+failed=0 passed=0
+for step in $(expected_steps); do
+  lines=$(grep -a "^VMSTEP $step \(PASS\|FAIL\)" <<<"$steps" || true)
+  count=$(grep -c . <<<"$lines" || true)
+  if [ "$count" -eq 0 ]; then
+    echo "VMSTEP $step MISSING"
+    failed=$((failed + 1))
+  elif [ "$count" -gt 1 ]; then
+    echo "$lines"
+    echo "VMSTEP $step reported $count times"
+    failed=$((failed + 1))
+  else
+    echo "$lines"
+    if [ "$lines" = "VMSTEP $step PASS" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  fi
+done
+expected=" $(expected_steps | tr '\n' ' ') "
+while read -r _ step _; do
+  [ -z "$step" ] || [[ "$expected" == *" $step "* ]] && continue
+  echo "VMSTEP $step is not an expected step (update expected_steps in run-vm.sh)"
+  failed=$((failed + 1))
+done <<<"$steps"
+if ! grep -aqx 'VMSTEPS DONE' <<<"$console"; then
+  echo "VMSTEPS DONE missing: the guest did not finish"
+  failed=$((failed + 1))
+fi
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  echo "the VM timed out after $vm_timeout s and was killed"
+  failed=$((failed + 1))
+elif [ "$status" -ne 0 ]; then
+  echo "qemu exited with status $status"
+  failed=$((failed + 1))
+fi
+
+echo "VM time: $vm_time s (boot, steps, power-off); kernel $kver; console log: $log"
+if [ "$failed" -ne 0 ]; then
+  if [ "${DAXALLOC_VM_VERBOSE:-0}" != 1 ]; then
+    echo "---- last 120 lines of the console ----"
+    tail -n 120 <<<"$console"
+  fi
+  echo "vm: $passed steps passed, $failed problems"
+  exit 1
+fi
+echo "vm: all $passed steps passed"
