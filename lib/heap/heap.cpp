@@ -363,6 +363,25 @@ void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
 
 // ---- statistics and checks ----
 
+std::vector<std::pair<std::uint64_t, std::uint64_t>> heap_impl::allocations() const {
+  std::vector<std::string> ignored;
+  alloc::page_allocator scan(const_cast<sparse::memory_model&>(*model_));
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  for (const auto& e : scan.rebuild(ignored)) {
+    const std::uint64_t offset = e.pfn * page_size;
+    if (!e.slab) {
+      out.emplace_back(offset, e.pages * page_size);
+      continue;
+    }
+    const alloc::size_class& c = size_classes[e.sub];
+    const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->base() + offset);
+    for (std::uint32_t i = 0; i < c.objects; ++i)
+      if ((bits[i / 64] >> (i % 64)) & 1)
+        out.emplace_back(offset + c.header + std::uint64_t{i} * c.size, c.size);
+  }
+  return out;
+}
+
 heap_stats heap_impl::stats() const {
   heap_stats s;
   const auto model_stats = model_->stats();

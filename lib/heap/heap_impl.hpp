@@ -41,6 +41,9 @@ class heap_impl {
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] std::vector<std::string> check() const;
   [[nodiscard]] std::size_t usable_size(const void* p) const;
+  // Every durable allocation (offset, bytes) as the media records it, in
+  // address order: extents, and slab objects whose bit is set.
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> allocations() const;
 
   [[nodiscard]] sparse::memory_model& model() noexcept { return *model_; }
   [[nodiscard]] const sparse::memory_model& model() const noexcept { return *model_; }

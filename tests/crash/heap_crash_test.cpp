@@ -1,0 +1,164 @@
+// Crash-state exploration of the allocators: every fence of durable
+// allocation and free (slab objects, slab creation, extents across
+// pageblocks), of the root object's creation, and of recovery itself. Every
+// crash image must open into a sound heap whose durable allocations are
+// those before or those after the operation; the root is never dangling or
+// leaked; the heap stays usable.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <functional>
+#include <random>
+#include <sstream>
+
+#include "crash/crash_sim.hpp"
+#include "heap/heap_impl.hpp"
+#include "test_util.hpp"
+
+using crash::range;
+using daxalloc::detail::heap_impl;
+
+namespace {
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20, GiB = std::uint64_t{1} << 30;
+constexpr std::uint64_t heap_size = 16 * MiB;
+
+daxalloc::region open_region(const std::filesystem::path& p) {
+  daxalloc::region_options o;
+  o.mode = daxalloc::persistence_mode::none;  // the simulator decides what is durable
+  auto r = daxalloc::region::open(p, o);
+  r.reserve(1 * GiB);
+  return r;
+}
+
+std::unique_ptr<heap_impl> open_heap(const std::filesystem::path& p) {
+  return heap_impl::open(open_region(p), {});
+}
+
+std::string signature(const heap_impl& h) {
+  std::ostringstream out;
+  for (auto [offset, size] : h.allocations()) out << offset << "+" << size << " ";
+  const auto* slot = reinterpret_cast<const daxalloc::sparse::root_slot*>(
+      h.model().base() + daxalloc::sparse::root_slot_offset);
+  out << "root " << slot->offset << "/" << slot->size;
+  return out.str();
+}
+
+std::string state_of_image(const std::filesystem::path& p) {
+  try {
+    auto h = open_heap(p);
+    if (auto problems = h->check(); !problems.empty()) return "check failed: " + problems.front();
+    return signature(*h);
+  } catch (const daxalloc::error& e) {
+    return std::string("open failed: ") + e.what();
+  }
+}
+
+std::string follow_up(const std::filesystem::path& p) {
+  try {
+    {
+      auto h = open_heap(p);
+      for (std::size_t size : {24, 5000, 70000}) h->deallocate(h->allocate(size));
+      if (!h->allocate(100)) return "follow-up allocation failed";
+    }
+    auto h = open_heap(p);
+    if (auto problems = h->check(); !problems.empty())
+      return "after follow-up: " + problems.front();
+  } catch (const daxalloc::error& e) {
+    return std::string("follow-up failed: ") + e.what();
+  }
+  return {};
+}
+
+struct scenario {
+  const char* name;
+  std::function<void(heap_impl&, std::vector<std::uint64_t>&)>
+      setup;  // not simulated; may keep offsets
+  std::function<void(heap_impl&, const std::vector<std::uint64_t>&)> op;
+};
+
+void run(const scenario& s, std::mt19937_64& rng) {
+  test::temp_file work("heap-crash-work"), image("heap-crash-image");
+  const std::vector<range> watched{{0, heap_size}};
+  std::vector<std::uint64_t> kept;
+  {
+    daxalloc::heap_options o;
+    o.size = heap_size;
+    o.max_size = 1 * GiB;
+    o.mode = daxalloc::persistence_mode::none;
+    auto h = daxalloc::heap::create(work.path(), o);
+    if (s.setup) s.setup(h.internals(), kept);
+  }
+  const std::string before = state_of_image(work.path());
+  std::vector<crash::crash_point> points;
+  std::vector<std::string> problems;
+  {
+    auto r = open_region(work.path());
+    crash::simulator sim(r, watched);
+    auto h = heap_impl::open(std::move(r), {});
+    s.op(*h, kept);
+    problems = sim.finish();
+    points = sim.points();
+  }
+  for (const auto& p : problems) MESSAGE(std::string(s.name) << ": " << p);
+  CHECK(problems.empty());
+  const std::string after = state_of_image(work.path());
+  REQUIRE(after != before);
+
+  std::size_t states = 0, failures = 0;
+  for (const auto& point : points)
+    states += crash::explore(
+        point, watched, image.path(), rng,
+        [&](const std::filesystem::path& p) {
+          const auto state = state_of_image(p);
+          std::string why;
+          if (state != before && state != after)
+            why = "fence " + std::to_string(point.fence) + ": " + state;
+          else
+            why = follow_up(p);
+          if (!why.empty() && ++failures <= 5) MESSAGE(std::string(s.name) << ": " << why);
+        },
+        10, 32);
+  MESSAGE(std::string(s.name) << ": explored " << states << " crash states, " << failures
+                              << " failures");
+  CHECK(failures == 0);
+}
+}  // namespace
+
+TEST_CASE("crash states of allocation, free and the root") {
+  std::mt19937_64 rng(20261123);
+  const auto keep = [](heap_impl& h, std::vector<std::uint64_t>& kept, std::size_t size) {
+    kept.push_back(
+        static_cast<std::uint64_t>(static_cast<std::byte*>(h.allocate(size)) - h.model().base()));
+  };
+  const scenario scenarios[] = {
+      {"allocate: the first object of a size class (slab creation)", nullptr,
+       [](heap_impl& h, const auto&) { (void)h.allocate(48); }},
+      {"allocate: a slab object", [&](heap_impl& h, auto& kept) { keep(h, kept, 48); },
+       [](heap_impl& h, const auto&) { (void)h.allocate(48); }},
+      {"deallocate: a slab object",
+       [&](heap_impl& h, auto& kept) {
+         keep(h, kept, 48);
+         keep(h, kept, 48);
+       },
+       [](heap_impl& h, const auto& kept) { h.deallocate(h.model().base() + kept[0]); }},
+      {"deallocate: the only object of a size class",
+       [&](heap_impl& h, auto& kept) {
+         keep(h, kept, 48);
+         keep(h, kept, 200);
+       },
+       [](heap_impl& h, const auto& kept) { h.deallocate(h.model().base() + kept[1]); }},
+      {"allocate: a page extent", nullptr,
+       [](heap_impl& h, const auto&) { (void)h.allocate(200000); }},
+      {"allocate: an extent of whole pageblocks", nullptr,
+       [](heap_impl& h, const auto&) { (void)h.allocate(5 * MiB); }},
+      {"deallocate: an extent", [&](heap_impl& h, auto& kept) { keep(h, kept, 3 * MiB); },
+       [](heap_impl& h, const auto& kept) { h.deallocate(h.model().base() + kept[0]); }},
+      {"root: created small", nullptr, [](heap_impl& h, const auto&) { (void)h.root(100); }},
+      {"root: created as an extent", nullptr,
+       [](heap_impl& h, const auto&) { (void)h.root(300000); }},
+  };
+  for (const auto& s : scenarios) {
+    INFO(std::string(s.name));
+    run(s, rng);
+  }
+}
