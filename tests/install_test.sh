@@ -12,6 +12,10 @@ pc=$(find "$stage" -name daxalloc.pc | head -n 1)
 export PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$stage
 flags=$(pkg-config --cflags --libs daxalloc)
 echo "pkg-config --cflags --libs daxalloc: $flags"
+# A sanitized build installs a sanitized library: the program needs the same runtime.
+sanitize=$(meson introspect "$build" --buildoptions |
+  python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="b_sanitize"))')
+[ "$sanitize" = none ] || flags="$flags -fsanitize=$sanitize"
 c++ -std=c++20 "$source/examples/heap_tour.cpp" $flags -o "$stage/engine"
 libdir=$(dirname "$(find "$stage" -name 'libdaxalloc.so' | head -n 1)")
 heap=/dev/shm/daxalloc-install-test-$$
