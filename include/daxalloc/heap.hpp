@@ -35,6 +35,9 @@ namespace daxalloc {
 namespace detail {
 class heap_impl;
 }
+template <class T>
+class pptr;
+class batch;
 
 struct heap_options {
   std::uint64_t size = 0;      // bytes present after create (rounded up to 2 MiB)
@@ -104,6 +107,16 @@ class heap {
   [[nodiscard]] reservation reserve(std::size_t size);
   void cancel(reservation& r) noexcept;
 
+  // Atomic publication (defined in daxalloc/batch.hpp; 3 fences each): after
+  // a crash either the object is allocated and `dest` points to it, or
+  // neither happened. `dest` must lie in the heap.
+  template <class T, class Ctor>
+  T* allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor);
+  template <class T, class... Args>
+  T* make_published(pptr<T>& dest, Args&&... args);
+  template <class T>
+  void free_clear(pptr<T>& dest);
+
   // The root object: created zero-filled on first use, found again after
   // reopen. errc::invalid_argument when the stored root has another size.
   [[nodiscard]] void* root(std::size_t size);
@@ -129,10 +142,14 @@ class heap {
   [[nodiscard]] const persistence& persist() const noexcept;
   [[nodiscard]] const region& media() const noexcept;
   [[nodiscard]] detail::heap_impl& internals() noexcept { return *impl_; }
+  [[nodiscard]] const detail::heap_impl& internals() const noexcept { return *impl_; }
 
  private:
+  friend class batch;
   explicit heap(std::unique_ptr<detail::heap_impl> impl);
   std::unique_ptr<detail::heap_impl> impl_;
 };
 
 }  // namespace daxalloc
+
+#include "daxalloc/batch.hpp"  // the templates declared above

@@ -85,6 +85,7 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
 // allocation is re-marked, the free lists and slabs are rebuilt from the
 // memmap, and the heap is marked open (unclean until close).
 void heap_impl::start() {
+  replay_lanes();
   recover_root();
   std::vector<std::string> problems;
   const auto found = pages_.rebuild(problems);

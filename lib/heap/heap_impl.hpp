@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -52,6 +53,14 @@ class heap_impl {
   // Called from a thread's exit: its cached objects go back to the slabs.
   void release_cache(thread_cache* cache) noexcept;
 
+  // A batch (daxalloc/batch.hpp): validate, write to a lane and persist (the
+  // commit), apply and persist, invalidate the lane and persist; then hand
+  // the freed objects back. Throws before anything is written when an
+  // action is invalid or the batch is too large.
+  void publish(const std::vector<reservation>& reserved,
+               const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
+               const std::vector<void*>& frees);
+
  private:
   explicit heap_impl(std::unique_ptr<sparse::memory_model> model);
   void start();
@@ -61,6 +70,13 @@ class heap_impl {
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
   void put_small(unsigned cls, void* p) noexcept;
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
+  void replay_lanes();
+  [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
+  [[nodiscard]] unsigned acquire_lane() noexcept;
+  void release_lane(unsigned i) noexcept;
+  void apply(const sparse::log_entry& e) const noexcept;
+  [[nodiscard]] std::uint64_t lane_checksum(const sparse::lane_header& h) const noexcept;
+  [[nodiscard]] bool heap_word(const void* p) const noexcept;  // 8-aligned, in the heap's memory
 
   std::unique_ptr<sparse::memory_model> model_;
   alloc::page_allocator pages_;
@@ -68,6 +84,7 @@ class heap_impl {
   std::uint64_t id_;
   bool unclean_ = false;
   std::mutex root_mutex_;
+  std::atomic<std::uint64_t> busy_lanes_{0};
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
 };

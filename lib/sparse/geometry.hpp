@@ -46,8 +46,11 @@ struct geometry {
   [[nodiscard]] std::uint64_t roots_offset() const {
     return align_up(directory_offset + nr_roots() * 8, root_page_size);
   }
+  [[nodiscard]] std::uint64_t lanes_offset() const {
+    return roots_offset() + nr_roots() * root_page_size;
+  }
   [[nodiscard]] std::uint64_t head_size() const {
-    return align_up(roots_offset() + nr_roots() * root_page_size, subsection_size);
+    return align_up(lanes_offset() + nr_lanes * lane_size, subsection_size);
   }
   [[nodiscard]] unsigned span_bits() const { return memmap_span_bits(section_size_bits); }
   [[nodiscard]] std::uint64_t span_size() const { return std::uint64_t{1} << span_bits(); }

@@ -11,6 +11,7 @@
 //   offset 8 KiB    hotplug intent (one cache line), rest of the page zero
 //   offset 12 KiB   section root directory: one 8-byte entry per root
 //   roots_offset    root pages, 4 KiB each, in root-number order (populated on demand)
+//   lanes_offset    redo-log lanes of the heap layer, 4 KiB each (nr_lanes)
 //   head_size       first byte after the head (a multiple of 2 MiB)
 //   ...             memory, and memmap blocks carved from it
 #pragma once
@@ -95,9 +96,11 @@ struct superblock {
   std::uint64_t head_size;  // bytes before the first memory, multiple of 2 MiB
   std::uint64_t nr_roots;
   std::uint64_t roots_offset;
+  std::uint64_t lanes_offset;
+  std::uint64_t nr_lanes;
   std::uint64_t create_time;     // seconds since the epoch
   std::uint64_t shutdown_state;  // owned by the heap layer (clean/unclean)
-  std::uint8_t reserved[3968];   // zero
+  std::uint8_t reserved[3952];   // zero
   std::uint64_t checksum;        // Fletcher-64 of the 4 KiB with this field zero
 };
 static_assert(sizeof(superblock) == 4096);
@@ -132,6 +135,30 @@ struct root_slot {
 };
 static_assert(sizeof(root_slot) == 32);
 enum shutdown_state : std::uint64_t { shutdown_clean = 0, shutdown_open = 1 };
+
+// Redo-log lanes (heap layer): a batch of 8-byte actions is written to a
+// lane and persisted (the commit: a valid checksum over sequence, count and
+// entries), applied and persisted, then invalidated (count and checksum
+// zeroed) and persisted. Open replays every valid lane, so a published batch
+// is all or nothing. Actions are idempotent 8-byte stores and bit sets or
+// clears, so replaying a partly applied batch is safe.
+inline constexpr std::uint64_t nr_lanes = 64;
+inline constexpr std::uint64_t lane_size = 4096;
+struct lane_header {
+  std::uint64_t sequence;  // incremented per batch: stale entries never check out
+  std::uint64_t count;     // entries in use, 1..max_log_entries; 0: empty
+  std::uint64_t checksum;  // Fletcher-64 of sequence, count and the entries; 0: empty
+  std::uint64_t reserved[5];
+};
+struct log_entry {
+  std::uint64_t target;  // byte offset in the region | op << 62
+  std::uint64_t value;   // the value to store, or the bit mask
+};
+static_assert(sizeof(lane_header) == 64 && sizeof(log_entry) == 16);
+enum log_op : std::uint64_t { log_store = 0, log_set_bits = 1, log_clear_bits = 2 };
+inline constexpr unsigned log_op_shift = 62;
+inline constexpr std::size_t max_log_entries =
+    (lane_size - sizeof(lane_header)) / sizeof(log_entry);
 
 // One section record (the kernel's mem_section with its usage inline), in a
 // root page. Its size depends on the geometry (section_record_words()):

@@ -248,7 +248,13 @@ std::unique_ptr<memory_model> memory_model::create_impl(std::unique_ptr<memory_m
   // directory, in one persisted memset. Until superblock A is written again
   // the media is not a heap.
   const bool zero = m->region_.populate(0, size) || m->region_.created();
-  if (!zero) m->persist().memset_persist(m->base(), 0, directory_offset + geo.nr_roots() * 8);
+  if (!zero) {
+    std::memset(m->base(), 0, directory_offset + geo.nr_roots() * 8);
+    std::memset(m->base() + geo.lanes_offset(), 0, nr_lanes * lane_size);
+    m->persist().flush(m->base(), directory_offset + geo.nr_roots() * 8);
+    m->persist().flush(m->base() + geo.lanes_offset(), nr_lanes * lane_size);
+    m->persist().drain();
+  }
 
   superblock& sb = m->super_;
   std::memcpy(sb.magic, superblock_magic, sizeof sb.magic);

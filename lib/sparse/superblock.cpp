@@ -20,6 +20,8 @@ void superblock_set_geometry(superblock& sb, const geometry& geo) {
   sb.head_size = geo.head_size();
   sb.nr_roots = geo.nr_roots();
   sb.roots_offset = geo.roots_offset();
+  sb.lanes_offset = geo.lanes_offset();
+  sb.nr_lanes = nr_lanes;
 }
 
 std::string superblock_problem(const superblock& sb, bool& newer) {

@@ -40,6 +40,10 @@ std::string signature(const heap_impl& h) {
   const auto* slot = reinterpret_cast<const daxalloc::sparse::root_slot*>(
       h.model().base() + daxalloc::sparse::root_slot_offset);
   out << "root " << slot->offset << "/" << slot->size;
+  if (slot->offset && slot->size >= 24) {
+    const auto* words = reinterpret_cast<const std::uint64_t*>(h.model().base() + slot->offset);
+    out << " [" << words[0] << " " << words[1] << " " << words[2] << "]";
+  }
   return out.str();
 }
 
@@ -104,11 +108,42 @@ void run(const scenario& s, std::mt19937_64& rng) {
   const std::string after = state_of_image(work.path());
   REQUIRE(after != before);
 
-  std::size_t states = 0, failures = 0;
+  std::size_t states = 0, failures = 0, nested = 0;
+  int recovery_budget = 3;
+  // Recovery (lane replay, root re-marking, shutdown marker) is itself
+  // crashed at each of its fences, while the budget lasts.
+  const auto explore_recovery = [&](const std::filesystem::path& p) {
+    if (recovery_budget <= 0) return;
+    std::vector<crash::crash_point> inner;
+    {
+      auto r = open_region(p);
+      crash::simulator sim(r, watched);
+      try {
+        auto h = heap_impl::open(std::move(r), {});
+        (void)sim.finish();
+      } catch (const daxalloc::error&) {
+        return;
+      }
+      inner = sim.points();
+    }
+    --recovery_budget;
+    const auto nested_image = p.string() + ".nested";
+    for (const auto& point : inner)
+      nested += crash::explore(
+          point, watched, nested_image, rng,
+          [&](const std::filesystem::path& q) {
+            const auto state = state_of_image(q);
+            if (state != before && state != after && ++failures <= 5)
+              MESSAGE(std::string(s.name) << ": crash during recovery: " << state);
+          },
+          6, 8);
+    std::filesystem::remove(nested_image);
+  };
   for (const auto& point : points)
     states += crash::explore(
         point, watched, image.path(), rng,
         [&](const std::filesystem::path& p) {
+          explore_recovery(p);
           const auto state = state_of_image(p);
           std::string why;
           if (state != before && state != after)
@@ -118,13 +153,20 @@ void run(const scenario& s, std::mt19937_64& rng) {
           if (!why.empty() && ++failures <= 5) MESSAGE(std::string(s.name) << ": " << why);
         },
         10, 32);
-  MESSAGE(std::string(s.name) << ": explored " << states << " crash states, " << failures
-                              << " failures");
+  MESSAGE(std::string(s.name) << ": explored " << states + nested << " crash states (" << nested
+                              << " during recovery), " << failures << " failures");
   CHECK(failures == 0);
 }
 }  // namespace
 
-TEST_CASE("crash states of allocation, free and the root") {
+std::uint64_t offset(heap_impl& h, const void* p) {
+  return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - h.model().base());
+}
+std::uint64_t* word(heap_impl& h, std::uint64_t offset) {
+  return reinterpret_cast<std::uint64_t*>(h.model().base() + offset);
+}
+
+TEST_CASE("crash states of allocation, free, publication and the root") {
   std::mt19937_64 rng(20261123);
   const auto keep = [](heap_impl& h, std::vector<std::uint64_t>& kept, std::size_t size) {
     kept.push_back(
@@ -153,6 +195,36 @@ TEST_CASE("crash states of allocation, free and the root") {
        [](heap_impl& h, const auto&) { (void)h.allocate(5 * MiB); }},
       {"deallocate: an extent", [&](heap_impl& h, auto& kept) { keep(h, kept, 3 * MiB); },
        [](heap_impl& h, const auto& kept) { h.deallocate(h.model().base() + kept[0]); }},
+      {"allocate-and-publish into the root",
+       [&](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
+       [](heap_impl& h, const auto& kept) {
+         auto r = h.reserve(40);
+         std::memset(r.ptr, 7, 40);
+         h.publish({r}, {{word(h, kept[0]), offset(h, r.ptr)}}, {});
+       }},
+      {"free-and-clear from the root",
+       [&](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         kept.push_back(offset(h, h.allocate(40)));
+         *word(h, kept[0]) = kept[1];
+       },
+       [](heap_impl& h, const auto& kept) {
+         h.publish({}, {{word(h, kept[0]), 0}}, {h.model().base() + kept[1]});
+       }},
+      {"a batch: two reservations, three stores, two deferred frees",
+       [&](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         kept.push_back(offset(h, h.allocate(40)));
+         kept.push_back(offset(h, h.allocate(3 * MiB)));
+       },
+       [](heap_impl& h, const auto& kept) {
+         auto a = h.reserve(100), b = h.reserve(200000);
+         h.publish({a, b},
+                   {{word(h, kept[0]), offset(h, a.ptr)},
+                    {word(h, kept[0]) + 1, offset(h, b.ptr)},
+                    {word(h, kept[0]) + 2, 99}},
+                   {h.model().base() + kept[1], h.model().base() + kept[2]});
+       }},
       {"root: created small", nullptr, [](heap_impl& h, const auto&) { (void)h.root(100); }},
       {"root: created as an extent", nullptr,
        [](heap_impl& h, const auto&) { (void)h.root(300000); }},

@@ -1,0 +1,102 @@
+// Reserve / publish / cancel batches, and the atomic allocate-and-publish and
+// free-and-clear built on them (the action API of libpmemobj).
+//
+//   daxalloc::batch b(heap);
+//   auto* node = b.make<node_t>(key, value);      // volatile until publish
+//   b.set(parent->next, node);                    // 8-byte store, applied at publish
+//   b.set(&root->count, root->count + 1);
+//   b.defer_free(old);                            // freed at publish
+//   b.publish();                                  // all or nothing, 3 fences
+//
+// publish() writes the batch to a redo-log lane and persists it (the commit),
+// applies it and persists that, then invalidates the lane; after a crash,
+// open replays a committed lane. So after any failure either every action of
+// the batch happened or none did. Reserved objects are flushed in full at
+// publish, after your constructor wrote them. A batch holds at most
+// max_actions actions (reservations + stores + frees); more is
+// errc::too_large. Destroying an unpublished batch cancels it.
+#pragma once
+
+#include <cstdint>
+#include <new>
+#include <utility>
+#include <vector>
+
+#include "daxalloc/heap.hpp"
+#include "daxalloc/pptr.hpp"
+
+namespace daxalloc {
+
+class batch {
+ public:
+  static constexpr std::size_t max_actions = 252;
+
+  explicit batch(heap& h) noexcept : heap_(&h) {}
+  batch(batch&& other) noexcept;
+  batch& operator=(batch&&) = delete;
+  batch(const batch&) = delete;
+  ~batch();
+
+  // Volatile memory that becomes allocated at publish (errc::out_of_space).
+  [[nodiscard]] void* reserve(std::size_t size);
+  template <class T, class... Args>
+  [[nodiscard]] T* make(Args&&... args) {
+    return ::new (reserve(sizeof(T))) T(std::forward<Args>(args)...);
+  }
+  // An 8-byte store inside the heap, applied atomically with the batch.
+  void set(std::uint64_t* where, std::uint64_t value);
+  template <class T>
+  void set(pptr<T>& where, T* value) {
+    set(reinterpret_cast<std::uint64_t*>(&where), where.representation_of(value));
+  }
+  // Takes over a reservation made with heap::reserve (errc::invalid_argument
+  // for an empty one: cancelled, or never made); r is left empty.
+  void adopt(reservation& r);
+  // Frees an allocated object atomically with the batch.
+  void defer_free(void* p);
+
+  void publish();
+  void cancel() noexcept;
+  [[nodiscard]] std::size_t size() const noexcept {
+    return reserved_.size() + stores_.size() + frees_.size();
+  }
+
+ private:
+  void count_one();
+
+  heap* heap_;
+  std::vector<reservation> reserved_;
+  std::vector<std::pair<std::uint64_t*, std::uint64_t>> stores_;
+  std::vector<void*> frees_;
+};
+
+// Allocates `size` bytes, runs ctor(object) on them, and stores the object's
+// address into `dest` (which must lie in the heap), all or nothing.
+template <class T, class Ctor>
+T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor) {
+  batch b(*this);
+  T* object = static_cast<T*>(b.reserve(size));
+  std::forward<Ctor>(ctor)(object);
+  b.set(dest, object);
+  b.publish();
+  return object;
+}
+
+template <class T, class... Args>
+T* heap::make_published(pptr<T>& dest, Args&&... args) {
+  return allocate_publish(dest, sizeof(T),
+                          [&](T* at) { ::new (at) T(std::forward<Args>(args)...); });
+}
+
+// Frees the object `dest` points to and sets `dest` to null, all or nothing.
+template <class T>
+void heap::free_clear(pptr<T>& dest) {
+  T* object = dest.get();
+  if (object == nullptr) return;
+  batch b(*this);
+  b.defer_free(object);
+  b.set(dest, static_cast<T*>(nullptr));
+  b.publish();
+}
+
+}  // namespace daxalloc
