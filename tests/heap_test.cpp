@@ -172,6 +172,14 @@ TEST_CASE("objects larger than a section, and hot-added memory is allocatable at
   h.hot_remove(256 * MiB, 64 * MiB);
   require_sound(h);
   CHECK_ERRC(h.hot_remove(256 * MiB, 2 * MiB), errc::not_present);
+  CHECK_ERRC(h.hot_remove(128 * MiB, 0), errc::invalid_argument);
+  // Small objects freed again leave only cached objects and an empty slab:
+  // neither keeps their span from going.
+  std::vector<void*> small;
+  while (small.size() < 20000) small.push_back(h.allocate(64));
+  for (void* p : small) h.deallocate(p);
+  h.hot_remove(16 * MiB, 112 * MiB);
+  require_sound(h);
   CHECK_ERRC(h.hot_remove(257 * MiB, 2 * MiB), errc::misaligned);
 }
 

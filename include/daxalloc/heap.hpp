@@ -95,7 +95,8 @@ class heap {
   void close();  // records a clean shutdown; the handle is empty afterwards
 
   // Durable allocation: the object is allocated on the media when this
-  // returns. Objects up to 64 KiB come from slabs (16-byte aligned above 8 B),
+  // returns. Objects up to 64 KiB come from slabs (8-byte aligned; 16-byte when the
+  // size class is a multiple of 16),
   // larger ones are page-aligned extents; no size cap below the heap size.
   [[nodiscard]] void* allocate(std::size_t size);  // throws errc::out_of_space
   [[nodiscard]] void* allocate(std::size_t size,
@@ -138,7 +139,8 @@ class heap {
   [[nodiscard]] std::size_t size() const noexcept;  // bytes mapped
   [[nodiscard]] std::uint64_t offset_of(const void* p) const noexcept;
   [[nodiscard]] void* at(std::uint64_t offset) const noexcept;
-  [[nodiscard]] std::size_t usable_size(const void* p) const;  // 0 if p is not an allocation
+  [[nodiscard]] std::size_t usable_size(
+      const void* p) const;  // the slot's size in a slab (free or not), the extent's size, else 0
   [[nodiscard]] const persistence& persist() const noexcept;
   [[nodiscard]] const region& media() const noexcept;
   [[nodiscard]] detail::heap_impl& internals() noexcept { return *impl_; }

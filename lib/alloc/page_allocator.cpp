@@ -265,6 +265,14 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           continue;
         std::vector<std::pair<std::uint64_t, std::uint64_t>> free_runs;
         std::uint32_t free_pages = 0;
+        // Pages inside an extent or slab found earlier must be plain tails.
+        for (std::uint64_t pfn = first; pfn < std::min(covered_until, first + pageblock_pages);
+             ++pfn)
+          if (model_.pfn_to_page(pfn)->load() != 0) {
+            problems.push_back("page at " + hex(pfn << sparse::page_shift) +
+                               ": a descriptor inside another extent or slab");
+            break;
+          }
         for (std::uint64_t pfn = std::max(first, covered_until); pfn < first + pageblock_pages;) {
           const sparse::page_descriptor& d = *model_.pfn_to_page(pfn);
           const std::string where = "page at " + hex(pfn << sparse::page_shift) + ": ";

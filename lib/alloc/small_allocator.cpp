@@ -135,6 +135,17 @@ void small_allocator::give(unsigned cls, void* const* objects, std::size_t n) {
   }
 }
 
+void small_allocator::release_empty_slabs() {
+  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+    klass& k = classes_[cls];
+    std::lock_guard lock(k.mutex);
+    std::vector<slab*> empty;
+    for (const auto& [pfn, s] : k.slabs)
+      if (s->in_use == 0) empty.push_back(s.get());
+    for (slab* s : empty) release_slab(k, s, cls);
+  }
+}
+
 void small_allocator::rebuild(const std::vector<allocated_extent>& found,
                               std::vector<std::string>& problems) {
   for (auto& k : classes_) {

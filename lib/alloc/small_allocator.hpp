@@ -55,6 +55,8 @@ class small_allocator {
   std::size_t take(unsigned cls, void** out, std::size_t n);
   // Takes back objects whose bits are clear.
   void give(unsigned cls, void* const* objects, std::size_t n);
+  // Releases every slab none of whose objects is handed out (one fence each).
+  void release_empty_slabs();
 
   // The bitmap bit of the object starting at p; nullopt when p is not the
   // start of an object in a slab.

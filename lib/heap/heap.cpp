@@ -306,8 +306,8 @@ void heap_impl::recover_root() {
   const persistence& p = model_->media().persist();
   if (s->offset == 0 && s->size == 0 && s->checksum == 0) return;
   const bool valid = s->checksum == slot_checksum(*s) && s->offset && s->size &&
-                     s->offset >= model_->geo().head_size() &&
-                     s->offset + s->size <= model_->media().size();
+                     s->offset >= model_->geo().head_size() && s->size <= model_->media().size() &&
+                     s->offset <= model_->media().size() - s->size;
   if (!valid) {
     if (s->checksum == slot_checksum(*s))
       throw error(errc::corrupt,
@@ -346,14 +346,25 @@ void heap_impl::hot_add(std::uint64_t offset, std::uint64_t length) {
 void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
   const std::string what = model_->media().path().string() + ": hot-remove [" +
                            std::to_string(offset) + ", +" + std::to_string(length) + "): ";
-  if (length == 0 || offset % sparse::subsection_size || length % sparse::subsection_size)
-    throw error(errc::misaligned,
-                what + "start and size must be non-zero multiples of 2 MiB (EINVAL)");
+  if (length == 0) throw error(errc::invalid_argument, what + "empty span");
+  if (offset % sparse::subsection_size || length % sparse::subsection_size)
+    throw error(errc::misaligned, what + "start and size must be multiples of 2 MiB (EINVAL)");
   for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size)
     if (!model_->subsection_present(at))
       throw error(errc::not_present, what + "not all of it is present");
+  // Free objects kept by this thread's cache, and slabs left empty, would
+  // pin the span: give them back first.
+  thread_cache& mine = cache();
+  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+    small_.give(cls, mine.objects[cls].data(), mine.objects[cls].size());
+    mine.objects[cls].clear();
+  }
+  small_.release_empty_slabs();
   if (!pages_.isolate(offset, length))
-    throw error(errc::in_use, what + "it holds allocations (or reservations); free them first");
+    throw error(errc::in_use,
+                what +
+                    "it holds allocations or reservations (objects cached by other threads "
+                    "also keep their slabs); free them first");
   try {
     model_->hot_remove(offset, length);
   } catch (...) {

@@ -183,7 +183,7 @@ static_assert(section_record_words(30) * 8 == 512);
 // failure-atomic):
 //   bits 0..7    page_state
 //   bits 8..15   size class (slab pages) or owner kind (extent heads)
-//   bits 16..63  length in pages (extent heads, and every page of a slab)
+//   bits 16..63  length in pages (of the extent or slab whose first page this is)
 // `data` belongs to the allocators. The sparse layer writes only the states
 // free, reserved and memmap; the allocators document what commits theirs.
 enum class page_state : std::uint8_t {
@@ -191,7 +191,7 @@ enum class page_state : std::uint8_t {
   reserved = 1,  // the head: superblocks, intent, directory, root pages
   memmap = 2,    // holds page descriptors
   extent = 16,   // first page of an allocated extent of `length` pages
-  slab = 17,     // a page of a slab of small objects (every page of it)
+  slab = 17,     // first page of a slab of small objects (its other pages stay free)
 };
 
 struct page_descriptor {
