@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# Runs every subcommand of the daxalloc tool on heaps in /dev/shm (or
+# $DAXALLOC_TEST_DIR): the normal path, with text and with --json (parsed
+# back by python3), and the error paths with their exit statuses and messages.
+#
+# Usage: cli_test.sh DAXALLOC HEAP_HELPER
+#   DAXALLOC      the built tool
+#   HEAP_HELPER   tests/cli/heap_helper: allocates, holds a heap open, abandons one
+set -u
+tool=$1 helper=$2
+dir=${DAXALLOC_TEST_DIR:-/dev/shm}
+prefix=$dir/daxalloc-cli-test-$$
+out=$(mktemp -d)
+holder_pid=
+cleanup() {
+  [ -n "$holder_pid" ] && kill "$holder_pid" 2>/dev/null
+  rm -rf "$out" "$prefix"*
+}
+trap cleanup EXIT
+
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# run STATUS ARGS...: runs the tool, keeps stdout and stderr in $out, checks the status.
+run() {
+  local want=$1
+  shift
+  "$tool" "$@" >"$out/stdout" 2>"$out/stderr"
+  local got=$?
+  if [ "$got" != "$want" ]; then
+    fail "daxalloc $* exited $got, expected $want"
+    sed 's/^/    stdout: /' "$out/stdout" | head -20
+    sed 's/^/    stderr: /' "$out/stderr" | head -20
+  fi
+}
+# stdout_has / stderr_has TEXT: the last run printed TEXT (fixed string).
+stdout_has() { grep -qF -- "$1" "$out/stdout" || fail "stdout of the last run lacks '$1'"; }
+stderr_has() { grep -qF -- "$1" "$out/stderr" || fail "stderr of the last run lacks '$1'"; }
+stderr_empty() { [ ! -s "$out/stderr" ] || fail "stderr not empty: $(head -c 300 "$out/stderr")"; }
+# json_true EXPR: the last run's stdout is JSON and the python expression (on d) holds.
+json_true() {
+  "$python" -S -c '
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$out/stdout" "$1" ||
+    fail "JSON check '$1' on: $(head -c 600 "$out/stdout")"
+}
+MiB=$((1 << 20))
+# The interpreter itself, not a wrapper (pyenv's shim costs a fraction of a
+# second per call); -S: the JSON checks need nothing beyond the standard library.
+python=$(python3 -c 'import sys; print(sys.executable)') || { echo "FAIL: python3 is needed"; exit 1; }
+
+echo "== help"
+commands="devices create info stats map check grow shrink rm"
+run 0 --help
+stdout_has "usage: daxalloc COMMAND"
+for c in $commands; do stdout_has "  $c "; done
+for c in $commands; do
+  run 0 "$c" --help
+  stdout_has "usage: daxalloc $c"
+  run 0 help "$c"
+  stdout_has "usage: daxalloc $c"
+done
+run 0 --help
+grep -q repair "$out/stdout" && fail "help lists repair, which does not exist yet"
+run 0 --version
+stdout_has "daxalloc "
+run 2
+run 2 frobnicate
+stderr_has "unknown command 'frobnicate'"
+
+echo "== devices"
+run 0 devices
+run 0 devices --json
+json_true 'isinstance(d["devices"], list)'
+
+echo "== create"
+heap=$prefix-heap
+run 0 create "$heap" --size 64M --max-size 4G
+stdout_has "created $heap"
+stderr_empty  # no progress when stderr is not a terminal
+[ -f "$heap" ] || fail "create made no file"
+run 1 create "$heap" --size 64M
+stderr_has "$heap"
+stderr_has "already exists"
+run 0 create "$prefix-json" --size 8M --section-bits 28 --mode msync --json
+json_true 'd["section_size_bits"] == 28 and d["present_bytes"] == 8 * 2**20 and d["path"].endswith("-json")'
+
+echo "== info"
+run 0 info "$heap"
+stdout_has "format version 1"
+stdout_has "memmap placement"
+stdout_has "pageblocks by migratetype"
+stdout_has "fragmentation"
+grep -qE '^  shutdown +clean$' "$out/stdout" || fail "info does not say the shutdown was clean"
+run 0 info "$heap" --json
+json_true 'd["format_version"] == 1 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
+json_true 'd["geometry"]["section_size"] == 128 * 2**20 and d["geometry"]["max_range"] == 4 * 2**30'
+json_true 'd["present"]["bytes"] == 64 * 2**20 and d["present"]["ranges"] == [{"start": 0, "length": 64 * 2**20}]'
+json_true 'd["memmap"][0]["memmap_offset"] >= d["geometry"]["head_size"]'
+json_true 'd["pageblocks"]["metadata"] >= 2 and d["usage"]["free_bytes"] > 0'
+json_true 'len(d["uuid"]) == 36 and d["sections"][0]["nr"] == 0'
+
+echo "== stats and map with allocations"
+"$helper" populate "$heap" >/dev/null || fail "heap_helper populate failed"
+run 0 stats "$heap"
+stdout_has "size classes"
+stdout_has "extents"
+run 0 stats "$heap" --json
+json_true 'len(d["size_classes"]) >= 5 and all(c["allocated"] <= c["capacity"] for c in d["size_classes"])'
+json_true 'd["extents"]["count"] >= 4 and d["extents"]["largest_bytes"] >= 5 * 2**20'
+json_true 'd["totals"]["allocated_objects"] >= 254'
+run 0 map "$heap"
+stdout_has "legend"
+grep -qE '^ +0 +0x0 +##[-#UML]*U' "$out/stdout" || fail "map: section 0 does not start with metadata and hold a slab"
+grep -qE '^ +0 +0x0 +.*L' "$out/stdout" || fail "map: no large extent drawn"
+run 0 map "$heap" --json
+json_true 'd["sections"][0]["map"].startswith("##") and len(d["sections"][0]["types"]) == 64'
+json_true 'd["sections"][0]["types"][0] == "metadata" and "unmovable" in d["sections"][0]["types"]'
+json_true 'sum(d["sections"][0]["allocated_pages"]) > 0'
+run 0 map "$heap" --section 0 --json
+json_true '[s["nr"] for s in d["sections"]] == [0]'
+run 1 map "$heap" --section 7
+stderr_has "section 7"
+run 2 map "$heap" --section seven
+
+echo "== check"
+run 0 check "$heap"
+stdout_has "consistent"
+stderr_empty
+run 0 check "$heap" --json
+json_true 'd["consistent"] and d["problems"] == []'
+
+echo "== grow and shrink"
+run 0 grow "$heap" --by 64M
+stdout_has "hot-added"
+run 0 info "$heap" --json
+json_true 'd["present"]["bytes"] == 128 * 2**20'
+run 0 grow "$heap" --by 4M --json
+json_true 'd["added"] and d["length"] == 4 * 2**20 and d["present_bytes"] == 132 * 2**20'
+run 0 shrink "$heap" --by 68M
+stdout_has "hot-removed"
+run 0 info "$heap" --json
+json_true 'd["present"]["bytes"] == 64 * 2**20'
+run 0 check "$heap"
+run 2 grow "$heap" --by 3M
+stderr_has "multiple of 2 MiB"
+run 2 grow "$heap"
+stderr_has "--by"
+run 1 grow "$heap" --by 8G
+stderr_has "$heap"
+run 1 shrink "$heap" --by 62M  # the slabs and extents of populate are there
+stderr_has "holds allocations"
+run 0 check "$heap"
+
+echo "== a full heap cannot shrink"
+full=$prefix-full
+run 0 create "$full" --size 16M
+"$helper" fill "$full" >/dev/null || fail "heap_helper fill failed"
+run 1 shrink "$full" --by 2M
+stderr_has "holds allocations"
+stderr_has "$full"
+run 0 check "$full"
+
+echo "== unclean shutdown"
+"$helper" abandon "$heap" || fail "heap_helper abandon failed"
+run 0 info "$heap" --json
+json_true 'd["unclean_shutdown"] and d["shutdown"] == "unclean"'
+run 0 info "$heap" --json  # the info before recovered it and closed it cleanly
+json_true 'not d["unclean_shutdown"]'
+"$helper" abandon "$heap" || fail "heap_helper abandon failed"
+run 0 info "$heap"
+grep -qE '^  shutdown +unclean' "$out/stdout" || fail "info does not say the shutdown was unclean"
+"$helper" abandon "$heap" || fail "heap_helper abandon failed"
+run 0 check "$heap"
+stdout_has "not closed cleanly"
+"$helper" abandon "$heap" || fail "heap_helper abandon failed"
+run 0 check "$heap" --json
+json_true 'd["consistent"] and d["unclean_shutdown"]'
+run 0 info "$heap" --json
+json_true 'not d["unclean_shutdown"]'
+
+echo "== a heap open in another process"
+mkfifo "$out/fifo"
+"$helper" hold "$heap" <"$out/fifo" >"$out/holder" &
+holder_pid=$!
+exec 3>"$out/fifo"
+for _ in $(seq 100); do grep -q ready "$out/holder" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$out/holder" || fail "heap_helper hold did not get ready"
+for c in info stats map check; do
+  run 1 "$c" "$heap"
+  stderr_has "$heap"
+  stderr_has "busy"
+done
+run 1 grow "$heap" --by 2M
+stderr_has "busy"
+stderr_has "hint: the heap is open in another process"
+run 1 shrink "$heap" --by 2M --json
+EXPECT=$heap json_true 'd["error"]["code"] == "busy" and d["error"]["message"].startswith(os.environ["EXPECT"])'
+run 1 rm "$heap"
+stderr_has "busy"
+[ -f "$heap" ] || fail "rm removed a heap that was open"
+exec 3>&-
+wait "$holder_pid" || fail "heap_helper hold failed"
+holder_pid=
+run 0 info "$heap"
+
+echo "== errors"
+run 1 info "$prefix-missing"
+stderr_has "$prefix-missing"
+run 1 info "$prefix-missing" --json
+json_true 'd["error"]["code"] == "not_found" and "-missing" in d["error"]["message"]'
+run 2 create "$prefix-bad" --size 12X
+stderr_has "invalid size '12X'"
+run 2 create "$prefix-bad"
+run 2 create "$prefix-bad" --size 64M --section-bits 31
+run 2 create "$prefix-bad" --size 64M --mode fast
+run 2 create "$prefix-bad" --size 64M --max-size 32M
+run 2 create "$prefix-bad" --size=64M --force=yes
+run 1 create "$prefix-bad" --size 1M
+stderr_has "needs at least"
+[ -e "$prefix-bad" ] && fail "a failed create left a file behind"
+run 2 info
+stderr_has "missing PATH"
+run 2 info "$heap" extra
+run 2 info "$heap" --no-such-option
+head -c $((1 * MiB)) /dev/urandom >"$prefix-junk"
+run 1 info "$prefix-junk"
+stderr_has "not a daxalloc heap"
+run 1 check "$prefix-junk"
+stdout_has "not a daxalloc heap"
+run 1 rm "$prefix-junk"
+stderr_has "not a daxalloc heap"
+[ -f "$prefix-junk" ] || fail "rm removed a file that is not a heap"
+head -c 100 /dev/urandom >"$prefix-tiny"
+run 1 rm "$prefix-tiny"
+stderr_has "not a daxalloc heap"
+run 1 info "$dir"
+stderr_has "directory"
+
+# Superblocks rewritten by a newer daxalloc (version 99, checksum resealed),
+# then damaged in both copies.
+patch_superblocks() {
+  "$python" -S - "$1" "$2" <<'EOF'
+import struct, sys
+path, action = sys.argv[1], sys.argv[2]
+with open(path, "r+b") as f:
+    for offset in (0, 4096):
+        f.seek(offset)
+        sb = bytearray(f.read(4096))
+        if action == "newer":
+            struct.pack_into("<I", sb, 16, 99)  # version, after the 16-byte magic
+            sb[4088:4096] = bytes(8)  # Fletcher-64 over 32-bit words, checksum zero
+            lo = hi = 0
+            for i in range(0, 4096, 4):
+                lo = (lo + struct.unpack_from("<I", sb, i)[0]) & 0xFFFFFFFF
+                hi = (hi + lo) & 0xFFFFFFFFFFFFFFFF
+            struct.pack_into("<Q", sb, 4088, ((hi << 32) | lo) & 0xFFFFFFFFFFFFFFFF)
+        else:
+            sb[200] ^= 0xFF  # a reserved byte: the checksum no longer matches
+        f.seek(offset)
+        f.write(sb)
+EOF
+}
+newer=$prefix-newer
+run 0 create "$newer" --size 8M
+patch_superblocks "$newer" newer
+run 1 info "$newer"
+stderr_has "newer"
+run 1 check "$newer" --json
+json_true 'd["error"]["code"] == "newer_format"'
+damaged=$prefix-damaged
+run 0 create "$damaged" --size 8M
+patch_superblocks "$damaged" damage
+run 1 info "$damaged" --json
+json_true 'd["error"]["code"] == "corrupt" and "checksum" in d["error"]["message"]'
+run 1 check "$damaged"
+stdout_has "1 problem"
+stdout_has "both superblock copies are damaged"
+run 0 rm "$damaged"  # still recognisably a heap: it can be removed
+[ -e "$damaged" ] && fail "rm left the damaged heap"
+
+echo "== JSON escaping"
+odd=$prefix-odd$'"quote\\back\tslash'
+run 0 create "$odd" --size 8M --json
+EXPECT=$odd json_true 'd["path"] == os.environ["EXPECT"]'
+run 0 info "$odd" --json
+EXPECT=$odd json_true 'd["path"] == os.environ["EXPECT"]'
+run 0 rm "$odd"
+
+echo "== progress on a terminal"
+if command -v script >/dev/null; then
+  script -qec "'$tool' create '$prefix-tty' --size 8M" /dev/null >"$out/tty" 2>&1 ||
+    fail "create under script failed"
+  grep -q "creating $prefix-tty" "$out/tty" || fail "no progress shown on a terminal: $(cat -v "$out/tty")"
+  script -qec "'$tool' check '$prefix-tty'" /dev/null >"$out/tty" 2>&1 || fail "check under script failed"
+  grep -q "checking $prefix-tty" "$out/tty" || fail "no progress shown for check on a terminal"
+else
+  echo "note: script(1) is missing: progress on a terminal not tested"
+fi
+
+echo "== rm"
+run 0 rm "$heap" --json
+json_true 'd["removed"] and not d["invalidated"]'
+[ -e "$heap" ] && fail "rm left the heap"
+run 1 rm "$heap"
+stderr_has "$heap"
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "PASS: every daxalloc subcommand and its errors"

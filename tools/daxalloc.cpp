@@ -1,0 +1,1212 @@
+// daxalloc: the command-line tool for operators, in the spirit of pmempool
+// and daxctl. One subcommand per task; each prints text for humans, or JSON
+// with --json, and exits 0 (done), 1 (failed, or check found problems) or
+// 2 (bad command line). docs/cli.md is the reference.
+//
+// The inspecting commands open the heap like any user of the library: the
+// open takes the heap's exclusive lock (a heap open elsewhere is refused with
+// errc::busy), runs recovery, and closing it records a clean shutdown. What
+// they report about the shutdown is what the open found (heap_stats).
+//
+// Each command computes its whole result before printing it, so that a
+// failure half-way never leaves half a JSON document on stdout.
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "alloc/page_allocator.hpp"
+#include "alloc/size_classes.hpp"
+#include "cli.hpp"
+#include "daxalloc/devices.hpp"
+#include "daxalloc/error.hpp"
+#include "daxalloc/heap.hpp"
+#include "heap/heap_impl.hpp"
+#include "sparse/layout.hpp"
+#include "sparse/memory_model.hpp"
+
+#ifndef DAXALLOC_VERSION
+#define DAXALLOC_VERSION "unknown"
+#endif
+
+namespace daxalloc::cli {
+namespace {
+
+using sparse::migratetype;
+
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+constexpr std::uint64_t pageblock_size = sparse::subsection_size;
+constexpr std::uint64_t pageblock_pages = sparse::pages_per_subsection;
+
+// ---- names ----
+
+const char* errc_name(errc code) {
+  switch (code) {
+    case errc::ok:
+      return "ok";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::not_found:
+      return "not_found";
+    case errc::permission_denied:
+      return "permission_denied";
+    case errc::is_directory:
+      return "is_directory";
+    case errc::not_dax:
+      return "not_dax";
+    case errc::map_sync_unsupported:
+      return "map_sync_unsupported";
+    case errc::misaligned:
+      return "misaligned";
+    case errc::too_small:
+      return "too_small";
+    case errc::too_large:
+      return "too_large";
+    case errc::already_exists:
+      return "already_exists";
+    case errc::busy:
+      return "busy";
+    case errc::not_present:
+      return "not_present";
+    case errc::in_use:
+      return "in_use";
+    case errc::out_of_space:
+      return "out_of_space";
+    case errc::corrupt:
+      return "corrupt";
+    case errc::newer_format:
+      return "newer_format";
+    case errc::geometry_mismatch:
+      return "geometry_mismatch";
+    case errc::io_error:
+      return "io_error";
+    case errc::unsupported:
+      return "unsupported";
+  }
+  return "unknown";
+}
+
+std::string migratetype_name(migratetype type) {
+  switch (type) {
+    case migratetype::unmovable:
+      return "unmovable";
+    case migratetype::movable:
+      return "movable";
+    case migratetype::large:
+      return "large";
+    case migratetype::metadata:
+      return "metadata";
+    case migratetype::isolate:
+      return "isolate";
+  }
+  return "type " + std::to_string(static_cast<unsigned>(type));
+}
+
+// The migratetypes a heap uses, in the order the tool lists them.
+constexpr migratetype listed_types[] = {migratetype::metadata, migratetype::unmovable,
+                                        migratetype::movable, migratetype::large,
+                                        migratetype::isolate};
+
+std::string uuid_text(const std::uint8_t (&uuid)[16]) {
+  std::string out;
+  for (int i = 0; i < 16; ++i) {
+    char buf[4];
+    std::snprintf(buf, sizeof buf, "%02x", uuid[i]);
+    out += buf;
+    if (i == 3 || i == 5 || i == 7 || i == 9) out += '-';
+  }
+  return out;
+}
+
+std::string utc_time(std::uint64_t seconds) {
+  const auto t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(seconds);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+// "label               value\n": the layout of the key-value blocks of `info`.
+std::string row(std::string_view label, const std::string& value) {
+  std::string out = "  " + std::string(label);
+  out.append(label.size() < 20 ? 20 - label.size() : 1, ' ');
+  return out + value + "\n";
+}
+
+// ---- what a heap looks like, read through the sparse model ----
+
+struct section_view {
+  std::uint64_t nr = 0;
+  std::uint64_t start = 0;
+  std::uint64_t memmap = 0;  // offset of its span's memmap block
+  std::uint64_t flags = 0;   // sparse::section_flags
+  unsigned present = 0;      // present subsections
+  std::vector<bool> subsection_present;
+  std::vector<migratetype> types;              // per pageblock
+  std::vector<std::uint32_t> allocated_pages;  // per pageblock
+};
+
+// Every present section in address order, found through the root directory
+// so that absent address space costs nothing.
+std::vector<section_view> present_sections(const sparse::memory_model& m) {
+  const sparse::geometry& geo = m.geo();
+  std::vector<section_view> out;
+  for (std::uint64_t root = 0; root < geo.nr_roots(); ++root) {
+    if (m.directory_entry(root) != 1) continue;
+    const std::uint64_t end =
+        std::min<std::uint64_t>((root + 1) * geo.sections_per_root(), geo.nr_sections());
+    for (std::uint64_t nr = root * geo.sections_per_root(); nr < end; ++nr) {
+      if (!m.section_present(nr)) continue;
+      section_view s;
+      s.nr = nr;
+      s.start = nr << geo.section_size_bits;
+      const std::uint64_t head = m.section_record(nr)[0];
+      s.memmap = head & sparse::section_memmap_mask;
+      s.flags = head & ~sparse::section_memmap_mask;
+      for (unsigned sub = 0; sub < geo.subsections_per_section(); ++sub) {
+        const std::uint64_t at = s.start + std::uint64_t{sub} * pageblock_size;
+        const bool here = m.subsection_present(at);
+        s.present += here;
+        s.subsection_present.push_back(here);
+        s.types.push_back(m.get_pageblock_migratetype(at >> sparse::page_shift));
+      }
+      s.allocated_pages.assign(geo.subsections_per_section(), 0);
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+// Adds the pages of every allocated extent and slab (as the memmap records
+// them) to the pageblocks that hold them; returns what was found.
+std::vector<alloc::allocated_extent> count_allocated_pages(heap& h,
+                                                           std::vector<section_view>& sections) {
+  sparse::memory_model& m = h.internals().model();
+  alloc::page_allocator scan(m);
+  std::vector<std::string> problems;  // an open heap has none: open checked the same scan
+  auto found = scan.rebuild(problems);
+  std::map<std::uint64_t, section_view*> by_nr;
+  for (auto& s : sections) by_nr[s.nr] = &s;
+  for (const auto& e : found) {
+    for (std::uint64_t pfn = e.pfn; pfn < e.pfn + e.pages;) {
+      const std::uint64_t next =
+          std::min(e.pfn + e.pages, (pfn / pageblock_pages + 1) * pageblock_pages);
+      if (auto it = by_nr.find(m.geo().pfn_to_section_nr(pfn)); it != by_nr.end())
+        it->second->allocated_pages[m.geo().subsection_index(pfn)] +=
+            static_cast<std::uint32_t>(next - pfn);
+      pfn = next;
+    }
+  }
+  return found;
+}
+
+struct span {
+  std::uint64_t start, end;
+};
+
+// Present memory as maximal runs of present subsections.
+std::vector<span> present_ranges(const std::vector<section_view>& sections) {
+  std::vector<span> out;
+  for (const auto& s : sections)
+    for (std::size_t sub = 0; sub < s.subsection_present.size(); ++sub) {
+      if (!s.subsection_present[sub]) continue;
+      const std::uint64_t at = s.start + sub * pageblock_size;
+      if (!out.empty() && out.back().end == at)
+        out.back().end += pageblock_size;
+      else
+        out.push_back({at, at + pageblock_size});
+    }
+  return out;
+}
+
+// One character per pageblock: what `map` draws.
+char pageblock_char(bool present, migratetype type, std::uint32_t allocated_pages) {
+  if (!present) return '.';
+  if (type == migratetype::metadata) return '#';
+  if (type == migratetype::isolate) return 'I';
+  if (allocated_pages == 0) return '-';
+  switch (type) {
+    case migratetype::unmovable:
+      return 'U';
+    case migratetype::movable:
+      return 'M';
+    case migratetype::large:
+      return 'L';
+    default:
+      return '?';
+  }
+}
+
+constexpr std::pair<char, const char*> map_legend[] = {
+    {'#', "metadata (head, memmap)"},
+    {'U', "unmovable: slabs of small objects"},
+    {'M', "movable: page-sized extents"},
+    {'L', "large extents (2 MiB and more)"},
+    {'I', "isolated"},
+    {'-', "free pageblock"},
+    {'.', "absent subsection"},
+    {'?', "unknown migratetype"},
+};
+
+// ---- the commands ----
+
+const option_spec json_option{"json", "", "print JSON instead of text"};
+
+struct command {
+  command_spec spec;
+  std::function<int(const parsed_args&, bool json)> run;
+};
+
+void print(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+}
+
+std::uint64_t size_option(const parsed_args& a, std::string_view name, bool required) {
+  const auto text = a.value(name);
+  if (!text) {
+    if (required) throw usage_error("--" + std::string(name) + " SIZE is required");
+    return 0;
+  }
+  const auto bytes = parse_size(*text);
+  if (!bytes)
+    throw usage_error("invalid size '" + *text + "' for --" + std::string(name) +
+                      " (a positive number of bytes with an optional K, M, G or T suffix)");
+  return *bytes;
+}
+
+// -- devices --
+
+int run_devices(const parsed_args&, bool json) {
+  const auto devices = list_devices();
+  if (json) {
+    json_writer w;
+    w.begin_object().key("devices").begin_array();
+    for (const auto& d : devices) {
+      w.begin_object()
+          .field("name", d.name)
+          .field("path", d.path.string())
+          .field("mode", d.mode)
+          .field("size", d.size)
+          .field("align", d.align)
+          .field("numa_node", d.numa_node)
+          .field("region", d.region_id)
+          .end_object();
+    }
+    w.end_array().end_object();
+    print(w.str());
+    return exit_ok;
+  }
+  if (devices.empty()) {
+    print("no DAX devices found (devdax through libdaxctl, fsdax and raw pmem through libndctl)\n");
+    return exit_ok;
+  }
+  table t({"NAME", "PATH", "MODE", "SIZE", "ALIGN", "NUMA", "REGION"},
+          {false, false, false, true, true, true, true});
+  for (const auto& d : devices)
+    t.add({d.name, d.path.string(), d.mode, human_bytes(d.size),
+           d.align ? human_bytes(d.align) : "-",
+           d.numa_node >= 0 ? std::to_string(d.numa_node) : "-",
+           d.region_id >= 0 ? std::to_string(d.region_id) : "-"});
+  print(t.render(""));
+  return exit_ok;
+}
+
+// -- create --
+
+int run_create(const parsed_args& a, bool json) {
+  const std::string path = a.positionals[0];
+  heap_options o;
+  o.size = size_option(a, "size", true);
+  o.max_size = size_option(a, "max-size", false);
+  if (o.max_size && o.max_size < o.size)
+    throw usage_error("--max-size (" + human_bytes(o.max_size) + ") is smaller than --size (" +
+                      human_bytes(o.size) + ")");
+  if (const auto bits = a.value("section-bits")) {
+    const auto v = parse_uint(*bits);
+    if (!v || *v < sparse::min_section_size_bits || *v > sparse::max_section_size_bits)
+      throw usage_error("invalid --section-bits '" + *bits +
+                        "' (27..30: 128 MiB .. 1 GiB sections)");
+    o.section_size_bits = static_cast<unsigned>(*v);
+  }
+  if (const auto mode = a.value("mode")) {
+    if (*mode == "auto")
+      o.mode = persistence_mode::automatic;
+    else if (*mode == "cache-flush")
+      o.mode = persistence_mode::cache_flush;
+    else if (*mode == "msync")
+      o.mode = persistence_mode::msync;
+    else
+      throw usage_error("invalid --mode '" + *mode + "' (auto, cache-flush or msync)");
+  }
+  o.overwrite = a.flag("force");
+
+  std::optional<heap> h;
+  {
+    progress p("creating " + path + " (" + human_bytes(o.size) + ")");
+    h.emplace(heap::create(path, o));
+  }
+  const sparse::memory_model& m = h->internals().model();
+  const heap_stats s = h->stats();
+  const std::string kind = to_string(h->media().kind());
+  const std::string persistence = h->persist().name();
+  const std::string uuid = uuid_text(m.super().uuid);
+  const auto geo = m.geo();
+  h->close();
+
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .field("path", path)
+        .field("uuid", uuid)
+        .field("region", kind)
+        .field("persistence", persistence)
+        .field("present_bytes", s.present_bytes)
+        .field("usable_bytes", s.usable_bytes)
+        .field("max_range", geo.max_range)
+        .field("section_size_bits", geo.section_size_bits)
+        .field("section_size", geo.section_size())
+        .end_object();
+    print(w.str());
+    return exit_ok;
+  }
+  print("created " + path + ": " + human_bytes(s.present_bytes) + " present (" +
+        human_bytes(s.usable_bytes) + " usable) of a " + human_bytes(geo.max_range) +
+        " address range, " + human_bytes(geo.section_size()) + " sections\n" +
+        row("region", kind + ", persistence by " + persistence) + row("uuid", uuid));
+  return exit_ok;
+}
+
+// -- info --
+
+int run_info(const parsed_args& a, bool json) {
+  const std::string path = a.positionals[0];
+  heap h = heap::open(path);
+  const heap_stats s = h.stats();
+  // Copies: the model goes away with close() below.
+  const sparse::memory_model& m = h.internals().model();
+  const sparse::geometry geo = m.geo();
+  const sparse::superblock sb = m.super();
+  const sparse::model_stats ms = m.stats();
+  auto sections = present_sections(m);
+  const auto ranges = present_ranges(sections);
+  std::uint64_t partial = 0;
+  for (const auto& sec : sections) partial += sec.present != geo.subsections_per_section();
+  // Memmap placement: one block per span that has present memory.
+  struct placement {
+    std::uint64_t span_start, memmap;
+  };
+  std::vector<placement> placements;
+  for (const auto& sec : sections) {
+    const std::uint64_t span_start = sparse::align_down(sec.start, geo.span_size());
+    if (placements.empty() || placements.back().span_start != span_start)
+      placements.push_back({span_start, sec.memmap});
+  }
+  const double metadata_per_page =
+      s.present_bytes ? static_cast<double>(s.metadata_bytes) /
+                            static_cast<double>(s.present_bytes / sparse::page_size)
+                      : 0;
+  const std::string kind = to_string(h.media().kind());
+  const std::string persistence = h.persist().name();
+  const std::uint64_t mapped = h.size();
+  h.close();
+
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .field("path", path)
+        .field("format_version", sb.version)
+        .field("uuid", uuid_text(sb.uuid))
+        .field("create_time", sb.create_time)
+        .field("generation", sb.generation)
+        .field("shutdown", s.unclean_shutdown ? "unclean" : "clean")
+        .field("unclean_shutdown", s.unclean_shutdown);
+    w.key("region")
+        .begin_object()
+        .field("kind", kind)
+        .field("persistence", persistence)
+        .field("mapped_bytes", mapped)
+        .end_object();
+    w.key("geometry")
+        .begin_object()
+        .field("section_size_bits", geo.section_size_bits)
+        .field("section_size", geo.section_size())
+        .field("subsection_size", sparse::subsection_size)
+        .field("pageblock_size", pageblock_size)
+        .field("page_size", sparse::page_size)
+        .field("descriptor_size", sizeof(sparse::page_descriptor))
+        .field("max_range", geo.max_range)
+        .field("nr_sections", geo.nr_sections())
+        .field("head_size", geo.head_size())
+        .field("memmap_span_size", geo.span_size())
+        .field("memmap_bytes_per_span", geo.memmap_bytes())
+        .end_object();
+    w.key("present")
+        .begin_object()
+        .field("bytes", ms.present_bytes)
+        .field("sections", ms.present_sections)
+        .field("partial_sections", partial)
+        .field("subsections", ms.present_subsections)
+        .key("ranges")
+        .begin_array();
+    for (const auto& r : ranges)
+      w.begin_object(true).field("start", r.start).field("length", r.end - r.start).end_object();
+    w.end_array().end_object();
+    w.key("memmap").begin_array();
+    for (const auto& p : placements)
+      w.begin_object(true)
+          .field("span_start", p.span_start)
+          .field("span_size", geo.span_size())
+          .field("memmap_offset", p.memmap)
+          .field("memmap_bytes", geo.memmap_bytes())
+          .end_object();
+    w.end_array();
+    w.key("pageblocks").begin_object();
+    for (migratetype t : listed_types)
+      w.field(migratetype_name(t), s.pageblocks_by_migratetype[static_cast<unsigned>(t)]);
+    w.end_object();
+    w.key("usage")
+        .begin_object()
+        .field("present_bytes", s.present_bytes)
+        .field("usable_bytes", s.usable_bytes)
+        .field("metadata_bytes", s.metadata_bytes)
+        .field("metadata_bytes_per_page", metadata_per_page)
+        .field("allocated_bytes", s.allocated_bytes)
+        .field("allocated_objects", s.allocated_objects)
+        .field("free_bytes", s.free_bytes)
+        .field("largest_free_bytes", s.largest_free_bytes)
+        .field("fragmentation", s.fragmentation)
+        .end_object();
+    w.key("sections").begin_array();
+    for (const auto& sec : sections)
+      w.begin_object(true)
+          .field("nr", sec.nr)
+          .field("start", sec.start)
+          .field("present_subsections", sec.present)
+          .field("subsections", geo.subsections_per_section())
+          .field("memmap_offset", sec.memmap)
+          .field("online", (sec.flags & sparse::section_is_online) != 0)
+          .field("partial", (sec.flags & sparse::section_taint_partial) != 0)
+          .end_object();
+    w.end_array().end_object();
+    print(w.str());
+    return exit_ok;
+  }
+
+  std::string out = path + ": daxalloc heap, format version " + std::to_string(sb.version) + "\n";
+  out += row("uuid", uuid_text(sb.uuid));
+  out += row("created", utc_time(sb.create_time));
+  out += row("shutdown", s.unclean_shutdown
+                             ? "unclean: the last user did not close it (this open recovered it)"
+                             : "clean");
+  out += row("region",
+             kind + ", persistence by " + persistence + ", " + human_bytes(mapped) + " mapped");
+  out += "geometry\n";
+  out += row("section size", human_bytes(geo.section_size()) + " (section_size_bits " +
+                                 std::to_string(geo.section_size_bits) + ")");
+  out += row("subsection size", human_bytes(sparse::subsection_size) + " (one pageblock)");
+  out += row("page size", human_bytes(sparse::page_size) + ", " +
+                              std::to_string(sizeof(sparse::page_descriptor)) +
+                              " B descriptor per page");
+  out += row("max range",
+             human_bytes(geo.max_range) + " (" + std::to_string(geo.nr_sections()) + " sections)");
+  out += row("head size", human_bytes(geo.head_size()));
+  out += row("memmap span", human_bytes(geo.span_size()) + ", described by " +
+                                human_bytes(geo.memmap_bytes()) + " of memmap");
+  out += "present\n";
+  out += row("sections", std::to_string(ms.present_sections) + " of " +
+                             std::to_string(geo.nr_sections()) +
+                             (partial ? " (" + std::to_string(partial) + " partial)" : ""));
+  out += row("subsections",
+             std::to_string(ms.present_subsections) + " (" + human_bytes(ms.present_bytes) + ")");
+  for (std::size_t i = 0; i < ranges.size(); ++i)
+    out += row(i ? "" : "ranges", span_text(ranges[i].start, ranges[i].end) + "  " +
+                                      human_bytes(ranges[i].end - ranges[i].start));
+  out += "memmap placement (one " + human_bytes(geo.memmap_bytes()) + " block per " +
+         human_bytes(geo.span_size()) + " span)\n";
+  {
+    table t({"span", "memmap block"});
+    // Consecutive spans with their block at the same place collapse into one row.
+    for (std::size_t i = 0; i < placements.size();) {
+      std::size_t j = i + 1;
+      const std::uint64_t relative = placements[i].memmap - placements[i].span_start;
+      while (j < placements.size() &&
+             placements[j].span_start == placements[j - 1].span_start + geo.span_size() &&
+             placements[j].memmap - placements[j].span_start == relative)
+        ++j;
+      const std::uint64_t end = placements[j - 1].span_start + geo.span_size();
+      if (j - i == 1)
+        t.add({span_text(placements[i].span_start, end),
+               span_text(placements[i].memmap, placements[i].memmap + geo.memmap_bytes())});
+      else
+        t.add({span_text(placements[i].span_start, end) + " (" + std::to_string(j - i) + " spans)",
+               "span start + " + hex(relative) + " in each"});
+      i = j;
+    }
+    out += t.render();
+  }
+  out += "pageblocks by migratetype\n";
+  {
+    table t({"type", "pageblocks", "bytes"}, {false, true, true});
+    for (migratetype type : listed_types) {
+      const std::uint64_t n = s.pageblocks_by_migratetype[static_cast<unsigned>(type)];
+      t.add({migratetype_name(type), std::to_string(n), human_bytes(n * pageblock_size)});
+    }
+    out += t.render();
+  }
+  out += "usage\n";
+  char per_page[64];
+  std::snprintf(per_page, sizeof per_page, "%.1f B per 4 KiB page", metadata_per_page);
+  out += row("present", human_bytes(s.present_bytes));
+  out += row("usable", human_bytes(s.usable_bytes));
+  out += row("metadata", human_bytes(s.metadata_bytes) + " (" + per_page + ": head " +
+                             human_bytes(ms.head_bytes) + ", memmap " +
+                             human_bytes(ms.memmap_bytes) + ")");
+  out += row("allocated", human_bytes(s.allocated_bytes) + " in " +
+                              std::to_string(s.allocated_objects) + " objects");
+  out += row("free", human_bytes(s.free_bytes));
+  out += row("largest free", human_bytes(s.largest_free_bytes));
+  out += row("fragmentation", percent(s.fragmentation) + " (1 - largest free / free)");
+  out += "sections\n";
+  {
+    table t({"nr", "range", "subsections", "state"}, {true, false, true, false});
+    // Runs of sections alike (consecutive, same presence and state) share a row.
+    for (std::size_t i = 0; i < sections.size();) {
+      std::size_t j = i + 1;
+      while (j < sections.size() && sections[j].nr == sections[j - 1].nr + 1 &&
+             sections[j].present == sections[i].present && sections[j].flags == sections[i].flags)
+        ++j;
+      const auto& first = sections[i];
+      std::string state = first.flags & sparse::section_is_online ? "online" : "offline";
+      if (first.flags & sparse::section_taint_partial) state += ", partial";
+      t.add({std::to_string(first.nr) + (j - i > 1 ? "-" + std::to_string(sections[j - 1].nr) : ""),
+             span_text(first.start, sections[j - 1].start + geo.section_size()),
+             std::to_string(first.present) + "/" + std::to_string(geo.subsections_per_section()),
+             state});
+      i = j;
+    }
+    out += t.render();
+  }
+  print(out);
+  return exit_ok;
+}
+
+// -- stats --
+
+int run_stats(const parsed_args& a, bool json) {
+  const std::string path = a.positionals[0];
+  heap h = heap::open(path);
+  const heap_stats s = h.stats();
+  auto sections = present_sections(h.internals().model());
+  const auto found = count_allocated_pages(h, sections);
+  h.close();
+
+  std::uint64_t extents = 0, largest_extent = 0;
+  for (const auto& e : found)
+    if (!e.slab) {
+      ++extents;
+      largest_extent = std::max(largest_extent, e.pages * sparse::page_size);
+    }
+  // Pageblocks by migratetype and by use: free, partly or wholly allocated.
+  struct use {
+    std::uint64_t free = 0, partial = 0, full = 0;
+  };
+  std::vector<std::pair<migratetype, use>> uses;
+  for (migratetype t : listed_types) uses.push_back({t, {}});
+  const auto use_of = [&](migratetype t) -> use& {
+    for (auto& [type, u] : uses)
+      if (type == t) return u;
+    return uses.emplace_back(t, use{}).second;
+  };
+  for (const auto& sec : sections)
+    for (std::size_t pb = 0; pb < sec.types.size(); ++pb) {
+      if (!sec.subsection_present[pb]) continue;
+      use& u = use_of(sec.types[pb]);
+      const std::uint32_t n = sec.allocated_pages[pb];
+      if (sec.types[pb] == migratetype::metadata || n == pageblock_pages)
+        ++u.full;
+      else if (n == 0)
+        ++u.free;
+      else
+        ++u.partial;
+    }
+  const auto slab_bytes = [](const heap_stats::size_class_stats& c) {
+    return c.slabs *
+           (sparse::page_size << alloc::size_classes[alloc::size_class_of(c.size)].slab_order);
+  };
+
+  if (json) {
+    json_writer w;
+    w.begin_object().field("path", path).key("size_classes").begin_array();
+    for (const auto& c : s.size_classes)
+      w.begin_object(true)
+          .field("size", c.size)
+          .field("slabs", c.slabs)
+          .field("slab_bytes", slab_bytes(c))
+          .field("allocated", c.allocated)
+          .field("capacity", c.capacity)
+          .field("allocated_bytes", c.allocated * c.size)
+          .end_object();
+    w.end_array();
+    w.key("extents")
+        .begin_object()
+        .field("count", extents)
+        .field("bytes", s.extent_bytes)
+        .field("largest_bytes", largest_extent)
+        .end_object();
+    w.key("pageblocks").begin_object();
+    for (const auto& [type, u] : uses)
+      w.key(migratetype_name(type))
+          .begin_object(true)
+          .field("free", u.free)
+          .field("partial", u.partial)
+          .field("full", u.full)
+          .end_object();
+    w.end_object();
+    w.key("totals")
+        .begin_object()
+        .field("allocated_bytes", s.allocated_bytes)
+        .field("allocated_objects", s.allocated_objects)
+        .field("slab_bytes", s.slab_bytes)
+        .field("extent_bytes", s.extent_bytes)
+        .field("usable_bytes", s.usable_bytes)
+        .field("free_bytes", s.free_bytes)
+        .field("largest_free_bytes", s.largest_free_bytes)
+        .field("fragmentation", s.fragmentation)
+        .end_object();
+    w.end_object();
+    print(w.str());
+    return exit_ok;
+  }
+
+  std::string out = path + ": allocator statistics\n";
+  out +=
+      "size classes (slabs of small objects, up to " + human_bytes(alloc::max_small_size) + ")\n";
+  if (s.size_classes.empty()) {
+    out += "  none in use\n";
+  } else {
+    table t({"size", "slabs", "slab bytes", "allocated", "capacity", "used"},
+            {true, true, true, true, true, true});
+    for (const auto& c : s.size_classes)
+      t.add({human_bytes(c.size), std::to_string(c.slabs), human_bytes(slab_bytes(c)),
+             std::to_string(c.allocated), std::to_string(c.capacity),
+             percent(c.capacity ? static_cast<double>(c.allocated) / static_cast<double>(c.capacity)
+                                : 0)});
+    out += t.render();
+  }
+  out += "extents (objects above " + human_bytes(alloc::max_small_size) + ", whole pages)\n";
+  out += row("count", std::to_string(extents));
+  out += row("bytes", human_bytes(s.extent_bytes));
+  out += row("largest", human_bytes(largest_extent));
+  out += "pageblocks by migratetype and use\n";
+  {
+    table t({"type", "free", "partial", "full"}, {false, true, true, true});
+    for (const auto& [type, u] : uses)
+      t.add({migratetype_name(type), std::to_string(u.free), std::to_string(u.partial),
+             std::to_string(u.full)});
+    out += t.render();
+  }
+  out += "totals\n";
+  out += row("allocated", human_bytes(s.allocated_bytes) + " in " +
+                              std::to_string(s.allocated_objects) + " objects");
+  out += row("in slabs", human_bytes(s.slab_bytes));
+  out += row("in extents", human_bytes(s.extent_bytes));
+  out += row("usable", human_bytes(s.usable_bytes));
+  out += row("free", human_bytes(s.free_bytes));
+  out += row("largest free", human_bytes(s.largest_free_bytes));
+  out += row("fragmentation", percent(s.fragmentation));
+  print(out);
+  return exit_ok;
+}
+
+// -- map --
+
+int run_map(const parsed_args& a, bool json) {
+  const std::string path = a.positionals[0];
+  std::optional<std::uint64_t> only;
+  if (const auto text = a.value("section")) {
+    only = parse_uint(*text);
+    if (!only) throw usage_error("invalid --section '" + *text + "' (a section number)");
+  }
+  heap h = heap::open(path);
+  const sparse::geometry geo = h.internals().model().geo();
+  auto sections = present_sections(h.internals().model());
+  (void)count_allocated_pages(h, sections);
+  h.close();
+  if (only) {
+    if (*only >= geo.nr_sections())
+      throw error(errc::invalid_argument, path + ": section " + std::to_string(*only) +
+                                              " is beyond the heap's " +
+                                              std::to_string(geo.nr_sections()) + " sections");
+    std::erase_if(sections, [&](const section_view& s) { return s.nr != *only; });
+    if (sections.empty())
+      throw error(errc::not_present,
+                  path + ": section " + std::to_string(*only) + " has no present subsection");
+  }
+  const auto line_of = [](const section_view& s) {
+    std::string chars;
+    for (std::size_t pb = 0; pb < s.types.size(); ++pb)
+      chars += pageblock_char(s.subsection_present[pb], s.types[pb], s.allocated_pages[pb]);
+    return chars;
+  };
+
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .field("path", path)
+        .field("section_size", geo.section_size())
+        .field("pageblock_size", pageblock_size)
+        .key("legend")
+        .begin_object();
+    for (const auto& [c, meaning] : map_legend) w.field(std::string(1, c), meaning);
+    w.end_object().key("sections").begin_array();
+    for (const auto& s : sections) {
+      w.begin_object().field("nr", s.nr).field("start", s.start).field("map", line_of(s));
+      w.key("types").begin_array(true);
+      for (std::size_t pb = 0; pb < s.types.size(); ++pb)
+        w.value(s.subsection_present[pb] ? migratetype_name(s.types[pb]) : "absent");
+      w.end_array().key("allocated_pages").begin_array(true);
+      for (auto n : s.allocated_pages) w.value(n);
+      w.end_array().end_object();
+    }
+    w.end_array().end_object();
+    print(w.str());
+    return exit_ok;
+  }
+
+  constexpr std::size_t per_line = 64;  // 128 MiB per line
+  std::string out =
+      path + ": one character per " + human_bytes(pageblock_size) + " pageblock, one line per " +
+      human_bytes(std::min<std::uint64_t>(geo.section_size(), per_line * pageblock_size)) + "\n";
+  table t({"section", "start", "pageblocks"}, {true, true, false});
+  std::map<char, std::uint64_t> counts;
+  for (const auto& s : sections) {
+    const std::string chars = line_of(s);
+    for (char c : chars) ++counts[c];
+    for (std::size_t at = 0; at < chars.size(); at += per_line)
+      t.add({at ? "" : std::to_string(s.nr), hex(s.start + at * pageblock_size),
+             chars.substr(at, per_line)});
+  }
+  out += t.render();
+  out += "legend\n";
+  for (const auto& [c, meaning] : map_legend)
+    if (counts.count(c) || std::strchr("#UML-.", c))
+      out += "  " + std::string(1, c) + "  " + meaning +
+             (counts.count(c) ? " (" + std::to_string(counts[c]) + ")" : "") + "\n";
+  print(out);
+  return exit_ok;
+}
+
+// -- check --
+
+int run_check(const parsed_args& a, bool json) {
+  const std::string path = a.positionals[0];
+  std::vector<std::string> problems;
+  bool opened = false, unclean = false;
+  {
+    progress p("checking " + path);
+    try {
+      heap h = heap::open(path);
+      opened = true;
+      unclean = h.stats().unclean_shutdown;
+      problems = h.check();
+    } catch (const error& e) {
+      // A heap that open refuses as corrupt is a finding of the check; any
+      // other failure (no such file, busy, newer format) is an error.
+      if (e.code_value() != errc::corrupt) throw;
+      problems.push_back(e.what());
+    }
+  }
+  const bool sound = problems.empty();
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .field("path", path)
+        .field("consistent", sound)
+        .field("opened", opened)
+        .field("unclean_shutdown", unclean)
+        .key("problems")
+        .begin_array();
+    for (const auto& p : problems) w.value(p);
+    w.end_array().end_object();
+    print(w.str());
+    return sound ? exit_ok : exit_failed;
+  }
+  std::string out;
+  if (unclean) out += path + ": was not closed cleanly; opening it ran recovery\n";
+  if (sound) {
+    out += path + ": consistent\n";
+  } else {
+    out += path + ": " + std::to_string(problems.size()) +
+           (problems.size() == 1 ? " problem" : " problems") +
+           (opened ? "" : " (the heap cannot be opened)") + "\n";
+    for (const auto& p : problems) out += "  " + p + "\n";
+  }
+  print(out);
+  return sound ? exit_ok : exit_failed;
+}
+
+// -- grow and shrink --
+
+std::uint64_t present_end(const std::vector<section_view>& sections) {
+  const auto ranges = present_ranges(sections);
+  return ranges.empty() ? 0 : ranges.back().end;
+}
+
+int run_hotplug(const parsed_args& a, bool json, bool grow) {
+  const std::string path = a.positionals[0];
+  const std::uint64_t by = size_option(a, "by", true);
+  if (by % pageblock_size)
+    throw usage_error("--by " + human_bytes(by) +
+                      " is not a multiple of 2 MiB (the subsection size)");
+  heap h = heap::open(path);
+  const std::uint64_t end = present_end(present_sections(h.internals().model()));
+  std::uint64_t start = end;
+  if (grow) {
+    h.hot_add(end, by);
+  } else {
+    if (by >= end)
+      throw error(errc::in_use, path + ": cannot remove " + human_bytes(by) + ": only " +
+                                    human_bytes(end) + " present, head included");
+    start = end - by;
+    h.hot_remove(start, by);
+  }
+  const heap_stats s = h.stats();
+  const auto ranges = present_ranges(present_sections(h.internals().model()));
+  h.close();
+
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .field("path", path)
+        .field(grow ? "added" : "removed", true)
+        .field("start", start)
+        .field("length", by)
+        .field("present_bytes", s.present_bytes)
+        .field("usable_bytes", s.usable_bytes)
+        .field("free_bytes", s.free_bytes)
+        .key("ranges")
+        .begin_array();
+    for (const auto& r : ranges)
+      w.begin_object(true).field("start", r.start).field("length", r.end - r.start).end_object();
+    w.end_array().end_object();
+    print(w.str());
+    return exit_ok;
+  }
+  std::string out = (grow ? "grew " : "shrank ") + path + " by " + human_bytes(by) + ": " +
+                    (grow ? "hot-added " : "hot-removed ") + span_text(start, start + by) + "\n";
+  out += row("present", human_bytes(s.present_bytes) + " (" + human_bytes(s.usable_bytes) +
+                            " usable, " + human_bytes(s.free_bytes) + " free)");
+  for (std::size_t i = 0; i < ranges.size(); ++i)
+    out += row(i ? "" : "ranges", span_text(ranges[i].start, ranges[i].end));
+  print(out);
+  return exit_ok;
+}
+
+// -- rm --
+
+bool has_superblock_magic(const std::byte* head) {
+  for (std::uint64_t offset : sparse::superblock_offset)
+    if (std::memcmp(head + offset, sparse::superblock_magic, sizeof sparse::superblock_magic) == 0)
+      return true;
+  return false;
+}
+
+int run_rm(const parsed_args& a, bool json) {
+  const std::filesystem::path path = a.positionals[0];
+  const bool force = a.flag("force");
+  const auto refuse = [&](const std::string& why) {
+    throw error(errc::corrupt,
+                path.string() + ": not a daxalloc heap (" + why + "); refusing to remove it");
+  };
+  // A file is read before it is mapped: mapping wants what a heap always is
+  // (a multiple of 4 KiB), and anything else must be refused as "not a heap".
+  if (std::error_code ec; std::filesystem::is_regular_file(path, ec)) {
+    std::array<std::byte, 2 * sizeof(sparse::superblock)> head{};
+    std::ifstream file(path, std::ios::binary);
+    if (!file.read(reinterpret_cast<char*>(head.data()), head.size()))
+      refuse("smaller than its two superblocks");
+    if (!has_superblock_magic(head.data())) refuse("no superblock in either copy");
+  }
+  // The exclusive lock: a heap that someone has open is never removed.
+  region r = region::open(path);
+  if (r.size() < 2 * sizeof(sparse::superblock) || !has_superblock_magic(r.base()))
+    refuse("no superblock in either copy");
+  const bool devdax = r.kind() == region_kind::devdax;
+  if (devdax) {
+    if (!force)
+      throw error(errc::invalid_argument,
+                  path.string() +
+                      ": is a devdax device: rm would invalidate the heap's "
+                      "superblocks (the device stays); pass --force to do it");
+    // The magic of copy A, then of copy B, each persisted before the next
+    // store: after a failure at any point either copy B is intact (open
+    // restores A from it: the heap is still there) or neither copy has its
+    // magic (open and create both see "not a heap"). The rest of both pages
+    // is cleared afterwards only so that nothing of the old heap remains.
+    for (std::uint64_t offset : sparse::superblock_offset)
+      r.persist().memset_persist(r.base() + offset, 0, sizeof sparse::superblock_magic);
+    r.persist().memset_persist(r.base(), 0, 2 * sizeof(sparse::superblock));
+  } else {
+    std::filesystem::remove(path);  // still holding the lock
+  }
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .field("path", path.string())
+        .field("removed", !devdax)
+        .field("invalidated", devdax)
+        .end_object();
+    print(w.str());
+    return exit_ok;
+  }
+  print(devdax ? "invalidated the heap on " + path.string() +
+                     " (devdax: both superblocks cleared; the device and its data remain)\n"
+               : "removed " + path.string() + "\n");
+  return exit_ok;
+}
+
+// ---- the command table ----
+
+const std::vector<command>& commands() {
+  static const std::vector<command> table = {
+      {{"devices",
+        {},
+        "[--json]",
+        "list DAX devices (devdax, fsdax, raw pmem)",
+        "List the DAX devices of this machine: devdax devices through libdaxctl, fsdax\n"
+        "and raw pmem namespaces through libndctl, with their size, mapping alignment,\n"
+        "NUMA node and region. A machine without any prints an empty list (exit 0).\n",
+        {json_option}},
+       run_devices},
+      {{"create",
+        {"PATH"},
+        "PATH --size SIZE [--max-size SIZE] [--section-bits N] [--mode MODE] [--force] [--json]",
+        "create a heap on a file or a devdax device",
+        "Create a heap on PATH: a new file (on a DAX file system, or any file for\n"
+        "emulated pmem) or a devdax device (/dev/daxX.Y). SIZE bytes are present\n"
+        "at once (rounded up to 2 MiB); the address range reserved for online growth\n"
+        "is --max-size (default 1 TiB; a devdax device: the device). Sizes take K, M,\n"
+        "G or T suffixes (powers of 1024). An existing file is never overwritten.\n",
+        {{"size", "SIZE", "bytes present after create (required)"},
+         {"max-size", "SIZE", "address range reserved for growth (default 1 TiB)"},
+         {"section-bits", "N", "27..30: 128 MiB .. 1 GiB sections (default 27)"},
+         {"mode", "MODE", "auto, cache-flush or msync: how stores become durable"},
+         {"force", "", "devdax: replace a heap that is already on the device"},
+         json_option}},
+       run_create},
+      {{"info",
+        {"PATH"},
+        "PATH [--json]",
+        "geometry, present memory, memmap placement, usage, shutdown state",
+        "Show what a heap is made of: format version, UUID, whether the last user\n"
+        "closed it cleanly (as found before this open), the geometry (section,\n"
+        "subsection and memmap span sizes, address range, head), present sections\n"
+        "and subsections, where each span's memmap block lies, pageblocks per\n"
+        "migratetype, and usage (present, usable, metadata, allocated, free,\n"
+        "largest free, fragmentation).\n"
+        "\n"
+        "Opening the heap runs recovery and takes its lock: a heap open in another\n"
+        "process is refused (busy).\n",
+        {json_option}},
+       run_info},
+      {{"stats",
+        {"PATH"},
+        "PATH [--json]",
+        "allocator statistics: size classes, extents, pageblocks, totals",
+        "Show the allocators' view of a heap: per size class the slabs, allocated\n"
+        "objects and capacity; the large objects (extents); pageblocks per\n"
+        "migratetype that are free, partly or wholly used; and the totals.\n",
+        {json_option}},
+       run_stats},
+      {{"map",
+        {"PATH"},
+        "PATH [--section N] [--json]",
+        "one character per pageblock, one line per section",
+        "Draw the heap as /proc/pagetypeinfo would: one character per 2 MiB\n"
+        "pageblock by migratetype and use, one line per present section (128 MiB of\n"
+        "address space per line), with a legend. With --json: the present sections,\n"
+        "each with its pageblock types and allocated pages.\n",
+        {{"section", "N", "only section N"}, json_option}},
+       run_map},
+      {{"check",
+        {"PATH"},
+        "PATH [--json]",
+        "verify every invariant of a heap; exit 1 if any fails",
+        "Open the heap (running recovery, as every open does) and check every\n"
+        "invariant of its persistent and rebuilt state: superblocks, section map,\n"
+        "memmap placement, pageblock flags, extents and slabs, the root object.\n"
+        "Prints each problem; exits 0 when there is none, 1 otherwise. A heap that\n"
+        "cannot be opened because it is corrupt is reported as a problem.\n",
+        {json_option}},
+       run_check},
+      {{"grow",
+        {"PATH"},
+        "PATH --by SIZE [--json]",
+        "hot-add SIZE bytes after the highest present memory",
+        "Hot-add the SIZE bytes that follow the highest present subsection (SIZE a\n"
+        "multiple of 2 MiB). The first add into a new 512 MiB memmap span needs room\n"
+        "for that span's memmap block as well. Nothing moves; a heap open in another\n"
+        "process is refused (busy): grow it there with heap::hot_add().\n",
+        {{"by", "SIZE", "bytes to add, a multiple of 2 MiB (required)"}, json_option}},
+       [](const parsed_args& a, bool json) { return run_hotplug(a, json, true); }},
+      {{"shrink",
+        {"PATH"},
+        "PATH --by SIZE [--json]",
+        "hot-remove the last SIZE bytes of present memory",
+        "Hot-remove the last SIZE bytes of present memory (SIZE a multiple of 2 MiB).\n"
+        "Refused when any of it holds an allocation, when it holds the memmap of\n"
+        "memory that stays, or when the heap is open in another process (busy).\n"
+        "The storage is given back to the file system where it allows.\n",
+        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB (required)"}, json_option}},
+       [](const parsed_args& a, bool json) { return run_hotplug(a, json, false); }},
+      {{"rm",
+        {"PATH"},
+        "PATH [--force] [--json]",
+        "remove a heap (devdax: invalidate it)",
+        "Remove the heap file PATH after checking that it is a daxalloc heap (any\n"
+        "other file is refused) and that nobody has it open. On a devdax device the\n"
+        "heap's superblocks are cleared instead, which needs --force.\n",
+        {{"force", "", "devdax: clear the superblocks"}, json_option}},
+       run_rm},
+  };
+  return table;
+}
+
+std::string general_help() {
+  std::string out =
+      "usage: daxalloc COMMAND [ARGS] [--json]\n"
+      "       daxalloc COMMAND --help\n"
+      "\n"
+      "Create, inspect and change daxalloc persistent-memory heaps.\n"
+      "\n"
+      "commands:\n";
+  table t({"", ""});
+  for (const auto& c : commands()) t.add({std::string(c.spec.name), std::string(c.spec.summary)});
+  const std::string rows = t.render();
+  out += rows.substr(rows.find('\n') + 1);  // without the empty header row
+  out +=
+      "\n"
+      "Sizes take K, M, G or T suffixes (powers of 1024). Exit status: 0 success,\n"
+      "1 the operation failed or check found problems, 2 bad command line.\n"
+      "See docs/cli.md.\n";
+  return out;
+}
+
+std::string hint_for(std::string_view command, errc code) {
+  if (code == errc::busy)
+    return command == "grow" || command == "shrink"
+               ? "the heap is open in another process: grow or shrink it there "
+                 "(heap::hot_add / heap::hot_remove), or close it first"
+               : "the heap is open in another process: close it there first";
+  if (code == errc::already_exists && command == "create")
+    return "remove the old heap first (daxalloc rm PATH), or open it";
+  if (code == errc::in_use && command == "shrink")
+    return "free the allocations at the end of the heap first, or shrink by less";
+  return {};
+}
+
+int report_error(std::string_view command, const error& e, bool json) {
+  const std::string hint = hint_for(command, e.code_value());
+  std::fprintf(stderr, "daxalloc %.*s: %s\n", static_cast<int>(command.size()), command.data(),
+               e.what());
+  if (!hint.empty()) std::fprintf(stderr, "hint: %s\n", hint.c_str());
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .key("error")
+        .begin_object()
+        .field("command", command)
+        .field("code", errc_name(e.code_value()));
+    w.field("message", e.what());
+    if (!hint.empty()) w.field("hint", hint);
+    w.end_object().end_object();
+    print(w.str());
+  }
+  return exit_failed;
+}
+
+int usage_failure(std::string_view command, const std::string& message) {
+  if (command.empty()) {
+    std::fprintf(stderr, "daxalloc: %s\nTry 'daxalloc --help'.\n", message.c_str());
+  } else {
+    std::fprintf(stderr, "daxalloc %.*s: %s\nTry 'daxalloc %.*s --help'.\n",
+                 static_cast<int>(command.size()), command.data(), message.c_str(),
+                 static_cast<int>(command.size()), command.data());
+  }
+  return exit_usage;
+}
+
+int main_impl(std::vector<std::string> args) {
+  if (args.empty()) {
+    std::fputs(general_help().c_str(), stderr);
+    return exit_usage;
+  }
+  const std::string name = args[0];
+  if (name == "-h" || name == "--help" || (name == "help" && args.size() == 1)) {
+    print(general_help());
+    return exit_ok;
+  }
+  if (name == "--version" || name == "version") {
+    print("daxalloc " DAXALLOC_VERSION " (heap format version " +
+          std::to_string(sparse::format_version) + ")\n");
+    return exit_ok;
+  }
+  const auto find = [](std::string_view n) -> const command* {
+    for (const auto& c : commands())
+      if (c.spec.name == n) return &c;
+    return nullptr;
+  };
+  if (name == "help") {  // daxalloc help COMMAND
+    if (args.size() > 2) return usage_failure("", "help takes one command name");
+    const command* c = find(args[1]);
+    if (c == nullptr) return usage_failure("", "unknown command '" + args[1] + "'");
+    print(command_help(c->spec));
+    return exit_ok;
+  }
+  const command* c = find(name);
+  if (c == nullptr) {
+    return usage_failure("", name.starts_with('-') ? "unknown option '" + name + "'"
+                                                   : "unknown command '" + name + "'");
+  }
+  bool json = false;
+  try {
+    const parsed_args parsed = parse_args(c->spec, std::span<const std::string>(args).subspan(1));
+    if (parsed.help) {
+      print(command_help(c->spec));
+      return exit_ok;
+    }
+    json = parsed.flag("json");
+    return c->run(parsed, json);
+  } catch (const usage_error& e) {
+    return usage_failure(name, e.what());
+  } catch (const error& e) {
+    return report_error(name, e, json);
+  } catch (const std::filesystem::filesystem_error& e) {
+    // std::filesystem failures (rm) carry errno; report them like the library's.
+    return report_error(name, error(errc::io_error, e.what()), json);
+  }
+}
+
+}  // namespace
+}  // namespace daxalloc::cli
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  const int status = daxalloc::cli::main_impl(std::move(args));
+  if (std::fflush(stdout) != 0) {  // a full disk or a closed pipe must not look like success
+    std::perror("daxalloc: writing the output");
+    return daxalloc::cli::exit_failed;
+  }
+  return status;
+}
