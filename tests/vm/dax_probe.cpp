@@ -1,7 +1,8 @@
 // Checks daxalloc's devdax and fsdax paths against a real kernel DAX device:
 // what list_devices() reports, how region::open maps the device or file, that
 // durability is by cache flush (not msync), that the kernel really gave a
-// MAP_SYNC mapping, growth, the error paths, and that data survives a reopen.
+// MAP_SYNC mapping, growth, the error paths, that data survives a reopen, and
+// (devdax) that a heap made on the device itself flushes caches, not msync.
 // The VM suite (tests/vm/run-vm.sh) runs it in a qemu guest on emulated pmem.
 //
 //   dax_probe devdax /dev/dax0.0       the device must have been made with --align=2M
@@ -27,6 +28,7 @@
 
 #include "daxalloc/devices.hpp"
 #include "daxalloc/error.hpp"
+#include "daxalloc/heap.hpp"
 #include "daxalloc/persist.hpp"
 #include "daxalloc/region.hpp"
 
@@ -230,6 +232,48 @@ void probe_devdax(checker& c, const std::string& path) {
     expect_record(c, r, r.size() - 4096, last, "the record at the device's end survived");
 }
 
+std::string counted(const daxalloc::persist_counters& counters) {
+  return std::to_string(counters.flushes) + " flushes, " + std::to_string(counters.fences) +
+         " fences, " + std::to_string(counters.msyncs) + " msyncs";
+}
+
+// A heap made on the device itself (it replaces what probe_devdax wrote):
+// durable allocate and deallocate cost one fence each and never an msync.
+void probe_devdax_heap(checker& c, const std::string& path) {
+  daxalloc::heap_options o;
+  o.size = 64 * MiB;
+  o.overwrite = true;
+  {
+    auto h = daxalloc::heap::create(path, o);
+    c.expect(h.media().kind() == region_kind::devdax, "the heap's media is the devdax device",
+             daxalloc::to_string(h.media().kind()));
+    c.expect(h.persist().mode() == persistence_mode::cache_flush,
+             "the heap's persistence is by cache flush", h.persist().name());
+    expect_map_sync(c, h.base(), "the heap");
+    h.deallocate(h.allocate(64));  // creates the size class's slab
+    daxalloc::reset_this_thread_persist_counters();
+    void* p = h.allocate(64);
+    auto counters = daxalloc::this_thread_persist_counters();
+    c.expect(p != nullptr && counters.fences == 1 && counters.msyncs == 0,
+             "a heap allocate of 64 bytes takes 1 fence, no msync", counted(counters));
+    daxalloc::reset_this_thread_persist_counters();
+    h.deallocate(p);
+    counters = daxalloc::this_thread_persist_counters();
+    c.expect(counters.fences == 1 && counters.msyncs == 0,
+             "a heap deallocate takes 1 fence, no msync", counted(counters));
+    const auto problems = h.check();
+    c.expect(problems.empty(), "the heap checks sound", problems.empty() ? "" : problems.front());
+  }
+  o.overwrite = false;
+  c.expect_error([&] { (void)daxalloc::heap::create(path, o); }, errc::already_exists,
+                 "creating a heap again without overwrite is errc::already_exists");
+  auto h = daxalloc::heap::open(path);
+  c.expect(h.stats().allocated_objects == 0 && !h.stats().unclean_shutdown,
+           "the heap reopens, cleanly closed and empty",
+           std::to_string(h.stats().allocated_objects) + " objects, unclean shutdown " +
+               std::to_string(h.stats().unclean_shutdown));
+}
+
 // The block device under the file system that holds `path`, as its kernel name (pmem0).
 std::string block_device_of(const std::string& path) {
   struct stat st {};
@@ -311,6 +355,7 @@ int main(int argc, char** argv) {
   try {
     if (mode == "devdax") {
       probe_devdax(c, path);
+      probe_devdax_heap(c, path);
     } else if (mode == "fsdax") {
       probe_fsdax(c, path);
     } else {

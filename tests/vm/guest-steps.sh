@@ -1,5 +1,6 @@
 #!/bin/sh
-# The VM suite's steps, run by /init in the guest (busybox sh). Each step
+# The VM suite's steps, run by /init in the guest (dash, with busybox's
+# applets and a few host programs). Each step
 # prints its command's output indented by "  | ", then exactly one line
 #   VMSTEP <name> PASS      or      VMSTEP <name> FAIL <reason>
 # run-vm.sh expects the steps listed in its expected_steps() and fails on a
@@ -9,18 +10,27 @@
 # Files the host put into the initramfs:
 #   /vm/modules           kernel modules to insmod, in order (paths)
 #   /vm/required-modules  names that must be in /sys/module afterwards
+#   /vm/devdax-tests      doctest binaries that also run in the devdax phase
+#   /vm/exclude/test_X    test cases test_X leaves out (a --test-case-exclude value)
 #   /opt/daxalloc/...     the project's programs, at their build-dir paths
 
 programs=/opt/daxalloc
 probe=$programs/tests/vm/dax_probe
 tour=$programs/examples/region_tour
+heap_tour=$programs/examples/heap_tour
 out=/tmp/vmstep-output
-step_timeout=120
+step_timeout=240  # test_heap with DAXALLOC_VM_SLOW=1 takes 100 s or more under TCG
 
-# Doctest binaries: test_region first, then any other tests/test_* copied in.
+# Doctest binaries: test_region first, then any other tests/test_* copied in;
+# all run on the fsdax mount, those listed in /vm/devdax-tests (the ones whose
+# files fit on /tmp, in guest RAM) in the devdax phase too.
 tests="test_region"
 for t in "$programs"/tests/test_*; do
   [ -f "$t" ] && [ "${t##*/}" != test_region ] && tests="$tests ${t##*/}"
+done
+devdax_tests=""
+for t in $tests; do
+  grep -qx "$t" /vm/devdax-tests 2>/dev/null && devdax_tests="$devdax_tests $t"
 done
 
 pass() { echo "VMSTEP $1 PASS"; }
@@ -31,25 +41,68 @@ fail() {
 }
 skip() { fail "$1" "skipped: $2"; }
 
-# run NAME COMMAND...: runs COMMAND with a time limit, shows its output, and
-# reports the step; the reason of a failure is the first line that says
-# FAIL or ERROR (dax_probe, doctest), else the last line of output.
+# run NAME COMMAND...: runs COMMAND with a time limit, shows its output and
+# how long it took, and reports the step; the reason of a failure is the first
+# line that says FAIL or ERROR (dax_probe, doctest), else the last line of
+# output. A step passes when COMMAND exits with 0 and its output has every
+# line in $want (newline-separated fixed strings; empty: nothing asked for).
+want=""
 run() {
   name=$1
   shift
+  started=$(date +%s)
   timeout "$step_timeout" "$@" >"$out" 2>&1 </dev/null
   rc=$?
   sed 's/^/  | /' "$out"
-  if [ $rc -eq 0 ]; then
+  echo "  ($name: $(($(date +%s) - started)) s)"
+  missing=""
+  if [ $rc -eq 0 ] && [ -n "$want" ]; then
+    missing=$(printf '%s\n' "$want" | while IFS= read -r line; do
+      [ -z "$line" ] || grep -qF -- "$line" "$out" || echo "$line"
+    done | head -n 1)
+  fi
+  want=""
+  if [ $rc -eq 0 ] && [ -z "$missing" ]; then
     pass "$name"
     return 0
+  fi
+  if [ $rc -eq 0 ]; then
+    fail "$name" "the output lacks \"$missing\""
+    return 1
   fi
   reason=$(grep -m 1 -E 'FAIL|ERROR|[Ee]rror' "$out")
   [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]*$' "$out" | tail -n 1)
   [ $rc -eq 143 ] && reason="killed after ${step_timeout}s; $reason"
-  fail "$name" "exit $rc: $(echo "$reason" | cut -c 1-200)"
+  fail "$name" "exit $rc: $(printf '%s\n' "$reason" | cut -c 1-200)"
   dmesg | tail -n 12 | sed 's/^/  dmesg: /'
   return 1
+}
+
+# run_test NAME DIR BINARY: a doctest binary with its files in DIR, leaving
+# out the cases /vm/exclude/BINARY names.
+run_test() {
+  if [ -s "/vm/exclude/$3" ]; then
+    run "$1" env DAXALLOC_TEST_DIR="$2" "$programs/tests/$3" \
+      --test-case-exclude="$(cat "/vm/exclude/$3")"
+  else
+    run "$1" env DAXALLOC_TEST_DIR="$2" "$programs/tests/$3"
+  fi
+}
+
+# heap_tours PHASE PATH [REOPEN_PATH]: heap_tour twice: the first run creates
+# the heap on PATH (and grows it online by 512 MiB, which needs a device or
+# file system of 1 GiB or more), the second reopens it (through REOPEN_PATH
+# if given) and finds the record the first run left.
+heap_tours() {
+  want="hot-added [512 MiB, 1 GiB)
+heap check: sound
+closed and reopened: 1 run(s) recorded"
+  run "$1-heap_tour-create" "$heap_tour" "$2"
+  want="opened ${3:-$2}
+hot-added [512 MiB, 1 GiB)
+heap check: sound
+closed and reopened: 2 run(s) recorded"
+  run "$1-heap_tour-reopen" "$heap_tour" "${3:-$2}"
 }
 
 # wait_for PATH: up to 10 s for a device node to appear.
@@ -89,7 +142,7 @@ find_pmem() {
     i=$((i + 1))
   done
   [ -e /dev/pmem0 ] || [ -e /dev/dax0.0 ] || {
-    echo "ERROR: no /dev/pmem0 or /dev/dax0.0 within 10 s (memmap=512M!1G or an NVDIMM needed)"
+    echo "ERROR: no /dev/pmem0 or /dev/dax0.0 within 10 s (memmap=3G!4G or an NVDIMM needed)"
     return 1
   }
   ndctl list -N
@@ -132,12 +185,19 @@ fi
 if [ $devdax_ok -eq 1 ]; then
   run devdax-probe "$probe" devdax /dev/dax0.0
   # No file system in devdax mode: this only shows the binaries run in the guest.
-  for t in $tests; do run "devdax-$t" env DAXALLOC_TEST_DIR=/tmp "$programs/tests/$t"; done
+  for t in $devdax_tests; do run_test "devdax-$t" /tmp "$t"; done
   run devdax-region_tour "$tour" /dev/dax0.0
+  # The heap on the device itself. heap_tour creates a new heap on any path
+  # that starts with /dev/dax (overwriting what is there), so the second run
+  # goes through a symbolic link to the device, which it opens.
+  ln -sf /dev/dax0.0 /tmp/heap-dax0.0
+  heap_tours devdax /dev/dax0.0 /tmp/heap-dax0.0
 else
   skip devdax-probe "no /dev/dax0.0"
-  for t in $tests; do skip "devdax-$t" "no /dev/dax0.0"; done
+  for t in $devdax_tests; do skip "devdax-$t" "no /dev/dax0.0"; done
   skip devdax-region_tour "no /dev/dax0.0"
+  skip devdax-heap_tour-create "no /dev/dax0.0"
+  skip devdax-heap_tour-reopen "no /dev/dax0.0"
 fi
 
 # --- fsdax -----------------------------------------------------------------
@@ -156,11 +216,15 @@ elif run fsdax-mount sh "$self" --do mount_dax; then
 fi
 if [ $fsdax_ok -eq 1 ]; then
   run fsdax-probe "$probe" fsdax /mnt/dax/probe
-  for t in $tests; do run "fsdax-$t" env DAXALLOC_TEST_DIR=/mnt/dax "$programs/tests/$t"; done
+  for t in $tests; do run_test "fsdax-$t" /mnt/dax "$t"; done
   run fsdax-region_tour "$tour" /mnt/dax/tour
+  rm -f /mnt/dax/heap
+  heap_tours fsdax /mnt/dax/heap
   umount /mnt/dax
 else
   skip fsdax-probe "no DAX file system on /mnt/dax"
   for t in $tests; do skip "fsdax-$t" "no DAX file system on /mnt/dax"; done
   skip fsdax-region_tour "no DAX file system on /mnt/dax"
+  skip fsdax-heap_tour-create "no DAX file system on /mnt/dax"
+  skip fsdax-heap_tour-reopen "no DAX file system on /mnt/dax"
 fi
