@@ -2,8 +2,10 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
+#include "daxalloc/allocator.hpp"
 #include "daxalloc/batch.hpp"
 #include "daxalloc/heap.hpp"
 #include "daxalloc/pptr.hpp"
@@ -216,4 +218,57 @@ TEST_CASE(
     b.publish();
   }
   CHECK(h.check().empty());
+}
+
+TEST_CASE("named objects: construct, find, find_or_construct, destroy, iterate, reopen") {
+  struct point {
+    int x, y;
+    point(int a, int b) : x(a), y(b) {}
+  };
+  test::temp_file f;
+  {
+    auto h = make_heap(f);
+    point* p = h.construct<point>("origin")(1, 2);
+    CHECK(p->x == 1);
+    CHECK_ERRC(h.construct<point>("origin")(3, 4), errc::already_exists);
+    CHECK(h.find_or_construct<point>("origin")(5, 6) == p);
+    auto* many = h.construct<std::uint64_t>("counters", 10)(7u);
+    CHECK(many[9] == 7);
+    auto [q, n] = h.find<std::uint64_t>("counters");
+    CHECK(q == many);
+    CHECK(n == 10);
+    CHECK(h.find<point>("nobody").first == nullptr);
+    CHECK_ERRC(h.find<int>("origin"), errc::invalid_argument);  // a type mismatch
+    CHECK_ERRC(h.construct<point>("")(0, 0), errc::invalid_argument);
+    for (int i = 0; i < 40; ++i)
+      (void)h.construct<int>("n" + std::to_string(i))(i);  // grows the index
+    CHECK(h.named_objects().size() == 42);
+    CHECK(h.check().empty());
+  }
+  auto h = heap::open(f.path());
+  CHECK(h.find<point>("origin").first->y == 2);
+  CHECK(*h.find<int>("n39").first == 39);
+  const auto allocated = h.stats().allocated_objects;
+  CHECK_ERRC(h.destroy<int>("origin"), errc::invalid_argument);
+  CHECK(h.destroy<point>("origin"));
+  CHECK_FALSE(h.destroy<point>("origin"));
+  CHECK(h.find<point>("origin").first == nullptr);
+  CHECK(h.stats().allocated_objects == allocated - 2);  // the object and its name
+  (void)h.construct<point>("origin")(8, 9);             // the freed entry is reused
+  CHECK(h.named_objects().size() == 42);
+  CHECK(h.check().empty());
+}
+
+TEST_CASE("daxalloc::allocator: rebinding, equality, a heap that is not open") {
+  test::temp_file f;
+  auto h = make_heap(f);
+  daxalloc::allocator<int> a(h);
+  daxalloc::allocator<double> b(a);
+  CHECK(a == b);
+  auto p = a.allocate(100);
+  CHECK(h.usable_size(p.get()) >= 400);
+  a.deallocate(p, 100);
+  CHECK_ERRC(a.allocate(std::numeric_limits<std::size_t>::max() / 2), errc::too_large);
+  h.close();
+  CHECK_ERRC(a.allocate(1), errc::invalid_argument);
 }

@@ -21,9 +21,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <new>
 #include <string>
+#include <string_view>
+#include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "daxalloc/error.hpp"
@@ -118,6 +122,60 @@ class heap {
   template <class T>
   void free_clear(pptr<T>& dest);
 
+  // Named objects, as in Boost.Interprocess: construct<T>("name")(args...)
+  // creates the object (or `count` of them), its name and its index entry in
+  // one published batch: after a crash it exists completely or not at all.
+  // errc::already_exists if the name is taken (find_or_construct returns the
+  // existing one); find and destroy check the type (errc::invalid_argument on
+  // a mismatch). Lookups scan the index: O(number of names).
+  template <class T>
+  [[nodiscard]] auto construct(std::string_view name, std::size_t count = 1) {
+    return named_proxy<T>{this, name, count, false};
+  }
+  template <class T>
+  [[nodiscard]] auto find_or_construct(std::string_view name, std::size_t count = 1) {
+    return named_proxy<T>{this, name, count, true};
+  }
+  template <class T>
+  [[nodiscard]] std::pair<T*, std::size_t> find(std::string_view name) const {
+    auto [p, n] = named_find(name, type_tag<T>());
+    return {static_cast<T*>(p), n};
+  }
+  // Runs the destructors, then frees the objects and the name atomically.
+  template <class T>
+  bool destroy(std::string_view name) {
+    return named_destroy(name, type_tag<T>(), [](void* p, std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) static_cast<T*>(p)[i].~T();
+    });
+  }
+  struct named_object {
+    std::string name;
+    void* object;
+    std::size_t count;
+  };
+  [[nodiscard]] std::vector<named_object> named_objects() const;
+
+  template <class T>
+  struct named_proxy {
+    heap* owner;
+    std::string_view name;
+    std::size_t count;
+    bool find_existing;
+    template <class... Args>
+    T* operator()(Args&&... args) const {
+      return static_cast<T*>(
+          owner->named_create(name, type_tag<T>(), sizeof(T), count, find_existing, [&](void* p) {
+            std::size_t built = 0;
+            try {
+              for (; built < count; ++built) ::new (static_cast<T*>(p) + built) T(args...);
+            } catch (...) {
+              while (built) static_cast<T*>(p)[--built].~T();
+              throw;
+            }
+          }));
+    }
+  };
+
   // The root object: created zero-filled on first use, found again after
   // reopen. errc::invalid_argument when the stored root has another size.
   [[nodiscard]] void* root(std::size_t size);
@@ -144,11 +202,27 @@ class heap {
   [[nodiscard]] const persistence& persist() const noexcept;
   [[nodiscard]] const region& media() const noexcept;
   [[nodiscard]] detail::heap_impl& internals() noexcept { return *impl_; }
+  // Tests: a handle around a heap opened through the internal interface.
+  [[nodiscard]] static heap wrap(std::unique_ptr<detail::heap_impl> impl);
   [[nodiscard]] const detail::heap_impl& internals() const noexcept { return *impl_; }
 
  private:
   friend class batch;
   explicit heap(std::unique_ptr<detail::heap_impl> impl);
+  template <class T>
+  static std::uint64_t type_tag() noexcept {
+    // Same type, same ABI, same tag; sizeof guards against layout changes.
+    std::uint64_t h = 1469598103934665603ull ^ sizeof(T);
+    for (const char* c = typeid(T).name(); *c; ++c)
+      h = (h ^ static_cast<unsigned char>(*c)) * 1099511628211ull;
+    return h;
+  }
+  void* named_create(std::string_view name, std::uint64_t type, std::size_t size, std::size_t count,
+                     bool find_existing, const std::function<void(void*)>& init);
+  [[nodiscard]] std::pair<void*, std::size_t> named_find(std::string_view name,
+                                                         std::uint64_t type) const;
+  bool named_destroy(std::string_view name, std::uint64_t type,
+                     const std::function<void(void*, std::size_t)>& fini);
   std::unique_ptr<detail::heap_impl> impl_;
 };
 

@@ -275,7 +275,8 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           }
         for (std::uint64_t pfn = std::max(first, covered_until); pfn < first + pageblock_pages;) {
           const sparse::page_descriptor& d = *model_.pfn_to_page(pfn);
-          const std::string where = "page at " + hex(pfn << sparse::page_shift) + ": ";
+          // Built only for a problem: open scans every page of the heap.
+          const auto where = [pfn] { return "page at " + hex(pfn << sparse::page_shift) + ": "; };
           if (d.state() == page_state::free) {
             if (!free_runs.empty() && free_runs.back().first + free_runs.back().second == pfn)
               ++free_runs.back().second;
@@ -288,25 +289,25 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           std::uint64_t length = d.length();
           bool ok = d.state() == page_state::extent || d.state() == page_state::slab;
           if (!ok)
-            problems.push_back(where + "unexpected state " +
+            problems.push_back(where() + "unexpected state " +
                                std::to_string(static_cast<int>(d.state())));
           if (ok && d.state() == page_state::slab) {
             const unsigned cls = d.sub();
             ok = cls < nr_size_classes &&
                  length == (std::uint64_t{1} << size_classes[cls].slab_order) && pfn % length == 0;
             if (!ok)
-              problems.push_back(where + "slab descriptor with class " + std::to_string(cls) +
+              problems.push_back(where() + "slab descriptor with class " + std::to_string(cls) +
                                  " and length " + std::to_string(length) + " is inconsistent");
           }
           if (ok && (length == 0 || length > geo.max_range >> sparse::page_shift)) {
-            problems.push_back(where + "extent length " + std::to_string(length) +
+            problems.push_back(where() + "extent length " + std::to_string(length) +
                                " is impossible");
             ok = false;
           }
           for (std::uint64_t at = pfn; ok && at < pfn + length;
                at = (at / pageblock_pages + 1) * pageblock_pages)
             if (!usable(at)) {
-              problems.push_back(where + "extent of " + std::to_string(length) +
+              problems.push_back(where() + "extent of " + std::to_string(length) +
                                  " pages runs into absent or metadata memory at " +
                                  hex(at << sparse::page_shift));
               ok = false;

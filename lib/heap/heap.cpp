@@ -3,6 +3,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "daxalloc/allocator.hpp"
 #include "heap/heap_impl.hpp"
 
 namespace daxalloc {
@@ -466,11 +467,37 @@ std::vector<std::string> heap_impl::check() const {
   return problems;
 }
 
+// ---- the heap a container's allocator names ----
+
+namespace {
+heap_impl& heap_at(const void* base) {
+  {
+    std::lock_guard lock(live_mutex);
+    for (const auto& [id, h] : live_heaps)
+      if (h->model().base() == base) return *h;
+  }
+  throw error(errc::invalid_argument,
+              "allocator: no open heap is mapped at this container's heap address");
+}
+}  // namespace
+
+void* allocate_in(const void* base, std::size_t bytes) {
+  if (void* p = heap_at(base).allocate(bytes)) return p;
+  throw error(errc::out_of_space, "allocator: no room for " + std::to_string(bytes) + " bytes");
+}
+
+void deallocate_in(const void* base, void* p) {
+  heap_at(base).deallocate(p);
+}
+
 }  // namespace detail
 
 // ---- the public handle ----
 
 heap::heap(std::unique_ptr<detail::heap_impl> impl) : impl_(std::move(impl)) {}
+heap heap::wrap(std::unique_ptr<detail::heap_impl> impl) {
+  return heap(std::move(impl));
+}
 heap::heap(heap&& other) noexcept = default;
 heap& heap::operator=(heap&& other) noexcept = default;
 heap::~heap() = default;

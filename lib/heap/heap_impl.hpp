@@ -49,6 +49,7 @@ class heap_impl {
   [[nodiscard]] sparse::memory_model& model() noexcept { return *model_; }
   [[nodiscard]] const sparse::memory_model& model() const noexcept { return *model_; }
   [[nodiscard]] bool unclean_shutdown() const noexcept { return unclean_; }
+  [[nodiscard]] std::mutex& names_mutex() const noexcept { return names_mutex_; }
 
   // Called from a thread's exit: its cached objects go back to the slabs.
   void release_cache(thread_cache* cache) noexcept;
@@ -76,7 +77,8 @@ class heap_impl {
   void release_lane(unsigned i) noexcept;
   void apply(const sparse::log_entry& e) const noexcept;
   [[nodiscard]] std::uint64_t lane_checksum(const sparse::lane_header& h) const noexcept;
-  [[nodiscard]] bool heap_word(const void* p) const noexcept;  // 8-aligned, in the heap's memory
+  // An 8-aligned word in the heap's memory, or the name-table slot.
+  [[nodiscard]] bool heap_word(const void* p) const noexcept;
 
   std::unique_ptr<sparse::memory_model> model_;
   alloc::page_allocator pages_;
@@ -84,6 +86,7 @@ class heap_impl {
   std::uint64_t id_;
   bool unclean_ = false;
   std::mutex root_mutex_;
+  mutable std::mutex names_mutex_;
   std::atomic<std::uint64_t> busy_lanes_{0};
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;

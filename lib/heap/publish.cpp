@@ -53,6 +53,7 @@ std::uint64_t heap_impl::lane_checksum(const sparse::lane_header& h) const noexc
 
 bool heap_impl::heap_word(const void* p) const noexcept {
   const auto* at = static_cast<const std::byte*>(p);
+  if (at == model_->base() + sparse::names_slot_offset) return true;
   return model_->media().contains(at, 8) && reinterpret_cast<std::uintptr_t>(at) % 8 == 0 &&
          static_cast<std::uint64_t>(at - model_->base()) >= model_->geo().head_size();
 }

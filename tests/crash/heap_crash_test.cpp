@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "crash/crash_sim.hpp"
+#include "daxalloc/heap.hpp"
 #include "heap/heap_impl.hpp"
 #include "test_util.hpp"
 
@@ -78,6 +79,8 @@ struct scenario {
   std::function<void(heap_impl&, std::vector<std::uint64_t>&)>
       setup;  // not simulated; may keep offsets
   std::function<void(heap_impl&, const std::vector<std::uint64_t>&)> op;
+  std::function<void(daxalloc::heap&)> public_op = nullptr;     // instead of op
+  std::function<void(daxalloc::heap&)> public_setup = nullptr;  // after setup
 };
 
 void run(const scenario& s, std::mt19937_64& rng) {
@@ -91,6 +94,7 @@ void run(const scenario& s, std::mt19937_64& rng) {
     o.mode = daxalloc::persistence_mode::none;
     auto h = daxalloc::heap::create(work.path(), o);
     if (s.setup) s.setup(h.internals(), kept);
+    if (s.public_setup) s.public_setup(h);
   }
   const std::string before = state_of_image(work.path());
   std::vector<crash::crash_point> points;
@@ -98,8 +102,11 @@ void run(const scenario& s, std::mt19937_64& rng) {
   {
     auto r = open_region(work.path());
     crash::simulator sim(r, watched);
-    auto h = heap_impl::open(std::move(r), {});
-    s.op(*h, kept);
+    auto h = daxalloc::heap::wrap(heap_impl::open(std::move(r), {}));
+    if (s.public_op)
+      s.public_op(h);
+    else
+      s.op(h.internals(), kept);
     problems = sim.finish();
     points = sim.points();
   }
@@ -224,6 +231,18 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
                     {word(h, kept[0]) + 1, offset(h, b.ptr)},
                     {word(h, kept[0]) + 2, 99}},
                    {h.model().base() + kept[1], h.model().base() + kept[2]});
+       }},
+      {"named object: construct", nullptr, nullptr,
+       [](daxalloc::heap& h) { (void)h.construct<std::uint64_t>("answer", 3)(42u); }},
+      {"named object: construct that grows the index", nullptr, nullptr,
+       [](daxalloc::heap& h) { (void)h.construct<int>("n16")(16); },
+       [](daxalloc::heap& h) {
+         for (int i = 0; i < 16; ++i) (void)h.construct<int>("n" + std::to_string(i))(i);
+       }},
+      {"named object: destroy", nullptr, nullptr,
+       [](daxalloc::heap& h) { (void)h.destroy<int>("n3"); },
+       [](daxalloc::heap& h) {
+         for (int i = 0; i < 5; ++i) (void)h.construct<int>("n" + std::to_string(i))(i);
        }},
       {"root: created small", nullptr, [](heap_impl& h, const auto&) { (void)h.root(100); }},
       {"root: created as an extent", nullptr,

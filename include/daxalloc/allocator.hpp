@@ -1,0 +1,82 @@
+// daxalloc::allocator<T>: a C++ Allocator whose pointers are
+// boost::interprocess::offset_ptr, so that boost::container and
+// Boost.Interprocess containers can live in a heap and be found again after
+// a restart, in this process or another, wherever the heap is mapped.
+//
+//   using alloc_t = daxalloc::allocator<int>;
+//   using vec_t = boost::container::vector<int, alloc_t>;
+//   auto* v = new (h.allocate(sizeof(vec_t))) vec_t(alloc_t(h));
+//
+// The allocator keeps an offset pointer to its heap's base; the heap must be
+// open in this process when a container allocates (errc::invalid_argument
+// otherwise). Each allocation and deallocation is a durable heap::allocate /
+// heap::deallocate (1 fence). What is NOT crash-consistent: the container's
+// own updates of its size, capacity and links, which are plain stores. After
+// a crash a container may be torn, and memory it had just allocated may leak.
+// To change a container crash-consistently, build the new version and
+// publish a pointer to it (batch::set / pptr), freeing the old one in the
+// same batch.
+#pragma once
+
+#include <boost/interprocess/offset_ptr.hpp>
+#include <cstddef>
+#include <limits>
+#include <type_traits>
+
+#include "daxalloc/error.hpp"
+#include "daxalloc/heap.hpp"
+
+namespace daxalloc {
+
+namespace detail {
+// The open heap mapped at `base` (errc::invalid_argument if none).
+[[nodiscard]] void* allocate_in(const void* base, std::size_t bytes);
+void deallocate_in(const void* base, void* p);
+}  // namespace detail
+
+template <class T>
+class allocator {
+ public:
+  using value_type = T;
+  using pointer = boost::interprocess::offset_ptr<T>;
+  using const_pointer = boost::interprocess::offset_ptr<const T>;
+  using void_pointer = boost::interprocess::offset_ptr<void>;
+  using const_void_pointer = boost::interprocess::offset_ptr<const void>;
+  using size_type = std::size_t;
+  using difference_type = std::ptrdiff_t;
+  using propagate_on_container_copy_assignment = std::true_type;
+  using propagate_on_container_move_assignment = std::true_type;
+  using propagate_on_container_swap = std::true_type;
+  using is_always_equal = std::false_type;
+  template <class U>
+  struct rebind {
+    using other = allocator<U>;
+  };
+
+  explicit allocator(const heap& h) noexcept : base_(h.base()) {}
+  template <class U>
+  allocator(const allocator<U>& other) noexcept : base_(other.base()) {}  // NOLINT: rebinding
+  allocator(const allocator& other) noexcept : base_(other.base()) {}
+  allocator& operator=(const allocator& other) noexcept {
+    base_ = other.base();
+    return *this;
+  }
+
+  [[nodiscard]] pointer allocate(size_type n) {
+    if (n > std::numeric_limits<size_type>::max() / sizeof(T))
+      throw error(errc::too_large, "allocator: " + std::to_string(n) + " elements overflow");
+    return pointer(static_cast<T*>(detail::allocate_in(base(), n * sizeof(T))));
+  }
+  void deallocate(pointer p, size_type) { detail::deallocate_in(base(), p.get()); }
+
+  [[nodiscard]] void* base() const noexcept { return base_.get(); }
+  template <class U>
+  friend bool operator==(const allocator& a, const allocator<U>& b) noexcept {
+    return a.base() == b.base();
+  }
+
+ private:
+  boost::interprocess::offset_ptr<void> base_;
+};
+
+}  // namespace daxalloc

@@ -1,0 +1,128 @@
+// Named objects: an index of (name, object, count, type) entries in a table
+// allocated in the heap, found through the name-table slot in the head.
+// Every change (create, destroy, growing the table) is one published batch.
+#include <cstring>
+
+#include "daxalloc/batch.hpp"
+#include "heap/heap_impl.hpp"
+
+namespace daxalloc {
+namespace {
+
+struct name_entry {
+  std::uint64_t name;    // offset of the NUL-terminated name; 0: free entry
+  std::uint64_t object;  // offset of the first object
+  std::uint64_t count;
+  std::uint64_t type;  // heap::type_tag<T>()
+};
+struct name_table {
+  std::uint64_t capacity;
+  std::uint64_t reserved;
+  name_entry entries[1];  // capacity of them
+};
+constexpr std::size_t table_bytes(std::uint64_t capacity) {
+  return 16 + capacity * sizeof(name_entry);
+}
+
+}  // namespace
+
+namespace {
+name_table* table_of(const heap& h) {
+  const auto offset = *reinterpret_cast<const std::uint64_t*>(h.base() + sparse::names_slot_offset);
+  return offset ? static_cast<name_table*>(h.at(offset)) : nullptr;
+}
+name_entry* lookup(const heap& h, name_table* t, std::string_view name) {
+  if (!t) return nullptr;
+  for (std::uint64_t i = 0; i < t->capacity; ++i) {
+    name_entry& e = t->entries[i];
+    if (e.name && std::string_view(static_cast<const char*>(h.at(e.name))) == name) return &e;
+  }
+  return nullptr;
+}
+[[noreturn]] void type_mismatch(std::string_view name) {
+  throw error(errc::invalid_argument, "named object '" + std::string(name) + "' has another type");
+}
+}  // namespace
+
+void* heap::named_create(std::string_view name, std::uint64_t type, std::size_t size,
+                         std::size_t count, bool find_existing,
+                         const std::function<void(void*)>& init) {
+  if (name.empty() || name.find('\0') != std::string_view::npos)
+    throw error(errc::invalid_argument, "named object: a name must be non-empty text without NUL");
+  if (count == 0 || size > std::numeric_limits<std::size_t>::max() / count)
+    throw error(errc::invalid_argument, "named object '" + std::string(name) + "': bad count");
+  std::lock_guard lock(impl_->names_mutex());
+  name_table* t = table_of(*this);
+  if (name_entry* e = lookup(*this, t, name)) {
+    if (!find_existing)
+      throw error(errc::already_exists, "named object '" + std::string(name) + "' exists already");
+    if (e->type != type) type_mismatch(name);
+    return at(e->object);
+  }
+  batch b(*this);
+  void* object = b.reserve(size * count);
+  init(object);
+  auto* stored = static_cast<char*>(b.reserve(name.size() + 1));
+  std::memcpy(stored, name.data(), name.size());
+  stored[name.size()] = '\0';
+  const name_entry fresh{offset_of(stored), offset_of(object), count, type};
+  name_entry* slot = nullptr;
+  for (std::uint64_t i = 0; t && i < t->capacity && !slot; ++i)
+    if (t->entries[i].name == 0) slot = &t->entries[i];
+  if (slot) {
+    b.set(&slot->object, fresh.object);
+    b.set(&slot->count, fresh.count);
+    b.set(&slot->type, fresh.type);
+    b.set(&slot->name, fresh.name);
+  } else {  // a bigger table, written in place, replaces the old one
+    const std::uint64_t capacity = t ? t->capacity * 2 : 16;
+    auto* grown = static_cast<name_table*>(b.reserve(table_bytes(capacity)));
+    std::memset(grown, 0, table_bytes(capacity));
+    grown->capacity = capacity;
+    if (t) std::memcpy(grown->entries, t->entries, t->capacity * sizeof(name_entry));
+    grown->entries[t ? t->capacity : 0] = fresh;
+    b.set(reinterpret_cast<std::uint64_t*>(base() + sparse::names_slot_offset), offset_of(grown));
+    if (t) b.defer_free(t);
+  }
+  b.publish();
+  return object;
+}
+
+std::pair<void*, std::size_t> heap::named_find(std::string_view name, std::uint64_t type) const {
+  std::lock_guard lock(impl_->names_mutex());
+  const name_entry* e = lookup(*this, table_of(*this), name);
+  if (!e) return {nullptr, 0};
+  if (e->type != type) type_mismatch(name);
+  return {at(e->object), e->count};
+}
+
+bool heap::named_destroy(std::string_view name, std::uint64_t type,
+                         const std::function<void(void*, std::size_t)>& fini) {
+  std::lock_guard lock(impl_->names_mutex());
+  name_entry* e = lookup(*this, table_of(*this), name);
+  if (!e) return false;
+  if (e->type != type) type_mismatch(name);
+  fini(at(e->object), e->count);
+  batch b(*this);
+  b.defer_free(at(e->object));
+  b.defer_free(at(e->name));
+  b.set(&e->name, 0);
+  b.set(&e->object, 0);
+  b.set(&e->count, 0);
+  b.set(&e->type, 0);
+  b.publish();
+  return true;
+}
+
+std::vector<heap::named_object> heap::named_objects() const {
+  std::lock_guard lock(impl_->names_mutex());
+  std::vector<named_object> out;
+  if (const name_table* t = table_of(*this))
+    for (std::uint64_t i = 0; i < t->capacity; ++i)
+      if (t->entries[i].name)
+        out.push_back({static_cast<const char*>(at(t->entries[i].name)), at(t->entries[i].object),
+                       t->entries[i].count});
+  return out;
+}
+
+}  // namespace daxalloc
