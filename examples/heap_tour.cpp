@@ -36,9 +36,18 @@ const char* migratetype_name(unsigned t) {
 
 int main(int argc, char** argv) try {
   const std::string path = argc > 1 ? argv[1] : "/dev/shm/daxalloc-demo";
-  const bool fresh = !std::filesystem::exists(path) || path.rfind("/dev/dax", 0) == 0;
+  // Reopen what is there; create when there is no heap yet (a devdax device
+  // always exists: it gets a heap when it holds none).
+  bool fresh = !std::filesystem::exists(path);
   daxalloc::heap h = [&] {
-    if (!fresh) return daxalloc::heap::open(path);
+    if (!fresh) {
+      try {
+        return daxalloc::heap::open(path);
+      } catch (const daxalloc::error& e) {
+        if (path.rfind("/dev/dax", 0) != 0 || e.code_value() != daxalloc::errc::corrupt) throw;
+        fresh = true;  // not a heap yet
+      }
+    }
     daxalloc::heap_options o;
     o.size = 256 * MiB;
     o.max_size = 4096 * MiB;

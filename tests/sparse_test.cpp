@@ -225,8 +225,9 @@ TEST_CASE("hot-remove follows the kernel's rules") {
   m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB);
   CHECK_FALSE(m->pfn_valid((1 * GiB + 20 * MiB) >> 12));
   CHECK(m->get_pageblock_migratetype((1 * GiB + 20 * MiB) >> 12) ==
-        migratetype::unmovable);                         // zeroed
-  CHECK(allocated_bytes(f.path()) == before - 2 * MiB);  // hole punched
+        migratetype::unmovable);  // zeroed
+  // The hole is punched (a file system may keep a block of extent metadata).
+  CHECK(allocated_bytes(f.path()) <= before - 2 * MiB + 64 * 1024);
   require_sound(*m);
   CHECK_ERRC(m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB), errc::not_present);
   m->hot_add(1 * GiB + 20 * MiB, 2 * MiB);  // and back
@@ -377,7 +378,7 @@ TEST_CASE("every section size from 27 to 30 bits works end to end") {
 }
 
 TEST_CASE("a 1 TiB address range costs what is present, not what is reserved") {
-  // Few GiB present in a sparse file whose range is 1 TiB (and, to compare, 16 TiB).
+  // Few GiB present in a sparse file whose range is 1 TiB (and, to compare, 8 TiB).
   struct result {
     double create_ms, open_ms;
     std::uint64_t metadata_written, file_bytes;
@@ -409,7 +410,7 @@ TEST_CASE("a 1 TiB address range costs what is present, not what is reserved") {
     return r;
   };
   const result small = run(1 * TiB);
-  const result large = run(16 * TiB);
+  const result large = run(8 * TiB);  // ext4's file size limit is 16 TiB
   CHECK(small.file_bytes <= 2 * GiB + 4 * MiB);
   CHECK(large.file_bytes <= 2 * GiB + 8 * MiB);
   // 16x the range writes at most the extra directory and root-page reservations' touched part.
