@@ -313,7 +313,9 @@ TEST_CASE("model-based random test: allocate, free, reserve, cancel, reopen, hot
 
 TEST_CASE("first throughput figures next to glibc malloc (not a benchmark)") {
   test::temp_file f;
-  auto h = heap::create(f.path(), sized(256 * MiB));
+  auto o = sized(256 * MiB);
+  o.mode = daxalloc::persistence_mode::cache_flush;  // CLWB + SFENCE, as on DAX
+  auto h = heap::create(f.path(), o);
   constexpr int n = 200000;
   std::vector<void*> ptrs(1000);
   const auto time = [&](auto&& body) {
