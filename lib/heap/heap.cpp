@@ -345,11 +345,7 @@ void heap_impl::hot_add(std::uint64_t offset, std::uint64_t length) {
 }
 
 void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
-  const std::string what = model_->media().path().string() + ": hot-remove [" +
-                           std::to_string(offset) + ", +" + std::to_string(length) + "): ";
-  if (length == 0) throw error(errc::invalid_argument, what + "empty span");
-  if (offset % sparse::subsection_size || length % sparse::subsection_size)
-    throw error(errc::misaligned, what + "start and size must be multiples of 2 MiB (EINVAL)");
+  const std::string what = model_->check_pfn_span("hot-remove", offset, length);
   for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size)
     if (!model_->subsection_present(at))
       throw error(errc::not_present, what + "not all of it is present");

@@ -395,13 +395,20 @@ void memory_model::init_volatile() {
 
 // ---- hotplug ----
 
-void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
-  std::lock_guard lock(hotplug_mutex_);
-  const std::uint64_t end = start + length;
-  const std::string what = region_.path().string() + ": hot-add " + span_text(start, end) + ": ";
+std::string memory_model::check_pfn_span(const char* operation, std::uint64_t start,
+                                         std::uint64_t length) const {
+  std::string what =
+      region_.path().string() + ": " + operation + " " + span_text(start, start + length) + ": ";
   if (length == 0) throw error(errc::invalid_argument, what + "empty span");
   if (start % subsection_size || length % subsection_size)
     throw error(errc::misaligned, what + "start and size must be multiples of 2 MiB (EINVAL)");
+  return what;
+}
+
+void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
+  std::lock_guard lock(hotplug_mutex_);
+  const std::uint64_t end = start + length;
+  const std::string what = check_pfn_span("hot-add", start, length);
   if (end < start || end > geo_.max_range)
     throw error(errc::too_large,
                 what + "beyond the heap's address range of " + hex(geo_.max_range));
@@ -477,10 +484,7 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
 void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
   std::lock_guard lock(hotplug_mutex_);
   const std::uint64_t end = start + length;
-  const std::string what = region_.path().string() + ": hot-remove " + span_text(start, end) + ": ";
-  if (length == 0) throw error(errc::invalid_argument, what + "empty span");
-  if (start % subsection_size || length % subsection_size)
-    throw error(errc::misaligned, what + "start and size must be multiples of 2 MiB (EINVAL)");
+  const std::string what = check_pfn_span("hot-remove", start, length);
   if (end < start || end > geo_.max_range)
     throw error(errc::not_present, what + "beyond the heap's address range");
   if (start < geo_.head_size())

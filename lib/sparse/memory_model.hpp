@@ -119,6 +119,11 @@ class memory_model {
   // with the kernel's rules (docs/kernel-model.md). Serialised with each other.
   void hot_add(std::uint64_t start, std::uint64_t length);
   void hot_remove(std::uint64_t start, std::uint64_t length);
+  // The kernel's check_pfn_span: a non-empty span of whole 2 MiB subsections
+  // (errc::invalid_argument, errc::misaligned). Returns the prefix of the
+  // operation's error messages.
+  [[nodiscard]] std::string check_pfn_span(const char* operation, std::uint64_t start,
+                                           std::uint64_t length) const;
 
   // Every invariant of the superblock, directory, section records, memmap
   // placement and pageblock flags; one line per violation, empty when sound.
