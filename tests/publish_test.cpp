@@ -272,3 +272,23 @@ TEST_CASE("daxalloc::allocator: rebinding, equality, a heap that is not open") {
   h.close();
   CHECK_ERRC(a.allocate(1), errc::invalid_argument);
 }
+
+TEST_CASE("the root cannot be freed, metadata cannot be a batch target, a closed handle is refused") {
+  test::temp_file f;
+  auto h = make_heap(f);
+  auto* root = h.root<list_root>();
+  CHECK_ERRC(h.deallocate(root), errc::invalid_argument);
+  {
+    batch b(h);
+    b.defer_free(root);
+    CHECK_ERRC(b.publish(), errc::invalid_argument);
+  }
+  {
+    batch b(h);  // a word of the memmap block (the second 2 MiB of the heap)
+    b.set(reinterpret_cast<std::uint64_t*>(h.base() + (2 << 20) + 4096), 1);
+    CHECK_ERRC(b.publish(), errc::invalid_argument);
+  }
+  h.close();
+  CHECK_ERRC(h.allocate(8), errc::invalid_argument);
+  CHECK(h.allocate(8, std::nothrow) == nullptr);
+}

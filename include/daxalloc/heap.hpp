@@ -209,6 +209,7 @@ class heap {
  private:
   friend class batch;
   explicit heap(std::unique_ptr<detail::heap_impl> impl);
+  [[nodiscard]] detail::heap_impl& live() const;  // errc::invalid_argument once closed
   template <class T>
   static std::uint64_t type_tag() noexcept {
     // Same type, same ABI, same tag; sizeof guards against layout changes.

@@ -114,6 +114,11 @@ heap_impl::~heap_impl() {
   }
 }
 
+bool heap_impl::is_root(const void* p) const noexcept {
+  const sparse::root_slot* s = slot();
+  return s->offset && p == model_->base() + s->offset;
+}
+
 sparse::root_slot* heap_impl::slot() const noexcept {
   return reinterpret_cast<sparse::root_slot*>(model_->base() + sparse::root_slot_offset);
 }
@@ -201,6 +206,8 @@ void* heap_impl::allocate(std::size_t size) noexcept {
 
 void heap_impl::deallocate(void* object) {
   if (object == nullptr) return;
+  if (is_root(object))
+    throw error(errc::invalid_argument, "deallocate: the root object cannot be freed");
   const persistence& p = model_->media().persist();
   if (const auto at = small_.locate(object)) {
     if (!small_.mark_free(*at))
@@ -508,42 +515,47 @@ heap heap::open(const std::filesystem::path& path, const heap_open_options& opti
   return heap(detail::heap_impl::open(path, options));
 }
 
+detail::heap_impl& heap::live() const {
+  if (!impl_) throw error(errc::invalid_argument, "heap: the handle is closed (or was moved from)");
+  return *impl_;
+}
+
 void* heap::allocate(std::size_t size) {
-  if (void* p = impl_->allocate(size)) return p;
+  if (void* p = live().allocate(size)) return p;
   throw error(errc::out_of_space, "allocate: no room for " + std::to_string(size) + " bytes");
 }
 void* heap::allocate(std::size_t size, std::nothrow_t) noexcept {
-  return impl_->allocate(size);
+  return impl_ ? impl_->allocate(size) : nullptr;
 }
 void heap::deallocate(void* p) {
-  impl_->deallocate(p);
+  live().deallocate(p);
 }
 reservation heap::reserve(std::size_t size, std::nothrow_t) noexcept {
-  return impl_->reserve(size);
+  return impl_ ? impl_->reserve(size) : reservation{};
 }
 reservation heap::reserve(std::size_t size) {
-  reservation r = impl_->reserve(size);
+  reservation r = live().reserve(size);
   if (!r)
     throw error(errc::out_of_space, "reserve: no room for " + std::to_string(size) + " bytes");
   return r;
 }
 void heap::cancel(reservation& r) noexcept {
-  impl_->cancel(r);
+  if (impl_) impl_->cancel(r);
 }
 void* heap::root(std::size_t size) {
-  return impl_->root(size);
+  return live().root(size);
 }
 void heap::hot_add(std::uint64_t offset, std::uint64_t length) {
-  impl_->hot_add(offset, length);
+  live().hot_add(offset, length);
 }
 void heap::hot_remove(std::uint64_t offset, std::uint64_t length) {
-  impl_->hot_remove(offset, length);
+  live().hot_remove(offset, length);
 }
 heap_stats heap::stats() const {
-  return impl_->stats();
+  return live().stats();
 }
 std::vector<std::string> heap::check() const {
-  return impl_->check();
+  return live().check();
 }
 std::byte* heap::base() const noexcept {
   return impl_->model().base();
@@ -558,7 +570,7 @@ void* heap::at(std::uint64_t offset) const noexcept {
   return base() + offset;
 }
 std::size_t heap::usable_size(const void* p) const {
-  return impl_->usable_size(p);
+  return live().usable_size(p);
 }
 const persistence& heap::persist() const noexcept {
   return impl_->model().media().persist();

@@ -42,6 +42,7 @@ class heap_impl {
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] std::vector<std::string> check() const;
   [[nodiscard]] std::size_t usable_size(const void* p) const;
+  [[nodiscard]] bool is_root(const void* p) const noexcept;
   // Every durable allocation (offset, bytes) as the media records it, in
   // address order: extents, and slab objects whose bit is set.
   [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> allocations() const;
@@ -77,8 +78,10 @@ class heap_impl {
   void release_lane(unsigned i) noexcept;
   void apply(const sparse::log_entry& e) const noexcept;
   [[nodiscard]] std::uint64_t lane_checksum(const sparse::lane_header& h) const noexcept;
-  // An 8-aligned word in the heap's memory, or the name-table slot.
+  // A word a batch may store to: 8-aligned in the heap's memory outside
+  // metadata pageblocks, or the name-table slot.
   [[nodiscard]] bool heap_word(const void* p) const noexcept;
+  [[nodiscard]] bool log_target(const void* p) const noexcept;
 
   std::unique_ptr<sparse::memory_model> model_;
   alloc::page_allocator pages_;

@@ -27,15 +27,36 @@ constexpr std::size_t table_bytes(std::uint64_t capacity) {
 }  // namespace
 
 namespace {
+[[noreturn]] void damaged(const heap& h, const std::string& what) {
+  throw error(errc::corrupt, h.media().path().string() + ": the named-object index " + what);
+}
+// Every offset read from the media is checked against the allocation it names.
 name_table* table_of(const heap& h) {
   const auto offset = *reinterpret_cast<const std::uint64_t*>(h.base() + sparse::names_slot_offset);
-  return offset ? static_cast<name_table*>(h.at(offset)) : nullptr;
+  if (offset == 0) return nullptr;
+  if (offset >= h.size()) damaged(h, "lies outside the heap");
+  auto* t = static_cast<name_table*>(h.at(offset));
+  const std::size_t room = h.usable_size(t);
+  if (room < table_bytes(1) || t->capacity == 0 || t->capacity > (room - 16) / sizeof(name_entry))
+    damaged(h, "is not an allocated table of its capacity");
+  return t;
+}
+std::string_view name_of(const heap& h, std::uint64_t offset) {
+  if (offset >= h.size()) damaged(h, "names a string outside the heap");
+  const auto* text = static_cast<const char*>(h.at(offset));
+  const std::size_t room = h.usable_size(text);
+  const std::size_t length = room ? strnlen(text, room) : room;
+  if (length == room) damaged(h, "names a string that is not allocated and terminated");
+  return {text, length};
 }
 name_entry* lookup(const heap& h, name_table* t, std::string_view name) {
   if (!t) return nullptr;
   for (std::uint64_t i = 0; i < t->capacity; ++i) {
     name_entry& e = t->entries[i];
-    if (e.name && std::string_view(static_cast<const char*>(h.at(e.name))) == name) return &e;
+    if (!e.name || name_of(h, e.name) != name) continue;
+    if (e.object >= h.size() || h.usable_size(h.at(e.object)) == 0)
+      damaged(h, "names an object that is not allocated");
+    return &e;
   }
   return nullptr;
 }
@@ -120,7 +141,7 @@ std::vector<heap::named_object> heap::named_objects() const {
   if (const name_table* t = table_of(*this))
     for (std::uint64_t i = 0; i < t->capacity; ++i)
       if (t->entries[i].name)
-        out.push_back({static_cast<const char*>(at(t->entries[i].name)), at(t->entries[i].object),
+        out.push_back({std::string(name_of(*this, t->entries[i].name)), at(t->entries[i].object),
                        t->entries[i].count});
   return out;
 }

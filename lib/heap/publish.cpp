@@ -51,11 +51,24 @@ std::uint64_t heap_impl::lane_checksum(const sparse::lane_header& h) const noexc
   return sparse::fletcher64(words.data(), words.size() * 8);
 }
 
-bool heap_impl::heap_word(const void* p) const noexcept {
+// What a lane may write at replay: memory past the head (user words, slab
+// bitmaps, memmap descriptors) and the name-table slot.
+bool heap_impl::log_target(const void* p) const noexcept {
   const auto* at = static_cast<const std::byte*>(p);
   if (at == model_->base() + sparse::names_slot_offset) return true;
   return model_->media().contains(at, 8) && reinterpret_cast<std::uintptr_t>(at) % 8 == 0 &&
          static_cast<std::uint64_t>(at - model_->base()) >= model_->geo().head_size();
+}
+
+bool heap_impl::heap_word(const void* p) const noexcept {
+  const auto* at = static_cast<const std::byte*>(p);
+  if (at == model_->base() + sparse::names_slot_offset) return true;
+  // Not the head, and not a memmap block: metadata is written by the allocators only.
+  return model_->media().contains(at, 8) && reinterpret_cast<std::uintptr_t>(at) % 8 == 0 &&
+         static_cast<std::uint64_t>(at - model_->base()) >= model_->geo().head_size() &&
+         model_->pfn_valid(static_cast<std::uint64_t>(at - model_->base()) >> sparse::page_shift) &&
+         model_->get_pageblock_migratetype(static_cast<std::uint64_t>(at - model_->base()) >>
+                                           sparse::page_shift) != sparse::migratetype::metadata;
 }
 
 void heap_impl::apply(const log_entry& e) const noexcept {
@@ -106,6 +119,7 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
   for (void* p : frees) {
     if (std::count(frees.begin(), frees.end(), p) > 1)
       throw error(errc::invalid_argument, "publish: the batch frees the same object twice");
+    if (is_root(p)) throw error(errc::invalid_argument, "publish: the root object cannot be freed");
     if (const auto at = small_.locate(p)) {
       if ((std::atomic_ref<std::uint64_t>(*at->word).load() & at->mask) == 0)
         throw error(errc::invalid_argument,
@@ -169,7 +183,7 @@ void heap_impl::replay_lanes() {
       for (std::uint64_t e = 0; e < h->count; ++e) {
         const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
         if (op > sparse::log_clear_bits ||
-            !heap_word(model_->base() + (entries[e].target & offset_mask)))
+            !log_target(model_->base() + (entries[e].target & offset_mask)))
           throw error(errc::corrupt, where + std::to_string(i) + " holds an impossible action");
       }
       for (std::uint64_t e = 0; e < h->count; ++e) apply(entries[e]);
