@@ -82,6 +82,7 @@ daxalloc::heap open_or_create(const std::string& path) {
   }
   daxalloc::heap_options o;
   o.size = 64 * MiB;
+  o.max_size = 1024 * MiB;  // the default (1 TiB of address space) is too much under TSan
   o.overwrite = true;  // only matters for a devdax device
   return daxalloc::heap::create(path, o);
 }
