@@ -83,17 +83,12 @@ else
     -device nvdimm,memdev=pmem1,id=nvdimm1)
 fi
 
-seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-die() {
-  echo "run-vm.sh: $*" >&2
-  exit 1
-}
-
 [ $# -ge 1 ] || die "usage: run-vm.sh BUILD_DIR [SOURCE_DIR]"
 build=$(cd "$1" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 2 ] && here=$(cd "$2/tests/vm" && pwd)
-export PATH=$PATH:/usr/sbin:/sbin
+# shellcheck source=tests/vm/vm-lib.sh
+source "$here/vm-lib.sh"
 
 # The doctest binaries among the guest programs: the guest runs each of them.
 copied_tests=()
@@ -111,56 +106,14 @@ expected_steps() {
   echo fsdax-region_tour fsdax-heap_tour-create fsdax-heap_tour-reopen
 }
 
-# The kernel version to boot: the one the linux-image-amd64 meta-package
-# depends on, else the newest /boot/vmlinuz-* that has its modules.
-kernel_version() {
-  if [ -n "${DAXALLOC_VM_KERNEL:-}" ]; then
-    echo "$DAXALLOC_VM_KERNEL"
-    return
-  fi
-  local dep v
-  dep=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
-    grep -o 'linux-image-[^ ,|]*' | head -n 1 || true)
-  if [ -n "$dep" ]; then
-    echo "${dep#linux-image-}"
-    return
-  fi
-  for v in $(printf '%s\n' /boot/vmlinuz-* | sed 's|^/boot/vmlinuz-||' | sort -rV); do
-    if [ -d "/lib/modules/$v/kernel" ]; then
-      echo "$v"
-      return
-    fi
-  done
-}
-
-kver=$(kernel_version)
-kernel=/boot/vmlinuz-$kver
-moddir=/lib/modules/$kver
-if [ -z "$kver" ] || [ ! -r "$kernel" ] || [ ! -d "$moddir/kernel" ]; then
-  die "no kernel for the VM ($kernel or $moddir missing or unreadable);" \
-    "install linux-image-amd64: scripts/deps.sh vm"
-fi
-qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found: scripts/deps.sh vm"
-busybox=$(command -v busybox) || die "busybox not found: scripts/deps.sh vm (busybox-static)"
-command -v cpio >/dev/null || die "cpio not found: scripts/deps.sh vm"
-ldd "$busybox" >/dev/null 2>&1 && die "$busybox is dynamically linked; install busybox-static"
+vm_find_host_tools
 if [ -n "$pmem_file" ] && [ -e "$pmem_file" ] &&
   [ "$(stat -L -c %s "$pmem_file")" -lt $((pmem_gib << 30)) ]; then
   die "$pmem_file is smaller than the ${pmem_gib} GiB NVDIMM (made by an older run-vm.sh?);" \
     "remove it and a new one is made"
 fi
 
-if [ "${DAXALLOC_VM_NO_BUILD:-0}" != 1 ] && command -v ninja >/dev/null; then
-  # `meson test --suite vm` rebuilds only this test's own dependencies.
-  known=$(ninja -C "$build" -t targets all 2>/dev/null | cut -d: -f1)
-  wanted=()
-  for p in "${guest_programs[@]}"; do
-    grep -qxF "$p" <<<"$known" && wanted+=("$p")
-  done
-  if [ ${#wanted[@]} -gt 0 ]; then
-    ninja -C "$build" "${wanted[@]}" >/dev/null || die "ninja could not build ${wanted[*]}"
-  fi
-fi
+vm_build_programs "$build"
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/daxalloc-vm.XXXXXX")
 qemu_pid=""
@@ -171,55 +124,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 root=$stage/root
-libdir=/lib/x86_64-linux-gnu
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/sbin,dev,proc,sys,tmp,mnt,etc,vm,lib64}
-mkdir -p "$root$libdir" "$root/opt/daxalloc"
 build_start=$(date +%s.%N)
-
-# copy_libraries BINARY: every shared library ldd finds, and the loader.
-copy_libraries() {
-  local out name arrow path rest
-  out=$(ldd "$1" 2>&1) || {
-    grep -q "not a dynamic executable" <<<"$out" && return 0
-    die "ldd $1 failed: $out"
-  }
-  while read -r name arrow path rest; do
-    if [ "$arrow" = "=>" ]; then
-      [ "$path" = "not" ] && die "$1 needs $name, which ldd does not find"
-      [ -e "$root$libdir/$name" ] || cp -L "$path" "$root$libdir/$name"
-    elif [ "${name:0:1}" = / ]; then  # the dynamic loader, at its own path
-      mkdir -p "$root$(dirname "$name")"
-      [ -e "$root$name" ] || cp -L "$name" "$root$name"
-    fi
-  done <<<"$out"
-}
-
-# busybox and its applets.
-cp "$busybox" "$root/bin/busybox"
-for applet in $("$busybox" --list-full); do
-  [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
-done
-
-path=$(command -v "$guest_shell") || die "$guest_shell not found (Debian's /bin/sh)"
-rm -f "$root/bin/sh"
-cp -L "$path" "$root/bin/sh"
-copy_libraries "$path"
-
-for tool in "${guest_tools[@]}"; do
-  path=$(command -v "$tool") || die "$tool not found: scripts/deps.sh vm"
-  cp -L "$path" "$root/usr/local/sbin/$tool"
-  copy_libraries "$path"
-done
-[ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/"
-
-for p in "${guest_programs[@]}"; do
-  if [ ! -x "$build/$p" ]; then
-    echo "run-vm.sh: notice: $build/$p is not built; not copied into the guest"
-    continue
-  fi
-  mkdir -p "$root/opt/daxalloc/$(dirname "$p")"
-  cp -L "$build/$p" "$root/opt/daxalloc/$p"
-  copy_libraries "$build/$p"
+vm_stage_root "$root" "$build"
+for p in "${vm_copied_programs[@]}"; do
   case "$p" in tests/test_*) copied_tests+=("${p#tests/}") ;; esac
 done
 # The guest always runs test_region (a missing one fails there); list it once.
@@ -229,44 +136,13 @@ if [ ${#copied_tests[@]} -eq 0 ] || [ "${copied_tests[0]}" != test_region ]; the
   copied_tests=(test_region "${rest[@]}")
 fi
 
-# Kernel modules with what they depend on, in load order, decompressed.
-: >"$root/vm/modules"
-: >"$root/vm/required-modules"
-declare -A seen=()
-for m in "${guest_modules[@]}"; do
-  deps=$(modprobe -S "$kver" --ignore-install --show-depends "$m") ||
-    die "modprobe does not find module $m for kernel $kver"
-  while read -r verb path _; do
-    [ "$verb" = insmod ] || continue
-    [ -n "${seen[$path]:-}" ] && continue
-    seen[$path]=1
-    rel=${path#"$moddir"/}
-    target=$root/lib/modules/$kver/${rel%.*}.ko
-    mkdir -p "$(dirname "$target")"
-    case "$path" in
-      *.ko.xz) xz -dc "$path" >"$target" ;;
-      *.ko.zst) zstd -qdc "$path" >"$target" ;;
-      *.ko.gz) gzip -dc "$path" >"$target" ;;
-      *.ko) cp "$path" "$target" ;;
-      *) die "unknown module file $path" ;;
-    esac
-    echo "/lib/modules/$kver/${rel%.*}.ko" >>"$root/vm/modules"
-  done <<<"$deps"
-  grep -q "^insmod .*/$m\.ko" <<<"$deps" && echo "$m" >>"$root/vm/required-modules"
-done
-# Module indexes, so that libkmod (used by ndctl) can look modules up.
-if command -v depmod >/dev/null; then depmod -b "$root" "$kver" 2>/dev/null || true; fi
-
 printf '%s\n' "${devdax_phase_tests[@]}" >"$root/vm/devdax-tests"
 mkdir -p "$root/vm/exclude"
 for t in "${!guest_test_exclude[@]}"; do
   [ -z "${guest_test_exclude[$t]}" ] || printf '%s\n' "${guest_test_exclude[$t]}" >"$root/vm/exclude/$t"
 done
-install -m 755 "$here/init" "$root/init"
 install -m 755 "$here/guest-steps.sh" "$root/vm/guest-steps.sh"
-# /init reopens the console on devtmpfs; this node only helps the kernel open it first.
-[ "$(id -u)" -ne 0 ] || mknod -m 600 "$root/dev/console" c 5 1
-(cd "$root" && find . | cpio -o -H newc -R 0:0 --quiet) >"$stage/initramfs.cpio"
+vm_pack "$root" "$stage/initramfs.cpio"
 build_end=$(date +%s.%N)
 
 mkdir -p "$build/tests/vm"
@@ -289,7 +165,7 @@ vm_time=$(seconds_between "$vm_start" "$vm_end")
 
 # The console uses CRLF and the firmware's terminal escapes; a step line is
 # "VMSTEP <name> PASS|FAIL <reason>".
-console=$(tr -d '\r' <"$log" | sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g')
+console=$(vm_console "$log")
 [ "${DAXALLOC_VM_VERBOSE:-0}" = 1 ] && echo "$console"
 steps=$(grep -a '^VMSTEP ' <<<"$console" || true)
 failed=0 passed=0
