@@ -278,6 +278,11 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           // Built only for a problem: open scans every page of the heap.
           const auto where = [pfn] { return "page at " + hex(pfn << sparse::page_shift) + ": "; };
           if (d.state() == page_state::free) {
+            // Free is the whole word zero: stray bits would surface once the
+            // page became the tail of an extent.
+            if (d.load() != 0)
+              problems.push_back(where() + "free page with a non-zero descriptor " +
+                                 hex(d.load()));
             if (!free_runs.empty() && free_runs.back().first + free_runs.back().second == pfn)
               ++free_runs.back().second;
             else
@@ -317,6 +322,15 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           else
             found.push_back({pfn, length, d.state() == page_state::slab, d.sub()});
           covered_until = pfn + length;
+          // Its other pages in this pageblock must be plain tails too (later
+          // pageblocks are checked above, when the scan reaches them).
+          for (std::uint64_t tail = pfn + 1;
+               tail < std::min(covered_until, first + pageblock_pages); ++tail)
+            if (model_.pfn_to_page(tail)->load() != 0) {
+              problems.push_back("page at " + hex(tail << sparse::page_shift) +
+                                 ": a descriptor inside another extent or slab");
+              break;
+            }
           pfn += length;
         }
         const std::uint64_t pageblock = first / pageblock_pages;

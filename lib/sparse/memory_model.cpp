@@ -670,9 +670,12 @@ std::vector<std::string> memory_model::check() const {
       if (flags != want) fail(name + "state bits " + hex(flags) + ", expected " + hex(want));
       const std::uint64_t memmap = record[0] & section_memmap_mask;
       const std::uint64_t span_start = align_down(section_start, geo_.span_size());
+      // memmap comes from the media: compare without overflowing (a value
+      // near 2^64 would wrap memmap + memmap_bytes to a small number).
       bool memmap_ok = memmap >= geo_.head_size() && memmap >= span_start &&
-                       memmap + geo_.memmap_bytes() <= span_start + geo_.span_size() &&
-                       memmap + geo_.memmap_bytes() <= region_.size();
+                       memmap <= span_start + geo_.span_size() - geo_.memmap_bytes() &&
+                       geo_.memmap_bytes() <= region_.size() &&
+                       memmap <= region_.size() - geo_.memmap_bytes();
       if (!memmap_ok)
         fail(name + "memmap offset " + hex(memmap) + " outside its span or the region");
       if (memmap_ok && memmap != span_memmap(section_start))
