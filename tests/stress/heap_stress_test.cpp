@@ -49,6 +49,7 @@ TEST_CASE("threads allocating and freeing each other's objects") {
     test::temp_file f;
     daxalloc::heap_options o;
     o.size = 256 * MiB;
+    o.max_size = 1024 * MiB;  // TSan cannot shadow a 1 TiB reservation
     o.mode = daxalloc::persistence_mode::cache_flush;
     auto h = daxalloc::heap::create(f.path(), o);
     std::vector<mailbox> boxes(threads);
