@@ -55,7 +55,9 @@ struct config {
   bool quick = true;
   std::set<std::string> only;  // empty: everything
   fs::path dir = "/dev/shm";
-  [[nodiscard]] bool wants(const std::string& w) const { return only.empty() || only.count(w) != 0; }
+  [[nodiscard]] bool wants(const std::string& w) const {
+    return only.empty() || only.count(w) != 0;
+  }
   [[nodiscard]] int reps() const { return quick ? 3 : 7; }
 };
 config cfg;
@@ -85,7 +87,9 @@ std::string fmt(double v, int prec = 2) {
   std::snprintf(buf, sizeof buf, "%.*f", prec, v);
   return buf;
 }
-std::string ratio(double a, double b) { return b > 0 ? fmt(a / b, 2) + "x" : "n/a"; }
+std::string ratio(double a, double b) {
+  return b > 0 ? fmt(a / b, 2) + "x" : "n/a";
+}
 
 struct table {
   std::vector<std::string> head;
@@ -103,7 +107,8 @@ struct table {
     };
     line(head);
     std::printf("|");
-    for (std::size_t i = 0; i < w.size(); ++i) std::printf("%s|", std::string(w[i] + 2, '-').c_str());
+    for (std::size_t i = 0; i < w.size(); ++i)
+      std::printf("%s|", std::string(w[i] + 2, '-').c_str());
     std::printf("\n");
     for (const auto& r : rows) line(r);
     std::printf("\n");
@@ -334,8 +339,10 @@ void bench_churn() {
   }
   t.print();
 
-  std::printf("daxalloc persistence cost per operation (this_thread_persist_counters, untimed pass):\n\n");
-  table c{{"daxalloc API", "size", "fences/alloc", "flushes/alloc", "fences/free", "flushes/free"}, {}};
+  std::printf(
+      "daxalloc persistence cost per operation (this_thread_persist_counters, untimed pass):\n\n");
+  table c{{"daxalloc API", "size", "fences/alloc", "flushes/alloc", "fences/free", "flushes/free"},
+          {}};
   for (std::size_t j = 0; j < 3; ++j) {
     const auto& r = results[subjects[j].name];
     for (std::size_t i = 0; i < sizes.size(); ++i)
@@ -455,7 +462,8 @@ mt_rate larson(const mt_subject& s, unsigned nthreads, std::size_t ops_per_threa
 }
 
 void bench_threads() {
-  std::printf("## 2. threadtest (64 B, batches of 1000) and Larson-style (16..1024 B, remote frees)\n\n");
+  std::printf(
+      "## 2. threadtest (64 B, batches of 1000) and Larson-style (16..1024 B, remote frees)\n\n");
   std::printf(
       "Aggregate Mops/s over all threads (allocations and frees counted apart). This machine "
       "has %u cores.\n\n",
@@ -472,7 +480,9 @@ void bench_threads() {
                         h.cancel(r);
                       }});
   subjects.push_back({"daxalloc allocate + deallocate (durable)", true,
-                      [&](std::size_t n) { return handle{h.allocate(n), n}; },
+                      [&](std::size_t n) {
+                        return handle{h.allocate(n), n};
+                      },
                       [&](handle x) { h.deallocate(x.p); }});
   subjects.push_back({"jemalloc mallocx + dallocx", false,
                       [](std::size_t n) {
@@ -495,7 +505,8 @@ void bench_threads() {
   table c = t;
   double rsv_tt = 0, rsv_l = 0, rsv_ttc = 0, rsv_lc = 0;
   for (const auto& s : subjects) {
-    const std::size_t ops = s.durable ? (cfg.quick ? 200000 : 1000000) : (cfg.quick ? 2000000 : 10000000);
+    const std::size_t ops =
+        s.durable ? (cfg.quick ? 200000 : 1000000) : (cfg.quick ? 2000000 : 10000000);
     const mt_rate tt1 = threadtest(s, 1, ops), tt2 = threadtest(s, 2, ops);
     const mt_rate l1 = larson(s, 1, ops), l2 = larson(s, 2, ops);
     if (rsv_tt == 0) {
@@ -554,8 +565,9 @@ void bench_frag() {
     while (h.allocate(1 * MiB, std::nothrow) != nullptr) ++large;
     const double lb = static_cast<double>(large * MiB);
     t.rows.push_back({"daxalloc (durable allocate/deallocate)", std::to_string(objs.size()),
-                      std::to_string(freed / MiB) + " MiB", std::to_string(free_space / MiB) + " MiB",
-                      std::to_string(large), fmt(100 * lb / static_cast<double>(freed), 1) + " %",
+                      std::to_string(freed / MiB) + " MiB",
+                      std::to_string(free_space / MiB) + " MiB", std::to_string(large),
+                      fmt(100 * lb / static_cast<double>(freed), 1) + " %",
                       fmt(100 * lb / static_cast<double>(free_space), 1) + " %"});
     std::fprintf(stderr, "frag: daxalloc done\n");
   }
@@ -583,12 +595,12 @@ void bench_frag() {
     std::uint64_t large = 0;
     for (PMEMoid oid; pmemobj_alloc(pop, &oid, 1 * MiB, 0, nullptr, nullptr) == 0;) ++large;
     const double lb = static_cast<double>(large * MiB);
-    t.rows.push_back({"libpmemobj (atomic API)", std::to_string(objs.size()),
-                      std::to_string(freed / MiB) + " MiB",
-                      have_stats ? std::to_string(free_space / MiB) + " MiB (pool - curr_allocated)"
-                                 : "n/a",
-                      std::to_string(large), fmt(100 * lb / static_cast<double>(freed), 1) + " %",
-                      have_stats ? fmt(100 * lb / static_cast<double>(free_space), 1) + " %" : "n/a"});
+    t.rows.push_back(
+        {"libpmemobj (atomic API)", std::to_string(objs.size()),
+         std::to_string(freed / MiB) + " MiB",
+         have_stats ? std::to_string(free_space / MiB) + " MiB (pool - curr_allocated)" : "n/a",
+         std::to_string(large), fmt(100 * lb / static_cast<double>(freed), 1) + " %",
+         have_stats ? fmt(100 * lb / static_cast<double>(free_space), 1) + " %" : "n/a"});
     pmemobj_close(pop);
     std::fprintf(stderr, "frag: libpmemobj done\n");
   }
@@ -644,9 +656,10 @@ struct meta_row {
 };
 
 void bench_recovery(std::vector<meta_row>& meta) {
-  std::printf("## 4. recovery: open after SIGKILL (unclean shutdown), sparse files on /dev/shm\n\n");
-  table t{{"heap", "present", "reserved range", "objects", "create", "open after SIGKILL", "first allocation",
-           "unclean seen"},
+  std::printf(
+      "## 4. recovery: open after SIGKILL (unclean shutdown), sparse files on /dev/shm\n\n");
+  table t{{"heap", "present", "reserved range", "objects", "create", "open after SIGKILL",
+           "first allocation", "unclean seen"},
           {}};
   struct spec {
     std::string name;
@@ -716,8 +729,8 @@ void bench_recovery(std::vector<meta_row>& meta) {
     } else {
       (void)pmemobj_alloc(pop, nullptr, 1024, 0, nullptr, nullptr);
       const double t2 = now();
-      t.rows.push_back({"libpmemobj 4 GiB pool, " + std::to_string(big) + " x 1 KiB", "4096 MiB", "-",
-                        std::to_string(big), fmt(k.create_s * 1e3, 1) + " ms",
+      t.rows.push_back({"libpmemobj 4 GiB pool, " + std::to_string(big) + " x 1 KiB", "4096 MiB",
+                        "-", std::to_string(big), fmt(k.create_s * 1e3, 1) + " ms",
                         fmt((t1 - t0) * 1e3, 2) + " ms", fmt((t2 - t1) * 1e3, 3) + " ms", "-"});
       pmemobj_close(pop);
     }
@@ -727,13 +740,15 @@ void bench_recovery(std::vector<meta_row>& meta) {
   t.print();
   std::printf(
       "create = heap::create / pmemobj_create in the child; open = heap::open / pmemobj_open after "
-      "SIGKILL of the child; first allocation = the first allocate / pmemobj_alloc after open.%s\n\n",
+      "SIGKILL of the child; first allocation = the first allocate / pmemobj_alloc after "
+      "open.%s\n\n",
       cfg.quick ? " Quick mode: 200 000 objects, not 2 million (run --full for 2 million)." : "");
 }
 
 void print_meta(const std::vector<meta_row>& meta) {
   std::printf("## 5. metadata overhead per present 4 KiB page\n\n");
-  table t{{"heap", "present", "metadata", "bytes / 4 KiB page", "vs kernel struct page (64 B)"}, {}};
+  table t{{"heap", "present", "metadata", "bytes / 4 KiB page", "vs kernel struct page (64 B)"},
+          {}};
   for (const auto& m : meta) {
     const double pages = static_cast<double>(m.st.present_bytes) / 4096;
     const double per = static_cast<double>(m.st.metadata_bytes) / pages;
@@ -761,13 +776,16 @@ void header() {
   utsname u{};
   uname(&u);
   std::printf("# daxalloc-bench (%s mode)\n\n", cfg.quick ? "quick" : "full");
-  std::printf("- machine: %ld CPUs online, %s, Linux %s\n", sysconf(_SC_NPROCESSORS_ONLN), cpu.c_str(),
-              u.release);
-  std::printf("- region: files in %s (tmpfs, no real pmem); PMEM_IS_PMEM_FORCE=%s (libpmemobj: CLWB + SFENCE); "
-              "daxalloc: persistence_mode::cache_flush\n",
-              cfg.dir.c_str(), std::getenv("PMEM_IS_PMEM_FORCE"));
-  std::printf("- jemalloc is linked and therefore also replaces malloc in this process; the glibc rows "
-              "call __libc_malloc/__libc_free\n");
+  std::printf("- machine: %ld CPUs online, %s, Linux %s\n", sysconf(_SC_NPROCESSORS_ONLN),
+              cpu.c_str(), u.release);
+  std::printf(
+      "- region: files in %s (tmpfs, no real pmem); PMEM_IS_PMEM_FORCE=%s (libpmemobj: CLWB + "
+      "SFENCE); "
+      "daxalloc: persistence_mode::cache_flush\n",
+      cfg.dir.c_str(), std::getenv("PMEM_IS_PMEM_FORCE"));
+  std::printf(
+      "- jemalloc is linked and therefore also replaces malloc in this process; the glibc rows "
+      "call __libc_malloc/__libc_free\n");
   std::printf("- shared, noisy machine: compare rows of the same run, not runs\n\n");
   std::fflush(stdout);
 }
@@ -797,9 +815,10 @@ int main(int argc, char** argv) {
     } else if (a.rfind("--dir=", 0) == 0) {
       cfg.dir = a.substr(6);
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--quick | --full] [--only=churn,threads,frag,recovery] [--dir=/dev/shm]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr,
+          "usage: %s [--quick | --full] [--only=churn,threads,frag,recovery] [--dir=/dev/shm]\n",
+          argv[0]);
       return 2;
     }
   }

@@ -42,7 +42,7 @@ void write(const std::string& path) {
   for (int i = 0; i < nr_keys; ++i) {
     numbers values(alloc<std::uint64_t>{h});
     for (int j = 0; j <= i; ++j) values.push_back(static_cast<std::uint64_t>(i) * 1000 + j);
-    t->emplace(text("key-" + std::to_string(i), alloc<char>(h)), std::move(values));
+    t->emplace(text(("key-" + std::to_string(i)).c_str(), alloc<char>(h)), std::move(values));
   }
   // The container's own stores are plain: make the whole heap durable, then
   // publish the table with one 8-byte store.
@@ -59,7 +59,7 @@ bool read(const std::string& path) {
   std::uint64_t values = 0;
   bool ok = t.size() == nr_keys;
   for (int i = 0; i < nr_keys && ok; ++i) {
-    auto it = t.find(text("key-" + std::to_string(i), alloc<char>(h)));
+    auto it = t.find(text(("key-" + std::to_string(i)).c_str(), alloc<char>(h)));
     ok = it != t.end() && it->second.size() == static_cast<std::size_t>(i) + 1 &&
          it->second.back() == static_cast<std::uint64_t>(i) * 1000 + i;
     if (ok) values += it->second.size();

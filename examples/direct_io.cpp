@@ -83,7 +83,7 @@ daxalloc::heap open_or_create(const std::string& path) {
   daxalloc::heap_options o;
   o.size = 64 * MiB;
   o.max_size = 1024 * MiB;  // the default (1 TiB of address space) is too much under TSan
-  o.overwrite = true;  // only matters for a devdax device
+  o.overwrite = true;       // only matters for a devdax device
   return daxalloc::heap::create(path, o);
 }
 
@@ -110,8 +110,10 @@ int write(const std::string& path, std::uint64_t n) {
   const auto& pmem = h.persist();
   const std::uint64_t first = root->count;
   if (first + n > capacity) {
-    std::fprintf(stderr, "direct_io: %" PRIu64 " records do not fit: %" PRIu64 " of %" PRIu64
-                 " slots used\n", n, first, capacity);
+    std::fprintf(stderr,
+                 "direct_io: %" PRIu64 " records do not fit: %" PRIu64 " of %" PRIu64
+                 " slots used\n",
+                 n, first, capacity);
     return 1;
   }
   daxalloc::reset_this_thread_persist_counters();
@@ -120,12 +122,13 @@ int write(const std::string& path, std::uint64_t n) {
   for (std::uint64_t i = first; i < first + n; ++i) {
     fill(r, i);
     pmem.memcpy_persist(&block[i], &r, sizeof r);  // the record: durable, not yet counted
-    root->count = i + 1;                            // failure-atomic 8-byte store
+    root->count = i + 1;                           // failure-atomic 8-byte store
     pmem.persist(&root->count, sizeof root->count);
   }
   const double s = seconds_since(start);
   const auto c = daxalloc::this_thread_persist_counters();
-  std::printf("wrote records %" PRIu64 "..%" PRIu64 " (%" PRIu64 " B each) to %s in %.3f s: "
+  std::printf("wrote records %" PRIu64 "..%" PRIu64 " (%" PRIu64
+              " B each) to %s in %.3f s: "
               "%.1f MiB/s, %.0f records/s, %" PRIu64 " fences, persistence by %s\n",
               first, first + n - 1, sizeof(record), path.c_str(), s,
               s > 0 ? static_cast<double>(n * sizeof(record)) / MiB / s : 0.0,

@@ -71,9 +71,9 @@ struct entry {
 static_assert(sizeof(entry) == 24);
 
 struct kv_root {
-  std::uint64_t magic;     // set, with the two words below, in the batch that creates the index
-  std::uint64_t buckets;   // bucket count, a power of two
-  std::uint64_t count;     // entries, changed in the same batch as the chains
+  std::uint64_t magic;    // set, with the two words below, in the batch that creates the index
+  std::uint64_t buckets;  // bucket count, a power of two
+  std::uint64_t count;    // entries, changed in the same batch as the chains
   daxalloc::pptr<daxalloc::pptr<entry>> table;
 };
 
@@ -247,8 +247,8 @@ int verify(daxalloc::heap& h, kvstore& kv, const std::string& ack_file) {
     std::optional<std::uint64_t> i = index_of(key);
     if (!i && !key.empty() && key[0] == 's') i = index_of("k" + key.substr(1));
     if (i && e.value() != value_for(*i))
-      report("key " + key + " holds '" + std::string(e.value()) + "', expected '" +
-             value_for(*i) + "'");
+      report("key " + key + " holds '" + std::string(e.value()) + "', expected '" + value_for(*i) +
+             "'");
   });
   if (present != kv.count())
     report("the root counts " + std::to_string(kv.count()) + " entries, the chains hold " +
@@ -328,7 +328,8 @@ int main(int argc, char** argv) try {
     const std::uint64_t n = std::strtoull(argv[at], nullptr, 10);
     const auto start = std::chrono::steady_clock::now();
     for (std::uint64_t i = 0; i < n; ++i) kv.put("k" + std::to_string(i), value_for(i));
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("put %" PRIu64 " keys in %.3f s (%.0f puts/s, persistence by %s); %" PRIu64
                 " keys in the store\n",
                 n, s, s > 0 ? static_cast<double>(n) / s : 0.0, h.persist().name(), kv.count());

@@ -299,7 +299,8 @@ void api_driver::root(const call& c) {
     if (c.size == root_size_) {
       if (h().offset_of(h().root(c.size)) != root_offset_) finding("root moved");
     } else {
-      expect_error("root of another size", {errc::invalid_argument}, [&] { (void)h().root(c.size); });
+      expect_error("root of another size", {errc::invalid_argument},
+                   [&] { (void)h().root(c.size); });
     }
     return;
   }
@@ -321,7 +322,8 @@ void api_driver::root(const call& c) {
 
 void api_driver::publish(const call& c) {
   if (root_size_ < 8) return;
-  const std::uint64_t slot = root_offset_ + 8 * (c.index % std::min<std::uint64_t>(root_size_ / 8, 64));
+  const std::uint64_t slot =
+      root_offset_ + 8 * (c.index % std::min<std::uint64_t>(root_size_ / 8, 64));
   auto& dest = *static_cast<daxalloc::pptr<std::byte>*>(h().at(slot));
   const std::uint64_t seed = next_seed_++;
   std::byte* object = nullptr;
@@ -370,18 +372,19 @@ void api_driver::hot_add(const call& c) {
   const auto run = [&] { h().hot_add(start, length); };
   if (c.flags) return expect_error("misaligned hot_add", {errc::misaligned}, run);
   if (end > geo.max_range) return expect_error("hot_add beyond the range", {errc::too_large}, run);
-  if (start < geo.head_size()) return expect_error("hot_add of the head", {errc::already_exists}, run);
+  if (start < geo.head_size())
+    return expect_error("hot_add of the head", {errc::already_exists}, run);
   for (std::uint64_t s = c.first; s < c.first + c.count; ++s)
     if (present_.test(s))
       return expect_error("hot_add of a present subsection", {errc::already_exists}, run);
   const std::uint64_t per_span = geo.span_size() / sp::subsection_size;
-  for (std::uint64_t span = c.first / per_span; span <= (c.first + c.count - 1) / per_span; ++span) {
+  for (std::uint64_t span = c.first / per_span; span <= (c.first + c.count - 1) / per_span;
+       ++span) {
     bool has_memmap = false;
     for (std::uint64_t s = span * per_span; s < (span + 1) * per_span; ++s)
       has_memmap = has_memmap || present_.test(s);
     if (has_memmap) continue;
-    const std::uint64_t first =
-        std::max({start, span * geo.span_size(), geo.head_size()});
+    const std::uint64_t first = std::max({start, span * geo.span_size(), geo.head_size()});
     const std::uint64_t last = std::min(end, (span + 1) * geo.span_size());
     if (first + geo.memmap_bytes() + sp::subsection_size > last)
       return expect_error("hot_add of a new span without room for its memmap", {errc::too_small},

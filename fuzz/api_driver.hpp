@@ -28,8 +28,8 @@ namespace fuzz {
 inline constexpr std::uint64_t driver_heap_size = 16 * MiB;  // created with max_size 1 GiB
 
 struct driver_options {
-  bool payloads = true;     // write and verify payload patterns
-  bool allow_reopen = true; // reopen calls close and open the heap (else they are checks)
+  bool payloads = true;      // write and verify payload patterns
+  bool allow_reopen = true;  // reopen calls close and open the heap (else they are checks)
   bool stats_every_call = true;
 };
 

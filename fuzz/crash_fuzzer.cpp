@@ -49,8 +49,9 @@ class crash_point_sim {
     durable_.size = std::uint64_t{1} << 62;  // the file grows; its size is read at the crash
     fd_ = ::open(r.path().c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) finding("cannot open " + r.path().string());
-    daxalloc::persistence::ops table{&flush_hook, &drain_hook, this, &discard_hook,
-                                     daxalloc::persistence_mode::automatic, "fuzz-crash"};
+    daxalloc::persistence::ops table{
+        &flush_hook, &drain_hook, this, &discard_hook, daxalloc::persistence_mode::automatic,
+        "fuzz-crash"};
     r.use_persistence(daxalloc::persistence(table));
   }
   ~crash_point_sim() { ::close(fd_); }
@@ -99,7 +100,8 @@ class crash_point_sim {
  private:
   static void flush_hook(void* self, const void* addr, std::size_t len) {
     auto* sim = static_cast<crash_point_sim*>(self);
-    const auto start = static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(addr) - sim->base_);
+    const auto start =
+        static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(addr) - sim->base_);
     for (std::uint64_t at = start / line * line; at < start + len; at += line)
       sim->flushed_.push_back(at);
   }
@@ -115,7 +117,8 @@ class crash_point_sim {
   // A punched hole reads as zeros at once and durably (the file system did it).
   static void discard_hook(void* self, const void* addr, std::size_t len) {
     auto* sim = static_cast<crash_point_sim*>(self);
-    const auto start = static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(addr) - sim->base_);
+    const auto start =
+        static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(addr) - sim->base_);
     const std::uint64_t end = start + len;
     for (std::uint64_t page = start / sparse_image::page * sparse_image::page; page < end;
          page += sparse_image::page) {
@@ -143,7 +146,8 @@ class crash_point_sim {
       if (data < 0) break;
       off_t hole = lseek(fd_, data, SEEK_HOLE);
       if (hole < 0) hole = static_cast<off_t>(size);
-      for (off_t p = data / 4096 * 4096; p < hole; p += 4096) pages.insert(static_cast<std::uint64_t>(p));
+      for (off_t p = data / 4096 * 4096; p < hole; p += 4096)
+        pages.insert(static_cast<std::uint64_t>(p));
       at = hole;
     }
     for (const auto& [offset, bytes] : durable_.pages)
@@ -305,7 +309,8 @@ void run(const std::uint8_t* data, std::size_t size) {
     const_cast<daxalloc::region&>(impl->model().media()).use_persistence(daxalloc::persistence{});
     impl.reset();
     sim2.crash_image(in).write(image_path);
-    h.emplace(recover(image_path, "a crash of the recovery before fence " + std::to_string(fence2)));
+    h.emplace(
+        recover(image_path, "a crash of the recovery before fence " + std::to_string(fence2)));
     if (const std::string again = api_driver::signature(*h); again != state)
       finding("a crash of the recovery before fence " + std::to_string(fence2) +
               " recovered to\n  " + again + "\nnot to\n  " + state);

@@ -59,9 +59,9 @@ enum class value_mode : std::uint8_t {
 
 // How an edit picks an offset in the image: mode byte, then the mode's fields.
 enum class offset_mode : std::uint8_t {
-  head,        // below(16 KiB): superblocks, intent, root slot, directory
-  interesting, // below(nr interesting) + in(0, 127) - 64: allocations, slabs, records, memmap
-  anywhere,    // below(image size)
+  head,         // below(16 KiB): superblocks, intent, root slot, directory
+  interesting,  // below(nr interesting) + in(0, 127) - 64: allocations, slabs, records, memmap
+  anywhere,     // below(image size)
   count
 };
 

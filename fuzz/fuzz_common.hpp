@@ -116,7 +116,7 @@ std::filesystem::path scratch_file(const std::string& tag);
 // a few dozen pages, so writing one to a fresh sparse file costs little.
 struct sparse_image {
   static constexpr std::size_t page = 4096;
-  std::uint64_t size = 0;  // file size in bytes
+  std::uint64_t size = 0;                                    // file size in bytes
   std::map<std::uint64_t, std::vector<std::uint8_t>> pages;  // page offset -> 4096 bytes
 
   static sparse_image read(const std::filesystem::path& path);

@@ -29,15 +29,18 @@ fuzz_output& edit(fuzz_output& out, image_edit kind) {
   return out.below(static_cast<unsigned>(image_edit::count), static_cast<unsigned>(kind));
 }
 fuzz_output& value_small(fuzz_output& out, std::uint8_t v) {
-  return out.below(static_cast<unsigned>(value_mode::count), static_cast<unsigned>(value_mode::small))
+  return out
+      .below(static_cast<unsigned>(value_mode::count), static_cast<unsigned>(value_mode::small))
       .below(256, v);
 }
 fuzz_output& value_word(fuzz_output& out, std::uint64_t v) {
-  return out.below(static_cast<unsigned>(value_mode::count), static_cast<unsigned>(value_mode::word))
+  return out
+      .below(static_cast<unsigned>(value_mode::count), static_cast<unsigned>(value_mode::word))
       .word(v);
 }
 fuzz_output& value_flip(fuzz_output& out, unsigned bit) {
-  return out.below(static_cast<unsigned>(value_mode::count), static_cast<unsigned>(value_mode::flip_bit))
+  return out
+      .below(static_cast<unsigned>(value_mode::count), static_cast<unsigned>(value_mode::flip_bit))
       .below(64, bit);
 }
 fuzz_output& value_simple(fuzz_output& out, value_mode mode) {  // zero, one, ones
@@ -200,8 +203,9 @@ std::vector<seed> ops_seeds() {
   const auto reopen = simple(call_kind::reopen), check = simple(call_kind::check);
   return {
       {"small-alloc-free", calls({alloc(24), alloc(24), dealloc(0), check})},
-      {"every-size-band", calls({alloc(1), alloc(8), alloc(100), alloc(4096), alloc(65536),
-                                 alloc(65537), alloc(MiB), alloc(3 * MiB), alloc(8 * MiB), reopen})},
+      {"every-size-band",
+       calls({alloc(1), alloc(8), alloc(100), alloc(4096), alloc(65536), alloc(65537), alloc(MiB),
+              alloc(3 * MiB), alloc(8 * MiB), reopen})},
       {"reserve-cancel", calls({reserve(48), reserve(200000), reserve(3 * MiB), cancel(1),
                                 alloc(48), cancel(0), reopen, cancel(0)})},
       {"root-publish-free-clear", calls({root(512), publish(48, 0), publish(5000, 1),
@@ -263,7 +267,8 @@ std::vector<seed> crash_seeds() {
 void write(const std::filesystem::path& dir, const std::vector<seed>& seeds) {
   std::filesystem::create_directories(dir);
   for (const auto& entry : std::filesystem::directory_iterator(dir))
-    if (entry.path().filename().string().rfind("seed-", 0) == 0) std::filesystem::remove(entry.path());
+    if (entry.path().filename().string().rfind("seed-", 0) == 0)
+      std::filesystem::remove(entry.path());
   unsigned n = 0;
   for (const auto& s : seeds) {
     char prefix[16];

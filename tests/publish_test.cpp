@@ -273,7 +273,8 @@ TEST_CASE("daxalloc::allocator: rebinding, equality, a heap that is not open") {
   CHECK_ERRC(a.allocate(1), errc::invalid_argument);
 }
 
-TEST_CASE("the root cannot be freed, metadata cannot be a batch target, a closed handle is refused") {
+TEST_CASE(
+    "the root cannot be freed, metadata cannot be a batch target, a closed handle is refused") {
   test::temp_file f;
   auto h = make_heap(f);
   auto* root = h.root<list_root>();

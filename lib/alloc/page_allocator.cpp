@@ -281,8 +281,7 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
             // Free is the whole word zero: stray bits would surface once the
             // page became the tail of an extent.
             if (d.load() != 0)
-              problems.push_back(where() + "free page with a non-zero descriptor " +
-                                 hex(d.load()));
+              problems.push_back(where() + "free page with a non-zero descriptor " + hex(d.load()));
             if (!free_runs.empty() && free_runs.back().first + free_runs.back().second == pfn)
               ++free_runs.back().second;
             else

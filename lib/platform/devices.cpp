@@ -56,7 +56,8 @@ void list_pmem_namespaces(std::vector<dax_device>& out) {
               block = ndctl_pfn_get_block_device(pfn);
               d.size = ndctl_pfn_get_size(pfn);
             }
-            if (block == nullptr || *block == '\0') {  // a legacy (memmap=) region: map=mem, no pfn device
+            if (block == nullptr ||
+                *block == '\0') {  // a legacy (memmap=) region: map=mem, no pfn device
               block = ndctl_namespace_get_block_device(ns);
               d.size = ndctl_namespace_get_size(ns);
             }

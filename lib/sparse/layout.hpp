@@ -44,7 +44,8 @@ inline constexpr std::uint32_t format_version = 1;
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
 inline constexpr std::uint64_t root_slot_offset = 8192 + 64;  // heap layer: the root object
-inline constexpr std::uint64_t names_slot_offset = 8192 + 128;  // heap layer: offset of the name table
+inline constexpr std::uint64_t names_slot_offset =
+    8192 + 128;  // heap layer: offset of the name table
 inline constexpr std::uint64_t directory_offset = 12288;
 inline constexpr std::uint64_t root_page_size = 4096;
 inline constexpr std::uint64_t memmap_block_size = subsection_size;  // 2 MiB blocks
