@@ -19,10 +19,10 @@ echo "== fuzz $name: ${seconds}s, corpus ${dirs[*]}"
 "$fuzzer" "${args[@]}" "${dirs[@]}" >"$work/last-run.log" 2>&1
 status=$?
 after=$(ls "$work/artifacts" | wc -l)
-grep -E '^#[0-9]+.*(DONE|pulse)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
+grep -aE '^#[0-9]+.*(DONE|pulse)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
   "$work/last-run.log" | tail -n 6
 if [ $status -ne 0 ] || [ "$after" -ne "$before" ]; then
-  grep -B2 -A40 -E 'daxalloc fuzz finding|ERROR: (AddressSanitizer|UndefinedBehaviorSanitizer|libFuzzer)|runtime error|==ERROR' \
+  grep -a -B2 -A40 -E 'daxalloc fuzz finding|ERROR: (AddressSanitizer|UndefinedBehaviorSanitizer|libFuzzer)|runtime error|==ERROR' \
     "$work/last-run.log" | head -n 80
   echo "== fuzz $name: FINDING (exit $status); inputs in $work/artifacts/:"
   ls -1 "$work/artifacts"
