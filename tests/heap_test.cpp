@@ -25,11 +25,7 @@ daxalloc::heap_options sized(std::uint64_t size, std::uint64_t max = 0) {
   return o;
 }
 
-void require_sound(const heap& h) {
-  const auto problems = h.check();
-  for (const auto& p : problems) MESSAGE(p);
-  REQUIRE(problems.empty());
-}
+using test::require_sound;
 
 struct root_type {
   std::uint64_t magic;

@@ -31,11 +31,7 @@ create_options make_options(std::uint64_t size, std::uint64_t max_range = 0, uns
   return o;
 }
 
-void require_sound(const memory_model& m) {
-  const auto problems = m.check();
-  for (const auto& p : problems) MESSAGE(p);
-  REQUIRE(problems.empty());
-}
+using test::require_sound;
 
 std::uint64_t allocated_bytes(const std::filesystem::path& p) {
   struct stat st {};

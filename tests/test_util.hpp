@@ -39,6 +39,14 @@ class temp_file {
   std::filesystem::path path_;
 };
 
+// Requires check() of a heap or memory model to find nothing, printing what it found.
+template <class Checked>
+void require_sound(const Checked& checked) {
+  const auto problems = checked.check();
+  for (const auto& p : problems) MESSAGE(p);
+  REQUIRE(problems.empty());
+}
+
 }  // namespace test
 
 // Checks that `expr` throws daxalloc::error with the given code.

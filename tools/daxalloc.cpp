@@ -44,7 +44,6 @@ namespace {
 
 using sparse::migratetype;
 
-constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
 constexpr std::uint64_t pageblock_size = sparse::subsection_size;
 constexpr std::uint64_t pageblock_pages = sparse::pages_per_subsection;
 

@@ -8,6 +8,7 @@
 namespace daxalloc::alloc {
 namespace {
 
+using sparse::hex;
 using sparse::page_state;
 
 constexpr std::array<std::array<migratetype, 2>, 3> fallbacks = {{
@@ -18,12 +19,6 @@ constexpr std::array<std::array<migratetype, 2>, 3> fallbacks = {{
 
 constexpr std::size_t index(migratetype t) {
   return static_cast<std::size_t>(t);
-}
-
-std::string hex(std::uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(v));
-  return buf;
 }
 
 }  // namespace
@@ -44,9 +39,11 @@ void page_allocator::pool_insert(std::uint64_t pageblock, std::uint64_t count) {
   pool_.emplace(pageblock, count);
 }
 
-void page_allocator::set_type(std::uint64_t pageblock, migratetype type) {
+// Returns whether a flush is left for the caller's fence (fence = false).
+bool page_allocator::set_type(std::uint64_t pageblock, migratetype type, bool fence) {
   const std::uint64_t pfn = pageblock * pageblock_pages;
-  if (model_.get_pageblock_migratetype(pfn) != type) model_.set_pageblock_migratetype(pfn, type);
+  return model_.get_pageblock_migratetype(pfn) != type &&
+         model_.set_pageblock_migratetype(pfn, type, fence);
 }
 
 // Frees one naturally aligned block of 2^order pages into its pageblock's
@@ -163,7 +160,10 @@ std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migra
     const std::uint64_t first = best->first, run = best->second;
     pool_.erase(best);
     if (run > count) pool_.emplace(first + count, run - count);
-    for (std::uint64_t pb = first; pb < first + count; ++pb) set_type(pb, migratetype::large);
+    bool flushed = false;
+    for (std::uint64_t pb = first; pb < first + count; ++pb)
+      flushed |= set_type(pb, migratetype::large, false);
+    if (flushed) model_.media().persist().drain();
     if (const std::uint64_t used = pages % pageblock_pages) {
       const std::uint64_t last = first + count - 1;
       owned_[last] = {migratetype::large, 0};

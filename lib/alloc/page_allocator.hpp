@@ -77,7 +77,7 @@ class page_allocator {
   void free_range(std::uint64_t pfn, std::uint64_t pages);
   [[nodiscard]] bool take_block(unsigned order, migratetype type, std::uint64_t& pfn);
   [[nodiscard]] bool own_pageblock_from_pool(migratetype type);
-  void set_type(std::uint64_t pageblock, migratetype type);
+  bool set_type(std::uint64_t pageblock, migratetype type, bool fence = true);
 
   sparse::memory_model& model_;
   mutable std::mutex mutex_;

@@ -23,6 +23,15 @@ std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t* w) {
 
 small_allocator::~small_allocator() = default;
 
+object_location small_allocator::bit_of(const void* p, unsigned cls) const noexcept {
+  const size_class& c = size_classes[cls];
+  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - model_.base());
+  const std::uint64_t head =
+      (offset >> sparse::page_shift) & ~((std::uint64_t{1} << c.slab_order) - 1);
+  const std::uint64_t i = (offset - (head << sparse::page_shift) - c.header) / c.size;
+  return {bitmap(head) + i / 64, std::uint64_t{1} << (i % 64), cls};
+}
+
 std::optional<object_location> small_allocator::locate(const void* p) const noexcept {
   const auto* at = static_cast<const std::byte*>(p);
   if (!model_.media().contains(at)) return std::nullopt;
@@ -46,15 +55,17 @@ std::optional<object_location> small_allocator::locate(const void* p) const noex
 }
 
 bool small_allocator::mark_allocated(const object_location& at) const noexcept {
-  const std::uint64_t old = atomic_word(at.word).fetch_or(at.mask, std::memory_order_relaxed);
-  model_.media().persist().flush(at.word, 8);
-  return (old & at.mask) == 0;
+  const bool changed =
+      (atomic_word(at.word).fetch_or(at.mask, std::memory_order_relaxed) & at.mask) == 0;
+  if (changed) model_.media().persist().flush(at.word, 8);
+  return changed;
 }
 
 bool small_allocator::mark_free(const object_location& at) const noexcept {
-  const std::uint64_t old = atomic_word(at.word).fetch_and(~at.mask, std::memory_order_relaxed);
-  model_.media().persist().flush(at.word, 8);
-  return (old & at.mask) != 0;
+  const bool changed =
+      (atomic_word(at.word).fetch_and(~at.mask, std::memory_order_relaxed) & at.mask) != 0;
+  if (changed) model_.media().persist().flush(at.word, 8);
+  return changed;
 }
 
 // A new slab: zero its bitmap and make that durable, then commit the head

@@ -61,6 +61,8 @@ class small_allocator {
   // The bitmap bit of the object starting at p; nullopt when p is not the
   // start of an object in a slab.
   [[nodiscard]] std::optional<object_location> locate(const void* p) const noexcept;
+  // The same for an object handed out by take() for class cls (no checks).
+  [[nodiscard]] object_location bit_of(const void* p, unsigned cls) const noexcept;
   // Durable bit updates: one atomic RMW and a flush, no fence (the caller
   // drains). Return false when the bit was already in the wanted state.
   bool mark_allocated(const object_location& at) const noexcept;

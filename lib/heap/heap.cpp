@@ -188,7 +188,7 @@ void* heap_impl::allocate(std::size_t size) noexcept {
     const unsigned cls = size_class_of(size);
     void* object = take_small(cls);
     if (object == nullptr) return nullptr;
-    small_.mark_allocated(*small_.locate(object));  // the commit
+    small_.mark_allocated(small_.bit_of(object, cls));  // the commit
     p.drain();
     return object;
   }
@@ -297,7 +297,7 @@ void* heap_impl::root(std::size_t size) {
   std::memcpy(s, &fresh, sizeof fresh);
   p.persist(s, sizeof fresh);  // fence 1: zeroed object and slot: the root exists from here
   if (size <= max_small_size) {
-    small_.mark_allocated(*small_.locate(r.ptr));
+    small_.mark_allocated(small_.bit_of(r.ptr, size_class_of(size)));
   } else {
     sparse::page_descriptor* head = model_->pfn_to_page(fresh.offset / page_size);
     head->store(page_info(page_state::extent, 0, r.size / page_size));
@@ -379,11 +379,18 @@ void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
 
 // ---- statistics and checks ----
 
+// What the memmap records as allocated, read afresh (the live allocator's
+// state is not consulted); problems found on the way are appended.
+std::vector<alloc::allocated_extent> heap_impl::media_extents(
+    std::vector<std::string>& problems) const {
+  alloc::page_allocator scan(const_cast<sparse::memory_model&>(*model_));
+  return scan.rebuild(problems);
+}
+
 std::vector<std::pair<std::uint64_t, std::uint64_t>> heap_impl::allocations() const {
   std::vector<std::string> ignored;
-  alloc::page_allocator scan(const_cast<sparse::memory_model&>(*model_));
   std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
-  for (const auto& e : scan.rebuild(ignored)) {
+  for (const auto& e : media_extents(ignored)) {
     const std::uint64_t offset = e.pfn * page_size;
     if (!e.slab) {
       out.emplace_back(offset, e.pages * page_size);
@@ -420,8 +427,7 @@ heap_stats heap_impl::stats() const {
     s.slab_bytes += classes[cls].slabs * (page_size << size_classes[cls].slab_order);
   }
   std::vector<std::string> ignored;
-  alloc::page_allocator scan(const_cast<sparse::memory_model&>(*model_));
-  for (const auto& e : scan.rebuild(ignored))
+  for (const auto& e : media_extents(ignored))
     if (!e.slab) {
       s.extent_bytes += e.pages * page_size;
       s.allocated_bytes += e.pages * page_size;
@@ -450,8 +456,7 @@ std::vector<std::string> heap_impl::check() const {
   std::vector<std::string> problems = model_->check();
   if (!problems.empty())
     return problems;  // the allocator state cannot be trusted on a broken model
-  alloc::page_allocator scan(const_cast<sparse::memory_model&>(*model_));
-  const auto found = scan.rebuild(problems);
+  const auto found = media_extents(problems);
   // Nothing the live allocator calls free may be allocated on the media.
   for (const auto& e : found)
     for (std::uint64_t pfn = e.pfn; pfn < e.pfn + e.pages; ++pfn)

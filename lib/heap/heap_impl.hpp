@@ -73,6 +73,8 @@ class heap_impl {
   void put_small(unsigned cls, void* p) noexcept;
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
+  [[nodiscard]] std::vector<alloc::allocated_extent> media_extents(
+      std::vector<std::string>& problems) const;
   [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
   [[nodiscard]] unsigned acquire_lane() noexcept;
   void release_lane(unsigned i) noexcept;

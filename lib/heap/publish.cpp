@@ -42,13 +42,11 @@ void heap_impl::release_lane(unsigned i) noexcept {
 }
 
 std::uint64_t heap_impl::lane_checksum(const sparse::lane_header& h) const noexcept {
-  std::vector<std::uint64_t> words{h.sequence, h.count};
-  const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);
-  for (std::uint64_t i = 0; i < h.count; ++i) {
-    words.push_back(entries[i].target);
-    words.push_back(entries[i].value);
-  }
-  return sparse::fletcher64(words.data(), words.size() * 8);
+  sparse::fletcher64_sum sum;
+  sum.add(&h.sequence, 8);
+  sum.add(&h.count, 8);
+  sum.add(&h + 1, h.count * sizeof(log_entry));  // the entries follow the header
+  return sum.value();
 }
 
 // What a lane may write at replay: memory past the head (user words, slab
@@ -97,10 +95,10 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
   };
   for (const reservation& r : reserved) {
     if (r.size <= alloc::max_small_size) {
-      const auto at = small_.locate(r.ptr);
+      const auto at = small_.bit_of(r.ptr, alloc::size_class_of(r.size));
       entries.push_back(
-          {offset_of(at->word) | std::uint64_t{sparse::log_set_bits} << sparse::log_op_shift,
-           at->mask});
+          {offset_of(at.word) | std::uint64_t{sparse::log_set_bits} << sparse::log_op_shift,
+           at.mask});
     } else {
       const std::uint64_t pfn = offset_of(r.ptr) / sparse::page_size;
       entries.push_back(

@@ -3,11 +3,19 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "sparse/layout.hpp"
 
 namespace daxalloc::sparse {
+
+// 0x-prefixed hexadecimal, for error messages.
+[[nodiscard]] inline std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(v));
+  return buf;
+}
 
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
   return (v + a - 1) / a * a;

@@ -232,16 +232,25 @@ inline constexpr unsigned memmap_span_bits(unsigned section_size_bits) {
 }
 
 // Fletcher-64 over 32-bit little-endian words, as the kernel's nd_fletcher64.
-[[nodiscard]] inline std::uint64_t fletcher64(const void* data, std::size_t len) {
-  const auto* p = static_cast<const unsigned char*>(data);
+// Fed piecewise (each piece a multiple of 4 bytes) it gives the same sum as
+// over the concatenation, so records need not be copied together first.
+struct fletcher64_sum {
   std::uint32_t lo = 0;
   std::uint64_t hi = 0;
-  for (std::size_t i = 0; i + 4 <= len; i += 4) {
-    lo += std::uint32_t{p[i]} | std::uint32_t{p[i + 1]} << 8 | std::uint32_t{p[i + 2]} << 16 |
-          std::uint32_t{p[i + 3]} << 24;
-    hi += lo;
+  void add(const void* data, std::size_t len) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i + 4 <= len; i += 4) {
+      lo += std::uint32_t{p[i]} | std::uint32_t{p[i + 1]} << 8 | std::uint32_t{p[i + 2]} << 16 |
+            std::uint32_t{p[i + 3]} << 24;
+      hi += lo;
+    }
   }
-  return hi << 32 | lo;
+  [[nodiscard]] std::uint64_t value() const noexcept { return hi << 32 | lo; }
+};
+[[nodiscard]] inline std::uint64_t fletcher64(const void* data, std::size_t len) {
+  fletcher64_sum sum;
+  sum.add(data, len);
+  return sum.value();
 }
 
 }  // namespace daxalloc::sparse

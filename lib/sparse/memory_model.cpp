@@ -15,12 +15,6 @@ namespace {
 
 constexpr std::uint64_t default_max_range = std::uint64_t{1} << 40;  // 1 TiB
 
-std::string hex(std::uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 std::string span_text(std::uint64_t start, std::uint64_t end) {
   char buf[48];  // snprintf: GCC 12 warns wrongly (-Wrestrict) on "[" + std::string at -O3
   std::snprintf(buf, sizeof buf, "[%#llx, %#llx)", static_cast<unsigned long long>(start),
@@ -168,14 +162,16 @@ void memory_model::set_pageblock_bits(std::uint64_t pfn, std::uint8_t mask,
   }
 }
 
-bool memory_model::set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept {
+bool memory_model::set_pageblock_migratetype(std::uint64_t pfn, migratetype type,
+                                             bool fence) noexcept {
   // Metadata pageblocks are the head and memmap blocks, fixed by hotplug.
   if (type == migratetype::metadata || get_pageblock_migratetype(pfn) == migratetype::metadata)
     return false;
   set_pageblock_bits(pfn, migratetype_mask, static_cast<std::uint8_t>(type));
   const unsigned bit = geo_.subsection_index(pfn) * nr_pageblock_bits;
-  persist().persist(
+  persist().flush(
       &section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64], 8);
+  if (fence) persist().drain();
   return true;
 }
 

@@ -112,7 +112,8 @@ class memory_model {
   // Durable when they return (one CAS + one persist). The pfn must be valid.
   // Refused (false) for metadata: the head and memmap pageblocks keep that
   // type, and no other pageblock may take it.
-  bool set_pageblock_migratetype(std::uint64_t pfn, migratetype type) noexcept;
+  // fence = false leaves the drain to the caller (several pageblocks, one fence).
+  bool set_pageblock_migratetype(std::uint64_t pfn, migratetype type, bool fence = true) noexcept;
   void set_pageblock_skip(std::uint64_t pfn, bool skip) noexcept;
 
   // Online hot-add and hot-remove of a 2 MiB-aligned span of byte offsets,

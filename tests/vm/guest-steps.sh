@@ -187,9 +187,9 @@ if [ $devdax_ok -eq 1 ]; then
   # No file system in devdax mode: this only shows the binaries run in the guest.
   for t in $devdax_tests; do run_test "devdax-$t" /tmp "$t"; done
   run devdax-region_tour "$tour" /dev/dax0.0
-  # The heap on the device itself. heap_tour creates a new heap on any path
-  # that starts with /dev/dax (overwriting what is there), so the second run
-  # goes through a symbolic link to the device, which it opens.
+  # The heap on the device itself: the first run opens the heap the probe
+  # left there (or creates one), the second reopens it through a link to the
+  # device (a leftover from when heap_tour always recreated devdax heaps).
   ln -sf /dev/dax0.0 /tmp/heap-dax0.0
   heap_tours devdax /dev/dax0.0 /tmp/heap-dax0.0
 else
