@@ -1,5 +1,6 @@
 // Boost containers in the heap: a boost::container::map<string, vector<u64>>
-// built with daxalloc::allocator, found again by another process.
+// and a boost::unordered_map<u64, string> built with daxalloc::allocator,
+// found again by another process.
 //
 //   boost_containers write PATH    build it (a fresh heap)
 //   boost_containers read PATH     reopen, verify and print it
@@ -8,6 +9,7 @@
 #include <boost/container/map.hpp>
 #include <boost/container/string.hpp>
 #include <boost/container/vector.hpp>
+#include <boost/unordered_map.hpp>
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
@@ -26,8 +28,13 @@ using numbers = boost::container::vector<std::uint64_t, alloc<std::uint64_t>>;
 using table =
     boost::container::map<text, numbers, std::less<text>, alloc<std::pair<const text, numbers>>>;
 
+using index =
+    boost::unordered_map<std::uint64_t, text, boost::hash<std::uint64_t>,
+                         std::equal_to<std::uint64_t>, alloc<std::pair<const std::uint64_t, text>>>;
+
 struct root {
   boost::interprocess::offset_ptr<table> entries;
+  boost::interprocess::offset_ptr<index> names;  // i * 1000 -> "key-i"
 };
 
 constexpr int nr_keys = 200;
@@ -44,11 +51,14 @@ void write(const std::string& path) {
     for (int j = 0; j <= i; ++j) values.push_back(static_cast<std::uint64_t>(i) * 1000 + j);
     t->emplace(text(("key-" + std::to_string(i)).c_str(), alloc<char>(h)), std::move(values));
   }
-  // The container's own stores are plain: make the whole heap durable, then
-  // publish the table with one 8-byte store.
+  auto* n = ::new (h.allocate(sizeof(index))) index(alloc<char>(h));
+  for (const auto& [key, values] : *t) n->emplace(values.front(), key);
+  // The containers' own stores are plain: make the whole heap durable, then
+  // publish them with 8-byte stores.
   h.persist().persist(h.base(), h.size());
   r->entries = t;
-  h.persist().persist(&r->entries, sizeof r->entries);
+  r->names = n;
+  h.persist().persist(r, sizeof *r);
   std::printf("wrote %zu keys into %s (pid %d)\n", t->size(), path.c_str(),
               static_cast<int>(getpid()));
 }
@@ -64,8 +74,16 @@ bool read(const std::string& path) {
          it->second.back() == static_cast<std::uint64_t>(i) * 1000 + i;
     if (ok) values += it->second.size();
   }
-  std::printf("read back %zu keys and %" PRIu64 " values from %s (pid %d, heap at %p): %s\n",
-              t.size(), values, path.c_str(), static_cast<int>(getpid()),
+  const index& n = *h.root<root>()->names;
+  ok = ok && n.size() == nr_keys;
+  for (int i = 0; i < nr_keys && ok; ++i) {
+    auto it = n.find(static_cast<std::uint64_t>(i) * 1000);
+    ok = it != n.end() && it->second == ("key-" + std::to_string(i)).c_str();
+  }
+  std::printf("read back %zu keys, %" PRIu64
+              " values and %zu hashed names from %s (pid %d, "
+              "heap at %p): %s\n",
+              t.size(), values, n.size(), path.c_str(), static_cast<int>(getpid()),
               static_cast<void*>(h.base()), ok ? "intact" : "WRONG");
   return ok && h.check().empty();
 }

@@ -19,7 +19,7 @@
 //          one batch sets the bucket head (or the replaced entry's predecessor's
 //          next) to it, frees the replaced entry and bumps the count: after a
 //          crash the old value or the new one is there, never neither, and
-//          nothing leaks (3 fences).
+//          nothing leaks (2 fences).
 //   rm     one batch unlinks the entry, frees it and decrements the count
 //          (free-and-clear: the entry is freed and unreachable, or neither).
 //   get    walks the chain with acquire loads and takes no lock.

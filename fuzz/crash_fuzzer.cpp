@@ -260,21 +260,24 @@ void run(const std::uint8_t* data, std::size_t size) {
   std::vector<std::size_t> fences_after;
   {
     crash_point_sim sim(region_of(*h), sparse_image::read(work), fence);
+    h->internals().use_persistence(region_of(*h).persist());  // under the heap's fences
     for (const auto& c : calls) {
       driver.run(c);
       states.push_back(api_driver::signature(*h));
       fences_after.push_back(sim.fences());
     }
+    h->persist().drain();  // makes a lazily invalidated redo lane durable
     sim.finish("the simulated calls");
-    region_of(*h).use_persistence(daxalloc::persistence{});
+    h->internals().use_persistence(daxalloc::persistence{});
     h.reset();
-    // Before or after the call during whose fence the power failed.
+    // Before or after the call during whose fence the power failed (after
+    // the last call for the final fence).
     std::set<std::string> expected{states.back()};
     std::size_t during = calls.size();
     if (sim.crashed_in_run()) {
       during = 0;
-      while (fences_after[during] < fence) ++during;
-      expected = {states[during], states[during + 1]};
+      while (during < calls.size() && fences_after[during] < fence) ++during;
+      if (during < calls.size()) expected = {states[during], states[during + 1]};
     }
     const sparse_image crashed = sim.crash_image(in);
     crashed.write(image_path);
@@ -306,7 +309,7 @@ void run(const std::uint8_t* data, std::size_t size) {
       finding(std::string("recovery under the simulator failed: ") + e.what());
     }
     sim2.finish("recovery");
-    const_cast<daxalloc::region&>(impl->model().media()).use_persistence(daxalloc::persistence{});
+    impl->use_persistence(daxalloc::persistence{});
     impl.reset();
     sim2.crash_image(in).write(image_path);
     h.emplace(

@@ -64,7 +64,7 @@ TEST_CASE("pptr is position independent, atomic and interoperates with offset_pt
   static_assert(sizeof(pptr<node>) == 8);
 }
 
-TEST_CASE("allocate-and-publish and free-and-clear: 3 fences each, durable across reopen") {
+TEST_CASE("allocate-and-publish and free-and-clear: 2 fences each, durable across reopen") {
   test::temp_file f;
   {
     auto h = make_heap(f);
@@ -72,7 +72,7 @@ TEST_CASE("allocate-and-publish and free-and-clear: 3 fences each, durable acros
     h.deallocate(h.allocate(sizeof(node)));  // the slab exists: count only the publication
     daxalloc::reset_this_thread_persist_counters();
     node* n = h.make_published(root->head, node{41, nullptr});
-    CHECK(daxalloc::this_thread_persist_counters().fences == 3);
+    CHECK(daxalloc::this_thread_persist_counters().fences == 2);
     CHECK(root->head.get() == n);
     CHECK(n->key == 41);
     bool ran = false;
@@ -96,13 +96,35 @@ TEST_CASE("allocate-and-publish and free-and-clear: 3 fences each, durable acros
     CHECK(h.stats().allocated_objects == 3);  // root and two nodes
     daxalloc::reset_this_thread_persist_counters();
     h.free_clear(root->head->next);
-    CHECK(daxalloc::this_thread_persist_counters().fences == 3);
+    CHECK(daxalloc::this_thread_persist_counters().fences == 2);
     CHECK_FALSE(root->head->next);
     CHECK(h.check().empty());
   }
   auto h = heap::open(f.path());
   CHECK(h.stats().allocated_objects == 2);
   CHECK_FALSE(h.root<list_root>()->head->next);
+}
+
+TEST_CASE("fences per batch: 2 up to 4 KiB of reserved bytes, 3 above") {
+  test::temp_file f;
+  auto h = make_heap(f);
+  auto* root = h.root<list_root>();
+  for (auto [size, fences] :
+       {std::pair<std::size_t, std::uint64_t>{64, 2}, {4096, 2}, {4097, 3}, {1 << 20, 3}}) {
+    CAPTURE(size);
+    h.deallocate(h.allocate(size));  // its slab or pageblock exists: count only the batch
+    daxalloc::reset_this_thread_persist_counters();
+    daxalloc::batch b(h);
+    void* p = b.reserve(size);
+    std::memset(p, 1, size);
+    b.set(root->head, static_cast<node*>(p));
+    b.publish();
+    CHECK(daxalloc::this_thread_persist_counters().fences == fences);
+    daxalloc::reset_this_thread_persist_counters();
+    h.free_clear(root->head);
+    CHECK(daxalloc::this_thread_persist_counters().fences <= 2 + (size > 4096 ? 1 : 0));
+  }
+  CHECK(h.check().empty());
 }
 
 TEST_CASE("a constructor that throws publishes nothing") {

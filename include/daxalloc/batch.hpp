@@ -6,15 +6,20 @@
 //   b.set(parent->next, node);                    // 8-byte store, applied at publish
 //   b.set(&root->count, root->count + 1);
 //   b.defer_free(old);                            // freed at publish
-//   b.publish();                                  // all or nothing, 3 fences
+//   b.publish();                                  // all or nothing, 2 fences
 //
-// publish() writes the batch to a redo-log lane and persists it (the commit),
-// applies it and persists that, then invalidates the lane; after a crash,
-// open replays a committed lane. So after any failure either every action of
+// publish() writes the batch to a redo-log lane and persists it (the commit,
+// whose checksum covers reserved objects of up to 4 KiB in all; larger ones
+// get a fence of their own first), applies it and persists that, then
+// invalidates the lane lazily (the heap's next fence makes it durable); after
+// a crash, open replays a committed lane. So after any failure either every action of
 // the batch happened or none did. Reserved objects are flushed in full at
 // publish, after your constructor wrote them. A batch holds at most
 // max_actions actions (reservations + stores + frees); more is
-// errc::too_large. Destroying an unpublished batch cancels it.
+// errc::too_large. Destroying an unpublished batch cancels it. Act on what
+// a batch published from other threads only after publish() returned, and
+// make their stores to the words it wrote durable with heap::persist()
+// (docs/api.md, "How publication gets by with 2 fences").
 #pragma once
 
 #include <cstdint>

@@ -112,7 +112,8 @@ class heap {
   [[nodiscard]] reservation reserve(std::size_t size);
   void cancel(reservation& r) noexcept;
 
-  // Atomic publication (defined in daxalloc/batch.hpp; 3 fences each): after
+  // Atomic publication (defined in daxalloc/batch.hpp; 2 fences each, 3 for
+  // objects above 4 KiB): after
   // a crash either the object is allocated and `dest` points to it, or
   // neither happened. `dest` must lie in the heap.
   template <class T, class Ctor>

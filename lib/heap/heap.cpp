@@ -86,6 +86,7 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
 // allocation is re-marked, the free lists and slabs are rebuilt from the
 // memmap, and the heap is marked open (unclean until close).
 void heap_impl::start() {
+  use_persistence(model_->media().persist());
   replay_lanes();
   recover_root();
   std::vector<std::string> problems;
@@ -98,6 +99,7 @@ void heap_impl::start() {
             (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)" : ""));
   unclean_ = model_->super().shutdown_state != sparse::shutdown_clean;
   model_->set_shutdown_state(sparse::shutdown_open);
+  opened_ = true;
   std::lock_guard lock(live_mutex);
   live_heaps[id_] = this;
 }
@@ -107,11 +109,13 @@ heap_impl::~heap_impl() {
     std::lock_guard lock(live_mutex);
     live_heaps.erase(id_);
   }
-  // Cached objects are free on the media already; only the marker is left.
+  // Cached objects are free on the media already; only the marker is left
+  // (not after a failed open: that leaves the media as it found it).
   try {
-    model_->set_shutdown_state(sparse::shutdown_clean);
+    if (opened_) model_->set_shutdown_state(sparse::shutdown_clean);
   } catch (...) {  // nothing to report to from a destructor; the next open sees "unclean"
   }
+  model_->media().use_persistence(beneath_);  // the wrapper dies with this heap
 }
 
 bool heap_impl::is_root(const void* p) const noexcept {

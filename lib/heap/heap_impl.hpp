@@ -56,12 +56,18 @@ class heap_impl {
   void release_cache(thread_cache* cache) noexcept;
 
   // A batch (daxalloc/batch.hpp): validate, write to a lane and persist (the
-  // commit), apply and persist, invalidate the lane and persist; then hand
-  // the freed objects back. Throws before anything is written when an
+  // commit), apply and persist, invalidate the lane lazily (fence_drain); then
+  // hand the freed objects back. Throws before anything is written when an
   // action is invalid or the batch is too large.
   void publish(const std::vector<reservation>& reserved,
                const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
                const std::vector<void*>& frees);
+
+  // What the heap's fences run on: the region's persistence as it was at
+  // open, or what a test swaps in (the crash simulators). The region itself
+  // keeps the heap's wrapper, whose every fence first makes lazily
+  // invalidated lanes durable.
+  void use_persistence(const persistence& beneath) noexcept;
 
  private:
   explicit heap_impl(std::unique_ptr<sparse::memory_model> model);
@@ -79,7 +85,11 @@ class heap_impl {
   [[nodiscard]] unsigned acquire_lane() noexcept;
   void release_lane(unsigned i) noexcept;
   void apply(const sparse::log_entry& e) const noexcept;
+  static void fence_flush(void* self, const void* addr, std::size_t len);
+  static void fence_drain(void* self);
+  static void fence_discard(void* self, const void* addr, std::size_t len);
   [[nodiscard]] std::uint64_t lane_checksum(const sparse::lane_header& h) const noexcept;
+  [[nodiscard]] bool content_in_bounds(const sparse::lane_header& h) const noexcept;
   // A word a batch may store to: 8-aligned in the heap's memory outside
   // metadata pageblocks, or the name-table slot.
   [[nodiscard]] bool heap_word(const void* p) const noexcept;
@@ -90,9 +100,15 @@ class heap_impl {
   alloc::small_allocator small_;
   std::uint64_t id_;
   bool unclean_ = false;
+  bool opened_ = false;
   std::mutex root_mutex_;
   mutable std::mutex names_mutex_;
   std::atomic<std::uint64_t> busy_lanes_{0};
+  persistence beneath_;
+  // Per lane: how many times it was invalidated, and how many of those a
+  // fence has made durable; lanes_used_ bounds the lanes ever acquired.
+  std::array<std::atomic<std::uint64_t>, sparse::nr_lanes> lane_invalidated_{}, lane_settled_{};
+  std::atomic<unsigned> lanes_used_{0};
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
 };

@@ -17,6 +17,14 @@ using sparse::log_entry;
 constexpr std::uint64_t offset_mask = (std::uint64_t{1} << sparse::log_op_shift) - 1;
 static_assert(batch::max_actions == sparse::max_log_entries);
 
+// The crash suite's self-test: -Dbreak_persistence=... builds leave out one
+// step, and the suite must fail on them (docs/crash-consistency.md).
+#ifndef DAXALLOC_BREAK
+#define DAXALLOC_BREAK 0
+#endif
+enum breakage : int { intact, no_commit_fence, no_logged_content, no_lane_settle };
+constexpr breakage broken = static_cast<breakage>(DAXALLOC_BREAK);
+
 }  // namespace
 
 sparse::lane_header* heap_impl::lane(unsigned i) const noexcept {
@@ -30,8 +38,12 @@ unsigned heap_impl::acquire_lane() noexcept {
     while (busy != ~std::uint64_t{0}) {
       const unsigned i = static_cast<unsigned>(std::countr_one(busy));
       if (busy_lanes_.compare_exchange_weak(busy, busy | std::uint64_t{1} << i,
-                                            std::memory_order_acquire))
+                                            std::memory_order_acquire)) {
+        unsigned used = lanes_used_.load(std::memory_order_relaxed);
+        while (used <= i && !lanes_used_.compare_exchange_weak(used, i + 1)) {
+        }
         return i;
+      }
     }
     std::this_thread::yield();  // all 64 lanes in use
   }
@@ -45,7 +57,11 @@ std::uint64_t heap_impl::lane_checksum(const sparse::lane_header& h) const noexc
   sparse::fletcher64_sum sum;
   sum.add(&h.sequence, 8);
   sum.add(&h.count, 8);
-  sum.add(&h + 1, h.count * sizeof(log_entry));  // the entries follow the header
+  const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);  // they follow the header
+  sum.add(entries, h.count * sizeof(log_entry));
+  for (std::uint64_t e = 0; e < h.count; ++e)
+    if (entries[e].target >> sparse::log_op_shift == sparse::log_content)
+      sum.add(model_->base() + (entries[e].target & offset_mask), entries[e].value);
   return sum.value();
 }
 
@@ -82,6 +98,8 @@ void heap_impl::apply(const log_entry& e) const noexcept {
     case sparse::log_clear_bits:
       ref.fetch_and(~e.value, std::memory_order_release);
       break;
+    default:  // log_content: checked, not applied
+      return;
   }
   model_->media().persist().flush(word, 8);
 }
@@ -90,6 +108,13 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
                         const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
                         const std::vector<void*>& frees) {
   std::vector<log_entry> entries;
+  std::uint64_t content = 0;
+  for (const reservation& r : reserved) content += r.size;
+  // Small contents are covered by the lane's checksum; larger ones are made
+  // durable by a fence of their own before the lane is written.
+  const bool logged_content =
+      broken != no_logged_content && content <= sparse::max_logged_content &&
+      2 * reserved.size() + stores.size() + frees.size() <= sparse::max_log_entries;
   const auto offset_of = [&](const void* p) {
     return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - model_->base());
   };
@@ -105,6 +130,9 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
           {offset_of(&model_->pfn_to_page(pfn)->info),
            sparse::page_info(sparse::page_state::extent, 0, r.size / sparse::page_size)});
     }
+    if (logged_content)
+      entries.push_back(
+          {offset_of(r.ptr) | std::uint64_t{sparse::log_content} << sparse::log_op_shift, r.size});
   }
   for (const auto& [where, value] : stores) {
     if (!heap_word(where))
@@ -147,6 +175,8 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
 
   const persistence& p = model_->media().persist();
   for (const reservation& r : reserved) p.flush(r.ptr, r.size);  // what the constructors wrote
+  if (!logged_content && !reserved.empty() && broken != no_logged_content)
+    p.drain();  // fence 0, for large contents only
   const unsigned i = acquire_lane();
   sparse::lane_header* h = lane(i);
   auto* slots = reinterpret_cast<log_entry*>(h + 1);
@@ -155,15 +185,82 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
   h->count = entries.size();
   h->checksum = lane_checksum(*h);
   p.flush(h, sizeof *h + entries.size() * sizeof(log_entry));
-  p.drain();  // fence 1: the batch is committed
+  if (broken != no_commit_fence) p.drain();  // fence 1: the batch is committed
   for (const log_entry& e : entries) apply(e);
-  p.drain();  // fence 2: applied
+  p.drain();  // fence 2: applied, the batch is durable
+  // Invalidated lazily: made durable by this heap's next fence (fence_drain).
   std::atomic_ref<std::uint64_t>(h->count).store(0, std::memory_order_relaxed);
   std::atomic_ref<std::uint64_t>(h->checksum).store(0, std::memory_order_relaxed);
-  p.persist(h, sizeof *h);  // fence 3: the lane is free
+  p.flush(h, sizeof *h);
+  if (beneath_.mode() != persistence_mode::msync && beneath_.mode() != persistence_mode::none)
+    lane_invalidated_[i].fetch_add(1, std::memory_order_release);  // msync flushes synchronously
   release_lane(i);
   for (auto [cls, object] : small_frees) put_small(cls, object);
   for (auto [pfn, pages] : extent_frees) pages_.free(pfn, pages);
+}
+
+// The objects a lane's content entries name lie in the heap's memory and
+// add up to at most max_logged_content bytes; otherwise the lane cannot
+// check out (its checksum is not even computed).
+bool heap_impl::content_in_bounds(const sparse::lane_header& h) const noexcept {
+  const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);
+  std::uint64_t total = 0;
+  for (std::uint64_t e = 0; e < h.count; ++e) {
+    if (entries[e].target >> sparse::log_op_shift != sparse::log_content) continue;
+    const std::uint64_t offset = entries[e].target & offset_mask, length = entries[e].value;
+    total += std::min(length, sparse::max_logged_content + 1);
+    if (total > sparse::max_logged_content || offset < model_->geo().head_size() ||
+        offset > model_->media().size() || length > model_->media().size() - offset)
+      return false;
+  }
+  return true;
+}
+
+// ---- the heap's fences ----
+
+// The region's persistence is this wrapper from open on: flushes and discards
+// pass through; a fence first flushes the header of every lane invalidated
+// since the last fence that covered it (publish leaves that to the next
+// fence, on whichever thread), so the invalidation reaches the media no later
+// than anything the fence makes durable. A thread that acts on a batch after
+// publish returned sees the lane's count, so its fences cover the lane.
+void heap_impl::fence_flush(void* self, const void* addr, std::size_t len) {
+  const auto& below = static_cast<heap_impl*>(self)->beneath_.table();
+  below.flush(below.context, addr, len);
+}
+
+void heap_impl::fence_discard(void* self, const void* addr, std::size_t len) {
+  static_cast<heap_impl*>(self)->beneath_.discarded(addr, len);
+}
+
+void heap_impl::fence_drain(void* self) {
+  auto* h = static_cast<heap_impl*>(self);
+  std::array<std::uint64_t, sparse::nr_lanes> seen;
+  std::uint64_t pending = 0;
+  const unsigned used = h->lanes_used_.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < used; ++i) {
+    seen[i] = h->lane_invalidated_[i].load(std::memory_order_acquire);
+    if (seen[i] == h->lane_settled_[i].load(std::memory_order_relaxed) || broken == no_lane_settle)
+      continue;
+    h->beneath_.flush(h->lane(i), sizeof(sparse::lane_header));
+    pending |= std::uint64_t{1} << i;
+  }
+  const auto& below = h->beneath_.table();
+  below.drain(below.context);
+  for (; pending; pending &= pending - 1) {
+    const auto i = static_cast<unsigned>(std::countr_zero(pending));
+    std::uint64_t settled = h->lane_settled_[i].load(std::memory_order_relaxed);
+    while (settled < seen[i] && !h->lane_settled_[i].compare_exchange_weak(settled, seen[i])) {
+    }
+  }
+}
+
+void heap_impl::use_persistence(const persistence& beneath) noexcept {
+  beneath_ = beneath;
+  const auto& below = beneath.table();
+  model_->media().use_persistence(
+      persistence({&fence_flush, &fence_drain, this, below.discard ? &fence_discard : nullptr,
+                   below.mode, below.name}));
 }
 
 // Open: every committed lane is replayed (its actions are idempotent), every
@@ -175,12 +272,13 @@ void heap_impl::replay_lanes() {
     sparse::lane_header* h = lane(i);
     if (h->count == 0 && h->checksum == 0) continue;
     const bool committed = h->count >= 1 && h->count <= sparse::max_log_entries &&
-                           h->checksum != 0 && h->checksum == lane_checksum(*h);
+                           h->checksum != 0 && content_in_bounds(*h) &&
+                           h->checksum == lane_checksum(*h);
     if (committed) {
       const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
       for (std::uint64_t e = 0; e < h->count; ++e) {
         const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
-        if (op > sparse::log_clear_bits ||
+        if (op != sparse::log_content &&  // those are checked by content_in_bounds
             !log_target(model_->base() + (entries[e].target & offset_mask)))
           throw error(errc::corrupt, where + std::to_string(i) + " holds an impossible action");
       }

@@ -139,11 +139,19 @@ static_assert(sizeof(root_slot) == 32);
 enum shutdown_state : std::uint64_t { shutdown_clean = 0, shutdown_open = 1 };
 
 // Redo-log lanes (heap layer): a batch of 8-byte actions is written to a
-// lane and persisted (the commit: a valid checksum over sequence, count and
-// entries), applied and persisted, then invalidated (count and checksum
-// zeroed) and persisted. Open replays every valid lane, so a published batch
-// is all or nothing. Actions are idempotent 8-byte stores and bit sets or
-// clears, so replaying a partly applied batch is safe.
+// lane and persisted (the commit: a valid checksum over sequence, count,
+// entries and the bytes that content entries name), applied and persisted.
+// Then the lane is invalidated (count and checksum zeroed) lazily: the zeroed
+// header is flushed, and the heap's next fence, on any thread, makes it
+// durable before anything else that fence orders. So a crash may leave a
+// committed lane whose batch was applied in full; replaying it is harmless,
+// because no later durable store can conflict with it. Open replays every
+// valid lane, so a published batch is all or nothing. Actions are idempotent
+// 8-byte stores and bit sets or clears, so replaying a partly applied batch
+// is safe. A content entry applies nothing: it names a reserved object whose
+// bytes the checksum covers, so a lane whose objects did not reach the media
+// in full does not check out (nor does one whose objects were written to
+// after it was applied, which no longer needs replaying).
 inline constexpr std::uint64_t nr_lanes = 64;
 inline constexpr std::uint64_t lane_size = 4096;
 struct lane_header {
@@ -157,10 +165,16 @@ struct log_entry {
   std::uint64_t value;   // the value to store, or the bit mask
 };
 static_assert(sizeof(lane_header) == 64 && sizeof(log_entry) == 16);
-enum log_op : std::uint64_t { log_store = 0, log_set_bits = 1, log_clear_bits = 2 };
+enum log_op : std::uint64_t {
+  log_store = 0,
+  log_set_bits = 1,
+  log_clear_bits = 2,
+  log_content = 3,  // value: length in bytes, at most max_logged_content in a lane
+};
 inline constexpr unsigned log_op_shift = 62;
 inline constexpr std::size_t max_log_entries =
     (lane_size - sizeof(lane_header)) / sizeof(log_entry);
+inline constexpr std::uint64_t max_logged_content = 4096;
 
 // One section record (the kernel's mem_section with its usage inline), in a
 // root page. Its size depends on the geometry (section_record_words()):

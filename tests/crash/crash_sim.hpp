@@ -5,7 +5,8 @@
 // ranges: a cache line reaches it only when it was flushed and a later drain
 // (fence) ran. At every fence the simulator records a crash point: the durable
 // image as it stood, and every line that differs from it in the working
-// memory (flushed or not: a dirty line may be evicted at any time). A crash
+// memory (flushed or not: a dirty line may be evicted at any time). A fence
+// completes the flushes of its own thread only, as SFENCE does. A crash
 // image is the durable image plus any subset of those lines, each written
 // whole, or torn at 8-byte granularity (the x86 failure-atomicity unit).
 #pragma once
@@ -15,8 +16,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daxalloc/region.hpp"
@@ -57,6 +61,7 @@ class simulator {
   std::vector<std::string> finish();
 
   [[nodiscard]] const std::vector<crash_point>& points() const { return points_; }
+  [[nodiscard]] std::size_t fences() const { return fences_; }
   [[nodiscard]] const std::vector<range>& watched() const { return watched_; }
 
  private:
@@ -71,7 +76,9 @@ class simulator {
   std::filesystem::path path_;
   std::vector<range> watched_;
   std::vector<std::vector<std::byte>> durable_;
-  std::vector<std::uint64_t> flushed_;  // line offsets flushed since the last fence
+  std::mutex mutex_;
+  // Per thread: line offsets flushed since that thread's last fence.
+  std::map<std::thread::id, std::vector<std::uint64_t>> flushed_;
   std::vector<crash_point> points_;
   std::vector<std::string> problems_;
   std::size_t fences_ = 0;
