@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -145,10 +146,20 @@ void write_image(
 
 }  // namespace
 
+unsigned scale() {
+  static const unsigned factor = [] {
+    const char* v = std::getenv("DAXALLOC_CRASH_SCALE");
+    const long n = v ? std::strtol(v, nullptr, 10) : 1;
+    return static_cast<unsigned>(std::clamp(n, 1L, 1000L));
+  }();
+  return factor;
+}
+
 std::size_t explore(const crash_point& point, const std::vector<range>& watched,
                     const std::filesystem::path& image_path, std::mt19937_64& rng,
                     const std::function<void(const std::filesystem::path&)>& visit,
                     unsigned exhaustive_limit, unsigned samples) {
+  samples *= scale();
   const std::size_t n = point.dirty.size();
   std::size_t count = 0;
   std::vector<std::pair<std::size_t, int>> choice;

@@ -84,9 +84,14 @@ class simulator {
   std::size_t fences_ = 0;
 };
 
+// How much more to explore than by default: DAXALLOC_CRASH_SCALE (1 when
+// unset; CI's release run sets more). Random samples and recovery budgets
+// grow by this factor.
+unsigned scale();
+
 // Every crash image of a crash point: for up to `exhaustive_limit` dirty
-// lines every subset; beyond that none, all, and `samples` random subsets in
-// which some lines are torn. Calls visit(image_path) for each, after writing
+// lines every subset; beyond that none, all, and `samples` × scale() random
+// subsets in which some lines are torn. Calls visit(image_path) for each, after writing
 // the image as a sparse file at `image_path`. Returns the number of images.
 std::size_t explore(const crash_point& point, const std::vector<range>& watched,
                     const std::filesystem::path& image_path, std::mt19937_64& rng,

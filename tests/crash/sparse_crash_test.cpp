@@ -176,7 +176,7 @@ void run(const scenario& s, std::mt19937_64& rng) {
   REQUIRE(after != before);
 
   tally t;
-  int recovery_budget = 24;
+  int recovery_budget = 24 * static_cast<int>(crash::scale());
   for (const auto& point : points) {
     t.states +=
         crash::explore(point, watched, image.path(), rng, [&](const std::filesystem::path& p) {
