@@ -2,9 +2,11 @@
 // statistics, hotplug with allocations, and a model-based random test.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <random>
 
@@ -31,6 +33,45 @@ struct root_type {
   std::uint64_t magic;
   std::uint64_t object;  // offset of an object
 };
+
+// Writes the root slot of a closed heap's file by hand, as a crash or a
+// damaged medium leaves it: sealed (its checksum matches) or torn.
+void write_root_slot(const std::filesystem::path& path, std::uint64_t offset, std::uint64_t size,
+                     bool sealed = true) {
+  daxalloc::sparse::root_slot slot{offset, size, 0, 0};
+  slot.checksum = daxalloc::sparse::fletcher64(&slot, 16) + (sealed ? 0 : 1);
+  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekp(static_cast<std::streamoff>(daxalloc::sparse::root_slot_offset));
+  io.write(reinterpret_cast<const char*>(&slot), sizeof slot);
+  REQUIRE(io.good());
+}
+
+// The file past its superblocks (which a failed open may rewrite).
+std::string contents_past_superblocks(const std::filesystem::path& path) {
+  std::string bytes(std::filesystem::file_size(path) - 8192, '\0');
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(8192);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(in.good());
+  return bytes;
+}
+
+// A new heap in `path` with one reservation of `size` bytes filled with
+// `fill` and persisted, closed without cancel (as after a crash, nothing
+// records it); returns its offset.
+std::uint64_t forgotten_reservation(const std::filesystem::path& path, std::size_t size,
+                                    unsigned char fill) {
+  auto h = heap::create(path, sized(16 * MiB));
+  auto r = h.reserve(size);
+  std::memset(r.ptr, fill, r.size);
+  h.persist().persist(r.ptr, r.size);
+  return h.offset_of(r.ptr);
+}
+
+bool all_bytes(const void* p, std::size_t n, unsigned char value) {
+  const auto* bytes = static_cast<const unsigned char*>(p);
+  return std::all_of(bytes, bytes + n, [&](unsigned char b) { return b == value; });
+}
 }  // namespace
 
 TEST_CASE("allocate, free, reopen: what was allocated stays allocated") {
@@ -136,6 +177,130 @@ TEST_CASE("a large root object") {
   auto h = heap::open(f.path());
   CHECK(static_cast<char*>(h.root(5 * MiB))[5 * MiB - 1] == 7);
   require_sound(h);
+}
+
+TEST_CASE("a root slot that names no object root() could have made is refused; nothing is lost") {
+  test::temp_file f;
+  std::uint64_t small = 0, extent = 0, memmap = 0;
+  {
+    auto h = heap::create(f.path(), sized(16 * MiB, 1 * GiB));
+    h.hot_add(32 * MiB, 2 * MiB);  // absent memory between 16 and 32 MiB
+    void* s = h.allocate(24);
+    void* e = h.allocate(300000);  // 74 pages
+    std::memset(s, 0x5a, 24);
+    std::memset(e, 0x5a, 300000);
+    h.persist().persist(s, 24);
+    h.persist().persist(e, 300000);
+    small = h.offset_of(s);
+    extent = h.offset_of(e);
+    memmap = h.internals().model().span_memmap(0);
+  }
+  const std::uint64_t slab = small & ~(std::uint64_t{64 * 1024} - 1);  // 24 B: 64 KiB slabs
+  const struct {
+    const char* what;
+    std::uint64_t offset, size;
+  } slots[] = {
+      {"a size beyond its extent", extent, 400000},
+      {"an extent named where a slab object should be", extent, 64},
+      {"a slab page named as an extent", slab, 100000},
+      {"a page inside a slab named as an extent", slab + 4096, 100000},
+      {"a page inside an extent", extent + 8192, 70000},
+      {"a slab object of another size class", small, 200},
+      {"the middle of a slab object", small + 8, 16},
+      {"an extent that is not page aligned", extent + 8, 70000},
+      {"the memmap", memmap, 70000},
+      {"absent memory", 20 * MiB, 70000},
+      {"the head", 4096, 64},
+      {"beyond the end", 33 * MiB, 2 * MiB},
+  };
+  for (const auto& slot : slots) {
+    CAPTURE(slot.what);
+    write_root_slot(f.path(), slot.offset, slot.size);
+    const std::string before = contents_past_superblocks(f.path());
+    try {
+      (void)heap::open(f.path());
+      FAIL_CHECK("open accepted the slot");
+    } catch (const daxalloc::error& e) {
+      CHECK(e.code_value() == errc::corrupt);
+      CHECK(std::string(e.what()).find("the root slot (offset ") != std::string::npos);
+    }
+    CHECK(contents_past_superblocks(f.path()) == before);
+  }
+  // Clearing the slot by hand gives everything back.
+  write_root_slot(f.path(), 0, 0);
+  auto h = heap::open(f.path());
+  require_sound(h);
+  CHECK(h.stats().allocated_objects == 2);
+  CHECK(all_bytes(h.at(small), 24, 0x5a));
+  CHECK(all_bytes(h.at(extent), 300000, 0x5a));
+}
+
+TEST_CASE("a torn root slot is a root being created: open drops it") {
+  test::temp_file f;
+  write_root_slot(f.path(), forgotten_reservation(f.path(), 300000, 0xee), 300000, false);
+  auto h = heap::open(f.path());
+  require_sound(h);
+  const auto* slot = reinterpret_cast<const daxalloc::sparse::root_slot*>(
+      h.base() + daxalloc::sparse::root_slot_offset);
+  CHECK(slot->offset == 0);
+  CHECK(slot->checksum == 0);
+  CHECK(h.stats().allocated_objects == 0);
+  CHECK(h.root<root_type>()->magic == 0);
+  require_sound(h);
+}
+
+// root() writes the slot, fence, then marks the allocation: a crash before
+// the first fence can leave the slot durable and the zeroed object not.
+TEST_CASE("a root whose allocation root() had not marked is zeroed again, then allocated") {
+  test::temp_file f;
+  std::size_t size = 0;
+  SUBCASE("a slab object") {
+    size = 200;
+  }
+  SUBCASE("an extent") {
+    size = 300000;
+  }
+  CAPTURE(size);
+  const std::uint64_t offset = forgotten_reservation(f.path(), size, 0xee);  // as root() reserves
+  write_root_slot(f.path(), offset, size);
+  for (int open = 0; open < 2; ++open) {
+    auto h = heap::open(f.path());
+    require_sound(h);
+    CHECK(h.stats().allocated_objects == 1);
+    void* root = h.root(size);
+    CHECK(h.offset_of(root) == offset);
+    CHECK(all_bytes(root, size, 0));
+    CHECK_ERRC(h.deallocate(root), errc::invalid_argument);
+  }
+}
+
+TEST_CASE("a named entry's count is checked against its allocation before use") {
+  test::temp_file f;
+  auto h = heap::create(f.path(), sized(16 * MiB));
+  (void)h.construct<std::uint64_t>("four", 4)(7u);  // 32 bytes: a 32-byte slab object
+  const auto table =
+      *reinterpret_cast<std::uint64_t*>(h.base() + daxalloc::sparse::names_slot_offset);
+  // capacity, reserved, then entries of {name, object, count, type}
+  auto& count = static_cast<std::uint64_t*>(h.at(table))[2 + 2];
+  REQUIRE(count == 4);
+  for (std::uint64_t bad : {std::uint64_t{0}, std::uint64_t{5}, std::uint64_t{1} << 40}) {
+    CAPTURE(bad);
+    count = bad;
+    CHECK_ERRC(h.find<std::uint64_t>("four"), errc::corrupt);
+    CHECK_ERRC(h.destroy<std::uint64_t>("four"), errc::corrupt);  // no destructor runs past it
+    CHECK_ERRC(h.find_or_construct<std::uint64_t>("four", 4)(0u), errc::corrupt);
+    if (bad == 5)
+      CHECK(h.named_objects().size() == 1);  // 5 objects of at least a byte fit
+    else
+      CHECK_ERRC(h.named_objects(), errc::corrupt);
+  }
+  count = 8;  // 8 objects fit in 32 bytes at 4 bytes each, not at 8
+  CHECK_ERRC(h.find<std::uint32_t>("four"), errc::invalid_argument);  // the type comes first
+  CHECK_ERRC(h.find<std::uint64_t>("four"), errc::corrupt);
+  count = 4;
+  CHECK(h.find<std::uint64_t>("four").second == 4);
+  CHECK(h.destroy<std::uint64_t>("four"));
+  CHECK(h.check().empty());
 }
 
 TEST_CASE("out of space is a clear error and the heap stays usable") {

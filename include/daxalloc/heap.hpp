@@ -139,13 +139,13 @@ class heap {
   }
   template <class T>
   [[nodiscard]] std::pair<T*, std::size_t> find(std::string_view name) const {
-    auto [p, n] = named_find(name, type_tag<T>());
+    auto [p, n] = named_find(name, type_tag<T>(), sizeof(T));
     return {static_cast<T*>(p), n};
   }
   // Runs the destructors, then frees the objects and the name atomically.
   template <class T>
   bool destroy(std::string_view name) {
-    return named_destroy(name, type_tag<T>(), [](void* p, std::size_t n) {
+    return named_destroy(name, type_tag<T>(), sizeof(T), [](void* p, std::size_t n) {
       for (std::size_t i = 0; i < n; ++i) static_cast<T*>(p)[i].~T();
     });
   }
@@ -221,9 +221,10 @@ class heap {
   }
   void* named_create(std::string_view name, std::uint64_t type, std::size_t size, std::size_t count,
                      bool find_existing, const std::function<void(void*)>& init);
-  [[nodiscard]] std::pair<void*, std::size_t> named_find(std::string_view name,
-                                                         std::uint64_t type) const;
-  bool named_destroy(std::string_view name, std::uint64_t type,
+  // size: sizeof the type, which bounds the stored count of objects.
+  [[nodiscard]] std::pair<void*, std::size_t> named_find(std::string_view name, std::uint64_t type,
+                                                         std::size_t size) const;
+  bool named_destroy(std::string_view name, std::uint64_t type, std::size_t size,
                      const std::function<void(void*, std::size_t)>& fini);
   std::unique_ptr<detail::heap_impl> impl_;
 };

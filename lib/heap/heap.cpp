@@ -1,6 +1,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <unordered_map>
 
 #include "daxalloc/allocator.hpp"
@@ -47,6 +49,64 @@ std::size_t cache_capacity(unsigned cls) {
 
 std::uint64_t slot_checksum(const sparse::root_slot& s) {
   return sparse::fletcher64(&s, 16);
+}
+
+// What a root slot with a valid checksum names. root() makes its object
+// with reserve(size): an object of a slab of exactly the size class of
+// `size`, or the first of ceil(size / 4 KiB) pages, in present memory outside
+// the metadata pageblocks; it marks the object allocated after the slot is
+// durable, so a slot may name an object that is still free.
+struct root_object {
+  std::string problem;     // why the slot names no such object; empty when it does
+  bool allocated = false;  // its bitmap bit is set, or its first page heads its extent
+  std::optional<alloc::object_location> bit;  // small roots
+  std::uint64_t pfn = 0, pages = 0;           // the extent, or the slab of a small root
+};
+
+root_object inspect_root(const sparse::memory_model& model, const alloc::small_allocator& small,
+                         const sparse::root_slot& s) {
+  root_object r;
+  const std::uint64_t heap_size = model.media().size();
+  if (s.offset < model.geo().head_size() || s.size == 0 || s.size > heap_size ||
+      s.offset > heap_size - s.size) {
+    r.problem = "points outside the heap's memory";
+    return r;
+  }
+  const auto usable = [&](std::uint64_t pfn) {
+    return model.pfn_valid(pfn) &&
+           model.get_pageblock_migratetype(pfn) != sparse::migratetype::metadata;
+  };
+  if (s.size <= max_small_size) {
+    const unsigned cls = size_class_of(s.size);
+    r.bit = small.locate(model.base() + s.offset);
+    r.pages = std::uint64_t{1} << size_classes[cls].slab_order;
+    r.pfn = (s.offset >> sparse::page_shift) & ~(r.pages - 1);
+    if (!r.bit || r.bit->cls != cls || !usable(r.pfn))
+      r.problem = "does not name an object of a slab of the " +
+                  std::to_string(size_classes[cls].size) + "-byte size class";
+    else
+      r.allocated = (std::atomic_ref<std::uint64_t>(*r.bit->word).load() & r.bit->mask) != 0;
+    return r;
+  }
+  r.pfn = s.offset / page_size;
+  r.pages = (s.size + page_size - 1) / page_size;
+  if (s.offset % page_size) {
+    r.problem = "is not page aligned, as an object of more than " + std::to_string(max_small_size) +
+                " bytes is";
+    return r;
+  }
+  for (std::uint64_t at = r.pfn; at < r.pfn + r.pages;
+       at = (at / alloc::pageblock_pages + 1) * alloc::pageblock_pages)
+    if (!usable(at)) {
+      r.problem = "runs into absent or metadata memory at " + sparse::hex(at * page_size);
+      return r;
+    }
+  const sparse::page_descriptor& head = *model.pfn_to_page(r.pfn);
+  r.allocated = head.state() == page_state::extent && head.length() == r.pages;
+  if (!r.allocated && head.load() != 0)
+    r.problem = "names a page whose descriptor " + sparse::hex(head.load()) +
+                " is neither free nor the head of a " + std::to_string(r.pages) + "-page extent";
+  return r;
 }
 
 }  // namespace
@@ -311,41 +371,52 @@ void* heap_impl::root(std::size_t size) {
   return r.ptr;
 }
 
-// A valid root slot means an allocated root: re-mark it in case the crash
-// came between the slot and the allocation. A torn slot is no root.
+// A root slot with a valid checksum names the root: open refuses a heap
+// whose slot names no object root() could have made (errc::corrupt, and
+// nothing is written), and finishes a root() that a crash interrupted. A
+// torn slot (checksum mismatch) is a root that was being created: none yet.
 void heap_impl::recover_root() {
   sparse::root_slot* s = slot();
   const persistence& p = model_->media().persist();
   if (s->offset == 0 && s->size == 0 && s->checksum == 0) return;
-  const bool valid = s->checksum == slot_checksum(*s) && s->offset && s->size &&
-                     s->offset >= model_->geo().head_size() && s->size <= model_->media().size() &&
-                     s->offset <= model_->media().size() - s->size;
-  if (!valid) {
-    if (s->checksum == slot_checksum(*s))
-      throw error(errc::corrupt,
-                  model_->media().path().string() + ": the root slot points outside the heap");
-    std::memset(s, 0, sizeof *s);  // torn while being created: there is no root yet
+  if (s->checksum != slot_checksum(*s)) {
+    std::memset(s, 0, sizeof *s);
     p.persist(s, sizeof *s);
     return;
   }
+  const std::string where = model_->media().path().string() + ": the root slot (offset " +
+                            sparse::hex(s->offset) + ", " + std::to_string(s->size) + " bytes) ";
+  const root_object root = inspect_root(*model_, small_, *s);
+  if (!root.problem.empty()) throw error(errc::corrupt, where + root.problem);
+  if (root.allocated) return;
+  // The crash came before root() returned: the slot may have reached the
+  // media before the zeroed object did. The object must be free on the
+  // media (a slot naming someone else's data is refused, never zeroed).
+  std::vector<std::string> problems;
+  const auto found = media_extents(problems);
+  if (!problems.empty())
+    throw error(errc::corrupt, where + "names an object not yet allocated, in a damaged memmap: " +
+                                   problems.front());
+  const auto its_slab = [&](const alloc::allocated_extent& e) {
+    return e.slab && e.pfn == root.pfn && e.sub == root.bit->cls;
+  };
+  const auto overlaps = [&](const alloc::allocated_extent& e) {
+    return e.pfn < root.pfn + root.pages && root.pfn < e.pfn + e.pages;
+  };
+  const bool free = root.bit ? std::any_of(found.begin(), found.end(), its_slab)
+                             : std::none_of(found.begin(), found.end(), overlaps);
+  if (!free) throw error(errc::corrupt, where + "names memory that another allocation holds");
   void* object = model_->base() + s->offset;
-  if (s->size <= max_small_size) {
-    const auto at = small_.locate(object);
-    if (!at || size_classes[at->cls].size < s->size)
-      throw error(errc::corrupt,
-                  model_->media().path().string() + ": the root slot does not name a slab object");
-    if (small_.mark_allocated(*at)) p.drain();
-    return;
+  std::memset(object, 0, s->size);
+  p.persist(object, s->size);  // zeroed before it is allocated: a crash here redoes it
+  if (root.bit) {
+    small_.mark_allocated(*root.bit);
+  } else {
+    sparse::page_descriptor* head = model_->pfn_to_page(root.pfn);
+    head->store(page_info(page_state::extent, 0, root.pages));
+    p.flush(&head->info, 8);
   }
-  const std::uint64_t pfn = s->offset / page_size, pages = (s->size + page_size - 1) / page_size;
-  if (s->offset % page_size || !model_->pfn_valid(pfn))
-    throw error(errc::corrupt,
-                model_->media().path().string() + ": the root slot names an invalid extent");
-  sparse::page_descriptor* head = model_->pfn_to_page(pfn);
-  if (head->state() == page_state::free) {
-    head->store(page_info(page_state::extent, 0, pages));
-    p.persist(&head->info, 8);
-  }
+  p.drain();
 }
 
 // ---- hotplug ----
@@ -470,10 +541,18 @@ std::vector<std::string> heap_impl::check() const {
         break;
       }
   small_.check(problems);
-  const sparse::root_slot* s = slot();
-  if (s->offset &&
-      (s->checksum != slot_checksum(*s) || usable_size(model_->base() + s->offset) < s->size))
-    problems.push_back("the root slot does not name an allocated object of its size");
+  if (const sparse::root_slot* s = slot(); s->offset || s->size || s->checksum) {
+    const std::string what = "the root slot does not name an allocated object of its size: ";
+    if (s->checksum != slot_checksum(*s)) {
+      problems.push_back(what + "its checksum does not match");
+    } else {
+      const root_object root = inspect_root(*model_, small_, *s);
+      if (!root.problem.empty())
+        problems.push_back(what + "it " + root.problem);
+      else if (!root.allocated)
+        problems.push_back(what + "the object is free");
+    }
+  }
   if (model_->super().shutdown_state != sparse::shutdown_open)
     problems.push_back("an open heap is not marked open");
   return problems;

@@ -49,19 +49,32 @@ std::string_view name_of(const heap& h, std::uint64_t offset) {
   if (length == room) damaged(h, "names a string that is not allocated and terminated");
   return {text, length};
 }
+// The entry's objects: `count` of `size` bytes (the type's, once it is
+// known to match; 1 before) in the allocation at `object`.
+void check_objects(const heap& h, const name_entry& e, std::size_t size) {
+  const std::size_t room = e.object < h.size() ? h.usable_size(h.at(e.object)) : 0;
+  if (room == 0) damaged(h, "names an object that is not allocated");
+  if (e.count == 0 || e.count > room / size)
+    damaged(h, "names " + std::to_string(e.count) + " objects of " + std::to_string(size) +
+                   " bytes in an allocation of " + std::to_string(room));
+}
 name_entry* lookup(const heap& h, name_table* t, std::string_view name) {
   if (!t) return nullptr;
   for (std::uint64_t i = 0; i < t->capacity; ++i) {
     name_entry& e = t->entries[i];
     if (!e.name || name_of(h, e.name) != name) continue;
-    if (e.object >= h.size() || h.usable_size(h.at(e.object)) == 0)
-      damaged(h, "names an object that is not allocated");
+    check_objects(h, e, 1);
     return &e;
   }
   return nullptr;
 }
-[[noreturn]] void type_mismatch(std::string_view name) {
-  throw error(errc::invalid_argument, "named object '" + std::string(name) + "' has another type");
+// The entry has the type asked for, and room for its objects of that type.
+void check_type(const heap& h, const name_entry& e, std::string_view name, std::uint64_t type,
+                std::size_t size) {
+  if (e.type != type)
+    throw error(errc::invalid_argument,
+                "named object '" + std::string(name) + "' has another type");
+  check_objects(h, e, size);
 }
 }  // namespace
 
@@ -77,7 +90,7 @@ void* heap::named_create(std::string_view name, std::uint64_t type, std::size_t 
   if (name_entry* e = lookup(*this, t, name)) {
     if (!find_existing)
       throw error(errc::already_exists, "named object '" + std::string(name) + "' exists already");
-    if (e->type != type) type_mismatch(name);
+    check_type(*this, *e, name, type, size);
     return at(e->object);
   }
   batch b(*this);
@@ -109,20 +122,21 @@ void* heap::named_create(std::string_view name, std::uint64_t type, std::size_t 
   return object;
 }
 
-std::pair<void*, std::size_t> heap::named_find(std::string_view name, std::uint64_t type) const {
+std::pair<void*, std::size_t> heap::named_find(std::string_view name, std::uint64_t type,
+                                               std::size_t size) const {
   std::lock_guard lock(impl_->names_mutex());
   const name_entry* e = lookup(*this, table_of(*this), name);
   if (!e) return {nullptr, 0};
-  if (e->type != type) type_mismatch(name);
+  check_type(*this, *e, name, type, size);
   return {at(e->object), e->count};
 }
 
-bool heap::named_destroy(std::string_view name, std::uint64_t type,
+bool heap::named_destroy(std::string_view name, std::uint64_t type, std::size_t size,
                          const std::function<void(void*, std::size_t)>& fini) {
   std::lock_guard lock(impl_->names_mutex());
   name_entry* e = lookup(*this, table_of(*this), name);
   if (!e) return false;
-  if (e->type != type) type_mismatch(name);
+  check_type(*this, *e, name, type, size);
   fini(at(e->object), e->count);
   batch b(*this);
   b.defer_free(at(e->object));
@@ -140,9 +154,11 @@ std::vector<heap::named_object> heap::named_objects() const {
   std::vector<named_object> out;
   if (const name_table* t = table_of(*this))
     for (std::uint64_t i = 0; i < t->capacity; ++i)
-      if (t->entries[i].name)
+      if (t->entries[i].name) {
+        check_objects(*this, t->entries[i], 1);
         out.push_back({std::string(name_of(*this, t->entries[i].name)), at(t->entries[i].object),
                        t->entries[i].count});
+      }
   return out;
 }
 
