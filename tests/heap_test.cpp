@@ -382,6 +382,79 @@ TEST_CASE("an unclosed heap reports an unclean shutdown") {
   std::filesystem::remove(f.path().string() + ".crash");
 }
 
+TEST_CASE("repair quarantines damaged pageblocks, keeps their bytes, and the heap goes on") {
+  using daxalloc::open_outcome;
+  using daxalloc::sparse::migratetype;
+  test::temp_file f;
+  constexpr std::uint64_t page = 4096, pageblock = 2 * MiB;
+  std::uint64_t small = 0, extent = 0, slab_object = 0;
+  {
+    auto h = heap::create(f.path(), sized(32 * MiB));
+    CHECK(h.outcome() == open_outcome::clean);
+    const auto filled = [&](std::size_t size, int byte) {
+      void* p = h.allocate(size);
+      std::memset(p, byte, size);
+      h.persist().persist(p, size);
+      return h.offset_of(p);
+    };
+    small = filled(64, 0x11);
+    extent = filled(300 * 1024, 0x22);  // a page extent: a movable pageblock
+    slab_object = filled(3000, 0x33);
+    auto& m = h.internals().model();
+    // Damage 1: a stray descriptor on a tail page of the extent.
+    auto* tail = m.pfn_to_page(extent / page + 3);
+    tail->store(daxalloc::sparse::page_info(daxalloc::sparse::page_state::extent, 0, 1));
+    h.persist().persist(tail, sizeof *tail);
+    // Damage 2: a bit set beyond the objects of the 3000-byte slab.
+    const auto& c = daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(3000)];
+    const std::uint64_t slab_bytes = (std::uint64_t{1} << c.slab_order) * page;
+    REQUIRE(c.objects % 64 != 0);
+    auto* bits = reinterpret_cast<std::uint64_t*>(h.base() + slab_object / slab_bytes * slab_bytes);
+    bits[c.objects / 64] |= std::uint64_t{1} << (c.objects % 64);
+    h.persist().persist(bits, c.header);
+  }
+  CHECK_THROWS_WITH_AS(heap::open(f.path()), doctest::Contains("inside another extent"),
+                       daxalloc::error);
+  daxalloc::heap_open_options repair;
+  repair.repair = true;
+  {
+    auto h = heap::open(f.path(), repair);
+    CHECK(h.outcome() == open_outcome::repaired);
+    REQUIRE(h.repairs().size() == 2);
+    CHECK(h.repairs()[0].find("quarantined the pageblock") != std::string::npos);
+    for (const auto& r : h.repairs()) MESSAGE(r);
+    require_sound(h);
+    CHECK(h.stats().pageblocks_by_migratetype[static_cast<unsigned>(migratetype::isolate)] == 2);
+    // Nothing published was touched; the quarantined objects are no longer the
+    // allocator's (a free is refused), the others still are.
+    CHECK(all_bytes(h.at(small), 64, 0x11));
+    CHECK(all_bytes(h.at(extent), 300 * 1024, 0x22));
+    CHECK(all_bytes(h.at(slab_object), 3000, 0x33));
+    // Slabs of all classes share unmovable pageblocks: the 64-byte object is
+    // quarantined with the damaged slab if it lies in the same pageblock.
+    CHECK(h.usable_size(h.at(small)) == (small / pageblock == slab_object / pageblock ? 0 : 64));
+    CHECK(h.usable_size(h.at(extent)) == 0);
+    CHECK_THROWS_AS(h.deallocate(h.at(extent)), daxalloc::error);
+    CHECK_THROWS_AS(h.deallocate(h.at(slab_object)), daxalloc::error);
+    // New allocations never land in a quarantined pageblock.
+    for (std::size_t size : {64, 3000, 100000, 2 * 1024 * 1024}) {
+      for (int i = 0; i < 40; ++i) {
+        void* p = h.allocate(size, std::nothrow);
+        if (!p) break;
+        const auto pb = h.offset_of(p) / pageblock;
+        CHECK(pb != extent / pageblock);
+        CHECK(pb != slab_object / pageblock);
+      }
+    }
+    require_sound(h);
+  }
+  auto h = heap::open(f.path());  // no repair needed any more
+  CHECK(h.outcome() == open_outcome::clean);
+  CHECK(h.repairs().empty());
+  CHECK(all_bytes(h.at(extent), 300 * 1024, 0x22));
+  require_sound(h);
+}
+
 TEST_CASE("size classes waste at most 12.5 % (7 bytes below 64)") {
   using namespace daxalloc::alloc;
   for (std::size_t s = 1; s <= max_small_size; ++s) {

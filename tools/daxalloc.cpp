@@ -22,6 +22,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -855,6 +856,43 @@ int run_check(const parsed_args& a, bool json) {
   return sound ? exit_ok : exit_failed;
 }
 
+// -- repair --
+
+int run_repair(const parsed_args& a, bool json) {
+  const std::string path = a.positionals[0];
+  heap_open_options o;
+  o.repair = true;
+  std::optional<heap> h;
+  std::vector<std::string> problems;
+  {
+    progress p("repairing " + path);
+    h.emplace(heap::open(path, o));
+    problems = h->check();
+  }
+  const auto outcome = h->outcome();
+  const auto& repairs = h->repairs();
+  const bool sound = problems.empty();
+  if (json) {
+    json_writer w;
+    w.begin_object().field("path", path).field("outcome", to_string(outcome)).key("repairs");
+    w.begin_array();
+    for (const auto& r : repairs) w.value(r);
+    w.end_array().field("consistent", sound).key("problems").begin_array();
+    for (const auto& p : problems) w.value(p);
+    w.end_array().end_object();
+    print(w.str());
+    return sound ? exit_ok : exit_failed;
+  }
+  std::string out = path + ": " + to_string(outcome);
+  if (outcome == open_outcome::recovered) out += " (not closed cleanly; recovery ran)";
+  out += "\n";
+  for (const auto& r : repairs) out += "  " + r + "\n";
+  out += sound ? path + ": consistent\n" : path + ": still inconsistent:\n";
+  for (const auto& p : problems) out += "  " + p + "\n";
+  print(out);
+  return sound ? exit_ok : exit_failed;
+}
+
 // -- grow and shrink --
 
 std::uint64_t present_end(const std::vector<section_view>& sections) {
@@ -1049,6 +1087,22 @@ const std::vector<command>& commands() {
         "cannot be opened because it is corrupt is reported as a problem.\n",
         {json_option}},
        run_check},
+      {{"repair",
+        {"PATH"},
+        "PATH [--json]",
+        "quarantine damaged pageblocks so that a heap opens again",
+        "Open the heap in repair mode. Recovery runs as on every open (redo lanes,\n"
+        "hotplug intent, root, free lists: all rebuilt from the media). Each\n"
+        "pageblock whose page descriptors or slab bitmap are inconsistent is then\n"
+        "quarantined: its migratetype becomes isolate, durably, and it is never\n"
+        "allocated from again; its bytes stay as they are, so nothing published is\n"
+        "deleted (objects in it can be read but no longer freed). Prints the outcome\n"
+        "(clean, recovered or repaired), each repair, and the check that follows.\n"
+        "Damage elsewhere (superblocks, section map, root slot, redo lanes) is\n"
+        "reported as an error, as check does, and nothing is quarantined. Exit 0\n"
+        "when the heap is consistent afterwards, 1 otherwise.\n",
+        {json_option}},
+       run_repair},
       {{"grow",
         {"PATH"},
         "PATH --by SIZE [--json]",

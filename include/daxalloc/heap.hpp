@@ -54,7 +54,19 @@ struct heap_options {
 struct heap_open_options {
   unsigned section_size_bits = 0;  // 0 accepts any; else the heap must have it
   persistence_mode mode = persistence_mode::automatic;
+  // Repair instead of refusing a damaged memmap or slab: each pageblock with
+  // an inconsistent page descriptor or slab bitmap is quarantined (its
+  // migratetype set to isolate, durably) and never allocated from again. Its
+  // bytes stay as they were: nothing published is deleted. What was done is
+  // in heap::repairs(). Other damage (superblocks, section map, root slot,
+  // redo lanes) is still errc::corrupt.
+  bool repair = false;
 };
+
+// What opening a heap found: closed cleanly, recovered after an unclean
+// shutdown (lanes replayed, hotplug redone, free lists rebuilt), or repaired.
+enum class open_outcome { clean, recovered, repaired };
+[[nodiscard]] const char* to_string(open_outcome outcome) noexcept;
 
 // A volatile reservation: memory that is yours until you cancel it or (with
 // the publish API) make it durable. A crash forgets it; nothing leaks.
@@ -190,6 +202,9 @@ class heap {
   void hot_remove(std::uint64_t offset, std::uint64_t length);
 
   [[nodiscard]] heap_stats stats() const;
+  [[nodiscard]] open_outcome outcome() const;
+  // What this open repaired (heap_open_options::repair), one line each.
+  [[nodiscard]] const std::vector<std::string>& repairs() const;
   // Every invariant of the persistent state and of the volatile state rebuilt
   // from it; one line per violation, empty when sound.
   [[nodiscard]] std::vector<std::string> check() const;

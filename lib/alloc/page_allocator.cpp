@@ -238,7 +238,8 @@ page_stats page_allocator::stats() const {
   return s;
 }
 
-std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& problems) {
+std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& problems,
+                                                      std::vector<std::uint64_t>* bad) {
   std::lock_guard lock(mutex_);
   pool_.clear();
   owned_.clear();
@@ -250,7 +251,13 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
   std::vector<allocated_extent> found;
   std::uint64_t covered_until = 0;  // pages before this pfn belong to an extent already found
   const auto usable = [&](std::uint64_t pfn) {
-    return model_.pfn_valid(pfn) && model_.get_pageblock_migratetype(pfn) != migratetype::metadata;
+    if (!model_.pfn_valid(pfn)) return false;
+    const migratetype type = model_.get_pageblock_migratetype(pfn);
+    return type != migratetype::metadata && type != migratetype::isolate;
+  };
+  const auto report = [&](std::uint64_t pfn, std::string what) {
+    problems.push_back("page at " + hex(pfn << sparse::page_shift) + ": " + std::move(what));
+    if (bad) bad->push_back(pfn / pageblock_pages);
   };
   for (std::uint64_t root = 0; root < geo.nr_roots(); ++root) {
     if (model_.directory_entry(root) != 1) continue;
@@ -260,28 +267,22 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
       if (!model_.section_present(nr)) continue;
       for (unsigned s = 0; s < geo.subsections_per_section(); ++s) {
         const std::uint64_t first = geo.section_nr_to_pfn(nr) + s * pageblock_pages;
-        if (!model_.pfn_valid(first) ||
-            model_.get_pageblock_migratetype(first) == migratetype::metadata)
-          continue;
+        if (!usable(first)) continue;
         std::vector<std::pair<std::uint64_t, std::uint64_t>> free_runs;
         std::uint32_t free_pages = 0;
         // Pages inside an extent or slab found earlier must be plain tails.
         for (std::uint64_t pfn = first; pfn < std::min(covered_until, first + pageblock_pages);
              ++pfn)
           if (model_.pfn_to_page(pfn)->load() != 0) {
-            problems.push_back("page at " + hex(pfn << sparse::page_shift) +
-                               ": a descriptor inside another extent or slab");
+            report(pfn, "a descriptor inside another extent or slab");
             break;
           }
         for (std::uint64_t pfn = std::max(first, covered_until); pfn < first + pageblock_pages;) {
           const sparse::page_descriptor& d = *model_.pfn_to_page(pfn);
-          // Built only for a problem: open scans every page of the heap.
-          const auto where = [pfn] { return "page at " + hex(pfn << sparse::page_shift) + ": "; };
           if (d.state() == page_state::free) {
             // Free is the whole word zero: stray bits would surface once the
             // page became the tail of an extent.
-            if (d.load() != 0)
-              problems.push_back(where() + "free page with a non-zero descriptor " + hex(d.load()));
+            if (d.load() != 0) report(pfn, "free page with a non-zero descriptor " + hex(d.load()));
             if (!free_runs.empty() && free_runs.back().first + free_runs.back().second == pfn)
               ++free_runs.back().second;
             else
@@ -292,28 +293,25 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           }
           std::uint64_t length = d.length();
           bool ok = d.state() == page_state::extent || d.state() == page_state::slab;
-          if (!ok)
-            problems.push_back(where() + "unexpected state " +
-                               std::to_string(static_cast<int>(d.state())));
+          if (!ok) report(pfn, "unexpected state " + std::to_string(static_cast<int>(d.state())));
           if (ok && d.state() == page_state::slab) {
             const unsigned cls = d.sub();
             ok = cls < nr_size_classes &&
                  length == (std::uint64_t{1} << size_classes[cls].slab_order) && pfn % length == 0;
             if (!ok)
-              problems.push_back(where() + "slab descriptor with class " + std::to_string(cls) +
-                                 " and length " + std::to_string(length) + " is inconsistent");
+              report(pfn, "slab descriptor with class " + std::to_string(cls) + " and length " +
+                              std::to_string(length) + " is inconsistent");
           }
           if (ok && (length == 0 || length > geo.max_range >> sparse::page_shift)) {
-            problems.push_back(where() + "extent length " + std::to_string(length) +
-                               " is impossible");
+            report(pfn, "extent length " + std::to_string(length) + " is impossible");
             ok = false;
           }
           for (std::uint64_t at = pfn; ok && at < pfn + length;
                at = (at / pageblock_pages + 1) * pageblock_pages)
             if (!usable(at)) {
-              problems.push_back(where() + "extent of " + std::to_string(length) +
-                                 " pages runs into absent or metadata memory at " +
-                                 hex(at << sparse::page_shift));
+              report(pfn, "extent of " + std::to_string(length) +
+                              " pages runs into absent, metadata or quarantined memory at " +
+                              hex(at << sparse::page_shift));
               ok = false;
             }
           if (!ok)
@@ -326,8 +324,7 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           for (std::uint64_t tail = pfn + 1;
                tail < std::min(covered_until, first + pageblock_pages); ++tail)
             if (model_.pfn_to_page(tail)->load() != 0) {
-              problems.push_back("page at " + hex(tail << sparse::page_shift) +
-                                 ": a descriptor inside another extent or slab");
+              report(tail, "a descriptor inside another extent or slab");
               break;
             }
           pfn += length;

@@ -52,10 +52,12 @@ class page_allocator {
  public:
   explicit page_allocator(sparse::memory_model& model) : model_(model) {}
 
-  // Scans the memmap of every present subsection. Problems (overlapping or
-  // out-of-range extents, bad states) are appended to `problems`; the
-  // extents and slabs found are returned.
-  std::vector<allocated_extent> rebuild(std::vector<std::string>& problems);
+  // Scans the memmap of every present subsection except metadata and
+  // quarantined (isolate) pageblocks. Problems (overlapping or out-of-range
+  // extents, bad states) are appended to `problems`, and the pageblock each
+  // lies in to `bad` when given; the extents and slabs found are returned.
+  std::vector<allocated_extent> rebuild(std::vector<std::string>& problems,
+                                        std::vector<std::uint64_t>* bad = nullptr);
 
   // First pfn of `pages` free contiguous pages, naturally aligned when pages
   // is a power of two below a pageblock; nullopt when nothing fits.

@@ -37,7 +37,9 @@ std::optional<object_location> small_allocator::locate(const void* p) const noex
   if (!model_.media().contains(at)) return std::nullopt;
   const auto offset = static_cast<std::uint64_t>(at - model_.base());
   const std::uint64_t pfn = offset >> sparse::page_shift;
-  if (!model_.pfn_valid(pfn)) return std::nullopt;
+  // Not in a quarantined pageblock: its slabs are not the allocator's.
+  if (!model_.pfn_valid(pfn) || model_.get_pageblock_migratetype(pfn) == migratetype::isolate)
+    return std::nullopt;
   for (unsigned order = min_slab_order; order <= max_slab_order; ++order) {
     const std::uint64_t head = pfn & ~((std::uint64_t{1} << order) - 1);
     const sparse::page_descriptor& d = *model_.pfn_to_page(head);
@@ -158,7 +160,7 @@ void small_allocator::release_empty_slabs() {
 }
 
 void small_allocator::rebuild(const std::vector<allocated_extent>& found,
-                              std::vector<std::string>& problems) {
+                              std::vector<std::string>& problems, std::vector<std::uint64_t>* bad) {
   for (auto& k : classes_) {
     std::lock_guard lock(k.mutex);
     k.partial.clear();
@@ -179,6 +181,7 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
           problems.push_back("slab at " + std::to_string(e.pfn << sparse::page_shift) +
                              ": bitmap has bits set beyond its " + std::to_string(c.objects) +
                              " objects");
+          if (bad) bad->push_back(e.pfn / pageblock_pages);
           word &= ~beyond;
         }
       }

@@ -48,7 +48,9 @@ class small_allocator {
       : model_(model), pages_(pages) {}
   ~small_allocator();
 
-  void rebuild(const std::vector<allocated_extent>& found, std::vector<std::string>& problems);
+  // Problems are appended as page_allocator::rebuild does.
+  void rebuild(const std::vector<allocated_extent>& found, std::vector<std::string>& problems,
+               std::vector<std::uint64_t>* bad = nullptr);
 
   // Hands out up to n free objects of class cls (bits stay clear); returns
   // how many (0: no memory for a new slab).

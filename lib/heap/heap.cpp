@@ -16,6 +16,7 @@ using alloc::max_small_size;
 using alloc::nr_size_classes;
 using alloc::size_class_of;
 using alloc::size_classes;
+using sparse::migratetype;
 using sparse::page_info;
 using sparse::page_state;
 
@@ -123,7 +124,7 @@ std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
   o.overwrite = options.overwrite;
   o.region.mode = options.mode;
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::create(path, o)));
-  h->start();
+  h->start(false);
   return h;
 }
 
@@ -138,30 +139,50 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
   sparse::open_options o;
   o.section_size_bits = options.section_size_bits;
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::open(std::move(r), o)));
-  h->start();
+  h->start(options.repair);
   return h;
 }
 
 // Recovery: the sparse model has redone any hotplug intent; now the root's
 // allocation is re-marked, the free lists and slabs are rebuilt from the
 // memmap, and the heap is marked open (unclean until close).
-void heap_impl::start() {
+void heap_impl::start(bool repair) {
   use_persistence(model_->media().persist());
   replay_lanes();
   recover_root();
-  std::vector<std::string> problems;
-  const auto found = pages_.rebuild(problems);
-  small_.rebuild(found, problems);
-  if (!problems.empty())
-    throw error(
-        errc::corrupt,
-        model_->media().path().string() + ": " + problems.front() +
-            (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)" : ""));
+  rebuild(repair);
   unclean_ = model_->super().shutdown_state != sparse::shutdown_clean;
   model_->set_shutdown_state(sparse::shutdown_open);
   opened_ = true;
   std::lock_guard lock(live_mutex);
   live_heaps[id_] = this;
+}
+
+// The allocators' state from the memmap and the slab bitmaps. A problem makes
+// open fail, or under repair quarantines its pageblock (kept as it is, never
+// allocated from: the scan skips isolate pageblocks) and the scan runs again,
+// until nothing is left; every round quarantines at least one more.
+void heap_impl::rebuild(bool repair) {
+  for (;;) {
+    std::vector<std::string> problems;
+    std::vector<std::uint64_t> bad;  // the pageblock of each problem
+    const auto found = pages_.rebuild(problems, &bad);
+    small_.rebuild(found, problems, &bad);
+    if (problems.empty()) return;
+    if (!repair || bad.size() != problems.size())
+      throw error(
+          errc::corrupt,
+          model_->media().path().string() + ": " + problems.front() +
+              (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)"
+                                   : ""));
+    for (std::size_t i = 0; i < bad.size(); ++i) {
+      const std::uint64_t pfn = bad[i] * alloc::pageblock_pages;
+      if (model_->get_pageblock_migratetype(pfn) == migratetype::isolate) continue;
+      model_->set_pageblock_migratetype(pfn, migratetype::isolate);
+      repairs_.push_back("quarantined the pageblock at " + sparse::hex(pfn << sparse::page_shift) +
+                         " (kept, never allocated from): " + problems[i]);
+    }
+  }
 }
 
 heap_impl::~heap_impl() {
@@ -283,20 +304,17 @@ void heap_impl::deallocate(void* object) {
     put_small(at->cls, object);
     return;
   }
-  const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(object) - model_->base());
-  const std::uint64_t pfn = offset / page_size;
-  sparse::page_descriptor* head =
-      model_->media().contains(object) && offset % page_size == 0 && model_->pfn_valid(pfn)
-          ? model_->pfn_to_page(pfn)
-          : nullptr;
-  if (head == nullptr || head->state() != page_state::extent)
+  sparse::page_descriptor* head = extent_head(object);
+  if (head == nullptr)
     throw error(errc::invalid_argument,
                 "deallocate: " + std::to_string(reinterpret_cast<std::uintptr_t>(object)) +
                     " was not allocated by this heap (or was freed already)");
   const std::uint64_t pages = head->length();
   head->store(0);
   p.persist(&head->info, 8);  // the commit
-  pages_.free(pfn, pages);
+  pages_.free(
+      static_cast<std::uint64_t>(static_cast<std::byte*>(object) - model_->base()) / page_size,
+      pages);
 }
 
 reservation heap_impl::reserve(std::size_t size) noexcept {
@@ -328,13 +346,20 @@ void heap_impl::cancel(reservation& r) noexcept {
 
 std::size_t heap_impl::usable_size(const void* object) const {
   if (const auto at = small_.locate(object)) return size_classes[at->cls].size;
-  const auto offset =
-      static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_->base());
-  if (!model_->media().contains(object) || offset % page_size ||
-      !model_->pfn_valid(offset / page_size))
-    return 0;
-  const sparse::page_descriptor& d = *model_->pfn_to_page(offset / page_size);
-  return d.state() == page_state::extent ? d.length() * page_size : 0;
+  const sparse::page_descriptor* head = extent_head(object);
+  return head ? head->length() * page_size : 0;
+}
+
+// The head descriptor of the extent that starts at p, if the allocator owns
+// it (not in a quarantined pageblock); else null.
+sparse::page_descriptor* heap_impl::extent_head(const void* p) const noexcept {
+  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - model_->base());
+  const std::uint64_t pfn = offset / page_size;
+  if (!model_->media().contains(p) || offset % page_size || !model_->pfn_valid(pfn) ||
+      model_->get_pageblock_migratetype(pfn) == migratetype::isolate)
+    return nullptr;
+  sparse::page_descriptor* head = model_->pfn_to_page(pfn);
+  return head->state() == page_state::extent ? head : nullptr;
 }
 
 // ---- root ----
@@ -641,6 +666,26 @@ void heap::hot_remove(std::uint64_t offset, std::uint64_t length) {
 }
 heap_stats heap::stats() const {
   return live().stats();
+}
+open_outcome heap::outcome() const {
+  const detail::heap_impl& h = live();
+  return !h.repairs().empty()   ? open_outcome::repaired
+         : h.unclean_shutdown() ? open_outcome::recovered
+                                : open_outcome::clean;
+}
+const std::vector<std::string>& heap::repairs() const {
+  return live().repairs();
+}
+const char* to_string(open_outcome outcome) noexcept {
+  switch (outcome) {
+    case open_outcome::clean:
+      return "clean";
+    case open_outcome::recovered:
+      return "recovered";
+    case open_outcome::repaired:
+      return "repaired";
+  }
+  return "?";
 }
 std::vector<std::string> heap::check() const {
   return live().check();

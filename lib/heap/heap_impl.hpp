@@ -50,6 +50,7 @@ class heap_impl {
   [[nodiscard]] sparse::memory_model& model() noexcept { return *model_; }
   [[nodiscard]] const sparse::memory_model& model() const noexcept { return *model_; }
   [[nodiscard]] bool unclean_shutdown() const noexcept { return unclean_; }
+  [[nodiscard]] const std::vector<std::string>& repairs() const noexcept { return repairs_; }
   [[nodiscard]] std::mutex& names_mutex() const noexcept { return names_mutex_; }
 
   // Called from a thread's exit: its cached objects go back to the slabs.
@@ -71,7 +72,8 @@ class heap_impl {
 
  private:
   explicit heap_impl(std::unique_ptr<sparse::memory_model> model);
-  void start();
+  void start(bool repair);
+  void rebuild(bool repair);
   void recover_root();
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;
@@ -94,6 +96,7 @@ class heap_impl {
   // metadata pageblocks, or the name-table slot.
   [[nodiscard]] bool heap_word(const void* p) const noexcept;
   [[nodiscard]] bool log_target(const void* p) const noexcept;
+  [[nodiscard]] sparse::page_descriptor* extent_head(const void* p) const noexcept;
 
   std::unique_ptr<sparse::memory_model> model_;
   alloc::page_allocator pages_;
@@ -101,6 +104,7 @@ class heap_impl {
   std::uint64_t id_;
   bool unclean_ = false;
   bool opened_ = false;
+  std::vector<std::string> repairs_;
   std::mutex root_mutex_;
   mutable std::mutex names_mutex_;
   std::atomic<std::uint64_t> busy_lanes_{0};

@@ -156,16 +156,12 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
       small_frees.emplace_back(at->cls, p);
       continue;
     }
-    const std::uint64_t offset = offset_of(p), pfn = offset / sparse::page_size;
-    const sparse::page_descriptor* head =
-        model_->media().contains(p) && offset % sparse::page_size == 0 && model_->pfn_valid(pfn)
-            ? model_->pfn_to_page(pfn)
-            : nullptr;
-    if (head == nullptr || head->state() != sparse::page_state::extent)
+    const sparse::page_descriptor* head = extent_head(p);
+    if (head == nullptr)
       throw error(errc::invalid_argument,
                   "publish: defer_free of a pointer this heap did not allocate");
     entries.push_back({offset_of(&head->info), 0});
-    extent_frees.emplace_back(pfn, head->length());
+    extent_frees.emplace_back(offset_of(p) / sparse::page_size, head->length());
   }
   if (entries.size() > sparse::max_log_entries)
     throw error(errc::too_large, "publish: " + std::to_string(entries.size()) +

@@ -54,7 +54,7 @@ MiB=$((1 << 20))
 python=$(python3 -c 'import sys; print(sys.executable)') || { echo "FAIL: python3 is needed"; exit 1; }
 
 echo "== help"
-commands="devices create info stats map check grow shrink rm"
+commands="devices create info stats map check repair grow shrink rm"
 run 0 --help
 stdout_has "usage: daxalloc COMMAND"
 for c in $commands; do stdout_has "  $c "; done
@@ -64,8 +64,6 @@ for c in $commands; do
   run 0 help "$c"
   stdout_has "usage: daxalloc $c"
 done
-run 0 --help
-grep -q repair "$out/stdout" && fail "help lists repair, which does not exist yet"
 run 0 --version
 stdout_has "daxalloc "
 run 2
@@ -183,6 +181,31 @@ json_true 'd["consistent"] and d["unclean_shutdown"]'
 run 0 info "$heap" --json
 json_true 'not d["unclean_shutdown"]'
 
+echo "== repair"
+run 0 repair "$heap"
+stdout_has "$heap: clean"
+stdout_has "consistent"
+"$helper" abandon "$heap" || fail "heap_helper abandon failed"
+run 0 repair "$heap" --json
+json_true 'd["outcome"] == "recovered" and d["repairs"] == [] and d["consistent"]'
+damaged_heap=$prefix-damaged-memmap
+run 0 create "$damaged_heap" --size 32M
+"$helper" damage "$damaged_heap" >/dev/null || fail "heap_helper damage failed"
+run 1 check "$damaged_heap"
+stdout_has "inside another extent"
+run 1 info "$damaged_heap"
+stderr_has "corrupt"
+run 0 repair "$damaged_heap"
+stdout_has "$damaged_heap: repaired"
+stdout_has "quarantined the pageblock at 0x"
+stdout_has "consistent"
+run 0 check "$damaged_heap"
+run 0 repair "$damaged_heap" --json
+json_true 'd["outcome"] == "clean" and d["repairs"] == [] and d["consistent"]'
+run 0 info "$damaged_heap" --json
+json_true 'd["pageblocks"]["isolate"] == 1'
+run 0 rm "$damaged_heap"
+
 echo "== a heap open in another process"
 mkfifo "$out/fifo"
 "$helper" hold "$heap" <"$out/fifo" >"$out/holder" &
@@ -190,7 +213,7 @@ holder_pid=$!
 exec 3>"$out/fifo"
 for _ in $(seq 100); do grep -q ready "$out/holder" 2>/dev/null && break; sleep 0.1; done
 grep -q ready "$out/holder" || fail "heap_helper hold did not get ready"
-for c in info stats map check; do
+for c in info stats map check repair; do
   run 1 "$c" "$heap"
   stderr_has "$heap"
   stderr_has "busy"
@@ -232,6 +255,10 @@ run 1 info "$prefix-junk"
 stderr_has "not a daxalloc heap"
 run 1 check "$prefix-junk"
 stdout_has "not a daxalloc heap"
+run 1 repair "$prefix-junk"
+stderr_has "not a daxalloc heap"
+run 1 repair "$prefix-missing"
+stderr_has "$prefix-missing"
 run 1 rm "$prefix-junk"
 stderr_has "not a daxalloc heap"
 [ -f "$prefix-junk" ] || fail "rm removed a file that is not a heap"

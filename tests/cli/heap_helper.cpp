@@ -8,6 +8,9 @@
 //   heap_helper hold PATH       open the heap, print "ready", keep it open until
 //                               stdin reaches end of file, then close it
 //   heap_helper abandon PATH    open the heap, allocate, exit without closing
+//   heap_helper damage PATH     allocate a 300 KiB extent filled with 0x5a and
+//                               write a stray page descriptor inside it, as a
+//                               damaged medium would; close
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,6 +21,7 @@
 
 #include "daxalloc/error.hpp"
 #include "daxalloc/heap.hpp"
+#include "heap/heap_impl.hpp"
 
 namespace {
 
@@ -46,6 +50,19 @@ int fill(daxalloc::heap& h) {
   return 0;
 }
 
+int damage(daxalloc::heap& h) {
+  constexpr std::size_t size = 300 * 1024;
+  void* p = h.allocate(size);
+  std::memset(p, 0x5a, size);
+  h.persist().persist(p, size);
+  auto& model = h.internals().model();
+  auto* tail = model.pfn_to_page(h.offset_of(p) / daxalloc::sparse::page_size + 3);
+  tail->store(daxalloc::sparse::page_info(daxalloc::sparse::page_state::extent, 0, 1));
+  h.persist().persist(tail, sizeof *tail);
+  std::printf("damaged the extent at %llu\n", static_cast<unsigned long long>(h.offset_of(p)));
+  return 0;
+}
+
 int hold(daxalloc::heap&) {
   std::printf("ready\n");
   std::fflush(stdout);
@@ -59,7 +76,7 @@ int hold(daxalloc::heap&) {
 
 int main(int argc, char** argv) try {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: heap_helper populate|fill|hold|abandon PATH\n");
+    std::fprintf(stderr, "usage: heap_helper populate|fill|hold|abandon|damage PATH\n");
     return 2;
   }
   const std::string what = argv[1];
@@ -67,6 +84,7 @@ int main(int argc, char** argv) try {
   if (what == "populate") return populate(h);
   if (what == "fill") return fill(h);
   if (what == "hold") return hold(h);
+  if (what == "damage") return damage(h);
   if (what == "abandon") {
     (void)h.allocate(100);
     std::fflush(stdout);
