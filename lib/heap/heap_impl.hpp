@@ -86,7 +86,7 @@ class heap_impl {
   [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
   [[nodiscard]] unsigned acquire_lane() noexcept;
   void release_lane(unsigned i) noexcept;
-  void apply(const sparse::log_entry& e) const noexcept;
+  void apply(const sparse::log_entry* entries, std::size_t n) const noexcept;
   static void fence_flush(void* self, const void* addr, std::size_t len);
   static void fence_drain(void* self);
   static void fence_discard(void* self, const void* addr, std::size_t len);

@@ -85,23 +85,31 @@ bool heap_impl::heap_word(const void* p) const noexcept {
                                            sparse::page_shift) != sparse::migratetype::metadata;
 }
 
-void heap_impl::apply(const log_entry& e) const noexcept {
-  auto* word = reinterpret_cast<std::uint64_t*>(model_->base() + (e.target & offset_mask));
-  std::atomic_ref<std::uint64_t> ref(*word);
-  switch (e.target >> sparse::log_op_shift) {
-    case sparse::log_store:
-      ref.store(e.value, std::memory_order_release);
-      break;
-    case sparse::log_set_bits:
-      ref.fetch_or(e.value, std::memory_order_release);
-      break;
-    case sparse::log_clear_bits:
-      ref.fetch_and(~e.value, std::memory_order_release);
-      break;
-    default:  // log_content: checked, not applied
-      return;
+// Applies entries, then flushes their targets: a locked read-modify-write
+// issued after a CLWB waits for it as a fence would, so none follows one.
+void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
+  const auto word = [&](const log_entry& e) {
+    return reinterpret_cast<std::uint64_t*>(model_->base() + (e.target & offset_mask));
+  };
+  for (std::size_t k = 0; k < n; ++k) {
+    std::atomic_ref<std::uint64_t> ref(*word(entries[k]));
+    switch (entries[k].target >> sparse::log_op_shift) {
+      case sparse::log_store:
+        ref.store(entries[k].value, std::memory_order_release);
+        break;
+      case sparse::log_set_bits:
+        ref.fetch_or(entries[k].value, std::memory_order_release);
+        break;
+      case sparse::log_clear_bits:
+        ref.fetch_and(~entries[k].value, std::memory_order_release);
+        break;
+      default:  // log_content: checked, not applied
+        break;
+    }
   }
-  model_->media().persist().flush(word, 8);
+  for (std::size_t k = 0; k < n; ++k)
+    if (entries[k].target >> sparse::log_op_shift != sparse::log_content)
+      model_->media().persist().flush(word(entries[k]), 8);
 }
 
 void heap_impl::publish(const std::vector<reservation>& reserved,
@@ -170,10 +178,10 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
   if (entries.empty()) return;
 
   const persistence& p = model_->media().persist();
+  const unsigned i = acquire_lane();  // (its compare-and-swap before any flush)
   for (const reservation& r : reserved) p.flush(r.ptr, r.size);  // what the constructors wrote
   if (!logged_content && !reserved.empty() && broken != no_logged_content)
     p.drain();  // fence 0, for large contents only
-  const unsigned i = acquire_lane();
   sparse::lane_header* h = lane(i);
   auto* slots = reinterpret_cast<log_entry*>(h + 1);
   std::memcpy(slots, entries.data(), entries.size() * sizeof(log_entry));
@@ -182,17 +190,19 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
   h->checksum = lane_checksum(*h);
   p.flush(h, sizeof *h + entries.size() * sizeof(log_entry));
   if (broken != no_commit_fence) p.drain();  // fence 1: the batch is committed
-  for (const log_entry& e : entries) apply(e);
+  apply(entries.data(), entries.size());
   p.drain();  // fence 2: applied, the batch is durable
-  // Invalidated lazily: made durable by this heap's next fence (fence_drain).
+  // Invalidated lazily: made durable by this heap's next fence (fence_drain),
+  // which flushes the header itself; the flush below, issued last so that no
+  // locked instruction waits for it, covers fences of this thread.
   std::atomic_ref<std::uint64_t>(h->count).store(0, std::memory_order_relaxed);
   std::atomic_ref<std::uint64_t>(h->checksum).store(0, std::memory_order_relaxed);
-  p.flush(h, sizeof *h);
   if (beneath_.mode() != persistence_mode::msync && beneath_.mode() != persistence_mode::none)
     lane_invalidated_[i].fetch_add(1, std::memory_order_release);  // msync flushes synchronously
   release_lane(i);
   for (auto [cls, object] : small_frees) put_small(cls, object);
   for (auto [pfn, pages] : extent_frees) pages_.free(pfn, pages);
+  p.flush(h, sizeof *h);
 }
 
 // The objects a lane's content entries name lie in the heap's memory and
@@ -278,7 +288,7 @@ void heap_impl::replay_lanes() {
             !log_target(model_->base() + (entries[e].target & offset_mask)))
           throw error(errc::corrupt, where + std::to_string(i) + " holds an impossible action");
       }
-      for (std::uint64_t e = 0; e < h->count; ++e) apply(entries[e]);
+      apply(entries, h->count);
       p.drain();
     }
     h->count = 0;
