@@ -398,6 +398,8 @@ TEST_CASE("repair quarantines damaged pageblocks, keeps their bytes, and the hea
       return h.offset_of(p);
     };
     small = filled(64, 0x11);
+    h.root<root_type>()->magic = 0x600d;  // a root in the slab pageblock that gets quarantined
+    h.persist().persist(h.root<root_type>(), sizeof(root_type));
     extent = filled(300 * 1024, 0x22);  // a page extent: a movable pageblock
     slab_object = filled(3000, 0x33);
     auto& m = h.internals().model();
@@ -425,6 +427,7 @@ TEST_CASE("repair quarantines damaged pageblocks, keeps their bytes, and the hea
     for (const auto& r : h.repairs()) MESSAGE(r);
     require_sound(h);
     CHECK(h.stats().pageblocks_by_migratetype[static_cast<unsigned>(migratetype::isolate)] == 2);
+    CHECK(h.offset_of(h.root<root_type>()) / pageblock == slab_object / pageblock);
     // Nothing published was touched; the quarantined objects are no longer the
     // allocator's (a free is refused), the others still are.
     CHECK(all_bytes(h.at(small), 64, 0x11));
@@ -450,6 +453,7 @@ TEST_CASE("repair quarantines damaged pageblocks, keeps their bytes, and the hea
   }
   auto h = heap::open(f.path());  // no repair needed any more
   CHECK(h.outcome() == open_outcome::clean);
+  CHECK(h.root<root_type>()->magic == 0x600d);
   CHECK(h.repairs().empty());
   CHECK(all_bytes(h.at(extent), 300 * 1024, 0x22));
   require_sound(h);

@@ -86,6 +86,12 @@ root_object inspect_root(const sparse::memory_model& model, const alloc::small_a
     return model.pfn_valid(pfn) &&
            model.get_pageblock_migratetype(pfn) != sparse::migratetype::metadata;
   };
+  // A root that repair quarantined with its pageblock stays the root, as it is.
+  if (usable(s.offset >> sparse::page_shift) &&
+      model.get_pageblock_migratetype(s.offset >> sparse::page_shift) == migratetype::isolate) {
+    r.allocated = true;
+    return r;
+  }
   if (s.size <= max_small_size) {
     const unsigned cls = size_class_of(s.size);
     r.bit = small.locate(model.base() + s.offset);
