@@ -133,18 +133,23 @@ std::uint64_t memory_model::memmap_placement(std::uint64_t span_start, std::uint
 
 // ---- pageblock flags ----
 
-migratetype memory_model::get_pageblock_migratetype(std::uint64_t pfn) const noexcept {
+// The 4 flag bits of pfn's pageblock, read atomically: lock-free paths read
+// them while set_pageblock_bits changes other pageblocks of the same word.
+std::uint8_t memory_model::pageblock_bits(std::uint64_t pfn) const noexcept {
   const unsigned pb = geo_.subsection_index(pfn), bit = pb * nr_pageblock_bits;
-  const std::uint64_t word =
-      section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64];
-  return static_cast<migratetype>((word >> (bit % 64)) & migratetype_mask);
+  std::uint64_t& word = const_cast<std::uint64_t&>(
+      section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64]);
+  return static_cast<std::uint8_t>(atomic_word(word).load(std::memory_order_relaxed) >>
+                                   (bit % 64)) &
+         0xf;
+}
+
+migratetype memory_model::get_pageblock_migratetype(std::uint64_t pfn) const noexcept {
+  return static_cast<migratetype>(pageblock_bits(pfn) & migratetype_mask);
 }
 
 bool memory_model::get_pageblock_skip(std::uint64_t pfn) const noexcept {
-  const unsigned pb = geo_.subsection_index(pfn), bit = pb * nr_pageblock_bits;
-  const std::uint64_t word =
-      section_record(geo_.pfn_to_section_nr(pfn))[1 + geo_.subsection_map_words() + bit / 64];
-  return (word >> (bit % 64)) & pageblock_skip_bit;
+  return pageblock_bits(pfn) & pageblock_skip_bit;
 }
 
 // set_pfnblock_flags_mask: a CAS loop, so concurrent updates of other

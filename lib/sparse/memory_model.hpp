@@ -154,6 +154,7 @@ class memory_model {
   void commit_intent(hotplug_op op, std::uint64_t start, std::uint64_t length);
   void clear_intent();
   void refresh_volatile(std::uint64_t start, std::uint64_t length);
+  [[nodiscard]] std::uint8_t pageblock_bits(std::uint64_t pfn) const noexcept;
   void set_pageblock_bits(std::uint64_t pfn, std::uint8_t mask, std::uint8_t value) noexcept;
   [[nodiscard]] std::uint64_t memmap_placement(std::uint64_t span_start, std::uint64_t start,
                                                std::uint64_t end) const;
