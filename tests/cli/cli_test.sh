@@ -299,6 +299,8 @@ run 1 info "$newer"
 stderr_has "newer"
 run 1 check "$newer" --json
 json_true 'd["error"]["code"] == "newer_format"'
+run 1 repair "$newer" --json
+json_true 'd["error"]["code"] == "newer_format"'
 damaged=$prefix-damaged
 run 0 create "$damaged" --size 8M
 patch_superblocks "$damaged" damage
@@ -307,6 +309,8 @@ json_true 'd["error"]["code"] == "corrupt" and "checksum" in d["error"]["message
 run 1 check "$damaged"
 stdout_has "1 problem"
 stdout_has "both superblock copies are damaged"
+run 1 repair "$damaged"  # superblocks are not what repair can mend: an error, nothing quarantined
+stderr_has "both superblock copies are damaged"
 run 0 rm "$damaged"  # still recognisably a heap: it can be removed
 [ -e "$damaged" ] && fail "rm left the damaged heap"
 
