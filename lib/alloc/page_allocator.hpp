@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "platform/spin_mutex.hpp"
 #include "sparse/memory_model.hpp"
 
 namespace daxalloc::alloc {
@@ -82,7 +83,7 @@ class page_allocator {
   bool set_type(std::uint64_t pageblock, migratetype type, bool fence = true);
 
   sparse::memory_model& model_;
-  mutable std::mutex mutex_;
+  mutable ::daxalloc::detail::spin_mutex mutex_;
   std::map<std::uint64_t, std::uint64_t>
       pool_;  // first pageblock -> count of wholly free pageblocks
   std::array<std::array<std::set<std::uint64_t>, max_order + 1>, 8>

@@ -89,6 +89,7 @@ small_allocator::slab* small_allocator::new_slab(unsigned cls) {
   slab* raw = s.get();
   classes_[cls].slabs.emplace(*pfn, std::move(s));
   classes_[cls].partial.push_back(raw);
+  count_empty(classes_[cls], +1);
   return raw;
 }
 
@@ -101,6 +102,7 @@ void small_allocator::release_slab(klass& k, slab* s, unsigned cls) {
   model_.media().persist().persist(&head->info, 8);
   k.partial.erase(std::find(k.partial.begin(), k.partial.end(), s));
   k.slabs.erase(pfn);
+  count_empty(k, -1);
   pages_.free(pfn, pages);
 }
 
@@ -113,6 +115,7 @@ std::size_t small_allocator::take(unsigned cls, void** out, std::size_t n) {
     slab* s = k.partial.empty() ? new_slab(cls) : k.partial.back();
     if (s == nullptr) break;
     std::byte* objects = model_.pfn_to_virt(s->pfn) + c.header;
+    if (s->in_use == 0) count_empty(k, -1);
     while (got < n && !s->free.empty()) {
       out[got++] = objects + std::size_t{s->free.back()} * c.size;
       s->free.pop_back();
@@ -138,25 +141,31 @@ void small_allocator::give(unsigned cls, void* const* objects, std::size_t n) {
     slab* s = k.slabs.at(head).get();
     s->free.push_back(
         static_cast<std::uint32_t>((offset - (head << sparse::page_shift) - c.header) / c.size));
-    --s->in_use;
+    if (--s->in_use == 0) count_empty(k, +1);
     if (!s->listed) {
       k.partial.push_back(s);
       s->listed = true;
     }
-    // Keep one empty slab per class to absorb churn; release the others.
-    if (s->in_use == 0 && k.partial.size() > 1) release_slab(k, s, cls);
+    // An empty slab stays (creating and releasing one costs three fences and
+    // the page allocator's lock); release_empty_slabs() returns them when the
+    // heap runs out of pages or before a hot-remove.
   }
 }
 
-void small_allocator::release_empty_slabs() {
+std::size_t small_allocator::release_empty_slabs() {
+  std::size_t released = 0;
   for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+    if (empty_slabs_.load(std::memory_order_relaxed) == 0) break;
     klass& k = classes_[cls];
     std::lock_guard lock(k.mutex);
+    if (k.empty == 0) continue;
     std::vector<slab*> empty;
     for (const auto& [pfn, s] : k.slabs)
       if (s->in_use == 0) empty.push_back(s.get());
     for (slab* s : empty) release_slab(k, s, cls);
+    released += empty.size();
   }
+  return released;
 }
 
 void small_allocator::rebuild(const std::vector<allocated_extent>& found,
@@ -165,6 +174,7 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
     std::lock_guard lock(k.mutex);
     k.partial.clear();
     k.slabs.clear();
+    count_empty(k, -static_cast<std::ptrdiff_t>(k.empty));
   }
   for (const allocated_extent& e : found) {
     if (!e.slab) continue;
@@ -191,6 +201,7 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
       if (!((bits[i / 64] >> (i % 64)) & 1)) s->free.push_back(i);
     slab* raw = s.get();
     std::lock_guard lock(k.mutex);
+    if (raw->in_use == 0) count_empty(k, +1);
     if (!raw->free.empty()) {
       k.partial.push_back(raw);
       raw->listed = true;
@@ -221,6 +232,10 @@ void small_allocator::check(std::vector<std::string>& problems) const {
     const klass& k = classes_[cls];
     const size_class& c = size_classes[cls];
     std::lock_guard lock(k.mutex);
+    if (static_cast<std::size_t>(std::count_if(k.slabs.begin(), k.slabs.end(), [](const auto& e) {
+          return e.second->in_use == 0;
+        })) != k.empty)
+      problems.push_back("class " + std::to_string(c.size) + " B: count of empty slabs is wrong");
     for (const auto& [pfn, s] : k.slabs) {
       const std::string where = "slab at " + std::to_string(pfn << sparse::page_shift) +
                                 " (class " + std::to_string(c.size) + " B): ";

@@ -27,6 +27,7 @@
 
 #include "alloc/page_allocator.hpp"
 #include "alloc/size_classes.hpp"
+#include "platform/spin_mutex.hpp"
 
 namespace daxalloc::alloc {
 
@@ -57,8 +58,9 @@ class small_allocator {
   std::size_t take(unsigned cls, void** out, std::size_t n);
   // Takes back objects whose bits are clear.
   void give(unsigned cls, void* const* objects, std::size_t n);
-  // Releases every slab none of whose objects is handed out (one fence each).
-  void release_empty_slabs();
+  // Releases every slab none of whose objects is handed out (one fence each);
+  // returns how many. Empty slabs are kept until then.
+  std::size_t release_empty_slabs();
 
   // The bitmap bit of the object starting at p; nullopt when p is not the
   // start of an object in a slab.
@@ -81,10 +83,15 @@ class small_allocator {
     bool listed;                      // on the class's partial list
   };
   struct klass {
-    mutable std::mutex mutex;
+    mutable ::daxalloc::detail::spin_mutex mutex;
     std::vector<slab*> partial;
     std::unordered_map<std::uint64_t, std::unique_ptr<slab>> slabs;  // by head pfn
+    std::size_t empty = 0;  // slabs with no object handed out
   };
+  void count_empty(klass& k, std::ptrdiff_t delta) noexcept {
+    k.empty += delta;
+    empty_slabs_.fetch_add(delta, std::memory_order_relaxed);
+  }
 
   [[nodiscard]] slab* new_slab(unsigned cls);  // with the class lock held
   void release_slab(klass& k, slab* s, unsigned cls);
@@ -95,6 +102,7 @@ class small_allocator {
   sparse::memory_model& model_;
   page_allocator& pages_;
   std::array<klass, nr_size_classes> classes_;
+  std::atomic<std::ptrdiff_t> empty_slabs_{0};  // over all classes
 };
 
 }  // namespace daxalloc::alloc

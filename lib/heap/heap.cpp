@@ -262,6 +262,8 @@ void* heap_impl::take_small(unsigned cls) noexcept {
     const std::size_t batch = cache_capacity(cls) / 2;
     objects.resize(batch);
     objects.resize(small_.take(cls, objects.data(), batch));
+    if (objects.empty() && small_.release_empty_slabs() > 0)
+      objects.resize(small_.take(cls, objects.data(), batch));
     if (objects.empty()) return nullptr;
   }
   void* p = objects.back();
@@ -281,6 +283,16 @@ void heap_impl::put_small(unsigned cls, void* p) noexcept {
 
 // ---- allocation ----
 
+// Pages for an extent; empty slabs go back to the page allocator first when
+// nothing else is left.
+std::optional<std::uint64_t> heap_impl::allocate_pages(std::uint64_t pages) {
+  const auto type =
+      pages >= alloc::pageblock_pages ? alloc::migratetype::large : alloc::migratetype::movable;
+  auto pfn = pages_.allocate(pages, type);
+  if (!pfn && small_.release_empty_slabs() > 0) pfn = pages_.allocate(pages, type);
+  return pfn;
+}
+
 void* heap_impl::allocate(std::size_t size) noexcept {
   if (size == 0) size = 1;
   const persistence& p = model_->media().persist();
@@ -294,9 +306,7 @@ void* heap_impl::allocate(std::size_t size) noexcept {
   }
   const std::uint64_t pages = (size + page_size - 1) / page_size;
   if (pages > sparse::max_page_length) return nullptr;
-  const auto pfn =
-      pages_.allocate(pages, pages >= alloc::pageblock_pages ? alloc::migratetype::large
-                                                             : alloc::migratetype::movable);
+  const auto pfn = allocate_pages(pages);
   if (!pfn) return nullptr;
   sparse::page_descriptor* head = model_->pfn_to_page(*pfn);
   head->store(page_info(page_state::extent, 0, pages));
@@ -339,9 +349,7 @@ reservation heap_impl::reserve(std::size_t size) noexcept {
     return {take_small(cls), size_classes[cls].size};
   }
   const std::uint64_t pages = (size + page_size - 1) / page_size;
-  const auto pfn =
-      pages_.allocate(pages, pages >= alloc::pageblock_pages ? alloc::migratetype::large
-                                                             : alloc::migratetype::movable);
+  const auto pfn = allocate_pages(pages);
   if (!pfn) return {};
   return {model_->pfn_to_virt(*pfn), pages * page_size};
 }

@@ -79,6 +79,7 @@ class heap_impl {
   [[nodiscard]] thread_cache& cache_slow() noexcept;
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
   void put_small(unsigned cls, void* p) noexcept;
+  [[nodiscard]] std::optional<std::uint64_t> allocate_pages(std::uint64_t pages);
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
   [[nodiscard]] std::vector<alloc::allocated_extent> media_extents(
