@@ -459,13 +459,21 @@ TEST_CASE("repair quarantines damaged pageblocks, keeps their bytes, and the hea
   require_sound(h);
 }
 
-TEST_CASE("size classes waste at most 12.5 % (7 bytes below 64)") {
+TEST_CASE("size classes: the smallest that fits, wasting at most 12.5 % (7 bytes below 64)") {
   using namespace daxalloc::alloc;
   for (std::size_t s = 1; s <= max_small_size; ++s) {
-    const auto& c = size_classes[size_class_of(s)];
+    const unsigned cls = size_class_of(s);
+    const auto& c = size_classes[cls];
     REQUIRE(c.size >= s);
+    REQUIRE((cls == 0 || size_classes[cls - 1].size < s));
     REQUIRE((c.size - s <= 7 || (c.size - s) * 8 <= c.size));
   }
+}
+
+TEST_CASE("size classes: an object's index by multiplication is exact for every object") {
+  using namespace daxalloc::alloc;
+  for (const size_class& c : size_classes)
+    for (std::uint64_t i = 0; i < c.objects; ++i) REQUIRE(c.index(i * c.size) == i);
 }
 
 TEST_CASE("model-based random test: allocate, free, reserve, cancel, reopen, hotplug") {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <thread>
 
 namespace daxalloc::alloc {
 namespace {
@@ -21,14 +22,51 @@ std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t* w) {
 
 }  // namespace
 
-small_allocator::~small_allocator() = default;
+// Two arenas per CPU, as jemalloc has four: enough that threads seldom share
+// one, few enough that partly used slabs stay few.
+small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pages)
+    : model_(model),
+      pages_(pages),
+      directory_(new std::atomic<std::atomic<slab*>*>[model.geo().nr_sections()]()) {
+  const unsigned n = std::clamp(2 * std::thread::hardware_concurrency(), 1u, 64u);
+  for (unsigned i = 0; i < n; ++i) arenas_.push_back(std::make_unique<arena>());
+}
+
+small_allocator::~small_allocator() {
+  for (std::uint64_t i = 0; i < model_.geo().nr_sections(); ++i) delete[] directory_[i].load();
+}
+
+std::atomic<small_allocator::slab*>* small_allocator::directory_entry(std::uint64_t pfn,
+                                                                      bool create) const {
+  const sparse::geometry& geo = model_.geo();
+  std::atomic<std::atomic<slab*>*>& root = directory_[pfn >> geo.pfn_section_shift()];
+  std::atomic<slab*>* leaf = root.load(std::memory_order_acquire);
+  if (leaf == nullptr) {
+    if (!create) return nullptr;
+    auto* fresh = new std::atomic<slab*>[geo.pages_per_section() >> min_slab_order]();
+    if (root.compare_exchange_strong(leaf, fresh, std::memory_order_acq_rel))
+      leaf = fresh;
+    else
+      delete[] fresh;  // another arena made it first
+  }
+  return &leaf[(pfn & (geo.pages_per_section() - 1)) >> min_slab_order];
+}
+
+small_allocator::slab* small_allocator::slab_of(const void* object,
+                                                const size_class& c) const noexcept {
+  const auto offset =
+      static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_.base());
+  const std::uint64_t head =
+      (offset >> sparse::page_shift) & ~((std::uint64_t{1} << c.slab_order) - 1);
+  return directory_entry(head, false)->load(std::memory_order_acquire);
+}
 
 object_location small_allocator::bit_of(const void* p, unsigned cls) const noexcept {
   const size_class& c = size_classes[cls];
   const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - model_.base());
   const std::uint64_t head =
       (offset >> sparse::page_shift) & ~((std::uint64_t{1} << c.slab_order) - 1);
-  const std::uint64_t i = (offset - (head << sparse::page_shift) - c.header) / c.size;
+  const std::uint64_t i = c.index(offset - (head << sparse::page_shift) - c.header);
   return {bitmap(head) + i / 64, std::uint64_t{1} << (i % 64), cls};
 }
 
@@ -48,9 +86,9 @@ std::optional<object_location> small_allocator::locate(const void* p) const noex
       return std::nullopt;
     const size_class& c = size_classes[d.sub()];
     const std::uint64_t start = (head << sparse::page_shift) + c.header;
-    if (offset < start || (offset - start) % c.size) return std::nullopt;
-    const std::uint64_t i = (offset - start) / c.size;
-    if (i >= c.objects) return std::nullopt;
+    if (offset < start) return std::nullopt;
+    const std::uint64_t i = c.index(offset - start);
+    if (i * c.size != offset - start || i >= c.objects) return std::nullopt;
     return object_location{bitmap(head) + i / 64, std::uint64_t{1} << (i % 64), d.sub()};
   }
   return std::nullopt;
@@ -73,7 +111,7 @@ bool small_allocator::mark_free(const object_location& at) const noexcept {
 // A new slab: zero its bitmap and make that durable, then commit the head
 // descriptor (two fences, once per slab). A crash in between leaves free
 // pages with a zeroed bitmap in them: nothing.
-small_allocator::slab* small_allocator::new_slab(unsigned cls) {
+small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned cls) {
   const size_class& c = size_classes[cls];
   const std::uint64_t pages = std::uint64_t{1} << c.slab_order;
   const auto pfn = pages_.allocate(pages, migratetype::unmovable);
@@ -83,36 +121,68 @@ small_allocator::slab* small_allocator::new_slab(unsigned cls) {
   sparse::page_descriptor* head = model_.pfn_to_page(*pfn);
   head->store(sparse::page_info(page_state::slab, cls, pages));
   p.persist(&head->info, 8);
-  auto s = std::make_unique<slab>(slab{*pfn, 0, {}, true});
-  s->free.resize(c.objects);
+  auto s = std::make_unique<slab>(*pfn, 0, std::vector<std::uint32_t>(c.objects), true, a);
   for (std::uint32_t i = 0; i < c.objects; ++i) s->free[i] = c.objects - 1 - i;  // lowest first
   slab* raw = s.get();
-  classes_[cls].slabs.emplace(*pfn, std::move(s));
-  classes_[cls].partial.push_back(raw);
-  count_empty(classes_[cls], +1);
+  klass& k = (*arenas_[a])[cls];
+  k.slabs.emplace(*pfn, std::move(s));
+  k.partial.push_back(raw);
+  count_empty(k, +1);
+  directory_entry(*pfn, true)->store(raw, std::memory_order_release);
   return raw;
+}
+
+// A partly used slab of another arena becomes this arena's (the caller holds
+// this arena's class lock; the other's is only tried, so two arenas adopting
+// from each other cannot deadlock).
+small_allocator::slab* small_allocator::adopt_slab(unsigned a, unsigned cls) {
+  klass& k = (*arenas_[a])[cls];
+  for (unsigned other = 0; other < arenas_.size(); ++other) {
+    klass& o = (*arenas_[other])[cls];
+    if (other == a) continue;
+    std::unique_lock lock(o.mutex, std::try_to_lock);
+    if (!lock || o.partial.empty()) continue;
+    slab* s = o.partial.back();
+    o.partial.pop_back();
+    auto owned = o.slabs.extract(s->pfn);
+    k.slabs.insert(std::move(owned));
+    if (s->in_use == 0) {
+      count_empty(o, -1);
+      count_empty(k, +1);
+    }
+    s->arena.store(a, std::memory_order_release);
+    k.partial.push_back(s);
+    return s;
+  }
+  return nullptr;
 }
 
 // All objects of the slab are back and clear: uncommit it (one fence) and
 // return its pages.
+// All objects of the slab are back and clear: uncommit it (one fence) and
+// return its pages. The caller takes it off the partial list.
 void small_allocator::release_slab(klass& k, slab* s, unsigned cls) {
   const std::uint64_t pfn = s->pfn, pages = std::uint64_t{1} << size_classes[cls].slab_order;
   sparse::page_descriptor* head = model_.pfn_to_page(pfn);
   head->store(0);
   model_.media().persist().persist(&head->info, 8);
-  k.partial.erase(std::find(k.partial.begin(), k.partial.end(), s));
+  directory_entry(pfn, false)->store(nullptr, std::memory_order_release);
   k.slabs.erase(pfn);
   count_empty(k, -1);
   pages_.free(pfn, pages);
 }
 
-std::size_t small_allocator::take(unsigned cls, void** out, std::size_t n) {
-  klass& k = classes_[cls];
+std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::size_t n) {
+  klass& k = (*arenas_[a])[cls];
   const size_class& c = size_classes[cls];
   std::lock_guard lock(k.mutex);
   std::size_t got = 0;
   while (got < n) {
-    slab* s = k.partial.empty() ? new_slab(cls) : k.partial.back();
+    slab* s = nullptr;
+    if (!k.partial.empty())
+      s = k.partial.back();
+    else if (s = adopt_slab(a, cls); s == nullptr)
+      s = new_slab(a, cls);
     if (s == nullptr) break;
     std::byte* objects = model_.pfn_to_virt(s->pfn) + c.header;
     if (s->in_use == 0) count_empty(k, -1);
@@ -122,66 +192,78 @@ std::size_t small_allocator::take(unsigned cls, void** out, std::size_t n) {
       ++s->in_use;
     }
     if (s->free.empty()) {
-      k.partial.erase(std::find(k.partial.begin(), k.partial.end(), s));
+      k.partial.pop_back();  // s is the last one
       s->listed = false;
     }
   }
   return got;
 }
 
+void small_allocator::return_object(klass& k, slab* s, const void* object, const size_class& c) {
+  const auto offset =
+      static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_.base());
+  s->free.push_back(c.index(offset - (s->pfn << sparse::page_shift) - c.header));
+  if (--s->in_use == 0) count_empty(k, +1);
+  if (!s->listed) {
+    k.partial.push_back(s);
+    s->listed = true;
+  }
+  // An empty slab stays (creating and releasing one costs three fences and
+  // the page allocator's lock); release_empty_slabs() returns them when the
+  // heap runs out of pages or before a hot-remove.
+}
+
+// Objects in a row from one arena's slabs are returned under one lock. A
+// slab cannot change arena while its arena's lock is held, so the owner read
+// before locking is checked again under the lock.
 void small_allocator::give(unsigned cls, void* const* objects, std::size_t n) {
-  klass& k = classes_[cls];
   const size_class& c = size_classes[cls];
-  const std::uint64_t pages = std::uint64_t{1} << c.slab_order;
-  std::lock_guard lock(k.mutex);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto offset =
-        static_cast<std::uint64_t>(static_cast<std::byte*>(objects[i]) - model_.base());
-    const std::uint64_t head = (offset >> sparse::page_shift) & ~(pages - 1);
-    slab* s = k.slabs.at(head).get();
-    s->free.push_back(
-        static_cast<std::uint32_t>((offset - (head << sparse::page_shift) - c.header) / c.size));
-    if (--s->in_use == 0) count_empty(k, +1);
-    if (!s->listed) {
-      k.partial.push_back(s);
-      s->listed = true;
+  for (std::size_t i = 0; i < n;) {
+    const unsigned owner = slab_of(objects[i], c)->arena.load(std::memory_order_acquire);
+    klass& k = (*arenas_[owner])[cls];
+    std::lock_guard lock(k.mutex);
+    for (; i < n; ++i) {
+      slab* s = slab_of(objects[i], c);
+      if (s->arena.load(std::memory_order_relaxed) != owner) break;
+      return_object(k, s, objects[i], c);
     }
-    // An empty slab stays (creating and releasing one costs three fences and
-    // the page allocator's lock); release_empty_slabs() returns them when the
-    // heap runs out of pages or before a hot-remove.
   }
 }
 
 std::size_t small_allocator::release_empty_slabs() {
   std::size_t released = 0;
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-    if (empty_slabs_.load(std::memory_order_relaxed) == 0) break;
-    klass& k = classes_[cls];
-    std::lock_guard lock(k.mutex);
-    if (k.empty == 0) continue;
-    std::vector<slab*> empty;
-    for (const auto& [pfn, s] : k.slabs)
-      if (s->in_use == 0) empty.push_back(s.get());
-    for (slab* s : empty) release_slab(k, s, cls);
-    released += empty.size();
-  }
+  for (auto& a : arenas_)
+    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+      if (empty_slabs_.load(std::memory_order_relaxed) == 0) return released;
+      klass& k = (*a)[cls];
+      std::lock_guard lock(k.mutex);
+      if (k.empty == 0) continue;
+      std::erase_if(k.partial, [&](slab* s) {
+        if (s->in_use) return false;
+        release_slab(k, s, cls);
+        ++released;
+        return true;
+      });
+    }
   return released;
 }
 
 void small_allocator::rebuild(const std::vector<allocated_extent>& found,
                               std::vector<std::string>& problems, std::vector<std::uint64_t>* bad) {
-  for (auto& k : classes_) {
-    std::lock_guard lock(k.mutex);
-    k.partial.clear();
-    k.slabs.clear();
-    count_empty(k, -static_cast<std::ptrdiff_t>(k.empty));
-  }
+  for (auto& a : arenas_)
+    for (klass& k : *a) {
+      std::lock_guard lock(k.mutex);
+      for (const auto& [pfn, s] : k.slabs) directory_entry(pfn, false)->store(nullptr);
+      k.partial.clear();
+      k.slabs.clear();
+      count_empty(k, -static_cast<std::ptrdiff_t>(k.empty));
+    }
   for (const allocated_extent& e : found) {
     if (!e.slab) continue;
     const size_class& c = size_classes[e.sub];
-    klass& k = classes_[e.sub];
+    klass& k = (*arenas_[0])[e.sub];
     const std::uint64_t* bits = bitmap(e.pfn);
-    auto s = std::make_unique<slab>(slab{e.pfn, 0, {}, false});
+    auto s = std::make_unique<slab>(e.pfn, 0, std::vector<std::uint32_t>{}, false, 0u);
     for (std::uint32_t w = 0; w < c.header / 8; ++w) {
       std::uint64_t word = bits[w];
       if (w * 64 + 64 > c.objects) {
@@ -207,63 +289,77 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
       raw->listed = true;
     }
     k.slabs.emplace(e.pfn, std::move(s));
+    directory_entry(e.pfn, true)->store(raw, std::memory_order_release);
   }
 }
 
 std::array<class_stats, nr_size_classes> small_allocator::stats() const {
   std::array<class_stats, nr_size_classes> out{};
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-    const klass& k = classes_[cls];
-    std::lock_guard lock(k.mutex);
-    out[cls].slabs = k.slabs.size();
-    out[cls].capacity = k.slabs.size() * size_classes[cls].objects;
-    for (const auto& [pfn, s] : k.slabs) {
-      const std::uint64_t* bits = bitmap(pfn);
-      for (std::uint32_t w = 0; w < size_classes[cls].header / 8; ++w)
-        out[cls].allocated += std::popcount(
-            std::atomic_ref<const std::uint64_t>(bits[w]).load(std::memory_order_relaxed));
+  for (const auto& a : arenas_)
+    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+      const klass& k = (*a)[cls];
+      std::lock_guard lock(k.mutex);
+      out[cls].slabs += k.slabs.size();
+      out[cls].capacity += k.slabs.size() * size_classes[cls].objects;
+      for (const auto& [pfn, s] : k.slabs) {
+        const std::uint64_t* bits = bitmap(pfn);
+        for (std::uint32_t w = 0; w < size_classes[cls].header / 8; ++w)
+          out[cls].allocated += std::popcount(
+              std::atomic_ref<const std::uint64_t>(bits[w]).load(std::memory_order_relaxed));
+      }
     }
-  }
   return out;
 }
 
 void small_allocator::check(std::vector<std::string>& problems) const {
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-    const klass& k = classes_[cls];
-    const size_class& c = size_classes[cls];
-    std::lock_guard lock(k.mutex);
-    if (static_cast<std::size_t>(std::count_if(k.slabs.begin(), k.slabs.end(), [](const auto& e) {
-          return e.second->in_use == 0;
-        })) != k.empty)
-      problems.push_back("class " + std::to_string(c.size) + " B: count of empty slabs is wrong");
-    for (const auto& [pfn, s] : k.slabs) {
-      const std::string where = "slab at " + std::to_string(pfn << sparse::page_shift) +
-                                " (class " + std::to_string(c.size) + " B): ";
-      const sparse::page_descriptor& d = *model_.pfn_to_page(pfn);
-      if (d.load() != sparse::page_info(page_state::slab, cls, std::uint64_t{1} << c.slab_order))
-        problems.push_back(where + "head descriptor does not describe this slab");
-      if (s->free.size() + s->in_use != c.objects)
-        problems.push_back(where + "free + in use != objects");
-      const std::uint64_t* bits = bitmap(pfn);
-      std::uint64_t set = 0;
-      for (std::uint32_t i = 0; i < c.header * 8; ++i) {
-        const bool bit =
-            (std::atomic_ref<const std::uint64_t>(bits[i / 64]).load(std::memory_order_relaxed) >>
-             (i % 64)) &
-            1;
-        if (bit && i >= c.objects)
-          problems.push_back(where + "bit " + std::to_string(i) + " beyond the objects is set");
-        set += bit;
-      }
-      if (set > s->in_use) problems.push_back(where + "more objects allocated than handed out");
-      for (auto i : s->free)
-        if ((bits[i / 64] >> (i % 64)) & 1) {
-          problems.push_back(where + "object " + std::to_string(i) +
-                             " is on the free list but allocated");
-          break;
-        }
+  for (unsigned a = 0; a < arenas_.size(); ++a)
+    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+      const klass& k = (*arenas_[a])[cls];
+      const size_class& c = size_classes[cls];
+      std::lock_guard lock(k.mutex);
+      const std::string arena_class =
+          "arena " + std::to_string(a) + ", class " + std::to_string(c.size) + " B: ";
+      if (static_cast<std::size_t>(std::count_if(k.slabs.begin(), k.slabs.end(), [](const auto& e) {
+            return e.second->in_use == 0;
+          })) != k.empty)
+        problems.push_back(arena_class + "count of empty slabs is wrong");
+      for (const slab* s : k.partial)
+        if (!k.slabs.count(s->pfn) || !s->listed || s->free.empty())
+          problems.push_back(arena_class + "partial list holds a slab it should not");
+      for (const auto& [pfn, s] : k.slabs) check_slab(pfn, *s, a, cls, problems);
     }
+}
+
+void small_allocator::check_slab(std::uint64_t pfn, const slab& s, unsigned a, unsigned cls,
+                                 std::vector<std::string>& problems) const {
+  const size_class& c = size_classes[cls];
+  const std::string where = "slab at " + std::to_string(pfn << sparse::page_shift) + " (class " +
+                            std::to_string(c.size) + " B): ";
+  const sparse::page_descriptor& d = *model_.pfn_to_page(pfn);
+  if (d.load() != sparse::page_info(page_state::slab, cls, std::uint64_t{1} << c.slab_order))
+    problems.push_back(where + "head descriptor does not describe this slab");
+  if (s.arena.load() != a || directory_entry(pfn, false) == nullptr ||
+      directory_entry(pfn, false)->load() != &s)
+    problems.push_back(where + "arena or directory entry is wrong");
+  if (s.free.size() + s.in_use != c.objects) problems.push_back(where + "free + in use != objects");
+  const std::uint64_t* bits = bitmap(pfn);
+  std::uint64_t set = 0;
+  for (std::uint32_t i = 0; i < c.header * 8; ++i) {
+    const bool bit =
+        (std::atomic_ref<const std::uint64_t>(bits[i / 64]).load(std::memory_order_relaxed) >>
+         (i % 64)) &
+        1;
+    if (bit && i >= c.objects)
+      problems.push_back(where + "bit " + std::to_string(i) + " beyond the objects is set");
+    set += bit;
   }
+  if (set > s.in_use) problems.push_back(where + "more objects allocated than handed out");
+  for (auto i : s.free)
+    if ((bits[i / 64] >> (i % 64)) & 1) {
+      problems.push_back(where + "object " + std::to_string(i) +
+                         " is on the free list but allocated");
+      break;
+    }
 }
 
 }  // namespace daxalloc::alloc

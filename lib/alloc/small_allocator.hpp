@@ -6,9 +6,13 @@
 // exactly when its bit is set; setting or clearing the bit (one atomic RMW on
 // an 8-byte word, then flush) is the commit of a durable allocation or free.
 //
-// Volatile state: per class a list of slabs with free objects, each with a
-// stack of free object indices. Objects handed to thread caches (and
-// reservations) keep their bit clear, so a crash simply forgets them.
+// Volatile state, per arena and class: the slabs the arena owns and a list of
+// those with free objects, each with a stack of free object indices. Objects
+// handed to thread caches (and reservations) keep their bit clear, so a crash
+// simply forgets them. Each thread cache takes from one arena, so threads
+// rarely share a lock; an object goes back to the arena owning its slab
+// (found through a lock-free directory), and an arena that runs out adopts a
+// partly used slab of another before it makes a new one.
 //
 // Invariant per slab (check()): free.size() + in_use == objects, no index in
 // `free` has its bit set, popcount(bitmap) <= in_use, and no bit at or beyond
@@ -45,18 +49,21 @@ struct class_stats {
 
 class small_allocator {
  public:
-  small_allocator(sparse::memory_model& model, page_allocator& pages)
-      : model_(model), pages_(pages) {}
+  small_allocator(sparse::memory_model& model, page_allocator& pages);
   ~small_allocator();
+  small_allocator(const small_allocator&) = delete;
+  small_allocator& operator=(const small_allocator&) = delete;
 
-  // Problems are appended as page_allocator::rebuild does.
+  // Problems are appended as page_allocator::rebuild does. Every slab found
+  // goes to arena 0.
   void rebuild(const std::vector<allocated_extent>& found, std::vector<std::string>& problems,
                std::vector<std::uint64_t>* bad = nullptr);
 
-  // Hands out up to n free objects of class cls (bits stay clear); returns
-  // how many (0: no memory for a new slab).
-  std::size_t take(unsigned cls, void** out, std::size_t n);
-  // Takes back objects whose bits are clear.
+  [[nodiscard]] unsigned arenas() const noexcept { return static_cast<unsigned>(arenas_.size()); }
+  // Hands out up to n free objects of class cls from the arena's slabs (bits
+  // stay clear); returns how many (0: no memory for a new slab).
+  std::size_t take(unsigned arena, unsigned cls, void** out, std::size_t n);
+  // Takes back objects whose bits are clear, each to the arena owning its slab.
   void give(unsigned cls, void* const* objects, std::size_t n);
   // Releases every slab none of whose objects is handed out (one fence each);
   // returns how many. Empty slabs are kept until then.
@@ -81,28 +88,39 @@ class small_allocator {
     std::uint32_t in_use;             // objects handed out: allocated, cached or reserved
     std::vector<std::uint32_t> free;  // indices of free objects not handed out
     bool listed;                      // on the class's partial list
+    std::atomic<unsigned> arena;      // changed only with both arenas' class locks held
   };
-  struct klass {
+  struct alignas(64) klass {
     mutable ::daxalloc::detail::spin_mutex mutex;
     std::vector<slab*> partial;
     std::unordered_map<std::uint64_t, std::unique_ptr<slab>> slabs;  // by head pfn
     std::size_t empty = 0;  // slabs with no object handed out
   };
+  using arena = std::array<klass, nr_size_classes>;
+
+  [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
+  [[nodiscard]] slab* adopt_slab(unsigned arena, unsigned cls);
+  void release_slab(klass& k, slab* s, unsigned cls);
+  void return_object(klass& k, slab* s, const void* object, const size_class& c);
+  void check_slab(std::uint64_t pfn, const slab& s, unsigned arena, unsigned cls,
+                  std::vector<std::string>& problems) const;
   void count_empty(klass& k, std::ptrdiff_t delta) noexcept {
     k.empty += delta;
     empty_slabs_.fetch_add(delta, std::memory_order_relaxed);
   }
-
-  [[nodiscard]] slab* new_slab(unsigned cls);  // with the class lock held
-  void release_slab(klass& k, slab* s, unsigned cls);
   [[nodiscard]] std::uint64_t* bitmap(std::uint64_t pfn) const noexcept {
     return reinterpret_cast<std::uint64_t*>(model_.pfn_to_virt(pfn));
   }
+  // The directory: head pfn -> slab, one leaf per section that ever held a
+  // slab (made on the first, with create).
+  [[nodiscard]] std::atomic<slab*>* directory_entry(std::uint64_t pfn, bool create) const;
+  [[nodiscard]] slab* slab_of(const void* object, const size_class& c) const noexcept;
 
   sparse::memory_model& model_;
   page_allocator& pages_;
-  std::array<klass, nr_size_classes> classes_;
-  std::atomic<std::ptrdiff_t> empty_slabs_{0};  // over all classes
+  std::vector<std::unique_ptr<arena>> arenas_;
+  std::unique_ptr<std::atomic<std::atomic<slab*>*>[]> directory_;
+  std::atomic<std::ptrdiff_t> empty_slabs_{0};  // over all arenas and classes
 };
 
 }  // namespace daxalloc::alloc

@@ -42,7 +42,10 @@ struct thread_caches {
   }
 };
 thread_local thread_caches tls_caches;
-thread_local cache_entry tls_last{0, nullptr};
+// The fast path's only TLS access: initial-exec, an offset from %fs, no call
+// to __tls_get_addr (a library loaded by dlopen() takes it from glibc's
+// static TLS reserve).
+[[gnu::tls_model("initial-exec")]] thread_local cache_entry tls_last{0, nullptr};
 
 // Objects a thread cache keeps per class: about 64 KiB, 4 to 128 of them (a
 // table: the division showed up in profiles of the free path).
@@ -225,7 +228,7 @@ sparse::root_slot* heap_impl::slot() const noexcept {
 
 // ---- thread caches ----
 
-thread_cache& heap_impl::cache() noexcept {
+inline thread_cache& heap_impl::cache() noexcept {
   if (tls_last.heap_id == id_) return *tls_last.cache;
   return cache_slow();
 }
@@ -240,6 +243,7 @@ thread_cache& heap_impl::cache_slow() noexcept {
   thread_cache* c = owned.get();
   {
     std::lock_guard lock(caches_mutex_);
+    c->arena = next_arena_++ % small_.arenas();
     caches_.push_back(std::move(owned));
   }
   tls_caches.entries.push_back({id_, c});
@@ -257,13 +261,14 @@ void heap_impl::release_cache(thread_cache* c) noexcept {
 
 // Fast path: a pop from this thread's cache. Slow path: a batch from the slabs.
 void* heap_impl::take_small(unsigned cls) noexcept {
-  auto& objects = cache().objects[cls];
+  thread_cache& mine = cache();
+  auto& objects = mine.objects[cls];
   if (objects.empty()) {
     const std::size_t batch = cache_capacity(cls) / 2;
     objects.resize(batch);
-    objects.resize(small_.take(cls, objects.data(), batch));
+    objects.resize(small_.take(mine.arena, cls, objects.data(), batch));
     if (objects.empty() && small_.release_empty_slabs() > 0)
-      objects.resize(small_.take(cls, objects.data(), batch));
+      objects.resize(small_.take(mine.arena, cls, objects.data(), batch));
     if (objects.empty()) return nullptr;
   }
   void* p = objects.back();

@@ -19,6 +19,7 @@ namespace daxalloc::detail {
 // path takes no lock. A heap owns the caches of all threads that used it.
 struct thread_cache {
   std::array<std::vector<void*>, alloc::nr_size_classes> objects;
+  unsigned arena = 0;  // of the small allocator, where the slow path takes objects
 };
 
 class heap_impl {
@@ -116,6 +117,7 @@ class heap_impl {
   std::atomic<unsigned> lanes_used_{0};
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
+  unsigned next_arena_ = 0;  // under caches_mutex_: arenas go round
 };
 
 }  // namespace daxalloc::detail
