@@ -82,19 +82,19 @@ int main(int argc, char** argv) try {
   }
   std::printf("%s\n", shown == 5 ? " ..." : "");
 
-  // Grow online: a new 512 MiB span brings its own memmap; then an object
+  // Grow online: a new 1 GiB span brings its own memmap; then an object
   // larger than a section, freed again, and the span removed.
-  const std::uint64_t span = 512 * MiB;
+  const std::uint64_t span = 1024 * MiB;
   if (h.media().max_size() >= 2 * span) {
     h.hot_add(span, span);
     void* big = h.allocate(300 * MiB);
     std::printf(
-        "hot-added [512 MiB, 1 GiB): allocated one 300 MiB object across three 128 MiB sections\n");
+        "hot-added [1 GiB, 2 GiB): allocated one 300 MiB object across three 128 MiB sections\n");
     h.deallocate(big);
     h.hot_remove(span, span);
     std::printf("freed it and hot-removed the span again\n");
   } else {
-    std::printf("no room to grow: the %zu MiB device is smaller than 1 GiB\n",
+    std::printf("no room to grow: the %zu MiB device is smaller than 2 GiB\n",
                 h.media().max_size() / MiB);
   }
 
@@ -108,10 +108,9 @@ int main(int argc, char** argv) try {
               daxalloc::this_thread_persist_counters().fences);
 
   const auto s = h.stats();
-  std::printf(
-      "present %" PRIu64 " MiB: usable %" PRIu64 " MiB, metadata %" PRIu64
-      " MiB (the head, and memmap blocks of 16 bytes per 4 KiB page of their 512 MiB span)\n",
-      s.present_bytes / MiB, s.usable_bytes / MiB, s.metadata_bytes / MiB);
+  std::printf("present %" PRIu64 " MiB: usable %" PRIu64 " MiB, metadata %" PRIu64
+              " MiB (the head, and memmap blocks of 8 bytes per 4 KiB page of their 1 GiB span)\n",
+              s.present_bytes / MiB, s.usable_bytes / MiB, s.metadata_bytes / MiB);
   std::printf("allocated %" PRIu64 " objects, %" PRIu64 " KiB; free %" PRIu64
               " MiB, largest free %" PRIu64 " MiB, fragmentation %.3f\n",
               s.allocated_objects, s.allocated_bytes / 1024, s.free_bytes / MiB,

@@ -16,7 +16,7 @@ namespace sp = daxalloc::sparse;
 using daxalloc::errc;
 
 const sp::geometry& driver_geometry() {
-  static const sp::geometry geo{sp::default_section_size_bits, 1 * GiB};
+  static const sp::geometry geo{sp::default_section_size_bits, driver_max_range};
   return geo;
 }
 
@@ -45,7 +45,7 @@ const sparse_image& pristine_heap_image() {
     std::filesystem::remove(path);
     daxalloc::heap_options o;
     o.size = driver_heap_size;
-    o.max_size = 1 * GiB;
+    o.max_size = driver_max_range;
     o.mode = daxalloc::persistence_mode::none;
     try {
       daxalloc::heap::create(path, o).close();

@@ -25,7 +25,7 @@
 
 namespace fuzz {
 
-inline constexpr std::uint64_t driver_heap_size = 16 * MiB;  // created with max_size 1 GiB
+inline constexpr std::uint64_t driver_heap_size = 16 * MiB;  // max_size driver_max_range
 
 struct driver_options {
   bool payloads = true;      // write and verify payload patterns
@@ -89,7 +89,7 @@ class api_driver {
   std::bitset<hotplug_subsections> present_;
 };
 
-// A new heap image for the drivers: driver_heap_size with a 1 GiB range,
+// A new heap image for the drivers: driver_heap_size with a 2 GiB range,
 // 128 MiB sections, nothing allocated; built once per process.
 const sparse_image& pristine_heap_image();
 

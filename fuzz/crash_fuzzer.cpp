@@ -300,7 +300,7 @@ void run(const std::uint8_t* data, std::size_t size) {
     daxalloc::region_options ro;
     ro.mode = daxalloc::persistence_mode::none;
     auto r = daxalloc::region::open(image_path, ro);
-    r.reserve(1 * GiB);
+    r.reserve(driver_max_range);
     crash_point_sim sim2(r, crashed, fence2);
     std::unique_ptr<daxalloc::detail::heap_impl> impl;
     try {

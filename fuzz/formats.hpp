@@ -33,7 +33,8 @@ enum class image_edit : std::uint8_t {
   directory_entry,      // root(below nr_roots + 2) value
   section_word,         // section(pick) word(below record words) value
   descriptor_info,      // pfn(pick) info(state, sub, length or value)
-  descriptor_data,      // pfn(pick) value
+  descriptor_next,      // pfn(pick) value: the info word of the page after pfn (an extent tail
+                        // when pfn heads one; format version 1 had pfn's `data` word here)
   slab_bitmap,          // slab(pick) word(below header/8 + 1) value
   root_slot,            // field(below 4) value reseal(bool)
   raw_xor,              // offset(pick) byte
@@ -87,13 +88,16 @@ struct call {
   call_kind kind = call_kind::check;
   std::uint64_t size = 0;   // allocate, reserve, root: 1 B .. 8 MiB
   std::uint64_t index = 0;  // deallocate, cancel, bad_deallocate, publish and free_clear (slot)
-  std::uint64_t first = 0;  // hotplug: subsection number (2 MiB units) below 512 (1 GiB)
+  std::uint64_t first = 0;  // hotplug: subsection number (2 MiB units) below hotplug_subsections
   std::uint64_t count = 0;  // hotplug: 1..8 subsections
   std::uint8_t flags = 0;   // hotplug: bit 0 misaligns the start, bit 1 the length
 };
 
 inline constexpr std::uint64_t max_call_size = 8 * MiB;
-inline constexpr std::uint64_t hotplug_subsections = 512;  // the harness heaps reserve 1 GiB
+// The harness heaps reserve 2 GiB: two memmap spans of 1 GiB, so that calls
+// can add a span with its own memmap.
+inline constexpr std::uint64_t driver_max_range = 2 * GiB;
+inline constexpr std::uint64_t hotplug_subsections = driver_max_range / (2 * MiB);  // 1024
 
 // Sizes: below(4) picks small (1..256), slab (1..64 KiB), pages (64 KiB..2 MiB) or
 // large (2..8 MiB), then the size inside the band.

@@ -135,9 +135,9 @@ base_image build_base(unsigned which) {
   daxalloc::heap_options o;
   o.mode = daxalloc::persistence_mode::none;
   o.size = 16 * MiB;
-  o.max_size = 1 * GiB;
+  o.max_size = 2 * GiB;  // two memmap spans of 1 GiB
   if (which == 1) {
-    o.section_size_bits = 30;  // 1 GiB sections: 4 MiB memmap per span
+    o.section_size_bits = 30;  // 1 GiB sections: one per span
     o.max_size = 4 * GiB;
   } else if (which == 2) {
     o.section_size_bits = 28;
@@ -162,8 +162,8 @@ base_image build_base(unsigned which) {
       for (int i = 0; i < 64; i += 3) h.deallocate(small[i]);
       h.deallocate(big);
     } else {
-      h.hot_add(32 * MiB, 2 * MiB);   // partial: a hole between 16 and 32 MiB
-      h.hot_add(512 * MiB, 4 * MiB);  // a second span: its own memmap block
+      h.hot_add(32 * MiB, 2 * MiB);  // partial: a hole between 16 and 32 MiB
+      h.hot_add(1 * GiB, 4 * MiB);   // a second span: its own memmap block
     }
   }
   if (which == 2) {
@@ -402,8 +402,8 @@ struct editor {
         }
         return store(at, info);
       }
-      case image_edit::descriptor_data: {
-        const std::uint64_t at = descriptor_offset(pick_pfn()) + 8;
+      case image_edit::descriptor_next: {
+        const std::uint64_t at = descriptor_offset(pick_pfn() + 1);
         return store(at, value(load<std::uint64_t>(at)));
       }
       case image_edit::slab_bitmap: {

@@ -25,6 +25,14 @@ struct seed {
 
 // ---- image ----
 
+// Base 0 of the image harness: 16 MiB and 4 MiB of a second span at 1 GiB,
+// 128 MiB sections of a 2 GiB range. Seeds that pick a page, a subsection or
+// a section of it encode against these bounds.
+constexpr std::uint64_t base0_image_size = 1 * GiB + 4 * MiB;
+constexpr std::uint64_t base0_pages = base0_image_size / 4096;
+constexpr std::uint64_t base0_subsections = base0_image_size / (2 * MiB);
+constexpr std::uint64_t base0_sections = 2 * GiB / (128 * MiB);
+
 fuzz_output& edit(fuzz_output& out, image_edit kind) {
   return out.below(static_cast<unsigned>(image_edit::count), static_cast<unsigned>(kind));
 }
@@ -60,7 +68,7 @@ std::vector<seed> image_seeds() {
   {
     seed x{"newer-version-in-copy-a", {}};
     edit(x.bytes.byte(0), image_edit::superblock_field).below(3, 0).below(24, sb_version);
-    value_small(x.bytes, 2).boolean(true);
+    value_small(x.bytes, 3).boolean(true);  // format version 2 + 1
     s.push_back(x);
   }
   {
@@ -82,9 +90,9 @@ std::vector<seed> image_seeds() {
     s.push_back(x);
   }
   {
-    seed x{"geometry-2gib-range-resealed", {}};
+    seed x{"geometry-4gib-range-resealed", {}};
     edit(x.bytes.byte(0), image_edit::superblock_geometry).below(3, 2).in(26, 31, 27);
-    value_word(x.bytes, 2 * GiB).boolean(true);
+    value_word(x.bytes, 4 * GiB).boolean(true);
     s.push_back(x);
   }
   {
@@ -115,7 +123,7 @@ std::vector<seed> image_seeds() {
   }
   {
     seed x{"extent-descriptor-with-a-huge-length", {}};
-    edit(x.bytes.byte(0), image_edit::descriptor_info).boolean(false).below(132096, 2048 + 7);
+    edit(x.bytes.byte(0), image_edit::descriptor_info).boolean(false).below(base0_pages, 2048 + 7);
     x.bytes.boolean(true).below(8, 3).below(256, 0).boolean(true).below(48, 40);
     s.push_back(x);
   }
@@ -139,12 +147,15 @@ std::vector<seed> image_seeds() {
   }
   {
     seed x{"truncated-to-4-subsections", {}};
-    edit(x.bytes.byte(0), image_edit::file_size).below(4, 1).below(259, 4);
+    edit(x.bytes.byte(0), image_edit::file_size).below(4, 1).below(base0_subsections + 1, 4);
     s.push_back(x);
   }
   {
     seed x{"section-word-0-flag-bit", {}};
-    edit(x.bytes.byte(0), image_edit::section_word).boolean(false).below(9, 0).below(8, 0);
+    edit(x.bytes.byte(0), image_edit::section_word)
+        .boolean(false)
+        .below(base0_sections + 1, 0)
+        .below(8, 0);
     value_flip(x.bytes, 3);
     s.push_back(x);
   }
@@ -152,6 +163,12 @@ std::vector<seed> image_seeds() {
     seed x{"overlay-magic-resealed", {}};
     const char magic[16] = "DAXALLOC-HEAP";
     x.bytes.byte(image_overlay_mode).boolean(true).bytes(magic, sizeof magic);
+    s.push_back(x);
+  }
+  {
+    seed x{"older-version-in-both-copies", {}};  // format version 1: 16-byte descriptors
+    edit(x.bytes.byte(1), image_edit::superblock_field).below(3, 2).below(24, sb_version);
+    value_simple(x.bytes, value_mode::one).boolean(true);
     s.push_back(x);
   }
   return s;
@@ -212,8 +229,8 @@ std::vector<seed> ops_seeds() {
                                          publish(3 * MiB, 2), free_clear(0), reopen, check})},
       {"hot-add-use-remove", calls({hot_add(8, 2), alloc(3 * MiB), alloc(3 * MiB), dealloc(0),
                                     dealloc(0), hot_remove(8, 2), check})},
-      {"new-span", calls({hot_add(256, 3), alloc(8 * MiB), alloc(2 * MiB), reopen,
-                          hot_remove(256, 3), dealloc(0), hot_remove(256, 3)})},
+      {"new-span", calls({hot_add(512, 3), alloc(8 * MiB), alloc(2 * MiB), reopen,
+                          hot_remove(512, 3), dealloc(0), hot_remove(512, 3)})},
       {"bad-frees", calls({alloc(48), alloc(70000), dealloc(0), bad(0), bad(1), bad(2), bad(3)})},
       {"misaligned-hotplug", calls({hot_add(9, 1, 1), hot_add(9, 1, 2), hot_remove(3, 1, 3),
                                     hot_add(0, 1), hot_remove(0, 1)})},
@@ -221,7 +238,7 @@ std::vector<seed> ops_seeds() {
       {"many-small", calls({alloc(16), alloc(16), alloc(16), alloc(16), alloc(16), alloc(16),
                             alloc(16), alloc(16), dealloc(3), dealloc(1), alloc(16), reopen,
                             dealloc(2), alloc(4000), alloc(4000)})},
-      {"hotplug-errors", calls({hot_add(256, 1), hot_add(4, 2), hot_add(510, 8), hot_add(20, 2),
+      {"hotplug-errors", calls({hot_add(512, 1), hot_add(4, 2), hot_add(1022, 8), hot_add(20, 2),
                                 hot_add(20, 2), hot_remove(30, 1), hot_remove(20, 2)})},
       {"fill-the-heap", calls({alloc(8 * MiB), alloc(3 * MiB), alloc(2 * MiB), alloc(65536),
                                alloc(65536), reserve(MiB), alloc(MiB), check})},
@@ -257,7 +274,7 @@ std::vector<seed> crash_seeds() {
       {"publish", crash_input({root(256)}, {publish(48, 0)}, 2, {1, 2, 1})},
       {"free-clear", crash_input({root(256), publish(5000, 0)}, {free_clear(0)}, 2, {0, 1})},
       {"hot-add", crash_input({}, {hot_add(8, 2)}, 2, {1, 0, 2})},
-      {"hot-add-new-span", crash_input({}, {hot_add(256, 2)}, 3, {1, 1})},
+      {"hot-add-new-span", crash_input({}, {hot_add(512, 2)}, 3, {1, 1})},
       {"hot-remove", crash_input({hot_add(8, 2)}, {hot_remove(8, 2)}, 2, {1})},
       {"two-calls", crash_input({}, {alloc(24), alloc(70000)}, 3, {1, 1, 1})},
       {"recovery-crash", crash_input({root(256)}, {publish(48, 0)}, 2, {1, 1}, true, 2)},

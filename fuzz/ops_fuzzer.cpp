@@ -5,7 +5,7 @@
 // or foreign pointers, reserve and cancel, the root object, allocate_publish
 // and free_clear into the root's pptr slots, hot-add and hot-remove of
 // 2 MiB-aligned (or deliberately misaligned) spans, close and reopen, and
-// check(). Every call starts from a fresh 16 MiB heap (1 GiB range) and is
+// check(). Every call starts from a fresh 16 MiB heap (2 GiB range) and is
 // checked by fuzz/api_driver.cpp; at the end the heap is audited, closed,
 // reopened and audited again.
 #include <optional>

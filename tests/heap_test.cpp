@@ -323,7 +323,7 @@ TEST_CASE("objects larger than a section, and hot-added memory is allocatable at
   test::temp_file f;
   auto h = heap::create(f.path(), sized(16 * MiB, 4 * GiB));
   CHECK(h.allocate(200 * MiB, std::nothrow) == nullptr);
-  h.hot_add(16 * MiB, 496 * MiB);     // the rest of span 0: sections 0..3
+  h.hot_add(16 * MiB, 496 * MiB);     // up to 512 MiB: sections 0..3 of span 0
   void* big = h.allocate(300 * MiB);  // spans three 128 MiB sections
   CHECK(h.usable_size(big) == 300 * MiB);
   std::memset(static_cast<char*>(big) + 300 * MiB - 4096, 1, 4096);

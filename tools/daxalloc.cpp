@@ -92,6 +92,8 @@ const char* errc_name(errc code) {
       return "io_error";
     case errc::unsupported:
       return "unsupported";
+    case errc::older_format:
+      return "older_format";
   }
   return "unknown";
 }
@@ -1108,7 +1110,7 @@ const std::vector<command>& commands() {
         "PATH --by SIZE [--json]",
         "hot-add SIZE bytes after the highest present memory",
         "Hot-add the SIZE bytes that follow the highest present subsection (SIZE a\n"
-        "multiple of 2 MiB). The first add into a new 512 MiB memmap span needs room\n"
+        "multiple of 2 MiB). The first add into a new 1 GiB memmap span needs room\n"
         "for that span's memmap block as well. Nothing moves; a heap open in another\n"
         "process is refused (busy): grow it there with heap::hot_add().\n",
         {{"by", "SIZE", "bytes to add, a multiple of 2 MiB (required)"}, json_option}},

@@ -29,6 +29,7 @@ enum class errc {
   geometry_mismatch,     // open asked for a geometry the heap was not created with
   io_error,              // a system call failed for another reason
   unsupported,           // not possible on this kind of region
+  older_format,          // made by an older daxalloc whose format this one cannot read
 };
 
 [[nodiscard]] const std::error_category& error_category() noexcept;

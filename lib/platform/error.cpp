@@ -48,6 +48,8 @@ class category final : public std::error_category {
         return "I/O error";
       case errc::unsupported:
         return "unsupported";
+      case errc::older_format:
+        return "made by an older format version";
     }
     return "unknown daxalloc error";
   }

@@ -1,6 +1,6 @@
 // The on-media format of a daxalloc heap: every constant and struct here is
 // part of the layout. Changing any of them constitutes a layout change and
-// needs a new format_version (open refuses versions newer than its own).
+// needs a new format_version (open refuses every version other than its own).
 //
 // All fields are little endian (x86_64 and arm64 native order; asserted below)
 // and fixed width. Offsets are bytes from the start of the region, never
@@ -40,7 +40,7 @@ inline constexpr unsigned max_physmem_bits = 46;  // largest address range a hea
 
 // ---- daxalloc's own layout constants ----
 inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
-inline constexpr std::uint32_t format_version = 1;
+inline constexpr std::uint32_t format_version = 2;  // 2: 8-byte page descriptors
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
 inline constexpr std::uint64_t root_slot_offset = 8192 + 64;  // heap layer: the root object
@@ -193,15 +193,15 @@ inline constexpr unsigned section_record_words(unsigned section_size_bits) {
 static_assert(section_record_words(27) * 8 == 64);
 static_assert(section_record_words(30) * 8 == 512);
 
-// The struct page analogue: one per 4 KiB page, 16 bytes, stored in memmap
+// The struct page analogue: one per 4 KiB page, 8 bytes, stored in memmap
 // blocks on the device. `info` is the page's whole allocation state in one
 // 8-byte word, so one store commits a change of it (8-byte stores are
 // failure-atomic):
 //   bits 0..7    page_state
 //   bits 8..15   size class (slab pages) or owner kind (extent heads)
 //   bits 16..63  length in pages (of the extent or slab whose first page this is)
-// `data` belongs to the allocators. The sparse layer writes only the states
-// free, reserved and memmap; the allocators document what commits theirs.
+// The sparse layer writes only the states free, reserved and memmap; the
+// allocators document what commits theirs.
 enum class page_state : std::uint8_t {
   free = 0,      // available, or a tail page of an extent (zero: fresh memmap needs no writes)
   reserved = 1,  // the head: superblocks, intent, directory, root pages
@@ -212,7 +212,6 @@ enum class page_state : std::uint8_t {
 
 struct page_descriptor {
   std::uint64_t info;
-  std::uint64_t data;
 
   // Other threads may read a descriptor (probing for a slab head) while its
   // owner changes it: every access to `info` is atomic.
@@ -229,7 +228,7 @@ struct page_descriptor {
   }
   [[nodiscard]] std::uint64_t length() const noexcept { return load() >> 16; }
 };
-static_assert(sizeof(page_descriptor) == 16);
+static_assert(sizeof(page_descriptor) == 8);
 
 inline constexpr std::uint64_t max_page_length = (std::uint64_t{1} << 48) - 1;
 [[nodiscard]] constexpr std::uint64_t page_info(page_state state, unsigned sub = 0,
@@ -238,10 +237,10 @@ inline constexpr std::uint64_t max_page_length = (std::uint64_t{1} << 48) - 1;
 }
 
 // Memmap: a span is the address range whose descriptors fill memmap blocks
-// that are placed together. 2 MiB of 16-byte descriptors describe 512 MiB.
+// that are placed together. 2 MiB of 8-byte descriptors describe 1 GiB.
 inline constexpr unsigned memmap_span_bits(unsigned section_size_bits) {
   constexpr unsigned block_describes_bits =
-      subsection_shift + page_shift - std::countr_zero(sizeof(page_descriptor));  // 29
+      subsection_shift + page_shift - std::countr_zero(sizeof(page_descriptor));  // 30
   return section_size_bits > block_describes_bits ? section_size_bits : block_describes_bits;
 }
 

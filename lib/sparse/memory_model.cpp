@@ -228,9 +228,9 @@ std::unique_ptr<memory_model> memory_model::create(region&& r, const create_opti
   const auto [geo, initial] = plan(options, size, range, where);
   if (r.size() >= 2 * sizeof(superblock)) {
     const auto* copies = reinterpret_cast<const superblock*>(r.base());
-    bool newer = false;
-    if ((superblock_problem(copies[0], newer).empty() ||
-         superblock_problem(copies[1], newer).empty() || newer) &&
+    bool other_version = false;
+    if ((superblock_problem(copies[0], other_version).empty() ||
+         superblock_problem(copies[1], other_version).empty() || other_version) &&
         !options.overwrite)
       throw error(errc::already_exists,
                   where + "already holds a daxalloc heap; open it, or create with overwrite");
@@ -305,12 +305,17 @@ std::unique_ptr<memory_model> memory_model::open(region&& r, const open_options&
 void memory_model::load(const open_options& options) {
   const std::string where = region_.path().string() + ": ";
   const auto* copies = reinterpret_cast<const superblock*>(base());  // stale after reserve()
-  bool newer[2] = {};
-  const std::string problem[2] = {superblock_problem(copies[0], newer[0]),
-                                  superblock_problem(copies[1], newer[1])};
-  if (newer[0] || newer[1])
-    throw error(errc::newer_format,
-                where + (newer[0] ? problem[0] : problem[1]) + "; open it with a newer daxalloc");
+  bool other_version[2] = {};
+  const std::string problem[2] = {superblock_problem(copies[0], other_version[0]),
+                                  superblock_problem(copies[1], other_version[1])};
+  if (other_version[0] || other_version[1]) {
+    const int c = other_version[0] ? 0 : 1;
+    if (copies[c].version > format_version)
+      throw error(errc::newer_format, where + problem[c] + "; open it with a newer daxalloc");
+    throw error(errc::older_format, where + problem[c] +
+                                        "; this daxalloc cannot read it (no migration exists): "
+                                        "open it with the daxalloc that made it");
+  }
   int good = -1;
   if (problem[0].empty() && problem[1].empty())
     good = copies[1].generation > copies[0].generation ? 1 : 0;
@@ -627,8 +632,8 @@ std::vector<std::string> memory_model::check() const {
   const auto fail = [&](std::string s) { out.push_back(std::move(s)); };
   const auto* copies = reinterpret_cast<const superblock*>(base());
   for (int c = 0; c < 2; ++c) {
-    bool newer = false;
-    if (auto why = superblock_problem(copies[c], newer); !why.empty())
+    bool other_version = false;
+    if (auto why = superblock_problem(copies[c], other_version); !why.empty())
       fail(std::string("superblock copy ") + "AB"[c] + ": " + why);
     else if (std::memcmp(&copies[c], &super_, sizeof super_) != 0)
       fail(std::string("superblock copy ") + "AB"[c] + " differs from the one in use");

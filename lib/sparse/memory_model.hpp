@@ -7,9 +7,9 @@
 // a root page; root pages are populated on demand and found through the root
 // directory (SPARSEMEM_EXTREME), so absent address space costs nothing.
 //
-// Every 4 KiB page has a 16-byte page_descriptor in a memmap block: 2 MiB
+// Every 4 KiB page has an 8-byte page_descriptor in a memmap block: 2 MiB
 // aligned, carved from the first subsections of the first add into its span
-// (512 MiB of address space, or one section when sections are larger), so
+// (1 GiB of address space: 8 sections of 128 MiB, down to one of 1 GiB), so
 // memory that is hot-added brings its own metadata, as with the kernel's
 // vmem_altmap.
 //

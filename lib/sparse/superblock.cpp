@@ -24,18 +24,21 @@ void superblock_set_geometry(superblock& sb, const geometry& geo) {
   sb.nr_lanes = nr_lanes;
 }
 
-std::string superblock_problem(const superblock& sb, bool& newer) {
-  newer = false;
+std::string superblock_problem(const superblock& sb, bool& other_version) {
+  other_version = false;
   if (std::memcmp(sb.magic, superblock_magic, sizeof sb.magic) != 0) return "no daxalloc magic";
   superblock copy = sb;
   superblock_seal(copy);
   if (copy.checksum != sb.checksum) return "checksum mismatch";
-  if (sb.version > format_version) {
-    newer = true;
-    return "format version " + std::to_string(sb.version) + " is newer than this library's " +
+  if (sb.version == 0) return "format version 0";
+  if (sb.version != format_version) {
+    // Checked before the layout fields: an older heap has other descriptor
+    // sizes, and must be reported as what it is rather than as damage.
+    other_version = true;
+    return "format version " + std::to_string(sb.version) + " is " +
+           (sb.version > format_version ? "newer" : "older") + " than this library's " +
            std::to_string(format_version);
   }
-  if (sb.version == 0) return "format version 0";
   if (sb.flags != 0) return "unknown flags " + std::to_string(sb.flags);
   if (auto why = geometry::problem(sb.section_size_bits, sb.max_range); !why.empty()) return why;
   superblock expected = sb;

@@ -9,9 +9,11 @@
 
 namespace daxalloc::sparse {
 
-// Why a superblock copy cannot be used, or empty if it can. `newer` is set
-// when the copy is intact but written by a newer format version.
-[[nodiscard]] std::string superblock_problem(const superblock& sb, bool& newer);
+// Why a superblock copy cannot be used, or empty if it can. `other_version`
+// is set when the copy is intact but written by another format version (its
+// `version` says whether newer or older): such a heap is refused, never
+// misread as this version's layout, nor overwritten as if it were no heap.
+[[nodiscard]] std::string superblock_problem(const superblock& sb, bool& other_version);
 
 // Fills the fields that follow from the geometry.
 void superblock_set_geometry(superblock& sb, const geometry& geo);

@@ -89,13 +89,13 @@ json_true 'd["section_size_bits"] == 28 and d["present_bytes"] == 8 * 2**20 and 
 
 echo "== info"
 run 0 info "$heap"
-stdout_has "format version 1"
+stdout_has "format version 2"
 stdout_has "memmap placement"
 stdout_has "pageblocks by migratetype"
 stdout_has "fragmentation"
 grep -qE '^  shutdown +clean$' "$out/stdout" || fail "info does not say the shutdown was clean"
 run 0 info "$heap" --json
-json_true 'd["format_version"] == 1 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
+json_true 'd["format_version"] == 2 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
 json_true 'd["geometry"]["section_size"] == 128 * 2**20 and d["geometry"]["max_range"] == 4 * 2**30'
 json_true 'd["present"]["bytes"] == 64 * 2**20 and d["present"]["ranges"] == [{"start": 0, "length": 64 * 2**20}]'
 json_true 'd["memmap"][0]["memmap_offset"] >= d["geometry"]["head_size"]'
@@ -269,7 +269,8 @@ run 1 info "$dir"
 stderr_has "directory"
 
 # Superblocks rewritten by a newer daxalloc (version 99, checksum resealed),
-# then damaged in both copies.
+# made to look like format version 1 (16-byte page descriptors), then damaged
+# in both copies.
 patch_superblocks() {
   "$python" -S - "$1" "$2" <<'EOF'
 import struct, sys
@@ -278,8 +279,12 @@ with open(path, "r+b") as f:
     for offset in (0, 4096):
         f.seek(offset)
         sb = bytearray(f.read(4096))
-        if action == "newer":
-            struct.pack_into("<I", sb, 16, 99)  # version, after the 16-byte magic
+        if action in ("newer", "older"):
+            if action == "newer":
+                struct.pack_into("<I", sb, 16, 99)  # version, after the 16-byte magic
+            else:
+                struct.pack_into("<I", sb, 16, 1)  # version 1 ...
+                struct.pack_into("<I", sb, 60, 16)  # ... had 16-byte descriptors
             sb[4088:4096] = bytes(8)  # Fletcher-64 over 32-bit words, checksum zero
             lo = hi = 0
             for i in range(0, 4096, 4):
@@ -292,15 +297,24 @@ with open(path, "r+b") as f:
         f.write(sb)
 EOF
 }
-newer=$prefix-newer
-run 0 create "$newer" --size 8M
-patch_superblocks "$newer" newer
-run 1 info "$newer"
-stderr_has "newer"
-run 1 check "$newer" --json
-json_true 'd["error"]["code"] == "newer_format"'
-run 1 repair "$newer" --json
-json_true 'd["error"]["code"] == "newer_format"'
+# refused_version AGE MESSAGE: a heap patched to another version (AGE newer
+# or older) is refused by info, check and repair with errc AGE_format, and
+# create does not take it for free media.
+refused_version() {
+  local heap=$prefix-$1
+  run 0 create "$heap" --size 8M
+  patch_superblocks "$heap" "$1"
+  run 1 info "$heap"
+  stderr_has "$2"
+  for command in check repair; do
+    run 1 "$command" "$heap" --json
+    CODE=$1_format json_true 'd["error"]["code"] == os.environ["CODE"]'
+  done
+  run 1 create "$heap" --size 8M
+  stderr_has "already"
+}
+refused_version newer "is newer than this library's 2"
+refused_version older "format version 1 is older than this library's 2"
 damaged=$prefix-damaged
 run 0 create "$damaged" --size 8M
 patch_superblocks "$damaged" damage

@@ -90,16 +90,16 @@ run_test() {
 }
 
 # heap_tours PHASE PATH [REOPEN_PATH]: heap_tour twice: the first run creates
-# the heap on PATH (and grows it online by 512 MiB, which needs a device or
-# file system of 1 GiB or more), the second reopens it (through REOPEN_PATH
+# the heap on PATH (and grows it online by a 1 GiB span, which needs a device
+# or file system of 2 GiB or more), the second reopens it (through REOPEN_PATH
 # if given) and finds the record the first run left.
 heap_tours() {
-  want="hot-added [512 MiB, 1 GiB)
+  want="hot-added [1 GiB, 2 GiB)
 heap check: sound
 closed and reopened: 1 run(s) recorded"
   run "$1-heap_tour-create" "$heap_tour" "$2"
   want="opened ${3:-$2}
-hot-added [512 MiB, 1 GiB)
+hot-added [1 GiB, 2 GiB)
 heap check: sound
 closed and reopened: 2 run(s) recorded"
   run "$1-heap_tour-reopen" "$heap_tour" "${3:-$2}"
