@@ -41,6 +41,7 @@
 #include <functional>
 #include <map>
 #include <new>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -1006,6 +1007,142 @@ void bench_fences() {
 // ---------------------------------------------------------------------------
 // 5. fragmentation
 
+// PMDK's obj_fragmentation2 workloads (src/test/obj_fragmentation2), scaled
+// to the heap: a phase allocates objects of sizes in [min, max] until it has
+// allocated 5/3 of the heap in total, and whenever more than 1/3 of the heap
+// is live frees 200 random objects of the phase; between phases a fraction
+// of all live objects is freed. Then 1 MiB blocks and 100 B objects are
+// allocated until failure. Reported: PMDK's measure (heap used by the live
+// objects and the 100 B fill, over what they hold, minus 1; PMDK's own
+// targets for libpmemobj are 0.9, 0.8, 0.7 and 0.8) and the share of the
+// free space that 1 MiB blocks could take.
+struct frag_phase {
+  std::size_t min, max;
+  double delete_after;  // fraction of live objects freed after the phase
+};
+struct frag_workload {
+  const char* name;
+  std::vector<frag_phase> phases;
+  double pmdk_target;
+};
+const std::vector<frag_workload> pmdk_workloads = {
+    {"w3: 100..150 B, then 200..250 B", {{100, 150, 0}, {200, 250, 0}}, 0.9},
+    {"w4: 100..150 B, free 90 %, 200..250 B", {{100, 150, 0.9}, {200, 250, 0}}, 0.8},
+    {"w5: 100..200 B, free 50 %, 1000..2000 B", {{100, 200, 0.5}, {1000, 2000, 0}}, 0.7},
+    {"w7: 50..150 B, free 90 %, 5000..15000 B", {{50, 150, 0.9}, {5000, 15000, 0}}, 0.8},
+};
+
+// alloc(size) -> handle or nullopt, usable(handle), release(handle).
+template <class Handle, class Alloc, class Usable, class Release>
+std::pair<double, double> run_pmdk_fragmentation(const frag_workload& w, std::uint64_t heap_bytes,
+                                                 Alloc&& alloc, Usable&& usable,
+                                                 Release&& release) {
+  std::vector<Handle> live;
+  std::uint64_t live_bytes = 0;
+  xorshift rng(7);
+  const auto free_last = [&](std::size_t n) {
+    for (; n > 0 && !live.empty(); --n) {
+      live_bytes -= usable(live.back());
+      release(live.back());
+      live.pop_back();
+    }
+  };
+  const auto shuffle_from = [&](std::size_t start) {
+    for (std::size_t i = start; i < live.size(); ++i) std::swap(live[i], live[rng() % live.size()]);
+  };
+  for (const frag_phase& ph : w.phases) {
+    std::uint64_t total = 0;
+    std::size_t start = live.size();
+    while (total < heap_bytes * 5 / 3) {
+      const auto h = alloc(ph.min + rng() % (ph.max - ph.min + 1));
+      if (!h) break;
+      live.push_back(*h);
+      total += usable(*h);
+      live_bytes += usable(*h);
+      if (live_bytes > heap_bytes / 3) {
+        shuffle_from(start);
+        free_last(200);
+        start = live.size();
+      }
+    }
+    if (ph.delete_after > 0) {
+      shuffle_from(0);
+      free_last(static_cast<std::size_t>(static_cast<double>(live.size()) * ph.delete_after));
+    }
+  }
+  std::uint64_t large = 0, small = 0;
+  std::vector<Handle> fill;
+  while (const auto h = alloc(1 * MiB)) {
+    large += usable(*h);
+    fill.push_back(*h);
+  }
+  while (const auto h = alloc(100)) {
+    small += usable(*h);
+    fill.push_back(*h);
+  }
+  const double free_space = static_cast<double>(heap_bytes - live_bytes);
+  const double pmdk_frag =
+      (static_cast<double>(heap_bytes - large - small)) / static_cast<double>(live_bytes) - 1;
+  for (Handle h : fill) release(h);
+  for (Handle h : live) release(h);
+  return {pmdk_frag, 100 * static_cast<double>(large) / free_space};
+}
+
+void bench_pmdk_fragmentation() {
+  const std::uint64_t size = cfg.quick ? 192 * MiB : 768 * MiB;
+  std::printf(
+      "## 5b. fragmentation, PMDK's obj_fragmentation2 workloads on a %llu MiB heap\n\n"
+      "Each phase allocates 5/3 of the heap in total, freeing 200 random objects of the phase "
+      "whenever more than 1/3 of the heap is live; then 1 MiB blocks and 100 B objects are "
+      "allocated until failure. `PMDK frag` = (heap - what the final fill got) / live bytes - 1, "
+      "PMDK's own measure (lower is better; its targets for libpmemobj in brackets); `1 MiB of "
+      "free` "
+      "= bytes the 1 MiB blocks got / (heap - live bytes).\n\n",
+      static_cast<unsigned long long>(size / MiB));
+  table t{{"workload", "daxalloc PMDK frag", "libpmemobj PMDK frag", "daxalloc 1 MiB of free",
+           "libpmemobj 1 MiB of free"},
+          {}};
+  for (const frag_workload& w : pmdk_workloads) {
+    std::pair<double, double> d, p;
+    {
+      auto h = make_heap(fresh("frag2.heap"), size);
+      const std::uint64_t capacity = h.stats().usable_bytes;
+      d = run_pmdk_fragmentation<void*>(
+          w, capacity,
+          [&](std::size_t n) -> std::optional<void*> {
+            void* q = h.allocate(n, std::nothrow);
+            return q ? std::optional<void*>(q) : std::nullopt;
+          },
+          [&](void* q) { return h.usable_size(q); }, [&](void* q) { h.deallocate(q); });
+    }
+    {
+      PMEMobjpool* pop = make_pool(fresh("frag2.pool"), size);
+      p = run_pmdk_fragmentation<PMEMoid>(
+          w, size,
+          [&](std::size_t n) -> std::optional<PMEMoid> {
+            PMEMoid oid;
+            if (pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) != 0) return std::nullopt;
+            return oid;
+          },
+          [](PMEMoid oid) { return pmemobj_alloc_usable_size(oid); },
+          [](PMEMoid oid) { pmemobj_free(&oid); });
+      pmemobj_close(pop);
+    }
+    t.rows.push_back({w.name, fmt(d.first), fmt(p.first) + " (" + fmt(w.pmdk_target, 1) + ")",
+                      fmt(d.second, 1) + " %", fmt(p.second, 1) + " %"});
+    record("frag_pmdk", "daxalloc allocate", 0, 1, std::string("pmdk_frag ") + w.name, "ratio",
+           d.first);
+    record("frag_pmdk", "daxalloc allocate", 0, 1, std::string("large_of_free ") + w.name, "%",
+           d.second);
+    record("frag_pmdk", "pmemobj atomic", 0, 1, std::string("pmdk_frag ") + w.name, "ratio",
+           p.first);
+    record("frag_pmdk", "pmemobj atomic", 0, 1, std::string("large_of_free ") + w.name, "%",
+           p.second);
+    std::fprintf(stderr, "frag: %s done\n", w.name);
+  }
+  t.print();
+}
+
 void bench_frag() {
   const std::uint64_t size = cfg.quick ? 256 * MiB : 1 * GiB;
   std::printf(
@@ -1409,6 +1546,7 @@ int main(int argc, char** argv) {
   if (cfg.wants("threads")) rc |= run_isolated("threads", bench_threads);
   if (cfg.wants("fences")) rc |= run_isolated("fences", bench_fences);
   if (cfg.wants("frag")) rc |= run_isolated("frag", bench_frag);
+  if (cfg.wants("frag")) rc |= run_isolated("frag_pmdk", bench_pmdk_fragmentation);
   if (cfg.wants("recovery"))
     rc |= run_isolated("recovery", [] {
       std::vector<meta_row> meta;
