@@ -22,10 +22,10 @@
 // (docs/api.md, "How publication gets by with 2 fences").
 #pragma once
 
+#include <boost/container/small_vector.hpp>
 #include <cstdint>
 #include <new>
 #include <utility>
-#include <vector>
 
 #include "daxalloc/heap.hpp"
 #include "daxalloc/pptr.hpp"
@@ -69,10 +69,12 @@ class batch {
  private:
   void count_one();
 
+  // Inline room for the common batches (allocate_publish, free_clear): no
+  // malloc per publication.
   heap* heap_;
-  std::vector<reservation> reserved_;
-  std::vector<std::pair<std::uint64_t*, std::uint64_t>> stores_;
-  std::vector<void*> frees_;
+  boost::container::small_vector<reservation, 2> reserved_;
+  boost::container::small_vector<std::pair<std::uint64_t*, std::uint64_t>, 2> stores_;
+  boost::container::small_vector<void*, 2> frees_;
 };
 
 // Allocates `size` bytes, runs ctor(object) on them, and stores the object's

@@ -121,37 +121,41 @@ small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned cls) {
   sparse::page_descriptor* head = model_.pfn_to_page(*pfn);
   head->store(sparse::page_info(page_state::slab, cls, pages));
   p.persist(&head->info, 8);
-  auto s = std::make_unique<slab>(*pfn, 0, std::vector<std::uint32_t>(c.objects), true, a);
+  auto s = std::make_unique<slab>(*pfn, 0, a);
+  s->free.resize(c.objects);
   for (std::uint32_t i = 0; i < c.objects; ++i) s->free[i] = c.objects - 1 - i;  // lowest first
   slab* raw = s.get();
   klass& k = (*arenas_[a])[cls];
   k.slabs.emplace(*pfn, std::move(s));
-  k.partial.push_back(raw);
-  count_empty(k, +1);
+  k.partial.insert(*raw);
+  became_empty(k, *raw);
   directory_entry(*pfn, true)->store(raw, std::memory_order_release);
   return raw;
 }
 
-// A partly used slab of another arena becomes this arena's (the caller holds
-// this arena's class lock; the other's is only tried, so two arenas adopting
-// from each other cannot deadlock).
-small_allocator::slab* small_allocator::adopt_slab(unsigned a, unsigned cls) {
+// A slab of another arena becomes this arena's: an empty one, or with
+// only_empty false the lowest partly used one. (The caller holds this
+// arena's class lock; the other's is only tried, so two arenas adopting from
+// each other cannot deadlock.) Adopting a partly used slab sends the objects
+// other threads hold from it to this arena's lock when they come back, so
+// that is the last resort, after a new slab.
+small_allocator::slab* small_allocator::adopt_slab(unsigned a, unsigned cls, bool only_empty) {
   klass& k = (*arenas_[a])[cls];
   for (unsigned other = 0; other < arenas_.size(); ++other) {
     klass& o = (*arenas_[other])[cls];
     if (other == a) continue;
     std::unique_lock lock(o.mutex, std::try_to_lock);
-    if (!lock || o.partial.empty()) continue;
-    slab* s = o.partial.back();
-    o.partial.pop_back();
+    if (!lock || (only_empty ? o.empty.empty() : o.partial.empty())) continue;
+    slab* s = only_empty ? &o.empty.front() : &*o.partial.begin();
+    o.partial.erase(o.partial.iterator_to(*s));
     auto owned = o.slabs.extract(s->pfn);
     k.slabs.insert(std::move(owned));
     if (s->in_use == 0) {
-      count_empty(o, -1);
-      count_empty(k, +1);
+      no_longer_empty(o, *s);
+      became_empty(k, *s);
     }
     s->arena.store(a, std::memory_order_release);
-    k.partial.push_back(s);
+    k.partial.insert(*s);
     return s;
   }
   return nullptr;
@@ -159,16 +163,15 @@ small_allocator::slab* small_allocator::adopt_slab(unsigned a, unsigned cls) {
 
 // All objects of the slab are back and clear: uncommit it (one fence) and
 // return its pages.
-// All objects of the slab are back and clear: uncommit it (one fence) and
-// return its pages. The caller takes it off the partial list.
 void small_allocator::release_slab(klass& k, slab* s, unsigned cls) {
   const std::uint64_t pfn = s->pfn, pages = std::uint64_t{1} << size_classes[cls].slab_order;
   sparse::page_descriptor* head = model_.pfn_to_page(pfn);
   head->store(0);
   model_.media().persist().persist(&head->info, 8);
   directory_entry(pfn, false)->store(nullptr, std::memory_order_release);
+  k.partial.erase(k.partial.iterator_to(*s));
+  no_longer_empty(k, *s);
   k.slabs.erase(pfn);
-  count_empty(k, -1);
   pages_.free(pfn, pages);
 }
 
@@ -180,20 +183,19 @@ std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::siz
   while (got < n) {
     slab* s = nullptr;
     if (!k.partial.empty())
-      s = k.partial.back();
-    else if (s = adopt_slab(a, cls); s == nullptr)
-      s = new_slab(a, cls);
+      s = &*k.partial.begin();
+    else if (s = adopt_slab(a, cls, true); s == nullptr)
+      if (s = new_slab(a, cls); s == nullptr) s = adopt_slab(a, cls, false);
     if (s == nullptr) break;
     std::byte* objects = model_.pfn_to_virt(s->pfn) + c.header;
-    if (s->in_use == 0) count_empty(k, -1);
+    if (s->in_use == 0) no_longer_empty(k, *s);
     while (got < n && !s->free.empty()) {
       out[got++] = objects + std::size_t{s->free.back()} * c.size;
       s->free.pop_back();
       ++s->in_use;
     }
     if (s->free.empty()) {
-      k.partial.pop_back();  // s is the last one
-      s->listed = false;
+      k.partial.erase(k.partial.begin());  // s is the first one
     }
   }
   return got;
@@ -203,11 +205,8 @@ void small_allocator::return_object(klass& k, slab* s, const void* object, const
   const auto offset =
       static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_.base());
   s->free.push_back(c.index(offset - (s->pfn << sparse::page_shift) - c.header));
-  if (--s->in_use == 0) count_empty(k, +1);
-  if (!s->listed) {
-    k.partial.push_back(s);
-    s->listed = true;
-  }
+  if (--s->in_use == 0) became_empty(k, *s);
+  if (!s->partial_hook::is_linked()) k.partial.insert(*s);
   // An empty slab stays (creating and releasing one costs three fences and
   // the page allocator's lock); release_empty_slabs() returns them when the
   // heap runs out of pages or before a hot-remove.
@@ -234,16 +233,9 @@ std::size_t small_allocator::release_empty_slabs() {
   std::size_t released = 0;
   for (auto& a : arenas_)
     for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-      if (empty_slabs_.load(std::memory_order_relaxed) == 0) return released;
       klass& k = (*a)[cls];
       std::lock_guard lock(k.mutex);
-      if (k.empty == 0) continue;
-      std::erase_if(k.partial, [&](slab* s) {
-        if (s->in_use) return false;
-        release_slab(k, s, cls);
-        ++released;
-        return true;
-      });
+      for (; !k.empty.empty(); ++released) release_slab(k, &k.empty.front(), cls);
     }
   return released;
 }
@@ -255,15 +247,15 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
       std::lock_guard lock(k.mutex);
       for (const auto& [pfn, s] : k.slabs) directory_entry(pfn, false)->store(nullptr);
       k.partial.clear();
+      k.empty.clear();
       k.slabs.clear();
-      count_empty(k, -static_cast<std::ptrdiff_t>(k.empty));
     }
   for (const allocated_extent& e : found) {
     if (!e.slab) continue;
     const size_class& c = size_classes[e.sub];
     klass& k = (*arenas_[0])[e.sub];
     const std::uint64_t* bits = bitmap(e.pfn);
-    auto s = std::make_unique<slab>(e.pfn, 0, std::vector<std::uint32_t>{}, false, 0u);
+    auto s = std::make_unique<slab>(e.pfn, 0, 0u);
     for (std::uint32_t w = 0; w < c.header / 8; ++w) {
       std::uint64_t word = bits[w];
       if (w * 64 + 64 > c.objects) {
@@ -283,11 +275,8 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
       if (!((bits[i / 64] >> (i % 64)) & 1)) s->free.push_back(i);
     slab* raw = s.get();
     std::lock_guard lock(k.mutex);
-    if (raw->in_use == 0) count_empty(k, +1);
-    if (!raw->free.empty()) {
-      k.partial.push_back(raw);
-      raw->listed = true;
-    }
+    if (raw->in_use == 0) became_empty(k, *raw);
+    if (!raw->free.empty()) k.partial.insert(*raw);
     k.slabs.emplace(e.pfn, std::move(s));
     directory_entry(e.pfn, true)->store(raw, std::memory_order_release);
   }
@@ -319,12 +308,14 @@ void small_allocator::check(std::vector<std::string>& problems) const {
       std::lock_guard lock(k.mutex);
       const std::string arena_class =
           "arena " + std::to_string(a) + ", class " + std::to_string(c.size) + " B: ";
-      if (static_cast<std::size_t>(std::count_if(k.slabs.begin(), k.slabs.end(), [](const auto& e) {
-            return e.second->in_use == 0;
-          })) != k.empty)
-        problems.push_back(arena_class + "count of empty slabs is wrong");
-      for (const slab* s : k.partial)
-        if (!k.slabs.count(s->pfn) || !s->listed || s->free.empty())
+      if (static_cast<std::size_t>(std::count_if(
+              k.slabs.begin(), k.slabs.end(),
+              [](const auto& e) { return e.second->in_use == 0; })) != k.empty.size() ||
+          std::any_of(k.empty.begin(), k.empty.end(),
+                      [&](const slab& s) { return !k.slabs.count(s.pfn) || s.in_use; }))
+        problems.push_back(arena_class + "the set of empty slabs is wrong");
+      for (const slab& s : k.partial)
+        if (!k.slabs.count(s.pfn) || s.free.empty())
           problems.push_back(arena_class + "partial list holds a slab it should not");
       for (const auto& [pfn, s] : k.slabs) check_slab(pfn, *s, a, cls, problems);
     }
@@ -342,6 +333,8 @@ void small_allocator::check_slab(std::uint64_t pfn, const slab& s, unsigned a, u
       directory_entry(pfn, false)->load() != &s)
     problems.push_back(where + "arena or directory entry is wrong");
   if (s.free.size() + s.in_use != c.objects) problems.push_back(where + "free + in use != objects");
+  if (s.free.empty() == s.partial_hook::is_linked())
+    problems.push_back(where + "on the partial list exactly when it has no free object");
   const std::uint64_t* bits = bitmap(pfn);
   std::uint64_t set = 0;
   for (std::uint32_t i = 0; i < c.header * 8; ++i) {

@@ -21,6 +21,8 @@
 
 #include <array>
 #include <atomic>
+#include <boost/intrusive/list.hpp>
+#include <boost/intrusive/set.hpp>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -83,31 +85,44 @@ class small_allocator {
   void check(std::vector<std::string>& problems) const;
 
  private:
-  struct slab {
+  // A slab links itself into its class's lists (Boost.Intrusive: no
+  // allocation when a slab fills up, empties or gets free objects again).
+  struct partial_tag;
+  struct empty_tag;
+  using safe = boost::intrusive::link_mode<boost::intrusive::safe_link>;
+  using partial_hook = boost::intrusive::set_base_hook<boost::intrusive::tag<partial_tag>, safe>;
+  using empty_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<empty_tag>, safe>;
+  struct slab : partial_hook, empty_hook {
+    slab(std::uint64_t head, std::uint32_t handed_out, unsigned owner)
+        : pfn(head), in_use(handed_out), arena(owner) {}
     std::uint64_t pfn;
     std::uint32_t in_use;             // objects handed out: allocated, cached or reserved
     std::vector<std::uint32_t> free;  // indices of free objects not handed out
-    bool listed;                      // on the class's partial list
     std::atomic<unsigned> arena;      // changed only with both arenas' class locks held
+    friend bool operator<(const slab& a, const slab& b) { return a.pfn < b.pfn; }
   };
   struct alignas(64) klass {
     mutable ::daxalloc::detail::spin_mutex mutex;
-    std::vector<slab*> partial;
-    std::unordered_map<std::uint64_t, std::unique_ptr<slab>> slabs;  // by head pfn
-    std::size_t empty = 0;  // slabs with no object handed out
+    std::unordered_map<std::uint64_t, std::unique_ptr<slab>> slabs;  // by head pfn; owns them
+    // Slabs with objects not handed out, by address: the lowest is used
+    // first, so live objects gather at low addresses and slabs higher up
+    // empty out (address-ordered first fit, as jemalloc picks slabs).
+    boost::intrusive::set<slab, boost::intrusive::base_hook<partial_hook>> partial;
+    // Slabs with no object handed out (also on `partial`).
+    boost::intrusive::list<slab, boost::intrusive::base_hook<empty_hook>> empty;
   };
   using arena = std::array<klass, nr_size_classes>;
 
   [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
-  [[nodiscard]] slab* adopt_slab(unsigned arena, unsigned cls);
+  [[nodiscard]] slab* adopt_slab(unsigned arena, unsigned cls, bool only_empty);
   void release_slab(klass& k, slab* s, unsigned cls);
   void return_object(klass& k, slab* s, const void* object, const size_class& c);
   void check_slab(std::uint64_t pfn, const slab& s, unsigned arena, unsigned cls,
                   std::vector<std::string>& problems) const;
-  void count_empty(klass& k, std::ptrdiff_t delta) noexcept {
-    k.empty += delta;
-    empty_slabs_.fetch_add(delta, std::memory_order_relaxed);
-  }
+  // (No heap-wide count of empty slabs: two threads would bounce its cache
+  // line every time a slab fills or empties.)
+  static void became_empty(klass& k, slab& s) { k.empty.push_back(s); }
+  static void no_longer_empty(klass& k, slab& s) { k.empty.erase(k.empty.iterator_to(s)); }
   [[nodiscard]] std::uint64_t* bitmap(std::uint64_t pfn) const noexcept {
     return reinterpret_cast<std::uint64_t*>(model_.pfn_to_virt(pfn));
   }
@@ -120,7 +135,6 @@ class small_allocator {
   page_allocator& pages_;
   std::vector<std::unique_ptr<arena>> arenas_;
   std::unique_ptr<std::atomic<std::atomic<slab*>*>[]> directory_;
-  std::atomic<std::ptrdiff_t> empty_slabs_{0};  // over all arenas and classes
 };
 
 }  // namespace daxalloc::alloc

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "alloc/page_allocator.hpp"
@@ -61,9 +62,9 @@ class heap_impl {
   // commit), apply and persist, invalidate the lane lazily (fence_drain); then
   // hand the freed objects back. Throws before anything is written when an
   // action is invalid or the batch is too large.
-  void publish(const std::vector<reservation>& reserved,
-               const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
-               const std::vector<void*>& frees);
+  void publish(std::span<const reservation> reserved,
+               std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
+               std::span<void* const> frees);
 
   // What the heap's fences run on: the region's persistence as it was at
   // open, or what a test swaps in (the crash simulators). The region itself

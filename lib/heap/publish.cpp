@@ -112,10 +112,10 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
       model_->media().persist().flush(word(entries[k]), 8);
 }
 
-void heap_impl::publish(const std::vector<reservation>& reserved,
-                        const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
-                        const std::vector<void*>& frees) {
-  std::vector<log_entry> entries;
+void heap_impl::publish(std::span<const reservation> reserved,
+                        std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
+                        std::span<void* const> frees) {
+  boost::container::small_vector<log_entry, 8> entries;
   std::uint64_t content = 0;
   for (const reservation& r : reserved) content += r.size;
   // Small contents are covered by the lane's checksum; larger ones are made
@@ -148,8 +148,9 @@ void heap_impl::publish(const std::vector<reservation>& reserved,
                   "publish: a store target is not an aligned 8-byte word inside the heap's memory");
     entries.push_back({offset_of(where), value});
   }
-  std::vector<std::pair<unsigned, void*>> small_frees;                // class, object
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> extent_frees;  // pfn, pages
+  boost::container::small_vector<std::pair<unsigned, void*>, 2> small_frees;  // class, object
+  boost::container::small_vector<std::pair<std::uint64_t, std::uint64_t>, 2>
+      extent_frees;  // pfn, pages
   for (void* p : frees) {
     if (std::count(frees.begin(), frees.end(), p) > 1)
       throw error(errc::invalid_argument, "publish: the batch frees the same object twice");
@@ -345,7 +346,8 @@ void batch::defer_free(void* p) {
 }
 
 void batch::publish() {
-  heap_->impl_->publish(reserved_, stores_, frees_);
+  heap_->impl_->publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
+                        {frees_.data(), frees_.size()});
   reserved_.clear();
   stores_.clear();
   frees_.clear();
