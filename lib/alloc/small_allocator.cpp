@@ -22,14 +22,14 @@ std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t* w) {
 
 }  // namespace
 
-// Two arenas per CPU, as jemalloc has four: enough that threads seldom share
-// one, few enough that partly used slabs stay few.
+// One arena per zone of the page allocator (default_arenas(): two per CPU,
+// as jemalloc has four: enough that threads seldom share one, few enough
+// that partly used slabs stay few); arena i takes its slabs' pages from zone i.
 small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pages)
     : model_(model),
       pages_(pages),
       directory_(new std::atomic<std::atomic<slab*>*>[model.geo().nr_sections()]()) {
-  const unsigned n = std::clamp(2 * std::thread::hardware_concurrency(), 1u, 64u);
-  for (unsigned i = 0; i < n; ++i) arenas_.push_back(std::make_unique<arena>());
+  for (unsigned i = 0; i < pages.zones(); ++i) arenas_.push_back(std::make_unique<arena>());
 }
 
 small_allocator::~small_allocator() {
@@ -114,7 +114,7 @@ bool small_allocator::mark_free(const object_location& at) const noexcept {
 small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned cls) {
   const size_class& c = size_classes[cls];
   const std::uint64_t pages = std::uint64_t{1} << c.slab_order;
-  const auto pfn = pages_.allocate(pages, migratetype::unmovable);
+  const auto pfn = pages_.allocate(pages, migratetype::unmovable, a);
   if (!pfn) return nullptr;
   const persistence& p = model_.media().persist();
   p.memset_persist(bitmap(*pfn), 0, c.header);

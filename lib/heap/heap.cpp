@@ -131,7 +131,10 @@ root_object inspect_root(const sparse::memory_model& model, const alloc::small_a
 }  // namespace
 
 heap_impl::heap_impl(std::unique_ptr<sparse::memory_model> model)
-    : model_(std::move(model)), pages_(*model_), small_(*model_, pages_), id_(next_id++) {}
+    : model_(std::move(model)),
+      pages_(*model_, alloc::default_arenas()),
+      small_(*model_, pages_),
+      id_(next_id++) {}
 
 std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
                                              const heap_options& options) {
@@ -267,7 +270,7 @@ void* heap_impl::take_small(unsigned cls) noexcept {
     const std::size_t batch = cache_capacity(cls) / 2;
     objects.resize(batch);
     objects.resize(small_.take(mine.arena, cls, objects.data(), batch));
-    if (objects.empty() && small_.release_empty_slabs() > 0)
+    if (objects.empty() && reclaim())
       objects.resize(small_.take(mine.arena, cls, objects.data(), batch));
     if (objects.empty()) return nullptr;
   }
@@ -288,13 +291,20 @@ void heap_impl::put_small(unsigned cls, void* p) noexcept {
 
 // ---- allocation ----
 
-// Pages for an extent; empty slabs go back to the page allocator first when
-// nothing else is left.
+// Empty slabs and the free pageblocks zones keep go back to the pool: done
+// when an allocation finds no room, before it tries once more.
+bool heap_impl::reclaim() {
+  const std::size_t slabs = small_.release_empty_slabs();
+  return slabs + pages_.release_free_pageblocks() > 0;
+}
+
+// Pages for an extent, from the zone of this thread's arena.
 std::optional<std::uint64_t> heap_impl::allocate_pages(std::uint64_t pages) {
   const auto type =
       pages >= alloc::pageblock_pages ? alloc::migratetype::large : alloc::migratetype::movable;
-  auto pfn = pages_.allocate(pages, type);
-  if (!pfn && small_.release_empty_slabs() > 0) pfn = pages_.allocate(pages, type);
+  const unsigned zone = cache().arena;
+  auto pfn = pages_.allocate(pages, type, zone);
+  if (!pfn && reclaim()) pfn = pages_.allocate(pages, type, zone);
   return pfn;
 }
 
@@ -484,14 +494,14 @@ void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
   for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size)
     if (!model_->subsection_present(at))
       throw error(errc::not_present, what + "not all of it is present");
-  // Free objects kept by this thread's cache, and slabs left empty, would
-  // pin the span: give them back first.
+  // Free objects kept by this thread's cache, empty slabs and the free
+  // pageblocks zones keep would pin the span: give them back first.
   thread_cache& mine = cache();
   for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
     small_.give(cls, mine.objects[cls].data(), mine.objects[cls].size());
     mine.objects[cls].clear();
   }
-  small_.release_empty_slabs();
+  reclaim();
   if (!pages_.isolate(offset, length))
     throw error(errc::in_use,
                 what +

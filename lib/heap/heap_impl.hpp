@@ -82,6 +82,7 @@ class heap_impl {
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
   void put_small(unsigned cls, void* p) noexcept;
   [[nodiscard]] std::optional<std::uint64_t> allocate_pages(std::uint64_t pages);
+  bool reclaim();
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
   [[nodiscard]] std::vector<alloc::allocated_extent> media_extents(
