@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "daxalloc/heap.hpp"
 #include "heap/heap_impl.hpp"
@@ -316,6 +317,31 @@ TEST_CASE("out of space is a clear error and the heap stays usable") {
   for (void* p : all) h.deallocate(p);
   void* again = h.allocate(8 * MiB);
   CHECK(again != nullptr);
+  require_sound(h);
+}
+
+TEST_CASE("a full heap: one thread's arena gets what another freed; empty slabs come back") {
+  test::temp_file f;
+  auto h = heap::create(f.path(), sized(16 * MiB));
+  std::vector<void*> first, second;
+  std::size_t freed = 0;
+  std::thread([&] {  // arena 0: fill the heap with 64 B objects, free every other one
+    while (void* p = h.allocate(64, std::nothrow)) first.push_back(p);
+    for (std::size_t i = 0; i < first.size(); i += 2, ++freed) h.deallocate(first[i]);
+  })
+      .join();  // its cache goes back to the slabs
+  REQUIRE(first.size() > 100000);
+  std::thread([&] {  // arena 1: no pages for a slab of its own
+    while (void* p = h.allocate(64, std::nothrow)) second.push_back(p);
+  })
+      .join();
+  CHECK(second.size() == freed);
+  require_sound(h);
+
+  // Everything freed: the empty slabs go back, and a large extent fits.
+  for (std::size_t i = 1; i < first.size(); i += 2) h.deallocate(first[i]);
+  for (void* p : second) h.deallocate(p);
+  CHECK(h.allocate(8 * MiB, std::nothrow) != nullptr);
   require_sound(h);
 }
 

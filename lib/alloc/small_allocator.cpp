@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
-#include <thread>
 
 namespace daxalloc::alloc {
 namespace {
@@ -133,29 +132,23 @@ small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned cls) {
   return raw;
 }
 
-// A slab of another arena becomes this arena's: an empty one, or with
-// only_empty false the lowest partly used one. (The caller holds this
+// An empty slab of another arena becomes this arena's. The caller holds this
 // arena's class lock; the other's is only tried, so two arenas adopting from
-// each other cannot deadlock.) Adopting a partly used slab sends the objects
-// other threads hold from it to this arena's lock when they come back, so
-// that is the last resort, after a new slab.
-small_allocator::slab* small_allocator::adopt_slab(unsigned a, unsigned cls, bool only_empty) {
+// each other cannot deadlock (and a busy one is simply passed over).
+small_allocator::slab* small_allocator::adopt_empty_slab(unsigned a, unsigned cls) {
   klass& k = (*arenas_[a])[cls];
   for (unsigned other = 0; other < arenas_.size(); ++other) {
     klass& o = (*arenas_[other])[cls];
     if (other == a) continue;
     std::unique_lock lock(o.mutex, std::try_to_lock);
-    if (!lock || (only_empty ? o.empty.empty() : o.partial.empty())) continue;
-    slab* s = only_empty ? &o.empty.front() : &*o.partial.begin();
+    if (!lock || o.empty.empty()) continue;
+    slab* s = &o.empty.front();
     o.partial.erase(o.partial.iterator_to(*s));
-    auto owned = o.slabs.extract(s->pfn);
-    k.slabs.insert(std::move(owned));
-    if (s->in_use == 0) {
-      no_longer_empty(o, *s);
-      became_empty(k, *s);
-    }
+    no_longer_empty(o, *s);
+    k.slabs.insert(o.slabs.extract(s->pfn));
     s->arena.store(a, std::memory_order_release);
     k.partial.insert(*s);
+    became_empty(k, *s);
     return s;
   }
   return nullptr;
@@ -175,28 +168,44 @@ void small_allocator::release_slab(klass& k, slab* s, unsigned cls) {
   pages_.free(pfn, pages);
 }
 
+// Hands out objects of k's partial slabs, lowest slab first, up to n (k's
+// lock held).
+std::size_t small_allocator::take_partial(klass& k, const size_class& c, void** out,
+                                          std::size_t n) {
+  std::size_t got = 0;
+  while (got < n && !k.partial.empty()) {
+    slab& s = *k.partial.begin();
+    std::byte* objects = model_.pfn_to_virt(s.pfn) + c.header;
+    if (s.in_use == 0) no_longer_empty(k, s);
+    while (got < n && !s.free.empty()) {
+      out[got++] = objects + std::size_t{s.free.back()} * c.size;
+      s.free.pop_back();
+      ++s.in_use;
+    }
+    if (s.free.empty()) k.partial.erase(k.partial.begin());
+  }
+  return got;
+}
+
+// From the arena's partial slabs, then an empty slab adopted from another
+// arena, then a new slab. With no pages left for one, objects of other
+// arenas' partly used slabs (one lock at a time; they stay those arenas'
+// and go back to them when freed).
 std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::size_t n) {
   klass& k = (*arenas_[a])[cls];
   const size_class& c = size_classes[cls];
-  std::lock_guard lock(k.mutex);
   std::size_t got = 0;
-  while (got < n) {
-    slab* s = nullptr;
-    if (!k.partial.empty())
-      s = &*k.partial.begin();
-    else if (s = adopt_slab(a, cls, true); s == nullptr)
-      if (s = new_slab(a, cls); s == nullptr) s = adopt_slab(a, cls, false);
-    if (s == nullptr) break;
-    std::byte* objects = model_.pfn_to_virt(s->pfn) + c.header;
-    if (s->in_use == 0) no_longer_empty(k, *s);
-    while (got < n && !s->free.empty()) {
-      out[got++] = objects + std::size_t{s->free.back()} * c.size;
-      s->free.pop_back();
-      ++s->in_use;
-    }
-    if (s->free.empty()) {
-      k.partial.erase(k.partial.begin());  // s is the first one
-    }
+  {
+    std::lock_guard lock(k.mutex);
+    got = take_partial(k, c, out, n);
+    while (got < n && (adopt_empty_slab(a, cls) || new_slab(a, cls)))
+      got += take_partial(k, c, out + got, n - got);
+  }
+  for (unsigned other = 0; got < n && other < arenas_.size(); ++other) {
+    if (other == a) continue;
+    klass& o = (*arenas_[other])[cls];
+    std::lock_guard lock(o.mutex);
+    got += take_partial(o, c, out + got, n - got);
   }
   return got;
 }

@@ -11,8 +11,9 @@
 // handed to thread caches (and reservations) keep their bit clear, so a crash
 // simply forgets them. Each thread cache takes from one arena, so threads
 // rarely share a lock; an object goes back to the arena owning its slab
-// (found through a lock-free directory), and an arena that runs out adopts a
-// partly used slab of another before it makes a new one.
+// (found through a lock-free directory). An arena out of partial slabs adopts
+// an empty slab of another before it makes a new one, and with no pages left
+// hands out objects of other arenas' partly used slabs.
 //
 // Invariant per slab (check()): free.size() + in_use == objects, no index in
 // `free` has its bit set, popcount(bitmap) <= in_use, and no bit at or beyond
@@ -114,7 +115,8 @@ class small_allocator {
   using arena = std::array<klass, nr_size_classes>;
 
   [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
-  [[nodiscard]] slab* adopt_slab(unsigned arena, unsigned cls, bool only_empty);
+  [[nodiscard]] slab* adopt_empty_slab(unsigned arena, unsigned cls);
+  std::size_t take_partial(klass& k, const size_class& c, void** out, std::size_t n);
   void release_slab(klass& k, slab* s, unsigned cls);
   void return_object(klass& k, slab* s, const void* object, const size_class& c);
   void check_slab(std::uint64_t pfn, const slab& s, unsigned arena, unsigned cls,
