@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <boost/container/small_vector.hpp>
 #include <cstring>
 
 namespace daxalloc::alloc {
@@ -221,20 +222,30 @@ void small_allocator::return_object(klass& k, slab* s, const void* object, const
   // heap runs out of pages or before a hot-remove.
 }
 
-// Objects in a row from one arena's slabs are returned under one lock. A
-// slab cannot change arena while its arena's lock is held, so the owner read
-// before locking is checked again under the lock.
+// The objects of one arena's slabs are returned under one lock: each pass
+// locks the arena owning the first object left and returns every object of
+// that arena (a thread freeing objects other threads allocated holds
+// objects of several arenas, interleaved). A slab cannot change arena while
+// its arena's lock is held, so the owner read before locking is checked
+// again under the lock.
 void small_allocator::give(unsigned cls, void* const* objects, std::size_t n) {
   const size_class& c = size_classes[cls];
-  for (std::size_t i = 0; i < n;) {
-    const unsigned owner = slab_of(objects[i], c)->arena.load(std::memory_order_acquire);
+  boost::container::small_vector<void*, 128> left(objects, objects + n);
+  while (!left.empty()) {
+    const unsigned owner = slab_of(left.front(), c)->arena.load(std::memory_order_acquire);
     klass& k = (*arenas_[owner])[cls];
-    std::lock_guard lock(k.mutex);
-    for (; i < n; ++i) {
-      slab* s = slab_of(objects[i], c);
-      if (s->arena.load(std::memory_order_relaxed) != owner) break;
-      return_object(k, s, objects[i], c);
+    std::size_t kept = 0;
+    {
+      std::lock_guard lock(k.mutex);
+      for (void* p : left) {
+        slab* s = slab_of(p, c);
+        if (s->arena.load(std::memory_order_relaxed) == owner)
+          return_object(k, s, p, c);
+        else
+          left[kept++] = p;
+      }
     }
+    left.resize(kept);
   }
 }
 
