@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <boost/container/small_vector.hpp>
 #include <cstring>
 
 namespace daxalloc::alloc {
@@ -223,29 +222,26 @@ void small_allocator::return_object(klass& k, slab* s, const void* object, const
 }
 
 // The objects of one arena's slabs are returned under one lock: each pass
-// locks the arena owning the first object left and returns every object of
-// that arena (a thread freeing objects other threads allocated holds
-// objects of several arenas, interleaved). A slab cannot change arena while
-// its arena's lock is held, so the owner read before locking is checked
-// again under the lock.
-void small_allocator::give(unsigned cls, void* const* objects, std::size_t n) {
+// locks the arena owning the first object left, returns every object of
+// that arena and moves the others to the front of the array (a thread
+// freeing objects other threads allocated holds objects of several arenas,
+// interleaved). A slab cannot change arena while its arena's lock is held,
+// so the owner read before locking is checked again under the lock.
+void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
   const size_class& c = size_classes[cls];
-  boost::container::small_vector<void*, 128> left(objects, objects + n);
-  while (!left.empty()) {
-    const unsigned owner = slab_of(left.front(), c)->arena.load(std::memory_order_acquire);
+  while (n > 0) {
+    const unsigned owner = slab_of(objects[0], c)->arena.load(std::memory_order_acquire);
     klass& k = (*arenas_[owner])[cls];
     std::size_t kept = 0;
-    {
-      std::lock_guard lock(k.mutex);
-      for (void* p : left) {
-        slab* s = slab_of(p, c);
-        if (s->arena.load(std::memory_order_relaxed) == owner)
-          return_object(k, s, p, c);
-        else
-          left[kept++] = p;
-      }
+    std::lock_guard lock(k.mutex);
+    for (std::size_t i = 0; i < n; ++i) {
+      slab* s = slab_of(objects[i], c);
+      if (s->arena.load(std::memory_order_relaxed) == owner)
+        return_object(k, s, objects[i], c);
+      else
+        objects[kept++] = objects[i];
     }
-    left.resize(kept);
+    n = kept;
   }
 }
 

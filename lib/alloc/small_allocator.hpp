@@ -66,8 +66,9 @@ class small_allocator {
   // Hands out up to n free objects of class cls from the arena's slabs (bits
   // stay clear); returns how many (0: no memory for a new slab).
   std::size_t take(unsigned arena, unsigned cls, void** out, std::size_t n);
-  // Takes back objects whose bits are clear, each to the arena owning its slab.
-  void give(unsigned cls, void* const* objects, std::size_t n);
+  // Takes back objects whose bits are clear, each to the arena owning its
+  // slab; reorders the array (the caller drops its contents).
+  void give(unsigned cls, void** objects, std::size_t n);
   // Releases every slab none of whose objects is handed out (one fence each);
   // returns how many. Empty slabs are kept until then.
   std::size_t release_empty_slabs();
