@@ -123,6 +123,11 @@ class heap {
   [[nodiscard]] reservation reserve(std::size_t size, std::nothrow_t) noexcept;
   [[nodiscard]] reservation reserve(std::size_t size);
   void cancel(reservation& r) noexcept;
+  // Cancels by pointer alone (the size class comes from the object's page,
+  // as free() finds it): errc::invalid_argument for a pointer that is not
+  // the start of a reservable object of this heap. Cancelling something not
+  // reserved (allocated, or cancelled already) is undefined, as free() twice.
+  void cancel(void* p);
 
   // Atomic publication (defined in daxalloc/batch.hpp; 2 fences each, 3 for
   // objects above 4 KiB): after

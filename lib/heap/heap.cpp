@@ -382,6 +382,16 @@ void heap_impl::cancel(reservation& r) noexcept {
   r = {};
 }
 
+void heap_impl::cancel(void* p) {
+  if (p == nullptr) return;
+  reservation r{p, usable_size(p)};
+  if (r.size == 0)
+    throw error(errc::invalid_argument,
+                "cancel: " + std::to_string(reinterpret_cast<std::uintptr_t>(p)) +
+                    " is not an object of this heap");
+  cancel(r);
+}
+
 std::size_t heap_impl::usable_size(const void* object) const {
   if (const auto at = small_.locate(object)) return size_classes[at->cls].size;
   const sparse::page_descriptor* head = extent_head(object);
@@ -692,6 +702,9 @@ reservation heap::reserve(std::size_t size) {
 }
 void heap::cancel(reservation& r) noexcept {
   if (impl_) impl_->cancel(r);
+}
+void heap::cancel(void* p) {
+  live().cancel(p);
 }
 void* heap::root(std::size_t size) {
   return live().root(size);

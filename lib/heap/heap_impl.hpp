@@ -38,6 +38,7 @@ class heap_impl {
   void deallocate(void* p);
   [[nodiscard]] reservation reserve(std::size_t size) noexcept;
   void cancel(reservation& r) noexcept;
+  void cancel(void* p);
   [[nodiscard]] void* root(std::size_t size);
   void hot_add(std::uint64_t offset, std::uint64_t length);
   void hot_remove(std::uint64_t offset, std::uint64_t length);
