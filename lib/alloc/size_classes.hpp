@@ -22,10 +22,11 @@ inline constexpr unsigned min_slab_order = 4;  // 64 KiB
 
 struct size_class {
   std::uint32_t size;       // object size in bytes
-  std::uint8_t slab_order;  // slab = 2^slab_order pages
   std::uint32_t objects;    // objects per slab
   std::uint32_t header;     // bytes before the first object (bitmap, 64-byte multiple)
+  std::uint32_t bytes;      // objects * size
   std::uint64_t magic;      // ceil(2^32 / size): see index()
+  std::uint8_t slab_order;  // slab = 2^slab_order pages
 
   // n / size for n a multiple of size below 2^32 (an object's offset from
   // the first object), by a multiplication: exact for such n, as jemalloc's
@@ -52,8 +53,8 @@ constexpr size_class make_class(std::uint32_t size) {
     if (header + std::size_t{objects} * size <= slab) break;
     --objects;
   }
-  return {size, static_cast<std::uint8_t>(order), objects, header,
-          ((std::uint64_t{1} << 32) + size - 1) / size};
+  return {size, objects, header, objects * size, ((std::uint64_t{1} << 32) + size - 1) / size,
+          static_cast<std::uint8_t>(order)};
 }
 }  // namespace detail
 
@@ -71,8 +72,8 @@ inline constexpr std::array<size_class, nr_size_classes> size_classes = [] {
 static_assert(size_classes.back().size == max_small_size);
 static_assert(nr_size_classes < 256, "a class index fits the descriptor's 8-bit field");
 
-// The smallest class that holds `size` bytes (size in 1..max_small_size).
-[[nodiscard]] constexpr unsigned size_class_of(std::size_t size) {
+namespace detail {
+constexpr unsigned compute_class_of(std::size_t size) {
   if (size <= 128) return static_cast<unsigned>(size == 0 ? 0 : (size - 1) / 8);
   const unsigned log =
       static_cast<unsigned>(std::bit_width(size - 1)) - 1;  // 2^log < size <= 2^(log+1)
@@ -81,6 +82,22 @@ static_assert(nr_size_classes < 256, "a class index fits the descriptor's 8-bit 
   // third of reserve()'s time in profiles.
   const unsigned step = static_cast<unsigned>((size - base + (base >> 3) - 1) >> (log - 3));
   return 16 + (log - 7) * 8 + step - 1;
+}
+// Up to 1 KiB every class boundary is a multiple of 8, so the class of
+// `size` is that of size rounded up to 8: one table load (as jemalloc's
+// sz_size2index_tab).
+inline constexpr std::size_t class_table_max = 1024;
+inline constexpr auto class_table = [] {
+  std::array<std::uint8_t, class_table_max / 8 + 1> t{};
+  for (std::size_t i = 0; i < t.size(); ++i) t[i] = static_cast<std::uint8_t>(compute_class_of(i * 8));
+  return t;
+}();
+}  // namespace detail
+
+// The smallest class that holds `size` bytes (size in 1..max_small_size).
+[[nodiscard]] constexpr unsigned size_class_of(std::size_t size) {
+  if (size <= detail::class_table_max) return detail::class_table[(size + 7) >> 3];
+  return detail::compute_class_of(size);
 }
 
 }  // namespace daxalloc::alloc

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <mutex>
+#include <new>
 
 namespace daxalloc::alloc {
 namespace {
@@ -14,9 +16,20 @@ constexpr unsigned max_slab_order = [] {
   for (const auto& c : size_classes) m = std::max<unsigned>(m, c.slab_order);
   return m;
 }();
+static_assert(sparse::pages_per_subsection >> max_slab_order >= 1,
+              "a slab lies inside one pageblock, hence inside one section");
 
 std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t* w) {
   return std::atomic_ref<std::uint64_t>(*w);
+}
+std::uint64_t load_word(const std::uint64_t* w) {
+  return std::atomic_ref<const std::uint64_t>(*w).load(std::memory_order_relaxed);
+}
+
+// The bits of word w that stand for objects of a slab of `objects` objects.
+std::uint64_t valid_bits(std::uint32_t w, std::uint32_t objects) {
+  if (std::uint64_t{w} * 64 + 64 <= objects) return ~0ull;
+  return objects > w * 64 ? (std::uint64_t{1} << (objects - w * 64)) - 1 : 0;
 }
 
 }  // namespace
@@ -27,42 +40,71 @@ std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t* w) {
 small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pages)
     : model_(model),
       pages_(pages),
-      directory_(new std::atomic<std::atomic<slab*>*>[model.geo().nr_sections()]()) {
+      base_(model.base()),
+      range_(model.geo().max_range),
+      section_bits_(model.geo().section_size_bits),
+      section_mask_(model.geo().section_size() - 1),
+      chunks_(std::uint64_t{1} << (section_bits_ - chunk_shift)),
+      leaf_bytes_(chunks_ * (8 + sizeof(slab) + wide_words * 8)),
+      leaves_(new std::atomic<std::atomic<std::uint64_t>*>[model.geo().nr_sections()]()) {
   for (unsigned i = 0; i < pages.zones(); ++i) arenas_.push_back(std::make_unique<arena>());
+  for (std::uint64_t nr = 0; nr < model.geo().nr_sections(); ++nr)
+    if (model.section_present(nr)) (void)leaf_of(model.geo().section_nr_to_pfn(nr));
 }
 
 small_allocator::~small_allocator() {
-  for (std::uint64_t i = 0; i < model_.geo().nr_sections(); ++i) delete[] directory_[i].load();
+  arenas_.clear();  // their lists link slabs in the leaves
+  for (std::uint64_t i = 0; i < model_.geo().nr_sections(); ++i)
+    if (auto* map = leaves_[i].load()) ::daxalloc::detail::lazy_memory(map, leaf_bytes_);
 }
 
-std::atomic<small_allocator::slab*>* small_allocator::directory_entry(std::uint64_t pfn,
-                                                                      bool create) const {
-  const sparse::geometry& geo = model_.geo();
-  std::atomic<std::atomic<slab*>*>& root = directory_[pfn >> geo.pfn_section_shift()];
-  std::atomic<slab*>* leaf = root.load(std::memory_order_acquire);
-  if (leaf == nullptr) {
-    if (!create) return nullptr;
-    auto* fresh = new std::atomic<slab*>[geo.pages_per_section() >> min_slab_order]();
-    if (root.compare_exchange_strong(leaf, fresh, std::memory_order_acq_rel))
-      leaf = fresh;
-    else
-      delete[] fresh;  // another arena made it first
+// A leaf is made when its section becomes present (construction, add_span),
+// so new_slab() never makes one under a class lock in practice; the
+// compare-and-swap keeps a late first use correct all the same.
+small_allocator::leaf small_allocator::leaf_of(std::uint64_t pfn) const {
+  std::atomic<std::atomic<std::uint64_t>*>& slot = leaves_[pfn >> model_.geo().pfn_section_shift()];
+  std::atomic<std::uint64_t>* map = slot.load(std::memory_order_acquire);
+  if (map == nullptr) {
+    ::daxalloc::detail::lazy_memory fresh(leaf_bytes_);
+    auto* mine = static_cast<std::atomic<std::uint64_t>*>(fresh.data());
+    if (slot.compare_exchange_strong(map, mine, std::memory_order_acq_rel)) {
+      map = mine;
+      (void)fresh.release();  // unmapped by the destructor
+    }
   }
-  return &leaf[(pfn & (geo.pages_per_section() - 1)) >> min_slab_order];
+  return leaf_at(map);
 }
 
-small_allocator::slab* small_allocator::slab_of(const void* object,
-                                                const size_class& c) const noexcept {
-  const auto offset =
-      static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_.base());
-  const std::uint64_t head =
-      (offset >> sparse::page_shift) & ~((std::uint64_t{1} << c.slab_order) - 1);
-  return directory_entry(head, false)->load(std::memory_order_acquire);
+small_allocator::leaf small_allocator::leaf_at(std::atomic<std::uint64_t>* map) const noexcept {
+  auto* bytes = reinterpret_cast<std::byte*>(map);
+  return {map, reinterpret_cast<slab*>(bytes + chunks_ * 8),
+          reinterpret_cast<std::uint64_t*>(bytes + chunks_ * (8 + sizeof(slab)))};
+}
+
+void small_allocator::add_span(std::uint64_t offset, std::uint64_t length) {
+  const std::uint64_t section = model_.geo().section_size();
+  for (std::uint64_t at = offset / section * section; at < offset + length; at += section)
+    (void)leaf_of(at >> sparse::page_shift);
+}
+
+small_allocator::slab* small_allocator::slab_at(std::uint64_t head) const noexcept {
+  auto* map = leaves_[head >> model_.geo().pfn_section_shift()].load(std::memory_order_acquire);
+  if (map == nullptr) return nullptr;
+  const std::uint64_t chunk = (head & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
+  const std::uint64_t e = map[chunk].load(std::memory_order_acquire);
+  return e != 0 && head_chunk(e) == chunk ? &leaf_at(map).slabs[chunk] : nullptr;
+}
+
+small_allocator::slab* small_allocator::slab_of(const void* object) const noexcept {
+  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - base_);
+  auto* map = leaves_[offset >> section_bits_].load(std::memory_order_acquire);
+  const std::uint64_t e = map[(offset & section_mask_) >> chunk_shift].load(std::memory_order_acquire);
+  return &leaf_at(map).slabs[head_chunk(e)];
 }
 
 object_location small_allocator::bit_of(const void* p, unsigned cls) const noexcept {
   const size_class& c = size_classes[cls];
-  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - model_.base());
+  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
   const std::uint64_t head =
       (offset >> sparse::page_shift) & ~((std::uint64_t{1} << c.slab_order) - 1);
   const std::uint64_t i = c.index(offset - (head << sparse::page_shift) - c.header);
@@ -70,6 +112,12 @@ object_location small_allocator::bit_of(const void* p, unsigned cls) const noexc
 }
 
 std::optional<object_location> small_allocator::locate(const void* p) const noexcept {
+  const int cls = class_of(p);
+  if (cls < 0) return std::nullopt;
+  return bit_of(p, static_cast<unsigned>(cls));
+}
+
+std::optional<object_location> small_allocator::locate_on_media(const void* p) const noexcept {
   const auto* at = static_cast<const std::byte*>(p);
   if (!model_.media().contains(at)) return std::nullopt;
   const auto offset = static_cast<std::uint64_t>(at - model_.base());
@@ -107,6 +155,34 @@ bool small_allocator::mark_free(const object_location& at) const noexcept {
   return changed;
 }
 
+// The volatile descriptor of a slab headed at pfn, its map words, and an
+// avail bitmap of every object (the caller clears those allocated).
+small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls, unsigned a) {
+  const size_class& c = size_classes[cls];
+  const leaf l = leaf_of(pfn);
+  const std::uint64_t chunk = (pfn & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
+  std::uint64_t* wide = l.wide + chunk * wide_words;
+  slab* s = new (&l.slabs[chunk]) slab(pfn, cls, a, nullptr);
+  s->avail = c.objects <= inline_objects ? s->inline_avail : wide;
+  for (std::uint32_t w = 0; w * 64 < c.objects; ++w) s->avail[w] = valid_bits(w, c.objects);
+  for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
+    l.map[chunk + i].store(((chunk << chunk_shift) + c.header) << 8 | cls,
+                          std::memory_order_release);
+  klass& k = (*arenas_[a])[cls];
+  ++k.slabs;
+  return s;
+}
+
+void small_allocator::uninstall(slab* s) {
+  const size_class& c = size_classes[s->cls];
+  const leaf l = leaf_of(s->pfn);
+  const std::uint64_t chunk = (s->pfn & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
+  for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
+    l.map[chunk + i].store(0, std::memory_order_release);
+  --(*arenas_[s->arena.load(std::memory_order_relaxed)])[s->cls].slabs;
+  s->~slab();
+}
+
 // A new slab: zero its bitmap and make that durable, then commit the head
 // descriptor (two fences, once per slab). A crash in between leaves free
 // pages with a zeroed bitmap in them: nothing.
@@ -120,16 +196,11 @@ small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned cls) {
   sparse::page_descriptor* head = model_.pfn_to_page(*pfn);
   head->store(sparse::page_info(page_state::slab, cls, pages));
   p.persist(&head->info, 8);
-  auto s = std::make_unique<slab>(*pfn, 0, a);
-  s->free.resize(c.objects);
-  for (std::uint32_t i = 0; i < c.objects; ++i) s->free[i] = c.objects - 1 - i;  // lowest first
-  slab* raw = s.get();
+  slab* s = install(*pfn, cls, a);
   klass& k = (*arenas_[a])[cls];
-  k.slabs.emplace(*pfn, std::move(s));
-  k.partial.insert(*raw);
-  became_empty(k, *raw);
-  directory_entry(*pfn, true)->store(raw, std::memory_order_release);
-  return raw;
+  k.partial.insert(*s);
+  became_empty(k, *s);
+  return s;
 }
 
 // An empty slab of another arena becomes this arena's. The caller holds this
@@ -145,7 +216,8 @@ small_allocator::slab* small_allocator::adopt_empty_slab(unsigned a, unsigned cl
     slab* s = &o.empty.front();
     o.partial.erase(o.partial.iterator_to(*s));
     no_longer_empty(o, *s);
-    k.slabs.insert(o.slabs.extract(s->pfn));
+    --o.slabs;
+    ++k.slabs;
     s->arena.store(a, std::memory_order_release);
     k.partial.insert(*s);
     became_empty(k, *s);
@@ -156,33 +228,41 @@ small_allocator::slab* small_allocator::adopt_empty_slab(unsigned a, unsigned cl
 
 // All objects of the slab are back and clear: uncommit it (one fence) and
 // return its pages.
-void small_allocator::release_slab(klass& k, slab* s, unsigned cls) {
-  const std::uint64_t pfn = s->pfn, pages = std::uint64_t{1} << size_classes[cls].slab_order;
+void small_allocator::release_slab(klass& k, slab* s) {
+  const std::uint64_t pfn = s->pfn, pages = std::uint64_t{1} << size_classes[s->cls].slab_order;
   sparse::page_descriptor* head = model_.pfn_to_page(pfn);
   head->store(0);
   model_.media().persist().persist(&head->info, 8);
-  directory_entry(pfn, false)->store(nullptr, std::memory_order_release);
   k.partial.erase(k.partial.iterator_to(*s));
   no_longer_empty(k, *s);
-  k.slabs.erase(pfn);
+  uninstall(s);
   pages_.free(pfn, pages);
 }
 
-// Hands out objects of k's partial slabs, lowest slab first, up to n (k's
-// lock held).
+// Hands out objects of k's partial slabs, lowest slab and lowest object
+// first, up to n (k's lock held).
 std::size_t small_allocator::take_partial(klass& k, const size_class& c, void** out,
                                           std::size_t n) {
   std::size_t got = 0;
+  const std::uint32_t words = (c.objects + 63) / 64;
   while (got < n && !k.partial.empty()) {
     slab& s = *k.partial.begin();
     std::byte* objects = model_.pfn_to_virt(s.pfn) + c.header;
     if (s.in_use == 0) no_longer_empty(k, s);
-    while (got < n && !s.free.empty()) {
-      out[got++] = objects + std::size_t{s.free.back()} * c.size;
-      s.free.pop_back();
-      ++s.in_use;
+    std::uint32_t w = s.low_word;
+    for (; w < words && got < n; ++w) {
+      std::uint64_t bits = s.avail[w];
+      while (bits != 0 && got < n) {
+        const auto i = static_cast<std::uint32_t>(std::countr_zero(bits));
+        bits &= bits - 1;
+        out[got++] = objects + (std::size_t{w} * 64 + i) * c.size;
+        ++s.in_use;
+      }
+      s.avail[w] = bits;
+      if (bits != 0) break;
     }
-    if (s.free.empty()) k.partial.erase(k.partial.begin());
+    s.low_word = w;
+    if (s.in_use == c.objects) k.partial.erase(k.partial.iterator_to(s));
   }
   return got;
 }
@@ -210,12 +290,11 @@ std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::siz
   return got;
 }
 
-void small_allocator::return_object(klass& k, slab* s, const void* object, const size_class& c) {
-  const auto offset =
-      static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_.base());
-  s->free.push_back(c.index(offset - (s->pfn << sparse::page_shift) - c.header));
-  if (--s->in_use == 0) became_empty(k, *s);
-  if (!s->partial_hook::is_linked()) k.partial.insert(*s);
+// `returned` objects whose avail bits the caller has set are back in s.
+void small_allocator::returned(klass& k, slab& s, std::uint32_t count, const size_class& c) {
+  if (s.in_use == c.objects) k.partial.insert(s);
+  s.in_use -= count;
+  if (s.in_use == 0) became_empty(k, s);
   // An empty slab stays (creating and releasing one costs three fences and
   // the page allocator's lock); release_empty_slabs() returns them when the
   // heap runs out of pages or before a hot-remove.
@@ -226,21 +305,38 @@ void small_allocator::return_object(klass& k, slab* s, const void* object, const
 // that arena and moves the others to the front of the array (a thread
 // freeing objects other threads allocated holds objects of several arenas,
 // interleaved). A slab cannot change arena while its arena's lock is held,
-// so the owner read before locking is checked again under the lock.
+// so the owner read before locking is checked again under the lock. Runs of
+// objects of one slab (the common case: a cache flushes what it took) cost
+// a compare and a bit each.
 void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
   const size_class& c = size_classes[cls];
   while (n > 0) {
-    const unsigned owner = slab_of(objects[0], c)->arena.load(std::memory_order_acquire);
+    const unsigned owner = slab_of(objects[0])->arena.load(std::memory_order_acquire);
     klass& k = (*arenas_[owner])[cls];
     std::size_t kept = 0;
     std::lock_guard lock(k.mutex);
+    slab* s = nullptr;
+    const std::byte* first = nullptr;  // s's first object
+    std::uint32_t count = 0;
     for (std::size_t i = 0; i < n; ++i) {
-      slab* s = slab_of(objects[i], c);
-      if (s->arena.load(std::memory_order_relaxed) == owner)
-        return_object(k, s, objects[i], c);
-      else
-        objects[kept++] = objects[i];
+      const auto* p = static_cast<const std::byte*>(objects[i]);
+      if (s == nullptr || static_cast<std::uint64_t>(p - first) >= c.bytes) {
+        if (s != nullptr) returned(k, *s, count, c);
+        s = slab_of(p);
+        count = 0;
+        if (s->arena.load(std::memory_order_relaxed) != owner) {
+          objects[kept++] = objects[i];
+          s = nullptr;
+          continue;
+        }
+        first = model_.pfn_to_virt(s->pfn) + c.header;
+      }
+      const std::uint32_t at = c.index(static_cast<std::uint64_t>(p - first));
+      s->avail[at / 64] |= std::uint64_t{1} << (at % 64);
+      s->low_word = std::min(s->low_word, at / 64);
+      ++count;
     }
+    if (s != nullptr) returned(k, *s, count, c);
     n = kept;
   }
 }
@@ -248,127 +344,140 @@ void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
 std::size_t small_allocator::release_empty_slabs() {
   std::size_t released = 0;
   for (auto& a : arenas_)
-    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-      klass& k = (*a)[cls];
+    for (klass& k : *a) {
       std::lock_guard lock(k.mutex);
-      for (; !k.empty.empty(); ++released) release_slab(k, &k.empty.front(), cls);
+      for (; !k.empty.empty(); ++released) release_slab(k, &k.empty.front());
     }
   return released;
 }
 
+template <class F>
+void small_allocator::for_each_slab(F&& f) const {
+  for (std::uint64_t nr = 0; nr < model_.geo().nr_sections(); ++nr) {
+    auto* map = leaves_[nr].load(std::memory_order_acquire);
+    if (map == nullptr) continue;
+    const leaf l = leaf_at(map);
+    for (std::uint64_t chunk = 0; chunk < chunks_; ++chunk) {
+      const std::uint64_t e = map[chunk].load(std::memory_order_acquire);
+      if (e != 0 && head_chunk(e) == chunk) f(l.slabs[chunk]);
+    }
+  }
+}
+
 void small_allocator::rebuild(const std::vector<allocated_extent>& found,
                               std::vector<std::string>& problems, std::vector<std::uint64_t>* bad) {
+  std::vector<slab*> old;
+  for_each_slab([&](const slab& s) { old.push_back(const_cast<slab*>(&s)); });
   for (auto& a : arenas_)
     for (klass& k : *a) {
       std::lock_guard lock(k.mutex);
-      for (const auto& [pfn, s] : k.slabs) directory_entry(pfn, false)->store(nullptr);
       k.partial.clear();
       k.empty.clear();
-      k.slabs.clear();
     }
+  for (slab* s : old) uninstall(s);
   for (const allocated_extent& e : found) {
     if (!e.slab) continue;
     const size_class& c = size_classes[e.sub];
     klass& k = (*arenas_[0])[e.sub];
-    const std::uint64_t* bits = bitmap(e.pfn);
-    auto s = std::make_unique<slab>(e.pfn, 0, 0u);
-    for (std::uint32_t w = 0; w < c.header / 8; ++w) {
-      std::uint64_t word = bits[w];
-      if (w * 64 + 64 > c.objects) {
-        const std::uint64_t beyond =
-            c.objects > w * 64 ? ~((std::uint64_t{1} << (c.objects - w * 64)) - 1) : ~0ull;
-        if (word & beyond) {
-          problems.push_back("slab at " + std::to_string(e.pfn << sparse::page_shift) +
-                             ": bitmap has bits set beyond its " + std::to_string(c.objects) +
-                             " objects");
-          if (bad) bad->push_back(e.pfn / pageblock_pages);
-          word &= ~beyond;
-        }
-      }
-      s->in_use += static_cast<std::uint32_t>(std::popcount(word));
-    }
-    for (std::uint32_t i = c.objects; i-- > 0;)
-      if (!((bits[i / 64] >> (i % 64)) & 1)) s->free.push_back(i);
-    slab* raw = s.get();
     std::lock_guard lock(k.mutex);
-    if (raw->in_use == 0) became_empty(k, *raw);
-    if (!raw->free.empty()) k.partial.insert(*raw);
-    k.slabs.emplace(e.pfn, std::move(s));
-    directory_entry(e.pfn, true)->store(raw, std::memory_order_release);
+    slab* s = install(e.pfn, e.sub, 0);
+    std::uint64_t* bits = bitmap(e.pfn);
+    for (std::uint32_t w = 0; w < c.header / 8; ++w) {
+      const std::uint64_t word = bits[w], valid = valid_bits(w, c.objects);
+      if (word & ~valid) {
+        problems.push_back("slab at " + std::to_string(e.pfn << sparse::page_shift) +
+                           ": bitmap has bits set beyond its " + std::to_string(c.objects) +
+                           " objects");
+        if (bad) bad->push_back(e.pfn / pageblock_pages);
+      }
+      if (w * 64 < c.objects) s->avail[w] = valid & ~word;
+      s->in_use += static_cast<std::uint32_t>(std::popcount(word & valid));
+    }
+    if (s->in_use == 0) became_empty(k, *s);
+    if (s->in_use < c.objects) k.partial.insert(*s);
   }
+}
+
+// Every class lock of every arena, in one order (take() only tries a second
+// lock while it holds one, so this cannot deadlock with it).
+std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> small_allocator::lock_all() const {
+  std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> locks;
+  locks.reserve(arenas_.size() * nr_size_classes);
+  for (const auto& a : arenas_)
+    for (const klass& k : *a) locks.emplace_back(k.mutex);
+  return locks;
 }
 
 std::array<class_stats, nr_size_classes> small_allocator::stats() const {
   std::array<class_stats, nr_size_classes> out{};
-  for (const auto& a : arenas_)
-    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-      const klass& k = (*a)[cls];
-      std::lock_guard lock(k.mutex);
-      out[cls].slabs += k.slabs.size();
-      out[cls].capacity += k.slabs.size() * size_classes[cls].objects;
-      for (const auto& [pfn, s] : k.slabs) {
-        const std::uint64_t* bits = bitmap(pfn);
-        for (std::uint32_t w = 0; w < size_classes[cls].header / 8; ++w)
-          out[cls].allocated += std::popcount(
-              std::atomic_ref<const std::uint64_t>(bits[w]).load(std::memory_order_relaxed));
-      }
-    }
+  const auto locks = lock_all();
+  // Bits are read racily (a concurrent durable allocation may or may not count).
+  for_each_slab([&](const slab& s) {
+    ++out[s.cls].slabs;
+    out[s.cls].capacity += size_classes[s.cls].objects;
+    const std::uint64_t* bits = bitmap(s.pfn);
+    for (std::uint32_t w = 0; w < size_classes[s.cls].header / 8; ++w)
+      out[s.cls].allocated += std::popcount(load_word(bits + w));
+  });
   return out;
 }
 
 void small_allocator::check(std::vector<std::string>& problems) const {
+  const auto locks = lock_all();
+  std::vector<std::uint64_t> slabs(arenas_.size() * nr_size_classes),
+      empty(arenas_.size() * nr_size_classes);
+  for_each_slab([&](const slab& s) {
+    const unsigned a = s.arena.load();
+    if (a >= arenas_.size()) {
+      problems.push_back("slab at " + std::to_string(s.pfn << sparse::page_shift) +
+                         ": no such arena");
+      return;
+    }
+    ++slabs[a * nr_size_classes + s.cls];
+    empty[a * nr_size_classes + s.cls] += s.in_use == 0;
+    check_slab(s, problems);
+  });
   for (unsigned a = 0; a < arenas_.size(); ++a)
     for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
       const klass& k = (*arenas_[a])[cls];
-      const size_class& c = size_classes[cls];
-      std::lock_guard lock(k.mutex);
-      const std::string arena_class =
-          "arena " + std::to_string(a) + ", class " + std::to_string(c.size) + " B: ";
-      if (static_cast<std::size_t>(std::count_if(
-              k.slabs.begin(), k.slabs.end(),
-              [](const auto& e) { return e.second->in_use == 0; })) != k.empty.size() ||
-          std::any_of(k.empty.begin(), k.empty.end(),
-                      [&](const slab& s) { return !k.slabs.count(s.pfn) || s.in_use; }))
+      const std::string arena_class = "arena " + std::to_string(a) + ", class " +
+                                      std::to_string(size_classes[cls].size) + " B: ";
+      if (slabs[a * nr_size_classes + cls] != k.slabs)
+        problems.push_back(arena_class + "the count of slabs is wrong");
+      if (empty[a * nr_size_classes + cls] != k.empty.size() ||
+          std::any_of(k.empty.begin(), k.empty.end(), [&](const slab& s) {
+            return s.in_use != 0 || s.cls != cls || slab_at(s.pfn) != &s;
+          }))
         problems.push_back(arena_class + "the set of empty slabs is wrong");
       for (const slab& s : k.partial)
-        if (!k.slabs.count(s.pfn) || s.free.empty())
+        if (s.cls != cls || slab_at(s.pfn) != &s || s.in_use == size_classes[cls].objects)
           problems.push_back(arena_class + "partial list holds a slab it should not");
-      for (const auto& [pfn, s] : k.slabs) check_slab(pfn, *s, a, cls, problems);
     }
 }
 
-void small_allocator::check_slab(std::uint64_t pfn, const slab& s, unsigned a, unsigned cls,
-                                 std::vector<std::string>& problems) const {
-  const size_class& c = size_classes[cls];
-  const std::string where = "slab at " + std::to_string(pfn << sparse::page_shift) + " (class " +
-                            std::to_string(c.size) + " B): ";
-  const sparse::page_descriptor& d = *model_.pfn_to_page(pfn);
-  if (d.load() != sparse::page_info(page_state::slab, cls, std::uint64_t{1} << c.slab_order))
+void small_allocator::check_slab(const slab& s, std::vector<std::string>& problems) const {
+  const size_class& c = size_classes[s.cls];
+  const std::string where = "slab at " + std::to_string(s.pfn << sparse::page_shift) +
+                            " (class " + std::to_string(c.size) + " B): ";
+  const sparse::page_descriptor& d = *model_.pfn_to_page(s.pfn);
+  if (d.load() != sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
     problems.push_back(where + "head descriptor does not describe this slab");
-  if (s.arena.load() != a || directory_entry(pfn, false) == nullptr ||
-      directory_entry(pfn, false)->load() != &s)
-    problems.push_back(where + "arena or directory entry is wrong");
-  if (s.free.size() + s.in_use != c.objects) problems.push_back(where + "free + in use != objects");
-  if (s.free.empty() == s.partial_hook::is_linked())
+  if ((s.in_use < c.objects) != s.partial_hook::is_linked())
     problems.push_back(where + "on the partial list exactly when it has no free object");
-  const std::uint64_t* bits = bitmap(pfn);
-  std::uint64_t set = 0;
-  for (std::uint32_t i = 0; i < c.header * 8; ++i) {
-    const bool bit =
-        (std::atomic_ref<const std::uint64_t>(bits[i / 64]).load(std::memory_order_relaxed) >>
-         (i % 64)) &
-        1;
-    if (bit && i >= c.objects)
-      problems.push_back(where + "bit " + std::to_string(i) + " beyond the objects is set");
-    set += bit;
+  const std::uint64_t* bits = bitmap(s.pfn);
+  std::uint64_t set = 0, avail = 0;
+  for (std::uint32_t w = 0; w < c.header / 8; ++w) {
+    const std::uint64_t word = load_word(bits + w), valid = valid_bits(w, c.objects);
+    const std::uint64_t free = w * 64 < c.objects ? s.avail[w] : 0;
+    if (word & ~valid) problems.push_back(where + "a bit beyond the objects is set");
+    if (free & ~valid) problems.push_back(where + "an avail bit beyond the objects is set");
+    if (free & word) problems.push_back(where + "an object is both available and allocated");
+    if (free != 0 && w < s.low_word) problems.push_back(where + "an avail bit below low_word");
+    set += std::popcount(word);
+    avail += std::popcount(free);
   }
+  if (avail + s.in_use != c.objects) problems.push_back(where + "available + in use != objects");
   if (set > s.in_use) problems.push_back(where + "more objects allocated than handed out");
-  for (auto i : s.free)
-    if ((bits[i / 64] >> (i % 64)) & 1) {
-      problems.push_back(where + "object " + std::to_string(i) +
-                         " is on the free list but allocated");
-      break;
-    }
 }
 
 }  // namespace daxalloc::alloc

@@ -6,18 +6,28 @@
 // exactly when its bit is set; setting or clearing the bit (one atomic RMW on
 // an 8-byte word, then flush) is the commit of a durable allocation or free.
 //
-// Volatile state, per arena and class: the slabs the arena owns and a list of
-// those with free objects, each with a stack of free object indices. Objects
-// handed to thread caches (and reservations) keep their bit clear, so a crash
-// simply forgets them. Each thread cache takes from one arena, so threads
-// rarely share a lock; an object goes back to the arena owning its slab
-// (found through a lock-free directory). An arena out of partial slabs adopts
-// an empty slab of another before it makes a new one, and with no pages left
-// hands out objects of other arenas' partly used slabs.
+// Volatile state, the kernel's way: a table per present section with one
+// entry per 64 KiB chunk (the smallest slab), like the memmap with one per
+// page. A chunk's map word names its slab's class and head chunk, so a free
+// that has only the pointer finds its size class with two loads (section
+// leaf, chunk word) and no lock; the head chunk's slot holds the slab's
+// volatile descriptor: its arena, how many objects are handed out, and an
+// `avail` bitmap of the objects neither allocated nor handed out (inline for
+// slabs of up to 1,024 objects, else in the leaf's wide area). Objects leave
+// a slab lowest address first, so a fresh slab hands out ascending runs.
+// Nothing here is node-based or allocated per slab: the leaves are lazily
+// populated anonymous memory made when a section becomes present.
 //
-// Invariant per slab (check()): free.size() + in_use == objects, no index in
-// `free` has its bit set, popcount(bitmap) <= in_use, and no bit at or beyond
-// `objects` is set.
+// Objects handed to thread caches (and reservations) keep their bit clear,
+// so a crash simply forgets them. Each thread cache takes from one arena, so
+// threads rarely share a lock; an object goes back to the arena owning its
+// slab. An arena out of partial slabs adopts an empty slab of another before
+// it makes a new one, and with no pages left hands out objects of other
+// arenas' partly used slabs.
+//
+// Invariant per slab (check()): popcount(avail) + in_use == objects, no avail
+// bit is also set in the persistent bitmap, popcount(bitmap) <= in_use, and
+// no bit at or beyond `objects` is set in either.
 #pragma once
 
 #include <array>
@@ -29,11 +39,11 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "alloc/page_allocator.hpp"
 #include "alloc/size_classes.hpp"
+#include "platform/lazy_memory.hpp"
 #include "platform/spin_mutex.hpp"
 
 namespace daxalloc::alloc {
@@ -50,6 +60,8 @@ struct class_stats {
   std::uint64_t capacity = 0;   // objects in all slabs
 };
 
+inline constexpr unsigned chunk_shift = sparse::page_shift + min_slab_order;  // 64 KiB
+
 class small_allocator {
  public:
   small_allocator(sparse::memory_model& model, page_allocator& pages);
@@ -61,21 +73,44 @@ class small_allocator {
   // goes to arena 0.
   void rebuild(const std::vector<allocated_extent>& found, std::vector<std::string>& problems,
                std::vector<std::uint64_t>* bad = nullptr);
+  // Makes the tables of the sections a hot-added span reaches.
+  void add_span(std::uint64_t offset, std::uint64_t length);
 
   [[nodiscard]] unsigned arenas() const noexcept { return static_cast<unsigned>(arenas_.size()); }
   // Hands out up to n free objects of class cls from the arena's slabs (bits
-  // stay clear); returns how many (0: no memory for a new slab).
+  // stay clear), in ascending address order within each slab; returns how
+  // many (0: no memory for a new slab).
   std::size_t take(unsigned arena, unsigned cls, void** out, std::size_t n);
-  // Takes back objects whose bits are clear, each to the arena owning its
-  // slab; reorders the array (the caller drops its contents).
+  // Takes back objects of class cls whose bits are clear, each to the arena
+  // owning its slab; reorders the array (the caller drops its contents).
   void give(unsigned cls, void** objects, std::size_t n);
   // Releases every slab none of whose objects is handed out (one fence each);
   // returns how many. Empty slabs are kept until then.
   std::size_t release_empty_slabs();
 
-  // The bitmap bit of the object starting at p; nullopt when p is not the
-  // start of an object in a slab.
+  // The size class of the object that starts at p in a live slab, or -1:
+  // O(1), no lock, no load from the media (the free-by-pointer fast path).
+  [[nodiscard]] int class_of(const void* p) const noexcept {
+    const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
+    if (offset >= range_) return -1;
+    const std::atomic<std::uint64_t>* map =
+        leaves_[offset >> section_bits_].load(std::memory_order_acquire);
+    if (map == nullptr) return -1;
+    const std::uint64_t within = offset & section_mask_;
+    const std::uint64_t e = map[within >> chunk_shift].load(std::memory_order_acquire);
+    if (e == 0) return -1;
+    const unsigned cls = static_cast<unsigned>(e & 0xff);
+    const size_class& c = size_classes[cls];
+    const std::uint64_t at = within - (e >> 8);  // from the slab's first object
+    if (at >= c.bytes || std::uint64_t{c.index(at)} * c.size != at) return -1;
+    return static_cast<int>(cls);
+  }
+  // The bitmap bit of the object that starts at p in a live slab (as
+  // class_of finds it); nullopt when there is none.
   [[nodiscard]] std::optional<object_location> locate(const void* p) const noexcept;
+  // The same read from the media alone (page descriptors and the class
+  // table), for recovery before the volatile state exists.
+  [[nodiscard]] std::optional<object_location> locate_on_media(const void* p) const noexcept;
   // The same for an object handed out by take() for class cls (no checks).
   [[nodiscard]] object_location bit_of(const void* p, unsigned cls) const noexcept;
   // Durable bit updates: one atomic RMW and a flush, no fence (the caller
@@ -94,18 +129,33 @@ class small_allocator {
   using safe = boost::intrusive::link_mode<boost::intrusive::safe_link>;
   using partial_hook = boost::intrusive::set_base_hook<boost::intrusive::tag<partial_tag>, safe>;
   using empty_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<empty_tag>, safe>;
+  static constexpr std::uint32_t inline_objects = 1024;
+  static constexpr std::uint32_t wide_words = (std::uint32_t{1} << chunk_shift) / 8 / 64;
   struct slab : partial_hook, empty_hook {
-    slab(std::uint64_t head, std::uint32_t handed_out, unsigned owner)
-        : pfn(head), in_use(handed_out), arena(owner) {}
+    slab(std::uint64_t head, unsigned klass, unsigned owner, std::uint64_t* bits)
+        : pfn(head), avail(bits), arena(owner), cls(static_cast<std::uint8_t>(klass)) {}
     std::uint64_t pfn;
-    std::uint32_t in_use;             // objects handed out: allocated, cached or reserved
-    std::vector<std::uint32_t> free;  // indices of free objects not handed out
-    std::atomic<unsigned> arena;      // changed only with both arenas' class locks held
+    std::uint64_t* avail;        // 1: neither allocated nor handed out
+    std::uint32_t in_use = 0;    // objects handed out: allocated, cached or reserved
+    std::uint32_t low_word = 0;  // no avail bit below this word
+    std::atomic<unsigned> arena;  // changed only with both arenas' class locks held
+    std::uint8_t cls;
+    std::uint64_t inline_avail[inline_objects / 64] = {};
     friend bool operator<(const slab& a, const slab& b) { return a.pfn < b.pfn; }
+  };
+  // The tables of one section, in one lazily populated mapping: per 64 KiB
+  // chunk a map word (0: no slab; else the class in bits 0-7 and above them
+  // the offset in the section of the slab's first object, never 0), then the descriptor slot of a slab headed at each
+  // chunk, then room for a wide bitmap per chunk. leaves_[section] points at
+  // the map words, so the free path reaches a chunk's word in two loads.
+  struct leaf {
+    std::atomic<std::uint64_t>* map;
+    slab* slabs;
+    std::uint64_t* wide;  // wide_words per chunk
   };
   struct alignas(64) klass {
     mutable ::daxalloc::detail::spin_mutex mutex;
-    std::unordered_map<std::uint64_t, std::unique_ptr<slab>> slabs;  // by head pfn; owns them
+    std::uint64_t slabs = 0;
     // Slabs with objects not handed out, by address: the lowest is used
     // first, so live objects gather at low addresses and slabs higher up
     // empty out (address-ordered first fit, as jemalloc picks slabs).
@@ -115,29 +165,40 @@ class small_allocator {
   };
   using arena = std::array<klass, nr_size_classes>;
 
+  [[nodiscard]] leaf leaf_of(std::uint64_t pfn) const;  // made on first use
+  [[nodiscard]] leaf leaf_at(std::atomic<std::uint64_t>* map) const noexcept;
+  [[nodiscard]] static std::uint64_t head_chunk(std::uint64_t map_word) noexcept {
+    return map_word >> 8 >> chunk_shift;  // (a slab's header is smaller than a chunk)
+  }
+  [[nodiscard]] slab* slab_at(std::uint64_t head_pfn) const noexcept;  // null when none
+  [[nodiscard]] slab* slab_of(const void* object) const noexcept;      // in a live slab
+  slab* install(std::uint64_t pfn, unsigned cls, unsigned arena);  // with the class lock held
+  void uninstall(slab* s);
   [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
   [[nodiscard]] slab* adopt_empty_slab(unsigned arena, unsigned cls);
   std::size_t take_partial(klass& k, const size_class& c, void** out, std::size_t n);
-  void release_slab(klass& k, slab* s, unsigned cls);
-  void return_object(klass& k, slab* s, const void* object, const size_class& c);
-  void check_slab(std::uint64_t pfn, const slab& s, unsigned arena, unsigned cls,
-                  std::vector<std::string>& problems) const;
-  // (No heap-wide count of empty slabs: two threads would bounce its cache
-  // line every time a slab fills or empties.)
+  void release_slab(klass& k, slab* s);
+  void returned(klass& k, slab& s, std::uint32_t count, const size_class& c);
+  void check_slab(const slab& s, std::vector<std::string>& problems) const;
+  [[nodiscard]] std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> lock_all() const;
+  template <class F>
+  void for_each_slab(F&& f) const;  // every live slab, in address order
   static void became_empty(klass& k, slab& s) { k.empty.push_back(s); }
   static void no_longer_empty(klass& k, slab& s) { k.empty.erase(k.empty.iterator_to(s)); }
   [[nodiscard]] std::uint64_t* bitmap(std::uint64_t pfn) const noexcept {
     return reinterpret_cast<std::uint64_t*>(model_.pfn_to_virt(pfn));
   }
-  // The directory: head pfn -> slab, one leaf per section that ever held a
-  // slab (made on the first, with create).
-  [[nodiscard]] std::atomic<slab*>* directory_entry(std::uint64_t pfn, bool create) const;
-  [[nodiscard]] slab* slab_of(const void* object, const size_class& c) const noexcept;
 
   sparse::memory_model& model_;
   page_allocator& pages_;
+  std::byte* base_;
+  std::uint64_t range_;
+  unsigned section_bits_;
+  std::uint64_t section_mask_;
   std::vector<std::unique_ptr<arena>> arenas_;
-  std::unique_ptr<std::atomic<std::atomic<slab*>*>[]> directory_;
+  std::uint64_t chunks_;      // per section
+  std::uint64_t leaf_bytes_;  // of each section's mapping
+  std::unique_ptr<std::atomic<std::atomic<std::uint64_t>*>[]> leaves_;  // by section number
 };
 
 }  // namespace daxalloc::alloc

@@ -17,9 +17,19 @@
 namespace daxalloc::detail {
 
 // Free objects (bits clear) a thread keeps per size class, so that the fast
-// path takes no lock. A heap owns the caches of all threads that used it.
+// path takes no lock. Each class has a stack of them, [bottom, top) in use
+// and room up to limit, all in one array: a freed object goes on top and is
+// handed out first (LIFO, the cache-warm one), and a refill puts the lowest
+// address on top, so a fresh slab's objects come out in ascending order. A
+// heap owns the caches of all threads that used it.
 struct thread_cache {
-  std::array<std::vector<void*>, alloc::nr_size_classes> objects;
+  struct bin {
+    void** top;
+    void** bottom;
+    void** limit;
+  };
+  std::array<bin, alloc::nr_size_classes> bins;
+  std::unique_ptr<void*[]> storage;
   unsigned arena = 0;  // of the small allocator, where the slow path takes objects
 };
 
@@ -81,7 +91,14 @@ class heap_impl {
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
+  [[nodiscard]] void* refill(thread_cache::bin& b, unsigned cls) noexcept;
   void put_small(unsigned cls, void* p) noexcept;
+  void push_cached(unsigned cls, void* p) noexcept;
+  [[nodiscard]] reservation reserve_slow(std::size_t size) noexcept;
+  [[nodiscard]] reservation reserve_pages(std::size_t size) noexcept;
+  void flush(thread_cache::bin& b, unsigned cls) noexcept;
+  void drain_cache(thread_cache& c) noexcept;
+  void cancel_slow(void* p);
   [[nodiscard]] std::optional<std::uint64_t> allocate_pages(std::uint64_t pages);
   bool reclaim();
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
