@@ -10,11 +10,13 @@
 // (open after SIGKILL, 1 GiB to 64 GiB and a 1 TiB range), metadata overhead.
 // Every figure is a median of several repetitions; --csv writes them all, with
 // the ratio daxalloc/peer, for scripts/bench (which draws docs/benchmarks.png).
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <immintrin.h>
 #include <jemalloc/jemalloc.h>
 #include <libpmemobj.h>
 #include <memkind.h>
+#include <mimalloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -50,7 +52,9 @@
 #include <vector>
 
 // glibc's own allocator, reachable even though jemalloc (linked for mallocx)
-// replaces malloc/free in this process.
+// replaces malloc/free in this process. Debian's mimalloc defines these two
+// names as well; bench/meson.build links libc ahead of it, and
+// check_allocator_symbols() makes sure that it worked.
 extern "C" void* __libc_malloc(std::size_t size);
 extern "C" void __libc_free(void* p);
 
@@ -394,6 +398,12 @@ struct slot_peers {
                           if (ptr[k] == nullptr) throw std::bad_alloc();
                         },
                         [this](std::size_t k) { dallocx(ptr[k], 0); }});
+    subjects.push_back({"mimalloc mi_malloc + mi_free (volatile)", "mimalloc", false, 1,
+                        [this](std::size_t k, std::size_t n) {
+                          ptr[k] = mi_malloc(n);
+                          if (ptr[k] == nullptr) throw std::bad_alloc();
+                        },
+                        [this](std::size_t k) { mi_free(ptr[k]); }});
     subjects.push_back({"glibc malloc + free (volatile)", "glibc", false, 1,
                         [this](std::size_t k, std::size_t n) {
                           ptr[k] = __libc_malloc(n);
@@ -1450,6 +1460,46 @@ void print_meta(const std::vector<meta_row>& meta) {
       "keeps no per-object header: its figure above is all of its metadata.\n\n");
 }
 
+// The file of the library a symbol resolves to in this process, as the
+// dynamic linker chose it (global scope, DT_NEEDED order).
+std::string defined_in(const char* symbol) {
+  Dl_info info{};
+  void* f = dlsym(RTLD_DEFAULT, symbol);
+  if (f == nullptr || dladdr(f, &info) == 0 || info.dli_fname == nullptr) return "nowhere";
+  return fs::path(info.dli_fname).filename().string();
+}
+
+// jemalloc and mimalloc both define malloc, free and operator new, and
+// mimalloc also defines __libc_malloc and __libc_free (bench/meson.build).
+// Every row must measure the allocator it names: malloc (what the libraries
+// and the benchmark itself use) must be jemalloc's, __libc_malloc glibc's.
+// Returns a line for the header, or exits when a symbol went elsewhere.
+std::string check_allocator_symbols() {
+  struct expectation {
+    const char* symbol;
+    const char* library;  // prefix of the file name
+  };
+  const expectation wanted[] = {
+      {"malloc", "libjemalloc.so"},      {"free", "libjemalloc.so"},
+      {"_Znwm", "libjemalloc.so"},       {"__libc_malloc", "libc.so"},
+      {"__libc_free", "libc.so"},        {"reallocarray", "libc.so"},
+      {"mallocx", "libjemalloc.so"},     {"mi_malloc", "libmimalloc.so"},
+  };
+  std::string line;
+  bool ok = true;
+  for (const auto& w : wanted) {
+    const std::string file = defined_in(w.symbol);
+    if (file.rfind(w.library, 0) != 0) {
+      std::fprintf(stderr, "daxalloc-bench: %s resolves to %s, not %s*: see bench/meson.build\n",
+                   w.symbol, file.c_str(), w.library);
+      ok = false;
+    }
+    line += std::string(line.empty() ? "" : ", ") + w.symbol + " → " + file;
+  }
+  if (!ok) std::exit(2);
+  return line;
+}
+
 void header() {
   std::string cpu = "unknown";
   std::ifstream in("/proc/cpuinfo");
@@ -1460,6 +1510,7 @@ void header() {
     }
   utsname u{};
   uname(&u);
+  const std::string symbols = check_allocator_symbols();
   std::printf("# daxalloc-bench (%s mode, %d repetitions)\n\n", cfg.quick ? "quick" : "full",
               cfg.reps());
   std::printf("- machine: %ld CPUs online, %s, Linux %s; load average at start %s\n",
@@ -1470,7 +1521,9 @@ void header() {
       cfg.dir.c_str(), std::getenv("PMEM_IS_PMEM_FORCE"));
   std::printf(
       "- jemalloc is linked and therefore also replaces malloc in this process; the glibc rows "
-      "call __libc_malloc/__libc_free\n");
+      "call __libc_malloc/__libc_free, the mimalloc rows mi_malloc/mi_free (mimalloc is linked "
+      "after libc, so that it replaces neither); checked with dlsym: %s\n",
+      symbols.c_str());
   std::printf("- shared, noisy machine: compare rows of the same run, not runs\n\n");
   std::fflush(stdout);
 }
