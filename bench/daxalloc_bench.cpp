@@ -43,12 +43,14 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <new>
 #include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 // glibc's own allocator, reachable even though jemalloc (linked for mallocx)
@@ -600,27 +602,196 @@ void bench_prodcon() {
 }
 
 // ---------------------------------------------------------------------------
-// 3. threadtest and Larson-style, 1 and 2 threads.
+// Subjects of threadtest, Larson, locality and the DRAM figures. Each is a
+// small struct whose alloc(size) and free(ptr) call its allocator inline, and
+// every workload is a template instantiated per subject: each allocator is
+// called directly and in the same way, as a program calls malloc(size) and
+// free(ptr). A free of the pointer alone makes the allocator find the
+// object's size itself, as free() must. The allocators whose API also takes
+// the size (cancel of a reservation, sdallocx, mi_free_size) have a
+// free_sized(ptr, size) for the extra sized-free rows.
 
-struct handle {
-  void* p;
-  std::size_t n;
-};
-
-struct mt_subject {
-  std::string name, label;
+struct subject_info {
+  const char* name;   // for the Markdown tables
+  const char* label;  // for the CSV and the chart
   bool durable;
-  double speed;
-  std::function<handle(std::size_t)> alloc;
-  std::function<void(handle)> release;
+  double speed;  // see budget()
 };
+
+struct daxalloc_reserve_subject {
+  static constexpr subject_info info{"daxalloc reserve + cancel(ptr) (volatile)", "daxalloc reserve",
+                                     false, 1};
+  static constexpr subject_info sized_info{"daxalloc reserve + cancel(reservation{ptr, size})",
+                                           "daxalloc reserve sized", false, 1};
+  heap* h;
+  void* alloc(std::size_t n) const { return h->reserve(n, std::nothrow).ptr; }
+  void free(void* p) const { h->cancel(p); }
+  void free_sized(void* p, std::size_t n) const {
+    daxalloc::reservation r{p, n};
+    h->cancel(r);
+  }
+};
+
+struct daxalloc_allocate_subject {
+  static constexpr subject_info info{"daxalloc allocate + deallocate (durable)",
+                                     "daxalloc allocate", true, 0.1};
+  heap* h;
+  void* alloc(std::size_t n) const { return h->allocate(n, std::nothrow); }
+  void free(void* p) const { h->deallocate(p); }
+};
+
+// libpmemobj's atomic API names objects by PMEMoid; a caller that keeps
+// plain pointers converts both ways, as here.
+struct pmemobj_subject {
+  static constexpr subject_info info{"libpmemobj pmemobj_alloc + pmemobj_free (durable)",
+                                     "pmemobj atomic", true, 0.03};
+  PMEMobjpool* pop;
+  void* alloc(std::size_t n) const {
+    PMEMoid oid;
+    return pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) == 0 ? pmemobj_direct(oid) : nullptr;
+  }
+  void free(void* p) const {
+    PMEMoid oid = pmemobj_oid(p);
+    pmemobj_free(&oid);
+  }
+};
+
+struct boost_subject {
+  static constexpr subject_info info{"Boost.Interprocess managed_mapped_file", "Boost.IPC mmf",
+                                     false, 0.1};
+  bip::managed_mapped_file* seg;
+  void* alloc(std::size_t n) const { return seg->allocate(n, std::nothrow); }
+  void free(void* p) const { seg->deallocate(p); }
+};
+
+struct memkind_subject {
+  static constexpr subject_info info{"memkind PMEM kind", "memkind PMEM", false, 0.3};
+  memkind_t kind;
+  void* alloc(std::size_t n) const { return memkind_malloc(kind, n); }
+  void free(void* p) const { memkind_free(kind, p); }
+};
+
+struct jemalloc_subject {
+  static constexpr subject_info info{"jemalloc mallocx + dallocx", "jemalloc", false, 1};
+  static constexpr subject_info sized_info{"jemalloc mallocx + sdallocx", "jemalloc sized", false,
+                                           1};
+  void* alloc(std::size_t n) const { return mallocx(n, 0); }
+  void free(void* p) const { dallocx(p, 0); }
+  void free_sized(void* p, std::size_t n) const { sdallocx(p, n, 0); }
+};
+
+struct mimalloc_subject {
+  static constexpr subject_info info{"mimalloc mi_malloc + mi_free", "mimalloc", false, 1};
+  static constexpr subject_info sized_info{"mimalloc mi_malloc + mi_free_size", "mimalloc sized",
+                                           false, 1};
+  void* alloc(std::size_t n) const { return mi_malloc(n); }
+  void free(void* p) const { mi_free(p); }
+  void free_sized(void* p, std::size_t n) const { mi_free_size(p, n); }
+};
+
+struct glibc_subject {
+  static constexpr subject_info info{"glibc malloc + free", "glibc", false, 1};
+  void* alloc(std::size_t n) const { return __libc_malloc(n); }
+  void free(void* p) const { __libc_free(p); }
+};
+
+template <class S>
+concept has_sized_free = requires(const S& s, void* p) { s.free_sized(p, std::size_t{1}); };
+
+// Frees p, of n bytes, through the subject's sized free or its plain one.
+template <bool sized, class S>
+inline void release(const S& s, void* p, std::size_t n) {
+  if constexpr (sized)
+    s.free_sized(p, n);
+  else
+    s.free(p);
+}
+
+[[noreturn]] void out_of_memory(const char* who, std::size_t size) {
+  std::fprintf(stderr, "daxalloc-bench: %s: no memory for %zu bytes\n", who, size);
+  std::abort();
+}
+
+enum class peer {
+  daxalloc_reserve,
+  daxalloc_allocate,
+  pmemobj,
+  boost_ipc,
+  memkind,
+  jemalloc,
+  mimalloc,
+  glibc
+};
+constexpr peer all_peers[] = {peer::daxalloc_reserve, peer::daxalloc_allocate, peer::pmemobj,
+                              peer::boost_ipc,        peer::memkind,           peer::jemalloc,
+                              peer::mimalloc,         peer::glibc};
+
+// Removes a file when it goes out of scope (heaps, pools and segments take
+// RAM on tmpfs).
+struct removed_at_exit {
+  fs::path path;
+  explicit removed_at_exit(fs::path p) : path(std::move(p)) {}
+  removed_at_exit(const removed_at_exit&) = delete;
+  removed_at_exit& operator=(const removed_at_exit&) = delete;
+  ~removed_at_exit() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Makes the heap, pool or segment of peer p (a new file of `bytes`) and calls
+// f(subject) with its subject; the file is gone when f returns.
+template <class F>
+void with_peer(peer p, const std::string& tag, std::uint64_t bytes, F&& f) {
+  switch (p) {
+    case peer::daxalloc_reserve:
+    case peer::daxalloc_allocate: {
+      const removed_at_exit file{fresh(tag + ".heap")};
+      heap h = make_heap(file.path, bytes);
+      if (p == peer::daxalloc_reserve)
+        f(daxalloc_reserve_subject{&h});
+      else
+        f(daxalloc_allocate_subject{&h});
+      return;
+    }
+    case peer::pmemobj: {
+      const removed_at_exit file{fresh(tag + ".pool")};
+      const std::unique_ptr<PMEMobjpool, void (*)(PMEMobjpool*)> pool(make_pool(file.path, bytes),
+                                                                      pmemobj_close);
+      f(pmemobj_subject{pool.get()});
+      return;
+    }
+    case peer::boost_ipc: {
+      const removed_at_exit file{fresh(tag + ".bip")};
+      bip::managed_mapped_file seg(bip::create_only, file.path.c_str(), bytes);
+      f(boost_subject{&seg});
+      return;
+    }
+    case peer::memkind:
+      f(memkind_subject{pmem_kind()});
+      return;
+    case peer::jemalloc:
+      f(jemalloc_subject{});
+      return;
+    case peer::mimalloc:
+      f(mimalloc_subject{});
+      return;
+    case peer::glibc:
+      f(glibc_subject{});
+      return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 3. threadtest and Larson-style, 1 and 2 threads.
 
 struct mt_time {
   double wall, cpu;  // wall-clock seconds; CPU seconds summed over the threads
 };
 
 // Runs body(thread index) on n threads started together.
-mt_time run_threads(unsigned nthreads, const std::function<void(unsigned)>& body) {
+template <class Body>
+mt_time run_threads(unsigned nthreads, const Body& body) {
   std::atomic<unsigned> ready{0};
   std::atomic<bool> go{false};
   std::vector<double> cpu(nthreads, 0);
@@ -656,65 +827,83 @@ mt_rate rate_of(const std::vector<mt_time>& times, double ops, unsigned nthreads
   return {median(w), median(c)};
 }
 
-// threadtest: each thread allocates a batch of objects, frees them, repeats
-// (batches of 1000, 64 of 1 MiB).
-mt_rate threadtest(const mt_subject& s, unsigned nthreads, std::size_t size) {
-  const std::size_t batch = std::min<std::size_t>(1000, 64 * MiB / size);
-  const std::size_t iters = std::max<std::size_t>(1, budget(s.speed, size) / (2 * batch));
+// threadtest: each thread allocates a round of `round` objects of `size`
+// bytes, then frees them all, and repeats. Objects are not written.
+template <bool sized, class S>
+mt_rate threadtest(const S& s, unsigned nthreads, std::size_t size, std::size_t round) {
+  const std::size_t rounds = std::max<std::size_t>(1, budget(S::info.speed, size) / (2 * round));
   std::vector<mt_time> times;
   for (int r = 0; r < cfg.reps(); ++r) {
-    times.push_back(run_threads(nthreads, [&](unsigned) {
-      std::vector<handle> hs(batch);
-      for (std::size_t it = 0; it < iters; ++it) {
-        for (auto& x : hs) x = s.alloc(size);
-        for (auto& x : hs) s.release(x);
+    std::vector<std::vector<void*>> objects(nthreads, std::vector<void*>(round));
+    times.push_back(run_threads(nthreads, [&](unsigned t) {
+      std::vector<void*>& mine = objects[t];
+      for (std::size_t k = 0; k < rounds; ++k) {
+        for (void*& p : mine) {
+          p = s.alloc(size);
+          if (p == nullptr) out_of_memory(S::info.name, size);
+        }
+        for (void* p : mine) release<sized>(s, p, size);
       }
     }));
   }
-  return rate_of(times, 2.0 * static_cast<double>(iters * batch * nthreads), nthreads);
+  return rate_of(times, 2.0 * static_cast<double>(rounds * round * nthreads), nthreads);
 }
 
 // Larson-style, as in Larson and Krishnan's server simulation (in Hoard's
 // and mimalloc-bench's suites): each thread owns an array of 1000 slots and
 // each step frees the object in a random slot of it and puts a new one of a
-// random size (16..1024 B) there. After every round of 4000 steps the
-// threads pass their arrays on (thread t takes the one thread t+1 had), so
-// about a quarter of a round's frees are of objects another thread
-// allocated. The size is kept in the object. (An earlier version shared one
-// array and exchanged a slot per step; with two threads perf put 97 % of the
-// samples on that exchange and on reading the other thread's object, so it
-// measured cache-line transfers, not allocators.)
-mt_rate larson(const mt_subject& s, unsigned nthreads) {
-  constexpr std::size_t nslots = 1000;
+// random size in [min_size, max_size] there, writing its first word (the
+// original writes its first bytes). The array keeps each object's size
+// beside it, as the original does, for the sized frees. After every round of
+// 4000 steps the threads pass their arrays on (thread t takes the one thread
+// t+1 had), so about a quarter of a round's frees are of objects another
+// thread allocated. (An earlier version shared one array and exchanged a
+// slot per step; with two threads perf put 97 % of the samples on that
+// exchange and on reading the other thread's object, so it measured
+// cache-line transfers, not allocators.)
+constexpr std::size_t larson_slots = 1000;
+struct larson_array {
+  std::vector<void*> object = std::vector<void*>(larson_slots);
+  std::vector<std::uint32_t> size = std::vector<std::uint32_t>(larson_slots);
+};
+
+template <bool sized, class S>
+mt_rate larson(const S& s, unsigned nthreads, std::size_t min_size, std::size_t max_size) {
+  constexpr std::size_t nslots = larson_slots;
   constexpr std::size_t round = 4 * nslots;
-  const std::size_t rounds = std::max<std::size_t>(1, budget(s.speed, 64) / 2 / round);
-  const auto put = [&](void*& slot, std::size_t size) {
-    const handle x = s.alloc(size);
-    *static_cast<std::size_t*>(x.p) = x.n;
-    slot = x.p;
+  const std::size_t rounds = std::max<std::size_t>(1, budget(S::info.speed, 64) / 2 / round);
+  const std::uint64_t range = max_size - min_size + 1;
+  using slots = larson_array;
+  const auto put = [&](slots& a, std::size_t k, std::size_t n) {
+    void* p = s.alloc(n);
+    if (p == nullptr) out_of_memory(S::info.name, n);
+    *static_cast<volatile std::uint64_t*>(p) = n;
+    a.object[k] = p;
+    a.size[k] = static_cast<std::uint32_t>(n);
   };
-  const auto drop = [&](void* p) { s.release({p, *static_cast<std::size_t*>(p)}); };
+  const auto drop = [&](slots& a, std::size_t k) { release<sized>(s, a.object[k], a.size[k]); };
   std::vector<mt_time> times;
   for (int r = 0; r < cfg.reps(); ++r) {
-    std::vector<std::vector<void*>> arrays(nthreads, std::vector<void*>(nslots));
+    std::vector<slots> arrays(nthreads);
+    xorshift fill(static_cast<std::uint64_t>(r) + 77);
     for (auto& a : arrays)
-      for (auto& slot : a) put(slot, 16);
+      for (std::size_t k = 0; k < nslots; ++k) put(a, k, min_size + fill() % range);
     std::barrier round_end(static_cast<std::ptrdiff_t>(nthreads));
     times.push_back(run_threads(nthreads, [&](unsigned t) {
       xorshift rng(1000u * static_cast<unsigned>(r) + t + 1);
       for (std::size_t k = 0; k < rounds; ++k) {
-        std::vector<void*>& a = arrays[(t + k) % nthreads];
+        slots& a = arrays[(t + k) % nthreads];
         for (std::size_t i = 0; i < round; ++i) {
           const std::uint64_t v = rng();
-          void*& slot = a[v % nslots];
-          drop(slot);
-          put(slot, 16 + (v >> 32) % 1009);
+          const std::size_t slot = v % nslots;
+          drop(a, slot);
+          put(a, slot, min_size + (v >> 32) % range);
         }
         round_end.arrive_and_wait();
       }
     }));
     for (auto& a : arrays)
-      for (void* p : a) drop(p);
+      for (std::size_t k = 0; k < nslots; ++k) drop(a, k);
   }
   return rate_of(times, 2.0 * static_cast<double>(rounds * round * nthreads), nthreads);
 }
@@ -732,13 +921,16 @@ pid_t fork_with_pipe(int (&fds)[2]) {
 }
 
 // Runs measure() in a child process and returns its result; reruns it when
-// the child dies, counting the deaths in `crashes` (zeros after 5 deaths).
-mt_rate in_subprocess(const std::function<mt_rate()>& measure, int& crashes) {
+// the child dies, counting the deaths in `crashes` (a value-initialised
+// result after 5 deaths).
+template <class Result, class Measure>
+Result in_subprocess(const Measure& measure, int& crashes) {
+  static_assert(std::is_trivially_copyable_v<Result>);
   for (int attempt = 0; attempt < 5; ++attempt) {
     int fds[2];
     const pid_t pid = fork_with_pipe(fds);
     if (pid == 0) {
-      mt_rate r{};
+      Result r{};
       try {
         r = measure();
       } catch (const std::exception& e) {
@@ -748,138 +940,151 @@ mt_rate in_subprocess(const std::function<mt_rate()>& measure, int& crashes) {
       const bool sent = write(fds[1], &r, sizeof r) == static_cast<ssize_t>(sizeof r);
       _exit(sent ? 0 : 1);
     }
-    mt_rate r{};
+    Result r{};
     const bool got = read(fds[0], &r, sizeof r) == static_cast<ssize_t>(sizeof r);
     close(fds[0]);
     int status = 0;
     waitpid(pid, &status, 0);
     if (got && WIFEXITED(status) && WEXITSTATUS(status) == 0) return r;
     ++crashes;
-    std::fprintf(stderr, "threads: a measurement process died (status %d); rerunning it\n", status);
+    std::fprintf(stderr, "a measurement process died (status %d); rerunning it\n", status);
   }
   return {};
 }
 
+// The columns of the threads tables: threadtest rounds of 1000 and 100 000
+// objects at 64 B and 512 B, 1000 at 4 KiB, 64 at 1 MiB; Larson at
+// 64..400 B and 16..1024 B.
+struct mt_column {
+  const char* title;
+  const char* workload;  // in the CSV
+  std::size_t size;      // threadtest: object size; Larson: 0
+  std::size_t round;     // threadtest: objects per thread and round; Larson: 0
+  std::size_t min_size, max_size;  // Larson
+  bool sized_row;                  // measured for the sized-free rows too
+};
+const std::vector<mt_column> mt_columns{
+    {"threadtest 64 B × 1000", "threadtest_1000", 64, 1000, 0, 0, true},
+    {"threadtest 64 B × 100000", "threadtest_100000", 64, 100000, 0, 0, false},
+    {"threadtest 512 B × 1000", "threadtest_1000", 512, 1000, 0, 0, false},
+    {"threadtest 512 B × 100000", "threadtest_100000", 512, 100000, 0, 0, false},
+    {"threadtest 4 KiB × 1000", "threadtest_1000", 4 * KiB, 1000, 0, 0, false},
+    {"threadtest 1 MiB × 64", "threadtest_64", 1 * MiB, 64, 0, 0, false},
+    {"Larson 64..400 B", "larson_64_400", 0, 0, 64, 400, true},
+    {"Larson 16..1024 B", "larson_16_1024", 0, 0, 16, 1024, false},
+};
+
+// One allocation and free of `size` bytes on the calling thread. A subject
+// that cannot free what it allocated (it throws) gets no figures for that
+// column, rather than an exception in a worker thread ending the process.
+// Returns what went wrong, or an empty string.
+template <bool sized, class S>
+std::string probe(const S& s, std::size_t size) {
+  try {
+    void* p = s.alloc(size);
+    if (p == nullptr) return "no memory for " + std::to_string(size) + " bytes";
+    release<sized>(s, p, size);
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+template <bool sized, class S>
+mt_rate run_column(const S& s, const mt_column& c, unsigned nthreads) {
+  return c.round ? threadtest<sized>(s, nthreads, c.size, c.round)
+                 : larson<sized>(s, nthreads, c.min_size, c.max_size);
+}
+
+// Figures of one row: [column][threads - 1]; columns not measured stay 0.
+using mt_row = std::vector<std::array<mt_rate, 2>>;
+
 void bench_threads() {
+  std::printf("## 3. threadtest and Larson-style, 1 and 2 threads\n\n");
   std::printf(
-      "## 3. threadtest (batches of 1000 objects, 64 of 1 MiB) and Larson-style (16..1024 B, "
-      "1000 slots per thread, arrays passed on every 4000 steps), 1 and 2 threads\n\n");
-  std::printf(
+      "threadtest: each thread allocates a round of N objects of one size (N = 1000 or "
+      "100 000; 64 at 1 MiB), then frees them all, and repeats; the objects are not written. "
+      "Larson-style (Larson and Krishnan's server simulation): each thread owns an array of "
+      "1000 slots; each step frees the object of a random slot and puts a new one of a random "
+      "size (64..400 B or 16..1024 B) there, writing its first word; after every round of 4000 "
+      "steps the threads hand their arrays on, so about a quarter of a round's frees are of "
+      "objects the other thread allocated. Every allocator is called directly (a template "
+      "instance per allocator, no std::function or virtual call), as malloc(size) and "
+      "free(ptr): the frees pass the pointer only (daxalloc heap::cancel(void*) and "
+      "heap::deallocate, jemalloc dallocx, mimalloc mi_free, libpmemobj pmemobj_free of "
+      "pmemobj_oid(ptr)); frees that pass the size too are the extra rows of the last table. "
       "Aggregate Mops/s over all threads (allocations and frees counted apart); cells are "
       "`1 thread / 2 threads (2T/1T)`; target of the brief: 2T/1T at least 1.80x. This "
       "machine has %u cores, shared with other jobs (load average at start %s). Medians of %d "
       "repetitions.\n\n",
       std::thread::hardware_concurrency(), load_average().c_str(), cfg.reps());
-  auto h = make_heap(fresh("threads.heap"), 1 * GiB);
-  PMEMobjpool* pop = make_pool(fresh("threads.pool"), 1 * GiB);
-  bip::managed_mapped_file seg(bip::create_only, fresh("threads.bip").c_str(), 1 * GiB);
-  memkind_t kind = pmem_kind();
-  std::vector<mt_subject> subjects;
-  subjects.push_back({"daxalloc reserve + cancel (volatile)", "daxalloc reserve", false, 1,
-                      [&](std::size_t n) {
-                        auto r = h.reserve(n);
-                        return handle{r.ptr, r.size};
-                      },
-                      [&](handle x) {
-                        daxalloc::reservation r{x.p, x.n};
-                        h.cancel(r);
-                      }});
-  subjects.push_back({"daxalloc allocate + deallocate (durable)", "daxalloc allocate", true, 0.1,
-                      [&](std::size_t n) {
-                        return handle{h.allocate(n), n};
-                      },
-                      [&](handle x) { h.deallocate(x.p); }});
-  subjects.push_back({"libpmemobj pmemobj_alloc + pmemobj_free (durable)", "pmemobj atomic", true,
-                      0.03,
-                      [&](std::size_t n) {
-                        PMEMoid oid;
-                        if (pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) != 0)
-                          throw std::bad_alloc();
-                        return handle{pmemobj_direct(oid), n};
-                      },
-                      [](handle x) {
-                        PMEMoid oid = pmemobj_oid(x.p);
-                        pmemobj_free(&oid);
-                      }});
-  subjects.push_back({"Boost.Interprocess managed_mapped_file", "Boost.IPC mmf", false, 0.1,
-                      [&](std::size_t n) {
-                        return handle{seg.allocate(n), n};
-                      },
-                      [&](handle x) { seg.deallocate(x.p); }});
-  subjects.push_back({"memkind PMEM kind", "memkind PMEM", false, 0.3,
-                      [&](std::size_t n) {
-                        void* p = memkind_malloc(kind, n);
-                        if (p == nullptr) throw std::bad_alloc();
-                        return handle{p, n};
-                      },
-                      [&](handle x) { memkind_free(kind, x.p); }});
-  subjects.push_back({"jemalloc mallocx + dallocx", "jemalloc", false, 1,
-                      [](std::size_t n) {
-                        void* p = mallocx(n, 0);
-                        if (p == nullptr) throw std::bad_alloc();
-                        return handle{p, n};
-                      },
-                      [](handle x) { dallocx(x.p, 0); }});
-  subjects.push_back({"glibc malloc + free", "glibc", false, 1,
-                      [](std::size_t n) {
-                        void* p = __libc_malloc(n);
-                        if (p == nullptr) throw std::bad_alloc();
-                        return handle{p, n};
-                      },
-                      [](handle x) { __libc_free(x.p); }});
-
   int memkind_crashes = 0;
-  // results[subject][column][threads-1]; columns: the sizes of threadtest, then Larson.
-  const std::size_t ncol = sizes.size() + 1;
-  std::map<std::string, std::vector<std::array<mt_rate, 2>>> res;
-  for (const auto& s : subjects) {
-    auto& r = res[s.name];
-    r.resize(ncol);
-    // memkind's PMEM kind sometimes crashes inside memkind_arena_malloc when
-    // two threads allocate (SIGSEGV, memkind 1.14): its figures come from
-    // child processes, rerun when one dies.
-    const bool isolate = s.label == "memkind PMEM";
-    const auto measure = [&](const std::function<mt_rate()>& f) {
-      return isolate ? in_subprocess(f, memkind_crashes) : f();
-    };
-    for (unsigned n = 1; n <= 2; ++n) {
-      for (std::size_t i = 0; i < sizes.size(); ++i)
-        r[i][n - 1] = measure([&] { return threadtest(s, n, sizes[i]); });
-      r[sizes.size()][n - 1] = measure([&] { return larson(s, n); });
-    }
-    std::fprintf(stderr, "threads: %s done\n", s.name.c_str());
+  std::vector<subject_info> rows;
+  std::vector<std::pair<subject_info, subject_info>> sized_rows;  // {sized, pointer-only}
+  std::map<std::string, mt_row> res;
+  std::map<std::pair<std::string, std::size_t>, std::string> failures;  // {row, column}: why
+  for (const peer p : all_peers) {
+    with_peer(p, "threads", 1 * GiB, [&](const auto& s) {
+      using S = std::decay_t<decltype(s)>;
+      // memkind's PMEM kind sometimes crashes inside memkind_arena_malloc
+      // when two threads allocate (SIGSEGV, memkind 1.14): its figures come
+      // from child processes, rerun when one dies.
+      const auto measure = [&](const auto& f) {
+        return std::is_same_v<S, memkind_subject> ? in_subprocess<mt_rate>(f, memkind_crashes)
+                                                  : f();
+      };
+      const auto measure_row = [&]<bool sized>(const subject_info& info) {
+        mt_row& r = res[info.name];
+        r.resize(mt_columns.size());
+        for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+          const mt_column& col = mt_columns[c];
+          if (sized && !col.sized_row) continue;
+          const std::string why = probe<sized>(s, col.round ? col.size : col.max_size);
+          if (!why.empty()) {
+            failures[{info.name, c}] = why;
+            continue;
+          }
+          for (unsigned n = 1; n <= 2; ++n)
+            r[c][n - 1] = measure([&] { return run_column<sized>(s, col, n); });
+        }
+      };
+      measure_row.template operator()<false>(S::info);
+      rows.push_back(S::info);
+      if constexpr (has_sized_free<S>) {
+        measure_row.template operator()<true>(S::sized_info);
+        sized_rows.emplace_back(S::sized_info, S::info);
+      }
+      std::fprintf(stderr, "threads: %s done\n", S::info.name);
+    });
   }
 
-  const auto& rsv = res[subjects[0].name];
-  const auto& dur = res[subjects[1].name];
+  const mt_row& reserve = res.at(daxalloc_reserve_subject::info.name);
+  const mt_row& durable = res.at(daxalloc_allocate_subject::info.name);
+  const mt_row& reserve_sized = res.at(daxalloc_reserve_subject::sized_info.name);
+  const auto failed = [&](const subject_info& info, std::size_t c) {
+    return failures.count({info.name, c}) != 0;
+  };
+  const auto cell = [](double one, double two) {
+    return fmt(one) + " / " + fmt(two) + " (" + ratio(two, one) + ")";
+  };
   for (int wall = 0; wall < 2; ++wall) {
     const auto pick = [&](const mt_rate& m) { return wall ? m.wall : m.cpu; };
-    std::vector<std::string> head{"allocator"};
-    for (std::size_t s : sizes) head.push_back("threadtest " + size_name(s));
-    head.push_back("Larson 16..1024 B");
-    head.push_back("reserve ÷ row, 1T (tt 64 B / Larson)");
-    table t{head, {}};
-    for (const auto& s : subjects) {
-      const auto& r = res[s.name];
-      std::vector<std::string> row{s.name};
-      for (std::size_t c = 0; c < ncol; ++c) {
-        const double one = pick(r[c][0]), two = pick(r[c][1]);
-        row.push_back(fmt(one) + " / " + fmt(two) + " (" + ratio(two, one) + ")");
-        const std::string workload = c < sizes.size() ? "threadtest" : "larson";
-        const std::uint64_t size = c < sizes.size() ? sizes[c] : 0;
-        const std::string metric = wall ? "throughput_wall" : "throughput_cpu";
-        const bool self = s.label.rfind("daxalloc", 0) == 0;
-        const auto& ref = s.durable ? dur : rsv;
-        const std::string& ref_label = s.durable ? subjects[1].label : subjects[0].label;
+    const std::string metric = wall ? "throughput_wall" : "throughput_cpu";
+    // CSV: every figure, with the daxalloc row it is compared with.
+    const auto record_row = [&](const subject_info& info, const mt_row& r, const mt_row& ref,
+                                const char* ref_label, bool only_sized_columns) {
+      const bool self = std::string(info.label).rfind("daxalloc", 0) == 0;
+      for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+        const mt_column& col = mt_columns[c];
+        if ((only_sized_columns && !col.sized_row) || failed(info, c)) continue;
         for (unsigned n = 0; n < 2; ++n)
-          record(workload, s.label, size, n + 1, metric, "Mops/s", pick(r[c][n]),
+          record(col.workload, info.label, col.size, n + 1, metric, "Mops/s", pick(r[c][n]),
                  self ? 0 : pick(ref[c][n]), ref_label);
-        record(workload, s.label, size, 2, wall ? "scaling_wall" : "scaling_cpu", "x", two / one);
+        record(col.workload, info.label, col.size, 2, wall ? "scaling_wall" : "scaling_cpu", "x",
+               pick(r[c][1]) / pick(r[c][0]));
       }
-      row.push_back(ratio(pick(rsv[0][0]), pick(r[0][0])) + " / " +
-                    ratio(pick(rsv[sizes.size()][0]), pick(r[sizes.size()][0])));
-      t.rows.push_back(row);
-    }
+    };
+
     if (wall)
       std::printf("Wall-clock Mops/s (what the threads got on this shared machine):\n\n");
     else
@@ -887,15 +1092,77 @@ void bench_threads() {
           "CPU-time Mops/s: operations per CPU-second of each thread, times the thread count "
           "(what the threads would reach on as many idle cores; contention inside the allocator "
           "still counts, time slices lost to other processes do not):\n\n");
+    std::vector<std::string> head{"allocator"};
+    for (const auto& c : mt_columns) head.push_back(c.title);
+    table t{head, {}};
+    for (const auto& info : rows) {
+      const mt_row& r = res.at(info.name);
+      std::vector<std::string> row{info.name};
+      for (std::size_t c = 0; c < mt_columns.size(); ++c)
+        row.push_back(failed(info, c) ? "failed" : cell(pick(r[c][0]), pick(r[c][1])));
+      t.rows.push_back(row);
+      record_row(info, r, info.durable ? durable : reserve,
+                 info.durable ? daxalloc_allocate_subject::info.label
+                              : daxalloc_reserve_subject::info.label,
+                 false);
+    }
     t.print();
+
+    std::printf(
+        "%s: daxalloc ÷ peer, `1 thread / 2 threads` (above 1: daxalloc is faster):\n\n",
+        wall ? "Wall clock" : "CPU time");
+    const mt_row& je = res.at(jemalloc_subject::info.name);
+    const mt_row& mi = res.at(mimalloc_subject::info.name);
+    const mt_row& pmem = res.at(pmemobj_subject::info.name);
+    table q{{"workload", "reserve + cancel(ptr) ÷ jemalloc", "reserve + cancel(ptr) ÷ mimalloc",
+             "allocate + deallocate ÷ libpmemobj"},
+            {}};
+    for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+      const auto both = [&](const mt_row& a, const mt_row& b) {
+        return ratio(pick(a[c][0]), pick(b[c][0])) + " / " + ratio(pick(a[c][1]), pick(b[c][1]));
+      };
+      q.rows.push_back(
+          {mt_columns[c].title, both(reserve, je), both(reserve, mi), both(durable, pmem)});
+    }
+    q.print();
+
+    std::printf(
+        "%s, sized frees (the allocator is given the size back: cancel of a reservation, "
+        "sdallocx, mi_free_size); `÷ ptr-only` = this row ÷ the same allocator with "
+        "pointer-only frees, 1 thread / 2 threads:\n\n",
+        wall ? "Wall clock" : "CPU time");
+    std::vector<std::string> sized_head{"allocator"};
+    for (const auto& c : mt_columns)
+      if (c.sized_row) {
+        sized_head.push_back(c.title);
+        sized_head.push_back("÷ ptr-only");
+      }
+    table z{sized_head, {}};
+    for (const auto& [sized, plain] : sized_rows) {
+      const mt_row& r = res.at(sized.name);
+      const mt_row& p = res.at(plain.name);
+      std::vector<std::string> row{sized.name};
+      for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+        if (!mt_columns[c].sized_row) continue;
+        row.push_back(failed(sized, c) ? "failed" : cell(pick(r[c][0]), pick(r[c][1])));
+        row.push_back(ratio(pick(r[c][0]), pick(p[c][0])) + " / " +
+                      ratio(pick(r[c][1]), pick(p[c][1])));
+      }
+      z.rows.push_back(row);
+      record_row(sized, r, reserve_sized, daxalloc_reserve_subject::sized_info.label, true);
+    }
+    z.print();
   }
+  for (const auto& [where, why] : failures)
+    std::printf("- failed: %s, %s: %s\n", where.first.c_str(), mt_columns[where.second].title,
+                why.c_str());
+  if (!failures.empty()) std::printf("\n");
   if (memkind_crashes > 0)
     std::printf(
         "memkind PMEM kind: %d of its measurement processes died (SIGSEGV inside "
         "memkind_arena_malloc, with 2 threads) and were rerun; its figures come from runs that "
         "completed.\n\n",
         memkind_crashes);
-  pmemobj_close(pop);
 }
 
 // ---------------------------------------------------------------------------
