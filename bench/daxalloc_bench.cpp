@@ -148,18 +148,27 @@ std::string load_average() {
   return a + " " + b + " " + c;
 }
 
+// Characters of a UTF-8 string (÷, ×, µ take two bytes and one column).
+std::size_t columns_of(const std::string& s) {
+  return static_cast<std::size_t>(
+      std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
 struct table {
   std::vector<std::string> head;
   std::vector<std::vector<std::string>> rows;
   void print() const {
     std::vector<std::size_t> w(head.size());
-    for (std::size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
+    for (std::size_t i = 0; i < head.size(); ++i) w[i] = columns_of(head[i]);
     for (const auto& r : rows)
-      for (std::size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+      for (std::size_t i = 0; i < r.size() && i < w.size(); ++i)
+        w[i] = std::max(w[i], columns_of(r[i]));
     const auto line = [&](const std::vector<std::string>& r) {
       std::printf("|");
-      for (std::size_t i = 0; i < w.size(); ++i)
-        std::printf(" %-*s |", static_cast<int>(w[i]), i < r.size() ? r[i].c_str() : "");
+      for (std::size_t i = 0; i < w.size(); ++i) {
+        const std::string& cell = i < r.size() ? r[i] : std::string();
+        std::printf(" %s%s |", cell.c_str(), std::string(w[i] - columns_of(cell), ' ').c_str());
+      }
       std::printf("\n");
     };
     line(head);
