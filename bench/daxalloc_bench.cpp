@@ -50,6 +50,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -318,299 +319,6 @@ std::size_t live_objects(std::size_t size) {
 }
 
 // ---------------------------------------------------------------------------
-// Subjects of churn and prod-con: alloc(k, size) fills the empty slot k,
-// release(k) empties it. Slots of the durable APIs are persistent pointers in
-// the root object of the heap or pool.
-
-constexpr std::size_t max_slots = 1000;
-
-struct churn_root {
-  daxalloc::pptr<std::byte> slot[max_slots];
-};
-struct pmem_root {
-  PMEMoid slot[max_slots];
-};
-
-struct slot_subject {
-  std::string name;   // for the Markdown tables
-  std::string label;  // for the CSV and the chart
-  bool durable;
-  double speed;  // see budget()
-  std::function<void(std::size_t, std::size_t)> alloc;
-  std::function<void(std::size_t)> release;
-};
-
-// One instance of every allocator, each on its own file where it has one.
-struct slot_peers {
-  heap h;
-  churn_root* droot;
-  PMEMobjpool* pop;
-  pmem_root* proot;
-  bip::managed_mapped_file seg;
-  memkind_t kind = pmem_kind();
-  std::vector<void*> ptr = std::vector<void*>(max_slots, nullptr);
-  std::vector<daxalloc::reservation> res = std::vector<daxalloc::reservation>(max_slots);
-  std::vector<slot_subject> subjects;
-
-  explicit slot_peers(const std::string& tag)
-      : h(make_heap(fresh(tag + ".heap"), 512 * MiB)),
-        droot(h.root<churn_root>()),
-        pop(make_pool(fresh(tag + ".pool"), 512 * MiB)),
-        proot(static_cast<pmem_root*>(pmemobj_direct(pmemobj_root(pop, sizeof(pmem_root))))),
-        seg(bip::create_only, fresh(tag + ".bip").c_str(), 512 * MiB) {
-    subjects.push_back({"daxalloc allocate_publish + free_clear (pptr in root)", "daxalloc publish",
-                        true, 0.05,
-                        [this](std::size_t k, std::size_t n) {
-                          (void)h.allocate_publish(droot->slot[k], n, [](std::byte*) {});
-                        },
-                        [this](std::size_t k) { h.free_clear(droot->slot[k]); }});
-    subjects.push_back({"daxalloc allocate + deallocate (durable)", "daxalloc allocate", true, 0.1,
-                        [this](std::size_t k, std::size_t n) { ptr[k] = h.allocate(n); },
-                        [this](std::size_t k) { h.deallocate(ptr[k]); }});
-    subjects.push_back({"daxalloc reserve + cancel (volatile)", "daxalloc reserve", false, 1,
-                        [this](std::size_t k, std::size_t n) { res[k] = h.reserve(n); },
-                        [this](std::size_t k) { h.cancel(res[k]); }});
-    subjects.push_back({"libpmemobj pmemobj_alloc + pmemobj_free (PMEMoid in root)",
-                        "pmemobj atomic", true, 0.05,
-                        [this](std::size_t k, std::size_t n) {
-                          if (pmemobj_alloc(pop, &proot->slot[k], n, 0, nullptr, nullptr) != 0)
-                            throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { pmemobj_free(&proot->slot[k]); }});
-    subjects.push_back({"libpmemobj transactional tx_alloc + tx_free", "pmemobj tx", true, 0.05,
-                        [this](std::size_t k, std::size_t n) {
-                          pmemobj_tx_begin(pop, nullptr, TX_PARAM_NONE);
-                          pmemobj_tx_add_range_direct(&proot->slot[k], sizeof(PMEMoid));
-                          proot->slot[k] = pmemobj_tx_alloc(n, 0);
-                          pmemobj_tx_commit();
-                          if (pmemobj_tx_end() != 0) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) {
-                          pmemobj_tx_begin(pop, nullptr, TX_PARAM_NONE);
-                          pmemobj_tx_add_range_direct(&proot->slot[k], sizeof(PMEMoid));
-                          pmemobj_tx_free(proot->slot[k]);
-                          proot->slot[k] = OID_NULL;
-                          pmemobj_tx_commit();
-                          (void)pmemobj_tx_end();
-                        }});
-    subjects.push_back({"Boost.Interprocess managed_mapped_file (no persistence)", "Boost.IPC mmf",
-                        false, 0.2,
-                        [this](std::size_t k, std::size_t n) { ptr[k] = seg.allocate(n); },
-                        [this](std::size_t k) { seg.deallocate(ptr[k]); }});
-    subjects.push_back({"memkind PMEM kind (volatile)", "memkind PMEM", false, 0.4,
-                        [this](std::size_t k, std::size_t n) {
-                          ptr[k] = memkind_malloc(kind, n);
-                          if (ptr[k] == nullptr) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { memkind_free(kind, ptr[k]); }});
-    subjects.push_back({"jemalloc mallocx + dallocx (volatile)", "jemalloc", false, 1,
-                        [this](std::size_t k, std::size_t n) {
-                          ptr[k] = mallocx(n, 0);
-                          if (ptr[k] == nullptr) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { dallocx(ptr[k], 0); }});
-    subjects.push_back({"mimalloc mi_malloc + mi_free (volatile)", "mimalloc", false, 1,
-                        [this](std::size_t k, std::size_t n) {
-                          ptr[k] = mi_malloc(n);
-                          if (ptr[k] == nullptr) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { mi_free(ptr[k]); }});
-    subjects.push_back({"glibc malloc + free (volatile)", "glibc", false, 1,
-                        [this](std::size_t k, std::size_t n) {
-                          ptr[k] = __libc_malloc(n);
-                          if (ptr[k] == nullptr) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { __libc_free(ptr[k]); }});
-  }
-  slot_peers(const slot_peers&) = delete;
-  slot_peers& operator=(const slot_peers&) = delete;
-  ~slot_peers() { pmemobj_close(pop); }
-};
-
-// A table of Mops/s per subject and size, with the ratios of the two daxalloc
-// reference rows (allocate_publish for durability, reserve for speed) and the
-// same figures into the CSV: durable peers against allocate_publish, volatile
-// ones against reserve.
-void print_slot_table(const std::string& workload, const std::string& metric,
-                      const std::vector<slot_subject>& subjects,
-                      const std::map<std::string, std::vector<double>>& mops) {
-  const auto& pub = mops.at(subjects[0].name);
-  const auto& rsv = mops.at(subjects[2].name);
-  std::vector<std::string> head{"allocator"};
-  for (std::size_t s : sizes) head.push_back(size_name(s) + (head.size() == 1 ? " Mops/s" : ""));
-  head.push_back("publish ÷ row (per size)");
-  head.push_back("reserve ÷ row (per size)");
-  table t{head, {}};
-  for (const auto& s : subjects) {
-    const auto& r = mops.at(s.name);
-    std::vector<std::string> row{s.name};
-    std::string a, b;
-    for (std::size_t i = 0; i < sizes.size(); ++i) {
-      row.push_back(fmt(r[i]));
-      a += (i ? " / " : "") + ratio(pub[i], r[i]);
-      b += (i ? " / " : "") + ratio(rsv[i], r[i]);
-      const bool self = s.label.rfind("daxalloc", 0) == 0;
-      record(workload, s.label, sizes[i], workload == "prodcon" ? 2 : 1, metric, "Mops/s", r[i],
-             self        ? 0
-             : s.durable ? pub[i]
-                         : rsv[i],
-             s.durable ? subjects[0].label : subjects[2].label);
-    }
-    row.push_back(a);
-    row.push_back(b);
-    t.rows.push_back(row);
-  }
-  t.print();
-}
-
-// ---------------------------------------------------------------------------
-// 1. churn: a window of live objects; each step frees one and allocates one.
-
-double run_churn(const slot_subject& s, std::size_t size) {
-  const std::size_t live = live_objects(size);
-  const std::size_t steps = budget(s.speed, size) / 2;
-  std::vector<double> rates;
-  for (int r = 0; r < cfg.reps(); ++r) {
-    for (std::size_t i = 0; i < live; ++i) s.alloc(i, size);
-    xorshift rng(static_cast<std::uint64_t>(r) + 1);
-    const double t0 = thread_cpu();
-    for (std::size_t i = 0; i < steps; ++i) {
-      const std::size_t k = rng() % live;
-      s.release(k);
-      s.alloc(k, size);
-    }
-    const double t1 = thread_cpu();
-    for (std::size_t i = 0; i < live; ++i) s.release(i);
-    rates.push_back(2.0 * static_cast<double>(steps) / (t1 - t0) / 1e6);
-  }
-  return median(rates);
-}
-
-void bench_churn() {
-  std::printf(
-      "## 1. churn: 1000 live objects (128 of 1 MiB), each step frees a random one and "
-      "allocates one in its place\n\n");
-  std::printf(
-      "Mops/s counts allocations and frees separately (one step = 2 operations), per second of "
-      "the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: time slices taken by other processes on "
-      "this shared machine do not count). Medians of %d repetitions. Objects are not written "
-      "(allocate_publish's constructor is empty), but allocate_publish flushes the whole object "
-      "at publish, as its contract says.\n\n",
-      cfg.reps());
-  slot_peers peers("churn");
-  std::map<std::string, std::vector<double>> mops;
-  for (const auto& s : peers.subjects) {
-    for (std::size_t size : sizes) mops[s.name].push_back(run_churn(s, size));
-    std::fprintf(stderr, "churn: %s done\n", s.name.c_str());
-  }
-  print_slot_table("churn", "throughput_cpu", peers.subjects, mops);
-}
-
-// ---------------------------------------------------------------------------
-// 2. prod-con: one thread allocates, another frees, through a bounded
-// single-producer single-consumer ring of slots (the same ring for every
-// allocator). The producer fills slot i % live, the consumer empties it and
-// only then hands it back, so frees are always remote.
-
-// Returns {wall-clock Mops/s, CPU-time Mops/s}. The CPU-time figure counts
-// only the time each thread spends inside the allocator (read once per chunk,
-// not while waiting for the other thread) and takes the busier thread as the
-// pipeline's bottleneck: what the pair would reach on two idle cores.
-std::pair<double, double> run_prodcon(const slot_subject& s, std::size_t size) {
-  const std::size_t live = live_objects(size);
-  const std::size_t chunk = std::min<std::size_t>(64, live / 4);  // slots handed over at once
-  const std::size_t items = std::max(chunk, budget(s.speed, size) / 2 / chunk * chunk);
-  std::vector<double> wall_rates, cpu_rates;
-  for (int r = 0; r < cfg.reps(); ++r) {
-    std::atomic<std::size_t> head{0};  // slots filled by the producer
-    std::atomic<std::size_t> tail{0};  // slots emptied by the consumer
-    std::atomic<bool> ready{false}, stop{false};
-    std::exception_ptr failure;  // written before stop is set
-    double consumer_busy = 0, producer_busy = 0;
-    std::thread consumer([&] {
-      ready.store(true, std::memory_order_release);
-      try {
-        unsigned spins = 0;
-        for (std::size_t i = 0; i < items; i += chunk) {
-          while (head.load(std::memory_order_acquire) < i + chunk) {
-            if (stop.load(std::memory_order_acquire)) return;
-            spin_wait(spins);
-          }
-          const double c0 = thread_cpu();
-          for (std::size_t j = i; j < i + chunk; ++j) s.release(j % live);
-          consumer_busy += thread_cpu() - c0;
-          tail.store(i + chunk, std::memory_order_release);
-        }
-      } catch (...) {
-        failure = std::current_exception();
-        stop.store(true, std::memory_order_release);
-      }
-    });
-    while (!ready.load(std::memory_order_acquire)) std::this_thread::yield();
-    const double t0 = now();
-    try {
-      unsigned spins = 0;
-      for (std::size_t i = 0; i < items && !stop.load(std::memory_order_acquire); i += chunk) {
-        while (i + chunk - tail.load(std::memory_order_acquire) > live) {
-          if (stop.load(std::memory_order_acquire)) break;
-          spin_wait(spins);
-        }
-        if (stop.load(std::memory_order_acquire)) break;
-        const double c0 = thread_cpu();
-        for (std::size_t j = i; j < i + chunk; ++j) s.alloc(j % live, size);
-        producer_busy += thread_cpu() - c0;
-        head.store(i + chunk, std::memory_order_release);
-      }
-    } catch (...) {
-      stop.store(true, std::memory_order_release);
-      consumer.join();
-      throw;
-    }
-    consumer.join();
-    const double t1 = now();
-    if (stop.load()) {
-      if (failure) std::rethrow_exception(failure);
-      throw std::runtime_error("prod-con: " + s.name + " stopped");
-    }
-    const double ops = 2.0 * static_cast<double>(items);
-    wall_rates.push_back(ops / (t1 - t0) / 1e6);
-    cpu_rates.push_back(ops / std::max(producer_busy, consumer_busy) / 1e6);
-  }
-  return {median(wall_rates), median(cpu_rates)};
-}
-
-void bench_prodcon() {
-  std::printf(
-      "## 2. prod-con: one thread allocates, another frees (up to 1000 objects in flight, 128 of "
-      "1 MiB)\n\n");
-  std::printf(
-      "A bounded single-producer single-consumer ring of slots, the same for every allocator: "
-      "the producer allocates into 64 slots (32 for 1 MiB) and hands them over, the consumer "
-      "frees them and hands them back, so every free is remote. Mops/s = (allocations + frees) "
-      "per second. The durable rows keep their pointers in persistent slots (pptr / PMEMoid in "
-      "the root). Medians of %d repetitions; load average at start %s.\n\n",
-      cfg.reps(), load_average().c_str());
-  slot_peers peers("prodcon");
-  std::map<std::string, std::vector<double>> wall, cpu;
-  for (const auto& s : peers.subjects) {
-    for (std::size_t size : sizes) {
-      const auto [w, c] = run_prodcon(s, size);
-      wall[s.name].push_back(w);
-      cpu[s.name].push_back(c);
-    }
-    std::fprintf(stderr, "prodcon: %s done\n", s.name.c_str());
-  }
-  std::printf(
-      "CPU-time Mops/s: operations ÷ the CPU time of the busier thread inside the allocator "
-      "(what the pipeline reaches on two idle cores; remote-free costs count, waiting and time "
-      "slices lost to other processes do not):\n\n");
-  print_slot_table("prodcon", "throughput_cpu", peers.subjects, cpu);
-  std::printf(
-      "Wall-clock Mops/s (what the pair got on this shared machine, waiting included):\n\n");
-  print_slot_table("prodcon", "throughput_wall", peers.subjects, wall);
-}
-
-// ---------------------------------------------------------------------------
 // Subjects of threadtest, Larson, locality and the DRAM figures. Each is a
 // small struct whose alloc(size) and free(ptr) call its allocator inline, and
 // every workload is a template instantiated per subject: each allocator is
@@ -789,6 +497,350 @@ void with_peer(peer p, const std::string& tag, std::uint64_t bytes, F&& f) {
       f(glibc_subject{});
       return;
   }
+}
+
+// ---------------------------------------------------------------------------
+// Subjects of churn and prod-con: alloc(k, size) fills the empty slot k,
+// release(k) empties it, called directly like the subjects above (the
+// workloads are templates). Slots of the durable publishing APIs are
+// persistent pointers in the root object of the heap or pool; the others
+// keep plain pointers and free by pointer alone.
+
+constexpr std::size_t max_slots = 1000;
+
+struct churn_root {
+  daxalloc::pptr<std::byte> slot[max_slots];
+};
+struct pmem_root {
+  PMEMoid slot[max_slots];
+};
+
+// One instance of every allocator, each on its own file where it has one.
+struct slot_store {
+  heap h;
+  churn_root* droot;
+  PMEMobjpool* pop;
+  pmem_root* proot;
+  bip::managed_mapped_file seg;
+  memkind_t kind = pmem_kind();
+  std::vector<void*> ptr = std::vector<void*>(max_slots, nullptr);
+
+  explicit slot_store(const std::string& tag)
+      : h(make_heap(fresh(tag + ".heap"), 512 * MiB)),
+        droot(h.root<churn_root>()),
+        pop(make_pool(fresh(tag + ".pool"), 512 * MiB)),
+        proot(static_cast<pmem_root*>(pmemobj_direct(pmemobj_root(pop, sizeof(pmem_root))))),
+        seg(bip::create_only, fresh(tag + ".bip").c_str(), 512 * MiB) {}
+  slot_store(const slot_store&) = delete;
+  slot_store& operator=(const slot_store&) = delete;
+  ~slot_store() { pmemobj_close(pop); }
+};
+
+struct publish_slots {
+  static constexpr subject_info info{"daxalloc allocate_publish + free_clear (pptr in root)",
+                                     "daxalloc publish", true, 0.05};
+  slot_store* st;
+  void alloc(std::size_t k, std::size_t n) const {
+    (void)st->h.allocate_publish(st->droot->slot[k], n, [](std::byte*) {});
+  }
+  void release(std::size_t k) const { st->h.free_clear(st->droot->slot[k]); }
+};
+
+struct pmemobj_slots {
+  static constexpr subject_info info{"libpmemobj pmemobj_alloc + pmemobj_free (PMEMoid in root)",
+                                     "pmemobj atomic", true, 0.05};
+  slot_store* st;
+  void alloc(std::size_t k, std::size_t n) const {
+    if (pmemobj_alloc(st->pop, &st->proot->slot[k], n, 0, nullptr, nullptr) != 0)
+      throw std::bad_alloc();
+  }
+  void release(std::size_t k) const { pmemobj_free(&st->proot->slot[k]); }
+};
+
+struct pmemobj_tx_slots {
+  static constexpr subject_info info{"libpmemobj transactional tx_alloc + tx_free", "pmemobj tx",
+                                     true, 0.05};
+  slot_store* st;
+  void alloc(std::size_t k, std::size_t n) const {
+    pmemobj_tx_begin(st->pop, nullptr, TX_PARAM_NONE);
+    pmemobj_tx_add_range_direct(&st->proot->slot[k], sizeof(PMEMoid));
+    st->proot->slot[k] = pmemobj_tx_alloc(n, 0);
+    pmemobj_tx_commit();
+    if (pmemobj_tx_end() != 0) throw std::bad_alloc();
+  }
+  void release(std::size_t k) const {
+    pmemobj_tx_begin(st->pop, nullptr, TX_PARAM_NONE);
+    pmemobj_tx_add_range_direct(&st->proot->slot[k], sizeof(PMEMoid));
+    pmemobj_tx_free(st->proot->slot[k]);
+    st->proot->slot[k] = OID_NULL;
+    pmemobj_tx_commit();
+    (void)pmemobj_tx_end();
+  }
+};
+
+// The malloc-shaped subjects of threadtest, with a plain pointer per slot.
+template <class S>
+struct pointer_slots {
+  static constexpr subject_info info = S::info;
+  S s;
+  void** ptr;
+  void alloc(std::size_t k, std::size_t n) const {
+    ptr[k] = s.alloc(n);
+    if (ptr[k] == nullptr) throw std::bad_alloc();
+  }
+  void release(std::size_t k) const { s.free(ptr[k]); }
+};
+
+// Every subject of churn and prod-con, in table order; the first is the
+// durable reference, the third the volatile one (print_slot_table).
+auto slot_subjects(slot_store& st) {
+  void** p = st.ptr.data();
+  return std::tuple{publish_slots{&st},
+                    pointer_slots<daxalloc_allocate_subject>{{&st.h}, p},
+                    pointer_slots<daxalloc_reserve_subject>{{&st.h}, p},
+                    pmemobj_slots{&st},
+                    pmemobj_tx_slots{&st},
+                    pointer_slots<boost_subject>{{&st.seg}, p},
+                    pointer_slots<memkind_subject>{{st.kind}, p},
+                    pointer_slots<jemalloc_subject>{{}, p},
+                    pointer_slots<mimalloc_subject>{{}, p},
+                    pointer_slots<glibc_subject>{{}, p}};
+}
+
+// Calls f(subject) for every subject of the tuple, in order.
+template <class Tuple, class F>
+void for_each_subject(const Tuple& subjects, F&& f) {
+  std::apply([&](const auto&... s) { (f(s), ...); }, subjects);
+}
+
+// One alloc and release of slot 0 at `size`: what went wrong, or "" (see
+// probe() of threadtest).
+template <class S>
+std::string probe_slots(const S& s, std::size_t size) {
+  try {
+    s.alloc(0, size);
+    s.release(0);
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+// Figures per subject name and size. A cell whose probe failed is in
+// `failures` (its figure is 0) and is printed as "failed".
+struct slot_results {
+  std::vector<subject_info> subjects;  // table order
+  std::map<std::string, std::vector<double>> mops;
+  std::map<std::pair<std::string, std::size_t>, std::string> failures;  // {name, size index}
+};
+
+// A table of Mops/s per subject and size, with the ratios of the two daxalloc
+// reference rows (allocate_publish for durability, reserve for speed) and the
+// same figures into the CSV: durable peers against allocate_publish, volatile
+// ones against reserve.
+void print_slot_table(const std::string& workload, const std::string& metric,
+                      const slot_results& res,
+                      const std::map<std::string, std::vector<double>>& mops) {
+  const subject_info& pub_info = res.subjects[0];
+  const subject_info& rsv_info = res.subjects[2];
+  const auto& pub = mops.at(pub_info.name);
+  const auto& rsv = mops.at(rsv_info.name);
+  std::vector<std::string> head{"allocator"};
+  for (std::size_t s : sizes) head.push_back(size_name(s) + (head.size() == 1 ? " Mops/s" : ""));
+  head.push_back("publish ÷ row (per size)");
+  head.push_back("reserve ÷ row (per size)");
+  table t{head, {}};
+  for (const auto& s : res.subjects) {
+    const auto& r = mops.at(s.name);
+    std::vector<std::string> row{s.name};
+    std::string a, b;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const bool failed = res.failures.count({s.name, i}) != 0;
+      row.push_back(failed ? "failed" : fmt(r[i]));
+      a += (i ? " / " : "") + ratio(pub[i], r[i]);
+      b += (i ? " / " : "") + ratio(rsv[i], r[i]);
+      if (failed) continue;
+      const bool self = std::string(s.label).rfind("daxalloc", 0) == 0;
+      record(workload, s.label, sizes[i], workload == "prodcon" ? 2 : 1, metric, "Mops/s", r[i],
+             self        ? 0
+             : s.durable ? pub[i]
+                         : rsv[i],
+             s.durable ? pub_info.label : rsv_info.label);
+    }
+    row.push_back(a);
+    row.push_back(b);
+    t.rows.push_back(row);
+  }
+  t.print();
+}
+
+void print_slot_failures(const slot_results& res) {
+  for (const auto& [where, why] : res.failures)
+    std::printf("- failed: %s, %s: %s\n", where.first.c_str(), size_name(sizes[where.second]).c_str(),
+                why.c_str());
+  if (!res.failures.empty()) std::printf("\n");
+}
+
+// ---------------------------------------------------------------------------
+// 1. churn: a window of live objects; each step frees one and allocates one.
+
+template <class S>
+double run_churn(const S& s, std::size_t size) {
+  const std::size_t live = live_objects(size);
+  const std::size_t steps = budget(S::info.speed, size) / 2;
+  std::vector<double> rates;
+  for (int r = 0; r < cfg.reps(); ++r) {
+    for (std::size_t i = 0; i < live; ++i) s.alloc(i, size);
+    xorshift rng(static_cast<std::uint64_t>(r) + 1);
+    const double t0 = thread_cpu();
+    for (std::size_t i = 0; i < steps; ++i) {
+      const std::size_t k = rng() % live;
+      s.release(k);
+      s.alloc(k, size);
+    }
+    const double t1 = thread_cpu();
+    for (std::size_t i = 0; i < live; ++i) s.release(i);
+    rates.push_back(2.0 * static_cast<double>(steps) / (t1 - t0) / 1e6);
+  }
+  return median(rates);
+}
+
+void bench_churn() {
+  std::printf(
+      "## 1. churn: 1000 live objects (128 of 1 MiB), each step frees a random one and "
+      "allocates one in its place\n\n");
+  std::printf(
+      "Mops/s counts allocations and frees separately (one step = 2 operations), per second of "
+      "the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: time slices taken by other processes on "
+      "this shared machine do not count). Medians of %d repetitions. Objects are not written "
+      "(allocate_publish's constructor is empty), but allocate_publish flushes the whole object "
+      "at publish, as its contract says.\n\n",
+      cfg.reps());
+  slot_store store("churn");
+  slot_results res;
+  for_each_subject(slot_subjects(store), [&](const auto& s) {
+    using S = std::decay_t<decltype(s)>;
+    res.subjects.push_back(S::info);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::string why = probe_slots(s, sizes[i]);
+      if (!why.empty()) res.failures[{S::info.name, i}] = why;
+      res.mops[S::info.name].push_back(why.empty() ? run_churn(s, sizes[i]) : 0);
+    }
+    std::fprintf(stderr, "churn: %s done\n", S::info.name);
+  });
+  print_slot_table("churn", "throughput_cpu", res, res.mops);
+  print_slot_failures(res);
+}
+
+// ---------------------------------------------------------------------------
+// 2. prod-con: one thread allocates, another frees, through a bounded
+// single-producer single-consumer ring of slots (the same ring for every
+// allocator). The producer fills slot i % live, the consumer empties it and
+// only then hands it back, so frees are always remote.
+
+// Returns {wall-clock Mops/s, CPU-time Mops/s}. The CPU-time figure counts
+// only the time each thread spends inside the allocator (read once per chunk,
+// not while waiting for the other thread) and takes the busier thread as the
+// pipeline's bottleneck: what the pair would reach on two idle cores.
+template <class S>
+std::pair<double, double> run_prodcon(const S& s, std::size_t size) {
+  const std::size_t live = live_objects(size);
+  const std::size_t chunk = std::min<std::size_t>(64, live / 4);  // slots handed over at once
+  const std::size_t items = std::max(chunk, budget(S::info.speed, size) / 2 / chunk * chunk);
+  std::vector<double> wall_rates, cpu_rates;
+  for (int r = 0; r < cfg.reps(); ++r) {
+    std::atomic<std::size_t> head{0};  // slots filled by the producer
+    std::atomic<std::size_t> tail{0};  // slots emptied by the consumer
+    std::atomic<bool> ready{false}, stop{false};
+    std::exception_ptr failure;  // written before stop is set
+    double consumer_busy = 0, producer_busy = 0;
+    std::thread consumer([&] {
+      ready.store(true, std::memory_order_release);
+      try {
+        unsigned spins = 0;
+        for (std::size_t i = 0; i < items; i += chunk) {
+          while (head.load(std::memory_order_acquire) < i + chunk) {
+            if (stop.load(std::memory_order_acquire)) return;
+            spin_wait(spins);
+          }
+          const double c0 = thread_cpu();
+          for (std::size_t j = i; j < i + chunk; ++j) s.release(j % live);
+          consumer_busy += thread_cpu() - c0;
+          tail.store(i + chunk, std::memory_order_release);
+        }
+      } catch (...) {
+        failure = std::current_exception();
+        stop.store(true, std::memory_order_release);
+      }
+    });
+    while (!ready.load(std::memory_order_acquire)) std::this_thread::yield();
+    const double t0 = now();
+    try {
+      unsigned spins = 0;
+      for (std::size_t i = 0; i < items && !stop.load(std::memory_order_acquire); i += chunk) {
+        while (i + chunk - tail.load(std::memory_order_acquire) > live) {
+          if (stop.load(std::memory_order_acquire)) break;
+          spin_wait(spins);
+        }
+        if (stop.load(std::memory_order_acquire)) break;
+        const double c0 = thread_cpu();
+        for (std::size_t j = i; j < i + chunk; ++j) s.alloc(j % live, size);
+        producer_busy += thread_cpu() - c0;
+        head.store(i + chunk, std::memory_order_release);
+      }
+    } catch (...) {
+      stop.store(true, std::memory_order_release);
+      consumer.join();
+      throw;
+    }
+    consumer.join();
+    const double t1 = now();
+    if (stop.load()) {
+      if (failure) std::rethrow_exception(failure);
+      throw std::runtime_error(std::string("prod-con: ") + S::info.name + " stopped");
+    }
+    const double ops = 2.0 * static_cast<double>(items);
+    wall_rates.push_back(ops / (t1 - t0) / 1e6);
+    cpu_rates.push_back(ops / std::max(producer_busy, consumer_busy) / 1e6);
+  }
+  return {median(wall_rates), median(cpu_rates)};
+}
+
+void bench_prodcon() {
+  std::printf(
+      "## 2. prod-con: one thread allocates, another frees (up to 1000 objects in flight, 128 of "
+      "1 MiB)\n\n");
+  std::printf(
+      "A bounded single-producer single-consumer ring of slots, the same for every allocator: "
+      "the producer allocates into 64 slots (32 for 1 MiB) and hands them over, the consumer "
+      "frees them and hands them back, so every free is remote. Mops/s = (allocations + frees) "
+      "per second. The durable rows keep their pointers in persistent slots (pptr / PMEMoid in "
+      "the root). Medians of %d repetitions; load average at start %s.\n\n",
+      cfg.reps(), load_average().c_str());
+  slot_store store("prodcon");
+  slot_results res;
+  std::map<std::string, std::vector<double>> wall, cpu;
+  for_each_subject(slot_subjects(store), [&](const auto& s) {
+    using S = std::decay_t<decltype(s)>;
+    res.subjects.push_back(S::info);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::string why = probe_slots(s, sizes[i]);
+      if (!why.empty()) res.failures[{S::info.name, i}] = why;
+      const auto [w, c] = why.empty() ? run_prodcon(s, sizes[i]) : std::pair<double, double>{};
+      wall[S::info.name].push_back(w);
+      cpu[S::info.name].push_back(c);
+    }
+    std::fprintf(stderr, "prodcon: %s done\n", S::info.name);
+  });
+  std::printf(
+      "CPU-time Mops/s: operations ÷ the CPU time of the busier thread inside the allocator "
+      "(what the pipeline reaches on two idle cores; remote-free costs count, waiting and time "
+      "slices lost to other processes do not):\n\n");
+  print_slot_table("prodcon", "throughput_cpu", res, cpu);
+  std::printf(
+      "Wall-clock Mops/s (what the pair got on this shared machine, waiting included):\n\n");
+  print_slot_table("prodcon", "throughput_wall", res, wall);
+  print_slot_failures(res);
 }
 
 // ---------------------------------------------------------------------------
