@@ -3,7 +3,7 @@
 // CLWB + SFENCE, daxalloc in persistence_mode::cache_flush). No real pmem.
 //
 //   daxalloc-bench [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]
-//                  [--only=churn,prodcon,threads,fences,frag,recovery]
+//                  [--only=churn,prodcon,threads,fences,frag,recovery,locality]
 //
 // Workloads (docs/benchmarks.md): churn, prod-con, threadtest + Larson-style at
 // 1 and 2 threads, persistence cost per daxalloc API, fragmentation, recovery
@@ -442,6 +442,28 @@ enum class peer {
 constexpr peer all_peers[] = {peer::daxalloc_reserve, peer::daxalloc_allocate, peer::pmemobj,
                               peer::boost_ipc,        peer::memkind,           peer::jemalloc,
                               peer::mimalloc,         peer::glibc};
+
+constexpr subject_info info_of(peer p) {
+  switch (p) {
+    case peer::daxalloc_reserve:
+      return daxalloc_reserve_subject::info;
+    case peer::daxalloc_allocate:
+      return daxalloc_allocate_subject::info;
+    case peer::pmemobj:
+      return pmemobj_subject::info;
+    case peer::boost_ipc:
+      return boost_subject::info;
+    case peer::memkind:
+      return memkind_subject::info;
+    case peer::jemalloc:
+      return jemalloc_subject::info;
+    case peer::mimalloc:
+      return mimalloc_subject::info;
+    case peer::glibc:
+      return glibc_subject::info;
+  }
+  return {};
+}
 
 // Removes a file when it goes out of scope (heaps, pools and segments take
 // RAM on tmpfs).
@@ -1788,6 +1810,113 @@ void print_meta(const std::vector<meta_row>& meta) {
       "keeps no per-object header: its figure above is all of its metadata.\n\n");
 }
 
+// ---------------------------------------------------------------------------
+// 8. locality: the caller walks its objects after allocating them
+
+// Makes p escape, so that the compiler keeps the stores to *p (the
+// allocators' functions carry the malloc attribute; an object never read
+// again could otherwise lose its stores).
+inline void escape(void* p) {
+  asm volatile("" : : "r"(p) : "memory");
+}
+
+struct walk_times {
+  double alloc_ns = 0, first_ns = 0, second_ns = 0;  // CPU ns per object
+};
+
+// Allocates `count` objects of `size` bytes, then reads and writes the first
+// word of each in allocation order, twice. The process ends without freeing.
+template <class S>
+walk_times allocate_and_walk(const S& s, std::size_t count, std::size_t size) {
+  std::vector<void*> objects(count);  // touched before any timing
+  const double t0 = thread_cpu();
+  for (void*& p : objects) {
+    p = s.alloc(size);
+    if (p == nullptr) out_of_memory(S::info.name, size);
+  }
+  const double t1 = thread_cpu();
+  const auto walk = [&] {
+    for (std::size_t i = 0; i < count; ++i) {
+      auto* word = static_cast<volatile std::uint64_t*>(objects[i]);
+      *word = *word + i;
+    }
+  };
+  walk();
+  const double t2 = thread_cpu();
+  walk();
+  const double t3 = thread_cpu();
+  const double per = 1e9 / static_cast<double>(count);
+  return {(t1 - t0) * per, (t2 - t1) * per, (t3 - t2) * per};
+}
+
+std::string sysfs_choice(const char* path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  const auto open = line.find('['), close = line.find(']');
+  return open != std::string::npos && close > open ? line.substr(open + 1, close - open - 1)
+                                                   : "unknown";
+}
+
+void bench_locality() {
+  constexpr std::size_t count = 100000, size = 512;
+  std::printf("## 8. locality: %zu objects of %zu B allocated, then walked in allocation order\n\n",
+              count, size);
+  std::printf(
+      "Each repetition in a new process, with a new heap, pool or file: allocate %zu objects of "
+      "%zu B, then walk them in allocation order, reading and writing the first 8 bytes of each "
+      "(a caller initialising its objects), twice. The first walk touches memory the process "
+      "has not touched yet (page faults: tmpfs pages for the allocators whose objects are in a "
+      "file, zero-filled anonymous pages for the others), the second only where the objects lie "
+      "(cache lines, TLB, prefetch). An allocator that writes into its objects or next to them "
+      "(headers, free lists) takes those page faults while allocating, so `allocate + first "
+      "walk` is what a caller pays. CPU ns per object, medians of %d repetitions; `÷ jemalloc` "
+      "above 1: slower than jemalloc. Transparent huge pages: anonymous memory `%s`, tmpfs `%s`; "
+      "the allocator is called as in threadtest.\n\n",
+      count, size, cfg.reps(), sysfs_choice("/sys/kernel/mm/transparent_hugepage/enabled").c_str(),
+      sysfs_choice("/sys/kernel/mm/transparent_hugepage/shmem_enabled").c_str());
+  int deaths = 0;
+  std::vector<std::pair<subject_info, walk_times>> rows;
+  for (const peer p : all_peers) {
+    const subject_info info = info_of(p);
+    std::vector<double> alloc_ns, first_ns, second_ns;
+    for (int r = 0; r < cfg.reps(); ++r) {
+      const walk_times w = in_subprocess<walk_times>(
+          [&] {
+            walk_times t;
+            with_peer(p, "locality", 256 * MiB,
+                      [&](const auto& s) { t = allocate_and_walk(s, count, size); });
+            return t;
+          },
+          deaths);
+      alloc_ns.push_back(w.alloc_ns);
+      first_ns.push_back(w.first_ns);
+      second_ns.push_back(w.second_ns);
+    }
+    rows.push_back({info, {median(alloc_ns), median(first_ns), median(second_ns)}});
+    std::fprintf(stderr, "locality: %s done\n", info.name);
+  }
+  walk_times je{};
+  for (const auto& [info, w] : rows)
+    if (std::string(info.label) == jemalloc_subject::info.label) je = w;
+  table t{{"allocator", "allocate (ns)", "first walk (ns)", "allocate + first walk (ns)",
+           "÷ jemalloc", "second walk (ns)", "÷ jemalloc"},
+          {}};
+  for (const auto& [info, w] : rows) {
+    const double both = w.alloc_ns + w.first_ns;
+    t.rows.push_back({info.name, fmt(w.alloc_ns, 1), fmt(w.first_ns, 1), fmt(both, 1),
+                      ratio(both, je.alloc_ns + je.first_ns), fmt(w.second_ns, 1),
+                      ratio(w.second_ns, je.second_ns)});
+    record("locality", info.label, size, 1, "allocate", "ns/object", w.alloc_ns);
+    record("locality", info.label, size, 1, "first_walk", "ns/object", w.first_ns);
+    record("locality", info.label, size, 1, "allocate_and_first_walk", "ns/object", both);
+    record("locality", info.label, size, 1, "second_walk", "ns/object", w.second_ns);
+  }
+  t.print();
+  if (deaths > 0)
+    std::printf("%d measurement processes died and were rerun.\n\n", deaths);
+}
+
 // The file of the library a symbol resolves to in this process, as the
 // dynamic linker chose it (global scope, DT_NEEDED order).
 std::string defined_in(const char* symbol) {
@@ -1905,7 +2034,7 @@ int main(int argc, char** argv) {
   }
   const char* usage =
       "usage: %s [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]\n"
-      "          [--only=churn,prodcon,threads,fences,frag,recovery]\n";
+      "          [--only=churn,prodcon,threads,fences,frag,recovery,locality]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -1947,6 +2076,7 @@ int main(int argc, char** argv) {
       bench_recovery(meta);
       print_meta(meta);
     });
+  if (cfg.wants("locality")) rc |= run_isolated("locality", bench_locality);
   std::printf("Load average at the end: %s\n", load_average().c_str());
   std::error_code ec;
   fs::remove_all(workdir, ec);
