@@ -3,7 +3,7 @@
 // CLWB + SFENCE, daxalloc in persistence_mode::cache_flush). No real pmem.
 //
 //   daxalloc-bench [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]
-//                  [--only=churn,prodcon,threads,fences,frag,recovery,locality]
+//                  [--only=churn,prodcon,threads,fences,frag,recovery,locality,dram]
 //
 // Workloads (docs/benchmarks.md): churn, prod-con, threadtest + Larson-style at
 // 1 and 2 threads, persistence cost per daxalloc API, fragmentation, recovery
@@ -1917,6 +1917,116 @@ void bench_locality() {
     std::printf("%d measurement processes died and were rerun.\n\n", deaths);
 }
 
+// ---------------------------------------------------------------------------
+// 9. DRAM per live object byte
+
+// Whether a peer's objects are in a file (tmpfs: shared memory, not
+// anonymous) or in anonymous memory of the process.
+constexpr bool objects_in_file(peer p) {
+  return p != peer::jemalloc && p != peer::mimalloc && p != peer::glibc;
+}
+
+struct mapped_bytes {
+  std::uint64_t anonymous = 0, shmem = 0;
+};
+
+// The process's anonymous and shmem (tmpfs) pages, from
+// /proc/self/smaps_rollup: a walk of the page tables, exact, where the RSS
+// counters of /proc/self/status are per-CPU sums that lag.
+mapped_bytes mapped_memory() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  mapped_bytes m;
+  for (std::string key; in >> key;) {
+    std::uint64_t kb = 0;
+    if (key == "Anonymous:" && in >> kb) m.anonymous = kb * KiB;
+    if (key == "Pss_Shmem:" && in >> kb) m.shmem = kb * KiB;
+  }
+  return m;
+}
+
+struct memory_growth {
+  double anonymous = 0, shmem = 0;  // bytes the fill added
+};
+
+// Allocates `count` objects of `size` bytes and writes every byte of each
+// (pages an allocator hands out but nobody touches take no memory). One
+// object is allocated before the first reading, so that state made once
+// (thread caches, arenas, the first slab) does not count. The objects stay
+// live: the process ends.
+template <class S>
+memory_growth fill_live(const S& s, std::size_t size, std::size_t count) {
+  const auto put = [&] {
+    void* p = s.alloc(size);
+    if (p == nullptr) out_of_memory(S::info.name, size);
+    std::memset(p, 0xA5, size);
+    escape(p);
+  };
+  put();
+  const mapped_bytes before = mapped_memory();
+  for (std::size_t i = 0; i < count; ++i) put();
+  const mapped_bytes after = mapped_memory();
+  return {static_cast<double>(after.anonymous) - static_cast<double>(before.anonymous),
+          static_cast<double>(after.shmem) - static_cast<double>(before.shmem)};
+}
+
+void bench_dram() {
+  struct fill {
+    std::size_t size, count;
+  };
+  const std::vector<fill> fills =
+      cfg.quick ? std::vector<fill>{{8, 1000000}, {64, 512 * KiB}, {4 * KiB, 8 * KiB}}
+                : std::vector<fill>{{8, 8000000}, {64, 4 * MiB}, {4 * KiB, 64 * KiB}};
+  std::printf("## 9. DRAM per live object byte\n\n");
+  std::printf(
+      "Each cell in a new process, with a new heap, pool or file: allocate the objects, write "
+      "every byte of each, and keep them live; `anonymous` and `shmem` are what the process's "
+      "anonymous and tmpfs pages grew by meanwhile (/proc/self/smaps_rollup `Anonymous:` and "
+      "`Pss_Shmem:`), after one object allocated before the first reading. The heaps, pools and "
+      "files are on %s (tmpfs): their objects and on-media metadata are shmem, so their "
+      "anonymous growth is the allocator's volatile state alone (and the shmem column shows "
+      "where the objects went). jemalloc's, mimalloc's and glibc's objects are anonymous memory "
+      "themselves, so their state is (anonymous growth - live bytes). `state ÷ live` = DRAM "
+      "of the allocator's state per live object byte: anonymous ÷ live for the allocators in a "
+      "file, (anonymous - live) ÷ live for the others. Live bytes = objects × requested size. "
+      "One measurement per cell.\n\n",
+      cfg.dir.c_str());
+  int deaths = 0;
+  table t{{"allocator", "objects in", "size", "objects", "live bytes", "anonymous", "shmem",
+           "anonymous ÷ live", "shmem ÷ live", "state ÷ live"},
+          {}};
+  for (const peer p : all_peers) {
+    const subject_info info = info_of(p);
+    for (const fill& f : fills) {
+      // Room for every object with a 128-byte minimum and a quarter to spare
+      // (libpmemobj takes 128 B for an 8 B object).
+      const std::uint64_t bytes =
+          (f.count * std::max<std::uint64_t>(f.size + 64, 128) * 5 / 4 + 64 * MiB) / MiB * MiB;
+      const memory_growth g = in_subprocess<memory_growth>(
+          [&] {
+            memory_growth m;
+            with_peer(p, "dram", bytes, [&](const auto& s) { m = fill_live(s, f.size, f.count); });
+            return m;
+          },
+          deaths);
+      const double live = static_cast<double>(f.count * f.size);
+      const double state = objects_in_file(p) ? g.anonymous : g.anonymous - live;
+      t.rows.push_back({info.name, objects_in_file(p) ? "file (shmem)" : "anonymous memory",
+                        size_name(f.size), std::to_string(f.count), mib(f.count * f.size),
+                        mib(static_cast<std::uint64_t>(std::max(0.0, g.anonymous))),
+                        mib(static_cast<std::uint64_t>(std::max(0.0, g.shmem))),
+                        fmt(g.anonymous / live, 3), fmt(g.shmem / live, 3),
+                        fmt(state / live, 3)});
+      record("dram", info.label, f.size, 1, "anonymous_per_live_byte", "B/B", g.anonymous / live);
+      record("dram", info.label, f.size, 1, "shmem_per_live_byte", "B/B", g.shmem / live);
+      record("dram", info.label, f.size, 1, "state_per_live_byte", "B/B", state / live);
+    }
+    std::fprintf(stderr, "dram: %s done\n", info.name);
+  }
+  t.print();
+  if (deaths > 0)
+    std::printf("%d measurement processes died and were rerun.\n\n", deaths);
+}
+
 // The file of the library a symbol resolves to in this process, as the
 // dynamic linker chose it (global scope, DT_NEEDED order).
 std::string defined_in(const char* symbol) {
@@ -2034,7 +2144,7 @@ int main(int argc, char** argv) {
   }
   const char* usage =
       "usage: %s [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]\n"
-      "          [--only=churn,prodcon,threads,fences,frag,recovery,locality]\n";
+      "          [--only=churn,prodcon,threads,fences,frag,recovery,locality,dram]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -2077,6 +2187,7 @@ int main(int argc, char** argv) {
       print_meta(meta);
     });
   if (cfg.wants("locality")) rc |= run_isolated("locality", bench_locality);
+  if (cfg.wants("dram")) rc |= run_isolated("dram", bench_dram);
   std::printf("Load average at the end: %s\n", load_average().c_str());
   std::error_code ec;
   fs::remove_all(workdir, ec);
