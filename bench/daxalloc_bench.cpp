@@ -2181,9 +2181,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  header();  // exits if an allocator symbol resolved to the wrong library
   workdir = cfg.dir / ("daxalloc-bench-" + std::to_string(getpid()));
   fs::create_directories(workdir);
-  header();
   write_csv(true);
   int rc = 0;
   if (cfg.wants("churn")) rc |= run_isolated("churn", bench_churn);
