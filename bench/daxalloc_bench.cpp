@@ -3,18 +3,23 @@
 // CLWB + SFENCE, daxalloc in persistence_mode::cache_flush). No real pmem.
 //
 //   daxalloc-bench [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]
-//                  [--only=churn,prodcon,threads,fences,frag,recovery]
+//                  [--only=churn,prodcon,threads,fences,frag,recovery,locality,dram]
 //
 // Workloads (docs/benchmarks.md): churn, prod-con, threadtest + Larson-style at
 // 1 and 2 threads, persistence cost per daxalloc API, fragmentation, recovery
-// (open after SIGKILL, 1 GiB to 64 GiB and a 1 TiB range), metadata overhead.
-// Every figure is a median of several repetitions; --csv writes them all, with
-// the ratio daxalloc/peer, for scripts/bench (which draws docs/benchmarks.png).
+// (open after SIGKILL, 1 GiB to 64 GiB and a 1 TiB range), metadata overhead,
+// locality (walking objects after allocating them), DRAM per live object
+// byte. Every allocator is called directly, through a template instantiated
+// per allocator. Figures are medians of several repetitions unless a table
+// says otherwise; --csv writes them all, with the ratio daxalloc/peer, for
+// scripts/bench (which draws docs/benchmarks.png).
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <immintrin.h>
 #include <jemalloc/jemalloc.h>
 #include <libpmemobj.h>
 #include <memkind.h>
+#include <mimalloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -41,16 +46,21 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <new>
 #include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 // glibc's own allocator, reachable even though jemalloc (linked for mallocx)
-// replaces malloc/free in this process.
+// replaces malloc/free in this process. Debian's mimalloc defines these two
+// names as well; bench/meson.build links libc ahead of it, and
+// check_allocator_symbols() makes sure that it worked.
 extern "C" void* __libc_malloc(std::size_t size);
 extern "C" void __libc_free(void* p);
 
@@ -142,18 +152,27 @@ std::string load_average() {
   return a + " " + b + " " + c;
 }
 
+// Characters of a UTF-8 string (÷, ×, µ take two bytes and one column).
+std::size_t columns_of(const std::string& s) {
+  return static_cast<std::size_t>(
+      std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
 struct table {
   std::vector<std::string> head;
   std::vector<std::vector<std::string>> rows;
   void print() const {
     std::vector<std::size_t> w(head.size());
-    for (std::size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
+    for (std::size_t i = 0; i < head.size(); ++i) w[i] = columns_of(head[i]);
     for (const auto& r : rows)
-      for (std::size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+      for (std::size_t i = 0; i < r.size() && i < w.size(); ++i)
+        w[i] = std::max(w[i], columns_of(r[i]));
     const auto line = [&](const std::vector<std::string>& r) {
       std::printf("|");
-      for (std::size_t i = 0; i < w.size(); ++i)
-        std::printf(" %-*s |", static_cast<int>(w[i]), i < r.size() ? r[i].c_str() : "");
+      for (std::size_t i = 0; i < w.size(); ++i) {
+        const std::string& cell = i < r.size() ? r[i] : std::string();
+        std::printf(" %s%s |", cell.c_str(), std::string(w[i] - columns_of(cell), ' ').c_str());
+      }
       std::printf("\n");
     };
     line(head);
@@ -177,6 +196,7 @@ struct csv_row {
   std::string metric, unit;
   double value, ratio;
   std::string reference;
+  int reps = 0;  // measurements behind the figure; 0: cfg.reps() (a median)
 };
 std::vector<csv_row> csv_rows;
 
@@ -186,6 +206,13 @@ void record(const std::string& workload, const std::string& allocator, std::uint
   const double r = reference_value > 0 && value > 0 ? reference_value / value : 0;
   csv_rows.push_back(
       {workload, allocator, size, threads, metric, unit, value, r, r > 0 ? reference : ""});
+}
+
+// A figure measured once, not a median of cfg.reps() repetitions.
+void record_once(const std::string& workload, const std::string& allocator, std::uint64_t size,
+                 const std::string& metric, const std::string& unit, double value) {
+  record(workload, allocator, size, 1, metric, unit, value);
+  csv_rows.back().reps = 1;
 }
 
 // header: truncate the file and write the header line; else append the rows
@@ -204,7 +231,7 @@ void write_csv(bool header) {
   for (const auto& r : csv_rows) {
     std::fprintf(f, "%s,\"%s\",%llu,%u,%s,%s,%.6g,%d,", r.workload.c_str(), r.allocator.c_str(),
                  static_cast<unsigned long long>(r.size), r.threads, r.metric.c_str(),
-                 r.unit.c_str(), r.value, cfg.reps());
+                 r.unit.c_str(), r.value, r.reps ? r.reps : cfg.reps());
     if (r.ratio > 0)
       std::fprintf(f, "%.4g,\"%s\"\n", r.ratio, r.reference.c_str());
     else
@@ -303,9 +330,214 @@ std::size_t live_objects(std::size_t size) {
 }
 
 // ---------------------------------------------------------------------------
+// Subjects of threadtest, Larson, locality and the DRAM figures. Each is a
+// small struct whose alloc(size) and free(ptr) call its allocator inline, and
+// every workload is a template instantiated per subject: each allocator is
+// called directly and in the same way, as a program calls malloc(size) and
+// free(ptr). A free of the pointer alone makes the allocator find the
+// object's size itself, as free() must. The allocators whose API also takes
+// the size (cancel of a reservation, sdallocx, mi_free_size) have a
+// free_sized(ptr, size) for the extra sized-free rows.
+
+struct subject_info {
+  const char* name;   // for the Markdown tables
+  const char* label;  // for the CSV and the chart
+  bool durable;
+  double speed;  // see budget()
+};
+
+struct daxalloc_reserve_subject {
+  static constexpr subject_info info{"daxalloc reserve + cancel(ptr) (volatile)", "daxalloc reserve",
+                                     false, 1};
+  static constexpr subject_info sized_info{"daxalloc reserve + cancel(reservation{ptr, size})",
+                                           "daxalloc reserve sized", false, 1};
+  heap* h;
+  void* alloc(std::size_t n) const { return h->reserve(n, std::nothrow).ptr; }
+  void free(void* p) const { h->cancel(p); }
+  void free_sized(void* p, std::size_t n) const {
+    daxalloc::reservation r{p, n};
+    h->cancel(r);
+  }
+};
+
+struct daxalloc_allocate_subject {
+  static constexpr subject_info info{"daxalloc allocate + deallocate (durable)",
+                                     "daxalloc allocate", true, 0.1};
+  heap* h;
+  void* alloc(std::size_t n) const { return h->allocate(n, std::nothrow); }
+  void free(void* p) const { h->deallocate(p); }
+};
+
+// libpmemobj's atomic API names objects by PMEMoid; a caller that keeps
+// plain pointers converts both ways, as here.
+struct pmemobj_subject {
+  static constexpr subject_info info{"libpmemobj pmemobj_alloc + pmemobj_free (durable)",
+                                     "pmemobj atomic", true, 0.03};
+  PMEMobjpool* pop;
+  void* alloc(std::size_t n) const {
+    PMEMoid oid;
+    return pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) == 0 ? pmemobj_direct(oid) : nullptr;
+  }
+  void free(void* p) const {
+    PMEMoid oid = pmemobj_oid(p);
+    pmemobj_free(&oid);
+  }
+};
+
+struct boost_subject {
+  static constexpr subject_info info{"Boost.Interprocess managed_mapped_file", "Boost.IPC mmf",
+                                     false, 0.1};
+  bip::managed_mapped_file* seg;
+  void* alloc(std::size_t n) const { return seg->allocate(n, std::nothrow); }
+  void free(void* p) const { seg->deallocate(p); }
+};
+
+struct memkind_subject {
+  static constexpr subject_info info{"memkind PMEM kind", "memkind PMEM", false, 0.3};
+  memkind_t kind;
+  void* alloc(std::size_t n) const { return memkind_malloc(kind, n); }
+  void free(void* p) const { memkind_free(kind, p); }
+};
+
+struct jemalloc_subject {
+  static constexpr subject_info info{"jemalloc mallocx + dallocx", "jemalloc", false, 1};
+  static constexpr subject_info sized_info{"jemalloc mallocx + sdallocx", "jemalloc sized", false,
+                                           1};
+  void* alloc(std::size_t n) const { return mallocx(n, 0); }
+  void free(void* p) const { dallocx(p, 0); }
+  void free_sized(void* p, std::size_t n) const { sdallocx(p, n, 0); }
+};
+
+struct mimalloc_subject {
+  static constexpr subject_info info{"mimalloc mi_malloc + mi_free", "mimalloc", false, 1};
+  static constexpr subject_info sized_info{"mimalloc mi_malloc + mi_free_size", "mimalloc sized",
+                                           false, 1};
+  void* alloc(std::size_t n) const { return mi_malloc(n); }
+  void free(void* p) const { mi_free(p); }
+  void free_sized(void* p, std::size_t n) const { mi_free_size(p, n); }
+};
+
+struct glibc_subject {
+  static constexpr subject_info info{"glibc malloc + free", "glibc", false, 1};
+  void* alloc(std::size_t n) const { return __libc_malloc(n); }
+  void free(void* p) const { __libc_free(p); }
+};
+
+template <class S>
+concept has_sized_free = requires(const S& s, void* p) { s.free_sized(p, std::size_t{1}); };
+
+// Frees p, of n bytes, through the subject's sized free or its plain one.
+template <bool sized, class S>
+inline void release(const S& s, void* p, std::size_t n) {
+  if constexpr (sized)
+    s.free_sized(p, n);
+  else
+    s.free(p);
+}
+
+[[noreturn]] void out_of_memory(const char* who, std::size_t size) {
+  std::fprintf(stderr, "daxalloc-bench: %s: no memory for %zu bytes\n", who, size);
+  std::abort();
+}
+
+enum class peer {
+  daxalloc_reserve,
+  daxalloc_allocate,
+  pmemobj,
+  boost_ipc,
+  memkind,
+  jemalloc,
+  mimalloc,
+  glibc
+};
+constexpr peer all_peers[] = {peer::daxalloc_reserve, peer::daxalloc_allocate, peer::pmemobj,
+                              peer::boost_ipc,        peer::memkind,           peer::jemalloc,
+                              peer::mimalloc,         peer::glibc};
+
+constexpr subject_info info_of(peer p) {
+  switch (p) {
+    case peer::daxalloc_reserve:
+      return daxalloc_reserve_subject::info;
+    case peer::daxalloc_allocate:
+      return daxalloc_allocate_subject::info;
+    case peer::pmemobj:
+      return pmemobj_subject::info;
+    case peer::boost_ipc:
+      return boost_subject::info;
+    case peer::memkind:
+      return memkind_subject::info;
+    case peer::jemalloc:
+      return jemalloc_subject::info;
+    case peer::mimalloc:
+      return mimalloc_subject::info;
+    case peer::glibc:
+      return glibc_subject::info;
+  }
+  return {};
+}
+
+// Removes a file when it goes out of scope (heaps, pools and segments take
+// RAM on tmpfs).
+struct removed_at_exit {
+  fs::path path;
+  explicit removed_at_exit(fs::path p) : path(std::move(p)) {}
+  removed_at_exit(const removed_at_exit&) = delete;
+  removed_at_exit& operator=(const removed_at_exit&) = delete;
+  ~removed_at_exit() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Makes the heap, pool or segment of peer p (a new file of `bytes`) and calls
+// f(subject) with its subject; the file is gone when f returns.
+template <class F>
+void with_peer(peer p, const std::string& tag, std::uint64_t bytes, F&& f) {
+  switch (p) {
+    case peer::daxalloc_reserve:
+    case peer::daxalloc_allocate: {
+      const removed_at_exit file{fresh(tag + ".heap")};
+      heap h = make_heap(file.path, bytes);
+      if (p == peer::daxalloc_reserve)
+        f(daxalloc_reserve_subject{&h});
+      else
+        f(daxalloc_allocate_subject{&h});
+      return;
+    }
+    case peer::pmemobj: {
+      const removed_at_exit file{fresh(tag + ".pool")};
+      const std::unique_ptr<PMEMobjpool, void (*)(PMEMobjpool*)> pool(make_pool(file.path, bytes),
+                                                                      pmemobj_close);
+      f(pmemobj_subject{pool.get()});
+      return;
+    }
+    case peer::boost_ipc: {
+      const removed_at_exit file{fresh(tag + ".bip")};
+      bip::managed_mapped_file seg(bip::create_only, file.path.c_str(), bytes);
+      f(boost_subject{&seg});
+      return;
+    }
+    case peer::memkind:
+      f(memkind_subject{pmem_kind()});
+      return;
+    case peer::jemalloc:
+      f(jemalloc_subject{});
+      return;
+    case peer::mimalloc:
+      f(mimalloc_subject{});
+      return;
+    case peer::glibc:
+      f(glibc_subject{});
+      return;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Subjects of churn and prod-con: alloc(k, size) fills the empty slot k,
-// release(k) empties it. Slots of the durable APIs are persistent pointers in
-// the root object of the heap or pool.
+// release(k) empties it, called directly like the subjects above (the
+// workloads are templates). Slots of the durable publishing APIs are
+// persistent pointers in the root object of the heap or pool; the others
+// keep plain pointers and free by pointer alone.
 
 constexpr std::size_t max_slots = 1000;
 
@@ -316,17 +548,8 @@ struct pmem_root {
   PMEMoid slot[max_slots];
 };
 
-struct slot_subject {
-  std::string name;   // for the Markdown tables
-  std::string label;  // for the CSV and the chart
-  bool durable;
-  double speed;  // see budget()
-  std::function<void(std::size_t, std::size_t)> alloc;
-  std::function<void(std::size_t)> release;
-};
-
 // One instance of every allocator, each on its own file where it has one.
-struct slot_peers {
+struct slot_store {
   heap h;
   churn_root* droot;
   PMEMobjpool* pop;
@@ -334,76 +557,114 @@ struct slot_peers {
   bip::managed_mapped_file seg;
   memkind_t kind = pmem_kind();
   std::vector<void*> ptr = std::vector<void*>(max_slots, nullptr);
-  std::vector<daxalloc::reservation> res = std::vector<daxalloc::reservation>(max_slots);
-  std::vector<slot_subject> subjects;
 
-  explicit slot_peers(const std::string& tag)
+  explicit slot_store(const std::string& tag)
       : h(make_heap(fresh(tag + ".heap"), 512 * MiB)),
         droot(h.root<churn_root>()),
         pop(make_pool(fresh(tag + ".pool"), 512 * MiB)),
         proot(static_cast<pmem_root*>(pmemobj_direct(pmemobj_root(pop, sizeof(pmem_root))))),
-        seg(bip::create_only, fresh(tag + ".bip").c_str(), 512 * MiB) {
-    subjects.push_back({"daxalloc allocate_publish + free_clear (pptr in root)", "daxalloc publish",
-                        true, 0.05,
-                        [this](std::size_t k, std::size_t n) {
-                          (void)h.allocate_publish(droot->slot[k], n, [](std::byte*) {});
-                        },
-                        [this](std::size_t k) { h.free_clear(droot->slot[k]); }});
-    subjects.push_back({"daxalloc allocate + deallocate (durable)", "daxalloc allocate", true, 0.1,
-                        [this](std::size_t k, std::size_t n) { ptr[k] = h.allocate(n); },
-                        [this](std::size_t k) { h.deallocate(ptr[k]); }});
-    subjects.push_back({"daxalloc reserve + cancel (volatile)", "daxalloc reserve", false, 1,
-                        [this](std::size_t k, std::size_t n) { res[k] = h.reserve(n); },
-                        [this](std::size_t k) { h.cancel(res[k]); }});
-    subjects.push_back({"libpmemobj pmemobj_alloc + pmemobj_free (PMEMoid in root)",
-                        "pmemobj atomic", true, 0.05,
-                        [this](std::size_t k, std::size_t n) {
-                          if (pmemobj_alloc(pop, &proot->slot[k], n, 0, nullptr, nullptr) != 0)
-                            throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { pmemobj_free(&proot->slot[k]); }});
-    subjects.push_back({"libpmemobj transactional tx_alloc + tx_free", "pmemobj tx", true, 0.05,
-                        [this](std::size_t k, std::size_t n) {
-                          pmemobj_tx_begin(pop, nullptr, TX_PARAM_NONE);
-                          pmemobj_tx_add_range_direct(&proot->slot[k], sizeof(PMEMoid));
-                          proot->slot[k] = pmemobj_tx_alloc(n, 0);
-                          pmemobj_tx_commit();
-                          if (pmemobj_tx_end() != 0) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) {
-                          pmemobj_tx_begin(pop, nullptr, TX_PARAM_NONE);
-                          pmemobj_tx_add_range_direct(&proot->slot[k], sizeof(PMEMoid));
-                          pmemobj_tx_free(proot->slot[k]);
-                          proot->slot[k] = OID_NULL;
-                          pmemobj_tx_commit();
-                          (void)pmemobj_tx_end();
-                        }});
-    subjects.push_back({"Boost.Interprocess managed_mapped_file (no persistence)", "Boost.IPC mmf",
-                        false, 0.2,
-                        [this](std::size_t k, std::size_t n) { ptr[k] = seg.allocate(n); },
-                        [this](std::size_t k) { seg.deallocate(ptr[k]); }});
-    subjects.push_back({"memkind PMEM kind (volatile)", "memkind PMEM", false, 0.4,
-                        [this](std::size_t k, std::size_t n) {
-                          ptr[k] = memkind_malloc(kind, n);
-                          if (ptr[k] == nullptr) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { memkind_free(kind, ptr[k]); }});
-    subjects.push_back({"jemalloc mallocx + dallocx (volatile)", "jemalloc", false, 1,
-                        [this](std::size_t k, std::size_t n) {
-                          ptr[k] = mallocx(n, 0);
-                          if (ptr[k] == nullptr) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { dallocx(ptr[k], 0); }});
-    subjects.push_back({"glibc malloc + free (volatile)", "glibc", false, 1,
-                        [this](std::size_t k, std::size_t n) {
-                          ptr[k] = __libc_malloc(n);
-                          if (ptr[k] == nullptr) throw std::bad_alloc();
-                        },
-                        [this](std::size_t k) { __libc_free(ptr[k]); }});
+        seg(bip::create_only, fresh(tag + ".bip").c_str(), 512 * MiB) {}
+  slot_store(const slot_store&) = delete;
+  slot_store& operator=(const slot_store&) = delete;
+  ~slot_store() { pmemobj_close(pop); }
+};
+
+struct publish_slots {
+  static constexpr subject_info info{"daxalloc allocate_publish + free_clear (pptr in root)",
+                                     "daxalloc publish", true, 0.05};
+  slot_store* st;
+  void alloc(std::size_t k, std::size_t n) const {
+    (void)st->h.allocate_publish(st->droot->slot[k], n, [](std::byte*) {});
   }
-  slot_peers(const slot_peers&) = delete;
-  slot_peers& operator=(const slot_peers&) = delete;
-  ~slot_peers() { pmemobj_close(pop); }
+  void release(std::size_t k) const { st->h.free_clear(st->droot->slot[k]); }
+};
+
+struct pmemobj_slots {
+  static constexpr subject_info info{"libpmemobj pmemobj_alloc + pmemobj_free (PMEMoid in root)",
+                                     "pmemobj atomic", true, 0.05};
+  slot_store* st;
+  void alloc(std::size_t k, std::size_t n) const {
+    if (pmemobj_alloc(st->pop, &st->proot->slot[k], n, 0, nullptr, nullptr) != 0)
+      throw std::bad_alloc();
+  }
+  void release(std::size_t k) const { pmemobj_free(&st->proot->slot[k]); }
+};
+
+struct pmemobj_tx_slots {
+  static constexpr subject_info info{"libpmemobj transactional tx_alloc + tx_free", "pmemobj tx",
+                                     true, 0.05};
+  slot_store* st;
+  void alloc(std::size_t k, std::size_t n) const {
+    pmemobj_tx_begin(st->pop, nullptr, TX_PARAM_NONE);
+    pmemobj_tx_add_range_direct(&st->proot->slot[k], sizeof(PMEMoid));
+    st->proot->slot[k] = pmemobj_tx_alloc(n, 0);
+    pmemobj_tx_commit();
+    if (pmemobj_tx_end() != 0) throw std::bad_alloc();
+  }
+  void release(std::size_t k) const {
+    pmemobj_tx_begin(st->pop, nullptr, TX_PARAM_NONE);
+    pmemobj_tx_add_range_direct(&st->proot->slot[k], sizeof(PMEMoid));
+    pmemobj_tx_free(st->proot->slot[k]);
+    st->proot->slot[k] = OID_NULL;
+    pmemobj_tx_commit();
+    (void)pmemobj_tx_end();
+  }
+};
+
+// The malloc-shaped subjects of threadtest, with a plain pointer per slot.
+template <class S>
+struct pointer_slots {
+  static constexpr subject_info info = S::info;
+  S s;
+  void** ptr;
+  void alloc(std::size_t k, std::size_t n) const {
+    ptr[k] = s.alloc(n);
+    if (ptr[k] == nullptr) throw std::bad_alloc();
+  }
+  void release(std::size_t k) const { s.free(ptr[k]); }
+};
+
+// Every subject of churn and prod-con, in table order; the first is the
+// durable reference, the third the volatile one (print_slot_table).
+auto slot_subjects(slot_store& st) {
+  void** p = st.ptr.data();
+  return std::tuple{publish_slots{&st},
+                    pointer_slots<daxalloc_allocate_subject>{{&st.h}, p},
+                    pointer_slots<daxalloc_reserve_subject>{{&st.h}, p},
+                    pmemobj_slots{&st},
+                    pmemobj_tx_slots{&st},
+                    pointer_slots<boost_subject>{{&st.seg}, p},
+                    pointer_slots<memkind_subject>{{st.kind}, p},
+                    pointer_slots<jemalloc_subject>{{}, p},
+                    pointer_slots<mimalloc_subject>{{}, p},
+                    pointer_slots<glibc_subject>{{}, p}};
+}
+
+// Calls f(subject) for every subject of the tuple, in order.
+template <class Tuple, class F>
+void for_each_subject(const Tuple& subjects, F&& f) {
+  std::apply([&](const auto&... s) { (f(s), ...); }, subjects);
+}
+
+// One alloc and release of slot 0 at `size`: what went wrong, or "" (see
+// probe() of threadtest).
+template <class S>
+std::string probe_slots(const S& s, std::size_t size) {
+  try {
+    s.alloc(0, size);
+    s.release(0);
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+// Figures per subject name and size. A cell whose probe failed is in
+// `failures` (its figure is 0) and is printed as "failed".
+struct slot_results {
+  std::vector<subject_info> subjects;  // table order
+  std::map<std::string, std::vector<double>> mops;
+  std::map<std::pair<std::string, std::size_t>, std::string> failures;  // {name, size index}
 };
 
 // A table of Mops/s per subject and size, with the ratios of the two daxalloc
@@ -411,29 +672,33 @@ struct slot_peers {
 // same figures into the CSV: durable peers against allocate_publish, volatile
 // ones against reserve.
 void print_slot_table(const std::string& workload, const std::string& metric,
-                      const std::vector<slot_subject>& subjects,
+                      const slot_results& res,
                       const std::map<std::string, std::vector<double>>& mops) {
-  const auto& pub = mops.at(subjects[0].name);
-  const auto& rsv = mops.at(subjects[2].name);
+  const subject_info& pub_info = res.subjects[0];
+  const subject_info& rsv_info = res.subjects[2];
+  const auto& pub = mops.at(pub_info.name);
+  const auto& rsv = mops.at(rsv_info.name);
   std::vector<std::string> head{"allocator"};
   for (std::size_t s : sizes) head.push_back(size_name(s) + (head.size() == 1 ? " Mops/s" : ""));
   head.push_back("publish ÷ row (per size)");
   head.push_back("reserve ÷ row (per size)");
   table t{head, {}};
-  for (const auto& s : subjects) {
+  for (const auto& s : res.subjects) {
     const auto& r = mops.at(s.name);
     std::vector<std::string> row{s.name};
     std::string a, b;
     for (std::size_t i = 0; i < sizes.size(); ++i) {
-      row.push_back(fmt(r[i]));
+      const bool failed = res.failures.count({s.name, i}) != 0;
+      row.push_back(failed ? "failed" : fmt(r[i]));
       a += (i ? " / " : "") + ratio(pub[i], r[i]);
       b += (i ? " / " : "") + ratio(rsv[i], r[i]);
-      const bool self = s.label.rfind("daxalloc", 0) == 0;
+      if (failed) continue;
+      const bool self = std::string(s.label).rfind("daxalloc", 0) == 0;
       record(workload, s.label, sizes[i], workload == "prodcon" ? 2 : 1, metric, "Mops/s", r[i],
              self        ? 0
              : s.durable ? pub[i]
                          : rsv[i],
-             s.durable ? subjects[0].label : subjects[2].label);
+             s.durable ? pub_info.label : rsv_info.label);
     }
     row.push_back(a);
     row.push_back(b);
@@ -442,12 +707,20 @@ void print_slot_table(const std::string& workload, const std::string& metric,
   t.print();
 }
 
+void print_slot_failures(const slot_results& res) {
+  for (const auto& [where, why] : res.failures)
+    std::printf("- failed: %s, %s: %s\n", where.first.c_str(), size_name(sizes[where.second]).c_str(),
+                why.c_str());
+  if (!res.failures.empty()) std::printf("\n");
+}
+
 // ---------------------------------------------------------------------------
 // 1. churn: a window of live objects; each step frees one and allocates one.
 
-double run_churn(const slot_subject& s, std::size_t size) {
+template <class S>
+double run_churn(const S& s, std::size_t size) {
   const std::size_t live = live_objects(size);
-  const std::size_t steps = budget(s.speed, size) / 2;
+  const std::size_t steps = budget(S::info.speed, size) / 2;
   std::vector<double> rates;
   for (int r = 0; r < cfg.reps(); ++r) {
     for (std::size_t i = 0; i < live; ++i) s.alloc(i, size);
@@ -476,13 +749,20 @@ void bench_churn() {
       "(allocate_publish's constructor is empty), but allocate_publish flushes the whole object "
       "at publish, as its contract says.\n\n",
       cfg.reps());
-  slot_peers peers("churn");
-  std::map<std::string, std::vector<double>> mops;
-  for (const auto& s : peers.subjects) {
-    for (std::size_t size : sizes) mops[s.name].push_back(run_churn(s, size));
-    std::fprintf(stderr, "churn: %s done\n", s.name.c_str());
-  }
-  print_slot_table("churn", "throughput_cpu", peers.subjects, mops);
+  slot_store store("churn");
+  slot_results res;
+  for_each_subject(slot_subjects(store), [&](const auto& s) {
+    using S = std::decay_t<decltype(s)>;
+    res.subjects.push_back(S::info);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::string why = probe_slots(s, sizes[i]);
+      if (!why.empty()) res.failures[{S::info.name, i}] = why;
+      res.mops[S::info.name].push_back(why.empty() ? run_churn(s, sizes[i]) : 0);
+    }
+    std::fprintf(stderr, "churn: %s done\n", S::info.name);
+  });
+  print_slot_table("churn", "throughput_cpu", res, res.mops);
+  print_slot_failures(res);
 }
 
 // ---------------------------------------------------------------------------
@@ -495,10 +775,11 @@ void bench_churn() {
 // only the time each thread spends inside the allocator (read once per chunk,
 // not while waiting for the other thread) and takes the busier thread as the
 // pipeline's bottleneck: what the pair would reach on two idle cores.
-std::pair<double, double> run_prodcon(const slot_subject& s, std::size_t size) {
+template <class S>
+std::pair<double, double> run_prodcon(const S& s, std::size_t size) {
   const std::size_t live = live_objects(size);
   const std::size_t chunk = std::min<std::size_t>(64, live / 4);  // slots handed over at once
-  const std::size_t items = std::max(chunk, budget(s.speed, size) / 2 / chunk * chunk);
+  const std::size_t items = std::max(chunk, budget(S::info.speed, size) / 2 / chunk * chunk);
   std::vector<double> wall_rates, cpu_rates;
   for (int r = 0; r < cfg.reps(); ++r) {
     std::atomic<std::size_t> head{0};  // slots filled by the producer
@@ -549,7 +830,7 @@ std::pair<double, double> run_prodcon(const slot_subject& s, std::size_t size) {
     const double t1 = now();
     if (stop.load()) {
       if (failure) std::rethrow_exception(failure);
-      throw std::runtime_error("prod-con: " + s.name + " stopped");
+      throw std::runtime_error(std::string("prod-con: ") + S::info.name + " stopped");
     }
     const double ops = 2.0 * static_cast<double>(items);
     wall_rates.push_back(ops / (t1 - t0) / 1e6);
@@ -569,48 +850,42 @@ void bench_prodcon() {
       "per second. The durable rows keep their pointers in persistent slots (pptr / PMEMoid in "
       "the root). Medians of %d repetitions; load average at start %s.\n\n",
       cfg.reps(), load_average().c_str());
-  slot_peers peers("prodcon");
+  slot_store store("prodcon");
+  slot_results res;
   std::map<std::string, std::vector<double>> wall, cpu;
-  for (const auto& s : peers.subjects) {
-    for (std::size_t size : sizes) {
-      const auto [w, c] = run_prodcon(s, size);
-      wall[s.name].push_back(w);
-      cpu[s.name].push_back(c);
+  for_each_subject(slot_subjects(store), [&](const auto& s) {
+    using S = std::decay_t<decltype(s)>;
+    res.subjects.push_back(S::info);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::string why = probe_slots(s, sizes[i]);
+      if (!why.empty()) res.failures[{S::info.name, i}] = why;
+      const auto [w, c] = why.empty() ? run_prodcon(s, sizes[i]) : std::pair<double, double>{};
+      wall[S::info.name].push_back(w);
+      cpu[S::info.name].push_back(c);
     }
-    std::fprintf(stderr, "prodcon: %s done\n", s.name.c_str());
-  }
+    std::fprintf(stderr, "prodcon: %s done\n", S::info.name);
+  });
   std::printf(
       "CPU-time Mops/s: operations ÷ the CPU time of the busier thread inside the allocator "
       "(what the pipeline reaches on two idle cores; remote-free costs count, waiting and time "
       "slices lost to other processes do not):\n\n");
-  print_slot_table("prodcon", "throughput_cpu", peers.subjects, cpu);
+  print_slot_table("prodcon", "throughput_cpu", res, cpu);
   std::printf(
       "Wall-clock Mops/s (what the pair got on this shared machine, waiting included):\n\n");
-  print_slot_table("prodcon", "throughput_wall", peers.subjects, wall);
+  print_slot_table("prodcon", "throughput_wall", res, wall);
+  print_slot_failures(res);
 }
 
 // ---------------------------------------------------------------------------
 // 3. threadtest and Larson-style, 1 and 2 threads.
-
-struct handle {
-  void* p;
-  std::size_t n;
-};
-
-struct mt_subject {
-  std::string name, label;
-  bool durable;
-  double speed;
-  std::function<handle(std::size_t)> alloc;
-  std::function<void(handle)> release;
-};
 
 struct mt_time {
   double wall, cpu;  // wall-clock seconds; CPU seconds summed over the threads
 };
 
 // Runs body(thread index) on n threads started together.
-mt_time run_threads(unsigned nthreads, const std::function<void(unsigned)>& body) {
+template <class Body>
+mt_time run_threads(unsigned nthreads, const Body& body) {
   std::atomic<unsigned> ready{0};
   std::atomic<bool> go{false};
   std::vector<double> cpu(nthreads, 0);
@@ -646,65 +921,83 @@ mt_rate rate_of(const std::vector<mt_time>& times, double ops, unsigned nthreads
   return {median(w), median(c)};
 }
 
-// threadtest: each thread allocates a batch of objects, frees them, repeats
-// (batches of 1000, 64 of 1 MiB).
-mt_rate threadtest(const mt_subject& s, unsigned nthreads, std::size_t size) {
-  const std::size_t batch = std::min<std::size_t>(1000, 64 * MiB / size);
-  const std::size_t iters = std::max<std::size_t>(1, budget(s.speed, size) / (2 * batch));
+// threadtest: each thread allocates a round of `round` objects of `size`
+// bytes, then frees them all, and repeats. Objects are not written.
+template <bool sized, class S>
+mt_rate threadtest(const S& s, unsigned nthreads, std::size_t size, std::size_t round) {
+  const std::size_t rounds = std::max<std::size_t>(1, budget(S::info.speed, size) / (2 * round));
   std::vector<mt_time> times;
   for (int r = 0; r < cfg.reps(); ++r) {
-    times.push_back(run_threads(nthreads, [&](unsigned) {
-      std::vector<handle> hs(batch);
-      for (std::size_t it = 0; it < iters; ++it) {
-        for (auto& x : hs) x = s.alloc(size);
-        for (auto& x : hs) s.release(x);
+    std::vector<std::vector<void*>> objects(nthreads, std::vector<void*>(round));
+    times.push_back(run_threads(nthreads, [&](unsigned t) {
+      std::vector<void*>& mine = objects[t];
+      for (std::size_t k = 0; k < rounds; ++k) {
+        for (void*& p : mine) {
+          p = s.alloc(size);
+          if (p == nullptr) out_of_memory(S::info.name, size);
+        }
+        for (void* p : mine) release<sized>(s, p, size);
       }
     }));
   }
-  return rate_of(times, 2.0 * static_cast<double>(iters * batch * nthreads), nthreads);
+  return rate_of(times, 2.0 * static_cast<double>(rounds * round * nthreads), nthreads);
 }
 
 // Larson-style, as in Larson and Krishnan's server simulation (in Hoard's
 // and mimalloc-bench's suites): each thread owns an array of 1000 slots and
 // each step frees the object in a random slot of it and puts a new one of a
-// random size (16..1024 B) there. After every round of 4000 steps the
-// threads pass their arrays on (thread t takes the one thread t+1 had), so
-// about a quarter of a round's frees are of objects another thread
-// allocated. The size is kept in the object. (An earlier version shared one
-// array and exchanged a slot per step; with two threads perf put 97 % of the
-// samples on that exchange and on reading the other thread's object, so it
-// measured cache-line transfers, not allocators.)
-mt_rate larson(const mt_subject& s, unsigned nthreads) {
-  constexpr std::size_t nslots = 1000;
+// random size in [min_size, max_size] there, writing its first word (the
+// original writes its first bytes). The array keeps each object's size
+// beside it, as the original does, for the sized frees. After every round of
+// 4000 steps the threads pass their arrays on (thread t takes the one thread
+// t+1 had), so about a quarter of a round's frees are of objects another
+// thread allocated. (An earlier version shared one array and exchanged a
+// slot per step; with two threads perf put 97 % of the samples on that
+// exchange and on reading the other thread's object, so it measured
+// cache-line transfers, not allocators.)
+constexpr std::size_t larson_slots = 1000;
+struct larson_array {
+  std::vector<void*> object = std::vector<void*>(larson_slots);
+  std::vector<std::uint32_t> size = std::vector<std::uint32_t>(larson_slots);
+};
+
+template <bool sized, class S>
+mt_rate larson(const S& s, unsigned nthreads, std::size_t min_size, std::size_t max_size) {
+  constexpr std::size_t nslots = larson_slots;
   constexpr std::size_t round = 4 * nslots;
-  const std::size_t rounds = std::max<std::size_t>(1, budget(s.speed, 64) / 2 / round);
-  const auto put = [&](void*& slot, std::size_t size) {
-    const handle x = s.alloc(size);
-    *static_cast<std::size_t*>(x.p) = x.n;
-    slot = x.p;
+  const std::size_t rounds = std::max<std::size_t>(1, budget(S::info.speed, 64) / 2 / round);
+  const std::uint64_t range = max_size - min_size + 1;
+  using slots = larson_array;
+  const auto put = [&](slots& a, std::size_t k, std::size_t n) {
+    void* p = s.alloc(n);
+    if (p == nullptr) out_of_memory(S::info.name, n);
+    *static_cast<volatile std::uint64_t*>(p) = n;
+    a.object[k] = p;
+    a.size[k] = static_cast<std::uint32_t>(n);
   };
-  const auto drop = [&](void* p) { s.release({p, *static_cast<std::size_t*>(p)}); };
+  const auto drop = [&](slots& a, std::size_t k) { release<sized>(s, a.object[k], a.size[k]); };
   std::vector<mt_time> times;
   for (int r = 0; r < cfg.reps(); ++r) {
-    std::vector<std::vector<void*>> arrays(nthreads, std::vector<void*>(nslots));
+    std::vector<slots> arrays(nthreads);
+    xorshift fill(static_cast<std::uint64_t>(r) + 77);
     for (auto& a : arrays)
-      for (auto& slot : a) put(slot, 16);
+      for (std::size_t k = 0; k < nslots; ++k) put(a, k, min_size + fill() % range);
     std::barrier round_end(static_cast<std::ptrdiff_t>(nthreads));
     times.push_back(run_threads(nthreads, [&](unsigned t) {
       xorshift rng(1000u * static_cast<unsigned>(r) + t + 1);
       for (std::size_t k = 0; k < rounds; ++k) {
-        std::vector<void*>& a = arrays[(t + k) % nthreads];
+        slots& a = arrays[(t + k) % nthreads];
         for (std::size_t i = 0; i < round; ++i) {
           const std::uint64_t v = rng();
-          void*& slot = a[v % nslots];
-          drop(slot);
-          put(slot, 16 + (v >> 32) % 1009);
+          const std::size_t slot = v % nslots;
+          drop(a, slot);
+          put(a, slot, min_size + (v >> 32) % range);
         }
         round_end.arrive_and_wait();
       }
     }));
     for (auto& a : arrays)
-      for (void* p : a) drop(p);
+      for (std::size_t k = 0; k < nslots; ++k) drop(a, k);
   }
   return rate_of(times, 2.0 * static_cast<double>(rounds * round * nthreads), nthreads);
 }
@@ -722,13 +1015,16 @@ pid_t fork_with_pipe(int (&fds)[2]) {
 }
 
 // Runs measure() in a child process and returns its result; reruns it when
-// the child dies, counting the deaths in `crashes` (zeros after 5 deaths).
-mt_rate in_subprocess(const std::function<mt_rate()>& measure, int& crashes) {
+// the child dies, counting the deaths in `crashes` (a value-initialised
+// result after 5 deaths).
+template <class Result, class Measure>
+Result in_subprocess(const Measure& measure, int& crashes) {
+  static_assert(std::is_trivially_copyable_v<Result>);
   for (int attempt = 0; attempt < 5; ++attempt) {
     int fds[2];
     const pid_t pid = fork_with_pipe(fds);
     if (pid == 0) {
-      mt_rate r{};
+      Result r{};
       try {
         r = measure();
       } catch (const std::exception& e) {
@@ -738,138 +1034,151 @@ mt_rate in_subprocess(const std::function<mt_rate()>& measure, int& crashes) {
       const bool sent = write(fds[1], &r, sizeof r) == static_cast<ssize_t>(sizeof r);
       _exit(sent ? 0 : 1);
     }
-    mt_rate r{};
+    Result r{};
     const bool got = read(fds[0], &r, sizeof r) == static_cast<ssize_t>(sizeof r);
     close(fds[0]);
     int status = 0;
     waitpid(pid, &status, 0);
     if (got && WIFEXITED(status) && WEXITSTATUS(status) == 0) return r;
     ++crashes;
-    std::fprintf(stderr, "threads: a measurement process died (status %d); rerunning it\n", status);
+    std::fprintf(stderr, "a measurement process died (status %d); rerunning it\n", status);
   }
   return {};
 }
 
+// The columns of the threads tables: threadtest rounds of 1000 and 100 000
+// objects at 64 B and 512 B, 1000 at 4 KiB, 64 at 1 MiB; Larson at
+// 64..400 B and 16..1024 B.
+struct mt_column {
+  const char* title;
+  const char* workload;  // in the CSV
+  std::size_t size;      // threadtest: object size; Larson: 0
+  std::size_t round;     // threadtest: objects per thread and round; Larson: 0
+  std::size_t min_size, max_size;  // Larson
+  bool sized_row;                  // measured for the sized-free rows too
+};
+const std::vector<mt_column> mt_columns{
+    {"threadtest 64 B × 1000", "threadtest_1000", 64, 1000, 0, 0, true},
+    {"threadtest 64 B × 100000", "threadtest_100000", 64, 100000, 0, 0, false},
+    {"threadtest 512 B × 1000", "threadtest_1000", 512, 1000, 0, 0, false},
+    {"threadtest 512 B × 100000", "threadtest_100000", 512, 100000, 0, 0, false},
+    {"threadtest 4 KiB × 1000", "threadtest_1000", 4 * KiB, 1000, 0, 0, false},
+    {"threadtest 1 MiB × 64", "threadtest_64", 1 * MiB, 64, 0, 0, false},
+    {"Larson 64..400 B", "larson_64_400", 0, 0, 64, 400, true},
+    {"Larson 16..1024 B", "larson_16_1024", 0, 0, 16, 1024, false},
+};
+
+// One allocation and free of `size` bytes on the calling thread. A subject
+// that cannot free what it allocated (it throws) gets no figures for that
+// column, rather than an exception in a worker thread ending the process.
+// Returns what went wrong, or an empty string.
+template <bool sized, class S>
+std::string probe(const S& s, std::size_t size) {
+  try {
+    void* p = s.alloc(size);
+    if (p == nullptr) return "no memory for " + std::to_string(size) + " bytes";
+    release<sized>(s, p, size);
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+template <bool sized, class S>
+mt_rate run_column(const S& s, const mt_column& c, unsigned nthreads) {
+  return c.round ? threadtest<sized>(s, nthreads, c.size, c.round)
+                 : larson<sized>(s, nthreads, c.min_size, c.max_size);
+}
+
+// Figures of one row: [column][threads - 1]; columns not measured stay 0.
+using mt_row = std::vector<std::array<mt_rate, 2>>;
+
 void bench_threads() {
+  std::printf("## 3. threadtest and Larson-style, 1 and 2 threads\n\n");
   std::printf(
-      "## 3. threadtest (batches of 1000 objects, 64 of 1 MiB) and Larson-style (16..1024 B, "
-      "1000 slots per thread, arrays passed on every 4000 steps), 1 and 2 threads\n\n");
-  std::printf(
+      "threadtest: each thread allocates a round of N objects of one size (N = 1000 or "
+      "100 000; 64 at 1 MiB), then frees them all, and repeats; the objects are not written. "
+      "Larson-style (Larson and Krishnan's server simulation): each thread owns an array of "
+      "1000 slots; each step frees the object of a random slot and puts a new one of a random "
+      "size (64..400 B or 16..1024 B) there, writing its first word; after every round of 4000 "
+      "steps the threads hand their arrays on, so about a quarter of a round's frees are of "
+      "objects the other thread allocated. Every allocator is called directly (a template "
+      "instance per allocator, no std::function or virtual call), as malloc(size) and "
+      "free(ptr): the frees pass the pointer only (daxalloc heap::cancel(void*) and "
+      "heap::deallocate, jemalloc dallocx, mimalloc mi_free, libpmemobj pmemobj_free of "
+      "pmemobj_oid(ptr)); frees that pass the size too are the extra rows of the last table. "
       "Aggregate Mops/s over all threads (allocations and frees counted apart); cells are "
       "`1 thread / 2 threads (2T/1T)`; target of the brief: 2T/1T at least 1.80x. This "
       "machine has %u cores, shared with other jobs (load average at start %s). Medians of %d "
       "repetitions.\n\n",
       std::thread::hardware_concurrency(), load_average().c_str(), cfg.reps());
-  auto h = make_heap(fresh("threads.heap"), 1 * GiB);
-  PMEMobjpool* pop = make_pool(fresh("threads.pool"), 1 * GiB);
-  bip::managed_mapped_file seg(bip::create_only, fresh("threads.bip").c_str(), 1 * GiB);
-  memkind_t kind = pmem_kind();
-  std::vector<mt_subject> subjects;
-  subjects.push_back({"daxalloc reserve + cancel (volatile)", "daxalloc reserve", false, 1,
-                      [&](std::size_t n) {
-                        auto r = h.reserve(n);
-                        return handle{r.ptr, r.size};
-                      },
-                      [&](handle x) {
-                        daxalloc::reservation r{x.p, x.n};
-                        h.cancel(r);
-                      }});
-  subjects.push_back({"daxalloc allocate + deallocate (durable)", "daxalloc allocate", true, 0.1,
-                      [&](std::size_t n) {
-                        return handle{h.allocate(n), n};
-                      },
-                      [&](handle x) { h.deallocate(x.p); }});
-  subjects.push_back({"libpmemobj pmemobj_alloc + pmemobj_free (durable)", "pmemobj atomic", true,
-                      0.03,
-                      [&](std::size_t n) {
-                        PMEMoid oid;
-                        if (pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) != 0)
-                          throw std::bad_alloc();
-                        return handle{pmemobj_direct(oid), n};
-                      },
-                      [](handle x) {
-                        PMEMoid oid = pmemobj_oid(x.p);
-                        pmemobj_free(&oid);
-                      }});
-  subjects.push_back({"Boost.Interprocess managed_mapped_file", "Boost.IPC mmf", false, 0.1,
-                      [&](std::size_t n) {
-                        return handle{seg.allocate(n), n};
-                      },
-                      [&](handle x) { seg.deallocate(x.p); }});
-  subjects.push_back({"memkind PMEM kind", "memkind PMEM", false, 0.3,
-                      [&](std::size_t n) {
-                        void* p = memkind_malloc(kind, n);
-                        if (p == nullptr) throw std::bad_alloc();
-                        return handle{p, n};
-                      },
-                      [&](handle x) { memkind_free(kind, x.p); }});
-  subjects.push_back({"jemalloc mallocx + dallocx", "jemalloc", false, 1,
-                      [](std::size_t n) {
-                        void* p = mallocx(n, 0);
-                        if (p == nullptr) throw std::bad_alloc();
-                        return handle{p, n};
-                      },
-                      [](handle x) { dallocx(x.p, 0); }});
-  subjects.push_back({"glibc malloc + free", "glibc", false, 1,
-                      [](std::size_t n) {
-                        void* p = __libc_malloc(n);
-                        if (p == nullptr) throw std::bad_alloc();
-                        return handle{p, n};
-                      },
-                      [](handle x) { __libc_free(x.p); }});
-
   int memkind_crashes = 0;
-  // results[subject][column][threads-1]; columns: the sizes of threadtest, then Larson.
-  const std::size_t ncol = sizes.size() + 1;
-  std::map<std::string, std::vector<std::array<mt_rate, 2>>> res;
-  for (const auto& s : subjects) {
-    auto& r = res[s.name];
-    r.resize(ncol);
-    // memkind's PMEM kind sometimes crashes inside memkind_arena_malloc when
-    // two threads allocate (SIGSEGV, memkind 1.14): its figures come from
-    // child processes, rerun when one dies.
-    const bool isolate = s.label == "memkind PMEM";
-    const auto measure = [&](const std::function<mt_rate()>& f) {
-      return isolate ? in_subprocess(f, memkind_crashes) : f();
-    };
-    for (unsigned n = 1; n <= 2; ++n) {
-      for (std::size_t i = 0; i < sizes.size(); ++i)
-        r[i][n - 1] = measure([&] { return threadtest(s, n, sizes[i]); });
-      r[sizes.size()][n - 1] = measure([&] { return larson(s, n); });
-    }
-    std::fprintf(stderr, "threads: %s done\n", s.name.c_str());
+  std::vector<subject_info> rows;
+  std::vector<std::pair<subject_info, subject_info>> sized_rows;  // {sized, pointer-only}
+  std::map<std::string, mt_row> res;
+  std::map<std::pair<std::string, std::size_t>, std::string> failures;  // {row, column}: why
+  for (const peer p : all_peers) {
+    with_peer(p, "threads", 1 * GiB, [&](const auto& s) {
+      using S = std::decay_t<decltype(s)>;
+      // memkind's PMEM kind sometimes crashes inside memkind_arena_malloc
+      // when two threads allocate (SIGSEGV, memkind 1.14): its figures come
+      // from child processes, rerun when one dies.
+      const auto measure = [&](const auto& f) {
+        return std::is_same_v<S, memkind_subject> ? in_subprocess<mt_rate>(f, memkind_crashes)
+                                                  : f();
+      };
+      const auto measure_row = [&]<bool sized>(const subject_info& info) {
+        mt_row& r = res[info.name];
+        r.resize(mt_columns.size());
+        for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+          const mt_column& col = mt_columns[c];
+          if (sized && !col.sized_row) continue;
+          const std::string why = probe<sized>(s, col.round ? col.size : col.max_size);
+          if (!why.empty()) {
+            failures[{info.name, c}] = why;
+            continue;
+          }
+          for (unsigned n = 1; n <= 2; ++n)
+            r[c][n - 1] = measure([&] { return run_column<sized>(s, col, n); });
+        }
+      };
+      measure_row.template operator()<false>(S::info);
+      rows.push_back(S::info);
+      if constexpr (has_sized_free<S>) {
+        measure_row.template operator()<true>(S::sized_info);
+        sized_rows.emplace_back(S::sized_info, S::info);
+      }
+      std::fprintf(stderr, "threads: %s done\n", S::info.name);
+    });
   }
 
-  const auto& rsv = res[subjects[0].name];
-  const auto& dur = res[subjects[1].name];
+  const mt_row& reserve = res.at(daxalloc_reserve_subject::info.name);
+  const mt_row& durable = res.at(daxalloc_allocate_subject::info.name);
+  const mt_row& reserve_sized = res.at(daxalloc_reserve_subject::sized_info.name);
+  const auto failed = [&](const subject_info& info, std::size_t c) {
+    return failures.count({info.name, c}) != 0;
+  };
+  const auto cell = [](double one, double two) {
+    return fmt(one) + " / " + fmt(two) + " (" + ratio(two, one) + ")";
+  };
   for (int wall = 0; wall < 2; ++wall) {
     const auto pick = [&](const mt_rate& m) { return wall ? m.wall : m.cpu; };
-    std::vector<std::string> head{"allocator"};
-    for (std::size_t s : sizes) head.push_back("threadtest " + size_name(s));
-    head.push_back("Larson 16..1024 B");
-    head.push_back("reserve ÷ row, 1T (tt 64 B / Larson)");
-    table t{head, {}};
-    for (const auto& s : subjects) {
-      const auto& r = res[s.name];
-      std::vector<std::string> row{s.name};
-      for (std::size_t c = 0; c < ncol; ++c) {
-        const double one = pick(r[c][0]), two = pick(r[c][1]);
-        row.push_back(fmt(one) + " / " + fmt(two) + " (" + ratio(two, one) + ")");
-        const std::string workload = c < sizes.size() ? "threadtest" : "larson";
-        const std::uint64_t size = c < sizes.size() ? sizes[c] : 0;
-        const std::string metric = wall ? "throughput_wall" : "throughput_cpu";
-        const bool self = s.label.rfind("daxalloc", 0) == 0;
-        const auto& ref = s.durable ? dur : rsv;
-        const std::string& ref_label = s.durable ? subjects[1].label : subjects[0].label;
+    const std::string metric = wall ? "throughput_wall" : "throughput_cpu";
+    // CSV: every figure, with the daxalloc row it is compared with.
+    const auto record_row = [&](const subject_info& info, const mt_row& r, const mt_row& ref,
+                                const char* ref_label, bool only_sized_columns) {
+      const bool self = std::string(info.label).rfind("daxalloc", 0) == 0;
+      for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+        const mt_column& col = mt_columns[c];
+        if ((only_sized_columns && !col.sized_row) || failed(info, c)) continue;
         for (unsigned n = 0; n < 2; ++n)
-          record(workload, s.label, size, n + 1, metric, "Mops/s", pick(r[c][n]),
+          record(col.workload, info.label, col.size, n + 1, metric, "Mops/s", pick(r[c][n]),
                  self ? 0 : pick(ref[c][n]), ref_label);
-        record(workload, s.label, size, 2, wall ? "scaling_wall" : "scaling_cpu", "x", two / one);
+        record(col.workload, info.label, col.size, 2, wall ? "scaling_wall" : "scaling_cpu", "x",
+               pick(r[c][1]) / pick(r[c][0]));
       }
-      row.push_back(ratio(pick(rsv[0][0]), pick(r[0][0])) + " / " +
-                    ratio(pick(rsv[sizes.size()][0]), pick(r[sizes.size()][0])));
-      t.rows.push_back(row);
-    }
+    };
+
     if (wall)
       std::printf("Wall-clock Mops/s (what the threads got on this shared machine):\n\n");
     else
@@ -877,15 +1186,77 @@ void bench_threads() {
           "CPU-time Mops/s: operations per CPU-second of each thread, times the thread count "
           "(what the threads would reach on as many idle cores; contention inside the allocator "
           "still counts, time slices lost to other processes do not):\n\n");
+    std::vector<std::string> head{"allocator"};
+    for (const auto& c : mt_columns) head.push_back(c.title);
+    table t{head, {}};
+    for (const auto& info : rows) {
+      const mt_row& r = res.at(info.name);
+      std::vector<std::string> row{info.name};
+      for (std::size_t c = 0; c < mt_columns.size(); ++c)
+        row.push_back(failed(info, c) ? "failed" : cell(pick(r[c][0]), pick(r[c][1])));
+      t.rows.push_back(row);
+      record_row(info, r, info.durable ? durable : reserve,
+                 info.durable ? daxalloc_allocate_subject::info.label
+                              : daxalloc_reserve_subject::info.label,
+                 false);
+    }
     t.print();
+
+    std::printf(
+        "%s: daxalloc ÷ peer, `1 thread / 2 threads` (above 1: daxalloc is faster):\n\n",
+        wall ? "Wall clock" : "CPU time");
+    const mt_row& je = res.at(jemalloc_subject::info.name);
+    const mt_row& mi = res.at(mimalloc_subject::info.name);
+    const mt_row& pmem = res.at(pmemobj_subject::info.name);
+    table q{{"workload", "reserve + cancel(ptr) ÷ jemalloc", "reserve + cancel(ptr) ÷ mimalloc",
+             "allocate + deallocate ÷ libpmemobj"},
+            {}};
+    for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+      const auto both = [&](const mt_row& a, const mt_row& b) {
+        return ratio(pick(a[c][0]), pick(b[c][0])) + " / " + ratio(pick(a[c][1]), pick(b[c][1]));
+      };
+      q.rows.push_back(
+          {mt_columns[c].title, both(reserve, je), both(reserve, mi), both(durable, pmem)});
+    }
+    q.print();
+
+    std::printf(
+        "%s, sized frees (the allocator is given the size back: cancel of a reservation, "
+        "sdallocx, mi_free_size); `÷ ptr-only` = this row ÷ the same allocator with "
+        "pointer-only frees, 1 thread / 2 threads:\n\n",
+        wall ? "Wall clock" : "CPU time");
+    std::vector<std::string> sized_head{"allocator"};
+    for (const auto& c : mt_columns)
+      if (c.sized_row) {
+        sized_head.push_back(c.title);
+        sized_head.push_back("÷ ptr-only");
+      }
+    table z{sized_head, {}};
+    for (const auto& [sized, plain] : sized_rows) {
+      const mt_row& r = res.at(sized.name);
+      const mt_row& p = res.at(plain.name);
+      std::vector<std::string> row{sized.name};
+      for (std::size_t c = 0; c < mt_columns.size(); ++c) {
+        if (!mt_columns[c].sized_row) continue;
+        row.push_back(failed(sized, c) ? "failed" : cell(pick(r[c][0]), pick(r[c][1])));
+        row.push_back(ratio(pick(r[c][0]), pick(p[c][0])) + " / " +
+                      ratio(pick(r[c][1]), pick(p[c][1])));
+      }
+      z.rows.push_back(row);
+      record_row(sized, r, reserve_sized, daxalloc_reserve_subject::sized_info.label, true);
+    }
+    z.print();
   }
+  for (const auto& [where, why] : failures)
+    std::printf("- failed: %s, %s: %s\n", where.first.c_str(), mt_columns[where.second].title,
+                why.c_str());
+  if (!failures.empty()) std::printf("\n");
   if (memkind_crashes > 0)
     std::printf(
         "memkind PMEM kind: %d of its measurement processes died (SIGSEGV inside "
         "memkind_arena_malloc, with 2 threads) and were rerun; its figures come from runs that "
         "completed.\n\n",
         memkind_crashes);
-  pmemobj_close(pop);
 }
 
 // ---------------------------------------------------------------------------
@@ -1450,6 +1821,264 @@ void print_meta(const std::vector<meta_row>& meta) {
       "keeps no per-object header: its figure above is all of its metadata.\n\n");
 }
 
+// ---------------------------------------------------------------------------
+// 8. locality: the caller walks its objects after allocating them
+
+// Makes p escape, so that the compiler keeps the stores to *p (the
+// allocators' functions carry the malloc attribute; an object never read
+// again could otherwise lose its stores).
+inline void escape(void* p) {
+  asm volatile("" : : "r"(p) : "memory");
+}
+
+struct walk_times {
+  double alloc_ns = 0, first_ns = 0, second_ns = 0;  // CPU ns per object
+};
+
+// Allocates `count` objects of `size` bytes, then reads and writes the first
+// word of each in allocation order, twice. The process ends without freeing.
+template <class S>
+walk_times allocate_and_walk(const S& s, std::size_t count, std::size_t size) {
+  std::vector<void*> objects(count);  // touched before any timing
+  const double t0 = thread_cpu();
+  for (void*& p : objects) {
+    p = s.alloc(size);
+    if (p == nullptr) out_of_memory(S::info.name, size);
+  }
+  const double t1 = thread_cpu();
+  const auto walk = [&] {
+    for (std::size_t i = 0; i < count; ++i) {
+      auto* word = static_cast<volatile std::uint64_t*>(objects[i]);
+      *word = *word + i;
+    }
+  };
+  walk();
+  const double t2 = thread_cpu();
+  walk();
+  const double t3 = thread_cpu();
+  const double per = 1e9 / static_cast<double>(count);
+  return {(t1 - t0) * per, (t2 - t1) * per, (t3 - t2) * per};
+}
+
+std::string sysfs_choice(const char* path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  const auto open = line.find('['), close = line.find(']');
+  return open != std::string::npos && close > open ? line.substr(open + 1, close - open - 1)
+                                                   : "unknown";
+}
+
+void bench_locality() {
+  constexpr std::size_t count = 100000, size = 512;
+  std::printf("## 8. locality: %zu objects of %zu B allocated, then walked in allocation order\n\n",
+              count, size);
+  std::printf(
+      "Each repetition in a new process, with a new heap, pool or file: allocate %zu objects of "
+      "%zu B, then walk them in allocation order, reading and writing the first 8 bytes of each "
+      "(a caller initialising its objects), twice. The first walk touches memory the process "
+      "has not touched yet (page faults: tmpfs pages for the allocators whose objects are in a "
+      "file, zero-filled anonymous pages for the others), the second only where the objects lie "
+      "(cache lines, TLB, prefetch). An allocator that writes into its objects or next to them "
+      "(headers, free lists) takes those page faults while allocating, so `allocate + first "
+      "walk` is what a caller pays. CPU ns per object, medians of %d repetitions; `÷ jemalloc` "
+      "above 1: slower than jemalloc. Transparent huge pages: anonymous memory `%s`, tmpfs `%s`; "
+      "the allocator is called as in threadtest.\n\n",
+      count, size, cfg.reps(), sysfs_choice("/sys/kernel/mm/transparent_hugepage/enabled").c_str(),
+      sysfs_choice("/sys/kernel/mm/transparent_hugepage/shmem_enabled").c_str());
+  int deaths = 0;
+  std::vector<std::pair<subject_info, walk_times>> rows;
+  for (const peer p : all_peers) {
+    const subject_info info = info_of(p);
+    std::vector<double> alloc_ns, first_ns, second_ns;
+    for (int r = 0; r < cfg.reps(); ++r) {
+      const walk_times w = in_subprocess<walk_times>(
+          [&] {
+            walk_times t;
+            with_peer(p, "locality", 256 * MiB,
+                      [&](const auto& s) { t = allocate_and_walk(s, count, size); });
+            return t;
+          },
+          deaths);
+      alloc_ns.push_back(w.alloc_ns);
+      first_ns.push_back(w.first_ns);
+      second_ns.push_back(w.second_ns);
+    }
+    rows.push_back({info, {median(alloc_ns), median(first_ns), median(second_ns)}});
+    std::fprintf(stderr, "locality: %s done\n", info.name);
+  }
+  walk_times je{};
+  for (const auto& [info, w] : rows)
+    if (std::string(info.label) == jemalloc_subject::info.label) je = w;
+  table t{{"allocator", "allocate (ns)", "first walk (ns)", "allocate + first walk (ns)",
+           "÷ jemalloc", "second walk (ns)", "÷ jemalloc"},
+          {}};
+  for (const auto& [info, w] : rows) {
+    const double both = w.alloc_ns + w.first_ns;
+    t.rows.push_back({info.name, fmt(w.alloc_ns, 1), fmt(w.first_ns, 1), fmt(both, 1),
+                      ratio(both, je.alloc_ns + je.first_ns), fmt(w.second_ns, 1),
+                      ratio(w.second_ns, je.second_ns)});
+    record("locality", info.label, size, 1, "allocate", "ns/object", w.alloc_ns);
+    record("locality", info.label, size, 1, "first_walk", "ns/object", w.first_ns);
+    record("locality", info.label, size, 1, "allocate_and_first_walk", "ns/object", both);
+    record("locality", info.label, size, 1, "second_walk", "ns/object", w.second_ns);
+  }
+  t.print();
+  if (deaths > 0)
+    std::printf("%d measurement processes died and were rerun.\n\n", deaths);
+}
+
+// ---------------------------------------------------------------------------
+// 9. DRAM per live object byte
+
+// Whether a peer's objects are in a file (tmpfs: shared memory, not
+// anonymous) or in anonymous memory of the process.
+constexpr bool objects_in_file(peer p) {
+  return p != peer::jemalloc && p != peer::mimalloc && p != peer::glibc;
+}
+
+struct mapped_bytes {
+  std::uint64_t anonymous = 0, shmem = 0;
+};
+
+// The process's anonymous and shmem (tmpfs) pages, from
+// /proc/self/smaps_rollup: a walk of the page tables, exact, where the RSS
+// counters of /proc/self/status are per-CPU sums that lag.
+mapped_bytes mapped_memory() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  mapped_bytes m;
+  for (std::string key; in >> key;) {
+    std::uint64_t kb = 0;
+    if (key == "Anonymous:" && in >> kb) m.anonymous = kb * KiB;
+    if (key == "Pss_Shmem:" && in >> kb) m.shmem = kb * KiB;
+  }
+  return m;
+}
+
+struct memory_growth {
+  double anonymous = 0, shmem = 0;  // bytes the fill added
+};
+
+// Allocates `count` objects of `size` bytes and writes every byte of each
+// (pages an allocator hands out but nobody touches take no memory). One
+// object is allocated before the first reading, so that state made once
+// (thread caches, arenas, the first slab) does not count. The objects stay
+// live: the process ends.
+template <class S>
+memory_growth fill_live(const S& s, std::size_t size, std::size_t count) {
+  const auto put = [&] {
+    void* p = s.alloc(size);
+    if (p == nullptr) out_of_memory(S::info.name, size);
+    std::memset(p, 0xA5, size);
+    escape(p);
+  };
+  put();
+  const mapped_bytes before = mapped_memory();
+  for (std::size_t i = 0; i < count; ++i) put();
+  const mapped_bytes after = mapped_memory();
+  return {static_cast<double>(after.anonymous) - static_cast<double>(before.anonymous),
+          static_cast<double>(after.shmem) - static_cast<double>(before.shmem)};
+}
+
+void bench_dram() {
+  struct fill {
+    std::size_t size, count;
+  };
+  const std::vector<fill> fills =
+      cfg.quick ? std::vector<fill>{{8, 1000000}, {64, 512 * KiB}, {4 * KiB, 8 * KiB}}
+                : std::vector<fill>{{8, 8000000}, {64, 4 * MiB}, {4 * KiB, 64 * KiB}};
+  std::printf("## 9. DRAM per live object byte\n\n");
+  std::printf(
+      "Each cell in a new process, with a new heap, pool or file: allocate the objects, write "
+      "every byte of each, and keep them live; `anonymous` and `shmem` are what the process's "
+      "anonymous and tmpfs pages grew by meanwhile (/proc/self/smaps_rollup `Anonymous:` and "
+      "`Pss_Shmem:`), after one object allocated before the first reading. The heaps, pools and "
+      "files are on %s (tmpfs): their objects and on-media metadata are shmem, so their "
+      "anonymous growth is the allocator's volatile state alone (and the shmem column shows "
+      "where the objects went). jemalloc's, mimalloc's and glibc's objects are anonymous memory "
+      "themselves, so their state is (anonymous growth - live bytes). `state ÷ live` = DRAM "
+      "of the allocator's state per live object byte: anonymous ÷ live for the allocators in a "
+      "file, (anonymous - live) ÷ live for the others. Live bytes = objects × requested size. "
+      "One measurement per cell.\n\n",
+      cfg.dir.c_str());
+  int deaths = 0;
+  table t{{"allocator", "objects in", "size", "objects", "live bytes", "anonymous", "shmem",
+           "anonymous ÷ live", "shmem ÷ live", "state ÷ live"},
+          {}};
+  for (const peer p : all_peers) {
+    const subject_info info = info_of(p);
+    for (const fill& f : fills) {
+      // Room for every object with a 128-byte minimum and a quarter to spare
+      // (libpmemobj takes 128 B for an 8 B object).
+      const std::uint64_t bytes =
+          (f.count * std::max<std::uint64_t>(f.size + 64, 128) * 5 / 4 + 64 * MiB) / MiB * MiB;
+      const memory_growth g = in_subprocess<memory_growth>(
+          [&] {
+            memory_growth m;
+            with_peer(p, "dram", bytes, [&](const auto& s) { m = fill_live(s, f.size, f.count); });
+            return m;
+          },
+          deaths);
+      const double live = static_cast<double>(f.count * f.size);
+      const double state = objects_in_file(p) ? g.anonymous : g.anonymous - live;
+      t.rows.push_back({info.name, objects_in_file(p) ? "file (shmem)" : "anonymous memory",
+                        size_name(f.size), std::to_string(f.count), mib(f.count * f.size),
+                        mib(static_cast<std::uint64_t>(std::max(0.0, g.anonymous))),
+                        mib(static_cast<std::uint64_t>(std::max(0.0, g.shmem))),
+                        fmt(g.anonymous / live, 3), fmt(g.shmem / live, 3),
+                        fmt(state / live, 3)});
+      record_once("dram", info.label, f.size, "anonymous_per_live_byte", "B/B",
+                  g.anonymous / live);
+      record_once("dram", info.label, f.size, "shmem_per_live_byte", "B/B", g.shmem / live);
+      record_once("dram", info.label, f.size, "state_per_live_byte", "B/B", state / live);
+    }
+    std::fprintf(stderr, "dram: %s done\n", info.name);
+  }
+  t.print();
+  if (deaths > 0)
+    std::printf("%d measurement processes died and were rerun.\n\n", deaths);
+}
+
+// The file of the library a symbol resolves to in this process, as the
+// dynamic linker chose it (global scope, DT_NEEDED order).
+std::string defined_in(const char* symbol) {
+  Dl_info info{};
+  void* f = dlsym(RTLD_DEFAULT, symbol);
+  if (f == nullptr || dladdr(f, &info) == 0 || info.dli_fname == nullptr) return "nowhere";
+  return fs::path(info.dli_fname).filename().string();
+}
+
+// jemalloc and mimalloc both define malloc, free and operator new, and
+// mimalloc also defines __libc_malloc and __libc_free (bench/meson.build).
+// Every row must measure the allocator it names: malloc (what the libraries
+// and the benchmark itself use) must be jemalloc's, __libc_malloc glibc's.
+// Returns a line for the header, or exits when a symbol went elsewhere.
+std::string check_allocator_symbols() {
+  struct expectation {
+    const char* symbol;
+    const char* library;  // prefix of the file name
+  };
+  const expectation wanted[] = {
+      {"malloc", "libjemalloc.so"},      {"free", "libjemalloc.so"},
+      {"_Znwm", "libjemalloc.so"},       {"__libc_malloc", "libc.so"},
+      {"__libc_free", "libc.so"},        {"reallocarray", "libc.so"},
+      {"mallocx", "libjemalloc.so"},     {"mi_malloc", "libmimalloc.so"},
+  };
+  std::string line;
+  bool ok = true;
+  for (const auto& w : wanted) {
+    const std::string file = defined_in(w.symbol);
+    if (file.rfind(w.library, 0) != 0) {
+      std::fprintf(stderr, "daxalloc-bench: %s resolves to %s, not %s*: see bench/meson.build\n",
+                   w.symbol, file.c_str(), w.library);
+      ok = false;
+    }
+    line += std::string(line.empty() ? "" : ", ") + w.symbol + " → " + file;
+  }
+  if (!ok) std::exit(2);
+  return line;
+}
+
 void header() {
   std::string cpu = "unknown";
   std::ifstream in("/proc/cpuinfo");
@@ -1460,6 +2089,7 @@ void header() {
     }
   utsname u{};
   uname(&u);
+  const std::string symbols = check_allocator_symbols();
   std::printf("# daxalloc-bench (%s mode, %d repetitions)\n\n", cfg.quick ? "quick" : "full",
               cfg.reps());
   std::printf("- machine: %ld CPUs online, %s, Linux %s; load average at start %s\n",
@@ -1470,7 +2100,9 @@ void header() {
       cfg.dir.c_str(), std::getenv("PMEM_IS_PMEM_FORCE"));
   std::printf(
       "- jemalloc is linked and therefore also replaces malloc in this process; the glibc rows "
-      "call __libc_malloc/__libc_free\n");
+      "call __libc_malloc/__libc_free, the mimalloc rows mi_malloc/mi_free (mimalloc is linked "
+      "after libc, so that it replaces neither); checked with dlsym: %s\n",
+      symbols.c_str());
   std::printf("- shared, noisy machine: compare rows of the same run, not runs\n\n");
   std::fflush(stdout);
 }
@@ -1524,7 +2156,7 @@ int main(int argc, char** argv) {
   }
   const char* usage =
       "usage: %s [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]\n"
-      "          [--only=churn,prodcon,threads,fences,frag,recovery]\n";
+      "          [--only=churn,prodcon,threads,fences,frag,recovery,locality,dram]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -1549,9 +2181,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  header();  // exits if an allocator symbol resolved to the wrong library
   workdir = cfg.dir / ("daxalloc-bench-" + std::to_string(getpid()));
   fs::create_directories(workdir);
-  header();
   write_csv(true);
   int rc = 0;
   if (cfg.wants("churn")) rc |= run_isolated("churn", bench_churn);
@@ -1566,6 +2198,8 @@ int main(int argc, char** argv) {
       bench_recovery(meta);
       print_meta(meta);
     });
+  if (cfg.wants("locality")) rc |= run_isolated("locality", bench_locality);
+  if (cfg.wants("dram")) rc |= run_isolated("dram", bench_dram);
   std::printf("Load average at the end: %s\n", load_average().c_str());
   std::error_code ec;
   fs::remove_all(workdir, ec);

@@ -8,7 +8,7 @@ build=(build-essential pkg-config meson ninja-build libpmem-dev libpmem2-dev
        libdaxctl-dev libndctl-dev libboost-dev doctest-dev)
 test=(clang libclang-rt-14-dev libfuzzer-14-dev)
 vm=(qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs ndctl daxctl cpio)
-bench=(libpmemobj-dev libmemkind-dev libjemalloc-dev pmdk-tools)
+bench=(libpmemobj-dev libmemkind-dev libjemalloc-dev libmimalloc-dev pmdk-tools)
 fuzz=(clang libfuzzer-14-dev libclang-rt-14-dev)
 
 wanted=()
