@@ -26,6 +26,9 @@ constexpr std::uint64_t page_size = sparse::page_size;
 // caches back only to heaps that still exist (ids are never reused).
 std::mutex live_mutex;
 std::unordered_map<std::uint64_t, heap_impl*> live_heaps;
+// The same heaps for a container allocator's lookup by base address, read
+// without a lock (the first 64 open heaps; more are found under live_mutex).
+std::array<std::atomic<heap_impl*>, 64> open_heaps{};
 std::atomic<std::uint64_t> next_id{1};
 
 struct cache_entry {
@@ -179,6 +182,8 @@ void heap_impl::start(bool repair) {
   opened_ = true;
   std::lock_guard lock(live_mutex);
   live_heaps[id_] = this;
+  for (auto& slot : open_heaps)
+    if (heap_impl* none = nullptr; slot.compare_exchange_strong(none, this)) break;
 }
 
 // The allocators' state from the memmap and the slab bitmaps. A problem makes
@@ -212,6 +217,8 @@ heap_impl::~heap_impl() {
   {
     std::lock_guard lock(live_mutex);
     live_heaps.erase(id_);
+    for (auto& slot : open_heaps)
+      if (heap_impl* me = this; slot.compare_exchange_strong(me, nullptr)) break;
   }
   // Cached objects are free on the media already; only the marker is left
   // (not after a failed open: that leaves the media as it found it).
@@ -696,6 +703,9 @@ std::vector<std::string> heap_impl::check() const {
 
 namespace {
 heap_impl& heap_at(const void* base) {
+  for (const auto& slot : open_heaps)
+    if (heap_impl* h = slot.load(std::memory_order_acquire); h && h->model().base() == base)
+      return *h;
   {
     std::lock_guard lock(live_mutex);
     for (const auto& [id, h] : live_heaps)

@@ -119,3 +119,61 @@ TEST_CASE("threads allocating and freeing each other's objects") {
                     << " freed at the end");
   }
 }
+
+TEST_CASE("reservations cancelled by pointer alone, by the thread that made them or another") {
+  const char* env = std::getenv("DAXALLOC_SEED");
+  const std::uint64_t seed = env ? std::strtoull(env, nullptr, 0) : std::random_device{}();
+  MESSAGE("seed " << seed);
+  constexpr unsigned threads = 4;
+  test::temp_file f;
+  daxalloc::heap_options o;
+  o.size = 256 * MiB;
+  o.max_size = 1024 * MiB;
+  auto h = daxalloc::heap::create(f.path(), o);
+  std::vector<mailbox> boxes(threads);
+  std::atomic<std::uint64_t> corrupted{0};
+  std::vector<std::thread> workers;
+  for (unsigned t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      std::mt19937_64 rng(seed + t);
+      std::vector<std::pair<void*, std::size_t>> mine;
+      const auto cancel = [&](std::pair<void*, std::size_t> object) {
+        if (!intact(object.first, object.second)) ++corrupted;
+        h.cancel(object.first);
+      };
+      for (int round = 0; round < 20; ++round) {
+        // A threadtest-like round: many objects of a few sizes, then frees.
+        const std::size_t size = std::size_t{8} << (rng() % 8), count = 1 + rng() % 5000;
+        for (std::size_t i = 0; i < count; ++i) {
+          void* p = h.reserve(size).ptr;
+          fill(p, size);
+          if (rng() % 4 == 0) {
+            mailbox& box = boxes[rng() % threads];
+            std::lock_guard lock(box.mutex);
+            box.objects.emplace_back(p, size);
+          } else {
+            mine.emplace_back(p, size);
+          }
+        }
+        for (auto object : mine) cancel(object);
+        mine.clear();
+        std::deque<std::pair<void*, std::size_t>> remote;
+        {
+          std::lock_guard lock(boxes[t].mutex);
+          remote.swap(boxes[t].objects);
+        }
+        for (auto object : remote) cancel(object);
+      }
+    });
+  for (auto& w : workers) w.join();
+  for (auto& box : boxes)
+    for (auto [p, size] : box.objects) {
+      if (!intact(p, size)) ++corrupted;
+      h.cancel(p);
+    }
+  CHECK(corrupted == 0);
+  const auto problems = h.check();
+  for (const auto& p : problems) MESSAGE(p);
+  CHECK(problems.empty());
+  CHECK(h.stats().allocated_objects == 0);
+}
