@@ -69,9 +69,9 @@ class heap_impl {
   // Called from a thread's exit: its cached objects go back to the slabs.
   void release_cache(thread_cache* cache) noexcept;
 
-  // A batch (daxalloc/batch.hpp): validate, write to a lane and persist (the
-  // commit), apply and persist, invalidate the lane lazily (fence_drain); then
-  // hand the freed objects back. Throws before anything is written when an
+  // A batch (daxalloc/batch.hpp): validate, write to a lane and flush, fence
+  // (the commit), apply and flush; a later fence makes the targets durable
+  // and retires the lane (fence()); then hand the freed objects back. Throws before anything is written when an
   // action is invalid or the batch is too large.
   void publish(std::span<const reservation> reserved,
                std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
@@ -106,13 +106,28 @@ class heap_impl {
   [[nodiscard]] std::vector<alloc::allocated_extent> media_extents(
       std::vector<std::string>& problems) const;
   [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
-  [[nodiscard]] unsigned acquire_lane() noexcept;
-  void release_lane(unsigned i) noexcept;
+  [[nodiscard]] unsigned acquire_lanes(unsigned span) noexcept;
+  void free_lanes(unsigned i) noexcept;
+  // The heap's fence (docs/crash-consistency.md, "Publication in 1 fence"):
+  // it also makes durable the targets of every applied lane and retires the
+  // lanes whose targets an earlier fence made durable. A full fence (every
+  // fence but a publication's commit) returns only when every lane applied
+  // before it is retired durably, so that no later store of the caller can
+  // be overwritten by a replay.
+  // Returns how many fences it took (1 or 2).
+  unsigned fence(bool full) noexcept;
+  void commit_fence() noexcept;  // fence(false), counted
+  void flush_targets(unsigned i) const noexcept;
+  [[nodiscard]] bool meets_later_lane(unsigned i, std::uint64_t order) const noexcept;
+  // Calls f(bytes, length) for each piece of lane i's inline bytes.
+  template <class F>
+  void for_each_inline_piece(unsigned i, std::uint64_t count, std::uint64_t total, F&& f) const;
   void apply(const sparse::log_entry* entries, std::size_t n) const noexcept;
   static void fence_flush(void* self, const void* addr, std::size_t len);
   static void fence_drain(void* self);
   static void fence_discard(void* self, const void* addr, std::size_t len);
-  [[nodiscard]] std::uint64_t lane_checksum(const sparse::lane_header& h) const noexcept;
+  [[nodiscard]] std::uint64_t lane_checksum(unsigned i) const noexcept;
+  [[nodiscard]] std::uint64_t inline_bytes(unsigned i) const noexcept;  // UINT64_MAX: too many
   [[nodiscard]] bool content_in_bounds(const sparse::lane_header& h) const noexcept;
   // A word a batch may store to: 8-aligned in the heap's memory outside
   // metadata pageblocks, or the name-table slot.
@@ -131,10 +146,27 @@ class heap_impl {
   mutable std::mutex names_mutex_;
   std::atomic<std::uint64_t> busy_lanes_{0};
   persistence beneath_;
-  // Per lane: how many times it was invalidated, and how many of those a
-  // fence has made durable; lanes_used_ bounds the lanes ever acquired.
-  std::array<std::atomic<std::uint64_t>, sparse::nr_lanes> lane_invalidated_{}, lane_settled_{};
-  std::atomic<unsigned> lanes_used_{0};
+  // Per lane, volatile: a lane is busy from acquire_lanes until its retired
+  // header is durable (then free again); `phase` moves writing -> applied
+  // (targets flushed by `owner`, not yet known durable) -> retiring (zeroed
+  // header flushed, not yet known durable) -> free, each step after a fence.
+  // Transitions after `writing` are made under the lane's mutex and checked
+  // against `generation`, which acquire_lanes increments.
+  enum lane_phase : unsigned { lane_free, lane_writing, lane_applied, lane_retiring };
+  struct alignas(64) lane_state {
+    std::atomic<unsigned> phase{lane_free};
+    std::atomic<std::uint64_t> generation{0};
+    std::atomic<const void*> owner{nullptr};
+    std::atomic<std::uint64_t> order{0};
+    unsigned span = 1;  // consecutive lanes the batch occupies
+    std::mutex mutex;
+  };
+  std::array<lane_state, sparse::nr_lanes> lanes_;
+  std::atomic<unsigned> lanes_used_{0};  // bounds the lanes ever acquired
+  std::atomic<std::uint64_t> next_order_{1};
+  // Applies happen one at a time, in commit order unless reordered.
+  std::mutex apply_mutex_;
+  std::uint64_t last_applied_ = 0;
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
   unsigned next_arena_ = 0;  // under caches_mutex_: arenas go round

@@ -22,8 +22,31 @@ static_assert(batch::max_actions == sparse::max_log_entries);
 #ifndef DAXALLOC_BREAK
 #define DAXALLOC_BREAK 0
 #endif
-enum breakage : int { intact, no_commit_fence, no_logged_content, no_lane_settle };
+enum breakage : int {
+  intact,
+  no_commit_fence,     // the commit fence is left out
+  no_logged_content,   // contents are neither fenced nor logged
+  no_lane_settle,      // fences do not flush retired headers before freeing their lanes
+  replay_out_of_order, // open replays committed lanes in reverse commit order
+  early_retire,        // lanes are retired before a fence made their targets durable
+};
 constexpr breakage broken = static_cast<breakage>(DAXALLOC_BREAK);
+
+// What identifies the calling thread as a lane's owner (its flushes are
+// ordered before its own fences, so those need not flush its targets again).
+const void* this_thread_token() noexcept {
+  thread_local const char token = 0;
+  return &token;
+}
+
+constexpr std::uint64_t lane_data = sparse::lane_size - sizeof(sparse::lane_header);
+
+// Lanes a batch of `count` entries and `inline_total` inline bytes spans.
+unsigned lanes_spanned(std::uint64_t count, std::uint64_t inline_total) {
+  const std::uint64_t first = lane_data - count * sizeof(log_entry);
+  if (inline_total <= first) return 1;
+  return 1 + static_cast<unsigned>((inline_total - first + lane_data - 1) / lane_data);
+}
 
 }  // namespace
 
@@ -32,33 +55,88 @@ sparse::lane_header* heap_impl::lane(unsigned i) const noexcept {
                                                 std::uint64_t{i} * sparse::lane_size);
 }
 
-unsigned heap_impl::acquire_lane() noexcept {
+// `span` consecutive free lanes, marked busy; when none are free, a full
+// fence retires what it can first.
+unsigned heap_impl::acquire_lanes(unsigned span) noexcept {
+  const std::uint64_t run = span >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << span) - 1;
   for (;;) {
     std::uint64_t busy = busy_lanes_.load(std::memory_order_relaxed);
-    while (busy != ~std::uint64_t{0}) {
-      const unsigned i = static_cast<unsigned>(std::countr_one(busy));
-      if (busy_lanes_.compare_exchange_weak(busy, busy | std::uint64_t{1} << i,
-                                            std::memory_order_acquire)) {
-        unsigned used = lanes_used_.load(std::memory_order_relaxed);
-        while (used <= i && !lanes_used_.compare_exchange_weak(used, i + 1)) {
-        }
-        return i;
+    for (unsigned i = 0; i + span <= sparse::nr_lanes;) {
+      if ((busy >> i) & run) {
+        ++i;
+        continue;
       }
+      if (!busy_lanes_.compare_exchange_weak(busy, busy | run << i, std::memory_order_acquire))
+        break;  // someone else took or freed lanes: look again
+      unsigned used = lanes_used_.load(std::memory_order_relaxed);
+      while (used < i + span && !lanes_used_.compare_exchange_weak(used, i + span)) {
+      }
+      lane_state& ls = lanes_[i];
+      ls.generation.fetch_add(1, std::memory_order_relaxed);
+      ls.span = span;
+      ls.owner.store(this_thread_token(), std::memory_order_relaxed);
+      ls.phase.store(lane_writing, std::memory_order_release);
+      return i;
     }
-    std::this_thread::yield();  // all 64 lanes in use
+    detail::thread_counters.fences += fence(true);  // retires applied lanes, frees retired ones
+    std::this_thread::yield();
   }
 }
 
-void heap_impl::release_lane(unsigned i) noexcept {
-  busy_lanes_.fetch_and(~(std::uint64_t{1} << i), std::memory_order_release);
+void heap_impl::free_lanes(unsigned i) noexcept {
+  const unsigned span = lanes_[i].span;
+  const std::uint64_t run = span >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << span) - 1;
+  lanes_[i].phase.store(lane_free, std::memory_order_release);
+  busy_lanes_.fetch_and(~(run << i), std::memory_order_release);
 }
 
-std::uint64_t heap_impl::lane_checksum(const sparse::lane_header& h) const noexcept {
+// Total inline bytes of a format-2 lane (the lengths of its content
+// entries), or UINT64_MAX when they exceed max_logged_content or the lanes
+// that follow.
+std::uint64_t heap_impl::inline_bytes(unsigned i) const noexcept {
+  const sparse::lane_header& h = *lane(i);
+  const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);
+  std::uint64_t total = 0;
+  for (std::uint64_t e = 0; e < h.count; ++e) {
+    if (entries[e].target >> sparse::log_op_shift != sparse::log_content) continue;
+    total += std::min(entries[e].value, sparse::max_logged_content + 1);
+    if (total > sparse::max_logged_content) return UINT64_MAX;
+  }
+  if (i + lanes_spanned(h.count, total) > sparse::nr_lanes) return UINT64_MAX;
+  return total;
+}
+
+template <class F>
+void heap_impl::for_each_inline_piece(unsigned i, std::uint64_t count, std::uint64_t total,
+                                      F&& f) const {
+  auto* at = reinterpret_cast<std::byte*>(lane(i) + 1) + count * sizeof(log_entry);
+  std::uint64_t room = lane_data - count * sizeof(log_entry);
+  while (total > 0) {
+    const std::uint64_t n = std::min(room, total);
+    if (n > 0) f(at, n);
+    total -= n;
+    ++i;
+    at = reinterpret_cast<std::byte*>(lane(i) + 1);
+    room = lane_data;
+  }
+}
+
+// Format 2: over sequence, count, the entries and the inline bytes. Format
+// 0 (lanes of an older daxalloc): over sequence, count, the entries and the
+// bytes the content entries name in place. The caller has checked count and
+// the content's bounds.
+std::uint64_t heap_impl::lane_checksum(unsigned i) const noexcept {
+  const sparse::lane_header& h = *lane(i);
   sparse::fletcher64_sum sum;
   sum.add(&h.sequence, 8);
   sum.add(&h.count, 8);
   const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);  // they follow the header
   sum.add(entries, h.count * sizeof(log_entry));
+  if (h.format == sparse::lane_format_inline) {
+    for_each_inline_piece(i, h.count, inline_bytes(i),
+                          [&](const std::byte* p, std::uint64_t n) { sum.add(p, n); });
+    return sum.value();
+  }
   for (std::uint64_t e = 0; e < h.count; ++e)
     if (entries[e].target >> sparse::log_op_shift == sparse::log_content)
       sum.add(model_->base() + (entries[e].target & offset_mask), entries[e].value);
@@ -178,32 +256,69 @@ void heap_impl::publish(std::span<const reservation> reserved,
                                      std::to_string(sparse::max_log_entries) + ")");
   if (entries.empty()) return;
 
-  const persistence& p = model_->media().persist();
-  const unsigned i = acquire_lane();  // (its compare-and-swap before any flush)
-  for (const reservation& r : reserved) p.flush(r.ptr, r.size);  // what the constructors wrote
+  const persistence& p = beneath_;
+  std::uint64_t inline_total = 0;
+  if (logged_content)
+    for (const reservation& r : reserved) inline_total += r.size;
+  const unsigned i = acquire_lanes(lanes_spanned(entries.size(), inline_total));
+  lane_state& ls = lanes_[i];
+  // What the constructors wrote: durable at the commit (a replay copies the
+  // inline bytes back over it, so a crash before then is covered as well).
+  for (const reservation& r : reserved) p.flush(r.ptr, r.size);
   if (!logged_content && !reserved.empty() && broken != no_logged_content)
-    p.drain();  // fence 0, for large contents only
+    commit_fence();  // fence 0, for large contents only
+  std::uint64_t order = next_order_.fetch_add(1, std::memory_order_relaxed);
   sparse::lane_header* h = lane(i);
   auto* slots = reinterpret_cast<log_entry*>(h + 1);
   std::memcpy(slots, entries.data(), entries.size() * sizeof(log_entry));
-  h->sequence += 1;
+  if (inline_total > 0) {
+    for (unsigned k = 1; k < ls.span; ++k)
+      *lane(i + k) = {order, 0, sparse::lane_continuation, 0, 0, {}};
+    std::size_t object = 0, done = 0;  // copy the objects into the inline pieces, in order
+    for_each_inline_piece(i, entries.size(), inline_total, [&](std::byte* at, std::uint64_t n) {
+      while (n > 0) {
+        const std::size_t take = std::min<std::uint64_t>(n, reserved[object].size - done);
+        std::memcpy(at, static_cast<const std::byte*>(reserved[object].ptr) + done, take);
+        at += take;
+        n -= take;
+        done += take;
+        if (done == reserved[object].size) ++object, done = 0;
+      }
+    });
+  }
+  h->sequence = order;
   h->count = entries.size();
-  h->checksum = lane_checksum(*h);
+  h->format = sparse::lane_format_inline;
+  h->reorder = 0;
+  h->checksum = lane_checksum(i);
   p.flush(h, sizeof *h + entries.size() * sizeof(log_entry));
-  if (broken != no_commit_fence) p.drain();  // fence 1: the batch is committed
-  apply(entries.data(), entries.size());
-  p.drain();  // fence 2: applied, the batch is durable
-  // Invalidated lazily: made durable by this heap's next fence (fence_drain),
-  // which flushes the header itself; the flush below, issued last so that no
-  // locked instruction waits for it, covers fences of this thread.
-  std::atomic_ref<std::uint64_t>(h->count).store(0, std::memory_order_relaxed);
-  std::atomic_ref<std::uint64_t>(h->checksum).store(0, std::memory_order_relaxed);
-  if (beneath_.mode() != persistence_mode::msync && beneath_.mode() != persistence_mode::none)
-    lane_invalidated_[i].fetch_add(1, std::memory_order_release);  // msync flushes synchronously
-  release_lane(i);
+  for_each_inline_piece(i, entries.size(), inline_total,
+                        [&](const std::byte* at, std::uint64_t n) { p.flush(at, n); });
+  for (unsigned k = 1; k < ls.span; ++k) p.flush(lane(i + k), sizeof(sparse::lane_header));
+  if (broken != no_commit_fence) commit_fence();  // the commit: the only fence a publication waits for
+  {
+    // Applies happen in commit order: one that comes after a later-ordered
+    // lane wrote the same word moves its own lane after that one first (a
+    // reorder word, one 8-byte store and a fence), so that a replay of both
+    // ends with what memory holds.
+    std::lock_guard lock(apply_mutex_);
+    if (order < last_applied_ && meets_later_lane(i, order)) {
+      order = next_order_.fetch_add(1, std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(h->reorder)
+          .store(sparse::reorder_word(order, h->checksum), std::memory_order_relaxed);
+      p.flush(&h->reorder, 8);
+      commit_fence();
+    }
+    ls.order.store(order, std::memory_order_relaxed);
+    last_applied_ = std::max(last_applied_, order);
+    apply(entries.data(), entries.size());
+  }
+  for (const log_entry& e : entries)
+    if (e.target >> sparse::log_op_shift != sparse::log_content)
+      p.flush(model_->base() + (e.target & offset_mask), 8);
+  ls.phase.store(lane_applied, std::memory_order_release);  // a later fence retires it
   for (auto [cls, object] : small_frees) put_small(cls, object);
   for (auto [pfn, pages] : extent_frees) pages_.free(pfn, pages);
-  p.flush(h, sizeof *h);
 }
 
 // The objects a lane's content entries name lie in the heap's memory and
@@ -225,12 +340,8 @@ bool heap_impl::content_in_bounds(const sparse::lane_header& h) const noexcept {
 
 // ---- the heap's fences ----
 
-// The region's persistence is this wrapper from open on: flushes and discards
-// pass through; a fence first flushes the header of every lane invalidated
-// since the last fence that covered it (publish leaves that to the next
-// fence, on whichever thread), so the invalidation reaches the media no later
-// than anything the fence makes durable. A thread that acts on a batch after
-// publish returned sees the lane's count, so its fences cover the lane.
+// The region's persistence is a wrapper from open on: flushes and discards
+// pass through, and every fence is heap_impl::fence(true).
 void heap_impl::fence_flush(void* self, const void* addr, std::size_t len) {
   const auto& below = static_cast<heap_impl*>(self)->beneath_.table();
   below.flush(below.context, addr, len);
@@ -240,26 +351,122 @@ void heap_impl::fence_discard(void* self, const void* addr, std::size_t len) {
   static_cast<heap_impl*>(self)->beneath_.discarded(addr, len);
 }
 
+// (persistence::drain counted one fence already.)
 void heap_impl::fence_drain(void* self) {
-  auto* h = static_cast<heap_impl*>(self);
-  std::array<std::uint64_t, sparse::nr_lanes> seen;
-  std::uint64_t pending = 0;
-  const unsigned used = h->lanes_used_.load(std::memory_order_acquire);
+  detail::thread_counters.fences += static_cast<heap_impl*>(self)->fence(true) - 1;
+}
+
+void heap_impl::commit_fence() noexcept {
+  detail::thread_counters.fences += fence(false);
+}
+
+void heap_impl::flush_targets(unsigned i) const noexcept {
+  const sparse::lane_header* h = lane(i);
+  const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
+  const std::uint64_t count = std::atomic_ref<const std::uint64_t>(h->count).load();
+  for (std::uint64_t e = 0; e < std::min<std::uint64_t>(count, sparse::max_log_entries); ++e)
+    if (entries[e].target >> sparse::log_op_shift != sparse::log_content)
+      beneath_.flush(model_->base() + (entries[e].target & offset_mask), 8);
+}
+
+// Every fence of the heap, on any thread:
+//   1. notes the lanes applied (their targets flushed by their owner) and
+//      the lanes retiring (their zeroed header flushed); flushes the targets
+//      of the applied lanes of other threads (a fence orders only its own
+//      thread's flushes) and the headers of the retiring ones;
+//   2. fences: the targets of every lane noted applied are durable, and so
+//      is the retirement of every lane noted retiring;
+//   3. retires the applied lanes (zeroes count and checksum, flushes them:
+//      durable at a later fence) and frees the retiring ones for reuse.
+// A lane is thus retired only after its targets are durable, and reused
+// only after its retirement is. A full fence then also flushes the headers
+// it retired and fences once more, so that when it returns no lane applied
+// before it can be replayed over a store it made durable: 1 fence, or 2
+// when lanes were applied since the last fence.
+unsigned heap_impl::fence(bool full) noexcept {
+  const void* me = this_thread_token();
+  std::array<std::uint64_t, sparse::nr_lanes> generation;
+  std::uint64_t applied = 0, retiring = 0;
+  const unsigned used = lanes_used_.load(std::memory_order_acquire);
   for (unsigned i = 0; i < used; ++i) {
-    seen[i] = h->lane_invalidated_[i].load(std::memory_order_acquire);
-    if (seen[i] == h->lane_settled_[i].load(std::memory_order_relaxed) || broken == no_lane_settle)
-      continue;
-    h->beneath_.flush(h->lane(i), sizeof(sparse::lane_header));
-    pending |= std::uint64_t{1} << i;
-  }
-  const auto& below = h->beneath_.table();
-  below.drain(below.context);
-  for (; pending; pending &= pending - 1) {
-    const auto i = static_cast<unsigned>(std::countr_zero(pending));
-    std::uint64_t settled = h->lane_settled_[i].load(std::memory_order_relaxed);
-    while (settled < seen[i] && !h->lane_settled_[i].compare_exchange_weak(settled, seen[i])) {
+    lane_state& ls = lanes_[i];
+    const unsigned phase = ls.phase.load(std::memory_order_acquire);
+    if (phase != lane_applied && phase != lane_retiring) continue;
+    generation[i] = ls.generation.load(std::memory_order_relaxed);
+    if (phase == lane_applied) {
+      applied |= std::uint64_t{1} << i;
+      if (ls.owner.load(std::memory_order_relaxed) != me) flush_targets(i);
+    } else {
+      retiring |= std::uint64_t{1} << i;
+      if (broken != no_lane_settle) beneath_.flush(lane(i), sizeof(sparse::lane_header));
     }
   }
+  const auto retire = [&](unsigned i) {
+    lane_state& ls = lanes_[i];
+    std::lock_guard lock(ls.mutex);
+    if (ls.generation.load(std::memory_order_relaxed) != generation[i] ||
+        ls.phase.load(std::memory_order_relaxed) != lane_applied)
+      return;
+    sparse::lane_header* h = lane(i);
+    std::atomic_ref<std::uint64_t>(h->count).store(0, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(h->checksum).store(0, std::memory_order_relaxed);
+    beneath_.flush(h, sizeof *h);
+    ls.phase.store(lane_retiring, std::memory_order_release);
+  };
+  const auto free_if_retiring = [&](unsigned i, bool flush_first) {
+    lane_state& ls = lanes_[i];
+    std::lock_guard lock(ls.mutex);
+    if (ls.generation.load(std::memory_order_relaxed) != generation[i] ||
+        ls.phase.load(std::memory_order_relaxed) != lane_retiring)
+      return false;
+    if (flush_first) return beneath_.flush(lane(i), sizeof(sparse::lane_header)), true;
+    free_lanes(i);
+    return true;
+  };
+  if (broken == early_retire)
+    for (std::uint64_t m = applied; m; m &= m - 1) retire(static_cast<unsigned>(std::countr_zero(m)));
+  const auto& below = beneath_.table();
+  below.drain(below.context);
+  for (std::uint64_t m = applied; m; m &= m - 1) retire(static_cast<unsigned>(std::countr_zero(m)));
+  for (std::uint64_t m = retiring; m; m &= m - 1)
+    (void)free_if_retiring(static_cast<unsigned>(std::countr_zero(m)), false);
+  if (!full || applied == 0) return 1;
+  std::uint64_t flushed = 0;
+  for (std::uint64_t m = applied; m; m &= m - 1) {
+    const auto i = static_cast<unsigned>(std::countr_zero(m));
+    if (free_if_retiring(i, true)) flushed |= std::uint64_t{1} << i;
+  }
+  if (flushed == 0) return 1;
+  below.drain(below.context);
+  for (std::uint64_t m = flushed; m; m &= m - 1)
+    (void)free_if_retiring(static_cast<unsigned>(std::countr_zero(m)), false);
+  return 2;
+}
+
+// Whether an applied lane ordered after `order` stores to a word lane i
+// stores to (bit entries commute, and a free is ordered after the
+// allocation it undoes).
+bool heap_impl::meets_later_lane(unsigned i, std::uint64_t order) const noexcept {
+  const auto stores_of = [&](unsigned k) {
+    const sparse::lane_header* h = lane(k);
+    const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
+    return std::span<const log_entry>(
+        entries, std::min<std::uint64_t>(std::atomic_ref<const std::uint64_t>(h->count).load(),
+                                          sparse::max_log_entries));
+  };
+  const auto mine = stores_of(i);
+  const unsigned used = lanes_used_.load(std::memory_order_acquire);
+  for (unsigned k = 0; k < used; ++k) {
+    const unsigned phase = lanes_[k].phase.load(std::memory_order_acquire);
+    if (k == i || (phase != lane_applied && phase != lane_retiring) ||
+        lanes_[k].order.load(std::memory_order_relaxed) < order)
+      continue;
+    for (const log_entry& theirs : stores_of(k))
+      if (theirs.target >> sparse::log_op_shift == sparse::log_store)
+        for (const log_entry& e : mine)
+          if (e.target == theirs.target) return true;
+  }
+  return false;
 }
 
 void heap_impl::use_persistence(const persistence& beneath) noexcept {
@@ -270,32 +477,121 @@ void heap_impl::use_persistence(const persistence& beneath) noexcept {
                    below.mode, below.name}));
 }
 
-// Open: every committed lane is replayed (its actions are idempotent), every
-// torn one is just cleared.
+// Open: every committed lane is replayed, in commit order, then every lane
+// is cleared (a torn one just so). A lane is committed when its count,
+// content and checksum check out; a committed lane whose actions a batch
+// could not have made is damage (errc::corrupt, nothing written). An action
+// of a lane is skipped when it writes into an object that a lane later in
+// the order allocates: that memory was freed and allocated again after it,
+// and what the later lane published there is what counts.
 void heap_impl::replay_lanes() {
   const persistence& p = model_->media().persist();
   const std::string where = model_->media().path().string() + ": redo lane ";
+  struct committed {
+    unsigned lane;
+    std::uint64_t order;
+    std::uint64_t inline_total;
+  };
+  std::vector<committed> lanes;
+  std::uint64_t highest = 0;
+  for (unsigned i = 0; i < sparse::nr_lanes; ++i) {
+    sparse::lane_header* h = lane(i);
+    highest = std::max(highest, h->sequence);
+    if (h->count == 0 || h->checksum == 0 || h->count > sparse::max_log_entries) continue;
+    const bool inline_format = h->format == sparse::lane_format_inline;
+    const std::uint64_t total = inline_format ? inline_bytes(i) : 0;
+    if (inline_format ? total == UINT64_MAX : !content_in_bounds(*h)) continue;
+    if (h->checksum != lane_checksum(i)) continue;  // torn: never committed
+    const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
+    for (std::uint64_t e = 0; e < h->count; ++e) {
+      const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
+      const std::uint64_t at = entries[e].target & offset_mask;
+      const bool fits = op == sparse::log_content
+                            ? at >= model_->geo().head_size() && at <= model_->media().size() &&
+                                  entries[e].value <= model_->media().size() - at
+                            : log_target(model_->base() + at);
+      if (!fits)
+        throw error(errc::corrupt, where + std::to_string(i) + " holds an impossible action");
+    }
+    std::uint64_t order = h->sequence;
+    if (h->reorder != 0 && sparse::reorder_word(h->reorder >> 16, h->checksum) == h->reorder)
+      order = h->reorder >> 16;
+    lanes.push_back({i, order, total});
+    i += inline_format ? lanes_spanned(h->count, total) - 1 : 0;  // its continuation lanes
+  }
+  std::sort(lanes.begin(), lanes.end(), [](const committed& a, const committed& b) {
+    return broken == replay_out_of_order ? a.order > b.order : a.order < b.order;
+  });
+  // What each lane allocates, by its entries and the memmap as it is: the
+  // objects of the bits it sets, the extents whose heads it stores.
+  std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>> allocates(lanes.size());
+  for (std::size_t k = 0; k < lanes.size(); ++k) {
+    const sparse::lane_header* h = lane(lanes[k].lane);
+    const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
+    for (std::uint64_t e = 0; e < h->count; ++e) {
+      const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
+      const std::uint64_t at = entries[e].target & offset_mask;
+      if (op == sparse::log_content) {
+        allocates[k].emplace_back(at, at + entries[e].value);
+      } else if (op == sparse::log_store && !heap_word(model_->base() + at) &&
+                 at != sparse::names_slot_offset) {  // a descriptor: an extent's head
+        const std::uint64_t pfn =
+            model_->page_to_pfn(reinterpret_cast<const sparse::page_descriptor*>(model_->base() + at));
+        const sparse::page_descriptor d{entries[e].value};
+        if (d.state() == sparse::page_state::extent)
+          allocates[k].emplace_back(pfn * sparse::page_size,
+                                    (pfn + d.length()) * sparse::page_size);
+      }
+    }
+  }
+  const auto reallocated_later = [&](std::size_t k, std::uint64_t from, std::uint64_t to) {
+    for (std::size_t later = k + 1; later < lanes.size(); ++later)
+      for (auto [start, end] : allocates[later])
+        if (from < end && start < to) return true;
+    return false;
+  };
+  for (std::size_t k = 0; k < lanes.size(); ++k) {
+    const unsigned i = lanes[k].lane;
+    const sparse::lane_header* h = lane(i);
+    const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
+    std::vector<log_entry> actions;
+    for (std::uint64_t e = 0; e < h->count; ++e) {
+      const std::uint64_t at = entries[e].target & offset_mask;
+      const bool content = entries[e].target >> sparse::log_op_shift == sparse::log_content;
+      if (!content && !reallocated_later(k, at, at + 8)) actions.push_back(entries[e]);
+    }
+    apply(actions.data(), actions.size());
+    for (const log_entry& e : actions) p.flush(model_->base() + (e.target & offset_mask), 8);
+    if (h->format != sparse::lane_format_inline) continue;
+    // The objects' contents, from the inline bytes, in entry order.
+    std::uint64_t e = 0, done = 0;
+    for_each_inline_piece(i, h->count, lanes[k].inline_total,
+                          [&](const std::byte* from, std::uint64_t n) {
+      while (n > 0) {
+        while (entries[e].target >> sparse::log_op_shift != sparse::log_content) ++e;
+        const std::uint64_t at = entries[e].target & offset_mask;
+        const std::uint64_t take = std::min(n, entries[e].value - done);
+        if (!reallocated_later(k, at, at + entries[e].value)) {
+          std::memcpy(model_->base() + at + done, from, take);
+          p.flush(model_->base() + at + done, take);
+        }
+        from += take;
+        n -= take;
+        done += take;
+        if (done == entries[e].value) ++e, done = 0;
+      }
+    });
+  }
+  if (!lanes.empty()) p.drain();
   for (unsigned i = 0; i < sparse::nr_lanes; ++i) {
     sparse::lane_header* h = lane(i);
     if (h->count == 0 && h->checksum == 0) continue;
-    const bool committed = h->count >= 1 && h->count <= sparse::max_log_entries &&
-                           h->checksum != 0 && content_in_bounds(*h) &&
-                           h->checksum == lane_checksum(*h);
-    if (committed) {
-      const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
-      for (std::uint64_t e = 0; e < h->count; ++e) {
-        const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
-        if (op != sparse::log_content &&  // those are checked by content_in_bounds
-            !log_target(model_->base() + (entries[e].target & offset_mask)))
-          throw error(errc::corrupt, where + std::to_string(i) + " holds an impossible action");
-      }
-      apply(entries, h->count);
-      p.drain();
-    }
     h->count = 0;
     h->checksum = 0;
-    p.persist(h, sizeof *h);
+    p.flush(h, sizeof *h);
   }
+  p.drain();
+  next_order_.store(highest + 1, std::memory_order_relaxed);
 }
 
 }  // namespace detail

@@ -138,27 +138,40 @@ struct root_slot {
 static_assert(sizeof(root_slot) == 32);
 enum shutdown_state : std::uint64_t { shutdown_clean = 0, shutdown_open = 1 };
 
-// Redo-log lanes (heap layer): a batch of 8-byte actions is written to a
-// lane and persisted (the commit: a valid checksum over sequence, count,
-// entries and the bytes that content entries name), applied and persisted.
-// Then the lane is invalidated (count and checksum zeroed) lazily: the zeroed
-// header is flushed, and the heap's next fence, on any thread, makes it
-// durable before anything else that fence orders. So a crash may leave a
-// committed lane whose batch was applied in full; replaying it is harmless,
-// because no later durable store can conflict with it. Open replays every
-// valid lane, so a published batch is all or nothing. Actions are idempotent
-// 8-byte stores and bit sets or clears, so replaying a partly applied batch
-// is safe. A content entry applies nothing: it names a reserved object whose
-// bytes the checksum covers, so a lane whose objects did not reach the media
-// in full does not check out (nor does one whose objects were written to
-// after it was applied, which no longer needs replaying).
+// Redo-log lanes (heap layer). A batch is written to a lane (header,
+// entries, and the bytes of its reserved objects inline after the entries)
+// and flushed; the fence that follows is the commit: from then on the lane
+// has a valid checksum over sequence, count, entries and inline bytes. Then
+// the batch is applied and its targets flushed without a fence of their own;
+// a later fence of the heap (any thread's) makes them durable, and only
+// after that fence is the lane retired (count and checksum zeroed), which a
+// fence after that makes durable. So a crash may leave several committed
+// lanes: open replays every valid one in commit order (`sequence` is
+// heap-wide and increasing, or a valid `reorder` word replaces it), which
+// ends with what the last applied batch wrote, and skips what a later lane
+// shows was freed and allocated again. Actions are idempotent 8-byte stores,
+// bit sets or clears and inline content copies, so replaying a partly
+// applied batch is safe. docs/crash-consistency.md has the whole argument.
+//
+// A batch whose inline bytes do not fit one lane spans several consecutive
+// lanes: the first holds the header and entries, each following one starts
+// with a continuation header (count 0, checksum lane_continuation) and holds
+// more inline bytes. A batch whose objects are larger still (more than
+// max_logged_content) has them fenced before its lane is written, and logs
+// no content.
+//
+// Lanes written before format 2 lanes existed (`format` 0) name their
+// objects with content entries whose bytes the checksum covers in place;
+// open still replays them (in lane order: they were never left several).
 inline constexpr std::uint64_t nr_lanes = 64;
 inline constexpr std::uint64_t lane_size = 4096;
 struct lane_header {
-  std::uint64_t sequence;  // incremented per batch: stale entries never check out
+  std::uint64_t sequence;  // heap-wide commit order (format 0: per lane)
   std::uint64_t count;     // entries in use, 1..max_log_entries; 0: empty
-  std::uint64_t checksum;  // Fletcher-64 of sequence, count and the entries; 0: empty
-  std::uint64_t reserved[5];
+  std::uint64_t checksum;  // Fletcher-64 of sequence, count, entries, inline bytes; 0: empty
+  std::uint64_t format;    // lane_format_inline, or 0 (content checked in place)
+  std::uint64_t reorder;   // 0, or a later commit order with its check bits (reorder_word)
+  std::uint64_t reserved[3];
 };
 struct log_entry {
   std::uint64_t target;  // byte offset in the region | op << 62
@@ -169,12 +182,21 @@ enum log_op : std::uint64_t {
   log_store = 0,
   log_set_bits = 1,
   log_clear_bits = 2,
-  log_content = 3,  // value: length in bytes, at most max_logged_content in a lane
+  log_content = 3,  // value: length in bytes; format 2: copied from the inline bytes
 };
 inline constexpr unsigned log_op_shift = 62;
 inline constexpr std::size_t max_log_entries =
     (lane_size - sizeof(lane_header)) / sizeof(log_entry);
 inline constexpr std::uint64_t max_logged_content = 4096;
+inline constexpr std::uint64_t lane_format_inline = 0x326e616c78616400;  // "\0daxlan2"
+inline constexpr std::uint64_t lane_continuation = 0x746e6f636e616c00;   // "\0lancont"
+// A reorder word: the new commit order (48 bits) and 16 check bits, one
+// 8-byte store (an out-of-order apply moves its lane after the one it met).
+[[nodiscard]] constexpr std::uint64_t reorder_word(std::uint64_t order,
+                                                   std::uint64_t checksum) noexcept {
+  const std::uint64_t mix = (order ^ checksum) * 0x9e3779b97f4a7c15ull;
+  return order << 16 | (mix >> 48);
+}
 
 // One section record (the kernel's mem_section with its usage inline), in a
 // root page. Its size depends on the geometry (section_record_words()):

@@ -286,6 +286,63 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
            publish(h, {r}, {{word(h, kept[0]), offset(h, r.ptr)}}, {});
          }).join();
        }},
+      {"a plain persisted store to a word after a publication of the same word",
+       [&](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
+       [](heap_impl& h, const auto& kept) {
+         *word(h, kept[0]) = 99;  // the caller's own store, made durable by a heap fence
+         h.model().media().persist().persist(word(h, kept[0]), 8);
+       },
+       nullptr, nullptr,
+       [](heap_impl& h, const auto& kept) {
+         auto r = h.reserve(40);
+         std::memset(r.ptr, 7, 40);
+         publish(h, {r}, {{word(h, kept[0]), offset(h, r.ptr)}}, {});
+       }},
+      {"two publications of the same word from two threads",
+       [&](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
+       [](heap_impl& h, const auto& kept) {
+         std::thread([&] {
+           auto r = h.reserve(48);
+           std::memset(r.ptr, 5, 48);
+           publish(h, {r}, {{word(h, kept[0]), offset(h, r.ptr)}}, {});
+         }).join();
+       },
+       nullptr, nullptr,
+       [](heap_impl& h, const auto& kept) {
+         std::thread([&] {
+           auto r = h.reserve(40);
+           std::memset(r.ptr, 7, 40);
+           publish(h, {r}, {{word(h, kept[0]), offset(h, r.ptr)}}, {});
+         }).join();
+       }},
+      {"a publication after another on the same thread (it retires the one before)",
+       [&](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
+       [](heap_impl& h, const auto& kept) {
+         auto r = h.reserve(40);
+         std::memset(r.ptr, 2, 40);
+         publish(h, {r}, {{word(h, kept[0]) + 2, offset(h, r.ptr)}}, {});
+       },
+       nullptr, nullptr,
+       [](heap_impl& h, const auto& kept) {
+         auto r = h.reserve(40);
+         std::memset(r.ptr, 1, 40);
+         publish(h, {r}, {{word(h, kept[0]) + 1, offset(h, r.ptr)}}, {});
+       }},
+      {"an extent freed by free-and-clear, then published again with other contents",
+       [&](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         kept.push_back(offset(h, h.allocate(200000)));
+         publish(h, {}, {{word(h, kept[0]), kept[1]}, {word(h, kept[1]), 77}}, {});
+       },
+       [](heap_impl& h, const auto& kept) {
+         auto r = h.reserve(200000);
+         std::memset(r.ptr, 3, 200000);
+         publish(h, {r}, {{word(h, kept[0]), offset(h, r.ptr)}}, {});
+       },
+       nullptr, nullptr,
+       [](heap_impl& h, const auto& kept) {
+         publish(h, {}, {{word(h, kept[0]), 0}}, {h.model().base() + kept[1]});
+       }},
       {"free-and-clear from the root",
        [&](heap_impl& h, auto& kept) {
          kept.push_back(offset(h, h.root(64)));
