@@ -1,6 +1,6 @@
 // The page allocator on its own: buddy splits and merges through the page
 // shadow, lowest addresses first, best fit of pageblock runs, exact stats,
-// isolate / add_span, rebuild, and random operations
+// allocated_length, isolate / add_span, rebuild, and random operations
 // against a model (seeded; DAXALLOC_SEED replays).
 #include <doctest/doctest.h>
 
@@ -56,6 +56,12 @@ TEST_CASE("buddy blocks: split keeping the lower half, merge on free, lowest fir
   CHECK(*b == first_usable + 1);
   CHECK(*c == first_usable + 4);
   CHECK(*d == first_usable + 8);
+  CHECK(pages.allocated_length(*a) == 1);
+  CHECK(pages.allocated_length(*c) == 3);
+  CHECK(pages.allocated_length(*c + 1) == 0);
+  CHECK(pages.allocated_length(*c + 3) == 0);
+  CHECK(pages.allocated_length(0) == 0);
+  CHECK(pages.allocated_length(std::uint64_t{1} << 40) == 0);  // beyond the range
   CHECK(pages.is_free(*c + 3));
   CHECK_FALSE(pages.is_free(*c + 2));
   CHECK(pages.is_free(first_usable + 2));
@@ -67,6 +73,7 @@ TEST_CASE("buddy blocks: split keeping the lower half, merge on free, lowest fir
 
   for (auto [pfn, n] : {std::pair{*a, 1}, {*c, 3}, {*c + 3, 1}, {*b, 1}, {*d, 8}}) {
     pages.free(pfn, static_cast<std::uint64_t>(n));
+    CHECK(pages.allocated_length(pfn) == 0);
   }
   const page_stats s = pages.stats();
   CHECK(s.free_pages == usable_pages);
@@ -78,7 +85,7 @@ TEST_CASE("buddy blocks: split keeping the lower half, merge on free, lowest fir
   CHECK(pages.allocate(512, migratetype::large) == first_usable);  // the pool has it back
 }
 
-TEST_CASE("runs of pageblocks: best fit, tails in the zone") {
+TEST_CASE("runs of pageblocks: best fit, allocated_length across pageblocks, tails in the zone") {
   fixture f;
   page_allocator pages(*f.model, 2);
   rebuild_clean(pages);
@@ -88,8 +95,10 @@ TEST_CASE("runs of pageblocks: best fit, tails in the zone") {
   const auto d = pages.allocate(pb, migratetype::large);
   REQUIRE((a && b && c && d));
   CHECK(*b == *a + 2 * pb);
+  CHECK(pages.allocated_length(*c) == 3 * pb);
   pages.free(*a, 2 * pb);
   pages.free(*c, 3 * pb);
+  CHECK(pages.allocated_length(*c) == 0);
   // Holes of 2 and 3 pageblocks and a run of 23 at the end: each request
   // takes the smallest that fits.
   CHECK(pages.allocate(3 * pb, migratetype::large) == *c);
@@ -99,6 +108,7 @@ TEST_CASE("runs of pageblocks: best fit, tails in the zone") {
   // 1000 pages: two pageblocks, the second one's last 24 pages go to zone 1.
   const auto e = pages.allocate(1000, migratetype::large, 1);
   REQUIRE(e);
+  CHECK(pages.allocated_length(*e) == 1000);
   CHECK(pages.is_free(*e + 1000));
   CHECK_FALSE(pages.is_free(*e + 999));
   page_stats s = pages.stats();
@@ -147,6 +157,8 @@ TEST_CASE("rebuild forgets the volatile state and starts again from the media") 
   REQUIRE((x && y));
   // Nothing was written to the memmap, so after a rebuild all is free again.
   rebuild_clean(pages);
+  CHECK(pages.allocated_length(*x) == 0);
+  CHECK(pages.allocated_length(*y) == 0);
   const page_stats s = pages.stats();
   CHECK(s.free_pages == usable_pages);
   CHECK(s.largest_free_pages == usable_pages);
@@ -174,6 +186,7 @@ TEST_CASE("random allocations and frees against a model, in several zones and th
         const auto type = static_cast<migratetype>(rng() % 3);
         const auto pfn = pages.allocate(n, type, zone);
         if (!pfn) continue;
+        if (pages.allocated_length(*pfn) != n) ++wrong;
         if (n < pb && *pfn % (std::uint64_t{1} << std::bit_width(n - 1)) != 0) ++wrong;
         live.emplace(*pfn, n);
       } else {
@@ -197,6 +210,7 @@ TEST_CASE("random allocations and frees against a model, in several zones and th
     CHECK(pfn >= end);  // no overlap
     end = pfn + n;
     in_use += n;
+    CHECK(pages.allocated_length(pfn) == n);
     CHECK_FALSE(pages.is_free(pfn));
     CHECK_FALSE(pages.is_free(pfn + n - 1));
   }

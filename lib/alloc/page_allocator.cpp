@@ -26,9 +26,12 @@ constexpr std::size_t index(migratetype t) {
 }
 
 // page_shadow::info (page_allocator.hpp has the layout).
-constexpr std::uint64_t kind_mask = 3, kind_buddy = 1;
+constexpr std::uint64_t kind_mask = 3, kind_buddy = 1, kind_head = 2;
 constexpr std::uint64_t buddy_info(unsigned order, std::uint64_t prev) {
   return kind_buddy | std::uint64_t{order} << 2 | prev << 8;
+}
+constexpr std::uint64_t head_info(std::uint64_t pages) {
+  return kind_head | pages << 8;
 }
 constexpr bool page_buddy(std::uint64_t info) {
   return (info & kind_mask) == kind_buddy;
@@ -70,11 +73,11 @@ std::optional<unsigned> page_allocator::owner(std::uint64_t pageblock) const noe
 }
 
 std::uint64_t page_allocator::info(std::uint64_t pfn) const noexcept {
-  return shadow(pfn).info;
+  return std::atomic_ref<std::uint64_t>(shadow(pfn).info).load(std::memory_order_relaxed);
 }
 
 void page_allocator::set_info(std::uint64_t pfn, std::uint64_t info) noexcept {
-  shadow(pfn).info = info;
+  std::atomic_ref<std::uint64_t>(shadow(pfn).info).store(info, std::memory_order_relaxed);
 }
 
 bool page_allocator::shadow_clear(std::uint64_t pageblock) const noexcept {
@@ -200,6 +203,7 @@ void page_allocator::free(std::uint64_t pfn, std::uint64_t pages) {
     const auto z = owner(pageblock);
     if (hi - lo == pageblock_pages && !z) {  // a whole pageblock of a large extent
       std::lock_guard lock(pool_mutex_);
+      clear_head(lo);
       assert(shadow_clear(pageblock));
       pool_.insert(pageblock);
       continue;
@@ -209,8 +213,20 @@ void page_allocator::free(std::uint64_t pfn, std::uint64_t pages) {
     // No owner (after open, for a pageblock that was wholly allocated): zone 0
     // takes it with its media type, unless a free of its other pages has.
     if (!owner(pageblock)) own(mine, pageblock, model_.get_pageblock_migratetype(lo));
+    if (lo == pfn) clear_head(lo);  // before free_range may make it a free block's first page
     free_range(mine, lo, hi - lo);
   }
+}
+
+// Only a head mark: a page that is anything else keeps its state.
+void page_allocator::clear_head(std::uint64_t pfn) noexcept {
+  if ((info(pfn) & kind_mask) == kind_head) set_info(pfn, 0);
+}
+
+std::uint64_t page_allocator::allocated_length(std::uint64_t pfn) const noexcept {
+  if (pfn >= nr_pages_) return 0;
+  const std::uint64_t i = info(pfn);
+  return (i & kind_mask) == kind_head ? i >> 8 : 0;
 }
 
 // The pageblock at the lowest address: keeps the heap compact.
@@ -269,11 +285,12 @@ std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t p
     first = *best;
     for (std::uint64_t pb = first; pb < first + count; ++pb) pool_.erase(pb);
   }
+  set_info(first * pageblock_pages, head_info(pages));  // its pageblock is no one's but ours
   bool flushed = false;
   for (std::uint64_t pb = first; pb < first + count; ++pb)
     flushed |= set_type(pb, migratetype::large, false);
   if (flushed) model_.media().persist().drain();
-  if (const std::uint64_t used = pages % pageblock_pages) {
+  if (const std::uint64_t used = pages % pageblock_pages) {  // count >= 2: not the head's pageblock
     zone& z = *zones_[zone_index % zones_.size()];
     std::lock_guard lock(z.mutex);
     const std::uint64_t last = first + count - 1;
@@ -293,6 +310,7 @@ std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migra
     std::uint64_t pfn = 0;
     if (!take_block(z, order, type, from_pool, pfn)) return std::nullopt;
     if (const std::uint64_t tail = pages_of(order) - pages) free_range(z, pfn + pages, tail);
+    set_info(pfn, head_info(pages));
     return pfn;
   };
   zone& mine = *zones_[zone_index % zones_.size()];

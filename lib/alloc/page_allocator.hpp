@@ -27,13 +27,16 @@
 // memory that costs DRAM only where written (platform/zeroed_memory.hpp):
 //   per page       page_shadow (16 bytes): the kernel's struct page as the
 //                  buddy allocator uses it; free lists are threaded through
-//                  it;
+//                  it, and it holds the length of a run allocate() returned;
 //   per pageblock  pageblock_shadow (4 bytes): owner zone, type, free pages;
 //                  and one bit in the pool's bitmap.
 // Who may touch what: the shadow entries and the table entry of a pageblock
 // a zone owns, under that zone's lock; of a pageblock in the pool, under the
-// pool's lock (pool pageblocks' entries are all zero). The owner byte is
-// written under the zone's lock and read without one by free().
+// pool's lock (pool pageblocks' entries are all zero); of the pages of an
+// allocated run, the allocating call before it returns the run and free()
+// (under the lock of the owning zone when there is one). The owner byte is
+// written under the zone's lock and read without one by free(); a page's
+// `info` word is accessed atomically, so allocated_length() needs no lock.
 #pragma once
 
 #include <array>
@@ -96,6 +99,11 @@ class page_allocator {
   // Frees pages the caller holds: a run allocate() returned, a run rebuild()
   // found, or a part of one.
   void free(std::uint64_t pfn, std::uint64_t pages);
+  // The page count of the run allocate() returned at pfn, until it is freed;
+  // 0 for any other pfn (a page inside a run, a free page, a run rebuild()
+  // found: its length is on the media). O(1) and without a lock; exact for a
+  // run the caller holds.
+  [[nodiscard]] std::uint64_t allocated_length(std::uint64_t pfn) const noexcept;
   // Puts every wholly free pageblock the zones keep back into the pool;
   // returns how many.
   std::size_t release_free_pageblocks();
@@ -116,10 +124,12 @@ class page_allocator {
   // allocator uses it (PageBuddy, buddy_order in page->private, page->lru).
   // All zero for a page that is none of the below. `info` holds, from bit 0:
   //   2 bits  kind: 0 none; 1 buddy (the first page of a free block on a
-  //           free list: PageBuddy);
+  //           free list: PageBuddy); 2 head (the first page of a run that
+  //           allocate() returned and free() has not freed);
   //   4 bits  buddy: the block's order;
   //   2 bits  0;
-  //  56 bits  buddy: lru.prev, the pfn of the previous block of its list.
+  //  56 bits  buddy: lru.prev, the pfn of the previous block of its list;
+  //           head: the run's length in pages.
   // Lists end in pfn 0, which is in the head (a metadata pageblock), so it
   // is never free. pfns need 34 bits at most (max_physmem_bits = 46).
   struct page_shadow {
@@ -160,6 +170,8 @@ class page_allocator {
   }
   [[nodiscard]] std::uint64_t info(std::uint64_t pfn) const noexcept;
   void set_info(std::uint64_t pfn, std::uint64_t info) noexcept;
+  // The run allocate() returned at pfn is freed.
+  void clear_head(std::uint64_t pfn) noexcept;
   void add_to_free_list(zone& z, std::uint64_t pfn, unsigned order, migratetype type) noexcept;
   void del_from_free_list(zone& z, std::uint64_t pfn, unsigned order, migratetype type) noexcept;
   // Debug checks: every shadow and table entry of the pageblock is zero.
