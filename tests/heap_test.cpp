@@ -597,6 +597,16 @@ TEST_CASE("cancel by pointer alone: every size class; foreign and interior point
     CHECK(again.ptr == r.ptr);  // the object cancelled last comes back first
     h.cancel(again.ptr);
   }
+  for (std::size_t size : {65537, 200000, 3 * 1024 * 1024}) {  // extents
+    CAPTURE(size);
+    auto r = h.reserve(size);
+    CHECK(h.usable_size(r.ptr) == r.size);
+    CHECK_ERRC(h.cancel(static_cast<char*>(r.ptr) + 4096), errc::invalid_argument);
+    h.cancel(r.ptr);
+    void* allocated = h.allocate(size);
+    CHECK_ERRC(h.cancel(allocated), errc::invalid_argument);  // allocated: not a reservation
+    h.deallocate(allocated);
+  }
   int local = 0;
   CHECK_ERRC(h.cancel(&local), errc::invalid_argument);
   h.cancel(static_cast<void*>(nullptr));

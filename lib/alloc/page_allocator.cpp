@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <cstdlib>
+#include <cassert>
 #include <mutex>
-#include <new>
 #include <thread>
 
 #include "alloc/size_classes.hpp"
@@ -26,6 +25,28 @@ constexpr std::size_t index(migratetype t) {
   return static_cast<std::size_t>(t);
 }
 
+// page_shadow::info (page_allocator.hpp has the layout).
+constexpr std::uint64_t kind_mask = 3, kind_buddy = 1, kind_head = 2;
+constexpr std::uint64_t buddy_info(unsigned order, std::uint64_t prev) {
+  return kind_buddy | std::uint64_t{order} << 2 | prev << 8;
+}
+constexpr std::uint64_t head_info(std::uint64_t pages) {
+  return kind_head | pages << 8;
+}
+constexpr bool page_buddy(std::uint64_t info) {
+  return (info & kind_mask) == kind_buddy;
+}
+constexpr unsigned buddy_order(std::uint64_t info) {
+  return static_cast<unsigned>(info >> 2 & 15);
+}
+constexpr std::uint64_t lru_prev(std::uint64_t info) {
+  return info >> 8;
+}
+
+constexpr std::uint64_t pages_of(unsigned order) {
+  return std::uint64_t{1} << order;
+}
+
 }  // namespace
 
 // Two per CPU, as jemalloc has four.
@@ -33,52 +54,103 @@ unsigned default_arenas() {
   return std::clamp(2 * std::thread::hardware_concurrency(), 1u, 64u);
 }
 
-void page_allocator::free_deleter::operator()(std::uint8_t* p) const noexcept {
-  std::free(p);
-}
-
 page_allocator::page_allocator(sparse::memory_model& model, unsigned zones)
     : model_(model),
-      owners_(static_cast<std::uint8_t*>(
-          std::calloc(model.geo().max_range / sparse::subsection_size, 1))) {
-  if (!owners_) throw std::bad_alloc();
+      nr_pages_(model.geo().max_range >> sparse::page_shift),
+      shadow_memory_(nr_pages_ * sizeof(page_shadow)),
+      pageblocks_memory_(nr_pages_ / pageblock_pages * sizeof(pageblock_shadow)),
+      shadow_(static_cast<page_shadow*>(shadow_memory_.data())),
+      pageblocks_(static_cast<pageblock_shadow*>(pageblocks_memory_.data())),
+      pool_(nr_pages_ / pageblock_pages) {
   for (unsigned i = 0; i < std::clamp(zones, 1u, 64u); ++i)
     zones_.push_back(std::make_unique<zone>(i));
 }
 
 std::optional<unsigned> page_allocator::owner(std::uint64_t pageblock) const noexcept {
   const std::uint8_t z =
-      std::atomic_ref<std::uint8_t>(owners_[pageblock]).load(std::memory_order_acquire);
+      std::atomic_ref<std::uint8_t>(block(pageblock).owner).load(std::memory_order_acquire);
   return z ? std::optional<unsigned>(z - 1u) : std::nullopt;
 }
 
-void page_allocator::own(zone& z, std::uint64_t pageblock, migratetype type,
-                         std::uint32_t free_pages) {
-  z.owned_blocks[pageblock] = {type, free_pages};
-  std::atomic_ref<std::uint8_t>(owners_[pageblock])
-      .store(static_cast<std::uint8_t>(z.id + 1), std::memory_order_release);
+std::uint64_t page_allocator::info(std::uint64_t pfn) const noexcept {
+  return std::atomic_ref<std::uint64_t>(shadow(pfn).info).load(std::memory_order_relaxed);
 }
 
-void page_allocator::disown(zone& z, std::uint64_t pageblock) {
-  z.owned_blocks.erase(pageblock);
-  std::atomic_ref<std::uint8_t>(owners_[pageblock]).store(0, std::memory_order_release);
+void page_allocator::set_info(std::uint64_t pfn, std::uint64_t info) noexcept {
+  std::atomic_ref<std::uint64_t>(shadow(pfn).info).store(info, std::memory_order_relaxed);
 }
 
-void page_allocator::insert_run(std::map<std::uint64_t, std::uint64_t>& runs,
-                                std::uint64_t pageblock, std::uint64_t count) {
-  auto next = runs.lower_bound(pageblock);
-  if (next != runs.end() && next->first == pageblock + count) {
-    count += next->second;
-    next = runs.erase(next);
+bool page_allocator::shadow_clear(std::uint64_t pageblock) const noexcept {
+  for (std::uint64_t pfn = pageblock * pageblock_pages; pfn < (pageblock + 1) * pageblock_pages;
+       ++pfn)
+    if (shadow(pfn).next || info(pfn)) return false;
+  return !owner(pageblock) && block(pageblock).free_pages == 0;
+}
+
+// Lower addresses first, without sorting: a block below the list's first goes
+// in front, any other at the back, and allocations take the front. Blocks
+// that arrive in address order (rebuild's scan, the halves of a split) keep
+// the list sorted, and a freed block below the front is used next, so the
+// low end of the heap fills first, much as with the address-ordered sets
+// this replaces. The front is not always the lowest block (one that went to
+// the back may be below the next front once the front is taken): a
+// preference, not a guarantee, that costs one comparison.
+void page_allocator::add_to_free_list(zone& z, std::uint64_t pfn, unsigned order,
+                                      migratetype type) noexcept {
+  assert(pfn != 0 && pfn % pages_of(order) == 0 && info(pfn) == 0 && shadow(pfn).next == 0);
+  free_list& l = z.free_lists[index(type)][order];
+  if (l.first == 0) {
+    set_info(pfn, buddy_info(order, 0));
+    l.first = l.last = pfn;
+  } else if (pfn < l.first) {
+    shadow(pfn).next = l.first;
+    set_info(pfn, buddy_info(order, 0));
+    set_info(l.first, buddy_info(order, pfn));
+    l.first = pfn;
+  } else {
+    set_info(pfn, buddy_info(order, l.last));
+    shadow(l.last).next = pfn;
+    l.last = pfn;
   }
-  if (next != runs.begin()) {
-    auto prev = std::prev(next);
-    if (prev->first + prev->second == pageblock) {
-      prev->second += count;
-      return;
-    }
-  }
-  runs.emplace(pageblock, count);
+  ++l.nr_free;
+}
+
+void page_allocator::del_from_free_list(zone& z, std::uint64_t pfn, unsigned order,
+                                        migratetype type) noexcept {
+  const std::uint64_t i = info(pfn), prev = lru_prev(i), next = shadow(pfn).next;
+  assert(page_buddy(i) && buddy_order(i) == order);
+  free_list& l = z.free_lists[index(type)][order];
+  if (prev)
+    shadow(prev).next = next;
+  else
+    l.first = next;
+  if (next)
+    set_info(next, buddy_info(order, prev));
+  else
+    l.last = prev;
+  shadow(pfn).next = 0;
+  set_info(pfn, 0);
+  --l.nr_free;
+}
+
+void page_allocator::own(zone& z, std::uint64_t pageblock, migratetype type) noexcept {
+  pageblock_shadow& b = block(pageblock);
+  assert(b.owner == 0 && b.free_pages == 0);
+  b.type = type;
+  ++z.owned[index(type)];
+  std::atomic_ref<std::uint8_t>(b.owner).store(static_cast<std::uint8_t>(z.id + 1),
+                                               std::memory_order_release);
+}
+
+// A wholly free pageblock leaves the zone, with nothing left in its shadow.
+void page_allocator::disown(zone& z, std::uint64_t pageblock) noexcept {
+  pageblock_shadow& b = block(pageblock);
+  assert(b.free_pages == pageblock_pages);
+  --z.owned[index(b.type)];
+  z.free_pages -= pageblock_pages;
+  b.type = migratetype::unmovable;
+  b.free_pages = 0;
+  std::atomic_ref<std::uint8_t>(b.owner).store(0, std::memory_order_release);
 }
 
 // Returns whether a flush is left for the caller's fence (fence = false).
@@ -89,34 +161,34 @@ bool page_allocator::set_type(std::uint64_t pageblock, migratetype type, bool fe
 }
 
 // Frees one naturally aligned block of 2^order pages into its pageblock's
-// buddy lists, merging with free buddies (__free_one_page).
-void page_allocator::free_block(zone& z, std::uint64_t pfn, unsigned order) {
-  const std::uint64_t pageblock = pfn / pageblock_pages;
-  auto& lists = z.free_lists[index(z.owned_blocks.at(pageblock).type)];
+// buddy lists, merging with free buddies (__free_one_page). A buddy is free
+// at the same order exactly when its first page is PageBuddy with that order.
+void page_allocator::free_block(zone& z, std::uint64_t pfn, unsigned order) noexcept {
+  const migratetype type = block(pfn / pageblock_pages).type;
   while (order < max_order) {
-    const std::uint64_t buddy = pfn ^ (std::uint64_t{1} << order);
-    auto it = z.free_order.find(buddy);
-    if (it == z.free_order.end() || it->second != order) break;
-    lists[order].erase(buddy);
-    z.free_order.erase(it);
+    const std::uint64_t buddy = pfn ^ pages_of(order);
+    const std::uint64_t i = info(buddy);
+    if (!page_buddy(i) || buddy_order(i) != order) break;
+    del_from_free_list(z, buddy, order, type);
     pfn = std::min(pfn, buddy);
     ++order;
   }
-  lists[order].insert(pfn);
-  z.free_order[pfn] = static_cast<std::uint8_t>(order);
+  add_to_free_list(z, pfn, order, type);
 }
 
 // Frees [pfn, pfn+pages) inside one pageblock the zone owns. A pageblock
 // whose pages are all free stays with the zone (release_free_pageblocks).
-void page_allocator::free_range(zone& z, std::uint64_t pfn, std::uint64_t pages) {
-  owned& o = z.owned_blocks.at(pfn / pageblock_pages);
-  o.free_pages += static_cast<std::uint32_t>(pages);
+void page_allocator::free_range(zone& z, std::uint64_t pfn, std::uint64_t pages) noexcept {
+  pageblock_shadow& b = block(pfn / pageblock_pages);
+  assert(b.owner == z.id + 1 && b.free_pages + pages <= pageblock_pages);
+  b.free_pages = static_cast<std::uint16_t>(b.free_pages + pages);
+  z.free_pages += pages;
   while (pages) {
     unsigned order = std::min<unsigned>(static_cast<unsigned>(std::countr_zero(pfn)), max_order);
-    while ((std::uint64_t{1} << order) > pages) --order;
+    while (pages_of(order) > pages) --order;
     free_block(z, pfn, order);
-    pfn += std::uint64_t{1} << order;
-    pages -= std::uint64_t{1} << order;
+    pfn += pages_of(order);
+    pages -= pages_of(order);
   }
 }
 
@@ -131,31 +203,44 @@ void page_allocator::free(std::uint64_t pfn, std::uint64_t pages) {
     const auto z = owner(pageblock);
     if (hi - lo == pageblock_pages && !z) {  // a whole pageblock of a large extent
       std::lock_guard lock(pool_mutex_);
-      insert_run(pool_, pageblock, 1);
+      clear_head(lo);
+      assert(shadow_clear(pageblock));
+      pool_.insert(pageblock);
       continue;
     }
     zone& mine = *zones_[z.value_or(0)];
     std::lock_guard lock(mine.mutex);
-    if (!mine.owned_blocks.count(pageblock))
-      own(mine, pageblock, model_.get_pageblock_migratetype(lo), 0);
+    // No owner (after open, for a pageblock that was wholly allocated): zone 0
+    // takes it with its media type, unless a free of its other pages has.
+    if (!owner(pageblock)) own(mine, pageblock, model_.get_pageblock_migratetype(lo));
+    if (lo == pfn) clear_head(lo);  // before free_range may make it a free block's first page
     free_range(mine, lo, hi - lo);
   }
 }
 
+// Only a head mark: a page that is anything else keeps its state.
+void page_allocator::clear_head(std::uint64_t pfn) noexcept {
+  if ((info(pfn) & kind_mask) == kind_head) set_info(pfn, 0);
+}
+
+std::uint64_t page_allocator::allocated_length(std::uint64_t pfn) const noexcept {
+  if (pfn >= nr_pages_) return 0;
+  const std::uint64_t i = info(pfn);
+  return (i & kind_mask) == kind_head ? i >> 8 : 0;
+}
+
+// The pageblock at the lowest address: keeps the heap compact.
 bool page_allocator::own_pageblock_from_pool(zone& z, migratetype type) {
   std::uint64_t pageblock = 0;
   {
     std::lock_guard lock(pool_mutex_);
-    if (pool_.empty()) return false;
-    auto run = pool_.begin();  // lowest addresses first: keeps the heap compact
-    pageblock = run->first;
-    if (run->second > 1) pool_.emplace(pageblock + 1, run->second - 1);
-    pool_.erase(run);
+    pageblock = pool_.next_set(0);
+    if (pageblock == pool_.size()) return false;
+    pool_.erase(pageblock);
   }
   set_type(pageblock, type);
-  own(z, pageblock, type, static_cast<std::uint32_t>(pageblock_pages));
-  z.free_lists[index(type)][max_order].insert(pageblock * pageblock_pages);
-  z.free_order[pageblock * pageblock_pages] = max_order;
+  own(z, pageblock, type);
+  free_range(z, pageblock * pageblock_pages, pageblock_pages);  // one order-9 block
   return true;
 }
 
@@ -164,18 +249,16 @@ bool page_allocator::take_block(zone& z, unsigned order, migratetype type, bool 
   const auto try_type = [&](migratetype t) {
     auto& lists = z.free_lists[index(t)];
     for (unsigned k = order; k <= max_order; ++k) {
-      if (lists[k].empty()) continue;
-      std::uint64_t p = *lists[k].begin();
-      lists[k].erase(lists[k].begin());
-      z.free_order.erase(p);
+      const std::uint64_t p = lists[k].first;
+      if (p == 0) continue;
+      del_from_free_list(z, p, k, t);
       while (k > order) {  // split, keeping the lower half (expand())
         --k;
-        const std::uint64_t half = p + (std::uint64_t{1} << k);
-        lists[k].insert(half);
-        z.free_order[half] = static_cast<std::uint8_t>(k);
+        add_to_free_list(z, p + pages_of(k), k, t);
       }
-      z.owned_blocks.at(p / pageblock_pages).free_pages -=
-          static_cast<std::uint32_t>(std::uint64_t{1} << order);
+      pageblock_shadow& b = block(p / pageblock_pages);
+      b.free_pages = static_cast<std::uint16_t>(b.free_pages - pages_of(order));
+      z.free_pages -= pages_of(order);
       pfn = p;
       return true;
     }
@@ -197,24 +280,21 @@ std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t p
   std::uint64_t first = 0;
   {
     std::lock_guard lock(pool_mutex_);
-    auto best = pool_.end();
-    for (auto it = pool_.begin(); it != pool_.end(); ++it)
-      if (it->second >= count && (best == pool_.end() || it->second < best->second)) best = it;
-    if (best == pool_.end()) return std::nullopt;
-    first = best->first;
-    const std::uint64_t run = best->second;
-    pool_.erase(best);
-    if (run > count) pool_.emplace(first + count, run - count);
+    const auto best = pool_.best_fit(count);
+    if (!best) return std::nullopt;
+    first = *best;
+    for (std::uint64_t pb = first; pb < first + count; ++pb) pool_.erase(pb);
   }
+  set_info(first * pageblock_pages, head_info(pages));  // its pageblock is no one's but ours
   bool flushed = false;
   for (std::uint64_t pb = first; pb < first + count; ++pb)
     flushed |= set_type(pb, migratetype::large, false);
   if (flushed) model_.media().persist().drain();
-  if (const std::uint64_t used = pages % pageblock_pages) {
+  if (const std::uint64_t used = pages % pageblock_pages) {  // count >= 2: not the head's pageblock
     zone& z = *zones_[zone_index % zones_.size()];
     std::lock_guard lock(z.mutex);
     const std::uint64_t last = first + count - 1;
-    own(z, last, migratetype::large, 0);
+    own(z, last, migratetype::large);
     free_range(z, last * pageblock_pages + used, pageblock_pages - used);
   }
   return first * pageblock_pages;
@@ -229,8 +309,8 @@ std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migra
     std::lock_guard lock(z.mutex);
     std::uint64_t pfn = 0;
     if (!take_block(z, order, type, from_pool, pfn)) return std::nullopt;
-    if (const std::uint64_t tail = (std::uint64_t{1} << order) - pages)
-      free_range(z, pfn + pages, tail);
+    if (const std::uint64_t tail = pages_of(order) - pages) free_range(z, pfn + pages, tail);
+    set_info(pfn, head_info(pages));
     return pfn;
   };
   zone& mine = *zones_[zone_index % zones_.size()];
@@ -241,23 +321,24 @@ std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migra
   return std::nullopt;
 }
 
+// The wholly free pageblocks are exactly the blocks of order 9.
 std::size_t page_allocator::release_free_pageblocks() {
   std::size_t released = 0;
   for (auto& zp : zones_) {
     zone& z = *zp;
     std::lock_guard lock(z.mutex);
-    std::vector<std::uint64_t> whole;
-    for (const auto& [pageblock, o] : z.owned_blocks)
-      if (o.free_pages == pageblock_pages) whole.push_back(pageblock);
-    for (std::uint64_t pageblock : whole) {
-      const std::uint64_t first = pageblock * pageblock_pages;
-      z.free_lists[index(z.owned_blocks.at(pageblock).type)][max_order].erase(first);
-      z.free_order.erase(first);
-      disown(z, pageblock);
-    }
+    if (std::none_of(z.free_lists.begin(), z.free_lists.end(),
+                     [](const auto& lists) { return lists[max_order].nr_free; }))
+      continue;
     std::lock_guard pool_lock(pool_mutex_);  // zone, then pool: the order everywhere
-    for (std::uint64_t pageblock : whole) insert_run(pool_, pageblock, 1);
-    released += whole.size();
+    for (std::size_t t = 0; t < nr_types; ++t)
+      while (const std::uint64_t first = z.free_lists[t][max_order].first) {
+        del_from_free_list(z, first, max_order, static_cast<migratetype>(t));
+        disown(z, first / pageblock_pages);
+        assert(shadow_clear(first / pageblock_pages));
+        pool_.insert(first / pageblock_pages);
+        ++released;
+      }
   }
   return released;
 }
@@ -267,46 +348,48 @@ void page_allocator::add_span(std::uint64_t offset, std::uint64_t length) {
   for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size) {
     const std::uint64_t pfn = at >> sparse::page_shift;
     if (model_.get_pageblock_migratetype(pfn) == migratetype::metadata) continue;
-    insert_run(pool_, pfn / pageblock_pages, 1);
+    assert(shadow_clear(pfn / pageblock_pages));
+    pool_.insert(pfn / pageblock_pages);
   }
 }
 
 bool page_allocator::isolate(std::uint64_t offset, std::uint64_t length) {
   std::lock_guard lock(pool_mutex_);
-  std::vector<std::uint64_t> blocks;
-  for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size) {
-    const std::uint64_t pfn = at >> sparse::page_shift;
-    if (model_.get_pageblock_migratetype(pfn) == migratetype::metadata) continue;
-    const std::uint64_t pb = pfn / pageblock_pages;
-    auto run = pool_.upper_bound(pb);
-    if (run == pool_.begin() || std::prev(run)->first + std::prev(run)->second <= pb) return false;
-    blocks.push_back(pb);
-  }
-  for (std::uint64_t pb : blocks) {
-    auto run = std::prev(pool_.upper_bound(pb));
-    const std::uint64_t first = run->first, count = run->second;
-    pool_.erase(run);
-    if (pb > first) pool_.emplace(first, pb - first);
-    if (first + count > pb + 1) pool_.emplace(pb + 1, first + count - pb - 1);
-  }
+  const auto each = [&](auto f) {
+    for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size) {
+      const std::uint64_t pfn = at >> sparse::page_shift;
+      if (model_.get_pageblock_migratetype(pfn) != migratetype::metadata &&
+          !f(pfn / pageblock_pages))
+        return false;
+    }
+    return true;
+  };
+  if (!each([&](std::uint64_t pb) { return pool_.contains(pb); })) return false;
+  each([&](std::uint64_t pb) {
+    pool_.erase(pb);
+    return true;
+  });
+  // Memory on its way out keeps no DRAM: the span's shadow is all zero (pool
+  // and metadata pageblocks), so its pages can go back to the kernel.
+  shadow_memory_.zero((offset >> sparse::page_shift) * sizeof(page_shadow),
+                      (length >> sparse::page_shift) * sizeof(page_shadow));
   return true;
 }
 
 bool page_allocator::is_free(std::uint64_t pfn) const {
+  if (pfn >= nr_pages_) return false;
   const std::uint64_t pb = pfn / pageblock_pages;
   {
     std::lock_guard lock(pool_mutex_);
-    auto run = pool_.upper_bound(pb);
-    if (run != pool_.begin() && std::prev(run)->first + std::prev(run)->second > pb) return true;
+    if (pool_.contains(pb)) return true;
   }
   const auto z = owner(pb);
   if (!z) return false;
   const zone& mine = *zones_[*z];
   std::lock_guard lock(mine.mutex);
   for (unsigned k = 0; k <= max_order; ++k) {
-    const std::uint64_t head = pfn & ~((std::uint64_t{1} << k) - 1);
-    auto it = mine.free_order.find(head);
-    if (it != mine.free_order.end() && it->second == k) return true;
+    const std::uint64_t i = info(pfn & ~(pages_of(k) - 1));
+    if (page_buddy(i) && buddy_order(i) == k) return true;
   }
   return false;
 }
@@ -315,49 +398,49 @@ bool page_allocator::is_free(std::uint64_t pfn) const {
 // that needs them gets them (release_free_pageblocks).
 page_stats page_allocator::stats() const {
   page_stats s;
-  std::map<std::uint64_t, std::uint64_t> runs;
+  pageblock_bitmap whole(pool_.size());  // the pool's and the zones' wholly free pageblocks
+  for (const auto& zp : zones_) {
+    const zone& z = *zp;
+    std::lock_guard lock(z.mutex);
+    s.free_pages += z.free_pages;
+    for (std::size_t t = 0; t < nr_types; ++t) {
+      const auto& lists = z.free_lists[t];
+      s.owned_pageblocks[t] += z.owned[t] - lists[max_order].nr_free;
+      for (std::uint64_t p = lists[max_order].first; p; p = shadow(p).next)
+        whole.insert(p / pageblock_pages);
+      for (unsigned k = 0; k <= max_order; ++k)
+        if (lists[k].nr_free) s.largest_free_pages = std::max(s.largest_free_pages, pages_of(k));
+    }
+  }
   {
     std::lock_guard lock(pool_mutex_);
-    runs = pool_;
+    s.free_pages += pool_.count() * pageblock_pages;
+    whole.unite(pool_);
   }
-  for (auto [first, count] : runs) s.free_pages += count * pageblock_pages;
-  for (const auto& zp : zones_) {
-    std::lock_guard lock(zp->mutex);
-    for (const auto& [pb, o] : zp->owned_blocks) {
-      s.free_pages += o.free_pages;
-      if (o.free_pages == pageblock_pages)
-        insert_run(runs, pb, 1);
-      else
-        ++s.owned_pageblocks[index(o.type)];
-    }
-    for (const auto& [pfn, order] : zp->free_order)
-      s.largest_free_pages = std::max(s.largest_free_pages, std::uint64_t{1} << order);
-  }
-  for (auto [first, count] : runs) {
-    s.pool_pageblocks += count;
+  s.pool_pageblocks = whole.count();
+  whole.for_each_run([&](std::uint64_t, std::uint64_t count) {
     s.largest_free_pages = std::max(s.largest_free_pages, count * pageblock_pages);
-  }
+  });
   return s;
 }
 
 std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& problems,
                                                       std::vector<std::uint64_t>* bad) {
+  // Forget everything; the tables' pages go back to the kernel.
   for (auto& zp : zones_) {
     std::lock_guard lock(zp->mutex);
-    for (const auto& [pb, o] : zp->owned_blocks)
-      std::atomic_ref<std::uint8_t>(owners_[pb]).store(0, std::memory_order_relaxed);
-    zp->owned_blocks.clear();
-    zp->free_order.clear();
-    for (auto& lists : zp->free_lists)
-      for (auto& l : lists) l.clear();
+    zp->free_lists = {};
+    zp->owned = {};
+    zp->free_pages = 0;
   }
-  std::map<std::uint64_t, std::uint64_t> pool;
-  struct partly_used {
-    std::uint64_t pageblock;
-    migratetype type;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> free_runs;
-  };
-  std::vector<partly_used> partly;
+  shadow_memory_.zero(0, shadow_memory_.size());
+  pageblocks_memory_.zero(0, pageblocks_memory_.size());
+  {
+    std::lock_guard lock(pool_mutex_);
+    pool_.clear();
+  }
+  zone& z = *zones_[0];
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> free_runs;  // of one pageblock
 
   const auto& geo = model_.geo();
   std::vector<allocated_extent> found;
@@ -380,7 +463,7 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
       for (unsigned s = 0; s < geo.subsections_per_section(); ++s) {
         const std::uint64_t first = geo.section_nr_to_pfn(nr) + s * pageblock_pages;
         if (!usable(first)) continue;
-        std::vector<std::pair<std::uint64_t, std::uint64_t>> free_runs;
+        free_runs.clear();
         std::uint32_t free_pages = 0;
         // Pages inside an extent or slab found earlier must be plain tails.
         for (std::uint64_t pfn = first; pfn < std::min(covered_until, first + pageblock_pages);
@@ -442,23 +525,16 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           pfn += length;
         }
         const std::uint64_t pageblock = first / pageblock_pages;
-        if (free_pages == pageblock_pages)
-          insert_run(pool, pageblock, 1);
-        else if (free_pages)
-          partly.push_back(
-              {pageblock, model_.get_pageblock_migratetype(first), std::move(free_runs)});
+        if (free_pages == pageblock_pages) {
+          std::lock_guard lock(pool_mutex_);
+          pool_.insert(pageblock);
+        } else if (free_pages) {
+          std::lock_guard lock(z.mutex);
+          own(z, pageblock, model_.get_pageblock_migratetype(first));
+          for (auto [pfn, n] : free_runs) free_range(z, pfn, n);
+        }
       }
     }
-  }
-  {
-    std::lock_guard lock(pool_mutex_);
-    pool_ = std::move(pool);
-  }
-  zone& z = *zones_[0];
-  std::lock_guard lock(z.mutex);
-  for (auto& p : partly) {
-    own(z, p.pageblock, p.type, 0);
-    for (auto [pfn, n] : p.free_runs) free_range(z, pfn, n);
   }
   return found;
 }

@@ -16,24 +16,39 @@
 // Zones (one per arena of the small allocator, as jemalloc gives each arena
 // its own extents): a pageblock taken from the pool for buddy use belongs to
 // the zone of the thread that took it, and its buddy lists are under that
-// zone's lock; a lock-free owner table (one byte per pageblock) sends a free
-// to the owning zone. A pageblock whose pages are all free again stays in its
-// zone until release_free_pageblocks() puts it back in the pool (when an
+// zone's lock; the pageblock's owner byte, read without a lock, sends a free
+// to the owning zone. A pageblock whose pages are all free again stays in
+// its zone until release_free_pageblocks() puts it back in the pool (when an
 // allocation finds no room, and before a hot-remove), so two threads
 // allocating and freeing extents do not meet at the pool's lock.
+//
+// No allocation or free takes heap memory (malloc) or walks a tree: the
+// volatile state lives in tables sized by the address range, in anonymous
+// memory that costs DRAM only where written (platform/zeroed_memory.hpp):
+//   per page       page_shadow (16 bytes): the kernel's struct page as the
+//                  buddy allocator uses it; free lists are threaded through
+//                  it, and it holds the length of a run allocate() returned;
+//   per pageblock  pageblock_shadow (4 bytes): owner zone, type, free pages;
+//                  and one bit in the pool's bitmap.
+// Who may touch what: the shadow entries and the table entry of a pageblock
+// a zone owns, under that zone's lock; of a pageblock in the pool, under the
+// pool's lock (pool pageblocks' entries are all zero); of the pages of an
+// allocated run, the allocating call before it returns the run and free()
+// (under the lock of the owning zone when there is one). The owner byte is
+// written under the zone's lock and read without one by free(); a page's
+// `info` word is accessed atomically, so allocated_length() needs no lock.
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "alloc/pageblock_bitmap.hpp"
 #include "platform/spin_mutex.hpp"
+#include "platform/zeroed_memory.hpp"
 #include "sparse/memory_model.hpp"
 
 namespace daxalloc::alloc {
@@ -70,7 +85,8 @@ class page_allocator {
   // quarantined (isolate) pageblocks. Problems (overlapping or out-of-range
   // extents, bad states) are appended to `problems`, and the pageblock each
   // lies in to `bad` when given; the extents and slabs found are returned.
-  // Partly used pageblocks go to zone 0.
+  // Partly used pageblocks go to zone 0. Forgets all earlier state; not to be
+  // called while other threads use the allocator.
   std::vector<allocated_extent> rebuild(std::vector<std::string>& problems,
                                         std::vector<std::uint64_t>* bad = nullptr);
 
@@ -80,7 +96,14 @@ class page_allocator {
   // pool or another zone); nullopt when nothing fits.
   [[nodiscard]] std::optional<std::uint64_t> allocate(std::uint64_t pages, migratetype type,
                                                       unsigned zone = 0);
+  // Frees pages the caller holds: a run allocate() returned, a run rebuild()
+  // found, or a part of one.
   void free(std::uint64_t pfn, std::uint64_t pages);
+  // The page count of the run allocate() returned at pfn, until it is freed;
+  // 0 for any other pfn (a page inside a run, a free page, a run rebuild()
+  // found: its length is on the media). O(1) and without a lock; exact for a
+  // run the caller holds.
+  [[nodiscard]] std::uint64_t allocated_length(std::uint64_t pfn) const noexcept;
   // Puts every wholly free pageblock the zones keep back into the pool;
   // returns how many.
   std::size_t release_free_pageblocks();
@@ -95,27 +118,70 @@ class page_allocator {
   [[nodiscard]] bool is_free(std::uint64_t pfn) const;
 
  private:
-  struct owned {
-    migratetype type;
-    std::uint32_t free_pages;
+  static constexpr std::size_t nr_types = 8;  // migratetype values 0..7
+
+  // One page's volatile state: the kernel's struct page as far as the buddy
+  // allocator uses it (PageBuddy, buddy_order in page->private, page->lru).
+  // All zero for a page that is none of the below. `info` holds, from bit 0:
+  //   2 bits  kind: 0 none; 1 buddy (the first page of a free block on a
+  //           free list: PageBuddy); 2 head (the first page of a run that
+  //           allocate() returned and free() has not freed);
+  //   4 bits  buddy: the block's order;
+  //   2 bits  0;
+  //  56 bits  buddy: lru.prev, the pfn of the previous block of its list;
+  //           head: the run's length in pages.
+  // Lists end in pfn 0, which is in the head (a metadata pageblock), so it
+  // is never free. pfns need 34 bits at most (max_physmem_bits = 46).
+  struct page_shadow {
+    std::uint64_t next;  // buddy: lru.next, the pfn of the next block of its list
+    std::uint64_t info;
   };
+  static_assert(sizeof(page_shadow) == 16 && sparse::max_physmem_bits - sparse::page_shift < 56);
+
+  // One pageblock's volatile state; all zero unless a zone owns it.
+  struct pageblock_shadow {
+    std::uint8_t owner;        // zone + 1, 0: none; atomic (free() reads it without a lock)
+    migratetype type;          // whose free lists hold its free blocks
+    std::uint16_t free_pages;  // 0..512
+  };
+  static_assert(sizeof(pageblock_shadow) == 4);
+
+  // The blocks of one order and migratetype (the kernel's free_area[order]
+  // .free_list[type]), doubly linked through their first pages' shadows.
+  struct free_list {
+    std::uint64_t first = 0, last = 0;  // pfns; 0: empty
+    std::uint64_t nr_free = 0;
+  };
+  // Invariants under `mutex`: free_pages is the sum of free_pages of the
+  // pageblocks the zone owns, and owned[t] their count per type; a pageblock
+  // is wholly free exactly when it is one block on a free list of order 9.
   struct alignas(64) zone {
     explicit zone(unsigned index) : id(index) {}
     const unsigned id;
     mutable ::daxalloc::detail::spin_mutex mutex;
-    std::array<std::array<std::set<std::uint64_t>, max_order + 1>, 8>
-        free_lists;                                              // [type][order] -> pfns
-    std::unordered_map<std::uint64_t, std::uint8_t> free_order;  // free buddy block pfn -> order
-    std::unordered_map<std::uint64_t, owned> owned_blocks;       // pageblock -> type, free pages
+    std::array<std::array<free_list, max_order + 1>, nr_types> free_lists;  // [type][order]
+    std::array<std::uint64_t, nr_types> owned{};
+    std::uint64_t free_pages = 0;
   };
 
-  // Adds count pageblocks from `pageblock` on to runs, merging neighbours.
-  static void insert_run(std::map<std::uint64_t, std::uint64_t>& runs, std::uint64_t pageblock,
-                         std::uint64_t count);
-  void free_block(zone& z, std::uint64_t pfn, unsigned order);
-  void free_range(zone& z, std::uint64_t pfn, std::uint64_t pages);
-  void own(zone& z, std::uint64_t pageblock, migratetype type, std::uint32_t free_pages);
-  void disown(zone& z, std::uint64_t pageblock);
+  [[nodiscard]] page_shadow& shadow(std::uint64_t pfn) const noexcept { return shadow_[pfn]; }
+  [[nodiscard]] pageblock_shadow& block(std::uint64_t pageblock) const noexcept {
+    return pageblocks_[pageblock];
+  }
+  [[nodiscard]] std::uint64_t info(std::uint64_t pfn) const noexcept;
+  void set_info(std::uint64_t pfn, std::uint64_t info) noexcept;
+  // The run allocate() returned at pfn is freed.
+  void clear_head(std::uint64_t pfn) noexcept;
+  void add_to_free_list(zone& z, std::uint64_t pfn, unsigned order, migratetype type) noexcept;
+  void del_from_free_list(zone& z, std::uint64_t pfn, unsigned order, migratetype type) noexcept;
+  // Debug checks: every shadow and table entry of the pageblock is zero.
+  [[nodiscard]] bool shadow_clear(std::uint64_t pageblock) const noexcept;
+
+  void free_block(zone& z, std::uint64_t pfn, unsigned order) noexcept;
+  void free_range(zone& z, std::uint64_t pfn, std::uint64_t pages) noexcept;
+  // A pageblock joins a zone with no free pages; free_range adds them.
+  void own(zone& z, std::uint64_t pageblock, migratetype type) noexcept;
+  void disown(zone& z, std::uint64_t pageblock) noexcept;
   [[nodiscard]] bool take_block(zone& z, unsigned order, migratetype type, bool from_pool,
                                 std::uint64_t& pfn);
   [[nodiscard]] bool own_pageblock_from_pool(zone& z, migratetype type);
@@ -127,15 +193,13 @@ class page_allocator {
   [[nodiscard]] std::optional<unsigned> owner(std::uint64_t pageblock) const noexcept;
 
   sparse::memory_model& model_;
+  const std::uint64_t nr_pages_;  // of the address range
+  detail::zeroed_memory shadow_memory_, pageblocks_memory_;
+  page_shadow* const shadow_;           // [pfn]
+  pageblock_shadow* const pageblocks_;  // [pfn / pageblock_pages]
   mutable ::daxalloc::detail::spin_mutex pool_mutex_;
-  std::map<std::uint64_t, std::uint64_t> pool_;  // first pageblock -> count of wholly free ones
+  pageblock_bitmap pool_;  // wholly free pageblocks no zone owns; under pool_mutex_
   std::vector<std::unique_ptr<zone>> zones_;
-  // Owner zone + 1 per pageblock of the range (0: no zone); calloc'ed, so
-  // only the pages of it that are written take memory.
-  struct free_deleter {
-    void operator()(std::uint8_t* p) const noexcept;
-  };
-  std::unique_ptr<std::uint8_t[], free_deleter> owners_;
 };
 
 }  // namespace daxalloc::alloc

@@ -55,7 +55,7 @@ small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pa
 small_allocator::~small_allocator() {
   arenas_.clear();  // their lists link slabs in the leaves
   for (std::uint64_t i = 0; i < model_.geo().nr_sections(); ++i)
-    if (auto* map = leaves_[i].load()) ::daxalloc::detail::lazy_memory(map, leaf_bytes_);
+    if (auto* map = leaves_[i].load()) ::daxalloc::detail::zeroed_memory(map, leaf_bytes_);
 }
 
 // A leaf is made when its section becomes present (construction, add_span),
@@ -65,7 +65,7 @@ small_allocator::leaf small_allocator::leaf_of(std::uint64_t pfn) const {
   std::atomic<std::atomic<std::uint64_t>*>& slot = leaves_[pfn >> model_.geo().pfn_section_shift()];
   std::atomic<std::uint64_t>* map = slot.load(std::memory_order_acquire);
   if (map == nullptr) {
-    ::daxalloc::detail::lazy_memory fresh(leaf_bytes_);
+    ::daxalloc::detail::zeroed_memory fresh(leaf_bytes_);
     auto* mine = static_cast<std::atomic<std::uint64_t>*>(fresh.data());
     if (slot.compare_exchange_strong(map, mine, std::memory_order_acq_rel)) {
       map = mine;

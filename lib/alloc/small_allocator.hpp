@@ -43,7 +43,7 @@
 
 #include "alloc/page_allocator.hpp"
 #include "alloc/size_classes.hpp"
-#include "platform/lazy_memory.hpp"
+#include "platform/zeroed_memory.hpp"
 #include "platform/spin_mutex.hpp"
 
 namespace daxalloc::alloc {

@@ -455,18 +455,28 @@ void heap_impl::cancel(void* p) {
     push_cached(static_cast<unsigned>(cls), p);
     return;
   }
-  reservation r{p, usable_size(p)};
-  if (r.size == 0)
+  // A reserved extent: the run the page allocator handed out starts here, and
+  // its head descriptor is still free on the media (else it was published).
+  const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(p) - model_->base());
+  const std::uint64_t pfn = offset / page_size;
+  const std::uint64_t pages =
+      model_->media().contains(p) && offset % page_size == 0 ? pages_.allocated_length(pfn) : 0;
+  if (pages == 0 || model_->pfn_to_page(pfn)->load() != 0)
     throw error(errc::invalid_argument,
                 "cancel: " + std::to_string(reinterpret_cast<std::uintptr_t>(p)) +
-                    " is not an object of this heap");
-  cancel(r);
+                    (pages ? " is allocated (deallocate it, or free it in a batch)"
+                           : " is not a reserved object of this heap"));
+  pages_.free(pfn, pages);
 }
 
 std::size_t heap_impl::usable_size(const void* object) const {
   if (const int cls = small_.class_of(object); cls >= 0) return size_classes[cls].size;
-  const sparse::page_descriptor* head = extent_head(object);
-  return head ? head->length() * page_size : 0;
+  if (const sparse::page_descriptor* head = extent_head(object)) return head->length() * page_size;
+  // A reserved extent (not on the media yet): the page allocator's run.
+  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_->base());
+  return model_->media().contains(object) && offset % page_size == 0
+             ? pages_.allocated_length(offset / page_size) * page_size
+             : 0;
 }
 
 // The head descriptor of the extent that starts at p, if the allocator owns
