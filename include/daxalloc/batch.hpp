@@ -6,20 +6,21 @@
 //   b.set(parent->next, node);                    // 8-byte store, applied at publish
 //   b.set(&root->count, root->count + 1);
 //   b.defer_free(old);                            // freed at publish
-//   b.publish();                                  // all or nothing, 2 fences
+//   b.publish();                                  // all or nothing, 1 fence
 //
-// publish() writes the batch to a redo-log lane and persists it (the commit,
-// whose checksum covers reserved objects of up to 4 KiB in all; larger ones
-// get a fence of their own first), applies it and persists that, then
-// invalidates the lane lazily (the heap's next fence makes it durable); after
-// a crash, open replays a committed lane. So after any failure either every action of
-// the batch happened or none did. Reserved objects are flushed in full at
-// publish, after your constructor wrote them. A batch holds at most
-// max_actions actions (reservations + stores + frees); more is
-// errc::too_large. Destroying an unpublished batch cancels it. Act on what
-// a batch published from other threads only after publish() returned, and
-// make their stores to the words it wrote durable with heap::persist()
-// (docs/api.md, "How publication gets by with 2 fences").
+// publish() writes the batch to a redo-log lane, with a copy of its reserved
+// objects' bytes when they are 4 KiB or less (larger ones get a fence of
+// their own first), and fences once: the commit. Then it applies the batch
+// and returns; the heap's later fences make the applied stores durable and
+// retire the lane. After a crash, open replays every committed lane in
+// commit order, so either every action of the batch happened or none did.
+// Reserved objects are flushed in full at publish, after your constructor
+// wrote them. A batch holds at most max_actions actions (reservations +
+// stores + frees); more is errc::too_large. Destroying an unpublished batch
+// cancels it. Act on what a batch published from other threads only after
+// publish() returned, and make stores to the words it wrote, and writes into
+// the objects it published, durable with heap::persist()
+// (docs/crash-consistency.md, "Publication in 1 fence").
 #pragma once
 
 #include <boost/container/small_vector.hpp>

@@ -129,7 +129,7 @@ class heap {
   // reserved (allocated, or cancelled already) is undefined, as free() twice.
   void cancel(void* p);
 
-  // Atomic publication (defined in daxalloc/batch.hpp; 2 fences each, 3 for
+  // Atomic publication (defined in daxalloc/batch.hpp; 1 fence each, 2 for
   // objects above 4 KiB): after
   // a crash either the object is allocated and `dest` points to it, or
   // neither happened. `dest` must lie in the heap.
