@@ -168,8 +168,7 @@ small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls,
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
     l.map[chunk + i].store(((chunk << chunk_shift) + c.header) << 8 | cls,
                           std::memory_order_release);
-  klass& k = (*arenas_[a])[cls];
-  ++k.slabs;
+  (*arenas_[a])[cls].slabs.push_back(*s);
   return s;
 }
 
@@ -179,7 +178,8 @@ void small_allocator::uninstall(slab* s) {
   const std::uint64_t chunk = (s->pfn & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
     l.map[chunk + i].store(0, std::memory_order_release);
-  --(*arenas_[s->arena.load(std::memory_order_relaxed)])[s->cls].slabs;
+  klass& k = (*arenas_[s->arena.load(std::memory_order_relaxed)])[s->cls];
+  k.slabs.erase(k.slabs.iterator_to(*s));
   s->~slab();
 }
 
@@ -216,8 +216,8 @@ small_allocator::slab* small_allocator::adopt_empty_slab(unsigned a, unsigned cl
     slab* s = &o.empty.front();
     o.partial.erase(o.partial.iterator_to(*s));
     no_longer_empty(o, *s);
-    --o.slabs;
-    ++k.slabs;
+    o.slabs.erase(o.slabs.iterator_to(*s));
+    k.slabs.push_back(*s);
     s->arena.store(a, std::memory_order_release);
     k.partial.insert(*s);
     became_empty(k, *s);
@@ -398,53 +398,41 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
   }
 }
 
-// Every class lock of every arena, in one order (take() only tries a second
-// lock while it holds one, so this cannot deadlock with it).
-std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> small_allocator::lock_all() const {
-  std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> locks;
-  locks.reserve(arenas_.size() * nr_size_classes);
-  for (const auto& a : arenas_)
-    for (const klass& k : *a) locks.emplace_back(k.mutex);
-  return locks;
-}
-
 std::array<class_stats, nr_size_classes> small_allocator::stats() const {
   std::array<class_stats, nr_size_classes> out{};
-  const auto locks = lock_all();
-  // Bits are read racily (a concurrent durable allocation may or may not count).
-  for_each_slab([&](const slab& s) {
-    ++out[s.cls].slabs;
-    out[s.cls].capacity += size_classes[s.cls].objects;
-    const std::uint64_t* bits = bitmap(s.pfn);
-    for (std::uint32_t w = 0; w < size_classes[s.cls].header / 8; ++w)
-      out[s.cls].allocated += std::popcount(load_word(bits + w));
-  });
+  for (const auto& a : arenas_)
+    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+      const klass& k = (*a)[cls];
+      std::lock_guard lock(k.mutex);
+      out[cls].slabs += k.slabs.size();
+      out[cls].capacity += k.slabs.size() * size_classes[cls].objects;
+      // Bits are read racily (a concurrent durable allocation may or may not count).
+      for (const slab& s : k.slabs) {
+        const std::uint64_t* bits = bitmap(s.pfn);
+        for (std::uint32_t w = 0; w < size_classes[cls].header / 8; ++w)
+          out[cls].allocated += std::popcount(load_word(bits + w));
+      }
+    }
   return out;
 }
 
 void small_allocator::check(std::vector<std::string>& problems) const {
-  const auto locks = lock_all();
-  std::vector<std::uint64_t> slabs(arenas_.size() * nr_size_classes),
-      empty(arenas_.size() * nr_size_classes);
-  for_each_slab([&](const slab& s) {
-    const unsigned a = s.arena.load();
-    if (a >= arenas_.size()) {
-      problems.push_back("slab at " + std::to_string(s.pfn << sparse::page_shift) +
-                         ": no such arena");
-      return;
-    }
-    ++slabs[a * nr_size_classes + s.cls];
-    empty[a * nr_size_classes + s.cls] += s.in_use == 0;
-    check_slab(s, problems);
-  });
   for (unsigned a = 0; a < arenas_.size(); ++a)
     for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
       const klass& k = (*arenas_[a])[cls];
+      std::lock_guard lock(k.mutex);
       const std::string arena_class = "arena " + std::to_string(a) + ", class " +
                                       std::to_string(size_classes[cls].size) + " B: ";
-      if (slabs[a * nr_size_classes + cls] != k.slabs)
-        problems.push_back(arena_class + "the count of slabs is wrong");
-      if (empty[a * nr_size_classes + cls] != k.empty.size() ||
+      std::uint64_t empty = 0;
+      for (const slab& s : k.slabs) {
+        if (s.cls != cls || s.arena.load() != a || slab_at(s.pfn) != &s)
+          problems.push_back(arena_class + "the slab at " +
+                             std::to_string(s.pfn << sparse::page_shift) +
+                             " is not this arena's and class's in the slab table");
+        empty += s.in_use == 0;
+        check_slab(s, problems);
+      }
+      if (empty != k.empty.size() ||
           std::any_of(k.empty.begin(), k.empty.end(), [&](const slab& s) {
             return s.in_use != 0 || s.cls != cls || slab_at(s.pfn) != &s;
           }))
@@ -453,6 +441,17 @@ void small_allocator::check(std::vector<std::string>& problems) const {
         if (s.cls != cls || slab_at(s.pfn) != &s || s.in_use == size_classes[cls].objects)
           problems.push_back(arena_class + "partial list holds a slab it should not");
     }
+  // Every slab in the table is on its arena's list.
+  std::uint64_t listed = 0, tabled = 0;
+  for (const auto& a : arenas_)
+    for (const klass& k : *a) {
+      std::lock_guard lock(k.mutex);
+      listed += k.slabs.size();
+    }
+  for_each_slab([&](const slab&) { ++tabled; });
+  if (listed != tabled)
+    problems.push_back("the slab table holds " + std::to_string(tabled) + " slabs, the arenas " +
+                       std::to_string(listed));
 }
 
 void small_allocator::check_slab(const slab& s, std::vector<std::string>& problems) const {

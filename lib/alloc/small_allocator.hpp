@@ -126,12 +126,14 @@ class small_allocator {
   // allocation when a slab fills up, empties or gets free objects again).
   struct partial_tag;
   struct empty_tag;
+  struct all_tag;
   using safe = boost::intrusive::link_mode<boost::intrusive::safe_link>;
   using partial_hook = boost::intrusive::set_base_hook<boost::intrusive::tag<partial_tag>, safe>;
   using empty_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<empty_tag>, safe>;
+  using all_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<all_tag>, safe>;
   static constexpr std::uint32_t inline_objects = 1024;
   static constexpr std::uint32_t wide_words = (std::uint32_t{1} << chunk_shift) / 8 / 64;
-  struct slab : partial_hook, empty_hook {
+  struct slab : partial_hook, empty_hook, all_hook {
     slab(std::uint64_t head, unsigned klass, unsigned owner, std::uint64_t* bits)
         : pfn(head), avail(bits), arena(owner), cls(static_cast<std::uint8_t>(klass)) {}
     std::uint64_t pfn;
@@ -155,7 +157,7 @@ class small_allocator {
   };
   struct alignas(64) klass {
     mutable ::daxalloc::detail::spin_mutex mutex;
-    std::uint64_t slabs = 0;
+    boost::intrusive::list<slab, boost::intrusive::base_hook<all_hook>> slabs;  // all of them
     // Slabs with objects not handed out, by address: the lowest is used
     // first, so live objects gather at low addresses and slabs higher up
     // empty out (address-ordered first fit, as jemalloc picks slabs).
@@ -180,7 +182,6 @@ class small_allocator {
   void release_slab(klass& k, slab* s);
   void returned(klass& k, slab& s, std::uint32_t count, const size_class& c);
   void check_slab(const slab& s, std::vector<std::string>& problems) const;
-  [[nodiscard]] std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> lock_all() const;
   template <class F>
   void for_each_slab(F&& f) const;  // every live slab, in address order
   static void became_empty(klass& k, slab& s) { k.empty.push_back(s); }
