@@ -143,7 +143,7 @@ TEST_CASE("steady state: 1.00 fence per publication over 10,000 calls; a later f
     // A batch of 16 publications is 1 fence as well.
     daxalloc::batch b(h);
     std::vector<node*> made;
-    for (int i = 0; i < 16; ++i) made.push_back(b.make<node>(node{i, nullptr}));
+    for (std::uint64_t i = 0; i < 16; ++i) made.push_back(b.make<node>(node{i, nullptr}));
     b.set(root->head, made.back());
     daxalloc::reset_this_thread_persist_counters();
     b.publish();

@@ -43,10 +43,11 @@ small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pa
       base_(model.base()),
       range_(model.geo().max_range),
       section_bits_(model.geo().section_size_bits),
-      section_mask_(model.geo().section_size() - 1),
+      chunk_map_memory_((model.geo().max_range >> chunk_shift) * 8),
+      chunk_map_(static_cast<std::atomic<std::uint64_t>*>(chunk_map_memory_.data())),
       chunks_(std::uint64_t{1} << (section_bits_ - chunk_shift)),
-      leaf_bytes_(chunks_ * (8 + sizeof(slab) + wide_words * 8)),
-      leaves_(new std::atomic<std::atomic<std::uint64_t>*>[model.geo().nr_sections()]()) {
+      leaf_bytes_(chunks_ * (sizeof(slab) + wide_words * 8)),
+      leaves_(new std::atomic<std::byte*>[model.geo().nr_sections()]()) {
   for (unsigned i = 0; i < pages.zones(); ++i) arenas_.push_back(std::make_unique<arena>());
   for (std::uint64_t nr = 0; nr < model.geo().nr_sections(); ++nr)
     if (model.section_present(nr)) (void)leaf_of(model.geo().section_nr_to_pfn(nr));
@@ -55,30 +56,29 @@ small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pa
 small_allocator::~small_allocator() {
   arenas_.clear();  // their lists link slabs in the leaves
   for (std::uint64_t i = 0; i < model_.geo().nr_sections(); ++i)
-    if (auto* map = leaves_[i].load()) ::daxalloc::detail::zeroed_memory(map, leaf_bytes_);
+    if (auto* memory = leaves_[i].load()) ::daxalloc::detail::zeroed_memory(memory, leaf_bytes_);
 }
 
 // A leaf is made when its section becomes present (construction, add_span),
 // so new_slab() never makes one under a class lock in practice; the
 // compare-and-swap keeps a late first use correct all the same.
 small_allocator::leaf small_allocator::leaf_of(std::uint64_t pfn) const {
-  std::atomic<std::atomic<std::uint64_t>*>& slot = leaves_[pfn >> model_.geo().pfn_section_shift()];
-  std::atomic<std::uint64_t>* map = slot.load(std::memory_order_acquire);
-  if (map == nullptr) {
+  std::atomic<std::byte*>& slot = leaves_[pfn >> model_.geo().pfn_section_shift()];
+  std::byte* memory = slot.load(std::memory_order_acquire);
+  if (memory == nullptr) {
     ::daxalloc::detail::zeroed_memory fresh(leaf_bytes_);
-    auto* mine = static_cast<std::atomic<std::uint64_t>*>(fresh.data());
-    if (slot.compare_exchange_strong(map, mine, std::memory_order_acq_rel)) {
-      map = mine;
+    auto* mine = static_cast<std::byte*>(fresh.data());
+    if (slot.compare_exchange_strong(memory, mine, std::memory_order_acq_rel)) {
+      memory = mine;
       (void)fresh.release();  // unmapped by the destructor
     }
   }
-  return leaf_at(map);
+  return leaf_at(memory);
 }
 
-small_allocator::leaf small_allocator::leaf_at(std::atomic<std::uint64_t>* map) const noexcept {
-  auto* bytes = reinterpret_cast<std::byte*>(map);
-  return {map, reinterpret_cast<slab*>(bytes + chunks_ * 8),
-          reinterpret_cast<std::uint64_t*>(bytes + chunks_ * (8 + sizeof(slab)))};
+small_allocator::leaf small_allocator::leaf_at(std::byte* memory) const noexcept {
+  return {reinterpret_cast<slab*>(memory),
+          reinterpret_cast<std::uint64_t*>(memory + chunks_ * sizeof(slab))};
 }
 
 void small_allocator::add_span(std::uint64_t offset, std::uint64_t length) {
@@ -88,18 +88,19 @@ void small_allocator::add_span(std::uint64_t offset, std::uint64_t length) {
 }
 
 small_allocator::slab* small_allocator::slab_at(std::uint64_t head) const noexcept {
-  auto* map = leaves_[head >> model_.geo().pfn_section_shift()].load(std::memory_order_acquire);
-  if (map == nullptr) return nullptr;
-  const std::uint64_t chunk = (head & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
-  const std::uint64_t e = map[chunk].load(std::memory_order_acquire);
-  return e != 0 && head_chunk(e) == chunk ? &leaf_at(map).slabs[chunk] : nullptr;
+  const std::uint64_t chunk = head >> min_slab_order;
+  const std::uint64_t e = chunk_map_[chunk].load(std::memory_order_acquire);
+  if (e == 0 || head_chunk(e) != chunk) return nullptr;
+  std::byte* memory = leaves_[head >> model_.geo().pfn_section_shift()].load(std::memory_order_acquire);
+  return &leaf_at(memory).slabs[chunk & (chunks_ - 1)];
 }
 
 small_allocator::slab* small_allocator::slab_of(const void* object) const noexcept {
   const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - base_);
-  auto* map = leaves_[offset >> section_bits_].load(std::memory_order_acquire);
-  const std::uint64_t e = map[(offset & section_mask_) >> chunk_shift].load(std::memory_order_acquire);
-  return &leaf_at(map).slabs[head_chunk(e)];
+  const std::uint64_t head =
+      head_chunk(chunk_map_[offset >> chunk_shift].load(std::memory_order_acquire));
+  std::byte* memory = leaves_[offset >> section_bits_].load(std::memory_order_acquire);
+  return &leaf_at(memory).slabs[head & (chunks_ - 1)];
 }
 
 object_location small_allocator::bit_of(const void* p, unsigned cls) const noexcept {
@@ -161,23 +162,22 @@ small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls,
   const size_class& c = size_classes[cls];
   const leaf l = leaf_of(pfn);
   const std::uint64_t chunk = (pfn & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
+  const std::uint64_t global = pfn >> min_slab_order;
   std::uint64_t* wide = l.wide + chunk * wide_words;
   slab* s = new (&l.slabs[chunk]) slab(pfn, cls, a, nullptr);
   s->avail = c.objects <= inline_objects ? s->inline_avail : wide;
   for (std::uint32_t w = 0; w * 64 < c.objects; ++w) s->avail[w] = valid_bits(w, c.objects);
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
-    l.map[chunk + i].store(((chunk << chunk_shift) + c.header) << 8 | cls,
-                          std::memory_order_release);
+    chunk_map_[global + i].store(((pfn << sparse::page_shift) + c.header) << 8 | cls,
+                                 std::memory_order_release);
   (*arenas_[a])[cls].slabs.push_back(*s);
   return s;
 }
 
 void small_allocator::uninstall(slab* s) {
   const size_class& c = size_classes[s->cls];
-  const leaf l = leaf_of(s->pfn);
-  const std::uint64_t chunk = (s->pfn & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
-    l.map[chunk + i].store(0, std::memory_order_release);
+    chunk_map_[(s->pfn >> min_slab_order) + i].store(0, std::memory_order_release);
   klass& k = (*arenas_[s->arena.load(std::memory_order_relaxed)])[s->cls];
   k.slabs.erase(k.slabs.iterator_to(*s));
   s->~slab();
@@ -354,12 +354,13 @@ std::size_t small_allocator::release_empty_slabs() {
 template <class F>
 void small_allocator::for_each_slab(F&& f) const {
   for (std::uint64_t nr = 0; nr < model_.geo().nr_sections(); ++nr) {
-    auto* map = leaves_[nr].load(std::memory_order_acquire);
-    if (map == nullptr) continue;
-    const leaf l = leaf_at(map);
+    std::byte* memory = leaves_[nr].load(std::memory_order_acquire);
+    if (memory == nullptr) continue;
+    const leaf l = leaf_at(memory);
     for (std::uint64_t chunk = 0; chunk < chunks_; ++chunk) {
-      const std::uint64_t e = map[chunk].load(std::memory_order_acquire);
-      if (e != 0 && head_chunk(e) == chunk) f(l.slabs[chunk]);
+      const std::uint64_t global = nr * chunks_ + chunk;
+      const std::uint64_t e = chunk_map_[global].load(std::memory_order_acquire);
+      if (e != 0 && head_chunk(e) == global) f(l.slabs[chunk]);
     }
   }
 }

@@ -93,15 +93,11 @@ class small_allocator {
   [[nodiscard]] int class_of(const void* p) const noexcept {
     const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
     if (offset >= range_) return -1;
-    const std::atomic<std::uint64_t>* map =
-        leaves_[offset >> section_bits_].load(std::memory_order_acquire);
-    if (map == nullptr) return -1;
-    const std::uint64_t within = offset & section_mask_;
-    const std::uint64_t e = map[within >> chunk_shift].load(std::memory_order_acquire);
+    const std::uint64_t e = chunk_map_[offset >> chunk_shift].load(std::memory_order_acquire);
     if (e == 0) return -1;
     const unsigned cls = static_cast<unsigned>(e & 0xff);
     const size_class& c = size_classes[cls];
-    const std::uint64_t at = within - (e >> 8);  // from the slab's first object
+    const std::uint64_t at = offset - (e >> 8);  // from the slab's first object
     if (at >= c.bytes || std::uint64_t{c.index(at)} * c.size != at) return -1;
     return static_cast<int>(cls);
   }
@@ -145,13 +141,13 @@ class small_allocator {
     std::uint64_t inline_avail[inline_objects / 64] = {};
     friend bool operator<(const slab& a, const slab& b) { return a.pfn < b.pfn; }
   };
-  // The tables of one section, in one lazily populated mapping: per 64 KiB
-  // chunk a map word (0: no slab; else the class in bits 0-7 and above them
-  // the offset in the section of the slab's first object, never 0), then the descriptor slot of a slab headed at each
-  // chunk, then room for a wide bitmap per chunk. leaves_[section] points at
-  // the map words, so the free path reaches a chunk's word in two loads.
+  // The slab table: per 64 KiB chunk of the range a map word (0: no slab;
+  // else the class in bits 0-7 and above them the region offset of the
+  // slab's first object, never 0), one lazily populated mapping for the
+  // whole range, so the free path reaches a chunk's word in one load. Per
+  // present section a second mapping holds the descriptor slot of a slab
+  // headed at each of its chunks, then room for a wide bitmap per chunk.
   struct leaf {
-    std::atomic<std::uint64_t>* map;
     slab* slabs;
     std::uint64_t* wide;  // wide_words per chunk
   };
@@ -168,7 +164,7 @@ class small_allocator {
   using arena = std::array<klass, nr_size_classes>;
 
   [[nodiscard]] leaf leaf_of(std::uint64_t pfn) const;  // made on first use
-  [[nodiscard]] leaf leaf_at(std::atomic<std::uint64_t>* map) const noexcept;
+  [[nodiscard]] leaf leaf_at(std::byte* memory) const noexcept;
   [[nodiscard]] static std::uint64_t head_chunk(std::uint64_t map_word) noexcept {
     return map_word >> 8 >> chunk_shift;  // (a slab's header is smaller than a chunk)
   }
@@ -195,11 +191,12 @@ class small_allocator {
   std::byte* base_;
   std::uint64_t range_;
   unsigned section_bits_;
-  std::uint64_t section_mask_;
+  ::daxalloc::detail::zeroed_memory chunk_map_memory_;
+  std::atomic<std::uint64_t>* chunk_map_;  // by region offset >> chunk_shift
   std::vector<std::unique_ptr<arena>> arenas_;
   std::uint64_t chunks_;      // per section
   std::uint64_t leaf_bytes_;  // of each section's mapping
-  std::unique_ptr<std::atomic<std::atomic<std::uint64_t>*>[]> leaves_;  // by section number
+  std::unique_ptr<std::atomic<std::byte*>[]> leaves_;  // by section number
 };
 
 }  // namespace daxalloc::alloc
