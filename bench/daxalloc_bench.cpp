@@ -347,8 +347,8 @@ struct subject_info {
 };
 
 struct daxalloc_reserve_subject {
-  static constexpr subject_info info{"daxalloc reserve + cancel(ptr) (volatile)", "daxalloc reserve",
-                                     false, 1};
+  static constexpr subject_info info{"daxalloc reserve + cancel(ptr) (volatile)",
+                                     "daxalloc reserve", false, 1};
   static constexpr subject_info sized_info{"daxalloc reserve + cancel(reservation{ptr, size})",
                                            "daxalloc reserve sized", false, 1};
   heap* h;
@@ -424,7 +424,9 @@ struct glibc_subject {
 };
 
 template <class S>
-concept has_sized_free = requires(const S& s, void* p) { s.free_sized(p, std::size_t{1}); };
+concept has_sized_free = requires(const S& s, void* p) {
+  s.free_sized(p, std::size_t{1});
+};
 
 // Frees p, of n bytes, through the subject's sized free or its plain one.
 template <bool sized, class S>
@@ -450,9 +452,9 @@ enum class peer {
   mimalloc,
   glibc
 };
-constexpr peer all_peers[] = {peer::daxalloc_reserve, peer::daxalloc_allocate, peer::pmemobj,
-                              peer::boost_ipc,        peer::memkind,           peer::jemalloc,
-                              peer::mimalloc,         peer::glibc};
+constexpr peer all_peers[] = {
+    peer::daxalloc_reserve, peer::daxalloc_allocate, peer::pmemobj,  peer::boost_ipc,
+    peer::memkind,          peer::jemalloc,          peer::mimalloc, peer::glibc};
 
 constexpr subject_info info_of(peer p) {
   switch (p) {
@@ -709,8 +711,8 @@ void print_slot_table(const std::string& workload, const std::string& metric,
 
 void print_slot_failures(const slot_results& res) {
   for (const auto& [where, why] : res.failures)
-    std::printf("- failed: %s, %s: %s\n", where.first.c_str(), size_name(sizes[where.second]).c_str(),
-                why.c_str());
+    std::printf("- failed: %s, %s: %s\n", where.first.c_str(),
+                size_name(sizes[where.second]).c_str(), why.c_str());
   if (!res.failures.empty()) std::printf("\n");
 }
 
@@ -1051,9 +1053,9 @@ Result in_subprocess(const Measure& measure, int& crashes) {
 // 64..400 B and 16..1024 B.
 struct mt_column {
   const char* title;
-  const char* workload;  // in the CSV
-  std::size_t size;      // threadtest: object size; Larson: 0
-  std::size_t round;     // threadtest: objects per thread and round; Larson: 0
+  const char* workload;            // in the CSV
+  std::size_t size;                // threadtest: object size; Larson: 0
+  std::size_t round;               // threadtest: objects per thread and round; Larson: 0
   std::size_t min_size, max_size;  // Larson
   bool sized_row;                  // measured for the sized-free rows too
 };
@@ -1202,9 +1204,8 @@ void bench_threads() {
     }
     t.print();
 
-    std::printf(
-        "%s: daxalloc ÷ peer, `1 thread / 2 threads` (above 1: daxalloc is faster):\n\n",
-        wall ? "Wall clock" : "CPU time");
+    std::printf("%s: daxalloc ÷ peer, `1 thread / 2 threads` (above 1: daxalloc is faster):\n\n",
+                wall ? "Wall clock" : "CPU time");
     const mt_row& je = res.at(jemalloc_subject::info.name);
     const mt_row& mi = res.at(mimalloc_subject::info.name);
     const mt_row& pmem = res.at(pmemobj_subject::info.name);
@@ -1924,8 +1925,7 @@ void bench_locality() {
     record("locality", info.label, size, 1, "second_walk", "ns/object", w.second_ns);
   }
   t.print();
-  if (deaths > 0)
-    std::printf("%d measurement processes died and were rerun.\n\n", deaths);
+  if (deaths > 0) std::printf("%d measurement processes died and were rerun.\n\n", deaths);
 }
 
 // ---------------------------------------------------------------------------
@@ -2025,18 +2025,15 @@ void bench_dram() {
                         size_name(f.size), std::to_string(f.count), mib(f.count * f.size),
                         mib(static_cast<std::uint64_t>(std::max(0.0, g.anonymous))),
                         mib(static_cast<std::uint64_t>(std::max(0.0, g.shmem))),
-                        fmt(g.anonymous / live, 3), fmt(g.shmem / live, 3),
-                        fmt(state / live, 3)});
-      record_once("dram", info.label, f.size, "anonymous_per_live_byte", "B/B",
-                  g.anonymous / live);
+                        fmt(g.anonymous / live, 3), fmt(g.shmem / live, 3), fmt(state / live, 3)});
+      record_once("dram", info.label, f.size, "anonymous_per_live_byte", "B/B", g.anonymous / live);
       record_once("dram", info.label, f.size, "shmem_per_live_byte", "B/B", g.shmem / live);
       record_once("dram", info.label, f.size, "state_per_live_byte", "B/B", state / live);
     }
     std::fprintf(stderr, "dram: %s done\n", info.name);
   }
   t.print();
-  if (deaths > 0)
-    std::printf("%d measurement processes died and were rerun.\n\n", deaths);
+  if (deaths > 0) std::printf("%d measurement processes died and were rerun.\n\n", deaths);
 }
 
 // The file of the library a symbol resolves to in this process, as the
@@ -2059,10 +2056,9 @@ std::string check_allocator_symbols() {
     const char* library;  // prefix of the file name
   };
   const expectation wanted[] = {
-      {"malloc", "libjemalloc.so"},      {"free", "libjemalloc.so"},
-      {"_Znwm", "libjemalloc.so"},       {"__libc_malloc", "libc.so"},
-      {"__libc_free", "libc.so"},        {"reallocarray", "libc.so"},
-      {"mallocx", "libjemalloc.so"},     {"mi_malloc", "libmimalloc.so"},
+      {"malloc", "libjemalloc.so"},  {"free", "libjemalloc.so"},      {"_Znwm", "libjemalloc.so"},
+      {"__libc_malloc", "libc.so"},  {"__libc_free", "libc.so"},      {"reallocarray", "libc.so"},
+      {"mallocx", "libjemalloc.so"}, {"mi_malloc", "libmimalloc.so"},
   };
   std::string line;
   bool ok = true;

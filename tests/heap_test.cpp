@@ -623,8 +623,7 @@ TEST_CASE("locality: a fresh slab hands out ascending addresses, a freed object 
     for (auto& p : objects) p = h.reserve(size).ptr;
     // Ascending within each slab: the caller's walk over them is sequential.
     std::size_t descents = 0;
-    for (std::size_t i = 1; i < objects.size(); ++i)
-      descents += objects[i] < objects[i - 1];
+    for (std::size_t i = 1; i < objects.size(); ++i) descents += objects[i] < objects[i - 1];
     CHECK(descents * 100 <= objects.size() * size / (64 * 1024));  // at most one per slab
     std::vector<void*> sorted = objects;
     std::sort(sorted.begin(), sorted.end());

@@ -127,7 +127,8 @@ TEST_CASE("fences per batch: 1 up to 4 KiB of reserved bytes, 2 above") {
   CHECK(h.check().empty());
 }
 
-TEST_CASE("steady state: 1.00 fence per publication over 10,000 calls; a later full fence retires") {
+TEST_CASE(
+    "steady state: 1.00 fence per publication over 10,000 calls; a later full fence retires") {
   test::temp_file f;
   auto h = make_heap(f);
   auto* root = h.root<list_root>();

@@ -53,7 +53,11 @@ constexpr size_class make_class(std::uint32_t size) {
     if (header + std::size_t{objects} * size <= slab) break;
     --objects;
   }
-  return {size, objects, header, objects * size, ((std::uint64_t{1} << 32) + size - 1) / size,
+  return {size,
+          objects,
+          header,
+          objects * size,
+          ((std::uint64_t{1} << 32) + size - 1) / size,
           static_cast<std::uint8_t>(order)};
 }
 }  // namespace detail
@@ -89,7 +93,8 @@ constexpr unsigned compute_class_of(std::size_t size) {
 inline constexpr std::size_t class_table_max = 1024;
 inline constexpr auto class_table = [] {
   std::array<std::uint8_t, class_table_max / 8 + 1> t{};
-  for (std::size_t i = 0; i < t.size(); ++i) t[i] = static_cast<std::uint8_t>(compute_class_of(i * 8));
+  for (std::size_t i = 0; i < t.size(); ++i)
+    t[i] = static_cast<std::uint8_t>(compute_class_of(i * 8));
   return t;
 }();
 }  // namespace detail

@@ -91,7 +91,8 @@ small_allocator::slab* small_allocator::slab_at(std::uint64_t head) const noexce
   const std::uint64_t chunk = head >> min_slab_order;
   const std::uint64_t e = chunk_map_[chunk].load(std::memory_order_acquire);
   if (e == 0 || head_chunk(e) != chunk) return nullptr;
-  std::byte* memory = leaves_[head >> model_.geo().pfn_section_shift()].load(std::memory_order_acquire);
+  std::byte* memory =
+      leaves_[head >> model_.geo().pfn_section_shift()].load(std::memory_order_acquire);
   return &leaf_at(memory).slabs[chunk & (chunks_ - 1)];
 }
 
@@ -457,8 +458,8 @@ void small_allocator::check(std::vector<std::string>& problems) const {
 
 void small_allocator::check_slab(const slab& s, std::vector<std::string>& problems) const {
   const size_class& c = size_classes[s.cls];
-  const std::string where = "slab at " + std::to_string(s.pfn << sparse::page_shift) +
-                            " (class " + std::to_string(c.size) + " B): ";
+  const std::string where = "slab at " + std::to_string(s.pfn << sparse::page_shift) + " (class " +
+                            std::to_string(c.size) + " B): ";
   const sparse::page_descriptor& d = *model_.pfn_to_page(s.pfn);
   if (d.load() != sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
     problems.push_back(where + "head descriptor does not describe this slab");

@@ -43,8 +43,8 @@
 
 #include "alloc/page_allocator.hpp"
 #include "alloc/size_classes.hpp"
-#include "platform/zeroed_memory.hpp"
 #include "platform/spin_mutex.hpp"
+#include "platform/zeroed_memory.hpp"
 
 namespace daxalloc::alloc {
 
@@ -133,9 +133,9 @@ class small_allocator {
     slab(std::uint64_t head, unsigned klass, unsigned owner, std::uint64_t* bits)
         : pfn(head), avail(bits), arena(owner), cls(static_cast<std::uint8_t>(klass)) {}
     std::uint64_t pfn;
-    std::uint64_t* avail;        // 1: neither allocated nor handed out
-    std::uint32_t in_use = 0;    // objects handed out: allocated, cached or reserved
-    std::uint32_t low_word = 0;  // no avail bit below this word
+    std::uint64_t* avail;         // 1: neither allocated nor handed out
+    std::uint32_t in_use = 0;     // objects handed out: allocated, cached or reserved
+    std::uint32_t low_word = 0;   // no avail bit below this word
     std::atomic<unsigned> arena;  // changed only with both arenas' class locks held
     std::uint8_t cls;
     std::uint64_t inline_avail[inline_objects / 64] = {};
@@ -170,7 +170,7 @@ class small_allocator {
   }
   [[nodiscard]] slab* slab_at(std::uint64_t head_pfn) const noexcept;  // null when none
   [[nodiscard]] slab* slab_of(const void* object) const noexcept;      // in a live slab
-  slab* install(std::uint64_t pfn, unsigned cls, unsigned arena);  // with the class lock held
+  slab* install(std::uint64_t pfn, unsigned cls, unsigned arena);      // with the class lock held
   void uninstall(slab* s);
   [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
   [[nodiscard]] slab* adopt_empty_slab(unsigned arena, unsigned cls);
@@ -194,8 +194,8 @@ class small_allocator {
   ::daxalloc::detail::zeroed_memory chunk_map_memory_;
   std::atomic<std::uint64_t>* chunk_map_;  // by region offset >> chunk_shift
   std::vector<std::unique_ptr<arena>> arenas_;
-  std::uint64_t chunks_;      // per section
-  std::uint64_t leaf_bytes_;  // of each section's mapping
+  std::uint64_t chunks_;                               // per section
+  std::uint64_t leaf_bytes_;                           // of each section's mapping
   std::unique_ptr<std::atomic<std::byte*>[]> leaves_;  // by section number
 };
 

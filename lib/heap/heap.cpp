@@ -473,7 +473,8 @@ std::size_t heap_impl::usable_size(const void* object) const {
   if (const int cls = small_.class_of(object); cls >= 0) return size_classes[cls].size;
   if (const sparse::page_descriptor* head = extent_head(object)) return head->length() * page_size;
   // A reserved extent (not on the media yet): the page allocator's run.
-  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_->base());
+  const auto offset =
+      static_cast<std::uint64_t>(static_cast<const std::byte*>(object) - model_->base());
   return model_->media().contains(object) && offset % page_size == 0
              ? pages_.allocated_length(offset / page_size) * page_size
              : 0;

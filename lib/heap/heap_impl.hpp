@@ -71,8 +71,8 @@ class heap_impl {
 
   // A batch (daxalloc/batch.hpp): validate, write to a lane and flush, fence
   // (the commit), apply and flush; a later fence makes the targets durable
-  // and retires the lane (fence()); then hand the freed objects back. Throws before anything is written when an
-  // action is invalid or the batch is too large.
+  // and retires the lane (fence()); then hand the freed objects back. Throws before anything is
+  // written when an action is invalid or the batch is too large.
   void publish(std::span<const reservation> reserved,
                std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                std::span<void* const> frees);

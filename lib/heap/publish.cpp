@@ -24,11 +24,11 @@ static_assert(batch::max_actions == sparse::max_log_entries);
 #endif
 enum breakage : int {
   intact,
-  no_commit_fence,     // the commit fence is left out
-  no_logged_content,   // contents are neither fenced nor logged
-  no_lane_settle,      // fences do not flush retired headers before freeing their lanes
-  replay_out_of_order, // open replays committed lanes in reverse commit order
-  early_retire,        // lanes are retired before a fence made their targets durable
+  no_commit_fence,      // the commit fence is left out
+  no_logged_content,    // contents are neither fenced nor logged
+  no_lane_settle,       // fences do not flush retired headers before freeing their lanes
+  replay_out_of_order,  // open replays committed lanes in reverse commit order
+  early_retire,         // lanes are retired before a fence made their targets durable
 };
 constexpr breakage broken = static_cast<breakage>(DAXALLOC_BREAK);
 
@@ -295,7 +295,8 @@ void heap_impl::publish(std::span<const reservation> reserved,
   for_each_inline_piece(i, entries.size(), inline_total,
                         [&](const std::byte* at, std::uint64_t n) { p.flush(at, n); });
   for (unsigned k = 1; k < ls.span; ++k) p.flush(lane(i + k), sizeof(sparse::lane_header));
-  if (broken != no_commit_fence) commit_fence();  // the commit: the only fence a publication waits for
+  if (broken != no_commit_fence)
+    commit_fence();  // the commit: the only fence a publication waits for
   {
     // Applies happen in commit order: one that comes after a later-ordered
     // lane wrote the same word moves its own lane after that one first (a
@@ -424,7 +425,8 @@ unsigned heap_impl::fence(bool full) noexcept {
     return true;
   };
   if (broken == early_retire)
-    for (std::uint64_t m = applied; m; m &= m - 1) retire(static_cast<unsigned>(std::countr_zero(m)));
+    for (std::uint64_t m = applied; m; m &= m - 1)
+      retire(static_cast<unsigned>(std::countr_zero(m)));
   const auto& below = beneath_.table();
   below.drain(below.context);
   for (std::uint64_t m = applied; m; m &= m - 1) retire(static_cast<unsigned>(std::countr_zero(m)));
@@ -452,7 +454,7 @@ bool heap_impl::meets_later_lane(unsigned i, std::uint64_t order) const noexcept
     const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
     return std::span<const log_entry>(
         entries, std::min<std::uint64_t>(std::atomic_ref<const std::uint64_t>(h->count).load(),
-                                          sparse::max_log_entries));
+                                         sparse::max_log_entries));
   };
   const auto mine = stores_of(i);
   const unsigned used = lanes_used_.load(std::memory_order_acquire);
@@ -535,8 +537,8 @@ void heap_impl::replay_lanes() {
         allocates[k].emplace_back(at, at + entries[e].value);
       } else if (op == sparse::log_store && !heap_word(model_->base() + at) &&
                  at != sparse::names_slot_offset) {  // a descriptor: an extent's head
-        const std::uint64_t pfn =
-            model_->page_to_pfn(reinterpret_cast<const sparse::page_descriptor*>(model_->base() + at));
+        const std::uint64_t pfn = model_->page_to_pfn(
+            reinterpret_cast<const sparse::page_descriptor*>(model_->base() + at));
         const sparse::page_descriptor d{entries[e].value};
         if (d.state() == sparse::page_state::extent)
           allocates[k].emplace_back(pfn * sparse::page_size,
@@ -565,22 +567,22 @@ void heap_impl::replay_lanes() {
     if (h->format != sparse::lane_format_inline) continue;
     // The objects' contents, from the inline bytes, in entry order.
     std::uint64_t e = 0, done = 0;
-    for_each_inline_piece(i, h->count, lanes[k].inline_total,
-                          [&](const std::byte* from, std::uint64_t n) {
-      while (n > 0) {
-        while (entries[e].target >> sparse::log_op_shift != sparse::log_content) ++e;
-        const std::uint64_t at = entries[e].target & offset_mask;
-        const std::uint64_t take = std::min(n, entries[e].value - done);
-        if (!reallocated_later(k, at, at + entries[e].value)) {
-          std::memcpy(model_->base() + at + done, from, take);
-          p.flush(model_->base() + at + done, take);
-        }
-        from += take;
-        n -= take;
-        done += take;
-        if (done == entries[e].value) ++e, done = 0;
-      }
-    });
+    for_each_inline_piece(
+        i, h->count, lanes[k].inline_total, [&](const std::byte* from, std::uint64_t n) {
+          while (n > 0) {
+            while (entries[e].target >> sparse::log_op_shift != sparse::log_content) ++e;
+            const std::uint64_t at = entries[e].target & offset_mask;
+            const std::uint64_t take = std::min(n, entries[e].value - done);
+            if (!reallocated_later(k, at, at + entries[e].value)) {
+              std::memcpy(model_->base() + at + done, from, take);
+              p.flush(model_->base() + at + done, take);
+            }
+            from += take;
+            n -= take;
+            done += take;
+            if (done == entries[e].value) ++e, done = 0;
+          }
+        });
   }
   if (!lanes.empty()) p.drain();
   for (unsigned i = 0; i < sparse::nr_lanes; ++i) {
