@@ -585,14 +585,16 @@ void heap_impl::replay_lanes() {
         });
   }
   if (!lanes.empty()) p.drain();
+  bool cleared = false;
   for (unsigned i = 0; i < sparse::nr_lanes; ++i) {
     sparse::lane_header* h = lane(i);
     if (h->count == 0 && h->checksum == 0) continue;
     h->count = 0;
     h->checksum = 0;
     p.flush(h, sizeof *h);
+    cleared = true;
   }
-  p.drain();
+  if (cleared) p.drain();  // a clean open has nothing to clear and costs no fence
   next_order_.store(highest + 1, std::memory_order_relaxed);
 }
 
