@@ -8,16 +8,26 @@
 //   b.defer_free(old);                            // freed at publish
 //   b.publish();                                  // all or nothing, 1 fence
 //
-// publish() writes the batch to a redo-log lane, with a copy of its reserved
-// objects' bytes when they are 4 KiB or less (larger ones get a fence of
-// their own first), and fences once: the commit. Then it applies the batch
-// and returns; the heap's later fences make the applied stores durable and
-// retire the lane. After a crash, open replays every committed lane in
-// commit order, so either every action of the batch happened or none did.
-// Reserved objects are flushed in full at publish, after your constructor
-// wrote them. A batch holds at most max_actions actions (reservations +
-// stores + frees); more is errc::too_large. Destroying an unpublished batch
-// cancels it. Act on what a batch published from other threads only after
+// publish() writes the batch to a redo-log lane (non-temporal stores), with
+// a copy of its reserved objects' bytes when they are 4 KiB or less (larger
+// ones get a fence of their own first), and fences once: the commit. Then
+// it applies the batch and returns; the heap's later fences make the
+// applied stores durable and retire the lane. After a crash, open replays
+// every committed lane in commit order, so either every action of the batch
+// happened or none did. Reserved objects are flushed in full at publish,
+// after your constructor wrote them; reserve_copy() objects were written
+// with non-temporal stores and need no flush.
+//
+// Group commit: publish(durability::deferred) checks the batch and queues
+// it; heap::sync() publishes everything queued (by any thread) as one batch,
+// with one fence. A deferred batch takes effect at sync(): its stores are
+// applied and its frees done then, not before (its reserved objects are
+// yours meanwhile). After a crash the deferred batches that survive are a
+// prefix of those queued, in order, and all that were queued before a
+// sync() that returned. A queue that would not fit one lane (252 actions,
+// 4 KiB of contents) is published by the publish() that would overflow it. A batch holds at most
+// max_actions actions (reservations + stores + frees); more is errc::too_large. Destroying an
+// unpublished batch cancels it. Act on what a batch published from other threads only after
 // publish() returned, and make stores to the words it wrote, and writes into
 // the objects it published, durable with heap::persist()
 // (docs/crash-consistency.md, "Publication in 1 fence").
@@ -49,6 +59,9 @@ class batch {
   [[nodiscard]] T* make(Args&&... args) {
     return ::new (reserve(sizeof(T))) T(std::forward<Args>(args)...);
   }
+  // reserve(size), filled with a copy of src by non-temporal stores (the
+  // engine's value already sits in a buffer: no constructor, no flush).
+  [[nodiscard]] void* reserve_copy(const void* src, std::size_t size);
   // An 8-byte store inside the heap, applied atomically with the batch.
   void set(std::uint64_t* where, std::uint64_t value);
   template <class T>
@@ -61,7 +74,7 @@ class batch {
   // Frees an allocated object atomically with the batch.
   void defer_free(void* p);
 
-  void publish();
+  void publish(durability d = durability::immediate);
   void cancel() noexcept;
   [[nodiscard]] std::size_t size() const noexcept {
     return reserved_.size() + stores_.size() + frees_.size();
@@ -76,17 +89,29 @@ class batch {
   boost::container::small_vector<reservation, 2> reserved_;
   boost::container::small_vector<std::pair<std::uint64_t*, std::uint64_t>, 2> stores_;
   boost::container::small_vector<void*, 2> frees_;
+  boost::container::small_vector<std::uint64_t, 1> streamed_;  // bit k: reserved_[k] copied in
 };
 
 // Allocates `size` bytes, runs ctor(object) on them, and stores the object's
 // address into `dest` (which must lie in the heap), all or nothing.
 template <class T, class Ctor>
-T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor) {
+T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor, durability d) {
   batch b(*this);
   T* object = static_cast<T*>(b.reserve(size));
   std::forward<Ctor>(ctor)(object);
   b.set(dest, object);
-  b.publish();
+  b.publish(d);
+  return object;
+}
+
+// Allocates `size` bytes holding a copy of src (non-temporal stores) and
+// stores the object's address into `dest`, all or nothing.
+template <class T>
+T* heap::allocate_publish(pptr<T>& dest, const void* src, std::size_t size, durability d) {
+  batch b(*this);
+  T* object = static_cast<T*>(b.reserve_copy(src, size));
+  b.set(dest, object);
+  b.publish(d);
   return object;
 }
 
@@ -98,13 +123,13 @@ T* heap::make_published(pptr<T>& dest, Args&&... args) {
 
 // Frees the object `dest` points to and sets `dest` to null, all or nothing.
 template <class T>
-void heap::free_clear(pptr<T>& dest) {
+void heap::free_clear(pptr<T>& dest, durability d) {
   T* object = dest.get();
   if (object == nullptr) return;
   batch b(*this);
   b.defer_free(object);
   b.set(dest, static_cast<T*>(nullptr));
-  b.publish();
+  b.publish(d);
 }
 
 }  // namespace daxalloc

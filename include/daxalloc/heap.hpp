@@ -70,6 +70,10 @@ enum class open_outcome { clean, recovered, repaired };
 
 // A volatile reservation: memory that is yours until you cancel it or (with
 // the publish API) make it durable. A crash forgets it; nothing leaks.
+// When a publication becomes durable: when publish returns (immediate), or
+// at the next heap::sync() (deferred: group commit, daxalloc/batch.hpp).
+enum class durability { immediate, deferred };
+
 struct reservation {
   void* ptr = nullptr;
   std::size_t size = 0;
@@ -130,15 +134,23 @@ class heap {
   void cancel(void* p);
 
   // Atomic publication (defined in daxalloc/batch.hpp; 1 fence each, 2 for
-  // objects above 4 KiB): after
-  // a crash either the object is allocated and `dest` points to it, or
-  // neither happened. `dest` must lie in the heap.
+  // objects above 4 KiB; none when deferred, until sync()): after a crash
+  // either the object is allocated and `dest` points to it, or neither
+  // happened. `dest` must lie in the heap. The copy-in form fills the
+  // object from src with non-temporal stores.
   template <class T, class Ctor>
-  T* allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor);
+  T* allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor,
+                      durability d = durability::immediate);
+  template <class T>
+  T* allocate_publish(pptr<T>& dest, const void* src, std::size_t size,
+                      durability d = durability::immediate);
   template <class T, class... Args>
   T* make_published(pptr<T>& dest, Args&&... args);
   template <class T>
-  void free_clear(pptr<T>& dest);
+  void free_clear(pptr<T>& dest, durability d = durability::immediate);
+  // Publishes every deferred batch queued so far (any thread's) with one
+  // fence; durable when it returns. No fence when nothing is queued.
+  void sync();
 
   // Named objects, as in Boost.Interprocess: construct<T>("name")(args...)
   // creates the object (or `count` of them), its name and its index entry in

@@ -23,11 +23,14 @@ enum class persistence_mode { automatic, cache_flush, msync, none };
 
 // Per-thread counts of what this thread asked of the persistence domain.
 // flushes counts cache lines (64 B) handed to flush(), fences counts drain()
-// calls (one SFENCE each in cache-flush mode), msyncs counts msync calls.
+// calls (one SFENCE each in cache-flush mode), msyncs counts msync calls,
+// streamed counts cache lines written by copy_nodrain() (non-temporal stores
+// in cache-flush mode).
 struct persist_counters {
   std::uint64_t flushes = 0;
   std::uint64_t fences = 0;
   std::uint64_t msyncs = 0;
+  std::uint64_t streamed = 0;
 };
 [[nodiscard]] persist_counters this_thread_persist_counters() noexcept;
 void reset_this_thread_persist_counters() noexcept;
@@ -50,6 +53,11 @@ class persistence {
     void (*discard)(void* context, const void* addr, std::size_t len) = nullptr;
     persistence_mode mode;  // what the table implements (automatic for custom tables)
     const char* name;
+    // Optional (may be null: memcpy + flush): copies len bytes to dest and
+    // makes them reach the persistence domain once a later drain of this
+    // thread returns, bypassing the cache where it can (non-temporal stores:
+    // no read for ownership, no line left to flush).
+    void (*copy)(void* context, void* dest, const void* src, std::size_t len) = nullptr;
   };
 
   persistence() noexcept;  // mode none
@@ -62,6 +70,18 @@ class persistence {
     const auto last = reinterpret_cast<std::uintptr_t>(addr) + len;
     detail::thread_counters.flushes += (last - first + 63) / 64;
     ops_.flush(ops_.context, addr, len);
+  }
+  // memcpy + flush, with non-temporal stores where the table has them: for
+  // whole lines that are written once and not read back soon (logs, copies
+  // into new objects). Pending until the next drain, like a flush.
+  void copy_nodrain(void* dest, const void* src, std::size_t len) const noexcept {
+    if (len == 0) return;
+    const auto first = reinterpret_cast<std::uintptr_t>(dest) & ~std::uintptr_t{63};
+    const auto last = reinterpret_cast<std::uintptr_t>(dest) + len;
+    detail::thread_counters.streamed += (last - first + 63) / 64;
+    if (ops_.copy) return ops_.copy(ops_.context, dest, src, len);
+    std::memcpy(dest, src, len);
+    ops_.flush(ops_.context, dest, len);
   }
   void drain() const noexcept {
     ++detail::thread_counters.fences;

@@ -840,6 +840,9 @@ void* heap::at(std::uint64_t offset) const noexcept {
 std::size_t heap::usable_size(const void* p) const {
   return live().usable_size(p);
 }
+void heap::sync() {
+  live().sync();
+}
 const persistence& heap::persist() const noexcept {
   return impl_->model().media().persist();
 }

@@ -69,13 +69,28 @@ class heap_impl {
   // Called from a thread's exit: its cached objects go back to the slabs.
   void release_cache(thread_cache* cache) noexcept;
 
-  // A batch (daxalloc/batch.hpp): validate, write to a lane and flush, fence
-  // (the commit), apply and flush; a later fence makes the targets durable
-  // and retires the lane (fence()); then hand the freed objects back. Throws before anything is
-  // written when an action is invalid or the batch is too large.
+  // A batch (daxalloc/batch.hpp): validate, write to a lane (non-temporal
+  // stores) with the heap's pending write-backs, fence once (the commit),
+  // apply; later fences make the targets durable and retire the lane
+  // (fence_window). Then hand the freed objects back. Throws before anything
+  // is written when an action is invalid or the batch is too large.
+  // `streamed` marks reserved objects whose bytes were copied in with
+  // non-temporal stores (no flush needed): bit k for reserved[k].
   void publish(std::span<const reservation> reserved,
                std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
-               std::span<void* const> frees);
+               std::span<void* const> frees, std::span<const std::uint64_t> streamed = {});
+  // Deferred publication (group commit): the batch is checked and queued;
+  // sync() publishes every queued batch as one, with one commit fence.
+  void publish_deferred(std::span<const reservation> reserved,
+                        std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
+                        std::span<void* const> frees, std::span<const std::uint64_t> streamed);
+  void sync();
+  void sync_locked();  // under group_mutex_
+  // Bytes copied into a reservation with non-temporal stores, pending
+  // until the next fence of this thread.
+  void stream(void* dest, const void* src, std::size_t n) const noexcept {
+    beneath_.copy_nodrain(dest, src, n);
+  }
 
   // What the heap's fences run on: the region's persistence as it was at
   // open, or what a test swaps in (the crash simulators). The region itself
@@ -108,25 +123,39 @@ class heap_impl {
   [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
   [[nodiscard]] unsigned acquire_lanes(unsigned span) noexcept;
   void free_lanes(unsigned i) noexcept;
-  // The heap's fence (docs/crash-consistency.md, "Publication in 1 fence"):
-  // it also makes durable the targets of every applied lane and retires the
-  // lanes whose targets an earlier fence made durable. A full fence (every
-  // fence but a publication's commit) returns only when every lane applied
-  // before it is retired durably, so that no later store of the caller can
-  // be overwritten by a replay.
-  // Returns how many fences it took (1 or 2).
+  // The heap's fences (docs/crash-consistency.md, "Publication in 1 fence").
+  // A fence is a window: open_window() retires the lanes whose targets an
+  // earlier fence made durable (their zeroed headers are written) and
+  // flushes the targets of every applied lane; the caller adds its own
+  // write-backs (a lane, an object); close_window() drains once and moves
+  // the lanes on. No locked instruction runs between the first write-back
+  // of a window and its drain: on x86 it would wait for them as a fence
+  // does. fence(full): one window; a full fence (every fence but a
+  // publication's commit) adds windows until every lane applied before it
+  // is retired durably, so that no later store of the caller can be
+  // overwritten by a replay. Return how many fences they took.
+  struct fence_window {
+    std::uint64_t applied = 0;                          // lanes whose targets this window flushed
+    std::uint64_t retiring = 0;                         // lanes whose zeroed headers it wrote
+    std::array<std::uint64_t, sparse::nr_lanes> state;  // as noted, per lane
+  };
+  [[nodiscard]] fence_window open_window() noexcept;
+  void close_window(const fence_window& w) noexcept;
   unsigned fence(bool full) noexcept;
-  void commit_fence() noexcept;  // fence(false), counted
+  void commit_fence() noexcept;  // one window, counted
   void flush_targets(unsigned i) const noexcept;
   [[nodiscard]] bool meets_later_lane(unsigned i, std::uint64_t order) const noexcept;
-  // Calls f(bytes, length) for each piece of lane i's inline bytes.
-  template <class F>
-  void for_each_inline_piece(unsigned i, std::uint64_t count, std::uint64_t total, F&& f) const;
+  // Calls f(bytes, length) for each piece of the inline bytes of the lane
+  // image at `first` (a lane, or a staged copy of consecutive lanes).
+  template <class B, class F>
+  static void for_each_inline_piece(B* first, std::uint64_t count, std::uint64_t total, F&& f);
   void apply(const sparse::log_entry* entries, std::size_t n) const noexcept;
   static void fence_flush(void* self, const void* addr, std::size_t len);
   static void fence_drain(void* self);
   static void fence_discard(void* self, const void* addr, std::size_t len);
   [[nodiscard]] std::uint64_t lane_checksum(unsigned i) const noexcept;
+  [[nodiscard]] static std::uint64_t image_checksum(const sparse::lane_header& h,
+                                                    std::uint64_t inline_total) noexcept;
   [[nodiscard]] std::uint64_t inline_bytes(unsigned i) const noexcept;  // UINT64_MAX: too many
   [[nodiscard]] bool content_in_bounds(const sparse::lane_header& h) const noexcept;
   // A word a batch may store to: 8-aligned in the heap's memory outside
@@ -147,19 +176,29 @@ class heap_impl {
   std::atomic<std::uint64_t> busy_lanes_{0};
   persistence beneath_;
   // Per lane, volatile: a lane is busy from acquire_lanes until its retired
-  // header is durable (then free again); `phase` moves writing -> applied
-  // (targets flushed by `owner`, not yet known durable) -> retiring (zeroed
-  // header flushed, not yet known durable) -> free, each step after a fence.
-  // Transitions after `writing` are made under the lane's mutex and checked
-  // against `generation`, which acquire_lanes increments.
-  enum lane_phase : unsigned { lane_free, lane_writing, lane_applied, lane_retiring };
+  // header is durable (then free again). `state` is generation << 8 | phase,
+  // one word so that every step is a compare-and-swap against the
+  // generation noted (acquire_lanes increments it): writing -> applied
+  // (targets stored, not flushed) -> covered (a fence made its targets
+  // durable) -> retiring (claimed by one thread, which wrote its zeroed
+  // header) -> free (after that thread's next drain).
+  enum lane_phase : std::uint64_t {
+    lane_free,
+    lane_writing,
+    lane_applied,
+    lane_covered,
+    lane_retiring
+  };
+  static constexpr unsigned max_noted_targets = 16;
   struct alignas(64) lane_state {
-    std::atomic<unsigned> phase{lane_free};
-    std::atomic<std::uint64_t> generation{0};
-    std::atomic<const void*> owner{nullptr};
+    std::atomic<std::uint64_t> state{lane_free};
     std::atomic<std::uint64_t> order{0};
-    unsigned span = 1;  // consecutive lanes the batch occupies
-    std::mutex mutex;
+    unsigned span = 1;           // consecutive lanes the batch occupies
+    std::uint64_t sequence = 0;  // its header's, kept by the retired header
+    // The batch's store and bit targets (entry target words), so that fences
+    // need not read the lane back; more than max_noted_targets: read it.
+    std::atomic<unsigned> targets_noted{0};
+    std::array<std::atomic<std::uint64_t>, max_noted_targets> targets{};
   };
   std::array<lane_state, sparse::nr_lanes> lanes_;
   std::atomic<unsigned> lanes_used_{0};  // bounds the lanes ever acquired
@@ -167,6 +206,16 @@ class heap_impl {
   // Applies happen one at a time, in commit order unless reordered.
   std::mutex apply_mutex_;
   std::uint64_t last_applied_ = 0;
+  // Deferred publications, queued until sync() (or until a lane is full).
+  struct deferred_group {
+    std::vector<reservation> reserved;
+    std::vector<std::pair<std::uint64_t*, std::uint64_t>> stores;
+    std::vector<void*> frees;
+    std::vector<std::uint64_t> streamed;
+    std::uint64_t content = 0;
+  };
+  std::mutex group_mutex_;
+  deferred_group group_;
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
   unsigned next_arena_ = 0;  // under caches_mutex_: arenas go round

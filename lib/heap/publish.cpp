@@ -32,13 +32,6 @@ enum breakage : int {
 };
 constexpr breakage broken = static_cast<breakage>(DAXALLOC_BREAK);
 
-// What identifies the calling thread as a lane's owner (its flushes are
-// ordered before its own fences, so those need not flush its targets again).
-const void* this_thread_token() noexcept {
-  thread_local const char token = 0;
-  return &token;
-}
-
 constexpr std::uint64_t lane_data = sparse::lane_size - sizeof(sparse::lane_header);
 
 // Lanes a batch of `count` entries and `inline_total` inline bytes spans.
@@ -53,6 +46,13 @@ unsigned lanes_spanned(std::uint64_t count, std::uint64_t inline_total) {
 sparse::lane_header* heap_impl::lane(unsigned i) const noexcept {
   return reinterpret_cast<sparse::lane_header*>(model_->base() + model_->geo().lanes_offset() +
                                                 std::uint64_t{i} * sparse::lane_size);
+}
+
+constexpr std::uint64_t phase_of(std::uint64_t state) {
+  return state & 0xff;
+}
+constexpr std::uint64_t with_phase(std::uint64_t state, std::uint64_t phase) {
+  return (state & ~std::uint64_t{0xff}) | phase;
 }
 
 // `span` consecutive free lanes, marked busy; when none are free, a full
@@ -72,10 +72,9 @@ unsigned heap_impl::acquire_lanes(unsigned span) noexcept {
       while (used < i + span && !lanes_used_.compare_exchange_weak(used, i + span)) {
       }
       lane_state& ls = lanes_[i];
-      ls.generation.fetch_add(1, std::memory_order_relaxed);
       ls.span = span;
-      ls.owner.store(this_thread_token(), std::memory_order_relaxed);
-      ls.phase.store(lane_writing, std::memory_order_release);
+      const std::uint64_t next = (ls.state.load(std::memory_order_relaxed) >> 8) + 1;
+      ls.state.store(next << 8 | lane_writing, std::memory_order_release);
       return i;
     }
     detail::thread_counters.fences += fence(true);  // retires applied lanes, frees retired ones
@@ -86,7 +85,8 @@ unsigned heap_impl::acquire_lanes(unsigned span) noexcept {
 void heap_impl::free_lanes(unsigned i) noexcept {
   const unsigned span = lanes_[i].span;
   const std::uint64_t run = span >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << span) - 1;
-  lanes_[i].phase.store(lane_free, std::memory_order_release);
+  lanes_[i].state.store(with_phase(lanes_[i].state.load(std::memory_order_relaxed), lane_free),
+                        std::memory_order_release);
   busy_lanes_.fetch_and(~(run << i), std::memory_order_release);
 }
 
@@ -106,37 +106,45 @@ std::uint64_t heap_impl::inline_bytes(unsigned i) const noexcept {
   return total;
 }
 
-template <class F>
-void heap_impl::for_each_inline_piece(unsigned i, std::uint64_t count, std::uint64_t total,
-                                      F&& f) const {
-  auto* at = reinterpret_cast<std::byte*>(lane(i) + 1) + count * sizeof(log_entry);
+template <class B, class F>
+void heap_impl::for_each_inline_piece(B* first, std::uint64_t count, std::uint64_t total, F&& f) {
+  B* lane_start = first;
+  B* at = first + sizeof(sparse::lane_header) + count * sizeof(log_entry);
   std::uint64_t room = lane_data - count * sizeof(log_entry);
   while (total > 0) {
     const std::uint64_t n = std::min(room, total);
     if (n > 0) f(at, n);
     total -= n;
-    ++i;
-    at = reinterpret_cast<std::byte*>(lane(i) + 1);
+    lane_start += sparse::lane_size;
+    at = lane_start + sizeof(sparse::lane_header);
     room = lane_data;
   }
 }
 
-// Format 2: over sequence, count, the entries and the inline bytes. Format
-// 0 (lanes of an older daxalloc): over sequence, count, the entries and the
-// bytes the content entries name in place. The caller has checked count and
-// the content's bounds.
-std::uint64_t heap_impl::lane_checksum(unsigned i) const noexcept {
-  const sparse::lane_header& h = *lane(i);
+// Format 2: over sequence, count, the entries and the inline bytes of the
+// lane image whose header is `h`.
+std::uint64_t heap_impl::image_checksum(const sparse::lane_header& h,
+                                        std::uint64_t inline_total) noexcept {
   sparse::fletcher64_sum sum;
   sum.add(&h.sequence, 8);
   sum.add(&h.count, 8);
-  const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);  // they follow the header
+  sum.add(&h + 1, h.count * sizeof(log_entry));  // the entries follow the header
+  for_each_inline_piece(reinterpret_cast<const std::byte*>(&h), h.count, inline_total,
+                        [&](const std::byte* p, std::uint64_t n) { sum.add(p, n); });
+  return sum.value();
+}
+
+// Format 2: image_checksum. Format 0 (lanes of an older daxalloc): over
+// sequence, count, the entries and the bytes the content entries name in
+// place. The caller has checked count and the content's bounds.
+std::uint64_t heap_impl::lane_checksum(unsigned i) const noexcept {
+  const sparse::lane_header& h = *lane(i);
+  if (h.format == sparse::lane_format_inline) return image_checksum(h, inline_bytes(i));
+  sparse::fletcher64_sum sum;
+  sum.add(&h.sequence, 8);
+  sum.add(&h.count, 8);
+  const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);
   sum.add(entries, h.count * sizeof(log_entry));
-  if (h.format == sparse::lane_format_inline) {
-    for_each_inline_piece(i, h.count, inline_bytes(i),
-                          [&](const std::byte* p, std::uint64_t n) { sum.add(p, n); });
-    return sum.value();
-  }
   for (std::uint64_t e = 0; e < h.count; ++e)
     if (entries[e].target >> sparse::log_op_shift == sparse::log_content)
       sum.add(model_->base() + (entries[e].target & offset_mask), entries[e].value);
@@ -163,8 +171,8 @@ bool heap_impl::heap_word(const void* p) const noexcept {
                                            sparse::page_shift) != sparse::migratetype::metadata;
 }
 
-// Applies entries, then flushes their targets: a locked read-modify-write
-// issued after a CLWB waits for it as a fence would, so none follows one.
+// Applies entries (the caller flushes their targets; a publication leaves
+// that to the next fence window).
 void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
   const auto word = [&](const log_entry& e) {
     return reinterpret_cast<std::uint64_t*>(model_->base() + (e.target & offset_mask));
@@ -185,14 +193,11 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
         break;
     }
   }
-  for (std::size_t k = 0; k < n; ++k)
-    if (entries[k].target >> sparse::log_op_shift != sparse::log_content)
-      model_->media().persist().flush(word(entries[k]), 8);
 }
 
 void heap_impl::publish(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
-                        std::span<void* const> frees) {
+                        std::span<void* const> frees, std::span<const std::uint64_t> streamed) {
   boost::container::small_vector<log_entry, 8> entries;
   std::uint64_t content = 0;
   for (const reservation& r : reserved) content += r.size;
@@ -260,43 +265,67 @@ void heap_impl::publish(std::span<const reservation> reserved,
   std::uint64_t inline_total = 0;
   if (logged_content)
     for (const reservation& r : reserved) inline_total += r.size;
+  const auto was_streamed = [&](std::size_t k) {
+    return k / 64 < streamed.size() && (streamed[k / 64] >> (k % 64)) & 1;
+  };
   const unsigned i = acquire_lanes(lanes_spanned(entries.size(), inline_total));
   lane_state& ls = lanes_[i];
   // What the constructors wrote: durable at the commit (a replay copies the
   // inline bytes back over it, so a crash before then is covered as well).
-  for (const reservation& r : reserved) p.flush(r.ptr, r.size);
-  if (!logged_content && !reserved.empty() && broken != no_logged_content)
-    commit_fence();  // fence 0, for large contents only
-  std::uint64_t order = next_order_.fetch_add(1, std::memory_order_relaxed);
-  sparse::lane_header* h = lane(i);
-  auto* slots = reinterpret_cast<log_entry*>(h + 1);
-  std::memcpy(slots, entries.data(), entries.size() * sizeof(log_entry));
-  if (inline_total > 0) {
-    for (unsigned k = 1; k < ls.span; ++k)
-      *lane(i + k) = {order, 0, sparse::lane_continuation, 0, 0, {}};
-    std::size_t object = 0, done = 0;  // copy the objects into the inline pieces, in order
-    for_each_inline_piece(i, entries.size(), inline_total, [&](std::byte* at, std::uint64_t n) {
-      while (n > 0) {
-        const std::size_t take = std::min<std::uint64_t>(n, reserved[object].size - done);
-        std::memcpy(at, static_cast<const std::byte*>(reserved[object].ptr) + done, take);
-        at += take;
-        n -= take;
-        done += take;
-        if (done == reserved[object].size) ++object, done = 0;
-      }
-    });
+  // Objects copied in with non-temporal stores are pending already.
+  const auto flush_objects = [&] {
+    for (std::size_t k = 0; k < reserved.size(); ++k)
+      if (!was_streamed(k)) p.flush(reserved[k].ptr, reserved[k].size);
+  };
+  const bool fence_zero = !logged_content && !reserved.empty() && broken != no_logged_content;
+  if (fence_zero) {  // for large contents only
+    const fence_window w = open_window();
+    flush_objects();
+    close_window(w);
+    ++detail::thread_counters.fences;
   }
-  h->sequence = order;
-  h->count = entries.size();
-  h->format = sparse::lane_format_inline;
-  h->reorder = 0;
-  h->checksum = lane_checksum(i);
-  p.flush(h, sizeof *h + entries.size() * sizeof(log_entry));
-  for_each_inline_piece(i, entries.size(), inline_total,
-                        [&](const std::byte* at, std::uint64_t n) { p.flush(at, n); });
-  for (unsigned k = 1; k < ls.span; ++k) p.flush(lane(i + k), sizeof(sparse::lane_header));
-  if (broken != no_commit_fence)
-    commit_fence();  // the commit: the only fence a publication waits for
+  std::uint64_t order = next_order_.fetch_add(1, std::memory_order_relaxed);
+  const unsigned noted = entries.size() <= max_noted_targets ? static_cast<unsigned>(entries.size())
+                                                             : max_noted_targets + 1;
+  for (unsigned k = 0; k < std::min(noted, max_noted_targets); ++k)
+    ls.targets[k].store(entries[k].target, std::memory_order_relaxed);
+  ls.targets_noted.store(noted, std::memory_order_relaxed);
+  ls.sequence = order;
+  // The lane's image is staged in ordinary memory and streamed to the lane
+  // in whole lines: no line of the lane is read for ownership or flushed.
+  thread_local std::array<std::byte, 3 * sparse::lane_size> staging alignas(64);
+  auto* h = reinterpret_cast<sparse::lane_header*>(staging.data());
+  *h = {order, entries.size(), 0, sparse::lane_format_inline, 0, {}};
+  std::memcpy(h + 1, entries.data(), entries.size() * sizeof(log_entry));
+  std::uint64_t used = sizeof *h + entries.size() * sizeof(log_entry);
+  for (unsigned k = 1; k < ls.span; ++k)
+    *reinterpret_cast<sparse::lane_header*>(staging.data() + k * sparse::lane_size) = {
+        order, 0, sparse::lane_continuation, 0, 0, {}};
+  std::size_t object = 0, done = 0;  // copy the objects into the inline pieces, in order
+  for_each_inline_piece(
+      staging.data(), entries.size(), inline_total, [&](std::byte* at, std::uint64_t n) {
+        used = static_cast<std::uint64_t>(at + n - staging.data());
+        while (n > 0) {
+          const std::size_t take = std::min<std::uint64_t>(n, reserved[object].size - done);
+          std::memcpy(at, static_cast<const std::byte*>(reserved[object].ptr) + done, take);
+          at += take;
+          n -= take;
+          done += take;
+          if (done == reserved[object].size) ++object, done = 0;
+        }
+      });
+  h->checksum = image_checksum(*h, inline_total);
+  // The commit: the pending write-backs of the heap (earlier batches'
+  // targets, retired headers), this lane and the objects, then one fence.
+  const std::uint64_t lines = (used + 63) / 64 * 64;
+  std::memset(staging.data() + used, 0, lines - used);
+  const fence_window w = open_window();
+  if (!fence_zero) flush_objects();
+  p.copy_nodrain(lane(i), staging.data(), lines);
+  if (broken != no_commit_fence) {
+    close_window(w);  // the only fence a publication waits for
+    ++detail::thread_counters.fences;
+  }
   {
     // Applies happen in commit order: one that comes after a later-ordered
     // lane wrote the same word moves its own lane after that one first (a
@@ -305,19 +334,19 @@ void heap_impl::publish(std::span<const reservation> reserved,
     std::lock_guard lock(apply_mutex_);
     if (order < last_applied_ && meets_later_lane(i, order)) {
       order = next_order_.fetch_add(1, std::memory_order_relaxed);
-      std::atomic_ref<std::uint64_t>(h->reorder)
+      sparse::lane_header* at = lane(i);
+      std::atomic_ref<std::uint64_t>(at->reorder)
           .store(sparse::reorder_word(order, h->checksum), std::memory_order_relaxed);
-      p.flush(&h->reorder, 8);
+      p.flush(&at->reorder, 8);
       commit_fence();
     }
     ls.order.store(order, std::memory_order_relaxed);
     last_applied_ = std::max(last_applied_, order);
     apply(entries.data(), entries.size());
   }
-  for (const log_entry& e : entries)
-    if (e.target >> sparse::log_op_shift != sparse::log_content)
-      p.flush(model_->base() + (e.target & offset_mask), 8);
-  ls.phase.store(lane_applied, std::memory_order_release);  // a later fence retires it
+  // Its targets are flushed by the next fence window of any thread.
+  ls.state.store(with_phase(ls.state.load(std::memory_order_relaxed), lane_applied),
+                 std::memory_order_release);
   for (auto [cls, object] : small_frees) put_small(cls, object);
   for (auto [pfn, pages] : extent_frees) pages_.free(pfn, pages);
 }
@@ -358,115 +387,151 @@ void heap_impl::fence_drain(void* self) {
 }
 
 void heap_impl::commit_fence() noexcept {
-  detail::thread_counters.fences += fence(false);
+  close_window(open_window());
+  ++detail::thread_counters.fences;
 }
 
+// The targets of lane i's batch, from what publish noted (or the lane).
 void heap_impl::flush_targets(unsigned i) const noexcept {
+  const lane_state& ls = lanes_[i];
+  const unsigned noted = ls.targets_noted.load(std::memory_order_relaxed);
+  const auto flush = [&](std::uint64_t target) {
+    const std::uint64_t at = target & offset_mask;
+    if (target >> sparse::log_op_shift != sparse::log_content && at < model_->media().size())
+      beneath_.flush(model_->base() + at, 8);
+  };
+  if (noted <= max_noted_targets) {
+    for (unsigned k = 0; k < noted; ++k) flush(ls.targets[k].load(std::memory_order_relaxed));
+    return;
+  }
   const sparse::lane_header* h = lane(i);
   const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
   const std::uint64_t count = std::atomic_ref<const std::uint64_t>(h->count).load();
   for (std::uint64_t e = 0; e < std::min<std::uint64_t>(count, sparse::max_log_entries); ++e)
-    if (entries[e].target >> sparse::log_op_shift != sparse::log_content)
-      beneath_.flush(model_->base() + (entries[e].target & offset_mask), 8);
+    flush(entries[e].target);
 }
 
-// Every fence of the heap, on any thread:
-//   1. notes the lanes applied (their targets flushed by their owner) and
-//      the lanes retiring (their zeroed header flushed); flushes the targets
-//      of the applied lanes of other threads (a fence orders only its own
-//      thread's flushes) and the headers of the retiring ones;
-//   2. fences: the targets of every lane noted applied are durable, and so
-//      is the retirement of every lane noted retiring;
-//   3. retires the applied lanes (zeroes count and checksum, flushes them:
-//      durable at a later fence) and frees the retiring ones for reuse.
+// Every fence of the heap, on any thread, is a window:
+//   open_window: 1. claims the lanes whose targets an earlier fence made
+//      durable (covered -> retiring, a compare-and-swap) and writes their
+//      zeroed headers (whole lines, non-temporal); 2. notes the applied
+//      lanes and flushes their targets (a fence orders only its own
+//      thread's flushes, so every thread's fence flushes every applied lane).
+//   [the caller's own write-backs: a lane, objects]
+//   close_window: drains once; then the lanes noted applied are covered
+//      (their targets are durable) and the lanes it retired are free (their
+//      retirement is durable).
 // A lane is thus retired only after its targets are durable, and reused
-// only after its retirement is. A full fence then also flushes the headers
-// it retired and fences once more, so that when it returns no lane applied
-// before it can be replayed over a store it made durable: 1 fence, or 2
-// when lanes were applied since the last fence.
-unsigned heap_impl::fence(bool full) noexcept {
-  const void* me = this_thread_token();
-  std::array<std::uint64_t, sparse::nr_lanes> generation;
-  std::uint64_t applied = 0, retiring = 0;
+// only after its retirement is. Claims are compare-and-swaps, made before
+// the window's first write-back: a locked instruction after a CLWB or a
+// non-temporal store waits for it as a fence would.
+heap_impl::fence_window heap_impl::open_window() noexcept {
+  fence_window w;
   const unsigned used = lanes_used_.load(std::memory_order_acquire);
   for (unsigned i = 0; i < used; ++i) {
     lane_state& ls = lanes_[i];
-    const unsigned phase = ls.phase.load(std::memory_order_acquire);
-    if (phase != lane_applied && phase != lane_retiring) continue;
-    generation[i] = ls.generation.load(std::memory_order_relaxed);
-    if (phase == lane_applied) {
-      applied |= std::uint64_t{1} << i;
-      if (ls.owner.load(std::memory_order_relaxed) != me) flush_targets(i);
-    } else {
-      retiring |= std::uint64_t{1} << i;
-      if (broken != no_lane_settle) beneath_.flush(lane(i), sizeof(sparse::lane_header));
+    std::uint64_t s = ls.state.load(std::memory_order_acquire);
+    const bool claimable =
+        phase_of(s) == lane_covered || (broken == early_retire && phase_of(s) == lane_applied);
+    if (claimable && ls.state.compare_exchange_strong(s, with_phase(s, lane_retiring),
+                                                      std::memory_order_acq_rel)) {
+      w.retiring |= std::uint64_t{1} << i;
+      w.state[i] = with_phase(s, lane_retiring);
     }
   }
-  const auto retire = [&](unsigned i) {
-    lane_state& ls = lanes_[i];
-    std::lock_guard lock(ls.mutex);
-    if (ls.generation.load(std::memory_order_relaxed) != generation[i] ||
-        ls.phase.load(std::memory_order_relaxed) != lane_applied)
-      return;
-    sparse::lane_header* h = lane(i);
-    std::atomic_ref<std::uint64_t>(h->count).store(0, std::memory_order_relaxed);
-    std::atomic_ref<std::uint64_t>(h->checksum).store(0, std::memory_order_relaxed);
-    beneath_.flush(h, sizeof *h);
-    ls.phase.store(lane_retiring, std::memory_order_release);
-  };
-  const auto free_if_retiring = [&](unsigned i, bool flush_first) {
-    lane_state& ls = lanes_[i];
-    std::lock_guard lock(ls.mutex);
-    if (ls.generation.load(std::memory_order_relaxed) != generation[i] ||
-        ls.phase.load(std::memory_order_relaxed) != lane_retiring)
-      return false;
-    if (flush_first) return beneath_.flush(lane(i), sizeof(sparse::lane_header)), true;
-    free_lanes(i);
-    return true;
-  };
-  if (broken == early_retire)
-    for (std::uint64_t m = applied; m; m &= m - 1)
-      retire(static_cast<unsigned>(std::countr_zero(m)));
+  for (std::uint64_t m = w.retiring; m; m &= m - 1) {
+    const auto i = static_cast<unsigned>(std::countr_zero(m));
+    const sparse::lane_header retired{lanes_[i].sequence, 0, 0, sparse::lane_format_inline, 0, {}};
+    if (broken == no_lane_settle)
+      std::memcpy(lane(i), &retired, sizeof retired);  // stored, never written back
+    else
+      beneath_.copy_nodrain(lane(i), &retired, sizeof retired);
+    if (broken == early_retire) flush_targets(i);
+  }
+  for (unsigned i = 0; i < used; ++i) {
+    const std::uint64_t s = lanes_[i].state.load(std::memory_order_acquire);
+    if (phase_of(s) != lane_applied || (w.retiring >> i & 1)) continue;
+    w.applied |= std::uint64_t{1} << i;
+    w.state[i] = s;
+    flush_targets(i);
+  }
+  return w;
+}
+
+void heap_impl::close_window(const fence_window& w) noexcept {
   const auto& below = beneath_.table();
   below.drain(below.context);
-  for (std::uint64_t m = applied; m; m &= m - 1) retire(static_cast<unsigned>(std::countr_zero(m)));
-  for (std::uint64_t m = retiring; m; m &= m - 1)
-    (void)free_if_retiring(static_cast<unsigned>(std::countr_zero(m)), false);
-  if (!full || applied == 0) return 1;
-  std::uint64_t flushed = 0;
-  for (std::uint64_t m = applied; m; m &= m - 1) {
+  for (std::uint64_t m = w.applied; m; m &= m - 1) {
     const auto i = static_cast<unsigned>(std::countr_zero(m));
-    if (free_if_retiring(i, true)) flushed |= std::uint64_t{1} << i;
+    std::uint64_t s = w.state[i];  // fails if someone else moved it on
+    lanes_[i].state.compare_exchange_strong(s, with_phase(s, lane_covered),
+                                            std::memory_order_acq_rel);
   }
-  if (flushed == 0) return 1;
-  below.drain(below.context);
-  for (std::uint64_t m = flushed; m; m &= m - 1)
-    (void)free_if_retiring(static_cast<unsigned>(std::countr_zero(m)), false);
-  return 2;
+  for (std::uint64_t m = w.retiring; m; m &= m - 1)
+    free_lanes(static_cast<unsigned>(std::countr_zero(m)));
+}
+
+// A commit's fence is one window. Every other fence returns only when each
+// lane applied before it is retired durably: 1 fence when none was
+// applied, else 2 (3 when another thread holds a claim meanwhile).
+unsigned heap_impl::fence(bool full) noexcept {
+  const fence_window first = open_window();
+  close_window(first);
+  if (!full || first.applied == 0) return 1;
+  unsigned fences = 1;
+  for (;;) {
+    bool pending = false;  // a lane noted applied that is not yet retired durably
+    bool covered = false;
+    for (std::uint64_t m = first.applied; m; m &= m - 1) {
+      const auto i = static_cast<unsigned>(std::countr_zero(m));
+      const std::uint64_t s = lanes_[i].state.load(std::memory_order_acquire);
+      if (s >> 8 != first.state[i] >> 8) continue;  // freed since (and perhaps reused)
+      if (phase_of(s) == lane_covered) covered = true;
+      if (phase_of(s) == lane_covered || phase_of(s) == lane_retiring ||
+          phase_of(s) == lane_applied)
+        pending = true;
+    }
+    if (!pending) return fences;
+    if (covered || fences == 1) {
+      close_window(open_window());
+      ++fences;
+    } else {
+      std::this_thread::yield();  // another thread's claim: its drain frees the lane
+    }
+  }
 }
 
 // Whether an applied lane ordered after `order` stores to a word lane i
 // stores to (bit entries commute, and a free is ordered after the
-// allocation it undoes).
+// allocation it undoes). From the targets publish noted, or the lanes.
 bool heap_impl::meets_later_lane(unsigned i, std::uint64_t order) const noexcept {
   const auto stores_of = [&](unsigned k) {
+    std::vector<std::uint64_t> targets;
+    const lane_state& ls = lanes_[k];
+    const unsigned noted = ls.targets_noted.load(std::memory_order_relaxed);
+    if (noted <= max_noted_targets) {
+      for (unsigned e = 0; e < noted; ++e)
+        targets.push_back(ls.targets[e].load(std::memory_order_relaxed));
+      return targets;
+    }
     const sparse::lane_header* h = lane(k);
     const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
-    return std::span<const log_entry>(
-        entries, std::min<std::uint64_t>(std::atomic_ref<const std::uint64_t>(h->count).load(),
-                                         sparse::max_log_entries));
+    const std::uint64_t count = std::min<std::uint64_t>(
+        std::atomic_ref<const std::uint64_t>(h->count).load(), sparse::max_log_entries);
+    for (std::uint64_t e = 0; e < count; ++e) targets.push_back(entries[e].target);
+    return targets;
   };
   const auto mine = stores_of(i);
   const unsigned used = lanes_used_.load(std::memory_order_acquire);
   for (unsigned k = 0; k < used; ++k) {
-    const unsigned phase = lanes_[k].phase.load(std::memory_order_acquire);
-    if (k == i || (phase != lane_applied && phase != lane_retiring) ||
+    const std::uint64_t phase = phase_of(lanes_[k].state.load(std::memory_order_acquire));
+    if (k == i || phase == lane_free || phase == lane_writing ||
         lanes_[k].order.load(std::memory_order_relaxed) < order)
       continue;
-    for (const log_entry& theirs : stores_of(k))
-      if (theirs.target >> sparse::log_op_shift == sparse::log_store)
-        for (const log_entry& e : mine)
-          if (e.target == theirs.target) return true;
+    for (const std::uint64_t theirs : stores_of(k))
+      if (theirs >> sparse::log_op_shift == sparse::log_store)
+        for (const std::uint64_t e : mine)
+          if (e == theirs) return true;
   }
   return false;
 }
@@ -568,7 +633,8 @@ void heap_impl::replay_lanes() {
     // The objects' contents, from the inline bytes, in entry order.
     std::uint64_t e = 0, done = 0;
     for_each_inline_piece(
-        i, h->count, lanes[k].inline_total, [&](const std::byte* from, std::uint64_t n) {
+        reinterpret_cast<const std::byte*>(h), h->count, lanes[k].inline_total,
+        [&](const std::byte* from, std::uint64_t n) {
           while (n > 0) {
             while (entries[e].target >> sparse::log_op_shift != sparse::log_content) ++e;
             const std::uint64_t at = entries[e].target & offset_mask;
@@ -598,6 +664,73 @@ void heap_impl::replay_lanes() {
   next_order_.store(highest + 1, std::memory_order_relaxed);
 }
 
+// A deferred batch is checked now and queued; sync() publishes the queue as
+// one batch (so after a crash the survivors are a prefix of the queue, and
+// all of it once sync returned). A batch that does not fit with the queue
+// in one lane publishes the queue first.
+void heap_impl::publish_deferred(std::span<const reservation> reserved,
+                                 std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
+                                 std::span<void* const> frees,
+                                 std::span<const std::uint64_t> streamed) {
+  for (const auto& [where, value] : stores)
+    if (!heap_word(where))
+      throw error(errc::invalid_argument,
+                  "publish: a store target is not an aligned 8-byte word inside the heap's memory");
+  std::lock_guard lock(group_mutex_);
+  deferred_group& g = group_;
+  for (void* p : frees) {
+    if (std::count(frees.begin(), frees.end(), p) > 1 ||
+        std::find(g.frees.begin(), g.frees.end(), p) != g.frees.end())
+      throw error(errc::invalid_argument, "publish: the object is freed twice before sync()");
+    if (is_root(p)) throw error(errc::invalid_argument, "publish: the root object cannot be freed");
+    if (const auto at = small_.locate(p)) {
+      if ((std::atomic_ref<std::uint64_t>(*at->word).load() & at->mask) == 0)
+        throw error(errc::invalid_argument,
+                    "publish: defer_free of an object that is not allocated");
+    } else if (extent_head(p) == nullptr) {
+      throw error(errc::invalid_argument,
+                  "publish: defer_free of a pointer this heap did not allocate");
+    }
+  }
+  std::uint64_t content = 0;
+  for (const reservation& r : reserved) content += r.size;
+  const auto actions = [](const deferred_group& d) {
+    return 2 * d.reserved.size() + d.stores.size() + d.frees.size();
+  };
+  const std::size_t mine = 2 * reserved.size() + stores.size() + frees.size();
+  if (actions(g) + mine > sparse::max_log_entries ||
+      (g.content + content > sparse::max_logged_content && !g.reserved.empty()))
+    sync_locked();
+  const std::size_t base = g.reserved.size();
+  g.reserved.insert(g.reserved.end(), reserved.begin(), reserved.end());
+  g.stores.insert(g.stores.end(), stores.begin(), stores.end());
+  g.frees.insert(g.frees.end(), frees.begin(), frees.end());
+  g.streamed.resize((g.reserved.size() + 63) / 64);
+  for (std::size_t k = 0; k < reserved.size(); ++k)
+    if (k / 64 < streamed.size() && (streamed[k / 64] >> (k % 64)) & 1)
+      g.streamed[(base + k) / 64] |= std::uint64_t{1} << ((base + k) % 64);
+  g.content += content;
+  if (actions(g) > sparse::max_log_entries) sync_locked();  // one batch alone beyond a lane
+}
+
+void heap_impl::sync() {
+  std::lock_guard lock(group_mutex_);
+  sync_locked();
+}
+
+void heap_impl::sync_locked() {
+  deferred_group& g = group_;
+  if (g.reserved.empty() && g.stores.empty() && g.frees.empty()) return;
+  deferred_group taken = std::move(g);
+  g = {};
+  try {
+    publish(taken.reserved, taken.stores, taken.frees, taken.streamed);
+  } catch (...) {
+    for (reservation& r : taken.reserved) cancel(r);  // the queue is dropped whole
+    throw;
+  }
+}
+
 }  // namespace detail
 
 // ---- batch ----
@@ -606,7 +739,8 @@ batch::batch(batch&& other) noexcept
     : heap_(other.heap_),
       reserved_(std::move(other.reserved_)),
       stores_(std::move(other.stores_)),
-      frees_(std::move(other.frees_)) {
+      frees_(std::move(other.frees_)),
+      streamed_(std::move(other.streamed_)) {
   other.reserved_.clear();
 }
 
@@ -645,12 +779,27 @@ void batch::defer_free(void* p) {
   frees_.push_back(p);
 }
 
-void batch::publish() {
-  heap_->impl_->publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
-                        {frees_.data(), frees_.size()});
+void* batch::reserve_copy(const void* src, std::size_t size) {
+  void* at = reserve(size);
+  heap_->impl_->stream(at, src, size);
+  const std::size_t k = reserved_.size() - 1;
+  if (streamed_.size() <= k / 64) streamed_.resize(k / 64 + 1);
+  streamed_[k / 64] |= std::uint64_t{1} << (k % 64);
+  return at;
+}
+
+void batch::publish(durability d) {
+  if (d == durability::deferred)
+    heap_->impl_->publish_deferred({reserved_.data(), reserved_.size()},
+                                   {stores_.data(), stores_.size()}, {frees_.data(), frees_.size()},
+                                   {streamed_.data(), streamed_.size()});
+  else
+    heap_->impl_->publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
+                          {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()});
   reserved_.clear();
   stores_.clear();
   frees_.clear();
+  streamed_.clear();
 }
 
 void batch::cancel() noexcept {
@@ -658,6 +807,7 @@ void batch::cancel() noexcept {
   reserved_.clear();
   stores_.clear();
   frees_.clear();
+  streamed_.clear();
 }
 
 }  // namespace daxalloc

@@ -42,6 +42,9 @@ void cache_flush(void*, const void* addr, std::size_t len) {
 void cache_drain(void*) {
   pmem_drain();
 }
+void cache_copy(void*, void* dest, const void* src, std::size_t len) {
+  pmem_memcpy(dest, src, len, PMEM_F_MEM_NONTEMPORAL | PMEM_F_MEM_NODRAIN);
+}
 
 void msync_flush(void*, const void* addr, std::size_t len) {
   static const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
@@ -59,7 +62,8 @@ void no_drain(void*) {}
 void no_flush(void*, const void*, std::size_t) {}
 
 constexpr persistence::ops cache_flush_ops{
-    cache_flush, cache_drain, nullptr, nullptr, persistence_mode::cache_flush, "cache-flush"};
+    cache_flush,   cache_drain, nullptr, nullptr, persistence_mode::cache_flush,
+    "cache-flush", cache_copy};
 constexpr persistence::ops msync_ops{
     msync_flush, no_drain, nullptr, nullptr, persistence_mode::msync, "msync"};
 constexpr persistence::ops none_ops{no_flush, no_drain, nullptr, nullptr, persistence_mode::none,

@@ -20,8 +20,8 @@ simulator::simulator(daxalloc::region& r, std::vector<range> watched)
     durable_.push_back(std::move(copy));
   }
   daxalloc::persistence::ops table{
-      &flush_hook,      &drain_hook, this, &discard_hook, daxalloc::persistence_mode::automatic,
-      "crash-simulator"};
+      &flush_hook,       &drain_hook, this, &discard_hook, daxalloc::persistence_mode::automatic,
+      "crash-simulator", &copy_hook};
   r.use_persistence(daxalloc::persistence(table));
 }
 
@@ -34,19 +34,40 @@ std::uint64_t simulator::file_size() const {
 void simulator::flush_hook(void* self, const void* addr, std::size_t len) {
   auto* sim = static_cast<simulator*>(self);
   std::lock_guard lock(sim->mutex_);
-  auto& flushed = sim->flushed_[std::this_thread::get_id()];
-  const auto start = static_cast<std::uint64_t>(static_cast<const std::byte*>(addr) - sim->base_);
+  sim->note_flush(addr, len);
+}
+
+// What a flush writes back is the line as it is now (a later store dirties
+// it again), and a non-temporal store writes what it stored: either way the
+// thread's next drain makes that snapshot durable, unless a newer one of the
+// same line became durable first.
+void simulator::note_flush(const void* addr, std::size_t len) {
+  auto& flushed = flushed_[std::this_thread::get_id()];
+  const auto start = static_cast<std::uint64_t>(static_cast<const std::byte*>(addr) - base_);
   for (std::uint64_t line = start / line_size * line_size; line < start + len; line += line_size) {
-    const bool watched =
-        std::any_of(sim->watched_.begin(), sim->watched_.end(),
-                    [&](const range& w) { return line >= w.offset && line < w.offset + w.length; });
+    const bool watched = std::any_of(watched_.begin(), watched_.end(), [&](const range& w) {
+      return line >= w.offset && line < w.offset + w.length;
+    });
     if (!watched) {
-      if (sim->problems_.size() < 20)
-        sim->problems_.push_back("flush of an unwatched line at offset " + std::to_string(line));
+      if (problems_.size() < 20)
+        problems_.push_back("flush of an unwatched line at offset " + std::to_string(line));
       continue;
     }
-    flushed.push_back(line);
+    pending_line p{line, ++snapshots_, {}};
+    std::memcpy(p.content.data(), base_ + line, line_size);
+    flushed.push_back(p);
   }
+}
+
+// A non-temporal copy: stored at once (the program reads it back), durable
+// at the thread's next drain, and until then a crash may keep any of its
+// lines or none, in any order with the thread's other pending lines.
+void simulator::copy_hook(void* self, void* dest, const void* src, std::size_t len) {
+  auto* sim = static_cast<simulator*>(self);
+  std::lock_guard lock(sim->mutex_);
+  std::memcpy(dest, src, len);
+  ++sim->copies_;
+  sim->note_flush(dest, len);
 }
 
 // A punched hole reads as zeros at once and durably: the file system did it.
@@ -60,6 +81,10 @@ void simulator::discard_hook(void* self, const void* addr, std::size_t len) {
                         hi = std::min(start + len, w.offset + w.length);
     if (lo < hi) std::memset(sim->durable_[i].data() + (lo - w.offset), 0, hi - lo);
   }
+  for (auto& [thread, flushed] : sim->flushed_)  // what was flushed before is gone with it
+    std::erase_if(flushed, [&](const pending_line& p) {
+      return p.line + line_size > start && p.line < start + len;
+    });
 }
 
 void simulator::drain_hook(void* self) {
@@ -67,12 +92,16 @@ void simulator::drain_hook(void* self) {
   std::lock_guard lock(sim->mutex_);
   sim->record(++sim->fences_);
   auto& flushed = sim->flushed_[std::this_thread::get_id()];
-  for (auto line : flushed)
+  for (const pending_line& p : flushed) {
+    std::uint64_t& durable_snapshot = sim->durable_snapshot_[p.line];
+    if (p.snapshot < durable_snapshot) continue;  // a newer one is durable already
+    durable_snapshot = p.snapshot;
     for (std::size_t i = 0; i < sim->watched_.size(); ++i) {
       const range& w = sim->watched_[i];
-      if (line >= w.offset && line < w.offset + w.length)
-        std::memcpy(sim->durable_[i].data() + (line - w.offset), sim->base_ + line, line_size);
+      if (p.line >= w.offset && p.line < w.offset + w.length)
+        std::memcpy(sim->durable_[i].data() + (p.line - w.offset), p.content.data(), line_size);
     }
+  }
   flushed.clear();
 }
 

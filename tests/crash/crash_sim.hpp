@@ -6,7 +6,12 @@
 // (fence) ran. At every fence the simulator records a crash point: the durable
 // image as it stood, and every line that differs from it in the working
 // memory (flushed or not: a dirty line may be evicted at any time). A fence
-// completes the flushes of its own thread only, as SFENCE does. A crash
+// completes the flushes of its own thread only, as SFENCE does, and makes
+// durable what each line held when it was flushed (CLWB writes the line back
+// as it is then; a store after the flush is not covered by the fence).
+// Non-temporal copies (persistence::copy_nodrain) are stores that are
+// pending like flushed lines until the thread's next fence: until then a
+// crash may keep any of them, torn or whole, or none. A crash
 // image is the durable image plus any subset of those lines, each written
 // whole, or torn at 8-byte granularity (the x86 failure-atomicity unit).
 #pragma once
@@ -62,12 +67,15 @@ class simulator {
 
   [[nodiscard]] const std::vector<crash_point>& points() const { return points_; }
   [[nodiscard]] std::size_t fences() const { return fences_; }
+  [[nodiscard]] std::size_t copies() const { return copies_; }  // non-temporal copies seen
   [[nodiscard]] const std::vector<range>& watched() const { return watched_; }
 
  private:
   static void flush_hook(void* self, const void* addr, std::size_t len);
   static void drain_hook(void* self);
   static void discard_hook(void* self, const void* addr, std::size_t len);
+  static void copy_hook(void* self, void* dest, const void* src, std::size_t len);
+  void note_flush(const void* addr, std::size_t len);
   void record(std::size_t fence);
   [[nodiscard]] std::byte* working(const range& w) const { return base_ + w.offset; }
   [[nodiscard]] std::uint64_t file_size() const;
@@ -77,8 +85,16 @@ class simulator {
   std::vector<range> watched_;
   std::vector<std::vector<std::byte>> durable_;
   std::mutex mutex_;
-  // Per thread: line offsets flushed since that thread's last fence.
-  std::map<std::thread::id, std::vector<std::uint64_t>> flushed_;
+  struct pending_line {
+    std::uint64_t line;      // offset in the region
+    std::uint64_t snapshot;  // order of the snapshots of all threads
+    std::array<std::byte, line_size> content;
+  };
+  // Per thread: lines flushed (or copied) since that thread's last fence.
+  std::map<std::thread::id, std::vector<pending_line>> flushed_;
+  std::map<std::uint64_t, std::uint64_t> durable_snapshot_;  // line -> snapshot it holds
+  std::uint64_t snapshots_ = 0;
+  std::size_t copies_ = 0;
   std::vector<crash_point> points_;
   std::vector<std::string> problems_;
   std::size_t fences_ = 0;
