@@ -581,12 +581,72 @@ struct publish_slots {
   void release(std::size_t k) const { st->h.free_clear(st->droot->slot[k]); }
 };
 
+// The engine's case: the value sits in a buffer. daxalloc copies it in with
+// non-temporal stores and publishes; libpmemobj's atomic allocation copies
+// it in its constructor with pmemobj_memcpy_persist (pmem_memcpy_persist
+// of the same bytes).
+alignas(64) const std::array<std::byte, 1 * MiB> value_buffer{};
+
+struct publish_copy_slots {
+  static constexpr subject_info info{"daxalloc allocate_publish copy-in + free_clear",
+                                     "daxalloc publish copy-in", true, 0.05};
+  slot_store* st;
+  void alloc(std::size_t k, std::size_t n) const {
+    (void)st->h.allocate_publish(st->droot->slot[k], value_buffer.data(), n);
+  }
+  void release(std::size_t k) const { st->h.free_clear(st->droot->slot[k]); }
+};
+
+// Group commit: the same publications deferred, heap::sync() after every
+// 16 of them (and before one touches a slot still queued).
+struct publish_group_slots {
+  static constexpr subject_info info{
+      "daxalloc deferred allocate_publish + free_clear, sync() every 16", "daxalloc group commit",
+      true, 0.05};
+  slot_store* st;
+  std::shared_ptr<std::vector<std::size_t>> queued = std::make_shared<std::vector<std::size_t>>();
+  void settle(std::size_t k) const {
+    if (std::find(queued->begin(), queued->end(), k) != queued->end() || queued->size() >= 16) {
+      st->h.sync();
+      queued->clear();
+    }
+    queued->push_back(k);
+  }
+  void alloc(std::size_t k, std::size_t n) const {
+    settle(k);
+    (void)st->h.allocate_publish(st->droot->slot[k], n, [](std::byte*) {},
+                                 daxalloc::durability::deferred);
+    if (queued->size() >= 16) st->h.sync(), queued->clear();
+  }
+  void release(std::size_t k) const {
+    settle(k);
+    st->h.free_clear(st->droot->slot[k], daxalloc::durability::deferred);
+    if (queued->size() >= 16) st->h.sync(), queued->clear();
+  }
+};
+
 struct pmemobj_slots {
   static constexpr subject_info info{"libpmemobj pmemobj_alloc + pmemobj_free (PMEMoid in root)",
                                      "pmemobj atomic", true, 0.05};
   slot_store* st;
   void alloc(std::size_t k, std::size_t n) const {
     if (pmemobj_alloc(st->pop, &st->proot->slot[k], n, 0, nullptr, nullptr) != 0)
+      throw std::bad_alloc();
+  }
+  void release(std::size_t k) const { pmemobj_free(&st->proot->slot[k]); }
+};
+
+struct pmemobj_copy_slots {
+  static constexpr subject_info info{
+      "libpmemobj pmemobj_alloc + pmemobj_free, constructor copies (pmemobj_memcpy_persist)",
+      "pmemobj atomic copy-in", true, 0.05};
+  slot_store* st;
+  static int copy_in(PMEMobjpool* pop, void* ptr, void* arg) {
+    pmemobj_memcpy_persist(pop, ptr, value_buffer.data(), *static_cast<std::size_t*>(arg));
+    return 0;
+  }
+  void alloc(std::size_t k, std::size_t n) const {
+    if (pmemobj_alloc(st->pop, &st->proot->slot[k], n, 0, copy_in, &n) != 0)
       throw std::bad_alloc();
   }
   void release(std::size_t k) const { pmemobj_free(&st->proot->slot[k]); }
@@ -640,6 +700,14 @@ auto slot_subjects(slot_store& st) {
                     pointer_slots<jemalloc_subject>{{}, p},
                     pointer_slots<mimalloc_subject>{{}, p},
                     pointer_slots<glibc_subject>{{}, p}};
+}
+
+// Churn's subjects: those, then copy-in on both sides and group commit
+// (single-threaded: not in prod-con).
+auto churn_subjects(slot_store& st) {
+  return std::tuple_cat(slot_subjects(st),
+                        std::tuple{publish_copy_slots{&st}, pmemobj_copy_slots{&st},
+                                   publish_group_slots{&st}});
 }
 
 // Calls f(subject) for every subject of the tuple, in order.
@@ -749,11 +817,14 @@ void bench_churn() {
       "the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: time slices taken by other processes on "
       "this shared machine do not count). Medians of %d repetitions. Objects are not written "
       "(allocate_publish's constructor is empty), but allocate_publish flushes the whole object "
-      "at publish, as its contract says.\n\n",
+      "at publish, as its contract says; the copy-in rows write every byte of the object from a "
+      "buffer (daxalloc: non-temporal stores; libpmemobj: pmemobj_memcpy_persist in the "
+      "allocation's constructor). The group-commit row defers each publication and calls "
+      "heap::sync() after every 16 (one fence for 16).\n\n",
       cfg.reps());
   slot_store store("churn");
   slot_results res;
-  for_each_subject(slot_subjects(store), [&](const auto& s) {
+  for_each_subject(churn_subjects(store), [&](const auto& s) {
     using S = std::decay_t<decltype(s)>;
     res.subjects.push_back(S::info);
     for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -765,6 +836,21 @@ void bench_churn() {
   });
   print_slot_table("churn", "throughput_cpu", res, res.mops);
   print_slot_failures(res);
+  // The durable pairs an engine compares, per size.
+  const auto pair = [&](const char* what, const subject_info& a, const subject_info& b) {
+    std::string line = std::string("- ") + what + ": ";
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      line += (i ? " / " : "") + size_name(sizes[i]) + " " +
+              ratio(res.mops.at(a.name)[i], res.mops.at(b.name)[i]);
+    std::printf("%s\n", line.c_str());
+  };
+  pair("allocate_publish + free_clear ÷ libpmemobj atomic", publish_slots::info,
+       pmemobj_slots::info);
+  pair("copy-in allocate_publish + free_clear ÷ libpmemobj atomic with a copying constructor",
+       publish_copy_slots::info, pmemobj_copy_slots::info);
+  pair("group commit (sync every 16) ÷ libpmemobj atomic", publish_group_slots::info,
+       pmemobj_slots::info);
+  std::printf("\n");
 }
 
 // ---------------------------------------------------------------------------
@@ -1306,6 +1392,10 @@ void bench_fences() {
       "batch publish: 16 x (batch::reserve + set)",
       "batch publish: 16 x (defer_free + set null)",
       "batch publish: 16 x (adopt heap::reserve + set)",
+      "allocate_publish copy-in (into a pptr)",
+      "free_clear after copy-in",
+      "allocate_publish deferred, sync() every 16",
+      "free_clear deferred, sync() every 16",
   };
   std::map<std::string, std::vector<api_result>> res;
   for (const auto& a : apis) res[a].resize(sizes.size());
@@ -1367,6 +1457,28 @@ void bench_fences() {
       run(apis[7], nb, group, free_batches);
       run(apis[8], nb, group, [&] { publish_batches(true); });
       free_batches();
+      run(apis[9], n, 1, [&] {
+        for (std::size_t k = 0; k < n; ++k)
+          (void)h.allocate_publish(root->slot[k], value_buffer.data(), size);
+      });
+      run(apis[10], n, 1, [&] {
+        for (std::size_t k = 0; k < n; ++k) h.free_clear(root->slot[k]);
+      });
+      run(apis[11], n, 1, [&] {
+        for (std::size_t k = 0; k < n; ++k) {
+          (void)h.allocate_publish(root->slot[k], size, [](std::byte*) {},
+                                   daxalloc::durability::deferred);
+          if (k % group == group - 1) h.sync();
+        }
+        h.sync();
+      });
+      run(apis[12], n, 1, [&] {
+        for (std::size_t k = 0; k < n; ++k) {
+          h.free_clear(root->slot[k], daxalloc::durability::deferred);
+          if (k % group == group - 1) h.sync();
+        }
+        h.sync();
+      });
     }
   }
   table t{{"daxalloc API", "size", "fences / call", "flushed lines / call", "objects / call",

@@ -73,18 +73,10 @@ void fill(record& r, std::uint64_t sequence) noexcept {
 }
 
 daxalloc::heap open_or_create(const std::string& path) {
-  if (std::filesystem::exists(path)) {
-    try {
-      return daxalloc::heap::open(path);
-    } catch (const daxalloc::error& e) {
-      if (path.rfind("/dev/dax", 0) != 0 || e.code_value() != daxalloc::errc::corrupt) throw;
-    }
-  }
   daxalloc::heap_options o;
   o.size = 64 * MiB;
   o.max_size = 1024 * MiB;  // the default (1 TiB of address space) is too much under TSan
-  o.overwrite = true;       // only matters for a devdax device
-  return daxalloc::heap::create(path, o);
+  return daxalloc::heap::open_or_create(path, o);
 }
 
 log_root* log_of(daxalloc::heap& h) {

@@ -38,22 +38,11 @@ int main(int argc, char** argv) try {
   const std::string path = argc > 1 ? argv[1] : "/dev/shm/daxalloc-demo";
   // Reopen what is there; create when there is no heap yet (a devdax device
   // always exists: it gets a heap when it holds none).
-  bool fresh = !std::filesystem::exists(path);
-  daxalloc::heap h = [&] {
-    if (!fresh) {
-      try {
-        return daxalloc::heap::open(path);
-      } catch (const daxalloc::error& e) {
-        if (path.rfind("/dev/dax", 0) != 0 || e.code_value() != daxalloc::errc::corrupt) throw;
-        fresh = true;  // not a heap yet
-      }
-    }
-    daxalloc::heap_options o;
-    o.size = 256 * MiB;
-    o.max_size = 4096 * MiB;
-    o.overwrite = true;  // only matters for a devdax device
-    return daxalloc::heap::create(path, o);
-  }();
+  daxalloc::heap_options o;
+  o.size = 256 * MiB;
+  o.max_size = 4096 * MiB;
+  daxalloc::heap h = daxalloc::heap::open_or_create(path, o);
+  const bool fresh = h.outcome() == daxalloc::open_outcome::created;
   std::printf("%s %s: %s region, persistence by %s, %zu MiB mapped%s\n",
               fresh ? "created" : "opened", path.c_str(), daxalloc::to_string(h.media().kind()),
               h.persist().name(), h.size() / MiB,

@@ -177,20 +177,13 @@ class kvstore {
 };
 
 // Open the heap at `path`, or create one (a devdax device always exists: it
-// gets a heap when it holds none).
+// gets a heap when it holds none). The library decides under the heap's
+// lock, so two writers started at once do not both create it.
 daxalloc::heap open_or_create(const std::string& path) {
-  if (std::filesystem::exists(path)) {
-    try {
-      return daxalloc::heap::open(path);
-    } catch (const daxalloc::error& e) {
-      if (path.rfind("/dev/dax", 0) != 0 || e.code_value() != daxalloc::errc::corrupt) throw;
-    }
-  }
   daxalloc::heap_options o;
   o.size = 256 * MiB;
   o.max_size = 4096 * MiB;
-  o.overwrite = true;  // only matters for a devdax device
-  return daxalloc::heap::create(path, o);
+  return daxalloc::heap::open_or_create(path, o);
 }
 
 // The writer's value for key k<i>: its length varies with i, so entries fall

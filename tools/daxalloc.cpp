@@ -3,10 +3,14 @@
 // with --json, and exits 0 (done), 1 (failed, or check found problems) or
 // 2 (bad command line). docs/cli.md is the reference.
 //
-// The inspecting commands open the heap like any user of the library: the
-// open takes the heap's exclusive lock (a heap open elsewhere is refused with
-// errc::busy), runs recovery, and closing it records a clean shutdown. What
-// they report about the shutdown is what the open found (heap_stats).
+// The inspecting commands (info, stats, map, check) open the heap read-only
+// (heap::open_read_only): O_RDONLY, a shared lock (a heap open read-write
+// elsewhere is refused with errc::busy), no recovery and no write at all, so
+// the file is byte for byte what it was, and a read-only file will do. What
+// they report about the shutdown, and the recovery a read-write open would
+// run, is what the open found (heap_stats, heap::pending_recovery). The
+// commands that change the heap (create, repair, grow, shrink) open it
+// read-write like any user of the library.
 //
 // Each command computes its whole result before printing it, so that a
 // failure half-way never leaves half a JSON document on stdout.
@@ -49,54 +53,6 @@ constexpr std::uint64_t pageblock_size = sparse::subsection_size;
 constexpr std::uint64_t pageblock_pages = sparse::pages_per_subsection;
 
 // ---- names ----
-
-const char* errc_name(errc code) {
-  switch (code) {
-    case errc::ok:
-      return "ok";
-    case errc::invalid_argument:
-      return "invalid_argument";
-    case errc::not_found:
-      return "not_found";
-    case errc::permission_denied:
-      return "permission_denied";
-    case errc::is_directory:
-      return "is_directory";
-    case errc::not_dax:
-      return "not_dax";
-    case errc::map_sync_unsupported:
-      return "map_sync_unsupported";
-    case errc::misaligned:
-      return "misaligned";
-    case errc::too_small:
-      return "too_small";
-    case errc::too_large:
-      return "too_large";
-    case errc::already_exists:
-      return "already_exists";
-    case errc::busy:
-      return "busy";
-    case errc::not_present:
-      return "not_present";
-    case errc::in_use:
-      return "in_use";
-    case errc::out_of_space:
-      return "out_of_space";
-    case errc::corrupt:
-      return "corrupt";
-    case errc::newer_format:
-      return "newer_format";
-    case errc::geometry_mismatch:
-      return "geometry_mismatch";
-    case errc::io_error:
-      return "io_error";
-    case errc::unsupported:
-      return "unsupported";
-    case errc::older_format:
-      return "older_format";
-  }
-  return "unknown";
-}
 
 std::string migratetype_name(migratetype type) {
   switch (type) {
@@ -389,12 +345,25 @@ int run_create(const parsed_args& a, bool json) {
   return exit_ok;
 }
 
+// "recovery": what a read-write open would do (the commands open read-only).
+void write_recovery(json_writer& w, const recovery_plan& recovery) {
+  w.key("recovery")
+      .begin_object()
+      .field("lanes_to_replay", recovery.lanes_to_replay)
+      .field("lanes_to_clear", recovery.lanes_to_clear)
+      .key("steps")
+      .begin_array();
+  for (const auto& step : recovery.steps) w.value(step);
+  w.end_array().end_object();
+}
+
 // -- info --
 
 int run_info(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
-  heap h = heap::open(path);
+  heap h = heap::open_read_only(path);
   const heap_stats s = h.stats();
+  const recovery_plan recovery = h.pending_recovery();
   // Copies: the model goes away with close() below.
   const sparse::memory_model& m = h.internals().model();
   const sparse::geometry geo = m.geo();
@@ -433,6 +402,7 @@ int run_info(const parsed_args& a, bool json) {
         .field("generation", sb.generation)
         .field("shutdown", s.unclean_shutdown ? "unclean" : "clean")
         .field("unclean_shutdown", s.unclean_shutdown);
+    write_recovery(w, recovery);
     w.key("region")
         .begin_object()
         .field("kind", kind)
@@ -509,8 +479,11 @@ int run_info(const parsed_args& a, bool json) {
   out += row("uuid", uuid_text(sb.uuid));
   out += row("created", utc_time(sb.create_time));
   out += row("shutdown", s.unclean_shutdown
-                             ? "unclean: the last user did not close it (this open recovered it)"
+                             ? "unclean: the last user did not close it (the next read-write "
+                               "open recovers it)"
                              : "clean");
+  for (std::size_t i = 0; i < recovery.steps.size(); ++i)
+    out += row(i ? "" : "recovery would", recovery.steps[i]);
   out += row("region",
              kind + ", persistence by " + persistence + ", " + human_bytes(mapped) + " mapped");
   out += "geometry\n";
@@ -607,7 +580,7 @@ int run_info(const parsed_args& a, bool json) {
 
 int run_stats(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
-  heap h = heap::open(path);
+  heap h = heap::open_read_only(path);
   const heap_stats s = h.stats();
   auto sections = present_sections(h.internals().model());
   const auto found = count_allocated_pages(h, sections);
@@ -740,7 +713,7 @@ int run_map(const parsed_args& a, bool json) {
     only = parse_uint(*text);
     if (!only) throw usage_error("invalid --section '" + *text + "' (a section number)");
   }
-  heap h = heap::open(path);
+  heap h = heap::open_read_only(path);
   const sparse::geometry geo = h.internals().model().geo();
   auto sections = present_sections(h.internals().model());
   (void)count_allocated_pages(h, sections);
@@ -815,12 +788,14 @@ int run_check(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
   std::vector<std::string> problems;
   bool opened = false, unclean = false;
+  recovery_plan recovery;
   {
     progress p("checking " + path);
     try {
-      heap h = heap::open(path);
+      heap h = heap::open_read_only(path);
       opened = true;
       unclean = h.stats().unclean_shutdown;
+      recovery = h.pending_recovery();
       problems = h.check();
     } catch (const error& e) {
       // A heap that open refuses as corrupt is a finding of the check; any
@@ -836,16 +811,19 @@ int run_check(const parsed_args& a, bool json) {
         .field("path", path)
         .field("consistent", sound)
         .field("opened", opened)
-        .field("unclean_shutdown", unclean)
-        .key("problems")
-        .begin_array();
+        .field("unclean_shutdown", unclean);
+    write_recovery(w, recovery);
+    w.key("problems").begin_array();
     for (const auto& p : problems) w.value(p);
     w.end_array().end_object();
     print(w.str());
     return sound ? exit_ok : exit_failed;
   }
   std::string out;
-  if (unclean) out += path + ": was not closed cleanly; opening it ran recovery\n";
+  if (unclean)
+    out += path + ": was not closed cleanly; the next read-write open recovers it" +
+           (recovery.empty() ? "" : ":") + "\n";
+  for (const auto& step : recovery.steps) out += "  would " + step + "\n";
   if (sound) {
     out += path + ": consistent\n";
   } else {
@@ -1182,7 +1160,7 @@ int report_error(std::string_view command, const error& e, bool json) {
         .key("error")
         .begin_object()
         .field("command", command)
-        .field("code", errc_name(e.code_value()));
+        .field("code", to_string(e.code_value()));
     w.field("message", e.what());
     if (!hint.empty()) w.field("hint", hint);
     w.end_object().end_object();

@@ -16,7 +16,14 @@
 // every committed lane in commit order, so either every action of the batch
 // happened or none did. Reserved objects are flushed in full at publish,
 // after your constructor wrote them; reserve_copy() objects were written
-// with non-temporal stores and need no flush.
+// with non-temporal stores and need no flush. A batch holds at most
+// max_actions actions (reservations + stores + frees); more is
+// errc::too_large. Destroying an unpublished batch cancels it. A batch on a
+// read-only heap is refused when it is made (errc::read_only), as on a
+// closed one (errc::invalid_argument). Act on what a batch published from
+// other threads only after publish() returned, and make stores to the words
+// it wrote, and writes into the objects it published, durable with
+// heap::persist() (docs/crash-consistency.md, "Publication in 1 fence").
 //
 // Group commit: publish(durability::deferred) checks the batch and queues
 // it; heap::sync() publishes everything queued (by any thread) as one batch,
@@ -25,12 +32,7 @@
 // yours meanwhile). After a crash the deferred batches that survive are a
 // prefix of those queued, in order, and all that were queued before a
 // sync() that returned. A queue that would not fit one lane (252 actions,
-// 4 KiB of contents) is published by the publish() that would overflow it. A batch holds at most
-// max_actions actions (reservations + stores + frees); more is errc::too_large. Destroying an
-// unpublished batch cancels it. Act on what a batch published from other threads only after
-// publish() returned, and make stores to the words it wrote, and writes into
-// the objects it published, durable with heap::persist()
-// (docs/crash-consistency.md, "Publication in 1 fence").
+// 4 KiB of contents) is published by the publish() that would overflow it.
 #pragma once
 
 #include <boost/container/small_vector.hpp>
@@ -47,7 +49,7 @@ class batch {
  public:
   static constexpr std::size_t max_actions = 252;
 
-  explicit batch(heap& h) noexcept : heap_(&h) {}
+  explicit batch(heap& h) : heap_(&h) { h.refuse_writes("batch"); }
   batch(batch&& other) noexcept;
   batch& operator=(batch&&) = delete;
   batch(const batch&) = delete;
@@ -76,6 +78,17 @@ class batch {
 
   void publish(durability d = durability::immediate);
   void cancel() noexcept;
+
+  // Without exceptions: `ec` set and the batch unchanged on failure.
+  [[nodiscard]] void* reserve(std::size_t size, std::error_code& ec) noexcept;
+  void set(std::uint64_t* where, std::uint64_t value, std::error_code& ec) noexcept;
+  template <class T>
+  void set(pptr<T>& where, T* value, std::error_code& ec) noexcept {
+    set(reinterpret_cast<std::uint64_t*>(&where), where.representation_of(value), ec);
+  }
+  void adopt(reservation& r, std::error_code& ec) noexcept;
+  void defer_free(void* p, std::error_code& ec) noexcept;
+  void publish(std::error_code& ec) noexcept;
   [[nodiscard]] std::size_t size() const noexcept {
     return reserved_.size() + stores_.size() + frees_.size();
   }
@@ -130,6 +143,29 @@ void heap::free_clear(pptr<T>& dest, durability d) {
   b.defer_free(object);
   b.set(dest, static_cast<T*>(nullptr));
   b.publish(d);
+}
+
+template <class T, class Ctor>
+T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor, std::error_code& ec) {
+  if (!writable("allocate_publish", ec)) return nullptr;
+  batch b(*this);
+  T* object = static_cast<T*>(b.reserve(size, ec));
+  if (ec) return nullptr;
+  std::forward<Ctor>(ctor)(object);
+  b.set(dest, object, ec);
+  if (!ec) b.publish(ec);
+  return ec ? nullptr : object;  // on failure ~batch cancels the reservation
+}
+
+template <class T>
+void heap::free_clear(pptr<T>& dest, std::error_code& ec) noexcept {
+  ec.clear();
+  T* object = dest.get();
+  if (object == nullptr || !writable("free_clear", ec)) return;
+  batch b(*this);
+  b.defer_free(object, ec);
+  if (!ec) b.set(dest, static_cast<T*>(nullptr), ec);
+  if (!ec) b.publish(ec);
 }
 
 }  // namespace daxalloc

@@ -30,9 +30,24 @@ enum class errc {
   io_error,              // a system call failed for another reason
   unsupported,           // not possible on this kind of region
   older_format,          // made by an older daxalloc whose format this one cannot read
+  read_only,             // a call that writes, on a heap opened read-only
 };
 
+// The category of daxalloc's codes. Its default_error_condition maps each code
+// to the std::errc with the same meaning where one exists (already_exists ->
+// file_exists, busy -> device_or_resource_busy, out_of_space ->
+// not_enough_memory, ...; docs/api.md has the table), so portable code can test
+// `ec == std::errc::file_exists`; codes without one (corrupt, newer_format,
+// older_format) stay in this category.
 [[nodiscard]] const std::error_category& error_category() noexcept;
+
+// The enumerator's name: "already_exists"; "unknown" for a value outside the enum.
+[[nodiscard]] const char* to_string(errc code) noexcept;
+
+// The full message (what() of the exception the throwing form would have
+// thrown) of the last error this thread's non-throwing calls reported through
+// a std::error_code; empty before the first.
+[[nodiscard]] const std::string& last_error_message() noexcept;
 
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};

@@ -12,9 +12,17 @@
 // pointer somewhere durable, the object leaks (as with any malloc-like API).
 // The atomic publish APIs (allocate-and-publish, batches) are built on top.
 //
-// A heap is opened by one handle at a time: a second open, in this process or
-// another, fails with errc::busy. Handles are move-only; destroying one
-// closes the heap (a clean shutdown).
+// A heap is opened read-write by one handle at a time: a second open, in this
+// process or another, fails with errc::busy. Any number of read-only handles
+// (open_read_only) may share it instead, while no read-write one has it.
+// Handles are move-only; destroying a read-write one closes the heap (a clean
+// shutdown).
+//
+// Errors: every call that can fail throws daxalloc::error, and has a form
+// taking a std::error_code& last that throws nothing (as std::filesystem): it
+// sets the code (comparable with errc or std::errc), keeps the message for
+// last_error_message(), and returns an empty handle, a null pointer or an
+// empty reservation.
 #pragma once
 
 #include <array>
@@ -59,13 +67,17 @@ struct heap_open_options {
   // migratetype set to isolate, durably) and never allocated from again. Its
   // bytes stay as they were: nothing published is deleted. What was done is
   // in heap::repairs(). Other damage (superblocks, section map, root slot,
-  // redo lanes) is still errc::corrupt.
+  // redo lanes) is still errc::corrupt. Not with open_read_only (errc::read_only).
   bool repair = false;
+  // Wait while another handle has the heap open (read-write, or read-only for
+  // a read-write open), instead of failing with errc::busy.
+  bool wait_for_lock = false;
 };
 
 // What opening a heap found: closed cleanly, recovered after an unclean
-// shutdown (lanes replayed, hotplug redone, free lists rebuilt), or repaired.
-enum class open_outcome { clean, recovered, repaired };
+// shutdown (lanes replayed, hotplug redone, free lists rebuilt), repaired, or
+// nothing: this handle created it (create, open_or_create).
+enum class open_outcome { clean, recovered, repaired, created };
 [[nodiscard]] const char* to_string(open_outcome outcome) noexcept;
 
 // A volatile reservation: memory that is yours until you cancel it or (with
@@ -101,18 +113,68 @@ struct heap_stats {
   bool unclean_shutdown = false;               // the last close before this open did not happen
 };
 
+// What the recovery of a read-write open would do, as a read-only open found
+// it (a read-only open recovers nothing: it reads the media as they are).
+// Empty for a read-write handle, which did it.
+struct recovery_plan {
+  bool unclean_shutdown = false;   // the last read-write user did not close the heap
+  unsigned lanes_to_replay = 0;    // committed batches whose redo lanes would be applied
+  unsigned lanes_to_clear = 0;     // lane headers that would be cleared (replayed or torn)
+  std::vector<std::string> steps;  // every step that writes, one line each, in order
+  [[nodiscard]] bool empty() const noexcept { return steps.empty(); }
+};
+
 class heap {
  public:
   [[nodiscard]] static heap create(const std::filesystem::path& path, const heap_options& options);
   [[nodiscard]] static heap open(const std::filesystem::path& path,
                                  const heap_open_options& options = {});
+  // O_RDONLY and PROT_READ, under a shared lock: many readers at once, none
+  // while a read-write handle has the heap (errc::busy, both ways). Nothing
+  // is written: no recovery (pending_recovery() says what a read-write open
+  // would do), no shutdown marker, no superblock generation. Calls that write
+  // (allocate, deallocate, reserve, cancel, root() of a heap without one,
+  // batches, named-object creation and destruction, hot_add, hot_remove) are
+  // errc::read_only; a store into the mapping is a SIGSEGV.
+  [[nodiscard]] static heap open_read_only(const std::filesystem::path& path,
+                                           const heap_open_options& options = {});
+  // Opens the heap at `path`, or creates it with `create_options` when there
+  // is none: no file, an empty file, or a devdax device without a heap. The
+  // choice is made under the heap's lock, so of processes racing, exactly
+  // one creates and the others open what it made (or get errc::busy while it
+  // has the heap open, unless open_options.wait_for_lock). outcome() is
+  // open_outcome::created for the one that created it.
+  [[nodiscard]] static heap open_or_create(const std::filesystem::path& path,
+                                           const heap_options& create_options,
+                                           const heap_open_options& open_options = {});
+
+  // The same, without exceptions: an empty handle (is_open() false) and `ec`
+  // set on failure.
+  [[nodiscard]] static heap create(const std::filesystem::path& path, const heap_options& options,
+                                   std::error_code& ec) noexcept;
+  [[nodiscard]] static heap open(const std::filesystem::path& path, std::error_code& ec) noexcept;
+  [[nodiscard]] static heap open(const std::filesystem::path& path,
+                                 const heap_open_options& options, std::error_code& ec) noexcept;
+  [[nodiscard]] static heap open_read_only(const std::filesystem::path& path,
+                                           std::error_code& ec) noexcept;
+  [[nodiscard]] static heap open_read_only(const std::filesystem::path& path,
+                                           const heap_open_options& options,
+                                           std::error_code& ec) noexcept;
+  [[nodiscard]] static heap open_or_create(const std::filesystem::path& path,
+                                           const heap_options& create_options,
+                                           std::error_code& ec) noexcept;
+  [[nodiscard]] static heap open_or_create(const std::filesystem::path& path,
+                                           const heap_options& create_options,
+                                           const heap_open_options& open_options,
+                                           std::error_code& ec) noexcept;
 
   heap(heap&& other) noexcept;
   heap& operator=(heap&& other) noexcept;
   heap(const heap&) = delete;
   heap& operator=(const heap&) = delete;
   ~heap();
-  void close();  // records a clean shutdown; the handle is empty afterwards
+  void close();  // records a clean shutdown (read-write); the handle is empty afterwards
+  [[nodiscard]] bool is_open() const noexcept { return impl_ != nullptr; }
 
   // Durable allocation: the object is allocated on the media when this
   // returns. Objects up to 64 KiB come from slabs (8-byte aligned; 16-byte when the
@@ -122,16 +184,22 @@ class heap {
   [[nodiscard]] void* allocate(std::size_t size,
                                std::nothrow_t) noexcept;  // nullptr when out of space
   void deallocate(void* p);  // durable; errc::invalid_argument for a pointer not allocated here
+  // Without exceptions: nullptr and `ec` set (errc::out_of_space, read_only,
+  // invalid_argument on a closed handle); the fast path is allocate's.
+  [[nodiscard]] void* allocate(std::size_t size, std::error_code& ec) noexcept;
+  void deallocate(void* p, std::error_code& ec) noexcept;
 
   // Volatile reservation (0 fences) and its cancellation.
   [[nodiscard]] reservation reserve(std::size_t size, std::nothrow_t) noexcept;
   [[nodiscard]] reservation reserve(std::size_t size);
+  [[nodiscard]] reservation reserve(std::size_t size, std::error_code& ec) noexcept;
   void cancel(reservation& r) noexcept;
   // Cancels by pointer alone (the size class comes from the object's page,
   // as free() finds it): errc::invalid_argument for a pointer that is not
   // the start of a reservable object of this heap. Cancelling something not
   // reserved (allocated, or cancelled already) is undefined, as free() twice.
   void cancel(void* p);
+  void cancel(void* p, std::error_code& ec) noexcept;
 
   // Atomic publication (defined in daxalloc/batch.hpp; 1 fence each, 2 for
   // objects above 4 KiB; none when deferred, until sync()): after a crash
@@ -148,6 +216,12 @@ class heap {
   T* make_published(pptr<T>& dest, Args&&... args);
   template <class T>
   void free_clear(pptr<T>& dest, durability d = durability::immediate);
+  // Without exceptions of the library's (ctor's own still propagate): nullptr
+  // and `ec` set; nothing happened.
+  template <class T, class Ctor>
+  T* allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor, std::error_code& ec);
+  template <class T>
+  void free_clear(pptr<T>& dest, std::error_code& ec) noexcept;
   // Publishes every deferred batch queued so far (any thread's) with one
   // fence; durable when it returns. No fence when nothing is queued.
   void sync();
@@ -207,21 +281,32 @@ class heap {
   };
 
   // The root object: created zero-filled on first use, found again after
-  // reopen. errc::invalid_argument when the stored root has another size.
+  // reopen. errc::invalid_argument when the stored root has another size;
+  // errc::read_only for a read-only heap that has no root yet.
   [[nodiscard]] void* root(std::size_t size);
   template <class T>
   [[nodiscard]] T* root() {
     return static_cast<T*>(root(sizeof(T)));
   }
+  [[nodiscard]] void* root(std::size_t size, std::error_code& ec) noexcept;
+  template <class T>
+  [[nodiscard]] T* root(std::error_code& ec) noexcept {
+    return static_cast<T*>(root(sizeof(T), ec));
+  }
 
   // Online growth and shrinking (2 MiB-aligned spans of byte offsets).
   void hot_add(std::uint64_t offset, std::uint64_t length);
   void hot_remove(std::uint64_t offset, std::uint64_t length);
+  void hot_add(std::uint64_t offset, std::uint64_t length, std::error_code& ec) noexcept;
+  void hot_remove(std::uint64_t offset, std::uint64_t length, std::error_code& ec) noexcept;
 
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] open_outcome outcome() const;
   // What this open repaired (heap_open_options::repair), one line each.
   [[nodiscard]] const std::vector<std::string>& repairs() const;
+  [[nodiscard]] bool read_only() const;  // opened by open_read_only
+  // What a read-write open would recover (read-only handles); empty otherwise.
+  [[nodiscard]] const recovery_plan& pending_recovery() const;
   // Every invariant of the persistent state and of the volatile state rebuilt
   // from it; one line per violation, empty when sound.
   [[nodiscard]] std::vector<std::string> check() const;
@@ -243,6 +328,9 @@ class heap {
   friend class batch;
   explicit heap(std::unique_ptr<detail::heap_impl> impl);
   [[nodiscard]] detail::heap_impl& live() const;  // errc::invalid_argument once closed
+  // errc::read_only on a read-only heap (invalid_argument once closed).
+  void refuse_writes(const char* operation) const;
+  [[nodiscard]] bool writable(const char* operation, std::error_code& ec) const noexcept;
   template <class T>
   static std::uint64_t type_tag() noexcept {
     // Same type, same ABI, same tag; sizeof guards against layout changes.

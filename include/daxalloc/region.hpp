@@ -29,9 +29,18 @@ struct region_options {
   // for devdax.
   std::size_t max_size = 0;
   bool create = false;       // create the file if it does not exist (never a device)
-  bool must_be_new = false;  // with create: an existing file is errc::already_exists
-  bool exclusive = true;     // take an exclusive lock: a second opener gets errc::busy
-  bool require_dax = false;  // refuse a page-cache file (errc::map_sync_unsupported)
+  bool must_be_new = false;  // with create: an existing file is errc::already_exists (O_EXCL)
+  // With create: `size` applies only to a file this open creates, or finds
+  // empty; an existing file is mapped at its own size. created() is decided
+  // under the lock, so of two processes racing, exactly one sees it true.
+  bool size_only_if_created = false;
+  bool exclusive = true;  // take an exclusive lock: a second opener gets errc::busy
+  // O_RDONLY and PROT_READ, with a shared lock: any number of read-only
+  // openers, none while an exclusive one holds the region (errc::busy, both
+  // ways). populate and truncate are errc::read_only; a store is a SIGSEGV.
+  bool read_only = false;
+  bool wait_for_lock = false;  // wait for the lock instead of failing with errc::busy
+  bool require_dax = false;    // refuse a page-cache file (errc::map_sync_unsupported)
   // automatic: cache flushes for devdax/fsdax, msync for page-cache files unless
   // PMEM_IS_PMEM_FORCE=1; cache_flush on a page-cache file treats it as pmem.
   persistence_mode mode = persistence_mode::automatic;
@@ -59,6 +68,8 @@ class region {
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
   // This open created the file (or the region is anonymous): it reads as zeros.
   [[nodiscard]] bool created() const noexcept { return created_; }
+  // Mapped PROT_READ from an O_RDONLY descriptor (region_options::read_only).
+  [[nodiscard]] bool read_only() const noexcept { return read_only_; }
   [[nodiscard]] bool contains(const void* p, std::size_t len = 1) const noexcept {
     auto b = reinterpret_cast<std::uintptr_t>(base_), q = reinterpret_cast<std::uintptr_t>(p);
     return q >= b && len <= size_ && q - b <= size_ - len;
@@ -89,6 +100,7 @@ class region {
  private:
   region() = default;
   void map_range(std::size_t offset, std::size_t len);
+  [[nodiscard]] int protection() const noexcept;  // PROT_* of every mapping
   void close() noexcept;
 
   std::filesystem::path path_;
@@ -100,6 +112,7 @@ class region {
   std::size_t align_ = 4096;
   region_kind kind_ = region_kind::anonymous;
   bool created_ = false;
+  bool read_only_ = false;
   int map_flags_ = 0;
   persistence persistence_;
 };

@@ -151,6 +151,7 @@ std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
   o.region.mode = options.mode;
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::create(path, o)));
   h->start(false);
+  h->created_ = true;
   return h;
 }
 
@@ -162,6 +163,8 @@ std::unique_ptr<heap_impl> heap_impl::open(const std::filesystem::path& path,
 }
 
 std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& options) {
+  if (options.repair && r.read_only())
+    throw error(errc::read_only, r.path().string() + ": repair writes: it needs a read-write open");
   sparse::open_options o;
   o.section_size_bits = options.section_size_bits;
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::open(std::move(r), o)));
@@ -169,17 +172,70 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
   return h;
 }
 
+std::unique_ptr<heap_impl> heap_impl::open_read_only(const std::filesystem::path& path,
+                                                     const heap_open_options& options) {
+  region_options ro;
+  ro.read_only = true;
+  ro.mode = options.mode;
+  ro.wait_for_lock = options.wait_for_lock;
+  return open(region::open(path, ro), options);
+}
+
+std::unique_ptr<heap_impl> heap_impl::open_or_create(const std::filesystem::path& path,
+                                                     const heap_options& create_options,
+                                                     const heap_open_options& open_options) {
+  region_options ro;
+  ro.create = true;
+  ro.size_only_if_created = true;
+  ro.size = (create_options.size + sparse::subsection_size - 1) / sparse::subsection_size *
+            sparse::subsection_size;
+  ro.max_size = std::max(create_options.max_size, ro.size);
+  ro.mode = create_options.mode;
+  ro.wait_for_lock = open_options.wait_for_lock;
+  if (ro.size == 0) throw error(errc::too_small, path.string() + ": create needs a size");
+  region r = region::open(path, ro);
+  // A devdax device always exists: it gets a heap when it holds none.
+  if (!r.created() && (r.kind() != region_kind::devdax || sparse::memory_model::holds_heap(r)))
+    return open(std::move(r), open_options);
+  const bool made_file = r.created() && r.kind() != region_kind::devdax;
+  sparse::create_options o;
+  o.size = ro.size;
+  o.max_range = create_options.max_size;
+  o.section_size_bits = create_options.section_size_bits;
+  try {
+    std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::create(std::move(r), o)));
+    h->start(false);
+    h->created_ = true;
+    return h;
+  } catch (...) {
+    // Ours, and not a heap: nothing is lost (others waiting for the lock
+    // then find no file, or an empty one, and create it themselves).
+    if (made_file) std::filesystem::remove(path);
+    throw;
+  }
+}
+
 // Recovery: the sparse model has redone any hotplug intent; now the root's
 // allocation is re-marked, the free lists and slabs are rebuilt from the
 // memmap, and the heap is marked open (unclean until close).
+// A read-only open takes none of the steps that write: it notes them in
+// plan_ and leaves the heap as it found it (not even marked open).
 void heap_impl::start(bool repair) {
   use_persistence(model_->media().persist());
-  replay_lanes();
+  unclean_ = model_->super().shutdown_state != sparse::shutdown_clean;
+  if (read_only()) {
+    plan_.unclean_shutdown = unclean_;
+    plan_.steps = model_->pending_recovery();
+    plan_lane_replay();
+  } else {
+    replay_lanes();
+  }
   recover_root();
   rebuild(repair);
-  unclean_ = model_->super().shutdown_state != sparse::shutdown_clean;
-  model_->set_shutdown_state(sparse::shutdown_open);
-  opened_ = true;
+  if (!read_only()) {
+    model_->set_shutdown_state(sparse::shutdown_open);
+    opened_ = true;
+  }
   std::lock_guard lock(live_mutex);
   live_heaps[id_] = this;
   for (auto& slot : open_heaps)
@@ -202,7 +258,10 @@ void heap_impl::rebuild(bool repair) {
           errc::corrupt,
           model_->media().path().string() + ": " + problems.front() +
               (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)"
-                                   : ""));
+                                   : "") +
+              (plan_.lanes_to_replay || !plan_.steps.empty()
+                   ? " (opened read-only, before the recovery a read-write open would run)"
+                   : ""));
     for (std::size_t i = 0; i < bad.size(); ++i) {
       const std::uint64_t pfn = bad[i] * alloc::pageblock_pages;
       if (model_->get_pageblock_migratetype(pfn) == migratetype::isolate) continue;
@@ -253,13 +312,16 @@ inline thread_cache& heap_impl::cache() noexcept {
     }
   auto owned = std::make_unique<thread_cache>();
   thread_cache* c = owned.get();
+  // A read-only heap's caches hold nothing: every reserve and cancel takes
+  // the slow path, which refuses it, and the fast paths need no test.
+  const auto capacity = [&](unsigned cls) { return read_only() ? 0 : cache_capacity(cls); };
   std::size_t slots = 0;
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) slots += cache_capacity(cls);
+  for (unsigned cls = 0; cls < nr_size_classes; ++cls) slots += capacity(cls);
   c->storage = std::make_unique_for_overwrite<void*[]>(slots);  // pages taken as used
   void** at = c->storage.get();
   for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-    c->bins[cls] = {at, at, at + cache_capacity(cls)};
-    at += cache_capacity(cls);
+    c->bins[cls] = {at, at, at + capacity(cls)};
+    at += capacity(cls);
   }
   {
     std::lock_guard lock(caches_mutex_);
@@ -296,6 +358,7 @@ inline void* heap_impl::take_small(unsigned cls) noexcept {
 
 // Half a cache of objects, lowest address on top.
 [[gnu::noinline]] void* heap_impl::refill(thread_cache::bin& b, unsigned cls) noexcept {
+  if (read_only()) return nullptr;
   const std::size_t batch = cache_capacity(cls) / 2;
   std::size_t got = small_.take(cache().arena, cls, b.bottom, batch);
   if (got == 0 && reclaim()) got = small_.take(cache().arena, cls, b.bottom, batch);
@@ -336,6 +399,7 @@ bool heap_impl::reclaim() {
 
 // Pages for an extent, from the zone of this thread's arena.
 std::optional<std::uint64_t> heap_impl::allocate_pages(std::uint64_t pages) {
+  if (read_only()) return std::nullopt;
   const auto type =
       pages >= alloc::pageblock_pages ? alloc::migratetype::large : alloc::migratetype::movable;
   const unsigned zone = cache().arena;
@@ -365,8 +429,15 @@ void* heap_impl::allocate(std::size_t size) noexcept {
   return model_->pfn_to_virt(*pfn);
 }
 
+void heap_impl::refuse_if_read_only(const char* operation) const {
+  if (read_only())
+    throw error(errc::read_only, model_->media().path().string() + ": " + operation +
+                                     ": the heap is open read-only");
+}
+
 void heap_impl::deallocate(void* object) {
   if (object == nullptr) return;
+  refuse_if_read_only("deallocate");
   if (is_root(object))
     throw error(errc::invalid_argument, "deallocate: the root object cannot be freed");
   const persistence& p = model_->media().persist();
@@ -425,7 +496,7 @@ reservation heap_impl::reserve_pages(std::size_t size) noexcept {
 }
 
 void heap_impl::cancel(reservation& r) noexcept {
-  if (!r.ptr) return;
+  if (!r.ptr || read_only()) return;  // a read-only heap made no reservation
   if (r.size <= max_small_size)
     put_small(size_class_of(r.size), r.ptr);
   else
@@ -451,6 +522,7 @@ void heap_impl::cancel(void* p) {
 
 [[gnu::noinline]] void heap_impl::cancel_slow(void* p) {
   if (p == nullptr) return;
+  refuse_if_read_only("cancel");
   if (const int cls = small_.class_of(p); cls >= 0) {
     push_cached(static_cast<unsigned>(cls), p);
     return;
@@ -505,6 +577,7 @@ void* heap_impl::root(std::size_t size) {
     return model_->base() + s->offset;
   }
   if (size == 0) throw error(errc::invalid_argument, "root: size 0");
+  refuse_if_read_only("root: the heap has no root object yet, and creating one");
   reservation r = reserve(size);
   if (!r) throw error(errc::out_of_space, "root: no space for " + std::to_string(size) + " bytes");
   const persistence& p = model_->media().persist();
@@ -535,6 +608,11 @@ void heap_impl::recover_root() {
   const persistence& p = model_->media().persist();
   if (s->offset == 0 && s->size == 0 && s->checksum == 0) return;
   if (s->checksum != slot_checksum(*s)) {
+    if (read_only()) {
+      plan_.steps.push_back("clear the torn root slot (a root() that did not complete)");
+      root_pending_ = true;
+      return;
+    }
     std::memset(s, 0, sizeof *s);
     p.persist(s, sizeof *s);
     return;
@@ -544,6 +622,12 @@ void heap_impl::recover_root() {
   const root_object root = inspect_root(*model_, small_, *s);
   if (!root.problem.empty()) throw error(errc::corrupt, where + root.problem);
   if (root.allocated) return;
+  if (read_only()) {
+    plan_.steps.push_back("finish the root object at " + sparse::hex(s->offset) +
+                          " (zero it and mark it allocated: a root() that did not complete)");
+    root_pending_ = true;
+    return;
+  }
   // The crash came before root() returned: the slot may have reached the
   // media before the zeroed object did. The object must be free on the
   // media (a slot naming someone else's data is refused, never zeroed).
@@ -577,12 +661,14 @@ void heap_impl::recover_root() {
 // ---- hotplug ----
 
 void heap_impl::hot_add(std::uint64_t offset, std::uint64_t length) {
+  refuse_if_read_only("hot-add");
   model_->hot_add(offset, length);
   small_.add_span(offset, length);
   pages_.add_span(offset, length);
 }
 
 void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
+  refuse_if_read_only("hot-remove");
   const std::string what = model_->check_pfn_span("hot-remove", offset, length);
   for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size)
     if (!model_->subsection_present(at))
@@ -693,7 +779,8 @@ std::vector<std::string> heap_impl::check() const {
         break;
       }
   small_.check(problems);
-  if (const sparse::root_slot* s = slot(); s->offset || s->size || s->checksum) {
+  const sparse::root_slot* s = slot();
+  if ((s->offset || s->size || s->checksum) && !root_pending_) {
     const std::string what = "the root slot does not name an allocated object of its size: ";
     if (s->checksum != slot_checksum(*s)) {
       problems.push_back(what + "its checksum does not match");
@@ -705,7 +792,7 @@ std::vector<std::string> heap_impl::check() const {
         problems.push_back(what + "the object is free");
     }
   }
-  if (model_->super().shutdown_state != sparse::shutdown_open)
+  if (model_->super().shutdown_state != sparse::shutdown_open && !read_only())
     problems.push_back("an open heap is not marked open");
   return problems;
 }
@@ -728,7 +815,9 @@ heap_impl& heap_at(const void* base) {
 }  // namespace
 
 void* allocate_in(const void* base, std::size_t bytes) {
-  if (void* p = heap_at(base).allocate(bytes)) return p;
+  heap_impl& h = heap_at(base);
+  h.refuse_if_read_only("allocator");
+  if (void* p = h.allocate(bytes)) return p;
   throw error(errc::out_of_space, "allocator: no room for " + std::to_string(bytes) + " bytes");
 }
 
@@ -737,117 +826,5 @@ void deallocate_in(const void* base, void* p) {
 }
 
 }  // namespace detail
-
-// ---- the public handle ----
-
-heap::heap(std::unique_ptr<detail::heap_impl> impl) : impl_(std::move(impl)) {}
-heap heap::wrap(std::unique_ptr<detail::heap_impl> impl) {
-  return heap(std::move(impl));
-}
-heap::heap(heap&& other) noexcept = default;
-heap& heap::operator=(heap&& other) noexcept = default;
-heap::~heap() = default;
-void heap::close() {
-  impl_.reset();
-}
-
-heap heap::create(const std::filesystem::path& path, const heap_options& options) {
-  return heap(detail::heap_impl::create(path, options));
-}
-heap heap::open(const std::filesystem::path& path, const heap_open_options& options) {
-  return heap(detail::heap_impl::open(path, options));
-}
-
-detail::heap_impl& heap::live() const {
-  if (!impl_) throw error(errc::invalid_argument, "heap: the handle is closed (or was moved from)");
-  return *impl_;
-}
-
-void* heap::allocate(std::size_t size) {
-  if (void* p = live().allocate(size)) return p;
-  throw error(errc::out_of_space, "allocate: no room for " + std::to_string(size) + " bytes");
-}
-void* heap::allocate(std::size_t size, std::nothrow_t) noexcept {
-  return impl_ ? impl_->allocate(size) : nullptr;
-}
-void heap::deallocate(void* p) {
-  live().deallocate(p);
-}
-reservation heap::reserve(std::size_t size, std::nothrow_t) noexcept {
-  return impl_ ? impl_->reserve(size) : reservation{};
-}
-reservation heap::reserve(std::size_t size) {
-  reservation r = live().reserve(size);
-  if (!r)
-    throw error(errc::out_of_space, "reserve: no room for " + std::to_string(size) + " bytes");
-  return r;
-}
-void heap::cancel(reservation& r) noexcept {
-  if (impl_) impl_->cancel(r);
-}
-void heap::cancel(void* p) {
-  if (impl_) [[likely]]
-    return impl_->cancel(p);
-  (void)live();  // throws
-}
-void* heap::root(std::size_t size) {
-  return live().root(size);
-}
-void heap::hot_add(std::uint64_t offset, std::uint64_t length) {
-  live().hot_add(offset, length);
-}
-void heap::hot_remove(std::uint64_t offset, std::uint64_t length) {
-  live().hot_remove(offset, length);
-}
-heap_stats heap::stats() const {
-  return live().stats();
-}
-open_outcome heap::outcome() const {
-  const detail::heap_impl& h = live();
-  return !h.repairs().empty()   ? open_outcome::repaired
-         : h.unclean_shutdown() ? open_outcome::recovered
-                                : open_outcome::clean;
-}
-const std::vector<std::string>& heap::repairs() const {
-  return live().repairs();
-}
-const char* to_string(open_outcome outcome) noexcept {
-  switch (outcome) {
-    case open_outcome::clean:
-      return "clean";
-    case open_outcome::recovered:
-      return "recovered";
-    case open_outcome::repaired:
-      return "repaired";
-  }
-  return "?";
-}
-std::vector<std::string> heap::check() const {
-  return live().check();
-}
-std::byte* heap::base() const noexcept {
-  return impl_->model().base();
-}
-std::size_t heap::size() const noexcept {
-  return impl_->model().media().size();
-}
-std::uint64_t heap::offset_of(const void* p) const noexcept {
-  return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base());
-}
-void* heap::at(std::uint64_t offset) const noexcept {
-  return base() + offset;
-}
-std::size_t heap::usable_size(const void* p) const {
-  return live().usable_size(p);
-}
-void heap::sync() {
-  live().sync();
-}
-const persistence& heap::persist() const noexcept {
-  return impl_->model().media().persist();
-}
-const region& heap::media() const noexcept {
-  return impl_->model().media();
-}
 
 }  // namespace daxalloc

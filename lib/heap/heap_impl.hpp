@@ -40,6 +40,17 @@ class heap_impl {
   static std::unique_ptr<heap_impl> open(const std::filesystem::path& path,
                                          const heap_open_options& options);
   static std::unique_ptr<heap_impl> open(region&& r, const heap_open_options& options);
+  // O_RDONLY, PROT_READ, a shared lock; recovers nothing and writes nothing
+  // (not even the shutdown marker): recovery_plan() says what a read-write
+  // open would do. Every call that would write is errc::read_only.
+  static std::unique_ptr<heap_impl> open_read_only(const std::filesystem::path& path,
+                                                   const heap_open_options& options);
+  // Creates the heap if the file does not exist (or is empty, or a devdax
+  // device holds no heap), else opens it: decided under the region's lock,
+  // so of processes racing exactly one creates. created() tells which.
+  static std::unique_ptr<heap_impl> open_or_create(const std::filesystem::path& path,
+                                                   const heap_options& create_options,
+                                                   const heap_open_options& open_options);
   ~heap_impl();
   heap_impl(const heap_impl&) = delete;
   heap_impl& operator=(const heap_impl&) = delete;
@@ -63,6 +74,11 @@ class heap_impl {
   [[nodiscard]] sparse::memory_model& model() noexcept { return *model_; }
   [[nodiscard]] const sparse::memory_model& model() const noexcept { return *model_; }
   [[nodiscard]] bool unclean_shutdown() const noexcept { return unclean_; }
+  [[nodiscard]] bool read_only() const noexcept { return model_->media().read_only(); }
+  [[nodiscard]] bool created() const noexcept { return created_; }
+  [[nodiscard]] const daxalloc::recovery_plan& recovery_plan() const noexcept { return plan_; }
+  // errc::read_only "<path>: <operation>: the heap is open read-only" on a read-only heap.
+  void refuse_if_read_only(const char* operation) const;
   [[nodiscard]] const std::vector<std::string>& repairs() const noexcept { return repairs_; }
   [[nodiscard]] std::mutex& names_mutex() const noexcept { return names_mutex_; }
 
@@ -118,6 +134,7 @@ class heap_impl {
   bool reclaim();
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
+  void plan_lane_replay();  // read-only: what replay_lanes would do, into plan_
   [[nodiscard]] std::vector<alloc::allocated_extent> media_extents(
       std::vector<std::string>& problems) const;
   [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
@@ -169,7 +186,10 @@ class heap_impl {
   alloc::small_allocator small_;
   std::uint64_t id_;
   bool unclean_ = false;
-  bool opened_ = false;
+  bool opened_ = false;           // marked open on the media: closing marks it clean
+  bool created_ = false;          // this handle's open created the heap
+  daxalloc::recovery_plan plan_;  // read-only opens: the recovery not done
+  bool root_pending_ = false;     // read-only: recovery would finish or clear the root slot
   std::vector<std::string> repairs_;
   std::mutex root_mutex_;
   mutable std::mutex names_mutex_;

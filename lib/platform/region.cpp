@@ -142,6 +142,7 @@ region& region::operator=(region&& other) noexcept {
     align_ = other.align_;
     kind_ = other.kind_;
     created_ = other.created_;
+    read_only_ = other.read_only_;
     map_flags_ = other.map_flags_;
     persistence_ = other.persistence_;
   }
@@ -206,18 +207,38 @@ region region::open(const std::filesystem::path& path, const region_options& opt
     }
   }
 
-  if (exists && dax == std::nullopt && options.create && options.must_be_new)
+  if (options.read_only && options.create)
+    fail(errc::invalid_argument, "a read-only open cannot create the file");
+  const bool must_be_new = options.create && options.must_be_new && !dax;
+  if (exists && must_be_new)
     fail(errc::already_exists, "already exists; remove it first or open it");
-  int flags = O_RDWR | O_CLOEXEC | (options.create && !dax ? O_CREAT : 0);
+  r.read_only_ = options.read_only;
+  int flags = (r.read_only_ ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+              (options.create && !dax ? O_CREAT : 0) | (must_be_new ? O_EXCL : 0);
   r.fd_ = ::open(path.c_str(), flags, 0644);
-  if (r.fd_ < 0) throw_errno(path, "cannot open read-write", errno);
-  r.created_ = !exists;
-  if (options.exclusive && flock(r.fd_, LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) fail(errc::busy, "is open in another process or handle (locked)");
+  if (r.fd_ < 0 && errno == EEXIST && must_be_new)  // created by someone else since the stat
+    fail(errc::already_exists, "already exists; remove it first or open it");
+  if (r.fd_ < 0)
+    throw_errno(path, r.read_only_ ? "cannot open read-only" : "cannot open read-write", errno);
+  // flock(2) locks conflict across every open file description of the file,
+  // in this process or another: one LOCK_EX, or any number of LOCK_SH.
+  const int lock = (r.read_only_ ? LOCK_SH : LOCK_EX) | (options.wait_for_lock ? 0 : LOCK_NB);
+  if ((options.exclusive || r.read_only_) && flock(r.fd_, lock) != 0) {
+    if (errno == EWOULDBLOCK)
+      fail(errc::busy, r.read_only_ ? "is open read-write in another process or handle (locked)"
+                                    : "is open in another process or handle (locked)");
     throw_errno(path, "cannot lock", errno);
+  }
+  // Under the lock: a file that is empty now was made by this open, or by
+  // one that failed before it wrote anything (a create holds the lock until
+  // its heap is complete).
+  if (!dax) {
+    if (fstat(r.fd_, &st) != 0) throw_errno(path, "cannot stat", errno);
+    r.created_ = options.create && st.st_size == 0;
   }
 
   std::size_t size = options.size;
+  if (options.size_only_if_created && !r.created_) size = 0;
   if (dax) {
     r.kind_ = region_kind::devdax;
     r.align_ = dax->align;
@@ -240,6 +261,8 @@ region region::open(const std::filesystem::path& path, const region_options& opt
     if (size == 0) fail(errc::too_small, "is empty; give a size to create a region");
     if (size % page_size)
       fail(errc::misaligned, "size " + std::to_string(size) + " is not a multiple of 4 KiB");
+    if (size > file_size && r.read_only_)
+      fail(errc::read_only, "cannot extend a file opened read-only to " + human(size));
     if (size > file_size && ftruncate(r.fd_, static_cast<off_t>(size)) != 0)
       throw_errno(path, "cannot extend to " + human(size), errno);
     r.max_size_ = align_up(std::max(size, options.max_size), page_size);
@@ -250,7 +273,7 @@ region region::open(const std::filesystem::path& path, const region_options& opt
   }
 
   r.base_ = reserve_address_space(r.reserved_, std::max(r.align_, huge_page_size));
-  void* at = mmap(r.base_, size, PROT_READ | PROT_WRITE, r.map_flags_ | MAP_FIXED, r.fd_, 0);
+  void* at = mmap(r.base_, size, r.protection(), r.map_flags_ | MAP_FIXED, r.fd_, 0);
   if (at == MAP_FAILED && errno == EOPNOTSUPP && !dax) {
     // A page-cache file: MAP_SYNC is refused, durability needs msync.
     if (options.require_dax)
@@ -258,7 +281,7 @@ region region::open(const std::filesystem::path& path, const region_options& opt
            "MAP_SYNC refused (EOPNOTSUPP): not on a DAX file system (mount -o dax)");
     r.kind_ = region_kind::file;
     r.map_flags_ = MAP_SHARED;
-    at = mmap(r.base_, size, PROT_READ | PROT_WRITE, r.map_flags_ | MAP_FIXED, r.fd_, 0);
+    at = mmap(r.base_, size, r.protection(), r.map_flags_ | MAP_FIXED, r.fd_, 0);
   }
   if (at == MAP_FAILED) {
     int err = errno;
@@ -275,8 +298,12 @@ region region::open(const std::filesystem::path& path, const region_options& opt
   return r;
 }
 
+int region::protection() const noexcept {
+  return read_only_ ? PROT_READ : PROT_READ | PROT_WRITE;
+}
+
 void region::map_range(std::size_t offset, std::size_t len) {
-  void* at = mmap(base_ + offset, len, PROT_READ | PROT_WRITE, map_flags_ | MAP_FIXED, fd_,
+  void* at = mmap(base_ + offset, len, protection(), map_flags_ | MAP_FIXED, fd_,
                   fd_ >= 0 ? static_cast<off_t>(offset) : 0);
   if (at == MAP_FAILED) {
     int err = errno;
@@ -287,6 +314,8 @@ void region::map_range(std::size_t offset, std::size_t len) {
 }
 
 bool region::populate(std::size_t offset, std::size_t len) {
+  if (read_only_)
+    throw error(errc::read_only, path_.string() + ": opened read-only: cannot populate storage");
   const std::size_t end = offset + len;
   if (end < offset || end > max_size_)
     throw error(errc::too_large, path_.string() + ": range [" + std::to_string(offset) + ", " +
@@ -339,7 +368,7 @@ void region::reserve(std::size_t max_size) {
                   "cannot move an anonymous region: " + std::string(std::strerror(errno)));
     }
   } else {
-    void* at = mmap(base, size_, PROT_READ | PROT_WRITE, map_flags_ | MAP_FIXED, fd_, 0);
+    void* at = mmap(base, size_, protection(), map_flags_ | MAP_FIXED, fd_, 0);
     if (at == MAP_FAILED) {
       int err = errno;
       munmap(base, reserved);
@@ -353,7 +382,7 @@ void region::reserve(std::size_t max_size) {
 }
 
 bool region::release(std::size_t offset, std::size_t len) noexcept {
-  if (len == 0 || offset + len > size_) return false;
+  if (len == 0 || offset + len > size_ || read_only_) return false;
   bool released = false;
   switch (kind_) {
     case region_kind::anonymous:
@@ -372,6 +401,8 @@ bool region::release(std::size_t offset, std::size_t len) noexcept {
 }
 
 void region::truncate(std::size_t new_size) {
+  if (read_only_)
+    throw error(errc::read_only, path_.string() + ": opened read-only: cannot truncate");
   if (kind_ == region_kind::devdax || kind_ == region_kind::anonymous)
     throw error(errc::unsupported,
                 path_.string() + ": a " + to_string(kind_) + " region cannot be truncated");

@@ -170,7 +170,8 @@ void memory_model::set_pageblock_bits(std::uint64_t pfn, std::uint8_t mask,
 bool memory_model::set_pageblock_migratetype(std::uint64_t pfn, migratetype type,
                                              bool fence) noexcept {
   // Metadata pageblocks are the head and memmap blocks, fixed by hotplug.
-  if (type == migratetype::metadata || get_pageblock_migratetype(pfn) == migratetype::metadata)
+  if (region_.read_only() || type == migratetype::metadata ||
+      get_pageblock_migratetype(pfn) == migratetype::metadata)
     return false;
   set_pageblock_bits(pfn, migratetype_mask, static_cast<std::uint8_t>(type));
   const unsigned bit = geo_.subsection_index(pfn) * nr_pageblock_bits;
@@ -274,6 +275,7 @@ std::unique_ptr<memory_model> memory_model::create_impl(std::unique_ptr<memory_m
 }
 
 void memory_model::set_shutdown_state(std::uint64_t state) {
+  refuse_if_read_only("set the shutdown marker");
   std::lock_guard lock(hotplug_mutex_);
   super_.shutdown_state = state;
   write_superblocks();
@@ -292,6 +294,13 @@ std::unique_ptr<memory_model> memory_model::open(const std::filesystem::path& pa
   ro.create = false;
   ro.size = 0;
   return open(region::open(path, ro), options);
+}
+
+bool memory_model::holds_heap(const region& r) noexcept {
+  if (r.size() < 2 * sizeof(superblock)) return false;
+  const auto* copies = reinterpret_cast<const superblock*>(r.base());
+  return std::memcmp(copies[0].magic, superblock_magic, sizeof copies[0].magic) == 0 ||
+         std::memcmp(copies[1].magic, superblock_magic, sizeof copies[1].magic) == 0;
 }
 
 std::unique_ptr<memory_model> memory_model::open(region&& r, const open_options& options) {
@@ -345,9 +354,19 @@ void memory_model::load(const open_options& options) {
   region_.reserve(geo_.max_range);
   copies = reinterpret_cast<const superblock*>(base());
   // The copy that lost (torn, stale or damaged) is rewritten from the winner.
+  // A read-only open writes nothing: it notes what recovery would do.
+  const bool read_only = region_.read_only();
   const int other = 1 - good;
-  if (!problem[other].empty() || std::memcmp(&copies[other], &super_, sizeof super_) != 0)
-    persist().memcpy_persist(base() + superblock_offset[other], &super_, sizeof super_);
+  if (!problem[other].empty() || std::memcmp(&copies[other], &super_, sizeof super_) != 0) {
+    if (read_only) {
+      stale_copy_ = other;
+      pending_.push_back(std::string("rewrite superblock copy ") + "AB"[other] + " from copy " +
+                         "AB"[good] +
+                         (problem[other].empty() ? " (stale)" : " (" + problem[other] + ")"));
+    } else {
+      persist().memcpy_persist(base() + superblock_offset[other], &super_, sizeof super_);
+    }
+  }
   init_volatile();
 
   const hotplug_intent pending = *intent();
@@ -369,12 +388,23 @@ void memory_model::load(const open_options& options) {
           throw error(errc::corrupt,
                       where + "the hotplug intent adds a span without room for its memmap");
     }
-    apply_intent(pending);  // redo: the operation had committed
+    if (read_only)
+      pending_.push_back(std::string("redo the committed hotplug intent: ") +
+                         (pending.op == hotplug_add ? "hot-add " : "hot-remove ") +
+                         span_text(pending.start, end));
+    else
+      apply_intent(pending);  // redo: the operation had committed
   } else if (pending.checksum != 0 && sealed.checksum == pending.checksum &&
              pending.op != hotplug_none)
     throw error(errc::corrupt, where + "the hotplug intent has an unknown operation " +
                                    std::to_string(pending.op));
-  if (pending.op != hotplug_none || pending.checksum != 0) clear_intent();
+  if (pending.op != hotplug_none || pending.checksum != 0) {
+    if (!read_only)
+      clear_intent();
+    else if (!committed)
+      pending_.push_back("clear an uncommitted hotplug intent (the operation did not happen)");
+    intent_pending_ = read_only;
+  }
 
   for (std::uint64_t root = 0; root < geo_.nr_roots(); ++root) {
     const std::uint64_t entry = directory_entry(root);
@@ -411,7 +441,14 @@ std::string memory_model::check_pfn_span(const char* operation, std::uint64_t st
   return what;
 }
 
+void memory_model::refuse_if_read_only(const char* operation) const {
+  if (region_.read_only())
+    throw error(errc::read_only,
+                region_.path().string() + ": " + operation + ": the heap is open read-only");
+}
+
 void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
+  refuse_if_read_only("hot-add");
   std::lock_guard lock(hotplug_mutex_);
   const std::uint64_t end = start + length;
   const std::string what = check_pfn_span("hot-add", start, length);
@@ -488,6 +525,7 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
 }
 
 void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
+  refuse_if_read_only("hot-remove");
   std::lock_guard lock(hotplug_mutex_);
   const std::uint64_t end = start + length;
   const std::string what = check_pfn_span("hot-remove", start, length);
@@ -633,12 +671,12 @@ std::vector<std::string> memory_model::check() const {
   const auto* copies = reinterpret_cast<const superblock*>(base());
   for (int c = 0; c < 2; ++c) {
     bool other_version = false;
-    if (auto why = superblock_problem(copies[c], other_version); !why.empty())
+    if (auto why = superblock_problem(copies[c], other_version); !why.empty() && c != stale_copy_)
       fail(std::string("superblock copy ") + "AB"[c] + ": " + why);
-    else if (std::memcmp(&copies[c], &super_, sizeof super_) != 0)
+    else if (std::memcmp(&copies[c], &super_, sizeof super_) != 0 && c != stale_copy_)
       fail(std::string("superblock copy ") + "AB"[c] + " differs from the one in use");
   }
-  if (intent()->op != hotplug_none) fail("a hotplug intent is pending");
+  if (intent()->op != hotplug_none && !intent_pending_) fail("a hotplug intent is pending");
 
   const unsigned map_words = geo_.subsection_map_words();
   const unsigned flag_words = geo_.subsections_per_section() * nr_pageblock_bits / 64;

@@ -74,6 +74,10 @@ class memory_model {
                                                           const open_options& options = {});
   [[nodiscard]] static std::unique_ptr<memory_model> open(region&& r,
                                                           const open_options& options = {});
+  // Whether either superblock copy carries the daxalloc magic: the region
+  // holds a heap (maybe damaged, maybe of another version), or a create of
+  // one that got as far as writing a copy.
+  [[nodiscard]] static bool holds_heap(const region& r) noexcept;
   ~memory_model();
   memory_model(const memory_model&) = delete;
   memory_model& operator=(const memory_model&) = delete;
@@ -83,6 +87,12 @@ class memory_model {
   [[nodiscard]] const region& media() const noexcept { return region_; }
   [[nodiscard]] const superblock& super() const noexcept { return super_; }
   [[nodiscard]] std::byte* base() const noexcept { return region_.base(); }
+  // On a read-only region, open writes nothing: what its recovery would have
+  // written (a superblock copy, a hotplug intent redone or cleared) is listed
+  // here instead, one line each, and is left out of check(). Empty read-write.
+  [[nodiscard]] const std::vector<std::string>& pending_recovery() const noexcept {
+    return pending_;
+  }
 
   // pfn: page frame number, the byte offset in the region >> 12.
   [[nodiscard]] bool pfn_valid(std::uint64_t pfn) const noexcept;
@@ -161,11 +171,17 @@ class memory_model {
   [[nodiscard]] bool in_memmap_block(std::uint64_t offset) const noexcept;
   [[nodiscard]] hotplug_intent* intent() const noexcept;
   [[nodiscard]] const persistence& persist() const noexcept { return region_.persist(); }
+  void refuse_if_read_only(const char* operation) const;  // errc::read_only
 
   region region_;
   geometry geo_;
   superblock super_{};
   std::mutex hotplug_mutex_;
+  // Read-only opens: recovery steps not taken (pending_recovery()), the
+  // superblock copy they would rewrite (-1: none), an intent left in place.
+  std::vector<std::string> pending_;
+  int stale_copy_ = -1;
+  bool intent_pending_ = false;
   // Volatile, rebuilt at open. mem_map_[nr] = address of pfn 0's descriptor
   // as if the section's memmap extended down to pfn 0 (0: no memmap).
   std::unique_ptr<std::atomic<std::uintptr_t>[], void (*)(void*)> mem_map_ { nullptr, nullptr };
