@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
 struct dax_device {

@@ -6,6 +6,8 @@
 #include <string>
 #include <system_error>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
 enum class errc {

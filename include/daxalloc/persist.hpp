@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
 enum class persistence_mode { automatic, cache_flush, msync, none };

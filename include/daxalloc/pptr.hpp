@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
 template <class T>
