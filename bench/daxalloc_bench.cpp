@@ -1325,7 +1325,7 @@ void bench_fences() {
           if (adopt) {
             auto r = h.reserve(size);
             b.set(root->slot[j], static_cast<std::byte*>(r.ptr));
-            b.adopt(r);
+            b.adopt(std::move(r));
           } else {
             b.set(root->slot[j], static_cast<std::byte*>(b.reserve(size)));
           }

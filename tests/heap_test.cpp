@@ -544,7 +544,7 @@ TEST_CASE("model-based random test: allocate, free, reserve, cancel, reopen, hot
       live.erase(it);
     } else if (op < 88) {
       auto r = h.reserve(random_size(), std::nothrow);
-      if (r) reserved.push_back(r);
+      if (r) reserved.push_back(std::move(r));
     } else if (op < 95 && !reserved.empty()) {
       h.cancel(reserved.back());
       reserved.pop_back();

@@ -270,10 +270,10 @@ TEST_CASE(
     auto r = h.reserve(64);
     h.cancel(r);
     batch b(h);
-    CHECK_ERRC(b.adopt(r), errc::invalid_argument);
+    CHECK_ERRC(b.adopt(std::move(r)), errc::invalid_argument);
     auto s = h.reserve(64);
-    b.adopt(s);
-    CHECK_FALSE(s);
+    b.adopt(std::move(s));
+    CHECK_FALSE(s);  // NOLINT(bugprone-use-after-move): adopt empties it
     b.publish();
   }
   CHECK(h.check().empty());

@@ -21,6 +21,18 @@
 // publish() returned, and make stores to the words it wrote, and writes into
 // the objects it published, durable with heap::persist()
 // (docs/crash-consistency.md, "Publication in 1 fence").
+//
+// A batch belongs to the heap that is open in its handle when the batch is
+// made, not to the handle: moving the handle does not disturb it. Once that
+// heap is closed (close(), the handle destroyed or assigned over), every
+// call on the batch throws errc::invalid_argument and cancel() and the
+// destructor do nothing (its reservations went with the heap): a batch can
+// outlive its heap, but it can no longer act. Making a batch on an empty
+// handle is errc::invalid_argument.
+//
+// Threads: a batch is not synchronised; use it from one thread at a time
+// (it may move between threads). Batches of one heap on different threads
+// publish concurrently.
 #pragma once
 
 #include <boost/container/small_vector.hpp>
@@ -33,11 +45,13 @@
 
 namespace daxalloc {
 
+// Threads: one thread at a time per batch (see above); any number of
+// batches of one heap at once.
 class batch {
  public:
   static constexpr std::size_t max_actions = 252;
 
-  explicit batch(heap& h) noexcept : heap_(&h) {}
+  explicit batch(heap& h);
   batch(batch&& other) noexcept;
   batch& operator=(batch&&) = delete;
   batch(const batch&) = delete;
@@ -55,10 +69,12 @@ class batch {
   void set(pptr<T>& where, T* value) {
     set(reinterpret_cast<std::uint64_t*>(&where), where.representation_of(value));
   }
-  // Takes over a reservation made with heap::reserve (errc::invalid_argument
-  // for an empty one: cancelled, or never made); r is left empty.
-  void adopt(reservation& r);
-  // Frees an allocated object atomically with the batch.
+  // Takes over a reservation made with heap::reserve; r is left empty.
+  // errc::invalid_argument, and r is left as it was, for an empty one
+  // (cancelled, or never made) or one that is not of this batch's heap.
+  void adopt(reservation&& r);
+  // Frees an allocated object atomically with the batch (checked at
+  // publish); nullptr is a no-op, as for heap::deallocate.
   void defer_free(void* p);
 
   void publish();
@@ -69,10 +85,14 @@ class batch {
 
  private:
   void count_one();
+  // The batch's heap, if it is still open (else errc::invalid_argument).
+  [[nodiscard]] detail::heap_impl& live() const;
 
   // Inline room for the common batches (allocate_publish, free_clear): no
   // malloc per publication.
-  heap* heap_;
+  detail::heap_impl* heap_;
+  std::uint64_t heap_id_;  // which heap heap_ was: ids are never reused
+  unsigned heap_slot_;     // where the open-heap registry keeps that id
   boost::container::small_vector<reservation, 2> reserved_;
   boost::container::small_vector<std::pair<std::uint64_t*, std::uint64_t>, 2> stores_;
   boost::container::small_vector<void*, 2> frees_;

@@ -42,6 +42,7 @@ inline std::error_code make_error_code(errc e) noexcept {
 
 // Thrown by every daxalloc function that can fail outside the allocation fast
 // path. code() is in daxalloc's category; what() is the full message.
+// Threads: immutable once thrown; any number of threads may read one.
 class error : public std::system_error {
  public:
   error(errc code, const std::string& message)

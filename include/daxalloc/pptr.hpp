@@ -21,6 +21,9 @@
 
 namespace daxalloc {
 
+// Threads: get, load, store and compare_exchange are atomic operations on
+// the 8-byte word: any number of threads at once, as std::atomic_ref.
+// Assignment from another pptr is a load then a store, not one atomic step.
 template <class T>
 class pptr {
  public:

@@ -602,8 +602,13 @@ void heap_impl::replay_lanes() {
 
 // ---- batch ----
 
+batch::batch(heap& h)
+    : heap_(&h.live()), heap_id_(heap_->id()), heap_slot_(heap_->registry_slot()) {}
+
 batch::batch(batch&& other) noexcept
     : heap_(other.heap_),
+      heap_id_(other.heap_id_),
+      heap_slot_(other.heap_slot_),
       reserved_(std::move(other.reserved_)),
       stores_(std::move(other.stores_)),
       frees_(std::move(other.frees_)) {
@@ -614,7 +619,14 @@ batch::~batch() {
   cancel();
 }
 
+detail::heap_impl& batch::live() const {
+  if (!detail::heap_impl::is_open(heap_id_, heap_slot_))
+    throw error(errc::invalid_argument, "batch: its heap is closed");
+  return *heap_;
+}
+
 void batch::count_one() {
+  (void)live();
   if (size() >= max_actions)
     throw error(errc::too_large, "batch: more than " + std::to_string(max_actions) + " actions");
 }
@@ -622,17 +634,21 @@ void batch::count_one() {
 void* batch::reserve(std::size_t size) {
   count_one();
   reservation r = heap_->reserve(size);
-  reserved_.push_back(r);
-  return r.ptr;
+  if (!r)
+    throw error(errc::out_of_space, "reserve: no room for " + std::to_string(size) + " bytes");
+  reserved_.push_back(std::move(r));
+  return reserved_.back().ptr;
 }
 
-void batch::adopt(reservation& r) {
+void batch::adopt(reservation&& r) {
   if (!r)
     throw error(errc::invalid_argument,
                 "batch: adopting an empty reservation (cancelled or never made)");
   count_one();
-  reserved_.push_back(r);
-  r = {};
+  if (!heap_->owns(r))
+    throw error(errc::invalid_argument,
+                "batch: adopting a reservation that is not one of this batch's heap");
+  reserved_.push_back(std::move(r));
 }
 
 void batch::set(std::uint64_t* where, std::uint64_t value) {
@@ -641,20 +657,24 @@ void batch::set(std::uint64_t* where, std::uint64_t value) {
 }
 
 void batch::defer_free(void* p) {
+  (void)live();
+  if (p == nullptr) return;
   count_one();
   frees_.push_back(p);
 }
 
 void batch::publish() {
-  heap_->impl_->publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
-                        {frees_.data(), frees_.size()});
+  live().publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
+                 {frees_.data(), frees_.size()});
   reserved_.clear();
   stores_.clear();
   frees_.clear();
 }
 
+// A closed heap took the reservations with it: nothing to give back.
 void batch::cancel() noexcept {
-  for (auto& r : reserved_) heap_->cancel(r);
+  if (!reserved_.empty() && detail::heap_impl::is_open(heap_id_, heap_slot_))
+    for (auto& r : reserved_) heap_->cancel(r);
   reserved_.clear();
   stores_.clear();
   frees_.clear();

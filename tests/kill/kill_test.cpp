@@ -393,7 +393,7 @@ class workload {
       o = static_cast<object_header*>(reserved.ptr);
       fill(o, v);
       batch b(heap_);
-      b.adopt(reserved);
+      b.adopt(std::move(reserved));
       b.set(root_->slots[s], o);
       b.publish();
     }
