@@ -142,7 +142,6 @@ std::uint64_t stored_checksum(const object_header* o) {
 // marks an object not placed yet.
 struct slot_value {
   std::uint64_t offset = 0, id = 0, size = 0, checksum = 0;
-  friend bool operator==(const slot_value&, const slot_value&) = default;
 };
 
 void fill(void* p, const slot_value& v) {
