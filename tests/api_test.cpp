@@ -74,6 +74,8 @@ void check_empty_handle(heap& h) {
   CHECK_ERRC(h.make_published(dest, 5), errc::invalid_argument);
   CHECK_ERRC(h.allocate_publish(dest, 4, [](int*) {}), errc::invalid_argument);
   CHECK_ERRC(h.free_clear(dest), errc::invalid_argument);
+  pptr<int> null;
+  CHECK_ERRC(h.free_clear(null), errc::invalid_argument);
   CHECK_ERRC(batch(h), errc::invalid_argument);
   CHECK_ERRC(daxalloc::allocator<int>(h), errc::invalid_argument);
   CHECK(dest.get() == &outside);  // nothing was written

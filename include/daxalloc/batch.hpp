@@ -119,9 +119,9 @@ T* heap::make_published(pptr<T>& dest, Args&&... args) {
 // Frees the object `dest` points to and sets `dest` to null, all or nothing.
 template <class T>
 void heap::free_clear(pptr<T>& dest) {
+  batch b(*this);  // first: an empty handle throws even for a null dest
   T* object = dest.get();
   if (object == nullptr) return;
-  batch b(*this);
   b.defer_free(object);
   b.set(dest, static_cast<T*>(nullptr));
   b.publish();
