@@ -18,10 +18,11 @@
 // same batch.
 //
 // deallocate is noexcept, as containers' destructors need it to be: when it
-// cannot free (no open heap at the allocator's base, or a pointer the heap
-// did not allocate), the memory stays as it is — allocated on the media, a
-// leak like a crash can leave — and allocator_failed_deallocations() counts
-// it. It never throws and never terminates.
+// cannot free, it changes nothing and allocator_failed_deallocations()
+// counts it. An object of a heap that is no longer open stays allocated (a
+// leak, like one a crash can leave); a pointer the heap refuses (not
+// allocated by it, freed already, the root) is left as it was. It never
+// throws and never terminates.
 //
 // Threads: an allocator is a value; copies may be used from any number of
 // threads at once (each call is a thread-safe heap::allocate or
