@@ -614,8 +614,8 @@ struct publish_group_slots {
   }
   void alloc(std::size_t k, std::size_t n) const {
     settle(k);
-    (void)st->h.allocate_publish(st->droot->slot[k], n, [](std::byte*) {},
-                                 daxalloc::durability::deferred);
+    (void)st->h.allocate_publish(
+        st->droot->slot[k], n, [](std::byte*) {}, daxalloc::durability::deferred);
     if (queued->size() >= 16) st->h.sync(), queued->clear();
   }
   void release(std::size_t k) const {
@@ -646,8 +646,7 @@ struct pmemobj_copy_slots {
     return 0;
   }
   void alloc(std::size_t k, std::size_t n) const {
-    if (pmemobj_alloc(st->pop, &st->proot->slot[k], n, 0, copy_in, &n) != 0)
-      throw std::bad_alloc();
+    if (pmemobj_alloc(st->pop, &st->proot->slot[k], n, 0, copy_in, &n) != 0) throw std::bad_alloc();
   }
   void release(std::size_t k) const { pmemobj_free(&st->proot->slot[k]); }
 };
@@ -705,9 +704,9 @@ auto slot_subjects(slot_store& st) {
 // Churn's subjects: those, then copy-in on both sides and group commit
 // (single-threaded: not in prod-con).
 auto churn_subjects(slot_store& st) {
-  return std::tuple_cat(slot_subjects(st),
-                        std::tuple{publish_copy_slots{&st}, pmemobj_copy_slots{&st},
-                                   publish_group_slots{&st}});
+  return std::tuple_cat(
+      slot_subjects(st),
+      std::tuple{publish_copy_slots{&st}, pmemobj_copy_slots{&st}, publish_group_slots{&st}});
 }
 
 // Calls f(subject) for every subject of the tuple, in order.
@@ -1415,7 +1414,7 @@ void bench_fences() {
           if (adopt) {
             auto r = h.reserve(size);
             b.set(root->slot[j], static_cast<std::byte*>(r.ptr));
-            b.adopt(r);
+            b.adopt(std::move(r));
           } else {
             b.set(root->slot[j], static_cast<std::byte*>(b.reserve(size)));
           }
@@ -1466,8 +1465,8 @@ void bench_fences() {
       });
       run(apis[11], n, 1, [&] {
         for (std::size_t k = 0; k < n; ++k) {
-          (void)h.allocate_publish(root->slot[k], size, [](std::byte*) {},
-                                   daxalloc::durability::deferred);
+          (void)h.allocate_publish(
+              root->slot[k], size, [](std::byte*) {}, daxalloc::durability::deferred);
           if (k % group == group - 1) h.sync();
         }
         h.sync();

@@ -227,7 +227,7 @@ TEST_CASE("a batch and the publication templates without exceptions") {
     CHECK(b.reserve(std::size_t{1} << 40, ec) == nullptr);
     CHECK(ec == errc::out_of_space);
     daxalloc::reservation empty;
-    b.adopt(empty, ec);
+    b.adopt(std::move(empty), ec);
     CHECK(ec == errc::invalid_argument);
   }
   {

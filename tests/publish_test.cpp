@@ -109,8 +109,12 @@ TEST_CASE("fences per batch: 1 up to 4 KiB of reserved bytes, 2 above") {
   test::temp_file f;
   auto h = make_heap(f);
   auto* root = h.root<list_root>();
-  for (auto [size, fences] :
+  for (const auto& expected :
        {std::pair<std::size_t, std::uint64_t>{64, 1}, {4096, 1}, {4097, 2}, {1 << 20, 2}}) {
+    // Plain variables, not a structured binding: CAPTURE's lambda takes
+    // `size` by reference, which clang 14 refuses for a binding.
+    const std::size_t size = expected.first;
+    const std::uint64_t fences = expected.second;
     CAPTURE(size);
     h.deallocate(h.allocate(size));  // its slab or pageblock exists: count only the batch
     daxalloc::reset_this_thread_persist_counters();
@@ -270,10 +274,10 @@ TEST_CASE(
     auto r = h.reserve(64);
     h.cancel(r);
     batch b(h);
-    CHECK_ERRC(b.adopt(r), errc::invalid_argument);
+    CHECK_ERRC(b.adopt(std::move(r)), errc::invalid_argument);
     auto s = h.reserve(64);
-    b.adopt(s);
-    CHECK_FALSE(s);
+    b.adopt(std::move(s));
+    CHECK_FALSE(s);  // NOLINT(bugprone-use-after-move): adopt empties it
     b.publish();
   }
   CHECK(h.check().empty());

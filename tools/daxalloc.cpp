@@ -36,13 +36,10 @@
 #include "daxalloc/devices.hpp"
 #include "daxalloc/error.hpp"
 #include "daxalloc/heap.hpp"
+#include "daxalloc/version.hpp"
 #include "heap/heap_impl.hpp"
 #include "sparse/layout.hpp"
 #include "sparse/memory_model.hpp"
-
-#ifndef DAXALLOC_VERSION
-#define DAXALLOC_VERSION "unknown"
-#endif
 
 namespace daxalloc::cli {
 namespace {
@@ -1191,7 +1188,7 @@ int main_impl(std::vector<std::string> args) {
     return exit_ok;
   }
   if (name == "--version" || name == "version") {
-    print("daxalloc " DAXALLOC_VERSION " (heap format version " +
+    print("daxalloc " DAXALLOC_VERSION_STRING " (heap format version " +
           std::to_string(sparse::format_version) + ")\n");
     return exit_ok;
   }

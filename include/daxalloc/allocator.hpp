@@ -16,10 +16,23 @@
 // To change a container crash-consistently, build the new version and
 // publish a pointer to it (batch::set / pptr), freeing the old one in the
 // same batch.
+//
+// deallocate is noexcept, as containers' destructors need it to be: when it
+// cannot free, it changes nothing and allocator_failed_deallocations()
+// counts it. An object of a heap that is no longer open stays allocated (a
+// leak, like one a crash can leave); a pointer the heap refuses (not
+// allocated by it, freed already, the root) is left as it was. It never
+// throws and never terminates.
+//
+// Threads: an allocator is a value; copies may be used from any number of
+// threads at once (each call is a thread-safe heap::allocate or
+// heap::deallocate of the heap found by base address, without a lock for
+// the first 64 open heaps). The containers themselves are not thread-safe.
 #pragma once
 
 #include <boost/interprocess/offset_ptr.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -31,9 +44,15 @@ namespace daxalloc {
 namespace detail {
 // The open heap mapped at `base` (errc::invalid_argument if none).
 [[nodiscard]] void* allocate_in(const void* base, std::size_t bytes);
-void deallocate_in(const void* base, void* p);
+// Counts what it cannot free (see above).
+void deallocate_in(const void* base, void* p) noexcept;
 }  // namespace detail
 
+// How many allocator<T>::deallocate calls in this process could not free
+// their memory and left it allocated (see above).
+[[nodiscard]] std::uint64_t allocator_failed_deallocations() noexcept;
+
+// Threads: any number at once, on copies or the same object (see above).
 template <class T>
 class allocator {
  public:
@@ -53,7 +72,7 @@ class allocator {
     using other = allocator<U>;
   };
 
-  explicit allocator(const heap& h) noexcept : base_(h.base()) {}
+  explicit allocator(const heap& h) : base_(h.base()) {}  // errc::invalid_argument: empty heap
   template <class U>
   allocator(const allocator<U>& other) noexcept : base_(other.base()) {}  // NOLINT: rebinding
   allocator(const allocator& other) noexcept : base_(other.base()) {}
@@ -67,7 +86,7 @@ class allocator {
       throw error(errc::too_large, "allocator: " + std::to_string(n) + " elements overflow");
     return pointer(static_cast<T*>(detail::allocate_in(base(), n * sizeof(T))));
   }
-  void deallocate(pointer p, size_type) { detail::deallocate_in(base(), p.get()); }
+  void deallocate(pointer p, size_type) noexcept { detail::deallocate_in(base(), p.get()); }
 
   [[nodiscard]] void* base() const noexcept { return base_.get(); }
   template <class U>

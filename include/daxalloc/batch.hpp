@@ -33,6 +33,18 @@
 // prefix of those queued, in order, and all that were queued before a
 // sync() that returned. A queue that would not fit one lane (252 actions,
 // 4 KiB of contents) is published by the publish() that would overflow it.
+//
+// A batch belongs to the heap that is open in its handle when the batch is
+// made, not to the handle: moving the handle does not disturb it. Once that
+// heap is closed (close(), the handle destroyed or assigned over), every
+// call on the batch throws errc::invalid_argument and cancel() and the
+// destructor do nothing (its reservations went with the heap): a batch can
+// outlive its heap, but it can no longer act. Making a batch on an empty
+// handle is errc::invalid_argument.
+//
+// Threads: a batch is not synchronised; use it from one thread at a time
+// (it may move between threads). Batches of one heap on different threads
+// publish concurrently.
 #pragma once
 
 #include <boost/container/small_vector.hpp>
@@ -45,11 +57,13 @@
 
 namespace daxalloc {
 
+// Threads: one thread at a time per batch (see above); any number of
+// batches of one heap at once.
 class batch {
  public:
   static constexpr std::size_t max_actions = 252;
 
-  explicit batch(heap& h) : heap_(&h) { h.refuse_writes("batch"); }
+  explicit batch(heap& h);
   batch(batch&& other) noexcept;
   batch& operator=(batch&&) = delete;
   batch(const batch&) = delete;
@@ -70,10 +84,12 @@ class batch {
   void set(pptr<T>& where, T* value) {
     set(reinterpret_cast<std::uint64_t*>(&where), where.representation_of(value));
   }
-  // Takes over a reservation made with heap::reserve (errc::invalid_argument
-  // for an empty one: cancelled, or never made); r is left empty.
-  void adopt(reservation& r);
-  // Frees an allocated object atomically with the batch.
+  // Takes over a reservation made with heap::reserve; r is left empty.
+  // errc::invalid_argument, and r is left as it was, for an empty one
+  // (cancelled, or never made) or one that is not of this batch's heap.
+  void adopt(reservation&& r);
+  // Frees an allocated object atomically with the batch (checked at
+  // publish); nullptr is a no-op, as for heap::deallocate.
   void defer_free(void* p);
 
   void publish(durability d = durability::immediate);
@@ -86,7 +102,7 @@ class batch {
   void set(pptr<T>& where, T* value, std::error_code& ec) noexcept {
     set(reinterpret_cast<std::uint64_t*>(&where), where.representation_of(value), ec);
   }
-  void adopt(reservation& r, std::error_code& ec) noexcept;
+  void adopt(reservation&& r, std::error_code& ec) noexcept;
   void defer_free(void* p, std::error_code& ec) noexcept;
   void publish(std::error_code& ec) noexcept;
   [[nodiscard]] std::size_t size() const noexcept {
@@ -95,10 +111,14 @@ class batch {
 
  private:
   void count_one();
+  // The batch's heap, if it is still open (else errc::invalid_argument).
+  [[nodiscard]] detail::heap_impl& live() const;
 
   // Inline room for the common batches (allocate_publish, free_clear): no
   // malloc per publication.
-  heap* heap_;
+  detail::heap_impl* heap_;
+  std::uint64_t heap_id_;  // which heap heap_ was: ids are never reused
+  unsigned heap_slot_;     // where the open-heap registry keeps that id
   boost::container::small_vector<reservation, 2> reserved_;
   boost::container::small_vector<std::pair<std::uint64_t*, std::uint64_t>, 2> stores_;
   boost::container::small_vector<void*, 2> frees_;
@@ -137,9 +157,9 @@ T* heap::make_published(pptr<T>& dest, Args&&... args) {
 // Frees the object `dest` points to and sets `dest` to null, all or nothing.
 template <class T>
 void heap::free_clear(pptr<T>& dest, durability d) {
+  batch b(*this);  // first: an empty handle throws even for a null dest
   T* object = dest.get();
   if (object == nullptr) return;
-  batch b(*this);
   b.defer_free(object);
   b.set(dest, static_cast<T*>(nullptr));
   b.publish(d);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
 struct dax_device {
@@ -20,6 +22,7 @@ struct dax_device {
 
 // Every devdax device (libdaxctl) and every fsdax or raw pmem namespace
 // (libndctl). A machine without DAX hardware gives an empty list, not an error.
+// Threads: any number of calls at once (each makes its own library contexts).
 [[nodiscard]] std::vector<dax_device> list_devices();
 
 }  // namespace daxalloc

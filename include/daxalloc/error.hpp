@@ -6,6 +6,8 @@
 #include <string>
 #include <system_error>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
 enum class errc {
@@ -55,6 +57,7 @@ inline std::error_code make_error_code(errc e) noexcept {
 
 // Thrown by every daxalloc function that can fail outside the allocation fast
 // path. code() is in daxalloc's category; what() is the full message.
+// Threads: immutable once thrown; any number of threads may read one.
 class error : public std::system_error {
  public:
   error(errc code, const std::string& message)

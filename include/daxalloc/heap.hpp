@@ -41,6 +41,7 @@
 #include "daxalloc/error.hpp"
 #include "daxalloc/persist.hpp"
 #include "daxalloc/region.hpp"
+#include "daxalloc/version.hpp"
 
 namespace daxalloc {
 
@@ -80,15 +81,43 @@ struct heap_open_options {
 enum class open_outcome { clean, recovered, repaired, created };
 [[nodiscard]] const char* to_string(open_outcome outcome) noexcept;
 
-// A volatile reservation: memory that is yours until you cancel it or (with
-// the publish API) make it durable. A crash forgets it; nothing leaks.
 // When a publication becomes durable: when publish returns (immediate), or
 // at the next heap::sync() (deferred: group commit, daxalloc/batch.hpp).
 enum class durability { immediate, deferred };
 
+// A volatile reservation: memory that is yours until you cancel it or (with
+// the publish API) make it durable. A crash forgets it; nothing leaks.
+//
+// Move-only, so that one reservation is cancelled or published once: moving
+// empties the source, and there are no copies (two copies cancelled would
+// hand the same memory out twice). A reservation does not know its heap and
+// its destructor does nothing: one dropped without cancel or publish stays
+// reserved, in volatile memory only, until the heap closes (like a leak that
+// the next open forgets). `ptr` and `size` are what heap::reserve handed
+// out; the explicit constructor re-forms a reservation from them (a sized
+// cancel), and cancel and batch::adopt refuse one that is not a reservation
+// of their heap (errc::invalid_argument).
+//
+// Threads: a reservation is a plain value; it may be cancelled or adopted by
+// any thread, but not by two at once.
 struct reservation {
   void* ptr = nullptr;
   std::size_t size = 0;
+
+  reservation() noexcept = default;
+  explicit reservation(void* object, std::size_t bytes) noexcept : ptr(object), size(bytes) {}
+  reservation(reservation&& other) noexcept
+      : ptr(std::exchange(other.ptr, nullptr)), size(std::exchange(other.size, 0)) {}
+  // A reservation assigned over is dropped (see above), not cancelled.
+  reservation& operator=(reservation&& other) noexcept {
+    ptr = std::exchange(other.ptr, nullptr);
+    size = std::exchange(other.size, 0);
+    return *this;
+  }
+  reservation(const reservation&) = delete;
+  reservation& operator=(const reservation&) = delete;
+  ~reservation() = default;
+
   explicit operator bool() const noexcept { return ptr != nullptr; }
 };
 
@@ -124,6 +153,16 @@ struct recovery_plan {
   [[nodiscard]] bool empty() const noexcept { return steps.empty(); }
 };
 
+// Threads: every member may be called from several threads at once on an
+// open heap, except close(), destruction and move assignment, which need the
+// heap quiet (no call in flight, no batch in use). Named-object calls take a
+// mutex of their own; check() wants a quiet heap to report no transient
+// problems.
+//
+// An empty handle — default-constructed, closed, or moved from — throws
+// errc::invalid_argument from every member (nothing is dereferenced), except
+// close() and destruction (which do nothing) and the std::nothrow forms of
+// allocate and reserve (which return nullptr or an empty reservation).
 class heap {
  public:
   [[nodiscard]] static heap create(const std::filesystem::path& path, const heap_options& options);
@@ -168,6 +207,7 @@ class heap {
                                            const heap_open_options& open_options,
                                            std::error_code& ec) noexcept;
 
+  heap() noexcept;  // an empty handle, as after close()
   heap(heap&& other) noexcept;
   heap& operator=(heap&& other) noexcept;
   heap(const heap&) = delete;
@@ -189,11 +229,14 @@ class heap {
   [[nodiscard]] void* allocate(std::size_t size, std::error_code& ec) noexcept;
   void deallocate(void* p, std::error_code& ec) noexcept;
 
-  // Volatile reservation (0 fences) and its cancellation.
+  // Volatile reservation (0 fences) and its cancellation. cancel(r) empties
+  // r; an empty r is a no-op. errc::invalid_argument, and nothing changes,
+  // for a reservation that is not one of this heap (another heap's, or a
+  // pointer and size that reserve did not hand out here).
   [[nodiscard]] reservation reserve(std::size_t size, std::nothrow_t) noexcept;
   [[nodiscard]] reservation reserve(std::size_t size);
   [[nodiscard]] reservation reserve(std::size_t size, std::error_code& ec) noexcept;
-  void cancel(reservation& r) noexcept;
+  void cancel(reservation& r);
   // Cancels by pointer alone (the size class comes from the object's page,
   // as free() finds it): errc::invalid_argument for a pointer that is not
   // the start of a reservable object of this heap. Cancelling something not
@@ -311,18 +354,19 @@ class heap {
   // from it; one line per violation, empty when sound.
   [[nodiscard]] std::vector<std::string> check() const;
 
-  [[nodiscard]] std::byte* base() const noexcept;
-  [[nodiscard]] std::size_t size() const noexcept;  // bytes mapped
-  [[nodiscard]] std::uint64_t offset_of(const void* p) const noexcept;
-  [[nodiscard]] void* at(std::uint64_t offset) const noexcept;
+  // The mapping (errc::invalid_argument on an empty handle, as every member).
+  [[nodiscard]] std::byte* base() const;
+  [[nodiscard]] std::size_t size() const;  // bytes mapped
+  [[nodiscard]] std::uint64_t offset_of(const void* p) const;
+  [[nodiscard]] void* at(std::uint64_t offset) const;
   [[nodiscard]] std::size_t usable_size(
       const void* p) const;  // the slot's size in a slab (free or not), the extent's size, else 0
-  [[nodiscard]] const persistence& persist() const noexcept;
-  [[nodiscard]] const region& media() const noexcept;
-  [[nodiscard]] detail::heap_impl& internals() noexcept { return *impl_; }
+  [[nodiscard]] const persistence& persist() const;
+  [[nodiscard]] const region& media() const;
+  [[nodiscard]] detail::heap_impl& internals() { return live(); }
   // Tests: a handle around a heap opened through the internal interface.
   [[nodiscard]] static heap wrap(std::unique_ptr<detail::heap_impl> impl);
-  [[nodiscard]] const detail::heap_impl& internals() const noexcept { return *impl_; }
+  [[nodiscard]] const detail::heap_impl& internals() const { return live(); }
 
  private:
   friend class batch;

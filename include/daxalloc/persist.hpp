@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
 enum class persistence_mode { automatic, cache_flush, msync, none };
@@ -39,6 +41,8 @@ namespace detail {
 extern thread_local persist_counters thread_counters;
 }
 
+// Threads: flush, drain and persist may be called from any number of threads
+// at once; a drain orders and completes the calling thread's flushes only.
 class persistence {
  public:
   // The swappable function table. flush makes [addr, addr+len) reach the

@@ -17,8 +17,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "daxalloc/version.hpp"
+
 namespace daxalloc {
 
+// Threads: get, load, store and compare_exchange are atomic operations on
+// the 8-byte word: any number of threads at once, as std::atomic_ref.
+// Assignment from another pptr is a load then a store, not one atomic step.
 template <class T>
 class pptr {
  public:

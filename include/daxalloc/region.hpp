@@ -46,6 +46,9 @@ struct region_options {
   persistence_mode mode = persistence_mode::automatic;
 };
 
+// Threads: the const members may be called from any number of threads at
+// once. populate, release, truncate, reserve and use_persistence change the
+// mapping or its persistence: they need the region to themselves.
 class region {
  public:
   [[nodiscard]] static region open(const std::filesystem::path& path,

@@ -19,6 +19,7 @@ heap::heap(std::unique_ptr<heap_impl> impl) : impl_(std::move(impl)) {}
 heap heap::wrap(std::unique_ptr<heap_impl> impl) {
   return heap(std::move(impl));
 }
+heap::heap() noexcept = default;
 heap::heap(heap&& other) noexcept = default;
 heap& heap::operator=(heap&& other) noexcept = default;
 heap::~heap() = default;
@@ -127,8 +128,15 @@ reservation heap::reserve(std::size_t size, std::error_code& ec) noexcept {
   }
   return into_error_code(ec, [&] { return reserve(size); });
 }
-void heap::cancel(reservation& r) noexcept {
-  if (impl_) impl_->cancel(r);
+void heap::cancel(reservation& r) {
+  detail::heap_impl& h = live();
+  if (!r) return;
+  if (!h.owns(r)) [[unlikely]]
+    throw error(errc::invalid_argument,
+                "cancel: the reservation of " + std::to_string(r.size) + " bytes at " +
+                    std::to_string(reinterpret_cast<std::uintptr_t>(r.ptr)) +
+                    " is not one this heap handed out (another heap's, or cancelled already)");
+  h.cancel(r);
 }
 void heap::cancel(void* p) {
   if (impl_) [[likely]]
@@ -197,16 +205,16 @@ const char* to_string(open_outcome outcome) noexcept {
 std::vector<std::string> heap::check() const {
   return live().check();
 }
-std::byte* heap::base() const noexcept {
-  return impl_->model().base();
+std::byte* heap::base() const {
+  return live().model().base();
 }
-std::size_t heap::size() const noexcept {
-  return impl_->model().media().size();
+std::size_t heap::size() const {
+  return live().model().media().size();
 }
-std::uint64_t heap::offset_of(const void* p) const noexcept {
+std::uint64_t heap::offset_of(const void* p) const {
   return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base());
 }
-void* heap::at(std::uint64_t offset) const noexcept {
+void* heap::at(std::uint64_t offset) const {
   return base() + offset;
 }
 std::size_t heap::usable_size(const void* p) const {
@@ -215,11 +223,11 @@ std::size_t heap::usable_size(const void* p) const {
 void heap::sync() {
   live().sync();
 }
-const persistence& heap::persist() const noexcept {
-  return impl_->model().media().persist();
+const persistence& heap::persist() const {
+  return live().model().media().persist();
 }
-const region& heap::media() const noexcept {
-  return impl_->model().media();
+const region& heap::media() const {
+  return live().model().media();
 }
 
 // ---- batches ----
@@ -230,8 +238,8 @@ void* batch::reserve(std::size_t size, std::error_code& ec) noexcept {
 void batch::set(std::uint64_t* where, std::uint64_t value, std::error_code& ec) noexcept {
   into_error_code(ec, [&] { set(where, value); });
 }
-void batch::adopt(reservation& r, std::error_code& ec) noexcept {
-  into_error_code(ec, [&] { adopt(r); });
+void batch::adopt(reservation&& r, std::error_code& ec) noexcept {
+  into_error_code(ec, [&] { adopt(std::move(r)); });
 }
 void batch::defer_free(void* p, std::error_code& ec) noexcept {
   into_error_code(ec, [&] { defer_free(p); });

@@ -27,8 +27,11 @@ constexpr std::uint64_t page_size = sparse::page_size;
 std::mutex live_mutex;
 std::unordered_map<std::uint64_t, heap_impl*> live_heaps;
 // The same heaps for a container allocator's lookup by base address, read
-// without a lock (the first 64 open heaps; more are found under live_mutex).
-std::array<std::atomic<heap_impl*>, 64> open_heaps{};
+// without a lock (the first 64 open heaps; more are found under live_mutex),
+// and their ids, for a batch's check that its heap is still open (a load of
+// the id in the heap's slot: nothing of a closed heap is dereferenced).
+std::array<std::atomic<heap_impl*>, heap_impl::nr_registry_slots> open_heaps{};
+std::array<std::atomic<std::uint64_t>, heap_impl::nr_registry_slots> open_ids{};
 std::atomic<std::uint64_t> next_id{1};
 
 struct cache_entry {
@@ -238,8 +241,18 @@ void heap_impl::start(bool repair) {
   }
   std::lock_guard lock(live_mutex);
   live_heaps[id_] = this;
-  for (auto& slot : open_heaps)
-    if (heap_impl* none = nullptr; slot.compare_exchange_strong(none, this)) break;
+  for (unsigned i = 0; i < nr_registry_slots; ++i)
+    if (heap_impl* none = nullptr; open_heaps[i].compare_exchange_strong(none, this)) {
+      open_ids[i].store(id_, std::memory_order_release);
+      registry_slot_ = i;
+      break;
+    }
+}
+
+bool heap_impl::is_open(std::uint64_t id, unsigned slot) {
+  if (slot < nr_registry_slots) return open_ids[slot].load(std::memory_order_acquire) == id;
+  std::lock_guard lock(live_mutex);
+  return live_heaps.contains(id);
 }
 
 // The allocators' state from the memmap and the slab bitmaps. A problem makes
@@ -276,8 +289,10 @@ heap_impl::~heap_impl() {
   {
     std::lock_guard lock(live_mutex);
     live_heaps.erase(id_);
-    for (auto& slot : open_heaps)
-      if (heap_impl* me = this; slot.compare_exchange_strong(me, nullptr)) break;
+    if (registry_slot_ < nr_registry_slots) {
+      open_ids[registry_slot_].store(0, std::memory_order_release);
+      open_heaps[registry_slot_].store(nullptr, std::memory_order_release);
+    }
   }
   // Cached objects are free on the media already; only the marker is left
   // (not after a failed open: that leaves the media as it found it).
@@ -474,7 +489,7 @@ reservation heap_impl::reserve(std::size_t size) noexcept {
     if (tls_last.heap_id == id_) [[likely]] {
       thread_cache::bin& b = tls_last.cache->bins[cls];
       if (b.top != b.bottom) [[likely]]
-        return {*--b.top, size_classes[cls].size};
+        return reservation(*--b.top, size_classes[cls].size);
     }
   }
   return reserve_slow(size);
@@ -483,7 +498,8 @@ reservation heap_impl::reserve(std::size_t size) noexcept {
 [[gnu::noinline]] reservation heap_impl::reserve_slow(std::size_t size) noexcept {
   if (size <= max_small_size) {
     const unsigned cls = size_class_of(size);
-    return {take_small(cls), size_classes[cls].size};
+    void* object = take_small(cls);
+    return object ? reservation(object, size_classes[cls].size) : reservation();
   }
   return reserve_pages(size);
 }
@@ -492,7 +508,7 @@ reservation heap_impl::reserve_pages(std::size_t size) noexcept {
   const std::uint64_t pages = (size + page_size - 1) / page_size;
   const auto pfn = allocate_pages(pages);
   if (!pfn) return {};
-  return {model_->pfn_to_virt(*pfn), pages * page_size};
+  return reservation(model_->pfn_to_virt(*pfn), pages * page_size);
 }
 
 void heap_impl::cancel(reservation& r) noexcept {
@@ -500,12 +516,22 @@ void heap_impl::cancel(reservation& r) noexcept {
   if (r.size <= max_small_size)
     put_small(size_class_of(r.size), r.ptr);
   else
-    pages_.free(model_->media().contains(r.ptr)
-                    ? static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()) /
-                          page_size
-                    : 0,
-                r.size / page_size);
+    pages_.free(
+        static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()) / page_size,
+        r.size / page_size);
   r = {};
+}
+
+bool heap_impl::owns(const reservation& r) const noexcept {
+  if (r.size <= max_small_size) {
+    const int cls = small_.class_of(r.ptr);  // -1 outside this heap's slabs
+    return cls >= 0 && size_classes[cls].size == r.size;
+  }
+  const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base());
+  return model_->media().contains(r.ptr, r.size) && offset % page_size == 0 &&
+         r.size % page_size == 0 &&
+         pages_.allocated_length(offset / page_size) == r.size / page_size &&
+         model_->pfn_to_page(offset / page_size)->load() == 0;
 }
 
 // Free by pointer alone: the size class from the slab table, no lock.
@@ -800,31 +826,44 @@ std::vector<std::string> heap_impl::check() const {
 // ---- the heap a container's allocator names ----
 
 namespace {
-heap_impl& heap_at(const void* base) {
+std::atomic<std::uint64_t> failed_deallocations{0};
+
+heap_impl* find_heap_at(const void* base) {
   for (const auto& slot : open_heaps)
     if (heap_impl* h = slot.load(std::memory_order_acquire); h && h->model().base() == base)
-      return *h;
-  {
-    std::lock_guard lock(live_mutex);
-    for (const auto& [id, h] : live_heaps)
-      if (h->model().base() == base) return *h;
-  }
-  throw error(errc::invalid_argument,
-              "allocator: no open heap is mapped at this container's heap address");
+      return h;
+  std::lock_guard lock(live_mutex);
+  for (const auto& [id, h] : live_heaps)
+    if (h->model().base() == base) return h;
+  return nullptr;
 }
 }  // namespace
 
 void* allocate_in(const void* base, std::size_t bytes) {
-  heap_impl& h = heap_at(base);
-  h.refuse_if_read_only("allocator");
-  if (void* p = h.allocate(bytes)) return p;
+  heap_impl* h = find_heap_at(base);
+  if (h == nullptr)
+    throw error(errc::invalid_argument,
+                "allocator: no open heap is mapped at this container's heap address");
+  h->refuse_if_read_only("allocator");
+  if (void* p = h->allocate(bytes)) return p;
   throw error(errc::out_of_space, "allocator: no room for " + std::to_string(bytes) + " bytes");
 }
 
-void deallocate_in(const void* base, void* p) {
-  heap_at(base).deallocate(p);
+// A failed free is counted, not reported: a container's destructor has no
+// caller to report to, and std::terminate would be worse than the leak.
+void deallocate_in(const void* base, void* p) noexcept {
+  if (p == nullptr) return;
+  try {
+    if (heap_impl* h = find_heap_at(base)) return h->deallocate(p);
+  } catch (const std::exception&) {  // invalid_argument, or bad_alloc building its message
+  }
+  failed_deallocations.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace detail
+
+std::uint64_t allocator_failed_deallocations() noexcept {
+  return detail::failed_deallocations.load(std::memory_order_relaxed);
+}
 
 }  // namespace daxalloc

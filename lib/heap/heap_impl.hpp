@@ -58,8 +58,13 @@ class heap_impl {
   [[nodiscard]] void* allocate(std::size_t size) noexcept;
   void deallocate(void* p);
   [[nodiscard]] reservation reserve(std::size_t size) noexcept;
+  // r must be a reservation of this heap (owns() checks one from a caller).
   void cancel(reservation& r) noexcept;
   void cancel(void* p);
+  // Whether r is a reservation this heap handed out and still holds as such:
+  // a slab object of r.size's class, or a reserved run of r.size bytes whose
+  // head descriptor is still free. No lock, no write.
+  [[nodiscard]] bool owns(const reservation& r) const noexcept;
   [[nodiscard]] void* root(std::size_t size);
   void hot_add(std::uint64_t offset, std::uint64_t length);
   void hot_remove(std::uint64_t offset, std::uint64_t length);
@@ -82,6 +87,14 @@ class heap_impl {
   [[nodiscard]] const std::vector<std::string>& repairs() const noexcept { return repairs_; }
   [[nodiscard]] std::mutex& names_mutex() const noexcept { return names_mutex_; }
 
+  // This heap's id in the process (never reused) and its slot in the
+  // registry of open heaps (nr_registry_slots: none, it was full).
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] unsigned registry_slot() const noexcept { return registry_slot_; }
+  static constexpr unsigned nr_registry_slots = 64;
+  // Whether the heap with this id and slot is still open: one atomic load,
+  // (a lock when it has no slot). What a batch checks before each call.
+  [[nodiscard]] static bool is_open(std::uint64_t id, unsigned slot);
   // Called from a thread's exit: its cached objects go back to the slabs.
   void release_cache(thread_cache* cache) noexcept;
 
@@ -185,6 +198,7 @@ class heap_impl {
   alloc::page_allocator pages_;
   alloc::small_allocator small_;
   std::uint64_t id_;
+  unsigned registry_slot_ = nr_registry_slots;
   bool unclean_ = false;
   bool opened_ = false;           // marked open on the media: closing marks it clean
   bool created_ = false;          // this handle's open created the heap

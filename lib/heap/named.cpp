@@ -85,7 +85,7 @@ void* heap::named_create(std::string_view name, std::uint64_t type, std::size_t 
     throw error(errc::invalid_argument, "named object: a name must be non-empty text without NUL");
   if (count == 0 || size > std::numeric_limits<std::size_t>::max() / count)
     throw error(errc::invalid_argument, "named object '" + std::string(name) + "': bad count");
-  std::lock_guard lock(impl_->names_mutex());
+  std::lock_guard lock(live().names_mutex());
   name_table* t = table_of(*this);
   if (name_entry* e = lookup(*this, t, name)) {
     if (!find_existing)
@@ -124,7 +124,7 @@ void* heap::named_create(std::string_view name, std::uint64_t type, std::size_t 
 
 std::pair<void*, std::size_t> heap::named_find(std::string_view name, std::uint64_t type,
                                                std::size_t size) const {
-  std::lock_guard lock(impl_->names_mutex());
+  std::lock_guard lock(live().names_mutex());
   const name_entry* e = lookup(*this, table_of(*this), name);
   if (!e) return {nullptr, 0};
   check_type(*this, *e, name, type, size);
@@ -133,7 +133,7 @@ std::pair<void*, std::size_t> heap::named_find(std::string_view name, std::uint6
 
 bool heap::named_destroy(std::string_view name, std::uint64_t type, std::size_t size,
                          const std::function<void(void*, std::size_t)>& fini) {
-  std::lock_guard lock(impl_->names_mutex());
+  std::lock_guard lock(live().names_mutex());
   name_entry* e = lookup(*this, table_of(*this), name);
   if (!e) return false;
   check_type(*this, *e, name, type, size);
@@ -150,7 +150,7 @@ bool heap::named_destroy(std::string_view name, std::uint64_t type, std::size_t 
 }
 
 std::vector<heap::named_object> heap::named_objects() const {
-  std::lock_guard lock(impl_->names_mutex());
+  std::lock_guard lock(live().names_mutex());
   std::vector<named_object> out;
   if (const name_table* t = table_of(*this))
     for (std::uint64_t i = 0; i < t->capacity; ++i)

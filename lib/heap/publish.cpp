@@ -702,7 +702,7 @@ void heap_impl::publish_deferred(std::span<const reservation> reserved,
       (g.content + content > sparse::max_logged_content && !g.reserved.empty()))
     sync_locked();
   const std::size_t base = g.reserved.size();
-  g.reserved.insert(g.reserved.end(), reserved.begin(), reserved.end());
+  for (const reservation& r : reserved) g.reserved.emplace_back(r.ptr, r.size);  // the queue's now
   g.stores.insert(g.stores.end(), stores.begin(), stores.end());
   g.frees.insert(g.frees.end(), frees.begin(), frees.end());
   g.streamed.resize((g.reserved.size() + 63) / 64);
@@ -735,8 +735,15 @@ void heap_impl::sync_locked() {
 
 // ---- batch ----
 
+batch::batch(heap& h)
+    : heap_(&h.live()), heap_id_(heap_->id()), heap_slot_(heap_->registry_slot()) {
+  heap_->refuse_if_read_only("batch");
+}
+
 batch::batch(batch&& other) noexcept
     : heap_(other.heap_),
+      heap_id_(other.heap_id_),
+      heap_slot_(other.heap_slot_),
       reserved_(std::move(other.reserved_)),
       stores_(std::move(other.stores_)),
       frees_(std::move(other.frees_)),
@@ -748,7 +755,14 @@ batch::~batch() {
   cancel();
 }
 
+detail::heap_impl& batch::live() const {
+  if (!detail::heap_impl::is_open(heap_id_, heap_slot_))
+    throw error(errc::invalid_argument, "batch: its heap is closed");
+  return *heap_;
+}
+
 void batch::count_one() {
+  (void)live();
   if (size() >= max_actions)
     throw error(errc::too_large, "batch: more than " + std::to_string(max_actions) + " actions");
 }
@@ -756,17 +770,21 @@ void batch::count_one() {
 void* batch::reserve(std::size_t size) {
   count_one();
   reservation r = heap_->reserve(size);
-  reserved_.push_back(r);
-  return r.ptr;
+  if (!r)
+    throw error(errc::out_of_space, "reserve: no room for " + std::to_string(size) + " bytes");
+  reserved_.push_back(std::move(r));
+  return reserved_.back().ptr;
 }
 
-void batch::adopt(reservation& r) {
+void batch::adopt(reservation&& r) {
   if (!r)
     throw error(errc::invalid_argument,
                 "batch: adopting an empty reservation (cancelled or never made)");
   count_one();
-  reserved_.push_back(r);
-  r = {};
+  if (!heap_->owns(r))
+    throw error(errc::invalid_argument,
+                "batch: adopting a reservation that is not one of this batch's heap");
+  reserved_.push_back(std::move(r));
 }
 
 void batch::set(std::uint64_t* where, std::uint64_t value) {
@@ -775,13 +793,15 @@ void batch::set(std::uint64_t* where, std::uint64_t value) {
 }
 
 void batch::defer_free(void* p) {
+  (void)live();
+  if (p == nullptr) return;
   count_one();
   frees_.push_back(p);
 }
 
 void* batch::reserve_copy(const void* src, std::size_t size) {
   void* at = reserve(size);
-  heap_->impl_->stream(at, src, size);
+  heap_->stream(at, src, size);
   const std::size_t k = reserved_.size() - 1;
   if (streamed_.size() <= k / 64) streamed_.resize(k / 64 + 1);
   streamed_[k / 64] |= std::uint64_t{1} << (k % 64);
@@ -790,20 +810,21 @@ void* batch::reserve_copy(const void* src, std::size_t size) {
 
 void batch::publish(durability d) {
   if (d == durability::deferred)
-    heap_->impl_->publish_deferred({reserved_.data(), reserved_.size()},
-                                   {stores_.data(), stores_.size()}, {frees_.data(), frees_.size()},
-                                   {streamed_.data(), streamed_.size()});
+    live().publish_deferred({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
+                            {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()});
   else
-    heap_->impl_->publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
-                          {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()});
+    live().publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
+                   {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()});
   reserved_.clear();
   stores_.clear();
   frees_.clear();
   streamed_.clear();
 }
 
+// A closed heap took the reservations with it: nothing to give back.
 void batch::cancel() noexcept {
-  for (auto& r : reserved_) heap_->cancel(r);
+  if (!reserved_.empty() && detail::heap_impl::is_open(heap_id_, heap_slot_))
+    for (auto& r : reserved_) heap_->cancel(r);
   reserved_.clear();
   stores_.clear();
   frees_.clear();

@@ -227,16 +227,25 @@ void run(const scenario& s, std::mt19937_64& rng) {
 }
 }  // namespace
 
-// heap_impl::publish takes spans; the scenarios write their batches as lists.
-void publish(heap_impl& h, const std::vector<daxalloc::reservation>& reserved,
+// heap_impl::publish takes spans; the scenarios write their batches as lists
+// (of the reservations they name: heap_impl::publish reads them, as a batch
+// hands it its own).
+void publish(heap_impl& h,
+             std::initializer_list<std::reference_wrapper<const daxalloc::reservation>> reserved,
              const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
              const std::vector<void*>& frees, const std::vector<std::uint64_t>& streamed = {}) {
-  h.publish(reserved, stores, frees, streamed);
+  std::vector<daxalloc::reservation> named;
+  for (const daxalloc::reservation& r : reserved) named.emplace_back(r.ptr, r.size);
+  h.publish(named, stores, frees, streamed);
 }
-void publish_deferred(heap_impl& h, const std::vector<daxalloc::reservation>& reserved,
-                      const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
-                      const std::vector<void*>& frees) {
-  h.publish_deferred(reserved, stores, frees, {});
+void publish_deferred(
+    heap_impl& h,
+    std::initializer_list<std::reference_wrapper<const daxalloc::reservation>> reserved,
+    const std::vector<std::pair<std::uint64_t*, std::uint64_t>>& stores,
+    const std::vector<void*>& frees) {
+  std::vector<daxalloc::reservation> named;
+  for (const daxalloc::reservation& r : reserved) named.emplace_back(r.ptr, r.size);
+  h.publish_deferred(named, stores, frees, {});
 }
 // A reservation filled from a buffer with non-temporal stores.
 daxalloc::reservation copied_in(heap_impl& h, std::size_t size, int byte) {
@@ -244,6 +253,13 @@ daxalloc::reservation copied_in(heap_impl& h, std::size_t size, int byte) {
   auto r = h.reserve(size);
   h.stream(r.ptr, src.data(), size);
   return r;
+}
+
+// n reservations of 40 bytes, made one after the other.
+std::vector<daxalloc::reservation> reserve_40(heap_impl& h, int n) {
+  std::vector<daxalloc::reservation> out;
+  for (int i = 0; i < n; ++i) out.push_back(h.reserve(40));
+  return out;
 }
 
 std::uint64_t offset(heap_impl& h, const void* p) {
@@ -335,7 +351,7 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
        [](heap_impl& h, const auto& kept) {
          // Reserved here, so that no slab is made (a full fence) between
          // the two commits: both lanes may be left for the replay to order.
-         stash = {h.reserve(40), h.reserve(40)};
+         stash = reserve_40(h, 2);
          std::memset(stash[0].ptr, 5, 40);
          std::memset(stash[1].ptr, 7, 40);
          std::thread([&] {
@@ -349,7 +365,7 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
        },
        nullptr, nullptr,
        [](heap_impl& h, const auto& kept) {
-         stash = {h.reserve(40), h.reserve(40)};
+         stash = reserve_40(h, 2);
          std::memset(stash[0].ptr, 1, 40);
          std::memset(stash[1].ptr, 2, 40);
          publish(h, {stash[0]}, {{word(h, kept[0]), offset(h, stash[0].ptr)}}, {});
@@ -362,7 +378,7 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
        },
        nullptr, nullptr,
        [](heap_impl& h, const auto& kept) {
-         stash = {h.reserve(40), h.reserve(40), h.reserve(40)};
+         stash = reserve_40(h, 3);
          const auto publish_into = [&](std::uint64_t k) {
            std::memset(stash[k].ptr, static_cast<int>(k + 1), 40);
            publish(h, {stash[k]}, {{word(h, kept[0]) + k, offset(h, stash[k].ptr)}}, {});

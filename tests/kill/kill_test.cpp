@@ -142,7 +142,6 @@ std::uint64_t stored_checksum(const object_header* o) {
 // marks an object not placed yet.
 struct slot_value {
   std::uint64_t offset = 0, id = 0, size = 0, checksum = 0;
-  friend bool operator==(const slot_value&, const slot_value&) = default;
 };
 
 void fill(void* p, const slot_value& v) {
@@ -393,7 +392,7 @@ class workload {
       o = static_cast<object_header*>(reserved.ptr);
       fill(o, v);
       batch b(heap_);
-      b.adopt(reserved);
+      b.adopt(std::move(reserved));
       b.set(root_->slots[s], o);
       b.publish();
     }
