@@ -294,8 +294,13 @@ heap_impl::~heap_impl() {
       open_heaps[registry_slot_].store(nullptr, std::memory_order_release);
     }
   }
-  // Cached objects are free on the media already; only the marker is left
+  // Deferred batches still queued are published (close is a commit point),
+  // cached objects are free on the media already; only the marker is left
   // (not after a failed open: that leaves the media as it found it).
+  try {
+    if (opened_) sync();
+  } catch (...) {  // the queue is dropped whole, as a crash would drop it
+  }
   try {
     if (opened_) model_->set_shutdown_state(sparse::shutdown_clean);
   } catch (...) {  // nothing to report to from a destructor; the next open sees "unclean"

@@ -107,7 +107,8 @@ class heap_impl {
   // non-temporal stores (no flush needed): bit k for reserved[k].
   void publish(std::span<const reservation> reserved,
                std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
-               std::span<void* const> frees, std::span<const std::uint64_t> streamed = {});
+               std::span<void* const> frees, std::span<const std::uint64_t> streamed = {},
+               bool stores_checked = false);
   // Deferred publication (group commit): the batch is checked and queued;
   // sync() publishes every queued batch as one, with one commit fence.
   void publish_deferred(std::span<const reservation> reserved,
@@ -247,6 +248,13 @@ class heap_impl {
     std::vector<void*> frees;
     std::vector<std::uint64_t> streamed;
     std::uint64_t content = 0;
+    void clear() noexcept {
+      reserved.clear();
+      stores.clear();
+      frees.clear();
+      streamed.clear();
+      content = 0;
+    }
   };
   std::mutex group_mutex_;
   deferred_group group_;

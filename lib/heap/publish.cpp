@@ -197,7 +197,8 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
 
 void heap_impl::publish(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
-                        std::span<void* const> frees, std::span<const std::uint64_t> streamed) {
+                        std::span<void* const> frees, std::span<const std::uint64_t> streamed,
+                        bool stores_checked) {
   boost::container::small_vector<log_entry, 8> entries;
   std::uint64_t content = 0;
   for (const reservation& r : reserved) content += r.size;
@@ -226,7 +227,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
           {offset_of(r.ptr) | std::uint64_t{sparse::log_content} << sparse::log_op_shift, r.size});
   }
   for (const auto& [where, value] : stores) {
-    if (!heap_word(where))
+    if (!stores_checked && !heap_word(where))
       throw error(errc::invalid_argument,
                   "publish: a store target is not an aligned 8-byte word inside the heap's memory");
     entries.push_back({offset_of(where), value});
@@ -721,14 +722,14 @@ void heap_impl::sync() {
 void heap_impl::sync_locked() {
   deferred_group& g = group_;
   if (g.reserved.empty() && g.stores.empty() && g.frees.empty()) return;
-  deferred_group taken = std::move(g);
-  g = {};
   try {
-    publish(taken.reserved, taken.stores, taken.frees, taken.streamed);
+    publish(g.reserved, g.stores, g.frees, g.streamed, true);
   } catch (...) {
-    for (reservation& r : taken.reserved) cancel(r);  // the queue is dropped whole
+    for (reservation& r : g.reserved) cancel(r);  // the queue is dropped whole
+    g.clear();
     throw;
   }
+  g.clear();  // (keeping the vectors' room for the next queue)
 }
 
 }  // namespace detail
