@@ -74,7 +74,9 @@ TEST_CASE("errc maps to the std::errc of the same meaning") {
       {errc::unsupported, std::errc::not_supported},
       {errc::read_only, std::errc::read_only_file_system},
   };
-  for (auto [ours, posix] : same) {
+  for (const auto& entry : same) {
+    const errc ours = entry.first;  // (not a structured binding: clang 14 cannot capture one)
+    const std::errc posix = entry.second;
     CAPTURE(daxalloc::to_string(ours));
     const std::error_code ec = ours;
     CHECK(ec == posix);
