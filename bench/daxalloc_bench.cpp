@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <immintrin.h>
 #include <jemalloc/jemalloc.h>
+#include <libpmem.h>
 #include <libpmemobj.h>
 #include <memkind.h>
 #include <mimalloc.h>
@@ -1370,6 +1371,55 @@ void measure_api(api_result& out, std::size_t calls, std::size_t objects_per_cal
   out.us_per_call.push_back((t1 - t0) / static_cast<double>(calls) * 1e6);
 }
 
+// What one fence waits for on this host, by how the lines were written:
+// stores + CLWB (pmem_flush) or non-temporal stores (pmem_memcpy with
+// PMEM_F_MEM_NONTEMPORAL), then SFENCE (pmem_drain); fresh lines each time,
+// in a file on the region's file system, as daxalloc writes its lanes.
+void write_back_cost() {
+  constexpr std::size_t bytes = 64 * MiB, calls = 100000;
+  const removed_at_exit file{fresh("writeback.bin")};
+  const int fd = ::open(file.path.c_str(), O_CREAT | O_RDWR, 0600);
+  if (fd < 0 || ftruncate(fd, bytes) != 0) throw std::runtime_error("write-back file");
+  void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) throw std::runtime_error("write-back mapping");
+  auto* base = static_cast<std::byte*>(map);
+  std::memset(base, 1, bytes);
+  alignas(64) std::array<std::byte, 16 * 64> src{};
+  table t{{"lines per fence", "stores + CLWB + SFENCE (ns)", "non-temporal + SFENCE (ns)",
+           "non-temporal ÷ CLWB"},
+          {}};
+  for (std::size_t lines : {1, 2, 4, 16}) {
+    std::vector<double> clwb, nt;
+    for (int r = 0; r < cfg.reps(); ++r) {
+      double t0 = thread_cpu();
+      for (std::size_t i = 0; i < calls; ++i) {
+        std::byte* at = base + (i * 4096) % bytes;
+        for (std::size_t l = 0; l < lines; ++l) at[l * 64] = static_cast<std::byte>(i);
+        pmem_flush(at, lines * 64);
+        pmem_drain();
+      }
+      double t1 = thread_cpu();
+      for (std::size_t i = 0; i < calls; ++i) {
+        src[0] = static_cast<std::byte>(i);
+        pmem_memcpy(base + (i * 4096) % bytes, src.data(), lines * 64,
+                    PMEM_F_MEM_NONTEMPORAL | PMEM_F_MEM_NODRAIN);
+        pmem_drain();
+      }
+      double t2 = thread_cpu();
+      clwb.push_back((t1 - t0) / calls * 1e9);
+      nt.push_back((t2 - t1) / calls * 1e9);
+    }
+    t.rows.push_back({std::to_string(lines), fmt(median(clwb)), fmt(median(nt)),
+                      ratio(median(nt), median(clwb))});
+  }
+  munmap(map, bytes);
+  std::printf("Write-back cost on this host (medians of %d runs of %zu fences):\n\n", cfg.reps(),
+              calls);
+  t.print();
+  std::printf("\n");
+}
+
 void bench_fences() {
   std::printf("## 4. flushes and fences per call, per daxalloc API\n\n");
   std::printf(
@@ -1378,6 +1428,7 @@ void bench_fences() {
       "1000 calls per run (128 for 1 MiB), batches of 16 objects; time = CPU microseconds per "
       "call, median of %d runs. No other thread uses the heap.\n\n",
       cfg.reps());
+  write_back_cost();
   auto h = make_heap(fresh("fences.heap"), 512 * MiB);
   auto* root = h.root<churn_root>();
   constexpr std::size_t group = 16;
