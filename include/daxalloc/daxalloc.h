@@ -1,0 +1,261 @@
+/* daxalloc's C ABI: the heap, batches and the publish API for C (and, through
+ * C, for Rust, Go, Zig, ...). docs/c-api.md describes it in full.
+ *
+ *   daxalloc_heap_t* h;
+ *   daxalloc_create_options_t o = {0};
+ *   o.size = 1 << 30;
+ *   if (daxalloc_open_or_create("/mnt/pmem/kv", &o, NULL, &h, NULL) != DAXALLOC_OK) {
+ *     fprintf(stderr, "%s\n", daxalloc_errormsg());
+ *     return 1;
+ *   }
+ *   uint64_t* head;                             // a slot: an offset from the heap's base
+ *   daxalloc_root(h, sizeof *head, (void**)&head);
+ *   daxalloc_allocate_publish_copy(h, head, value, n, DAXALLOC_IMMEDIATE, NULL);
+ *   daxalloc_close(h);
+ *
+ * Errors: every function returns a daxalloc_errc_t (DAXALLOC_OK, 0, on
+ * success) and hands its results back through out-parameters, which are left
+ * untouched on failure. daxalloc_errormsg() gives the full message of the
+ * calling thread's last failure. No C++ exception crosses this interface.
+ *
+ * Slots: an 8-byte word (uint64_t, 8-byte aligned, inside the heap) that
+ * holds the offset of an object from the heap's base, 0 for none (offset 0 is
+ * the heap's header, never an object). Offsets stay valid wherever the heap is
+ * mapped; daxalloc_slot_load and daxalloc_at turn them into pointers.
+ *
+ * Threads: the functions on one daxalloc_heap_t may be called from any number
+ * of threads at once, except daxalloc_close, which needs the heap quiet (no
+ * call in flight, no batch in use). A daxalloc_batch_t is used by one thread
+ * at a time. daxalloc_errormsg() is per thread.
+ *
+ * Link with `pkg-config --cflags --libs daxalloc-c` (a C compiler); the
+ * `daxalloc` package is the C++20 one. */
+#ifndef DAXALLOC_DAXALLOC_H
+#define DAXALLOC_DAXALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The error codes: daxalloc::errc (daxalloc/error.hpp), value for value. */
+typedef enum daxalloc_errc {
+  DAXALLOC_OK = 0,
+  DAXALLOC_E_INVALID_ARGUMENT = 1,     /* a caller passed something that can never work */
+  DAXALLOC_E_NOT_FOUND = 2,            /* no such file or device */
+  DAXALLOC_E_PERMISSION_DENIED = 3,    /* the OS refused access */
+  DAXALLOC_E_IS_DIRECTORY = 4,         /* a directory where a file or device was expected */
+  DAXALLOC_E_NOT_DAX = 5,              /* DAX (MAP_SYNC or devdax) required but absent */
+  DAXALLOC_E_MAP_SYNC_UNSUPPORTED = 6, /* the file system refused MAP_SYNC */
+  DAXALLOC_E_MISALIGNED = 7,           /* offset, size or address not suitably aligned */
+  DAXALLOC_E_TOO_SMALL = 8,            /* region too small for what was asked */
+  DAXALLOC_E_TOO_LARGE = 9,            /* beyond the device or reserved range; a full batch */
+  DAXALLOC_E_ALREADY_EXISTS = 10,      /* creating over a heap; overlapping a present span */
+  DAXALLOC_E_BUSY = 11,                /* the heap is open elsewhere (lock held) */
+  DAXALLOC_E_NOT_PRESENT = 12,         /* removing or using a span that is not present */
+  DAXALLOC_E_IN_USE = 13,              /* removing a span that still holds allocations */
+  DAXALLOC_E_OUT_OF_SPACE = 14,        /* no free memory in the heap (or in the process) */
+  DAXALLOC_E_CORRUPT = 15,             /* media content fails a check */
+  DAXALLOC_E_NEWER_FORMAT = 16,        /* made by a newer daxalloc */
+  DAXALLOC_E_GEOMETRY_MISMATCH = 17,   /* open asked for a geometry the heap does not have */
+  DAXALLOC_E_IO_ERROR = 18,            /* a system call failed for another reason */
+  DAXALLOC_E_UNSUPPORTED = 19,         /* not possible on this kind of region */
+  DAXALLOC_E_OLDER_FORMAT = 20,        /* made by an older daxalloc this one cannot read */
+  DAXALLOC_E_READ_ONLY = 21,           /* a call that writes, on a heap opened read-only */
+  /* Not in daxalloc::errc: the library failed in a way it has no code for
+   * (an exception other than daxalloc::error); the message names it. */
+  DAXALLOC_E_UNEXPECTED = 1000
+} daxalloc_errc_t;
+
+typedef struct daxalloc_heap daxalloc_heap_t;
+typedef struct daxalloc_batch daxalloc_batch_t;
+
+typedef enum daxalloc_persistence_mode {
+  DAXALLOC_PERSIST_AUTOMATIC = 0, /* what the region supports (the default) */
+  DAXALLOC_PERSIST_CACHE_FLUSH = 1,
+  DAXALLOC_PERSIST_MSYNC = 2,
+  DAXALLOC_PERSIST_NONE = 3
+} daxalloc_persistence_mode_t;
+
+/* When a publication is durable: when the call returns, or at the next
+ * daxalloc_sync() (group commit). */
+typedef enum daxalloc_durability {
+  DAXALLOC_IMMEDIATE = 0,
+  DAXALLOC_DEFERRED = 1
+} daxalloc_durability_t;
+
+typedef enum daxalloc_open_outcome {
+  DAXALLOC_OPENED_CLEAN = 0,     /* the heap was closed cleanly */
+  DAXALLOC_OPENED_RECOVERED = 1, /* recovered after an unclean shutdown */
+  DAXALLOC_OPENED_REPAIRED = 2,  /* repaired (daxalloc_open_options_t.repair) */
+  DAXALLOC_OPENED_CREATED = 3    /* this handle created it */
+} daxalloc_open_outcome_t;
+
+/* Zero-filled is the default for every field but size. */
+typedef struct daxalloc_create_options {
+  uint64_t size;                    /* bytes present after create (rounded up to 2 MiB) */
+  uint64_t max_size;                /* address range reserved for growth; 0: 1 TiB */
+  unsigned section_size_bits;       /* 27..30; 0: 27 (128 MiB sections) */
+  daxalloc_persistence_mode_t mode; /* 0: automatic */
+  int overwrite;                    /* devdax: replace an existing heap */
+} daxalloc_create_options_t;
+
+/* Zero-filled (or a NULL pointer) is the default. */
+typedef struct daxalloc_open_options {
+  unsigned section_size_bits;       /* 0 accepts any; else the heap must have it */
+  daxalloc_persistence_mode_t mode; /* 0: automatic */
+  int repair;                       /* quarantine damaged pageblocks instead of refusing */
+  int wait_for_lock;                /* wait while another handle has the heap */
+} daxalloc_open_options_t;
+
+/* The main counters of daxalloc::heap_stats. */
+typedef struct daxalloc_stats {
+  uint64_t present_bytes;   /* present subsections, metadata included */
+  uint64_t usable_bytes;    /* present minus head and memmap */
+  uint64_t metadata_bytes;  /* head + memmap */
+  uint64_t allocated_bytes; /* durable allocations, at their class or page-rounded size */
+  uint64_t allocated_objects;
+  uint64_t free_bytes; /* pages the page allocator can hand out */
+  uint64_t largest_free_bytes;
+  double fragmentation;  /* 1 - largest_free / free */
+  uint64_t slab_bytes;   /* pages held by slabs */
+  uint64_t extent_bytes; /* pages held by large objects */
+  uint64_t pageblocks_by_migratetype[8];
+  uint64_t thread_flushes;  /* the calling thread's cache lines flushed, */
+  uint64_t thread_fences;   /* fences, */
+  uint64_t thread_msyncs;   /* msync calls */
+  uint64_t thread_streamed; /* and lines written with non-temporal stores */
+  int unclean_shutdown;     /* the last close before this open did not happen */
+} daxalloc_stats_t;
+
+/* ---- errors ---- */
+
+/* The message of the calling thread's last failed call ("" before the
+ * first); valid until this thread's next failing call. */
+const char* daxalloc_errormsg(void);
+/* The code's name: "already_exists"; "unknown" for a value not in the enum. */
+const char* daxalloc_strerror(int code);
+/* The library's version, "MAJOR.MINOR.PATCH". */
+const char* daxalloc_version(void);
+
+/* ---- opening and closing ---- */
+
+int daxalloc_create(const char* path, const daxalloc_create_options_t* options,
+                    daxalloc_heap_t** heap);
+int daxalloc_open(const char* path, const daxalloc_open_options_t* options, daxalloc_heap_t** heap);
+/* Read-only: shared with other read-only handles, nothing written, no
+ * recovery. Every call that writes is DAXALLOC_E_READ_ONLY. */
+int daxalloc_open_read_only(const char* path, const daxalloc_open_options_t* options,
+                            daxalloc_heap_t** heap);
+/* Opens the heap, or creates it when there is none, without a race;
+ * *created (if not NULL) is 1 when this call created it. */
+int daxalloc_open_or_create(const char* path, const daxalloc_create_options_t* create_options,
+                            const daxalloc_open_options_t* open_options, daxalloc_heap_t** heap,
+                            int* created);
+/* Records a clean shutdown (read-write) and frees the handle, whatever it
+ * returns. NULL is a no-op. */
+int daxalloc_close(daxalloc_heap_t* heap);
+int daxalloc_outcome(const daxalloc_heap_t* heap, daxalloc_open_outcome_t* outcome);
+int daxalloc_is_read_only(const daxalloc_heap_t* heap, int* read_only);
+
+/* ---- the mapping ---- */
+
+int daxalloc_base(const daxalloc_heap_t* heap, void** base);
+int daxalloc_size(const daxalloc_heap_t* heap, size_t* size);
+/* DAXALLOC_E_INVALID_ARGUMENT for a pointer outside the mapping. */
+int daxalloc_offset_of(const daxalloc_heap_t* heap, const void* pointer, uint64_t* offset);
+/* DAXALLOC_E_INVALID_ARGUMENT for an offset outside the mapping; 0 gives NULL. */
+int daxalloc_at(const daxalloc_heap_t* heap, uint64_t offset, void** pointer);
+/* The object a slot points to (NULL for 0). */
+int daxalloc_slot_load(const daxalloc_heap_t* heap, const uint64_t* slot, void** object);
+/* The slot's size in a slab, an extent's size, else 0. */
+int daxalloc_usable_size(const daxalloc_heap_t* heap, const void* pointer, size_t* size);
+
+/* ---- durable allocation ---- */
+
+/* Recorded on the media when it returns; a leak if never linked. */
+int daxalloc_allocate(daxalloc_heap_t* heap, size_t size, void** object);
+/* NULL is a no-op. */
+int daxalloc_deallocate(daxalloc_heap_t* heap, void* object);
+
+/* ---- volatile reservations ---- */
+
+/* Yours until cancelled or adopted by a batch; a crash forgets it. */
+int daxalloc_reserve(daxalloc_heap_t* heap, size_t size, void** object);
+int daxalloc_cancel(daxalloc_heap_t* heap, void* object);
+
+/* ---- batches: all of their actions, or none ---- */
+
+int daxalloc_batch_new(daxalloc_heap_t* heap, daxalloc_batch_t** batch);
+/* Volatile memory that becomes allocated at publish. */
+int daxalloc_batch_reserve(daxalloc_batch_t* batch, size_t size, void** object);
+/* The same, filled with a copy of src by non-temporal stores. */
+int daxalloc_batch_reserve_copy(daxalloc_batch_t* batch, const void* src, size_t size,
+                                void** object);
+/* Takes over a reservation made with daxalloc_reserve(size). */
+int daxalloc_batch_adopt(daxalloc_batch_t* batch, void* object, size_t size);
+/* An 8-byte store into the heap, applied at publish (to fill a slot, store
+ * the object's offset: daxalloc_offset_of). */
+int daxalloc_batch_set(daxalloc_batch_t* batch, uint64_t* where, uint64_t value);
+/* Frees an allocated object at publish; NULL is a no-op. */
+int daxalloc_batch_defer_free(daxalloc_batch_t* batch, void* object);
+/* Makes every action durable at once (DAXALLOC_IMMEDIATE), or queues them for
+ * the next daxalloc_sync() (DAXALLOC_DEFERRED). The batch is empty afterwards
+ * and may be reused; on failure it is unchanged. */
+int daxalloc_batch_publish(daxalloc_batch_t* batch, daxalloc_durability_t durability);
+/* Gives back the reservations and forgets every action; the batch is empty. */
+int daxalloc_batch_cancel(daxalloc_batch_t* batch);
+int daxalloc_batch_size(const daxalloc_batch_t* batch, size_t* actions);
+/* Cancels what is unpublished and frees the batch. NULL is a no-op. */
+void daxalloc_batch_free(daxalloc_batch_t* batch);
+
+/* ---- publication into slots ---- */
+
+/* Allocates size bytes, runs init(object, arg) on them (NULL: zero-filled),
+ * and stores the object's offset into *slot (a word inside the heap), all or
+ * nothing. init must return normally. *object (if not NULL) is the object. */
+int daxalloc_allocate_publish(daxalloc_heap_t* heap, uint64_t* slot, size_t size,
+                              void (*init)(void* object, void* arg), void* arg,
+                              daxalloc_durability_t durability, void** object);
+/* The same, the object filled with a copy of src (non-temporal stores). */
+int daxalloc_allocate_publish_copy(daxalloc_heap_t* heap, uint64_t* slot, const void* src,
+                                   size_t size, daxalloc_durability_t durability, void** object);
+/* Frees the object *slot points to and sets *slot to 0, all or nothing; a
+ * slot holding 0 is a no-op. */
+int daxalloc_free_clear(daxalloc_heap_t* heap, uint64_t* slot, daxalloc_durability_t durability);
+/* Publishes every deferred batch queued so far (any thread's) with one fence. */
+int daxalloc_sync(daxalloc_heap_t* heap);
+
+/* ---- the root object ---- */
+
+/* Created zero-filled on first use, found again after reopen;
+ * DAXALLOC_E_INVALID_ARGUMENT when the stored root has another size. */
+int daxalloc_root(daxalloc_heap_t* heap, size_t size, void** root);
+
+/* ---- making your own stores durable ---- */
+
+int daxalloc_persist(const daxalloc_heap_t* heap, const void* address, size_t length);
+int daxalloc_flush(const daxalloc_heap_t* heap, const void* address, size_t length);
+int daxalloc_drain(const daxalloc_heap_t* heap);
+int daxalloc_memcpy_persist(const daxalloc_heap_t* heap, void* destination, const void* source,
+                            size_t length);
+
+/* ---- growth, statistics, checking ---- */
+
+/* 2 MiB-aligned spans of byte offsets, all or nothing. */
+int daxalloc_hot_add(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
+int daxalloc_hot_remove(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
+int daxalloc_stats(const daxalloc_heap_t* heap, daxalloc_stats_t* stats);
+/* Checks every invariant: *problems is the number of violations; their
+ * descriptions, one a line, go into message (NUL-terminated, truncated to
+ * message_size; message may be NULL when message_size is 0). */
+int daxalloc_check(const daxalloc_heap_t* heap, size_t* problems, char* message,
+                   size_t message_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DAXALLOC_DAXALLOC_H */
