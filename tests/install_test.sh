@@ -3,7 +3,8 @@
 # builds a storage-engine-like program against it with nothing but
 # `pkg-config --cflags --libs daxalloc` (no -std of its own: the flags carry
 # C++20), builds one against the umbrella header and checks its version
-# macros, checks that an older standard is refused with a clear message, and
+# macros, checks that an older standard is refused with a clear message,
+# builds and runs a C11 program with `pkg-config --cflags --libs daxalloc-c`, and
 # runs the installed `daxalloc` tool without LD_LIBRARY_PATH (its run path
 # finds the installed library).
 # Usage: install_test.sh BUILD_DIR SOURCE_DIR
@@ -66,6 +67,21 @@ if out=$(c++ -fsyntax-only $(pkg-config --cflags daxalloc) -std=c++17 "$stage/um
 fi
 echo "$out" | grep -q "need C++20 or later" || { echo "FAIL: C++17 refused without the message:"; echo "$out" | head -5; exit 1; }
 echo "PASS: C++17 is refused with a clear #error"
+
+# The C ABI with a C compiler and nothing but `pkg-config daxalloc-c`: its
+# flags carry no C++ standard, and the C11 test of every function builds
+# (-std=c11 -Wall -Wextra -Werror) and runs against the installed library.
+cflags=$(pkg-config --cflags --libs daxalloc-c)
+echo "pkg-config --cflags --libs daxalloc-c: $cflags"
+case " $cflags " in
+  *" -std="*) echo "FAIL: pkg-config daxalloc-c carries a -std flag"; exit 1 ;;
+esac
+[ "$sanitize" = none ] || cflags="$cflags -fsanitize=$sanitize"
+[ -f "$(dirname "$pc")/daxalloc-c.pc" ] || { echo "FAIL: no daxalloc-c.pc installed"; exit 1; }
+cp "$source/tests/c/api_test.c" "$source/tests/c/c_test.h" "$stage/"
+cc -std=c11 -Wall -Wextra -Werror "$stage/api_test.c" $cflags -o "$stage/c_engine"
+LD_LIBRARY_PATH=$libdir "$stage/c_engine" >/dev/null
+echo "PASS: a C11 program built with pkg-config daxalloc-c and ran against the installed library"
 
 # The installed tool, from the custom prefix, with no LD_LIBRARY_PATH.
 tool=$(find "$stage" -path '*/bin/daxalloc' -type f | head -n 1)
