@@ -122,8 +122,9 @@ static void mapping(daxalloc_heap_t* h) {
   EXPECT_CODE(daxalloc_size(h, NULL), DAXALLOC_E_INVALID_ARGUMENT);
   EXPECT_CODE(daxalloc_usable_size(NULL, p, &usable), DAXALLOC_E_INVALID_ARGUMENT);
 
-  uint64_t* slot = NULL;
-  EXPECT_OK(daxalloc_allocate(h, 8, (void**)&slot));
+  void* slot_memory = NULL;
+  EXPECT_OK(daxalloc_allocate(h, 8, &slot_memory));
+  uint64_t* slot = slot_memory;
   *slot = offset;
   void* loaded = NULL;
   EXPECT_OK(daxalloc_slot_load(h, slot, &loaded));
@@ -177,8 +178,9 @@ static void batches(daxalloc_heap_t* h, struct root* root) {
   EXPECT_OK(daxalloc_batch_size(b, &actions));
   EXPECT(actions == 0);
 
-  uint64_t* node = NULL;
-  EXPECT_OK(daxalloc_batch_reserve(b, 64, (void**)&node));
+  void* node_memory = NULL;
+  EXPECT_OK(daxalloc_batch_reserve(b, 64, &node_memory));
+  uint64_t* node = node_memory;
   node[0] = 42;
   const char text[] = "copied in";
   void* copy = NULL;
@@ -312,8 +314,9 @@ static void the_rest(daxalloc_heap_t* h) {
   EXPECT_OK(daxalloc_root(h, sizeof(struct root), &again));
   EXPECT_CODE(daxalloc_root(h, 2 * sizeof(struct root), &again), DAXALLOC_E_INVALID_ARGUMENT);
 
-  char* p = NULL;
-  EXPECT_OK(daxalloc_allocate(h, 128, (void**)&p));
+  void* memory = NULL;
+  EXPECT_OK(daxalloc_allocate(h, 128, &memory));
+  char* p = memory;
   memset(p, 3, 128);
   EXPECT_OK(daxalloc_flush(h, p, 64));
   EXPECT_OK(daxalloc_flush(h, p + 64, 64));
@@ -369,8 +372,9 @@ static void read_only(const char* path) {
   EXPECT_OK(daxalloc_open_read_only(path, NULL, &reader));
   EXPECT_OK(daxalloc_close(reader));
 
-  struct root* root = NULL;
-  EXPECT_OK(daxalloc_root(h, sizeof *root, (void**)&root));
+  void* root_memory = NULL;
+  EXPECT_OK(daxalloc_root(h, sizeof(struct root), &root_memory));
+  struct root* root = root_memory;
   EXPECT(root->count == 3 && root->list != 0 && root->other != 0);
   void* object = NULL;
   EXPECT_OK(daxalloc_slot_load(h, &root->list, &object));
@@ -410,8 +414,9 @@ int main(void) {
   co.size = 16 * MiB;
   co.max_size = 1024 * MiB;
   EXPECT_OK(daxalloc_create(path, &co, &h));
-  struct root* root = NULL;
-  EXPECT_OK(daxalloc_root(h, sizeof *root, (void**)&root));
+  void* root_memory = NULL;
+  EXPECT_OK(daxalloc_root(h, sizeof(struct root), &root_memory));
+  struct root* root = root_memory;
   EXPECT(root->list == 0 && root->count == 0);
   mapping(h);
   allocation(h);

@@ -58,8 +58,9 @@ static struct header random_object(uint64_t* rng) {
 static void publish_forever(const char* path, uint64_t seed) {
   daxalloc_heap_t* h = NULL;
   if (daxalloc_open(path, NULL, &h) != DAXALLOC_OK) _exit(2);
-  struct root* root = NULL;
-  if (daxalloc_root(h, sizeof *root, (void**)&root) != DAXALLOC_OK) _exit(2);
+  void* root_memory = NULL;
+  if (daxalloc_root(h, sizeof(struct root), &root_memory) != DAXALLOC_OK) _exit(2);
+  struct root* root = root_memory;
   static unsigned char buffer[MAX_OBJECT];
   uint64_t rng = seed;
   for (;;) {
@@ -140,12 +141,14 @@ static int verify(const char* path, unsigned round) {
     fprintf(stderr, "round %u: check() found %zu problems:\n%s", round, problems, message);
     exit(1);
   }
-  struct root* root = NULL;
-  EXPECT_OK(daxalloc_root(h, sizeof *root, (void**)&root));
+  void* root_memory = NULL;
+  EXPECT_OK(daxalloc_root(h, sizeof(struct root), &root_memory));
+  struct root* root = root_memory;
   size_t live = 0;
   for (unsigned i = 0; i < SLOTS; ++i) {
-    unsigned char* object = NULL;
-    EXPECT_OK(daxalloc_slot_load(h, &root->slot[i], (void**)&object));
+    void* loaded = NULL;
+    EXPECT_OK(daxalloc_slot_load(h, &root->slot[i], &loaded));
+    const unsigned char* object = loaded;
     if (object == NULL) continue;
     ++live;
     struct header o;
