@@ -88,7 +88,9 @@ int guarded(const char* function, Body&& body) noexcept {
     std::forward<Body>(body)();
     return DAXALLOC_OK;
   } catch (const error& e) {
-    return fail(static_cast<int>(e.code_value()), "", e.what());
+    // An error that claims success would read as one in C.
+    const int code = static_cast<int>(e.code_value());
+    return fail(code != DAXALLOC_OK ? code : DAXALLOC_E_UNEXPECTED, "", e.what());
   } catch (const std::bad_alloc&) {
     return fail(DAXALLOC_E_OUT_OF_SPACE, function, ": out of process memory");
   } catch (const std::system_error& e) {

@@ -37,11 +37,17 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+/* C++ gives the enums int as their type, the size C gives them, so that any
+ * int a C caller passes (an out-of-range one is refused with
+ * DAXALLOC_E_INVALID_ARGUMENT) is a valid value on the C++ side. */
+#define DAXALLOC_ENUM_TYPE : int
 extern "C" {
+#else
+#define DAXALLOC_ENUM_TYPE
 #endif
 
 /* The error codes: daxalloc::errc (daxalloc/error.hpp), value for value. */
-typedef enum daxalloc_errc {
+typedef enum daxalloc_errc DAXALLOC_ENUM_TYPE {
   DAXALLOC_OK = 0,
   DAXALLOC_E_INVALID_ARGUMENT = 1,     /* a caller passed something that can never work */
   DAXALLOC_E_NOT_FOUND = 2,            /* no such file or device */
@@ -72,7 +78,7 @@ typedef enum daxalloc_errc {
 typedef struct daxalloc_heap daxalloc_heap_t;
 typedef struct daxalloc_batch daxalloc_batch_t;
 
-typedef enum daxalloc_persistence_mode {
+typedef enum daxalloc_persistence_mode DAXALLOC_ENUM_TYPE {
   DAXALLOC_PERSIST_AUTOMATIC = 0, /* what the region supports (the default) */
   DAXALLOC_PERSIST_CACHE_FLUSH = 1,
   DAXALLOC_PERSIST_MSYNC = 2,
@@ -81,12 +87,12 @@ typedef enum daxalloc_persistence_mode {
 
 /* When a publication is durable: when the call returns, or at the next
  * daxalloc_sync() (group commit). */
-typedef enum daxalloc_durability {
+typedef enum daxalloc_durability DAXALLOC_ENUM_TYPE {
   DAXALLOC_IMMEDIATE = 0,
   DAXALLOC_DEFERRED = 1
 } daxalloc_durability_t;
 
-typedef enum daxalloc_open_outcome {
+typedef enum daxalloc_open_outcome DAXALLOC_ENUM_TYPE {
   DAXALLOC_OPENED_CLEAN = 0,     /* the heap was closed cleanly */
   DAXALLOC_OPENED_RECOVERED = 1, /* recovered after an unclean shutdown */
   DAXALLOC_OPENED_REPAIRED = 2,  /* repaired (daxalloc_open_options_t.repair) */
@@ -257,5 +263,7 @@ int daxalloc_check(const daxalloc_heap_t* heap, size_t* problems, char* message,
 #ifdef __cplusplus
 }
 #endif
+
+#undef DAXALLOC_ENUM_TYPE
 
 #endif /* DAXALLOC_DAXALLOC_H */
