@@ -129,14 +129,13 @@ reservation heap::reserve(std::size_t size, std::error_code& ec) noexcept {
   return into_error_code(ec, [&] { return reserve(size); });
 }
 void heap::cancel(reservation& r) {
-  detail::heap_impl& h = live();
-  if (!r) return;
-  if (!h.owns(r)) [[unlikely]]
-    throw error(errc::invalid_argument,
-                "cancel: the reservation of " + std::to_string(r.size) + " bytes at " +
-                    std::to_string(reinterpret_cast<std::uintptr_t>(r.ptr)) +
-                    " is not one this heap handed out (another heap's, or cancelled already)");
-  h.cancel(r);
+  if (impl_ && (!r || impl_->cancel_owned(r))) [[likely]]
+    return;
+  (void)live();  // throws for an empty handle
+  throw error(errc::invalid_argument,
+              "cancel: the reservation of " + std::to_string(r.size) + " bytes at " +
+                  std::to_string(reinterpret_cast<std::uintptr_t>(r.ptr)) +
+                  " is not one this heap handed out (another heap's, or cancelled already)");
 }
 void heap::cancel(void* p) {
   if (impl_) [[likely]]

@@ -523,20 +523,45 @@ void heap_impl::cancel(reservation& r) noexcept {
   else
     pages_.free(
         static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()) / page_size,
-        r.size / page_size);
+        (r.size + page_size - 1) / page_size);
   r = {};
 }
 
+// A reservation this heap handed out: the size reserve returned or the size
+// asked for (as sdallocx takes it), either naming the object's class or its
+// extent's pages.
 bool heap_impl::owns(const reservation& r) const noexcept {
   if (r.size <= max_small_size) {
     const int cls = small_.class_of(r.ptr);  // -1 outside this heap's slabs
-    return cls >= 0 && size_classes[cls].size == r.size;
+    return cls >= 0 && static_cast<unsigned>(cls) == size_class_of(r.size);
   }
   const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base());
   return model_->media().contains(r.ptr, r.size) && offset % page_size == 0 &&
-         r.size % page_size == 0 &&
-         pages_.allocated_length(offset / page_size) == r.size / page_size &&
+         pages_.allocated_length(offset / page_size) == (r.size + page_size - 1) / page_size &&
          model_->pfn_to_page(offset / page_size)->load() == 0;
+}
+
+// cancel(r) after owns(r), the common case inline: a slab object goes on
+// top of this thread's cache, as cancel(void*) puts it.
+bool heap_impl::cancel_owned(reservation& r) noexcept {
+  if (r.size <= max_small_size) {
+    const int cls = small_.class_of(r.ptr);
+    if (cls < 0 || static_cast<unsigned>(cls) != size_class_of(r.size)) [[unlikely]]
+      return false;
+    if (tls_last.heap_id == id_) [[likely]] {
+      thread_cache::bin& b = tls_last.cache->bins[cls];
+      if (b.top != b.limit) [[likely]] {
+        *b.top++ = r.ptr;
+        r = {};
+        return true;
+      }
+    }
+    cancel(r);
+    return true;
+  }
+  if (!owns(r)) return false;
+  cancel(r);
+  return true;
 }
 
 // Free by pointer alone: the size class from the slab table, no lock.

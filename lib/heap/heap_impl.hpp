@@ -65,6 +65,8 @@ class heap_impl {
   // a slab object of r.size's class, or a reserved run of r.size bytes whose
   // head descriptor is still free. No lock, no write.
   [[nodiscard]] bool owns(const reservation& r) const noexcept;
+  // cancel(r) if owns(r); false (and nothing done) if not.
+  [[nodiscard]] bool cancel_owned(reservation& r) noexcept;
   [[nodiscard]] void* root(std::size_t size);
   void hot_add(std::uint64_t offset, std::uint64_t length);
   void hot_remove(std::uint64_t offset, std::uint64_t length);
