@@ -75,8 +75,9 @@ class batch {
   [[nodiscard]] T* make(Args&&... args) {
     return ::new (reserve(sizeof(T))) T(std::forward<Args>(args)...);
   }
-  // reserve(size), filled with a copy of src by non-temporal stores (the
-  // engine's value already sits in a buffer: no constructor, no flush).
+  // reserve(size), filled with a copy of src (the engine's value already
+  // sits in a buffer: no constructor). From 256 bytes up the copy is made
+  // with non-temporal stores and publish does not flush it again.
   [[nodiscard]] void* reserve_copy(const void* src, std::size_t size);
   // An 8-byte store inside the heap, applied atomically with the batch.
   void set(std::uint64_t* where, std::uint64_t value);
@@ -110,7 +111,11 @@ class batch {
   }
 
  private:
+  friend class heap;
   void count_one();
+  // reserve_copy, and publish stages the lane's copy from src (which must
+  // not change until then: heap::allocate_publish publishes at once).
+  [[nodiscard]] void* reserve_copy_staged(const void* src, std::size_t size);
   // The batch's heap, if it is still open (else errc::invalid_argument).
   [[nodiscard]] detail::heap_impl& live() const;
 
@@ -123,6 +128,7 @@ class batch {
   boost::container::small_vector<std::pair<std::uint64_t*, std::uint64_t>, 2> stores_;
   boost::container::small_vector<void*, 2> frees_;
   boost::container::small_vector<std::uint64_t, 1> streamed_;  // bit k: reserved_[k] copied in
+  boost::container::small_vector<const void*, 1> sources_;     // [k]: what reserved_[k] copied
 };
 
 // Allocates `size` bytes, runs ctor(object) on them, and stores the object's
@@ -142,7 +148,8 @@ T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor, durabili
 template <class T>
 T* heap::allocate_publish(pptr<T>& dest, const void* src, std::size_t size, durability d) {
   batch b(*this);
-  T* object = static_cast<T*>(b.reserve_copy(src, size));
+  T* object = static_cast<T*>(d == durability::immediate ? b.reserve_copy_staged(src, size)
+                                                         : b.reserve_copy(src, size));
   b.set(dest, object);
   b.publish(d);
   return object;

@@ -106,11 +106,13 @@ class heap_impl {
   // (fence_window). Then hand the freed objects back. Throws before anything
   // is written when an action is invalid or the batch is too large.
   // `streamed` marks reserved objects whose bytes were copied in with
-  // non-temporal stores (no flush needed): bit k for reserved[k].
+  // non-temporal stores (no flush needed): bit k for reserved[k]; a
+  // non-null sources[k] holds the same bytes as reserved[k], and the lane's
+  // copy is staged from it.
   void publish(std::span<const reservation> reserved,
                std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                std::span<void* const> frees, std::span<const std::uint64_t> streamed = {},
-               bool stores_checked = false);
+               bool stores_checked = false, std::span<const void* const> sources = {});
   // Deferred publication (group commit): the batch is checked and queued;
   // sync() publishes every queued batch as one, with one commit fence.
   void publish_deferred(std::span<const reservation> reserved,

@@ -198,7 +198,7 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
 void heap_impl::publish(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                         std::span<void* const> frees, std::span<const std::uint64_t> streamed,
-                        bool stores_checked) {
+                        bool stores_checked, std::span<const void* const> sources) {
   boost::container::small_vector<log_entry, 8> entries;
   std::uint64_t content = 0;
   for (const reservation& r : reserved) content += r.size;
@@ -308,7 +308,9 @@ void heap_impl::publish(std::span<const reservation> reserved,
         used = static_cast<std::uint64_t>(at + n - staging.data());
         while (n > 0) {
           const std::size_t take = std::min<std::uint64_t>(n, reserved[object].size - done);
-          std::memcpy(at, static_cast<const std::byte*>(reserved[object].ptr) + done, take);
+          const void* from =
+              object < sources.size() && sources[object] ? sources[object] : reserved[object].ptr;
+          std::memcpy(at, static_cast<const std::byte*>(from) + done, take);
           at += take;
           n -= take;
           done += take;
@@ -748,7 +750,8 @@ batch::batch(batch&& other) noexcept
       reserved_(std::move(other.reserved_)),
       stores_(std::move(other.stores_)),
       frees_(std::move(other.frees_)),
-      streamed_(std::move(other.streamed_)) {
+      streamed_(std::move(other.streamed_)),
+      sources_(std::move(other.sources_)) {
   other.reserved_.clear();
 }
 
@@ -800,8 +803,17 @@ void batch::defer_free(void* p) {
   frees_.push_back(p);
 }
 
+// Below this size an object is copied with ordinary stores and flushed at
+// publish (libpmem's own threshold for non-temporal copies): a partial line
+// streamed costs more than it saves.
+constexpr std::size_t stream_threshold = 256;
+
 void* batch::reserve_copy(const void* src, std::size_t size) {
   void* at = reserve(size);
+  if (size < stream_threshold) {
+    std::memcpy(at, src, size);  // flushed at publish, as a constructed object
+    return at;
+  }
   heap_->stream(at, src, size);
   const std::size_t k = reserved_.size() - 1;
   if (streamed_.size() <= k / 64) streamed_.resize(k / 64 + 1);
@@ -809,17 +821,31 @@ void* batch::reserve_copy(const void* src, std::size_t size) {
   return at;
 }
 
+// reserve_copy, and publish() stages the lane's copy from src rather than
+// from the object the non-temporal stores just wrote to memory (a read back
+// from DRAM): src must not change until publish, which allocate_publish
+// guarantees by publishing at once.
+void* batch::reserve_copy_staged(const void* src, std::size_t size) {
+  void* at = reserve_copy(src, size);
+  const std::size_t k = reserved_.size() - 1;
+  if (sources_.size() <= k) sources_.resize(k + 1, nullptr);
+  sources_[k] = src;
+  return at;
+}
+
 void batch::publish(durability d) {
-  if (d == durability::deferred)
+  if (d == durability::deferred)  // (the sources may change before sync: staged from the objects)
     live().publish_deferred({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
                             {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()});
   else
     live().publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
-                   {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()});
+                   {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()}, false,
+                   {sources_.data(), sources_.size()});
   reserved_.clear();
   stores_.clear();
   frees_.clear();
   streamed_.clear();
+  sources_.clear();
 }
 
 // A closed heap took the reservations with it: nothing to give back.
@@ -830,6 +856,7 @@ void batch::cancel() noexcept {
   stores_.clear();
   frees_.clear();
   streamed_.clear();
+  sources_.clear();
 }
 
 }  // namespace daxalloc

@@ -410,6 +410,19 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
          auto r = copied_in(h, 40, 6);
          publish(h, {r}, {{word(h, kept[0]), offset(h, r.ptr)}}, {}, {1});
        }},
+      {"copy-in publication of 1000 B, the lane staged from the source buffer",
+       [&](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
+       [](heap_impl& h, const auto& kept) {
+         const std::vector<std::byte> src(1000, std::byte{6});
+         std::vector<daxalloc::reservation> r;
+         r.push_back(h.reserve(1000));
+         h.stream(r[0].ptr, src.data(), 1000);
+         const void* sources[] = {src.data()};
+         const std::uint64_t streamed[] = {1};
+         const std::pair<std::uint64_t*, std::uint64_t> stores[] = {
+             {word(h, kept[0]), offset(h, r[0].ptr)}};
+         h.publish(r, stores, {}, streamed, false, sources);
+       }},
       {"copy-in publication of 3 MiB (non-temporal contents fenced first)",
        [&](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
        [](heap_impl& h, const auto& kept) {
