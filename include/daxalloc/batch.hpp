@@ -128,7 +128,7 @@ class batch {
   boost::container::small_vector<std::pair<std::uint64_t*, std::uint64_t>, 2> stores_;
   boost::container::small_vector<void*, 2> frees_;
   boost::container::small_vector<std::uint64_t, 1> streamed_;  // bit k: reserved_[k] copied in
-  boost::container::small_vector<const void*, 1> sources_;     // [k]: what reserved_[k] copied
+  boost::container::small_vector<copy_source, 1> sources_;     // [k]: what reserved_[k] copied
 };
 
 // Allocates `size` bytes, runs ctor(object) on them, and stores the object's

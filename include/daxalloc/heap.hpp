@@ -85,6 +85,13 @@ enum class open_outcome { clean, recovered, repaired, created };
 // at the next heap::sync() (deferred: group commit, daxalloc/batch.hpp).
 enum class durability { immediate, deferred };
 
+// The bytes a copy-in reservation was filled from (the first `bytes` of
+// the object): its redo-lane copy is taken from there (daxalloc/batch.hpp).
+struct copy_source {
+  const void* from = nullptr;
+  std::size_t bytes = 0;
+};
+
 // A volatile reservation: memory that is yours until you cancel it or (with
 // the publish API) make it durable. A crash forgets it; nothing leaks.
 //

@@ -107,12 +107,12 @@ class heap_impl {
   // is written when an action is invalid or the batch is too large.
   // `streamed` marks reserved objects whose bytes were copied in with
   // non-temporal stores (no flush needed): bit k for reserved[k]; a
-  // non-null sources[k] holds the same bytes as reserved[k], and the lane's
-  // copy is staged from it.
+  // sources[k] holds the first bytes of reserved[k] (what it was copied
+  // from), and the lane's copy is staged from it.
   void publish(std::span<const reservation> reserved,
                std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                std::span<void* const> frees, std::span<const std::uint64_t> streamed = {},
-               bool stores_checked = false, std::span<const void* const> sources = {});
+               bool stores_checked = false, std::span<const copy_source> sources = {});
   // Deferred publication (group commit): the batch is checked and queued;
   // sync() publishes every queued batch as one, with one commit fence.
   void publish_deferred(std::span<const reservation> reserved,

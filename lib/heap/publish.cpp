@@ -198,7 +198,7 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
 void heap_impl::publish(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                         std::span<void* const> frees, std::span<const std::uint64_t> streamed,
-                        bool stores_checked, std::span<const void* const> sources) {
+                        bool stores_checked, std::span<const copy_source> sources) {
   boost::container::small_vector<log_entry, 8> entries;
   std::uint64_t content = 0;
   for (const reservation& r : reserved) content += r.size;
@@ -308,9 +308,15 @@ void heap_impl::publish(std::span<const reservation> reserved,
         used = static_cast<std::uint64_t>(at + n - staging.data());
         while (n > 0) {
           const std::size_t take = std::min<std::uint64_t>(n, reserved[object].size - done);
-          const void* from =
-              object < sources.size() && sources[object] ? sources[object] : reserved[object].ptr;
-          std::memcpy(at, static_cast<const std::byte*>(from) + done, take);
+          // The first bytes from the source the object was copied from (if
+          // any), the rest (the size class's tail) from the object itself.
+          const auto* object_bytes = static_cast<const std::byte*>(reserved[object].ptr);
+          const copy_source src = object < sources.size() ? sources[object] : copy_source{};
+          const std::size_t from_src =
+              src.bytes > done ? std::min<std::size_t>(take, src.bytes - done) : 0;
+          if (from_src > 0)
+            std::memcpy(at, static_cast<const std::byte*>(src.from) + done, from_src);
+          std::memcpy(at + from_src, object_bytes + done + from_src, take - from_src);
           at += take;
           n -= take;
           done += take;
@@ -828,8 +834,8 @@ void* batch::reserve_copy(const void* src, std::size_t size) {
 void* batch::reserve_copy_staged(const void* src, std::size_t size) {
   void* at = reserve_copy(src, size);
   const std::size_t k = reserved_.size() - 1;
-  if (sources_.size() <= k) sources_.resize(k + 1, nullptr);
-  sources_[k] = src;
+  if (sources_.size() <= k) sources_.resize(k + 1);
+  sources_[k] = {src, size};
   return at;
 }
 

@@ -417,7 +417,7 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
          std::vector<daxalloc::reservation> r;
          r.push_back(h.reserve(1000));
          h.stream(r[0].ptr, src.data(), 1000);
-         const void* sources[] = {src.data()};
+         const daxalloc::copy_source sources[] = {{src.data(), src.size()}};
          const std::uint64_t streamed[] = {1};
          const std::pair<std::uint64_t*, std::uint64_t> stores[] = {
              {word(h, kept[0]), offset(h, r[0].ptr)}};
