@@ -196,6 +196,12 @@ class heap_impl {
   // A word a batch may store to: 8-aligned in the heap's memory outside
   // metadata pageblocks, or the name-table slot.
   [[nodiscard]] bool heap_word(const void* p) const noexcept;
+  void check_store_target(const void* where) const;  // heap_word, or errc::invalid_argument
+  struct object_to_free {
+    std::optional<alloc::object_location> small;  // its slab bit, or
+    const sparse::page_descriptor* head;          // its extent's head
+  };
+  [[nodiscard]] object_to_free check_free(void* p) const;
   [[nodiscard]] bool log_target(const void* p) const noexcept;
   [[nodiscard]] sparse::page_descriptor* extent_head(const void* p) const noexcept;
 

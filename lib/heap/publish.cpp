@@ -195,6 +195,29 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
   }
 }
 
+// A word a batch may store to, or errc::invalid_argument.
+void heap_impl::check_store_target(const void* where) const {
+  if (!heap_word(where))
+    throw error(errc::invalid_argument,
+                "publish: a store target is not an aligned 8-byte word inside the heap's memory");
+}
+
+// What freeing p at publish takes: its slab bit, or its extent's head;
+// errc::invalid_argument for the root or anything not allocated here.
+heap_impl::object_to_free heap_impl::check_free(void* p) const {
+  if (is_root(p)) throw error(errc::invalid_argument, "publish: the root object cannot be freed");
+  if (const auto at = small_.locate(p)) {
+    if ((std::atomic_ref<std::uint64_t>(*at->word).load() & at->mask) == 0)
+      throw error(errc::invalid_argument, "publish: defer_free of an object that is not allocated");
+    return {at, nullptr};
+  }
+  const sparse::page_descriptor* head = extent_head(p);
+  if (head == nullptr)
+    throw error(errc::invalid_argument,
+                "publish: defer_free of a pointer this heap did not allocate");
+  return {std::nullopt, head};
+}
+
 void heap_impl::publish(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                         std::span<void* const> frees, std::span<const std::uint64_t> streamed,
@@ -227,9 +250,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
           {offset_of(r.ptr) | std::uint64_t{sparse::log_content} << sparse::log_op_shift, r.size});
   }
   for (const auto& [where, value] : stores) {
-    if (!stores_checked && !heap_word(where))
-      throw error(errc::invalid_argument,
-                  "publish: a store target is not an aligned 8-byte word inside the heap's memory");
+    if (!stores_checked) check_store_target(where);
     entries.push_back({offset_of(where), value});
   }
   boost::container::small_vector<std::pair<unsigned, void*>, 2> small_frees;  // class, object
@@ -238,21 +259,14 @@ void heap_impl::publish(std::span<const reservation> reserved,
   for (void* p : frees) {
     if (std::count(frees.begin(), frees.end(), p) > 1)
       throw error(errc::invalid_argument, "publish: the batch frees the same object twice");
-    if (is_root(p)) throw error(errc::invalid_argument, "publish: the root object cannot be freed");
-    if (const auto at = small_.locate(p)) {
-      if ((std::atomic_ref<std::uint64_t>(*at->word).load() & at->mask) == 0)
-        throw error(errc::invalid_argument,
-                    "publish: defer_free of an object that is not allocated");
+    const auto [at, head] = check_free(p);
+    if (at) {
       entries.push_back(
           {offset_of(at->word) | std::uint64_t{sparse::log_clear_bits} << sparse::log_op_shift,
            at->mask});
       small_frees.emplace_back(at->cls, p);
       continue;
     }
-    const sparse::page_descriptor* head = extent_head(p);
-    if (head == nullptr)
-      throw error(errc::invalid_argument,
-                  "publish: defer_free of a pointer this heap did not allocate");
     entries.push_back({offset_of(&head->info), 0});
     extent_frees.emplace_back(offset_of(p) / sparse::page_size, head->length());
   }
@@ -681,25 +695,14 @@ void heap_impl::publish_deferred(std::span<const reservation> reserved,
                                  std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                                  std::span<void* const> frees,
                                  std::span<const std::uint64_t> streamed) {
-  for (const auto& [where, value] : stores)
-    if (!heap_word(where))
-      throw error(errc::invalid_argument,
-                  "publish: a store target is not an aligned 8-byte word inside the heap's memory");
+  for (const auto& [where, value] : stores) check_store_target(where);
   std::lock_guard lock(group_mutex_);
   deferred_group& g = group_;
   for (void* p : frees) {
     if (std::count(frees.begin(), frees.end(), p) > 1 ||
         std::find(g.frees.begin(), g.frees.end(), p) != g.frees.end())
       throw error(errc::invalid_argument, "publish: the object is freed twice before sync()");
-    if (is_root(p)) throw error(errc::invalid_argument, "publish: the root object cannot be freed");
-    if (const auto at = small_.locate(p)) {
-      if ((std::atomic_ref<std::uint64_t>(*at->word).load() & at->mask) == 0)
-        throw error(errc::invalid_argument,
-                    "publish: defer_free of an object that is not allocated");
-    } else if (extent_head(p) == nullptr) {
-      throw error(errc::invalid_argument,
-                  "publish: defer_free of a pointer this heap did not allocate");
-    }
+    (void)check_free(p);
   }
   std::uint64_t content = 0;
   for (const reservation& r : reserved) content += r.size;
