@@ -1,6 +1,8 @@
 // The persistence API: allocate-and-publish, free-and-clear, batches, pptr.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -449,12 +451,36 @@ TEST_CASE("group commit: deferred publications take effect at sync(), with one f
     CHECK(daxalloc::this_thread_persist_counters().fences == 1);
     CHECK(root->at[16]);
     CHECK_FALSE(root->at[115]);
+
+    // A deferred batch too large to log with its contents (100 objects and
+    // stores: 300 lane entries) is published at once, after the queue; its
+    // reservations are owned once (a double cancel would hand an object out
+    // twice below).
+    {
+      daxalloc::batch b(h);
+      for (std::size_t i = 150; i < 250; ++i) b.set(root->at[i], static_cast<node*>(b.reserve(24)));
+      b.publish(daxalloc::durability::deferred);
+    }
+    CHECK(root->at[115]);
+    CHECK(root->at[150]);
+    CHECK(root->at[249]);
+    std::vector<void*> fresh;
+    for (int i = 0; i < 300; ++i) fresh.push_back(h.allocate(24));
+    std::sort(fresh.begin(), fresh.end());
+    CHECK(std::adjacent_find(fresh.begin(), fresh.end()) == fresh.end());
+    for (void* p : fresh) h.deallocate(p);
+    (void)h.allocate_publish(
+        root->at[116], sizeof(node),
+        [](node* n) {
+          ::new (n) node{116, nullptr};
+        },
+        daxalloc::durability::deferred);
     // Left queued: close publishes it.
   }
   auto h = heap::open(f.path());
   auto* root = h.root<slots>();
   CHECK(root->at[0]->key == 99);
-  for (std::uint64_t i = 1; i < 116; ++i) CHECK(root->at[i]->key == i);
+  for (std::uint64_t i = 1; i < 117; ++i) CHECK(root->at[i]->key == i);
   CHECK(h.check().empty());
-  CHECK(h.stats().allocated_objects == 116 + 1);  // and the root
+  CHECK(h.stats().allocated_objects == 117 + 100 + 1);  // and the root
 }

@@ -135,11 +135,16 @@ class batch {
 // address into `dest` (which must lie in the heap), all or nothing.
 template <class T, class Ctor>
 T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor, durability d) {
-  batch b(*this);
-  T* object = static_cast<T*>(b.reserve(size));
-  std::forward<Ctor>(ctor)(object);
-  b.set(dest, object);
-  b.publish(d);
+  reservation r = reserve(size);
+  T* object = static_cast<T*>(r.ptr);
+  try {
+    std::forward<Ctor>(ctor)(object);
+  } catch (...) {
+    cancel(r);
+    throw;
+  }
+  publish_reserved(std::move(r), reinterpret_cast<std::uint64_t*>(&dest),
+                   dest.representation_of(object), d);
   return object;
 }
 
@@ -147,11 +152,10 @@ T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor, durabili
 // stores the object's address into `dest`, all or nothing.
 template <class T>
 T* heap::allocate_publish(pptr<T>& dest, const void* src, std::size_t size, durability d) {
-  batch b(*this);
-  T* object = static_cast<T*>(d == durability::immediate ? b.reserve_copy_staged(src, size)
-                                                         : b.reserve_copy(src, size));
-  b.set(dest, object);
-  b.publish(d);
+  reservation r = reserve(size);
+  T* object = static_cast<T*>(r.ptr);
+  publish_reserved(std::move(r), reinterpret_cast<std::uint64_t*>(&dest),
+                   dest.representation_of(object), d, src);
   return object;
 }
 
@@ -164,12 +168,7 @@ T* heap::make_published(pptr<T>& dest, Args&&... args) {
 // Frees the object `dest` points to and sets `dest` to null, all or nothing.
 template <class T>
 void heap::free_clear(pptr<T>& dest, durability d) {
-  batch b(*this);  // first: an empty handle throws even for a null dest
-  T* object = dest.get();
-  if (object == nullptr) return;
-  b.defer_free(object);
-  b.set(dest, static_cast<T*>(nullptr));
-  b.publish(d);
+  publish_free(reinterpret_cast<std::uint64_t*>(&dest), dest.get(), d);
 }
 
 template <class T, class Ctor>

@@ -382,6 +382,13 @@ class heap {
   // errc::read_only on a read-only heap (invalid_argument once closed).
   void refuse_writes(const char* operation) const;
   [[nodiscard]] bool writable(const char* operation, std::error_code& ec) const noexcept;
+  // allocate_publish and free_clear without a batch object (batch.hpp):
+  // publishes r with *dest = value (r is cancelled if that fails); with src,
+  // r is filled from it first (copy-in). publish_free: frees object (null:
+  // nothing) with *dest = 0.
+  void publish_reserved(reservation&& r, std::uint64_t* dest, std::uint64_t value, durability d,
+                        const void* src = nullptr);
+  void publish_free(std::uint64_t* dest, void* object, durability d);
   template <class T>
   static std::uint64_t type_tag() noexcept {
     // Same type, same ABI, same tag; sizeof guards against layout changes.

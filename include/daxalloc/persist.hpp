@@ -38,8 +38,9 @@ struct persist_counters {
 void reset_this_thread_persist_counters() noexcept;
 
 namespace detail {
-extern thread_local persist_counters thread_counters;
-}
+// (initial-exec: counted on every fence, without a call to __tls_get_addr)
+[[gnu::tls_model("initial-exec")]] extern thread_local persist_counters thread_counters;
+}  // namespace detail
 
 // Threads: flush, drain and persist may be called from any number of threads
 // at once; a drain orders and completes the calling thread's flushes only.

@@ -738,6 +738,7 @@ void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
                 what +
                     "it holds allocations or reservations (objects cached by other threads "
                     "also keep their slabs); free them first");
+  hot_remove_epoch_.fetch_add(1, std::memory_order_acq_rel);  // (heap_word's thread caches)
   try {
     model_->hot_remove(offset, length);
   } catch (...) {

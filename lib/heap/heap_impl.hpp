@@ -209,6 +209,7 @@ class heap_impl {
   alloc::page_allocator pages_;
   alloc::small_allocator small_;
   std::uint64_t id_;
+  std::atomic<std::uint64_t> hot_remove_epoch_{0};  // hot-removes begun (heap_word)
   unsigned registry_slot_ = nr_registry_slots;
   bool unclean_ = false;
   bool opened_ = false;           // marked open on the media: closing marks it clean
@@ -234,14 +235,16 @@ class heap_impl {
     lane_covered,
     lane_retiring
   };
-  static constexpr unsigned max_noted_targets = 16;
+  // (64: a group commit of 16 publications writes 32 words)
+  static constexpr unsigned max_noted_targets = 64;
   struct alignas(64) lane_state {
     std::atomic<std::uint64_t> state{lane_free};
     std::atomic<std::uint64_t> order{0};
     unsigned span = 1;           // consecutive lanes the batch occupies
     std::uint64_t sequence = 0;  // its header's, kept by the retired header
-    // The batch's store and bit targets (entry target words), so that fences
-    // need not read the lane back; more than max_noted_targets: read it.
+    // The batch's store and bit targets (entry target words, its content
+    // entries left out), so that fences need not read the lane back; more
+    // than max_noted_targets: read it.
     std::atomic<unsigned> targets_noted{0};
     std::array<std::atomic<std::uint64_t>, max_noted_targets> targets{};
   };

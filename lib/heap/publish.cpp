@@ -160,15 +160,33 @@ bool heap_impl::log_target(const void* p) const noexcept {
          static_cast<std::uint64_t>(at - model_->base()) >= model_->geo().head_size();
 }
 
+// The last pageblock this thread found to hold heap words, with the heap's
+// id and hot-remove epoch then: a pageblock stays present and keeps its
+// (non-metadata) type until a hot-remove, so a store target in it needs no
+// section lookup until the epoch moves (a publication's targets are mostly
+// in a few objects: the root, a node).
+struct checked_pageblock {
+  std::uint64_t heap_id = 0, epoch = 0, pageblock = ~std::uint64_t{0};
+};
+[[gnu::tls_model("initial-exec")]] thread_local checked_pageblock tls_checked;
+
 bool heap_impl::heap_word(const void* p) const noexcept {
   const auto* at = static_cast<const std::byte*>(p);
   if (at == model_->base() + sparse::names_slot_offset) return true;
+  if (!model_->media().contains(at, 8) || reinterpret_cast<std::uintptr_t>(at) % 8 != 0)
+    return false;
+  const auto offset = static_cast<std::uint64_t>(at - model_->base());
+  const std::uint64_t epoch = hot_remove_epoch_.load(std::memory_order_acquire);
+  if (tls_checked.pageblock == offset >> sparse::subsection_shift && tls_checked.heap_id == id_ &&
+      tls_checked.epoch == epoch)
+    return true;
   // Not the head, and not a memmap block: metadata is written by the allocators only.
-  return model_->media().contains(at, 8) && reinterpret_cast<std::uintptr_t>(at) % 8 == 0 &&
-         static_cast<std::uint64_t>(at - model_->base()) >= model_->geo().head_size() &&
-         model_->pfn_valid(static_cast<std::uint64_t>(at - model_->base()) >> sparse::page_shift) &&
-         model_->get_pageblock_migratetype(static_cast<std::uint64_t>(at - model_->base()) >>
-                                           sparse::page_shift) != sparse::migratetype::metadata;
+  const std::uint64_t pfn = offset >> sparse::page_shift;
+  if (offset < model_->geo().head_size() || !model_->pfn_valid(pfn) ||
+      model_->get_pageblock_migratetype(pfn) == sparse::migratetype::metadata)
+    return false;
+  tls_checked = {id_, epoch, offset >> sparse::subsection_shift};
+  return true;
 }
 
 // Applies entries (the caller flushes their targets; a publication leaves
@@ -222,7 +240,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                         std::span<void* const> frees, std::span<const std::uint64_t> streamed,
                         bool stores_checked, std::span<const copy_source> sources) {
-  boost::container::small_vector<log_entry, 8> entries;
+  boost::container::small_vector<log_entry, 64> entries;  // (a group commit of 16: 40)
   std::uint64_t content = 0;
   for (const reservation& r : reserved) content += r.size;
   // Small contents are covered by the lane's checksum; larger ones are made
@@ -253,7 +271,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
     if (!stores_checked) check_store_target(where);
     entries.push_back({offset_of(where), value});
   }
-  boost::container::small_vector<std::pair<unsigned, void*>, 2> small_frees;  // class, object
+  boost::container::small_vector<std::pair<unsigned, void*>, 16> small_frees;  // class, object
   boost::container::small_vector<std::pair<std::uint64_t, std::uint64_t>, 2>
       extent_frees;  // pfn, pages
   for (void* p : frees) {
@@ -300,10 +318,12 @@ void heap_impl::publish(std::span<const reservation> reserved,
     ++detail::thread_counters.fences;
   }
   std::uint64_t order = next_order_.fetch_add(1, std::memory_order_relaxed);
-  const unsigned noted = entries.size() <= max_noted_targets ? static_cast<unsigned>(entries.size())
-                                                             : max_noted_targets + 1;
-  for (unsigned k = 0; k < std::min(noted, max_noted_targets); ++k)
-    ls.targets[k].store(entries[k].target, std::memory_order_relaxed);
+  unsigned noted = 0;  // the words it writes (not its content entries)
+  for (const log_entry& e : entries) {
+    if (e.target >> sparse::log_op_shift == sparse::log_content) continue;
+    if (noted < max_noted_targets) ls.targets[noted].store(e.target, std::memory_order_relaxed);
+    if (++noted > max_noted_targets) break;
+  }
   ls.targets_noted.store(noted, std::memory_order_relaxed);
   ls.sequence = order;
   // The lane's image is staged in ordinary memory and streamed to the lane
@@ -418,10 +438,13 @@ void heap_impl::commit_fence() noexcept {
 void heap_impl::flush_targets(unsigned i) const noexcept {
   const lane_state& ls = lanes_[i];
   const unsigned noted = ls.targets_noted.load(std::memory_order_relaxed);
+  std::uint64_t last_line = ~std::uint64_t{0};  // (consecutive targets often share a line)
   const auto flush = [&](std::uint64_t target) {
     const std::uint64_t at = target & offset_mask;
-    if (target >> sparse::log_op_shift != sparse::log_content && at < model_->media().size())
+    if (target >> sparse::log_op_shift != sparse::log_content && at < model_->media().size() &&
+        at / 64 != last_line)
       beneath_.flush(model_->base() + at, 8);
+    last_line = at / 64;
   };
   if (noted <= max_noted_targets) {
     for (unsigned k = 0; k < noted; ++k) flush(ls.targets[k].load(std::memory_order_relaxed));
@@ -713,6 +736,12 @@ void heap_impl::publish_deferred(std::span<const reservation> reserved,
   if (actions(g) + mine > sparse::max_log_entries ||
       (g.content + content > sparse::max_logged_content && !g.reserved.empty()))
     sync_locked();
+  if (mine > sparse::max_log_entries) {
+    // Alone beyond a lane with its contents logged: published now, after
+    // the queue (so a failure leaves the caller's reservations to it).
+    publish(reserved, stores, frees, streamed, true);
+    return;
+  }
   const std::size_t base = g.reserved.size();
   for (const reservation& r : reserved) g.reserved.emplace_back(r.ptr, r.size);  // the queue's now
   g.stores.insert(g.stores.end(), stores.begin(), stores.end());
@@ -722,7 +751,6 @@ void heap_impl::publish_deferred(std::span<const reservation> reserved,
     if (k / 64 < streamed.size() && (streamed[k / 64] >> (k % 64)) & 1)
       g.streamed[(base + k) / 64] |= std::uint64_t{1} << ((base + k) % 64);
   g.content += content;
-  if (actions(g) > sparse::max_log_entries) sync_locked();  // one batch alone beyond a lane
 }
 
 void heap_impl::sync() {
@@ -814,16 +842,22 @@ void batch::defer_free(void* p) {
 
 // Below this size an object is copied with ordinary stores and flushed at
 // publish (libpmem's own threshold for non-temporal copies): a partial line
-// streamed costs more than it saves.
+// streamed costs more than it saves. Whether it was streamed.
+namespace {
 constexpr std::size_t stream_threshold = 256;
+bool copy_in(const detail::heap_impl& h, void* at, const void* src, std::size_t size) {
+  if (size < stream_threshold) {
+    std::memcpy(at, src, size);  // flushed at publish, as a constructed object
+    return false;
+  }
+  h.stream(at, src, size);
+  return true;
+}
+}  // namespace
 
 void* batch::reserve_copy(const void* src, std::size_t size) {
   void* at = reserve(size);
-  if (size < stream_threshold) {
-    std::memcpy(at, src, size);  // flushed at publish, as a constructed object
-    return at;
-  }
-  heap_->stream(at, src, size);
+  if (!copy_in(*heap_, at, src, size)) return at;
   const std::size_t k = reserved_.size() - 1;
   if (streamed_.size() <= k / 64) streamed_.resize(k / 64 + 1);
   streamed_[k / 64] |= std::uint64_t{1} << (k % 64);
@@ -855,6 +889,41 @@ void batch::publish(durability d) {
   frees_.clear();
   streamed_.clear();
   sources_.clear();
+}
+
+// ---- heap::allocate_publish, heap::free_clear ----
+// The same publications as a batch of one reservation (or one free) and one
+// store, without building a batch. A copy-in published at once stages its
+// lane from src (which cannot change in between); a deferred one from the
+// object, at sync.
+
+void heap::publish_reserved(reservation&& r, std::uint64_t* dest, std::uint64_t value, durability d,
+                            const void* src) {
+  detail::heap_impl& h = live();
+  reservation mine = std::move(r);
+  const std::pair<std::uint64_t*, std::uint64_t> store{dest, value};
+  const std::uint64_t streamed = src != nullptr && copy_in(h, mine.ptr, src, mine.size) ? 1 : 0;
+  const copy_source source{src, src != nullptr ? mine.size : 0};
+  try {
+    if (d == durability::deferred)
+      h.publish_deferred({&mine, 1}, {&store, 1}, {}, {&streamed, 1});
+    else
+      h.publish({&mine, 1}, {&store, 1}, {}, {&streamed, 1}, false, {&source, 1});
+  } catch (...) {
+    h.cancel(mine);
+    throw;
+  }
+}
+
+void heap::publish_free(std::uint64_t* dest, void* object, durability d) {
+  detail::heap_impl& h = live();  // first: an empty handle throws even for a null dest
+  h.refuse_if_read_only("free_clear");
+  if (object == nullptr) return;
+  const std::pair<std::uint64_t*, std::uint64_t> store{dest, 0};
+  if (d == durability::deferred)
+    h.publish_deferred({}, {&store, 1}, {&object, 1}, {});
+  else
+    h.publish({}, {&store, 1}, {&object, 1}, {}, false, {});
 }
 
 // A closed heap took the reservations with it: nothing to give back.

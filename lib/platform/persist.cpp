@@ -10,7 +10,7 @@
 
 namespace daxalloc {
 namespace detail {
-thread_local persist_counters thread_counters;
+[[gnu::tls_model("initial-exec")]] thread_local persist_counters thread_counters;
 }
 
 persist_counters this_thread_persist_counters() noexcept {

@@ -272,14 +272,7 @@ inline constexpr unsigned memmap_span_bits(unsigned section_size_bits) {
 struct fletcher64_sum {
   std::uint32_t lo = 0;
   std::uint64_t hi = 0;
-  void add(const void* data, std::size_t len) noexcept {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i + 4 <= len; i += 4) {
-      lo += std::uint32_t{p[i]} | std::uint32_t{p[i + 1]} << 8 | std::uint32_t{p[i + 2]} << 16 |
-            std::uint32_t{p[i + 3]} << 24;
-      hi += lo;
-    }
-  }
+  void add(const void* data, std::size_t len) noexcept;  // (fletcher.cpp)
   [[nodiscard]] std::uint64_t value() const noexcept { return hi << 32 | lo; }
 };
 [[nodiscard]] inline std::uint64_t fletcher64(const void* data, std::size_t len) {
