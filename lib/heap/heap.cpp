@@ -142,7 +142,8 @@ heap_impl::heap_impl(std::unique_ptr<sparse::memory_model> model)
     : model_(std::move(model)),
       pages_(*model_, alloc::default_arenas()),
       small_(*model_, pages_),
-      id_(next_id++) {}
+      id_(next_id++),
+      lane_zero_(model_->base() + model_->geo().lanes_offset()) {}
 
 std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
                                              const heap_options& options) {

@@ -210,6 +210,7 @@ class heap_impl {
   alloc::small_allocator small_;
   std::uint64_t id_;
   std::atomic<std::uint64_t> hot_remove_epoch_{0};  // hot-removes begun (heap_word)
+  std::byte* lane_zero_;  // the first redo lane (the geometry's offsets cost divisions)
   unsigned registry_slot_ = nr_registry_slots;
   bool unclean_ = false;
   bool opened_ = false;           // marked open on the media: closing marks it clean

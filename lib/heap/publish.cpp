@@ -3,6 +3,7 @@
 // sparse/layout.hpp for the lane format.
 #include <algorithm>
 #include <bit>
+#include <cstddef>
 #include <cstring>
 #include <thread>
 
@@ -44,8 +45,7 @@ unsigned lanes_spanned(std::uint64_t count, std::uint64_t inline_total) {
 }  // namespace
 
 sparse::lane_header* heap_impl::lane(unsigned i) const noexcept {
-  return reinterpret_cast<sparse::lane_header*>(model_->base() + model_->geo().lanes_offset() +
-                                                std::uint64_t{i} * sparse::lane_size);
+  return reinterpret_cast<sparse::lane_header*>(lane_zero_ + std::uint64_t{i} * sparse::lane_size);
 }
 
 constexpr std::uint64_t phase_of(std::uint64_t state) {
@@ -125,12 +125,25 @@ void heap_impl::for_each_inline_piece(B* first, std::uint64_t count, std::uint64
 // lane image whose header is `h`.
 std::uint64_t heap_impl::image_checksum(const sparse::lane_header& h,
                                         std::uint64_t inline_total) noexcept {
+  static_assert(offsetof(sparse::lane_header, count) == 8);
   sparse::fletcher64_sum sum;
-  sum.add(&h.sequence, 8);
-  sum.add(&h.count, 8);
-  sum.add(&h + 1, h.count * sizeof(log_entry));  // the entries follow the header
+  sum.add(&h.sequence, 16);  // sequence and count
+  // The entries follow the header, and the first inline piece the entries:
+  // summed as one (the sum of pieces is the sum of their concatenation).
+  const auto* entries = reinterpret_cast<const std::byte*>(&h + 1);
+  const std::uint64_t entry_bytes = h.count * sizeof(log_entry);
+  bool summed_entries = false;
   for_each_inline_piece(reinterpret_cast<const std::byte*>(&h), h.count, inline_total,
-                        [&](const std::byte* p, std::uint64_t n) { sum.add(p, n); });
+                        [&](const std::byte* p, std::uint64_t n) {
+                          if (!summed_entries) {
+                            summed_entries = true;
+                            if (p == entries + entry_bytes)
+                              return sum.add(entries, entry_bytes + n);
+                            sum.add(entries, entry_bytes);
+                          }
+                          sum.add(p, n);
+                        });
+  if (!summed_entries) sum.add(entries, entry_bytes);
   return sum.value();
 }
 
