@@ -65,7 +65,10 @@ void check_empty_handle(heap& h) {
   CHECK_ERRC(h.usable_size(&outside), errc::invalid_argument);
   CHECK_ERRC(h.persist(), errc::invalid_argument);
   CHECK_ERRC(h.media(), errc::invalid_argument);
-  CHECK_ERRC(h.internals(), errc::invalid_argument);
+  CHECK_ERRC(h.layout(), errc::invalid_argument);
+  CHECK_ERRC(h.for_each_object([](const daxalloc::object_info&) {}), errc::invalid_argument);
+  CHECK_ERRC(h.for_each_section([](const daxalloc::section_info&) {}), errc::invalid_argument);
+  CHECK_ERRC(h.for_each_pageblock([](const daxalloc::pageblock_info&) {}), errc::invalid_argument);
   CHECK_ERRC(h.construct<counter>("c")(counter{1}), errc::invalid_argument);
   CHECK_ERRC(h.find_or_construct<counter>("c")(), errc::invalid_argument);
   CHECK_ERRC(h.find<counter>("c"), errc::invalid_argument);

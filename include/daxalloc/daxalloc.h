@@ -260,6 +260,103 @@ int daxalloc_stats(const daxalloc_heap_t* heap, daxalloc_stats_t* stats);
 int daxalloc_check(const daxalloc_heap_t* heap, size_t* problems, char* message,
                    size_t message_size);
 
+/* ---- iteration and introspection (read-only: also on a read-only heap) ---- */
+
+/* What an allocated object is (daxalloc::object_kind). */
+typedef enum daxalloc_object_kind DAXALLOC_ENUM_TYPE {
+  DAXALLOC_OBJECT_SMALL = 0,     /* allocated, in a slab (up to 64 KiB) */
+  DAXALLOC_OBJECT_EXTENT = 1,    /* allocated, whole pages */
+  DAXALLOC_OBJECT_ROOT = 2,      /* the root object */
+  DAXALLOC_OBJECT_NAMED = 3,     /* the objects of a name (C++ heap::construct) */
+  DAXALLOC_OBJECT_NAME_INDEX = 4 /* the named-object index: its table and names */
+} daxalloc_object_kind_t;
+
+/* A durable allocation, as a crash would leave it. */
+typedef struct daxalloc_object_info {
+  uint64_t offset; /* from the heap's base (daxalloc_at) */
+  uint64_t size;   /* usable bytes: the size class, or the extent's whole pages */
+  daxalloc_object_kind_t kind;
+  int in_slab; /* a slot of a slab; 0: an extent of whole pages */
+  int movable; /* always 0: daxalloc does not move objects (yet) */
+} daxalloc_object_info_t;
+
+/* A pageblock's migratetype; the values are the ones on the media. */
+typedef enum daxalloc_migratetype DAXALLOC_ENUM_TYPE {
+  DAXALLOC_MIGRATE_UNMOVABLE = 0, /* slabs of small objects */
+  DAXALLOC_MIGRATE_MOVABLE = 1,   /* the common pool and page-sized extents */
+  DAXALLOC_MIGRATE_LARGE = 2,     /* extents of 2 MiB and more */
+  DAXALLOC_MIGRATE_METADATA = 3,  /* head and memmap: never allocated from */
+  DAXALLOC_MIGRATE_ISOLATE = 5    /* quarantined, or being removed */
+} daxalloc_migratetype_t;
+
+typedef struct daxalloc_section_info {
+  uint64_t number;
+  uint64_t offset;
+  uint64_t size;
+  uint32_t present_subsections;
+  uint32_t subsections;
+  uint64_t memmap_offset; /* the memmap block describing its span */
+  int online;             /* its pages may be allocated */
+  int partial;            /* tainted: some subsections were never present */
+} daxalloc_section_info_t;
+
+typedef struct daxalloc_pageblock_info {
+  uint64_t offset;
+  uint64_t section; /* its section's number */
+  int present;      /* 0: absent, the fields below are meaningless */
+  daxalloc_migratetype_t type;
+  int skip;                 /* the compaction skip flag */
+  uint32_t pages;           /* 512 */
+  uint32_t allocated_pages; /* pages of extents and slabs in it */
+} daxalloc_pageblock_info_t;
+
+/* The superblock and the geometry (daxalloc::heap_layout). */
+typedef struct daxalloc_layout {
+  uint32_t format_version;
+  uint8_t uuid[16];
+  uint64_t create_time; /* seconds since the epoch */
+  uint64_t generation;
+  uint32_t section_size_bits;
+  uint64_t section_size;
+  uint64_t subsection_size;
+  uint64_t pageblock_size;
+  uint64_t page_size;
+  uint64_t descriptor_size;
+  uint64_t max_range;
+  uint64_t nr_sections;
+  uint64_t head_size;
+  uint64_t memmap_span_size;
+  uint64_t memmap_bytes_per_span;
+  uint64_t present_sections;
+  uint64_t present_subsections;
+  uint64_t present_bytes;
+  uint64_t head_bytes;
+  uint64_t memmap_bytes;
+  uint64_t max_small_size;
+} daxalloc_layout_t;
+
+/* Call fn(info, arg) once per item in address order: every allocated object;
+ * every present section; every pageblock of the present sections. A nonzero
+ * return from fn stops the iteration (the call still returns DAXALLOC_OK).
+ * The info is valid during the call only. */
+int daxalloc_for_each_object(const daxalloc_heap_t* heap,
+                             int (*fn)(const daxalloc_object_info_t* info, void* arg), void* arg);
+int daxalloc_for_each_section(const daxalloc_heap_t* heap,
+                              int (*fn)(const daxalloc_section_info_t* info, void* arg), void* arg);
+int daxalloc_for_each_pageblock(const daxalloc_heap_t* heap,
+                                int (*fn)(const daxalloc_pageblock_info_t* info, void* arg),
+                                void* arg);
+int daxalloc_layout(const daxalloc_heap_t* heap, daxalloc_layout_t* layout);
+/* "small", "extent", ...; "unknown" for a value not in the enum. */
+const char* daxalloc_object_kind_name(int kind);
+const char* daxalloc_migratetype_name(int type);
+
+/* Removes the heap at path: deletes the file, or (only with
+ * invalidate_device) clears a devdax device's superblocks. *removed (if not
+ * NULL) is 1 when a file was deleted. DAXALLOC_E_BUSY while it is open,
+ * DAXALLOC_E_CORRUPT for anything that is not a heap. */
+int daxalloc_remove(const char* path, int invalidate_device, int* removed);
+
 #ifdef __cplusplus
 }
 #endif
