@@ -11,7 +11,7 @@
 #include "daxalloc/batch.hpp"
 #include "daxalloc/devices.hpp"
 #include "daxalloc/error.hpp"
-#include "daxalloc/export.hpp"
+#include "daxalloc/export.h"
 #include "daxalloc/heap.hpp"
 #include "daxalloc/introspection.hpp"
 #include "daxalloc/persist.hpp"

@@ -39,7 +39,7 @@
 #include <vector>
 
 #include "daxalloc/error.hpp"
-#include "daxalloc/export.hpp"
+#include "daxalloc/export.h"
 #include "daxalloc/introspection.hpp"
 #include "daxalloc/persist.hpp"
 #include "daxalloc/region.hpp"
@@ -82,7 +82,7 @@ struct heap_open_options {
 // shutdown (lanes replayed, hotplug redone, free lists rebuilt), repaired, or
 // nothing: this handle created it (create, open_or_create).
 enum class open_outcome { clean, recovered, repaired, created };
-[[nodiscard]] const char* to_string(open_outcome outcome) noexcept;
+[[nodiscard]] DAXALLOC_API const char* to_string(open_outcome outcome) noexcept;
 
 // When a publication becomes durable: when publish returns (immediate), or
 // at the next heap::sync() (deferred: group commit, daxalloc/batch.hpp).
@@ -174,7 +174,7 @@ struct recovery_plan {
 // errc::invalid_argument from every member (nothing is dereferenced), except
 // close() and destruction (which do nothing) and the std::nothrow forms of
 // allocate and reserve (which return nullptr or an empty reservation).
-class heap {
+class DAXALLOC_API heap {
  public:
   [[nodiscard]] static heap create(const std::filesystem::path& path, const heap_options& options);
   [[nodiscard]] static heap open(const std::filesystem::path& path,
@@ -409,13 +409,14 @@ class heap {
  private:
   friend class batch;
   friend struct detail::heap_access;
-  explicit heap(std::unique_ptr<detail::heap_impl> impl);
-  [[nodiscard]] detail::heap_impl& live() const;  // errc::invalid_argument once closed
+  // DAXALLOC_LOCAL: members that no inline code here calls stay in the library.
+  DAXALLOC_LOCAL explicit heap(std::unique_ptr<detail::heap_impl> impl);
+  [[nodiscard]] DAXALLOC_LOCAL detail::heap_impl& live() const;  // invalid_argument once closed
   void visit_objects(detail::visitor<object_info> fn) const;
   void visit_sections(detail::visitor<section_info> fn) const;
   void visit_pageblocks(detail::visitor<pageblock_info> fn) const;
   // errc::read_only on a read-only heap (invalid_argument once closed).
-  void refuse_writes(const char* operation) const;
+  DAXALLOC_LOCAL void refuse_writes(const char* operation) const;
   [[nodiscard]] bool writable(const char* operation, std::error_code& ec) const noexcept;
   template <class T>
   static std::uint64_t type_tag() noexcept {

@@ -15,7 +15,7 @@
 #include <memory>
 #include <type_traits>
 
-#include "daxalloc/export.hpp"
+#include "daxalloc/export.h"
 #include "daxalloc/version.hpp"
 
 namespace daxalloc {
