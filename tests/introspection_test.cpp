@@ -81,6 +81,13 @@ void compare(const heap& h, const std::map<std::uint64_t, expected>& model) {
   CHECK(h.stats().allocated_objects == objects.size());
 }
 
+heap make_heap(const test::temp_file& f, std::uint64_t size) {
+  daxalloc::heap_options o;
+  o.size = size;
+  o.max_size = 1024 * MiB;
+  return heap::create(f.path(), o);
+}
+
 }  // namespace
 
 TEST_CASE("for_each_object lists every object of every kind, after frees, read-only") {
@@ -88,10 +95,7 @@ TEST_CASE("for_each_object lists every object of every kind, after frees, read-o
   std::map<std::uint64_t, expected> model;
   std::vector<void*> plain;
   {
-    daxalloc::heap_options o;
-    o.size = 64 * MiB;
-    o.max_size = 1024 * MiB;
-    heap h = heap::create(f.path(), o);
+    heap h = make_heap(f, 64 * MiB);
     const auto add = [&](void* p, object_kind kind) {
       model[h.offset_of(p)] = {h.usable_size(p), kind};
     };
@@ -143,10 +147,7 @@ TEST_CASE("for_each_object lists every object of every kind, after frees, read-o
 
 TEST_CASE("sections and pageblocks agree with the statistics and the layout") {
   test::temp_file f("introspection-sections");
-  daxalloc::heap_options o;
-  o.size = 64 * MiB;
-  o.max_size = 1024 * MiB;
-  heap h = heap::create(f.path(), o);
+  heap h = make_heap(f, 64 * MiB);
   for (int i = 0; i < 100; ++i) (void)h.allocate(200);
   (void)h.allocate(std::size_t{5} << 20);
   (void)h.allocate(std::size_t{100} << 10);
@@ -212,11 +213,8 @@ TEST_CASE("the names of the introspection enums") {
 
 TEST_CASE("heap::remove deletes a heap, and refuses what is not one or is open") {
   test::temp_file f("introspection-remove");
-  daxalloc::heap_options o;
-  o.size = 8 * MiB;
-  o.max_size = 256 * MiB;
   {
-    heap h = heap::create(f.path(), o);
+    heap h = make_heap(f, 8 * MiB);
     CHECK_ERRC(heap::remove(f.path()), errc::busy);
   }
   CHECK(heap::remove(f.path()));
