@@ -3,6 +3,10 @@
 // with --json, and exits 0 (done), 1 (failed, or check found problems) or
 // 2 (bad command line). docs/cli.md is the reference.
 //
+// It is a user of the public API alone (include/daxalloc/, the shared
+// library): what it shows of a heap's layout, sections, pageblocks and
+// objects comes from heap::layout and the for_each_ iteration calls.
+//
 // The inspecting commands (info, stats, map, check) open the heap read-only
 // (heap::open_read_only): O_RDONLY, a shared lock (a heap open read-write
 // elsewhere is refused with errc::busy), no recovery and no write at all, so
