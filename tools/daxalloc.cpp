@@ -856,14 +856,7 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
 int run_rm(const parsed_args& a, bool json) {
   const std::filesystem::path path = a.positionals[0];
   const bool force = a.flag("force");
-  bool removed = false;
-  try {
-    removed = heap::remove(path, force);
-  } catch (const error& e) {
-    if (e.code_value() != errc::invalid_argument || force) throw;
-    throw error(errc::invalid_argument, std::string(e.what()) + " (rm --force)");
-  }
-  const bool devdax = !removed;
+  const bool devdax = !heap::remove(path, force);
   if (json) {
     json_writer w;
     w.begin_object()

@@ -219,8 +219,9 @@ bool heap::remove(const std::filesystem::path& path, bool invalidate_device) {
   if (!invalidate_device)
     throw error(errc::invalid_argument,
                 path.string() +
-                    ": is a devdax device: removing its heap invalidates the superblocks (the "
-                    "device and its data stay); ask for it with invalidate_device");
+                    ": is a devdax device: removing its heap would invalidate the superblocks (the "
+                    "device and its data stay); ask for that explicitly (daxalloc rm --force, "
+                    "heap::remove with invalidate_device)");
   // The magic of copy A, then of copy B, each persisted before the next
   // store: after a failure at any point either copy B is intact (open
   // restores A from it: the heap is still there) or neither copy has its
