@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "daxalloc/batch.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
 #include "sparse/geometry.hpp"
 
 namespace fuzz {
@@ -62,7 +62,7 @@ const sparse_image& pristine_heap_image() {
 api_driver::api_driver(std::optional<daxalloc::heap>& heap, std::filesystem::path path,
                        driver_options options)
     : heap_(heap), path_(std::move(path)), options_(options) {
-  const auto& model = h().internals().model();
+  const auto& model = daxalloc::detail::internals(h()).model();
   for (std::uint64_t i = 0; i < present_.size(); ++i)
     present_[i] = model.subsection_present(i * sp::subsection_size);
   if (const auto* slot = reinterpret_cast<const sp::root_slot*>(h().base() + sp::root_slot_offset);
@@ -70,7 +70,7 @@ api_driver::api_driver(std::optional<daxalloc::heap>& heap, std::filesystem::pat
     root_offset_ = slot->offset;
     root_size_ = slot->size;
   }
-  for (auto [offset, size] : h().internals().allocations())
+  for (auto [offset, size] : daxalloc::detail::internals(h()).allocations())
     if (offset != root_offset_) live_[offset] = {size, 0};
 }
 
@@ -441,7 +441,7 @@ void api_driver::audit(const char* when) {
   for (const auto& [offset, o] : live_) expected[offset] = o.size;
   for (const auto& [slot, o] : published_) expected[o.object] = o.size;
   if (root_offset_) expected[root_offset_] = root_size_;
-  const auto listed = h().internals().allocations();
+  const auto listed = daxalloc::detail::internals(h()).allocations();
   std::map<std::uint64_t, std::uint64_t> media(listed.begin(), listed.end());
   for (const auto& [offset, size] : expected) {
     auto it = media.find(offset);
@@ -460,7 +460,8 @@ void api_driver::audit(const char* when) {
 
 std::string api_driver::signature(const daxalloc::heap& h) {
   std::ostringstream out;
-  for (auto [offset, size] : h.internals().allocations()) out << hex(offset) << "+" << size << " ";
+  for (auto [offset, size] : daxalloc::detail::internals(h).allocations())
+    out << hex(offset) << "+" << size << " ";
   const auto* slot = reinterpret_cast<const sp::root_slot*>(h.base() + sp::root_slot_offset);
   out << "| root " << hex(slot->offset) << "/" << slot->size;
   if (slot->offset && slot->size && slot->offset < h.size()) {
@@ -470,7 +471,7 @@ std::string api_driver::signature(const daxalloc::heap& h) {
       if (words[i]) out << " [" << i << "]" << hex(slot->offset + 8 * i + words[i]);
   }
   out << " | present";
-  const auto& model = h.internals().model();
+  const auto& model = daxalloc::detail::internals(h).model();
   for (std::uint64_t at = 0; at < model.geo().max_range; at += sp::subsection_size)
     if (model.subsection_present(at)) out << " " << (at >> 21);
   return out.str();

@@ -25,7 +25,7 @@
 #include <set>
 
 #include "api_driver.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
 
 namespace {
 
@@ -260,7 +260,8 @@ void run(const std::uint8_t* data, std::size_t size) {
   std::vector<std::size_t> fences_after;
   {
     crash_point_sim sim(region_of(*h), sparse_image::read(work), fence);
-    h->internals().use_persistence(region_of(*h).persist());  // under the heap's fences
+    daxalloc::detail::internals(*h).use_persistence(
+        region_of(*h).persist());  // under the heap's fences
     for (const auto& c : calls) {
       driver.run(c);
       states.push_back(api_driver::signature(*h));
@@ -268,7 +269,7 @@ void run(const std::uint8_t* data, std::size_t size) {
     }
     h->persist().drain();  // makes a lazily invalidated redo lane durable
     sim.finish("the simulated calls");
-    h->internals().use_persistence(daxalloc::persistence{});
+    daxalloc::detail::internals(*h).use_persistence(daxalloc::persistence{});
     h.reset();
     // Before or after the call during whose fence the power failed (after
     // the last call for the final fence).

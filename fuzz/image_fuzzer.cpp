@@ -28,7 +28,7 @@
 #include "daxalloc/heap.hpp"
 #include "formats.hpp"
 #include "fuzz_common.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
 #include "sparse/superblock.hpp"
 
 namespace {
@@ -70,7 +70,7 @@ std::uint64_t slot_checksum(const sp::root_slot& s) {
 
 // What the editor needs to know about an image: where its structures are.
 void catalogue(base_image& b, daxalloc::heap& h) {
-  auto& impl = h.internals();
+  auto& impl = daxalloc::detail::internals(h);
   const auto& model = impl.model();
   b.geo = model.geo();
   const auto& geo = b.geo;
@@ -487,7 +487,7 @@ void step(const daxalloc::heap& h, const char* what) {
 }
 
 void workload(daxalloc::heap& h) {
-  auto& impl = h.internals();
+  auto& impl = daxalloc::detail::internals(h);
   const auto* slot = reinterpret_cast<const sp::root_slot*>(h.base() + sp::root_slot_offset);
   const std::uint64_t root_offset = slot->offset;
   const auto stats = h.stats();

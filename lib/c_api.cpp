@@ -174,6 +174,47 @@ void check_slot(const daxalloc::heap& h, const std::uint64_t* slot, const char* 
 
 }  // namespace
 
+// ---- iteration and introspection: the C forms of the infos ----
+
+namespace {
+static_assert(DAXALLOC_OBJECT_SMALL == static_cast<int>(daxalloc::object_kind::small));
+static_assert(DAXALLOC_OBJECT_EXTENT == static_cast<int>(daxalloc::object_kind::extent));
+static_assert(DAXALLOC_OBJECT_ROOT == static_cast<int>(daxalloc::object_kind::root));
+static_assert(DAXALLOC_OBJECT_NAMED == static_cast<int>(daxalloc::object_kind::named));
+static_assert(DAXALLOC_OBJECT_NAME_INDEX == static_cast<int>(daxalloc::object_kind::name_index));
+static_assert(DAXALLOC_MIGRATE_UNMOVABLE == static_cast<int>(daxalloc::migratetype::unmovable));
+static_assert(DAXALLOC_MIGRATE_MOVABLE == static_cast<int>(daxalloc::migratetype::movable));
+static_assert(DAXALLOC_MIGRATE_LARGE == static_cast<int>(daxalloc::migratetype::large));
+static_assert(DAXALLOC_MIGRATE_METADATA == static_cast<int>(daxalloc::migratetype::metadata));
+static_assert(DAXALLOC_MIGRATE_ISOLATE == static_cast<int>(daxalloc::migratetype::isolate));
+
+daxalloc_object_info_t c_info(const daxalloc::object_info& o) {
+  return {o.offset, o.size, static_cast<daxalloc_object_kind_t>(o.kind), o.in_slab ? 1 : 0,
+          o.movable ? 1 : 0};
+}
+daxalloc_section_info_t c_info(const daxalloc::section_info& s) {
+  return {s.number,      s.offset,        s.size,           s.present_subsections,
+          s.subsections, s.memmap_offset, s.online ? 1 : 0, s.partial ? 1 : 0};
+}
+daxalloc_pageblock_info_t c_info(const daxalloc::pageblock_info& p) {
+  return {p.offset,       p.section, p.present ? 1 : 0, static_cast<daxalloc_migratetype_t>(p.type),
+          p.skip ? 1 : 0, p.pages,   p.allocated_pages};
+}
+
+// heap.for_each_X(fn) with a C callback: a nonzero return stops it.
+template <class CInfo, class Iterate>
+int for_each(const char* function, const daxalloc_heap_t* heap,
+             int (*fn)(const CInfo* info, void* arg), void* arg, Iterate&& iterate) {
+  return guarded(function, [&] {
+    require(heap != nullptr && fn != nullptr, function, "heap or fn is NULL");
+    iterate(heap->heap, [&](const auto& info) {
+      const CInfo c = c_info(info);
+      return fn(&c, arg) == 0;
+    });
+  });
+}
+}  // namespace
+
 extern "C" {
 
 // ---- errors ----
@@ -610,6 +651,78 @@ int daxalloc_check(const daxalloc_heap_t* heap, size_t* problems, char* message,
       message[n] = '\0';
     }
     *problems = found.size();
+  });
+}
+
+// ---- iteration and introspection ----
+
+int daxalloc_for_each_object(const daxalloc_heap_t* heap,
+                             int (*fn)(const daxalloc_object_info_t* info, void* arg), void* arg) {
+  return for_each("daxalloc_for_each_object", heap, fn, arg,
+                  [](const daxalloc::heap& h, auto&& f) { h.for_each_object(f); });
+}
+
+int daxalloc_for_each_section(const daxalloc_heap_t* heap,
+                              int (*fn)(const daxalloc_section_info_t* info, void* arg),
+                              void* arg) {
+  return for_each("daxalloc_for_each_section", heap, fn, arg,
+                  [](const daxalloc::heap& h, auto&& f) { h.for_each_section(f); });
+}
+
+int daxalloc_for_each_pageblock(const daxalloc_heap_t* heap,
+                                int (*fn)(const daxalloc_pageblock_info_t* info, void* arg),
+                                void* arg) {
+  return for_each("daxalloc_for_each_pageblock", heap, fn, arg,
+                  [](const daxalloc::heap& h, auto&& f) { h.for_each_pageblock(f); });
+}
+
+int daxalloc_layout(const daxalloc_heap_t* heap, daxalloc_layout_t* layout) {
+  constexpr const char* fn = "daxalloc_layout";
+  return guarded(fn, [&] {
+    require(heap != nullptr && layout != nullptr, fn, "heap or layout is NULL");
+    const daxalloc::heap_layout l = heap->heap.layout();
+    daxalloc_layout_t c{};
+    c.format_version = l.format_version;
+    std::copy(l.uuid.begin(), l.uuid.end(), c.uuid);
+    c.create_time = l.create_time;
+    c.generation = l.generation;
+    c.section_size_bits = l.section_size_bits;
+    c.section_size = l.section_size;
+    c.subsection_size = l.subsection_size;
+    c.pageblock_size = l.pageblock_size;
+    c.page_size = l.page_size;
+    c.descriptor_size = l.descriptor_size;
+    c.max_range = l.max_range;
+    c.nr_sections = l.nr_sections;
+    c.head_size = l.head_size;
+    c.memmap_span_size = l.memmap_span_size;
+    c.memmap_bytes_per_span = l.memmap_bytes_per_span;
+    c.present_sections = l.present_sections;
+    c.present_subsections = l.present_subsections;
+    c.present_bytes = l.present_bytes;
+    c.head_bytes = l.head_bytes;
+    c.memmap_bytes = l.memmap_bytes;
+    c.max_small_size = l.max_small_size;
+    *layout = c;
+  });
+}
+
+const char* daxalloc_object_kind_name(int kind) {
+  if (kind < 0 || kind > 255) return "unknown";
+  return daxalloc::to_string(static_cast<daxalloc::object_kind>(kind));
+}
+
+const char* daxalloc_migratetype_name(int type) {
+  if (type < 0 || type > 255) return "unknown";
+  return daxalloc::to_string(static_cast<daxalloc::migratetype>(type));
+}
+
+int daxalloc_remove(const char* path, int invalidate_device, int* removed) {
+  constexpr const char* fn = "daxalloc_remove";
+  return guarded(fn, [&] {
+    require(path != nullptr, fn, "path is NULL");
+    const bool deleted = daxalloc::heap::remove(path, invalidate_device != 0);
+    if (removed != nullptr) *removed = deleted ? 1 : 0;
   });
 }
 

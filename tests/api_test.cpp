@@ -65,7 +65,10 @@ void check_empty_handle(heap& h) {
   CHECK_ERRC(h.usable_size(&outside), errc::invalid_argument);
   CHECK_ERRC(h.persist(), errc::invalid_argument);
   CHECK_ERRC(h.media(), errc::invalid_argument);
-  CHECK_ERRC(h.internals(), errc::invalid_argument);
+  CHECK_ERRC(h.layout(), errc::invalid_argument);
+  CHECK_ERRC(h.for_each_object([](const daxalloc::object_info&) {}), errc::invalid_argument);
+  CHECK_ERRC(h.for_each_section([](const daxalloc::section_info&) {}), errc::invalid_argument);
+  CHECK_ERRC(h.for_each_pageblock([](const daxalloc::pageblock_info&) {}), errc::invalid_argument);
   CHECK_ERRC(h.construct<counter>("c")(counter{1}), errc::invalid_argument);
   CHECK_ERRC(h.find_or_construct<counter>("c")(), errc::invalid_argument);
   CHECK_ERRC(h.find<counter>("c"), errc::invalid_argument);
@@ -118,10 +121,14 @@ TEST_CASE("the umbrella header includes every public header") {
 TEST_CASE("every public class states its thread safety in its header") {
   // The comment block right above each declaration says "Threads:".
   const std::vector<std::pair<std::string, std::string>> classes = {
-      {"heap.hpp", "class heap {"},      {"heap.hpp", "struct reservation {"},
-      {"batch.hpp", "class batch {"},    {"allocator.hpp", "class allocator {"},
-      {"pptr.hpp", "class pptr {"},      {"persist.hpp", "class persistence {"},
-      {"region.hpp", "class region {"},  {"error.hpp", "class error"},
+      {"heap.hpp", "class DAXALLOC_API heap {"},
+      {"heap.hpp", "struct reservation {"},
+      {"batch.hpp", "class DAXALLOC_API batch {"},
+      {"allocator.hpp", "class allocator {"},
+      {"pptr.hpp", "class pptr {"},
+      {"persist.hpp", "class DAXALLOC_API persistence {"},
+      {"region.hpp", "class DAXALLOC_API region {"},
+      {"error.hpp", "class DAXALLOC_API error"},
       {"devices.hpp", "list_devices()"},
   };
   for (const auto& entry : classes) {

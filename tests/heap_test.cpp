@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "daxalloc/heap.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
 #include "test_util.hpp"
 
 using daxalloc::errc;
@@ -194,7 +194,7 @@ TEST_CASE("a root slot that names no object root() could have made is refused; n
     h.persist().persist(e, 300000);
     small = h.offset_of(s);
     extent = h.offset_of(e);
-    memmap = h.internals().model().span_memmap(0);
+    memmap = daxalloc::detail::internals(h).model().span_memmap(0);
   }
   const std::uint64_t slab = small & ~(std::uint64_t{64 * 1024} - 1);  // 24 B: 64 KiB slabs
   const struct {
@@ -428,7 +428,7 @@ TEST_CASE("repair quarantines damaged pageblocks, keeps their bytes, and the hea
     h.persist().persist(h.root<root_type>(), sizeof(root_type));
     extent = filled(300 * 1024, 0x22);  // a page extent: a movable pageblock
     slab_object = filled(3000, 0x33);
-    auto& m = h.internals().model();
+    auto& m = daxalloc::detail::internals(h).model();
     // Damage 1: a stray descriptor on a tail page of the extent.
     auto* tail = m.pfn_to_page(extent / page + 3);
     tail->store(daxalloc::sparse::page_info(daxalloc::sparse::page_state::extent, 0, 1));

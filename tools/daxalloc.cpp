@@ -3,6 +3,10 @@
 // with --json, and exits 0 (done), 1 (failed, or check found problems) or
 // 2 (bad command line). docs/cli.md is the reference.
 //
+// It is a user of the public API alone (include/daxalloc/, the shared
+// library): what it shows of a heap's layout, sections, pageblocks and
+// objects comes from heap::layout and the for_each_ iteration calls.
+//
 // The inspecting commands (info, stats, map, check) open the heap read-only
 // (heap::open_read_only): O_RDONLY, a shared lock (a heap open read-write
 // elsewhere is refused with errc::busy), no recovery and no write at all, so
@@ -30,49 +34,27 @@
 #include <string>
 #include <vector>
 
-#include "alloc/page_allocator.hpp"
-#include "alloc/size_classes.hpp"
 #include "cli.hpp"
 #include "daxalloc/devices.hpp"
 #include "daxalloc/error.hpp"
 #include "daxalloc/heap.hpp"
 #include "daxalloc/version.hpp"
-#include "heap/heap_impl.hpp"
-#include "sparse/layout.hpp"
-#include "sparse/memory_model.hpp"
 
 namespace daxalloc::cli {
 namespace {
 
-using sparse::migratetype;
-
-constexpr std::uint64_t pageblock_size = sparse::subsection_size;
-constexpr std::uint64_t pageblock_pages = sparse::pages_per_subsection;
+// The unit of hot_add and hot_remove (heap.hpp): a subsection, which is
+// one pageblock. What a heap reports (heap_layout) is read from the heap.
+constexpr std::uint64_t pageblock_size = std::uint64_t{2} << 20;
 
 // ---- names ----
-
-std::string migratetype_name(migratetype type) {
-  switch (type) {
-    case migratetype::unmovable:
-      return "unmovable";
-    case migratetype::movable:
-      return "movable";
-    case migratetype::large:
-      return "large";
-    case migratetype::metadata:
-      return "metadata";
-    case migratetype::isolate:
-      return "isolate";
-  }
-  return "type " + std::to_string(static_cast<unsigned>(type));
-}
 
 // The migratetypes a heap uses, in the order the tool lists them.
 constexpr migratetype listed_types[] = {migratetype::metadata, migratetype::unmovable,
                                         migratetype::movable, migratetype::large,
                                         migratetype::isolate};
 
-std::string uuid_text(const std::uint8_t (&uuid)[16]) {
+std::string uuid_text(const std::array<std::uint8_t, 16>& uuid) {
   std::string out;
   for (int i = 0; i < 16; ++i) {
     char buf[4];
@@ -99,71 +81,23 @@ std::string row(std::string_view label, const std::string& value) {
   return out + value + "\n";
 }
 
-// ---- what a heap looks like, read through the sparse model ----
+// ---- what a heap looks like, through its introspection calls ----
 
 struct section_view {
-  std::uint64_t nr = 0;
-  std::uint64_t start = 0;
-  std::uint64_t memmap = 0;  // offset of its span's memmap block
-  std::uint64_t flags = 0;   // sparse::section_flags
-  unsigned present = 0;      // present subsections
-  std::vector<bool> subsection_present;
-  std::vector<migratetype> types;              // per pageblock
-  std::vector<std::uint32_t> allocated_pages;  // per pageblock
+  section_info info;
+  std::vector<pageblock_info> pageblocks;
 };
 
-// Every present section in address order, found through the root directory
-// so that absent address space costs nothing.
-std::vector<section_view> present_sections(const sparse::memory_model& m) {
-  const sparse::geometry& geo = m.geo();
+// Every present section in address order, with its pageblocks.
+std::vector<section_view> present_sections(const heap& h) {
   std::vector<section_view> out;
-  for (std::uint64_t root = 0; root < geo.nr_roots(); ++root) {
-    if (m.directory_entry(root) != 1) continue;
-    const std::uint64_t end =
-        std::min<std::uint64_t>((root + 1) * geo.sections_per_root(), geo.nr_sections());
-    for (std::uint64_t nr = root * geo.sections_per_root(); nr < end; ++nr) {
-      if (!m.section_present(nr)) continue;
-      section_view s;
-      s.nr = nr;
-      s.start = nr << geo.section_size_bits;
-      const std::uint64_t head = m.section_record(nr)[0];
-      s.memmap = head & sparse::section_memmap_mask;
-      s.flags = head & ~sparse::section_memmap_mask;
-      for (unsigned sub = 0; sub < geo.subsections_per_section(); ++sub) {
-        const std::uint64_t at = s.start + std::uint64_t{sub} * pageblock_size;
-        const bool here = m.subsection_present(at);
-        s.present += here;
-        s.subsection_present.push_back(here);
-        s.types.push_back(m.get_pageblock_migratetype(at >> sparse::page_shift));
-      }
-      s.allocated_pages.assign(geo.subsections_per_section(), 0);
-      out.push_back(std::move(s));
-    }
-  }
+  h.for_each_section([&](const section_info& s) { out.push_back({s, {}}); });
+  std::size_t i = 0;
+  h.for_each_pageblock([&](const pageblock_info& pb) {
+    while (out[i].info.number != pb.section) ++i;
+    out[i].pageblocks.push_back(pb);
+  });
   return out;
-}
-
-// Adds the pages of every allocated extent and slab (as the memmap records
-// them) to the pageblocks that hold them; returns what was found.
-std::vector<alloc::allocated_extent> count_allocated_pages(heap& h,
-                                                           std::vector<section_view>& sections) {
-  sparse::memory_model& m = h.internals().model();
-  alloc::page_allocator scan(m);
-  std::vector<std::string> problems;  // an open heap has none: open checked the same scan
-  auto found = scan.rebuild(problems);
-  std::map<std::uint64_t, section_view*> by_nr;
-  for (auto& s : sections) by_nr[s.nr] = &s;
-  for (const auto& e : found) {
-    for (std::uint64_t pfn = e.pfn; pfn < e.pfn + e.pages;) {
-      const std::uint64_t next =
-          std::min(e.pfn + e.pages, (pfn / pageblock_pages + 1) * pageblock_pages);
-      if (auto it = by_nr.find(m.geo().pfn_to_section_nr(pfn)); it != by_nr.end())
-        it->second->allocated_pages[m.geo().subsection_index(pfn)] +=
-            static_cast<std::uint32_t>(next - pfn);
-      pfn = next;
-    }
-  }
-  return found;
 }
 
 struct span {
@@ -174,24 +108,23 @@ struct span {
 std::vector<span> present_ranges(const std::vector<section_view>& sections) {
   std::vector<span> out;
   for (const auto& s : sections)
-    for (std::size_t sub = 0; sub < s.subsection_present.size(); ++sub) {
-      if (!s.subsection_present[sub]) continue;
-      const std::uint64_t at = s.start + sub * pageblock_size;
-      if (!out.empty() && out.back().end == at)
+    for (const auto& pb : s.pageblocks) {
+      if (!pb.present) continue;
+      if (!out.empty() && out.back().end == pb.offset)
         out.back().end += pageblock_size;
       else
-        out.push_back({at, at + pageblock_size});
+        out.push_back({pb.offset, pb.offset + pageblock_size});
     }
   return out;
 }
 
 // One character per pageblock: what `map` draws.
-char pageblock_char(bool present, migratetype type, std::uint32_t allocated_pages) {
-  if (!present) return '.';
-  if (type == migratetype::metadata) return '#';
-  if (type == migratetype::isolate) return 'I';
-  if (allocated_pages == 0) return '-';
-  switch (type) {
+char pageblock_char(const pageblock_info& pb) {
+  if (!pb.present) return '.';
+  if (pb.type == migratetype::metadata) return '#';
+  if (pb.type == migratetype::isolate) return 'I';
+  if (pb.allocated_pages == 0) return '-';
+  switch (pb.type) {
     case migratetype::unmovable:
       return 'U';
     case migratetype::movable:
@@ -289,7 +222,7 @@ int run_create(const parsed_args& a, bool json) {
                       human_bytes(o.size) + ")");
   if (const auto bits = a.value("section-bits")) {
     const auto v = parse_uint(*bits);
-    if (!v || *v < sparse::min_section_size_bits || *v > sparse::max_section_size_bits)
+    if (!v || *v < 27 || *v > 30)
       throw usage_error("invalid --section-bits '" + *bits +
                         "' (27..30: 128 MiB .. 1 GiB sections)");
     o.section_size_bits = static_cast<unsigned>(*v);
@@ -311,12 +244,11 @@ int run_create(const parsed_args& a, bool json) {
     progress p("creating " + path + " (" + human_bytes(o.size) + ")");
     h.emplace(heap::create(path, o));
   }
-  const sparse::memory_model& m = h->internals().model();
+  const heap_layout geo = h->layout();
   const heap_stats s = h->stats();
   const std::string kind = to_string(h->media().kind());
   const std::string persistence = h->persist().name();
-  const std::string uuid = uuid_text(m.super().uuid);
-  const auto geo = m.geo();
+  const std::string uuid = uuid_text(geo.uuid);
   h->close();
 
   if (json) {
@@ -330,14 +262,14 @@ int run_create(const parsed_args& a, bool json) {
         .field("usable_bytes", s.usable_bytes)
         .field("max_range", geo.max_range)
         .field("section_size_bits", geo.section_size_bits)
-        .field("section_size", geo.section_size())
+        .field("section_size", geo.section_size)
         .end_object();
     print(w.str());
     return exit_ok;
   }
   print("created " + path + ": " + human_bytes(s.present_bytes) + " present (" +
         human_bytes(s.usable_bytes) + " usable) of a " + human_bytes(geo.max_range) +
-        " address range, " + human_bytes(geo.section_size()) + " sections\n" +
+        " address range, " + human_bytes(geo.section_size) + " sections\n" +
         row("region", kind + ", persistence by " + persistence) + row("uuid", uuid));
   return exit_ok;
 }
@@ -361,29 +293,25 @@ int run_info(const parsed_args& a, bool json) {
   heap h = heap::open_read_only(path);
   const heap_stats s = h.stats();
   const recovery_plan recovery = h.pending_recovery();
-  // Copies: the model goes away with close() below.
-  const sparse::memory_model& m = h.internals().model();
-  const sparse::geometry geo = m.geo();
-  const sparse::superblock sb = m.super();
-  const sparse::model_stats ms = m.stats();
-  auto sections = present_sections(m);
+  const heap_layout geo = h.layout();
+  const auto sections = present_sections(h);
   const auto ranges = present_ranges(sections);
   std::uint64_t partial = 0;
-  for (const auto& sec : sections) partial += sec.present != geo.subsections_per_section();
+  for (const auto& sec : sections) partial += sec.info.present_subsections != sec.info.subsections;
   // Memmap placement: one block per span that has present memory.
   struct placement {
     std::uint64_t span_start, memmap;
   };
   std::vector<placement> placements;
   for (const auto& sec : sections) {
-    const std::uint64_t span_start = sparse::align_down(sec.start, geo.span_size());
+    const std::uint64_t span_start = sec.info.offset / geo.memmap_span_size * geo.memmap_span_size;
     if (placements.empty() || placements.back().span_start != span_start)
-      placements.push_back({span_start, sec.memmap});
+      placements.push_back({span_start, sec.info.memmap_offset});
   }
-  const double metadata_per_page =
-      s.present_bytes ? static_cast<double>(s.metadata_bytes) /
-                            static_cast<double>(s.present_bytes / sparse::page_size)
-                      : 0;
+  const double metadata_per_page = s.present_bytes
+                                       ? static_cast<double>(s.metadata_bytes) /
+                                             static_cast<double>(s.present_bytes / geo.page_size)
+                                       : 0;
   const std::string kind = to_string(h.media().kind());
   const std::string persistence = h.persist().name();
   const std::uint64_t mapped = h.size();
@@ -393,10 +321,10 @@ int run_info(const parsed_args& a, bool json) {
     json_writer w;
     w.begin_object()
         .field("path", path)
-        .field("format_version", sb.version)
-        .field("uuid", uuid_text(sb.uuid))
-        .field("create_time", sb.create_time)
-        .field("generation", sb.generation)
+        .field("format_version", geo.format_version)
+        .field("uuid", uuid_text(geo.uuid))
+        .field("create_time", geo.create_time)
+        .field("generation", geo.generation)
         .field("shutdown", s.unclean_shutdown ? "unclean" : "clean")
         .field("unclean_shutdown", s.unclean_shutdown);
     write_recovery(w, recovery);
@@ -409,23 +337,23 @@ int run_info(const parsed_args& a, bool json) {
     w.key("geometry")
         .begin_object()
         .field("section_size_bits", geo.section_size_bits)
-        .field("section_size", geo.section_size())
-        .field("subsection_size", sparse::subsection_size)
-        .field("pageblock_size", pageblock_size)
-        .field("page_size", sparse::page_size)
-        .field("descriptor_size", sizeof(sparse::page_descriptor))
+        .field("section_size", geo.section_size)
+        .field("subsection_size", geo.subsection_size)
+        .field("pageblock_size", geo.pageblock_size)
+        .field("page_size", geo.page_size)
+        .field("descriptor_size", geo.descriptor_size)
         .field("max_range", geo.max_range)
-        .field("nr_sections", geo.nr_sections())
-        .field("head_size", geo.head_size())
-        .field("memmap_span_size", geo.span_size())
-        .field("memmap_bytes_per_span", geo.memmap_bytes())
+        .field("nr_sections", geo.nr_sections)
+        .field("head_size", geo.head_size)
+        .field("memmap_span_size", geo.memmap_span_size)
+        .field("memmap_bytes_per_span", geo.memmap_bytes_per_span)
         .end_object();
     w.key("present")
         .begin_object()
-        .field("bytes", ms.present_bytes)
-        .field("sections", ms.present_sections)
+        .field("bytes", geo.present_bytes)
+        .field("sections", geo.present_sections)
         .field("partial_sections", partial)
-        .field("subsections", ms.present_subsections)
+        .field("subsections", geo.present_subsections)
         .key("ranges")
         .begin_array();
     for (const auto& r : ranges)
@@ -435,14 +363,14 @@ int run_info(const parsed_args& a, bool json) {
     for (const auto& p : placements)
       w.begin_object(true)
           .field("span_start", p.span_start)
-          .field("span_size", geo.span_size())
+          .field("span_size", geo.memmap_span_size)
           .field("memmap_offset", p.memmap)
-          .field("memmap_bytes", geo.memmap_bytes())
+          .field("memmap_bytes", geo.memmap_bytes_per_span)
           .end_object();
     w.end_array();
     w.key("pageblocks").begin_object();
     for (migratetype t : listed_types)
-      w.field(migratetype_name(t), s.pageblocks_by_migratetype[static_cast<unsigned>(t)]);
+      w.field(to_string(t), s.pageblocks_by_migratetype[static_cast<unsigned>(t)]);
     w.end_object();
     w.key("usage")
         .begin_object()
@@ -459,22 +387,23 @@ int run_info(const parsed_args& a, bool json) {
     w.key("sections").begin_array();
     for (const auto& sec : sections)
       w.begin_object(true)
-          .field("nr", sec.nr)
-          .field("start", sec.start)
-          .field("present_subsections", sec.present)
-          .field("subsections", geo.subsections_per_section())
-          .field("memmap_offset", sec.memmap)
-          .field("online", (sec.flags & sparse::section_is_online) != 0)
-          .field("partial", (sec.flags & sparse::section_taint_partial) != 0)
+          .field("nr", sec.info.number)
+          .field("start", sec.info.offset)
+          .field("present_subsections", sec.info.present_subsections)
+          .field("subsections", sec.info.subsections)
+          .field("memmap_offset", sec.info.memmap_offset)
+          .field("online", sec.info.online)
+          .field("partial", sec.info.partial)
           .end_object();
     w.end_array().end_object();
     print(w.str());
     return exit_ok;
   }
 
-  std::string out = path + ": daxalloc heap, format version " + std::to_string(sb.version) + "\n";
-  out += row("uuid", uuid_text(sb.uuid));
-  out += row("created", utc_time(sb.create_time));
+  std::string out =
+      path + ": daxalloc heap, format version " + std::to_string(geo.format_version) + "\n";
+  out += row("uuid", uuid_text(geo.uuid));
+  out += row("created", utc_time(geo.create_time));
   out += row("shutdown", s.unclean_shutdown
                              ? "unclean: the last user did not close it (the next read-write "
                                "open recovers it)"
@@ -484,28 +413,27 @@ int run_info(const parsed_args& a, bool json) {
   out += row("region",
              kind + ", persistence by " + persistence + ", " + human_bytes(mapped) + " mapped");
   out += "geometry\n";
-  out += row("section size", human_bytes(geo.section_size()) + " (section_size_bits " +
+  out += row("section size", human_bytes(geo.section_size) + " (section_size_bits " +
                                  std::to_string(geo.section_size_bits) + ")");
-  out += row("subsection size", human_bytes(sparse::subsection_size) + " (one pageblock)");
-  out += row("page size", human_bytes(sparse::page_size) + ", " +
-                              std::to_string(sizeof(sparse::page_descriptor)) +
+  out += row("subsection size", human_bytes(geo.subsection_size) + " (one pageblock)");
+  out += row("page size", human_bytes(geo.page_size) + ", " + std::to_string(geo.descriptor_size) +
                               " B descriptor per page");
   out += row("max range",
-             human_bytes(geo.max_range) + " (" + std::to_string(geo.nr_sections()) + " sections)");
-  out += row("head size", human_bytes(geo.head_size()));
-  out += row("memmap span", human_bytes(geo.span_size()) + ", described by " +
-                                human_bytes(geo.memmap_bytes()) + " of memmap");
+             human_bytes(geo.max_range) + " (" + std::to_string(geo.nr_sections) + " sections)");
+  out += row("head size", human_bytes(geo.head_size));
+  out += row("memmap span", human_bytes(geo.memmap_span_size) + ", described by " +
+                                human_bytes(geo.memmap_bytes_per_span) + " of memmap");
   out += "present\n";
-  out += row("sections", std::to_string(ms.present_sections) + " of " +
-                             std::to_string(geo.nr_sections()) +
+  out += row("sections", std::to_string(geo.present_sections) + " of " +
+                             std::to_string(geo.nr_sections) +
                              (partial ? " (" + std::to_string(partial) + " partial)" : ""));
   out += row("subsections",
-             std::to_string(ms.present_subsections) + " (" + human_bytes(ms.present_bytes) + ")");
+             std::to_string(geo.present_subsections) + " (" + human_bytes(geo.present_bytes) + ")");
   for (std::size_t i = 0; i < ranges.size(); ++i)
     out += row(i ? "" : "ranges", span_text(ranges[i].start, ranges[i].end) + "  " +
                                       human_bytes(ranges[i].end - ranges[i].start));
-  out += "memmap placement (one " + human_bytes(geo.memmap_bytes()) + " block per " +
-         human_bytes(geo.span_size()) + " span)\n";
+  out += "memmap placement (one " + human_bytes(geo.memmap_bytes_per_span) + " block per " +
+         human_bytes(geo.memmap_span_size) + " span)\n";
   {
     table t({"span", "memmap block"});
     // Consecutive spans with their block at the same place collapse into one row.
@@ -513,13 +441,13 @@ int run_info(const parsed_args& a, bool json) {
       std::size_t j = i + 1;
       const std::uint64_t relative = placements[i].memmap - placements[i].span_start;
       while (j < placements.size() &&
-             placements[j].span_start == placements[j - 1].span_start + geo.span_size() &&
+             placements[j].span_start == placements[j - 1].span_start + geo.memmap_span_size &&
              placements[j].memmap - placements[j].span_start == relative)
         ++j;
-      const std::uint64_t end = placements[j - 1].span_start + geo.span_size();
+      const std::uint64_t end = placements[j - 1].span_start + geo.memmap_span_size;
       if (j - i == 1)
         t.add({span_text(placements[i].span_start, end),
-               span_text(placements[i].memmap, placements[i].memmap + geo.memmap_bytes())});
+               span_text(placements[i].memmap, placements[i].memmap + geo.memmap_bytes_per_span)});
       else
         t.add({span_text(placements[i].span_start, end) + " (" + std::to_string(j - i) + " spans)",
                "span start + " + hex(relative) + " in each"});
@@ -532,7 +460,7 @@ int run_info(const parsed_args& a, bool json) {
     table t({"type", "pageblocks", "bytes"}, {false, true, true});
     for (migratetype type : listed_types) {
       const std::uint64_t n = s.pageblocks_by_migratetype[static_cast<unsigned>(type)];
-      t.add({migratetype_name(type), std::to_string(n), human_bytes(n * pageblock_size)});
+      t.add({to_string(type), std::to_string(n), human_bytes(n * pageblock_size)});
     }
     out += t.render();
   }
@@ -542,8 +470,8 @@ int run_info(const parsed_args& a, bool json) {
   out += row("present", human_bytes(s.present_bytes));
   out += row("usable", human_bytes(s.usable_bytes));
   out += row("metadata", human_bytes(s.metadata_bytes) + " (" + per_page + ": head " +
-                             human_bytes(ms.head_bytes) + ", memmap " +
-                             human_bytes(ms.memmap_bytes) + ")");
+                             human_bytes(geo.head_bytes) + ", memmap " +
+                             human_bytes(geo.memmap_bytes) + ")");
   out += row("allocated", human_bytes(s.allocated_bytes) + " in " +
                               std::to_string(s.allocated_objects) + " objects");
   out += row("free", human_bytes(s.free_bytes));
@@ -555,15 +483,17 @@ int run_info(const parsed_args& a, bool json) {
     // Runs of sections alike (consecutive, same presence and state) share a row.
     for (std::size_t i = 0; i < sections.size();) {
       std::size_t j = i + 1;
-      while (j < sections.size() && sections[j].nr == sections[j - 1].nr + 1 &&
-             sections[j].present == sections[i].present && sections[j].flags == sections[i].flags)
+      const section_info& first = sections[i].info;
+      while (j < sections.size() && sections[j].info.number == sections[j - 1].info.number + 1 &&
+             sections[j].info.present_subsections == first.present_subsections &&
+             sections[j].info.online == first.online && sections[j].info.partial == first.partial)
         ++j;
-      const auto& first = sections[i];
-      std::string state = first.flags & sparse::section_is_online ? "online" : "offline";
-      if (first.flags & sparse::section_taint_partial) state += ", partial";
-      t.add({std::to_string(first.nr) + (j - i > 1 ? "-" + std::to_string(sections[j - 1].nr) : ""),
-             span_text(first.start, sections[j - 1].start + geo.section_size()),
-             std::to_string(first.present) + "/" + std::to_string(geo.subsections_per_section()),
+      const section_info& last = sections[j - 1].info;
+      std::string state = first.online ? "online" : "offline";
+      if (first.partial) state += ", partial";
+      t.add({std::to_string(first.number) + (j - i > 1 ? "-" + std::to_string(last.number) : ""),
+             span_text(first.offset, last.offset + last.size),
+             std::to_string(first.present_subsections) + "/" + std::to_string(first.subsections),
              state});
       i = j;
     }
@@ -579,16 +509,16 @@ int run_stats(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
   heap h = heap::open_read_only(path);
   const heap_stats s = h.stats();
-  auto sections = present_sections(h.internals().model());
-  const auto found = count_allocated_pages(h, sections);
+  const auto sections = present_sections(h);
+  const std::uint64_t max_small_size = h.layout().max_small_size;
+  std::uint64_t extents = 0, largest_extent = 0;
+  h.for_each_object([&](const object_info& o) {
+    if (o.in_slab) return;
+    ++extents;
+    largest_extent = std::max(largest_extent, o.size);
+  });
   h.close();
 
-  std::uint64_t extents = 0, largest_extent = 0;
-  for (const auto& e : found)
-    if (!e.slab) {
-      ++extents;
-      largest_extent = std::max(largest_extent, e.pages * sparse::page_size);
-    }
   // Pageblocks by migratetype and by use: free, partly or wholly allocated.
   struct use {
     std::uint64_t free = 0, partial = 0, full = 0;
@@ -601,21 +531,16 @@ int run_stats(const parsed_args& a, bool json) {
     return uses.emplace_back(t, use{}).second;
   };
   for (const auto& sec : sections)
-    for (std::size_t pb = 0; pb < sec.types.size(); ++pb) {
-      if (!sec.subsection_present[pb]) continue;
-      use& u = use_of(sec.types[pb]);
-      const std::uint32_t n = sec.allocated_pages[pb];
-      if (sec.types[pb] == migratetype::metadata || n == pageblock_pages)
+    for (const auto& pb : sec.pageblocks) {
+      if (!pb.present) continue;
+      use& u = use_of(pb.type);
+      if (pb.type == migratetype::metadata || pb.allocated_pages == pb.pages)
         ++u.full;
-      else if (n == 0)
+      else if (pb.allocated_pages == 0)
         ++u.free;
       else
         ++u.partial;
     }
-  const auto slab_bytes = [](const heap_stats::size_class_stats& c) {
-    return c.slabs *
-           (sparse::page_size << alloc::size_classes[alloc::size_class_of(c.size)].slab_order);
-  };
 
   if (json) {
     json_writer w;
@@ -624,7 +549,7 @@ int run_stats(const parsed_args& a, bool json) {
       w.begin_object(true)
           .field("size", c.size)
           .field("slabs", c.slabs)
-          .field("slab_bytes", slab_bytes(c))
+          .field("slab_bytes", c.slab_bytes)
           .field("allocated", c.allocated)
           .field("capacity", c.capacity)
           .field("allocated_bytes", c.allocated * c.size)
@@ -638,7 +563,7 @@ int run_stats(const parsed_args& a, bool json) {
         .end_object();
     w.key("pageblocks").begin_object();
     for (const auto& [type, u] : uses)
-      w.key(migratetype_name(type))
+      w.key(to_string(type))
           .begin_object(true)
           .field("free", u.free)
           .field("partial", u.partial)
@@ -662,21 +587,20 @@ int run_stats(const parsed_args& a, bool json) {
   }
 
   std::string out = path + ": allocator statistics\n";
-  out +=
-      "size classes (slabs of small objects, up to " + human_bytes(alloc::max_small_size) + ")\n";
+  out += "size classes (slabs of small objects, up to " + human_bytes(max_small_size) + ")\n";
   if (s.size_classes.empty()) {
     out += "  none in use\n";
   } else {
     table t({"size", "slabs", "slab bytes", "allocated", "capacity", "used"},
             {true, true, true, true, true, true});
     for (const auto& c : s.size_classes)
-      t.add({human_bytes(c.size), std::to_string(c.slabs), human_bytes(slab_bytes(c)),
+      t.add({human_bytes(c.size), std::to_string(c.slabs), human_bytes(c.slab_bytes),
              std::to_string(c.allocated), std::to_string(c.capacity),
              percent(c.capacity ? static_cast<double>(c.allocated) / static_cast<double>(c.capacity)
                                 : 0)});
     out += t.render();
   }
-  out += "extents (objects above " + human_bytes(alloc::max_small_size) + ", whole pages)\n";
+  out += "extents (objects above " + human_bytes(max_small_size) + ", whole pages)\n";
   out += row("count", std::to_string(extents));
   out += row("bytes", human_bytes(s.extent_bytes));
   out += row("largest", human_bytes(largest_extent));
@@ -684,7 +608,7 @@ int run_stats(const parsed_args& a, bool json) {
   {
     table t({"type", "free", "partial", "full"}, {false, true, true, true});
     for (const auto& [type, u] : uses)
-      t.add({migratetype_name(type), std::to_string(u.free), std::to_string(u.partial),
+      t.add({to_string(type), std::to_string(u.free), std::to_string(u.partial),
              std::to_string(u.full)});
     out += t.render();
   }
@@ -711,24 +635,22 @@ int run_map(const parsed_args& a, bool json) {
     if (!only) throw usage_error("invalid --section '" + *text + "' (a section number)");
   }
   heap h = heap::open_read_only(path);
-  const sparse::geometry geo = h.internals().model().geo();
-  auto sections = present_sections(h.internals().model());
-  (void)count_allocated_pages(h, sections);
+  const heap_layout geo = h.layout();
+  auto sections = present_sections(h);
   h.close();
   if (only) {
-    if (*only >= geo.nr_sections())
+    if (*only >= geo.nr_sections)
       throw error(errc::invalid_argument, path + ": section " + std::to_string(*only) +
                                               " is beyond the heap's " +
-                                              std::to_string(geo.nr_sections()) + " sections");
-    std::erase_if(sections, [&](const section_view& s) { return s.nr != *only; });
+                                              std::to_string(geo.nr_sections) + " sections");
+    std::erase_if(sections, [&](const section_view& s) { return s.info.number != *only; });
     if (sections.empty())
       throw error(errc::not_present,
                   path + ": section " + std::to_string(*only) + " has no present subsection");
   }
   const auto line_of = [](const section_view& s) {
     std::string chars;
-    for (std::size_t pb = 0; pb < s.types.size(); ++pb)
-      chars += pageblock_char(s.subsection_present[pb], s.types[pb], s.allocated_pages[pb]);
+    for (const auto& pb : s.pageblocks) chars += pageblock_char(pb);
     return chars;
   };
 
@@ -736,19 +658,21 @@ int run_map(const parsed_args& a, bool json) {
     json_writer w;
     w.begin_object()
         .field("path", path)
-        .field("section_size", geo.section_size())
+        .field("section_size", geo.section_size)
         .field("pageblock_size", pageblock_size)
         .key("legend")
         .begin_object();
     for (const auto& [c, meaning] : map_legend) w.field(std::string(1, c), meaning);
     w.end_object().key("sections").begin_array();
     for (const auto& s : sections) {
-      w.begin_object().field("nr", s.nr).field("start", s.start).field("map", line_of(s));
+      w.begin_object()
+          .field("nr", s.info.number)
+          .field("start", s.info.offset)
+          .field("map", line_of(s));
       w.key("types").begin_array(true);
-      for (std::size_t pb = 0; pb < s.types.size(); ++pb)
-        w.value(s.subsection_present[pb] ? migratetype_name(s.types[pb]) : "absent");
+      for (const auto& pb : s.pageblocks) w.value(pb.present ? to_string(pb.type) : "absent");
       w.end_array().key("allocated_pages").begin_array(true);
-      for (auto n : s.allocated_pages) w.value(n);
+      for (const auto& pb : s.pageblocks) w.value(pb.allocated_pages);
       w.end_array().end_object();
     }
     w.end_array().end_object();
@@ -759,14 +683,14 @@ int run_map(const parsed_args& a, bool json) {
   constexpr std::size_t per_line = 64;  // 128 MiB per line
   std::string out =
       path + ": one character per " + human_bytes(pageblock_size) + " pageblock, one line per " +
-      human_bytes(std::min<std::uint64_t>(geo.section_size(), per_line * pageblock_size)) + "\n";
+      human_bytes(std::min<std::uint64_t>(geo.section_size, per_line * pageblock_size)) + "\n";
   table t({"section", "start", "pageblocks"}, {true, true, false});
   std::map<char, std::uint64_t> counts;
   for (const auto& s : sections) {
     const std::string chars = line_of(s);
     for (char c : chars) ++counts[c];
     for (std::size_t at = 0; at < chars.size(); at += per_line)
-      t.add({at ? "" : std::to_string(s.nr), hex(s.start + at * pageblock_size),
+      t.add({at ? "" : std::to_string(s.info.number), hex(s.info.offset + at * pageblock_size),
              chars.substr(at, per_line)});
   }
   out += t.render();
@@ -884,7 +808,7 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
     throw usage_error("--by " + human_bytes(by) +
                       " is not a multiple of 2 MiB (the subsection size)");
   heap h = heap::open(path);
-  const std::uint64_t end = present_end(present_sections(h.internals().model()));
+  const std::uint64_t end = present_end(present_sections(h));
   std::uint64_t start = end;
   if (grow) {
     h.hot_add(end, by);
@@ -896,7 +820,7 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
     h.hot_remove(start, by);
   }
   const heap_stats s = h.stats();
-  const auto ranges = present_ranges(present_sections(h.internals().model()));
+  const auto ranges = present_ranges(present_sections(h));
   h.close();
 
   if (json) {
@@ -929,51 +853,10 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
 
 // -- rm --
 
-bool has_superblock_magic(const std::byte* head) {
-  for (std::uint64_t offset : sparse::superblock_offset)
-    if (std::memcmp(head + offset, sparse::superblock_magic, sizeof sparse::superblock_magic) == 0)
-      return true;
-  return false;
-}
-
 int run_rm(const parsed_args& a, bool json) {
   const std::filesystem::path path = a.positionals[0];
   const bool force = a.flag("force");
-  const auto refuse = [&](const std::string& why) {
-    throw error(errc::corrupt,
-                path.string() + ": not a daxalloc heap (" + why + "); refusing to remove it");
-  };
-  // A file is read before it is mapped: mapping wants what a heap always is
-  // (a multiple of 4 KiB), and anything else must be refused as "not a heap".
-  if (std::error_code ec; std::filesystem::is_regular_file(path, ec)) {
-    std::array<std::byte, 2 * sizeof(sparse::superblock)> head{};
-    std::ifstream file(path, std::ios::binary);
-    if (!file.read(reinterpret_cast<char*>(head.data()), head.size()))
-      refuse("smaller than its two superblocks");
-    if (!has_superblock_magic(head.data())) refuse("no superblock in either copy");
-  }
-  // The exclusive lock: a heap that someone has open is never removed.
-  region r = region::open(path);
-  if (r.size() < 2 * sizeof(sparse::superblock) || !has_superblock_magic(r.base()))
-    refuse("no superblock in either copy");
-  const bool devdax = r.kind() == region_kind::devdax;
-  if (devdax) {
-    if (!force)
-      throw error(errc::invalid_argument,
-                  path.string() +
-                      ": is a devdax device: rm would invalidate the heap's "
-                      "superblocks (the device stays); pass --force to do it");
-    // The magic of copy A, then of copy B, each persisted before the next
-    // store: after a failure at any point either copy B is intact (open
-    // restores A from it: the heap is still there) or neither copy has its
-    // magic (open and create both see "not a heap"). The rest of both pages
-    // is cleared afterwards only so that nothing of the old heap remains.
-    for (std::uint64_t offset : sparse::superblock_offset)
-      r.persist().memset_persist(r.base() + offset, 0, sizeof sparse::superblock_magic);
-    r.persist().memset_persist(r.base(), 0, 2 * sizeof(sparse::superblock));
-  } else {
-    std::filesystem::remove(path);  // still holding the lock
-  }
+  const bool devdax = !heap::remove(path, force);
   if (json) {
     json_writer w;
     w.begin_object()
@@ -1189,7 +1072,7 @@ int main_impl(std::vector<std::string> args) {
   }
   if (name == "--version" || name == "version") {
     print("daxalloc " DAXALLOC_VERSION_STRING " (heap format version " +
-          std::to_string(sparse::format_version) + ")\n");
+          std::to_string(heap::format_version()) + ")\n");
     return exit_ok;
   }
   const auto find = [](std::string_view n) -> const command* {

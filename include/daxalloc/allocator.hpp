@@ -43,14 +43,14 @@ namespace daxalloc {
 
 namespace detail {
 // The open heap mapped at `base` (errc::invalid_argument if none).
-[[nodiscard]] void* allocate_in(const void* base, std::size_t bytes);
+[[nodiscard]] DAXALLOC_API void* allocate_in(const void* base, std::size_t bytes);
 // Counts what it cannot free (see above).
-void deallocate_in(const void* base, void* p) noexcept;
+DAXALLOC_API void deallocate_in(const void* base, void* p) noexcept;
 }  // namespace detail
 
 // How many allocator<T>::deallocate calls in this process could not free
 // their memory and left it allocated (see above).
-[[nodiscard]] std::uint64_t allocator_failed_deallocations() noexcept;
+[[nodiscard]] DAXALLOC_API std::uint64_t allocator_failed_deallocations() noexcept;
 
 // Threads: any number at once, on copies or the same object (see above).
 template <class T>

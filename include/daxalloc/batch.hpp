@@ -59,7 +59,7 @@ namespace daxalloc {
 
 // Threads: one thread at a time per batch (see above); any number of
 // batches of one heap at once.
-class batch {
+class DAXALLOC_API batch {
  public:
   static constexpr std::size_t max_actions = 252;
 
@@ -112,12 +112,12 @@ class batch {
 
  private:
   friend class heap;
-  void count_one();
+  DAXALLOC_LOCAL void count_one();
   // reserve_copy, and publish stages the lane's copy from src (which must
   // not change until then: heap::allocate_publish publishes at once).
   [[nodiscard]] void* reserve_copy_staged(const void* src, std::size_t size);
   // The batch's heap, if it is still open (else errc::invalid_argument).
-  [[nodiscard]] detail::heap_impl& live() const;
+  [[nodiscard]] DAXALLOC_LOCAL detail::heap_impl& live() const;
 
   // Inline room for the common batches (allocate_publish, free_clear): no
   // malloc per publication.

@@ -36,6 +36,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daxalloc/export.h"
+
 #ifdef __cplusplus
 /* C++ gives the enums int as their type, the size C gives them, so that any
  * int a C caller passes (an out-of-range one is refused with
@@ -140,125 +142,233 @@ typedef struct daxalloc_stats {
 
 /* The message of the calling thread's last failed call ("" before the
  * first); valid until this thread's next failing call. */
-const char* daxalloc_errormsg(void);
+DAXALLOC_API const char* daxalloc_errormsg(void);
 /* The code's name: "already_exists"; "unknown" for a value not in the enum. */
-const char* daxalloc_strerror(int code);
+DAXALLOC_API const char* daxalloc_strerror(int code);
 /* The library's version, "MAJOR.MINOR.PATCH". */
-const char* daxalloc_version(void);
+DAXALLOC_API const char* daxalloc_version(void);
 
 /* ---- opening and closing ---- */
 
-int daxalloc_create(const char* path, const daxalloc_create_options_t* options,
-                    daxalloc_heap_t** heap);
-int daxalloc_open(const char* path, const daxalloc_open_options_t* options, daxalloc_heap_t** heap);
+DAXALLOC_API int daxalloc_create(const char* path, const daxalloc_create_options_t* options,
+                                 daxalloc_heap_t** heap);
+DAXALLOC_API int daxalloc_open(const char* path, const daxalloc_open_options_t* options,
+                               daxalloc_heap_t** heap);
 /* Read-only: shared with other read-only handles, nothing written, no
  * recovery. Every call that writes is DAXALLOC_E_READ_ONLY. */
-int daxalloc_open_read_only(const char* path, const daxalloc_open_options_t* options,
-                            daxalloc_heap_t** heap);
+DAXALLOC_API int daxalloc_open_read_only(const char* path, const daxalloc_open_options_t* options,
+                                         daxalloc_heap_t** heap);
 /* Opens the heap, or creates it when there is none, without a race;
  * *created (if not NULL) is 1 when this call created it. */
-int daxalloc_open_or_create(const char* path, const daxalloc_create_options_t* create_options,
-                            const daxalloc_open_options_t* open_options, daxalloc_heap_t** heap,
-                            int* created);
+DAXALLOC_API int daxalloc_open_or_create(const char* path,
+                                         const daxalloc_create_options_t* create_options,
+                                         const daxalloc_open_options_t* open_options,
+                                         daxalloc_heap_t** heap, int* created);
 /* Records a clean shutdown (read-write) and frees the handle, whatever it
  * returns. NULL is a no-op. */
-int daxalloc_close(daxalloc_heap_t* heap);
-int daxalloc_outcome(const daxalloc_heap_t* heap, daxalloc_open_outcome_t* outcome);
-int daxalloc_is_read_only(const daxalloc_heap_t* heap, int* read_only);
+DAXALLOC_API int daxalloc_close(daxalloc_heap_t* heap);
+DAXALLOC_API int daxalloc_outcome(const daxalloc_heap_t* heap, daxalloc_open_outcome_t* outcome);
+DAXALLOC_API int daxalloc_is_read_only(const daxalloc_heap_t* heap, int* read_only);
 
 /* ---- the mapping ---- */
 
-int daxalloc_base(const daxalloc_heap_t* heap, void** base);
-int daxalloc_size(const daxalloc_heap_t* heap, size_t* size);
+DAXALLOC_API int daxalloc_base(const daxalloc_heap_t* heap, void** base);
+DAXALLOC_API int daxalloc_size(const daxalloc_heap_t* heap, size_t* size);
 /* DAXALLOC_E_INVALID_ARGUMENT for a pointer outside the mapping. */
-int daxalloc_offset_of(const daxalloc_heap_t* heap, const void* pointer, uint64_t* offset);
+DAXALLOC_API int daxalloc_offset_of(const daxalloc_heap_t* heap, const void* pointer,
+                                    uint64_t* offset);
 /* DAXALLOC_E_INVALID_ARGUMENT for an offset outside the mapping; 0 gives NULL. */
-int daxalloc_at(const daxalloc_heap_t* heap, uint64_t offset, void** pointer);
+DAXALLOC_API int daxalloc_at(const daxalloc_heap_t* heap, uint64_t offset, void** pointer);
 /* The object a slot points to (NULL for 0). */
-int daxalloc_slot_load(const daxalloc_heap_t* heap, const uint64_t* slot, void** object);
+DAXALLOC_API int daxalloc_slot_load(const daxalloc_heap_t* heap, const uint64_t* slot,
+                                    void** object);
 /* The slot's size in a slab, an extent's size, else 0. */
-int daxalloc_usable_size(const daxalloc_heap_t* heap, const void* pointer, size_t* size);
+DAXALLOC_API int daxalloc_usable_size(const daxalloc_heap_t* heap, const void* pointer,
+                                      size_t* size);
 
 /* ---- durable allocation ---- */
 
 /* Recorded on the media when it returns; a leak if never linked. */
-int daxalloc_allocate(daxalloc_heap_t* heap, size_t size, void** object);
+DAXALLOC_API int daxalloc_allocate(daxalloc_heap_t* heap, size_t size, void** object);
 /* NULL is a no-op. */
-int daxalloc_deallocate(daxalloc_heap_t* heap, void* object);
+DAXALLOC_API int daxalloc_deallocate(daxalloc_heap_t* heap, void* object);
 
 /* ---- volatile reservations ---- */
 
 /* Yours until cancelled or adopted by a batch; a crash forgets it. */
-int daxalloc_reserve(daxalloc_heap_t* heap, size_t size, void** object);
-int daxalloc_cancel(daxalloc_heap_t* heap, void* object);
+DAXALLOC_API int daxalloc_reserve(daxalloc_heap_t* heap, size_t size, void** object);
+DAXALLOC_API int daxalloc_cancel(daxalloc_heap_t* heap, void* object);
 
 /* ---- batches: all of their actions, or none ---- */
 
-int daxalloc_batch_new(daxalloc_heap_t* heap, daxalloc_batch_t** batch);
+DAXALLOC_API int daxalloc_batch_new(daxalloc_heap_t* heap, daxalloc_batch_t** batch);
 /* Volatile memory that becomes allocated at publish. */
-int daxalloc_batch_reserve(daxalloc_batch_t* batch, size_t size, void** object);
+DAXALLOC_API int daxalloc_batch_reserve(daxalloc_batch_t* batch, size_t size, void** object);
 /* The same, filled with a copy of src by non-temporal stores. */
-int daxalloc_batch_reserve_copy(daxalloc_batch_t* batch, const void* src, size_t size,
-                                void** object);
+DAXALLOC_API int daxalloc_batch_reserve_copy(daxalloc_batch_t* batch, const void* src, size_t size,
+                                             void** object);
 /* Takes over a reservation made with daxalloc_reserve(size). */
-int daxalloc_batch_adopt(daxalloc_batch_t* batch, void* object, size_t size);
+DAXALLOC_API int daxalloc_batch_adopt(daxalloc_batch_t* batch, void* object, size_t size);
 /* An 8-byte store into the heap, applied at publish (to fill a slot, store
  * the object's offset: daxalloc_offset_of). */
-int daxalloc_batch_set(daxalloc_batch_t* batch, uint64_t* where, uint64_t value);
+DAXALLOC_API int daxalloc_batch_set(daxalloc_batch_t* batch, uint64_t* where, uint64_t value);
 /* Frees an allocated object at publish; NULL is a no-op. */
-int daxalloc_batch_defer_free(daxalloc_batch_t* batch, void* object);
+DAXALLOC_API int daxalloc_batch_defer_free(daxalloc_batch_t* batch, void* object);
 /* Makes every action durable at once (DAXALLOC_IMMEDIATE), or queues them for
  * the next daxalloc_sync() (DAXALLOC_DEFERRED). The batch is empty afterwards
  * and may be reused; on failure it is unchanged. */
-int daxalloc_batch_publish(daxalloc_batch_t* batch, daxalloc_durability_t durability);
+DAXALLOC_API int daxalloc_batch_publish(daxalloc_batch_t* batch, daxalloc_durability_t durability);
 /* Gives back the reservations and forgets every action; the batch is empty. */
-int daxalloc_batch_cancel(daxalloc_batch_t* batch);
-int daxalloc_batch_size(const daxalloc_batch_t* batch, size_t* actions);
+DAXALLOC_API int daxalloc_batch_cancel(daxalloc_batch_t* batch);
+DAXALLOC_API int daxalloc_batch_size(const daxalloc_batch_t* batch, size_t* actions);
 /* Cancels what is unpublished and frees the batch. NULL is a no-op. */
-void daxalloc_batch_free(daxalloc_batch_t* batch);
+DAXALLOC_API void daxalloc_batch_free(daxalloc_batch_t* batch);
 
 /* ---- publication into slots ---- */
 
 /* Allocates size bytes, runs init(object, arg) on them (NULL: zero-filled),
  * and stores the object's offset into *slot (a word inside the heap), all or
  * nothing. init must return normally. *object (if not NULL) is the object. */
-int daxalloc_allocate_publish(daxalloc_heap_t* heap, uint64_t* slot, size_t size,
-                              void (*init)(void* object, void* arg), void* arg,
-                              daxalloc_durability_t durability, void** object);
+DAXALLOC_API int daxalloc_allocate_publish(daxalloc_heap_t* heap, uint64_t* slot, size_t size,
+                                           void (*init)(void* object, void* arg), void* arg,
+                                           daxalloc_durability_t durability, void** object);
 /* The same, the object filled with a copy of src (non-temporal stores). */
-int daxalloc_allocate_publish_copy(daxalloc_heap_t* heap, uint64_t* slot, const void* src,
-                                   size_t size, daxalloc_durability_t durability, void** object);
+DAXALLOC_API int daxalloc_allocate_publish_copy(daxalloc_heap_t* heap, uint64_t* slot,
+                                                const void* src, size_t size,
+                                                daxalloc_durability_t durability, void** object);
 /* Frees the object *slot points to and sets *slot to 0, all or nothing; a
  * slot holding 0 is a no-op. */
-int daxalloc_free_clear(daxalloc_heap_t* heap, uint64_t* slot, daxalloc_durability_t durability);
+DAXALLOC_API int daxalloc_free_clear(daxalloc_heap_t* heap, uint64_t* slot,
+                                     daxalloc_durability_t durability);
 /* Publishes every deferred batch queued so far (any thread's) with one fence. */
-int daxalloc_sync(daxalloc_heap_t* heap);
+DAXALLOC_API int daxalloc_sync(daxalloc_heap_t* heap);
 
 /* ---- the root object ---- */
 
 /* Created zero-filled on first use, found again after reopen;
  * DAXALLOC_E_INVALID_ARGUMENT when the stored root has another size. */
-int daxalloc_root(daxalloc_heap_t* heap, size_t size, void** root);
+DAXALLOC_API int daxalloc_root(daxalloc_heap_t* heap, size_t size, void** root);
 
 /* ---- making your own stores durable ---- */
 
-int daxalloc_persist(const daxalloc_heap_t* heap, const void* address, size_t length);
-int daxalloc_flush(const daxalloc_heap_t* heap, const void* address, size_t length);
-int daxalloc_drain(const daxalloc_heap_t* heap);
-int daxalloc_memcpy_persist(const daxalloc_heap_t* heap, void* destination, const void* source,
-                            size_t length);
+DAXALLOC_API int daxalloc_persist(const daxalloc_heap_t* heap, const void* address, size_t length);
+DAXALLOC_API int daxalloc_flush(const daxalloc_heap_t* heap, const void* address, size_t length);
+DAXALLOC_API int daxalloc_drain(const daxalloc_heap_t* heap);
+DAXALLOC_API int daxalloc_memcpy_persist(const daxalloc_heap_t* heap, void* destination,
+                                         const void* source, size_t length);
 
 /* ---- growth, statistics, checking ---- */
 
 /* 2 MiB-aligned spans of byte offsets, all or nothing. */
-int daxalloc_hot_add(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
-int daxalloc_hot_remove(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
-int daxalloc_stats(const daxalloc_heap_t* heap, daxalloc_stats_t* stats);
+DAXALLOC_API int daxalloc_hot_add(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
+DAXALLOC_API int daxalloc_hot_remove(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
+DAXALLOC_API int daxalloc_stats(const daxalloc_heap_t* heap, daxalloc_stats_t* stats);
 /* Checks every invariant: *problems is the number of violations; their
  * descriptions, one a line, go into message (NUL-terminated, truncated to
  * message_size; message may be NULL when message_size is 0). */
-int daxalloc_check(const daxalloc_heap_t* heap, size_t* problems, char* message,
-                   size_t message_size);
+DAXALLOC_API int daxalloc_check(const daxalloc_heap_t* heap, size_t* problems, char* message,
+                                size_t message_size);
+
+/* ---- iteration and introspection (read-only: also on a read-only heap) ---- */
+
+/* What an allocated object is (daxalloc::object_kind). */
+typedef enum daxalloc_object_kind DAXALLOC_ENUM_TYPE {
+  DAXALLOC_OBJECT_SMALL = 0,     /* allocated, in a slab (up to 64 KiB) */
+  DAXALLOC_OBJECT_EXTENT = 1,    /* allocated, whole pages */
+  DAXALLOC_OBJECT_ROOT = 2,      /* the root object */
+  DAXALLOC_OBJECT_NAMED = 3,     /* the objects of a name (C++ heap::construct) */
+  DAXALLOC_OBJECT_NAME_INDEX = 4 /* the named-object index: its table and names */
+} daxalloc_object_kind_t;
+
+/* A durable allocation, as a crash would leave it. */
+typedef struct daxalloc_object_info {
+  uint64_t offset; /* from the heap's base (daxalloc_at) */
+  uint64_t size;   /* usable bytes: the size class, or the extent's whole pages */
+  daxalloc_object_kind_t kind;
+  int in_slab; /* a slot of a slab; 0: an extent of whole pages */
+  int movable; /* always 0: daxalloc does not move objects (yet) */
+} daxalloc_object_info_t;
+
+/* A pageblock's migratetype; the values are the ones on the media. */
+typedef enum daxalloc_migratetype DAXALLOC_ENUM_TYPE {
+  DAXALLOC_MIGRATE_UNMOVABLE = 0, /* slabs of small objects */
+  DAXALLOC_MIGRATE_MOVABLE = 1,   /* the common pool and page-sized extents */
+  DAXALLOC_MIGRATE_LARGE = 2,     /* extents of 2 MiB and more */
+  DAXALLOC_MIGRATE_METADATA = 3,  /* head and memmap: never allocated from */
+  DAXALLOC_MIGRATE_ISOLATE = 5    /* quarantined, or being removed */
+} daxalloc_migratetype_t;
+
+typedef struct daxalloc_section_info {
+  uint64_t number;
+  uint64_t offset;
+  uint64_t size;
+  uint32_t present_subsections;
+  uint32_t subsections;
+  uint64_t memmap_offset; /* the memmap block describing its span */
+  int online;             /* its pages may be allocated */
+  int partial;            /* tainted: some subsections were never present */
+} daxalloc_section_info_t;
+
+typedef struct daxalloc_pageblock_info {
+  uint64_t offset;
+  uint64_t section; /* its section's number */
+  int present;      /* 0: absent, the fields below are meaningless */
+  daxalloc_migratetype_t type;
+  int skip;                 /* the compaction skip flag */
+  uint32_t pages;           /* 512 */
+  uint32_t allocated_pages; /* pages of extents and slabs in it */
+} daxalloc_pageblock_info_t;
+
+/* The superblock and the geometry (daxalloc::heap_layout). */
+typedef struct daxalloc_layout {
+  uint32_t format_version;
+  uint8_t uuid[16];
+  uint64_t create_time; /* seconds since the epoch */
+  uint64_t generation;
+  uint32_t section_size_bits;
+  uint64_t section_size;
+  uint64_t subsection_size;
+  uint64_t pageblock_size;
+  uint64_t page_size;
+  uint64_t descriptor_size;
+  uint64_t max_range;
+  uint64_t nr_sections;
+  uint64_t head_size;
+  uint64_t memmap_span_size;
+  uint64_t memmap_bytes_per_span;
+  uint64_t present_sections;
+  uint64_t present_subsections;
+  uint64_t present_bytes;
+  uint64_t head_bytes;
+  uint64_t memmap_bytes;
+  uint64_t max_small_size;
+} daxalloc_layout_t;
+
+/* Call fn(info, arg) once per item in address order: every allocated object;
+ * every present section; every pageblock of the present sections. A nonzero
+ * return from fn stops the iteration (the call still returns DAXALLOC_OK).
+ * The info is valid during the call only. */
+DAXALLOC_API int daxalloc_for_each_object(const daxalloc_heap_t* heap,
+                                          int (*fn)(const daxalloc_object_info_t* info, void* arg),
+                                          void* arg);
+DAXALLOC_API int daxalloc_for_each_section(const daxalloc_heap_t* heap,
+                                           int (*fn)(const daxalloc_section_info_t* info,
+                                                     void* arg),
+                                           void* arg);
+DAXALLOC_API int daxalloc_for_each_pageblock(const daxalloc_heap_t* heap,
+                                             int (*fn)(const daxalloc_pageblock_info_t* info,
+                                                       void* arg),
+                                             void* arg);
+DAXALLOC_API int daxalloc_layout(const daxalloc_heap_t* heap, daxalloc_layout_t* layout);
+/* "small", "extent", ...; "unknown" for a value not in the enum. */
+DAXALLOC_API const char* daxalloc_object_kind_name(int kind);
+DAXALLOC_API const char* daxalloc_migratetype_name(int type);
+
+/* Removes the heap at path: deletes the file, or (only with
+ * invalidate_device) clears a devdax device's superblocks. *removed (if not
+ * NULL) is 1 when a file was deleted. DAXALLOC_E_BUSY while it is open,
+ * DAXALLOC_E_CORRUPT for anything that is not a heap. */
+DAXALLOC_API int daxalloc_remove(const char* path, int invalidate_device, int* removed);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "daxalloc/export.h"
 #include "daxalloc/version.hpp"
 
 namespace daxalloc {
@@ -23,6 +24,6 @@ struct dax_device {
 // Every devdax device (libdaxctl) and every fsdax or raw pmem namespace
 // (libndctl). A machine without DAX hardware gives an empty list, not an error.
 // Threads: any number of calls at once (each makes its own library contexts).
-[[nodiscard]] std::vector<dax_device> list_devices();
+[[nodiscard]] DAXALLOC_API std::vector<dax_device> list_devices();
 
 }  // namespace daxalloc

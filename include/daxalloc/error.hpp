@@ -6,6 +6,7 @@
 #include <string>
 #include <system_error>
 
+#include "daxalloc/export.h"
 #include "daxalloc/version.hpp"
 
 namespace daxalloc {
@@ -41,15 +42,15 @@ enum class errc {
 // not_enough_memory, ...; docs/api.md has the table), so portable code can test
 // `ec == std::errc::file_exists`; codes without one (corrupt, newer_format,
 // older_format) stay in this category.
-[[nodiscard]] const std::error_category& error_category() noexcept;
+[[nodiscard]] DAXALLOC_API const std::error_category& error_category() noexcept;
 
 // The enumerator's name: "already_exists"; "unknown" for a value outside the enum.
-[[nodiscard]] const char* to_string(errc code) noexcept;
+[[nodiscard]] DAXALLOC_API const char* to_string(errc code) noexcept;
 
 // The full message (what() of the exception the throwing form would have
 // thrown) of the last error this thread's non-throwing calls reported through
 // a std::error_code; empty before the first.
-[[nodiscard]] const std::string& last_error_message() noexcept;
+[[nodiscard]] DAXALLOC_API const std::string& last_error_message() noexcept;
 
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};
@@ -58,7 +59,7 @@ inline std::error_code make_error_code(errc e) noexcept {
 // Thrown by every daxalloc function that can fail outside the allocation fast
 // path. code() is in daxalloc's category; what() is the full message.
 // Threads: immutable once thrown; any number of threads may read one.
-class error : public std::system_error {
+class DAXALLOC_API error : public std::system_error {
  public:
   error(errc code, const std::string& message)
       : std::system_error(make_error_code(code), message) {}

@@ -39,6 +39,8 @@
 #include <vector>
 
 #include "daxalloc/error.hpp"
+#include "daxalloc/export.h"
+#include "daxalloc/introspection.hpp"
 #include "daxalloc/persist.hpp"
 #include "daxalloc/region.hpp"
 #include "daxalloc/version.hpp"
@@ -47,7 +49,8 @@ namespace daxalloc {
 
 namespace detail {
 class heap_impl;
-}
+struct heap_access;  // lib/: the library's and its tests' way in; not part of the API
+}  // namespace detail
 template <class T>
 class pptr;
 class batch;
@@ -79,7 +82,7 @@ struct heap_open_options {
 // shutdown (lanes replayed, hotplug redone, free lists rebuilt), repaired, or
 // nothing: this handle created it (create, open_or_create).
 enum class open_outcome { clean, recovered, repaired, created };
-[[nodiscard]] const char* to_string(open_outcome outcome) noexcept;
+[[nodiscard]] DAXALLOC_API const char* to_string(open_outcome outcome) noexcept;
 
 // When a publication becomes durable: when publish returns (immediate), or
 // at the next heap::sync() (deferred: group commit, daxalloc/batch.hpp).
@@ -143,6 +146,7 @@ struct heap_stats {
   struct size_class_stats {
     std::uint32_t size;
     std::uint64_t slabs, allocated, capacity;
+    std::uint64_t slab_bytes;  // pages its slabs hold
   };
   std::vector<size_class_stats> size_classes;  // classes with at least one slab
   persist_counters this_thread;                // flushes and fences of the calling thread
@@ -170,7 +174,7 @@ struct recovery_plan {
 // errc::invalid_argument from every member (nothing is dereferenced), except
 // close() and destruction (which do nothing) and the std::nothrow forms of
 // allocate and reserve (which return nullptr or an empty reservation).
-class heap {
+class DAXALLOC_API heap {
  public:
   [[nodiscard]] static heap create(const std::filesystem::path& path, const heap_options& options);
   [[nodiscard]] static heap open(const std::filesystem::path& path,
@@ -370,17 +374,49 @@ class heap {
       const void* p) const;  // the slot's size in a slab (free or not), the extent's size, else 0
   [[nodiscard]] const persistence& persist() const;
   [[nodiscard]] const region& media() const;
-  [[nodiscard]] detail::heap_impl& internals() { return live(); }
-  // Tests: a handle around a heap opened through the internal interface.
-  [[nodiscard]] static heap wrap(std::unique_ptr<detail::heap_impl> impl);
-  [[nodiscard]] const detail::heap_impl& internals() const { return live(); }
+
+  // Iteration and introspection (daxalloc/introspection.hpp): read-only, so
+  // also on a read-only handle. fn(const X_info&) is called once per item in
+  // address order, and returns void, or bool: false stops the iteration.
+  // Exceptions from fn propagate. Every allocated object (durable
+  // allocations, as after a crash):
+  template <class F>
+  void for_each_object(F&& fn) const {
+    visit_objects(detail::make_visitor<object_info>(fn));
+  }
+  // Every present section (one with a present subsection):
+  template <class F>
+  void for_each_section(F&& fn) const {
+    visit_sections(detail::make_visitor<section_info>(fn));
+  }
+  // Every pageblock of every present section, present or not:
+  template <class F>
+  void for_each_pageblock(F&& fn) const {
+    visit_pageblocks(detail::make_visitor<pageblock_info>(fn));
+  }
+  [[nodiscard]] heap_layout layout() const;
+  // The on-media format version this library reads and writes.
+  [[nodiscard]] static std::uint32_t format_version() noexcept;
+
+  // Removes the heap at `path`: deletes a file, or, on a devdax device (only
+  // with invalidate_device: errc::invalid_argument otherwise), clears both
+  // superblocks durably, so that the device holds no heap (its data stay).
+  // Taken under the heap's exclusive lock (errc::busy while it is open);
+  // refuses anything that is not a heap (errc::corrupt). Returns true when a
+  // file was deleted, false when a device's heap was invalidated.
+  static bool remove(const std::filesystem::path& path, bool invalidate_device = false);
 
  private:
   friend class batch;
-  explicit heap(std::unique_ptr<detail::heap_impl> impl);
-  [[nodiscard]] detail::heap_impl& live() const;  // errc::invalid_argument once closed
+  friend struct detail::heap_access;
+  // DAXALLOC_LOCAL: members that no inline code here calls stay in the library.
+  DAXALLOC_LOCAL explicit heap(std::unique_ptr<detail::heap_impl> impl);
+  [[nodiscard]] DAXALLOC_LOCAL detail::heap_impl& live() const;  // invalid_argument once closed
+  void visit_objects(detail::visitor<object_info> fn) const;
+  void visit_sections(detail::visitor<section_info> fn) const;
+  void visit_pageblocks(detail::visitor<pageblock_info> fn) const;
   // errc::read_only on a read-only heap (invalid_argument once closed).
-  void refuse_writes(const char* operation) const;
+  DAXALLOC_LOCAL void refuse_writes(const char* operation) const;
   [[nodiscard]] bool writable(const char* operation, std::error_code& ec) const noexcept;
   // allocate_publish and free_clear without a batch object (batch.hpp):
   // publishes r with *dest = value (r is cancelled if that fails); with src,

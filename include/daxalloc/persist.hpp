@@ -16,12 +16,13 @@
 #include <cstdint>
 #include <cstring>
 
+#include "daxalloc/export.h"
 #include "daxalloc/version.hpp"
 
 namespace daxalloc {
 
 enum class persistence_mode { automatic, cache_flush, msync, none };
-[[nodiscard]] const char* to_string(persistence_mode mode) noexcept;
+[[nodiscard]] DAXALLOC_API const char* to_string(persistence_mode mode) noexcept;
 
 // Per-thread counts of what this thread asked of the persistence domain.
 // flushes counts cache lines (64 B) handed to flush(), fences counts drain()
@@ -34,17 +35,18 @@ struct persist_counters {
   std::uint64_t msyncs = 0;
   std::uint64_t streamed = 0;
 };
-[[nodiscard]] persist_counters this_thread_persist_counters() noexcept;
-void reset_this_thread_persist_counters() noexcept;
+[[nodiscard]] DAXALLOC_API persist_counters this_thread_persist_counters() noexcept;
+DAXALLOC_API void reset_this_thread_persist_counters() noexcept;
 
 namespace detail {
 // (initial-exec: counted on every fence, without a call to __tls_get_addr)
-[[gnu::tls_model("initial-exec")]] extern thread_local persist_counters thread_counters;
+[[gnu::tls_model("initial-exec")]] extern DAXALLOC_API thread_local persist_counters
+    thread_counters;
 }  // namespace detail
 
 // Threads: flush, drain and persist may be called from any number of threads
 // at once; a drain orders and completes the calling thread's flushes only.
-class persistence {
+class DAXALLOC_API persistence {
  public:
   // The swappable function table. flush makes [addr, addr+len) reach the
   // persistence domain once a later drain returns; drain orders and completes

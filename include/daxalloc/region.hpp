@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 
+#include "daxalloc/export.h"
 #include "daxalloc/persist.hpp"
 
 namespace daxalloc {
@@ -19,7 +20,7 @@ enum class region_kind {
   file,       // a page-cache file (tmpfs, ext4 without dax): MAP_SYNC refused
   anonymous,  // volatile memory, for volatile heaps and tests
 };
-[[nodiscard]] const char* to_string(region_kind kind) noexcept;
+[[nodiscard]] DAXALLOC_API const char* to_string(region_kind kind) noexcept;
 
 struct region_options {
   // Bytes to map. 0 maps what is there: the file's size, or the whole devdax
@@ -49,7 +50,7 @@ struct region_options {
 // Threads: the const members may be called from any number of threads at
 // once. populate, release, truncate, reserve and use_persistence change the
 // mapping or its persistence: they need the region to themselves.
-class region {
+class DAXALLOC_API region {
  public:
   [[nodiscard]] static region open(const std::filesystem::path& path,
                                    const region_options& options = {});
@@ -102,9 +103,9 @@ class region {
 
  private:
   region() = default;
-  void map_range(std::size_t offset, std::size_t len);
-  [[nodiscard]] int protection() const noexcept;  // PROT_* of every mapping
-  void close() noexcept;
+  DAXALLOC_LOCAL void map_range(std::size_t offset, std::size_t len);
+  [[nodiscard]] DAXALLOC_LOCAL int protection() const noexcept;  // PROT_* of every mapping
+  DAXALLOC_LOCAL void close() noexcept;
 
   std::filesystem::path path_;
   int fd_ = -1;

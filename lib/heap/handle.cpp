@@ -16,9 +16,6 @@ using detail::into_error_code;
 using detail::report_error;
 
 heap::heap(std::unique_ptr<heap_impl> impl) : impl_(std::move(impl)) {}
-heap heap::wrap(std::unique_ptr<heap_impl> impl) {
-  return heap(std::move(impl));
-}
 heap::heap() noexcept = default;
 heap::heap(heap&& other) noexcept = default;
 heap& heap::operator=(heap&& other) noexcept = default;

@@ -792,7 +792,8 @@ heap_stats heap_impl::stats() const {
   for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
     if (classes[cls].slabs == 0) continue;
     s.size_classes.push_back({size_classes[cls].size, classes[cls].slabs, classes[cls].allocated,
-                              classes[cls].capacity});
+                              classes[cls].capacity,
+                              classes[cls].slabs * (page_size << size_classes[cls].slab_order)});
     s.allocated_bytes += classes[cls].allocated * size_classes[cls].size;
     s.allocated_objects += classes[cls].allocated;
     s.slab_bytes += classes[cls].slabs * (page_size << size_classes[cls].slab_order);

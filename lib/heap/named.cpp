@@ -4,7 +4,8 @@
 #include <cstring>
 
 #include "daxalloc/batch.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
+#include "heap/named.hpp"
 
 namespace daxalloc {
 namespace {
@@ -161,5 +162,23 @@ std::vector<heap::named_object> heap::named_objects() const {
       }
   return out;
 }
+
+namespace detail {
+std::vector<std::pair<std::uint64_t, object_kind>> named_allocations(const heap& h) {
+  std::lock_guard lock(heap_access::impl(h).names_mutex());
+  std::vector<std::pair<std::uint64_t, object_kind>> out;
+  const name_table* t = table_of(h);
+  if (t == nullptr) return out;
+  out.emplace_back(h.offset_of(t), object_kind::name_index);
+  for (std::uint64_t i = 0; i < t->capacity; ++i)
+    if (const name_entry& e = t->entries[i]; e.name) {
+      (void)name_of(h, e.name);  // checks it
+      check_objects(h, e, 1);
+      out.emplace_back(e.name, object_kind::name_index);
+      out.emplace_back(e.object, object_kind::named);
+    }
+  return out;
+}
+}  // namespace detail
 
 }  // namespace daxalloc

@@ -402,6 +402,81 @@ static void read_only(const char* path) {
   EXPECT_OK(daxalloc_close(h));
 }
 
+/* Iteration and introspection: on the read-write heap and, read-only. */
+struct tally {
+  size_t objects, roots, extents, stop_after, sections, pageblocks, present;
+  uint64_t last, wanted, found_size;
+  int ordered;
+};
+
+static int count_object(const daxalloc_object_info_t* o, void* arg) {
+  struct tally* t = arg;
+  t->ordered = t->ordered && (t->objects == 0 || o->offset > t->last);
+  t->last = o->offset;
+  ++t->objects;
+  t->roots += o->kind == DAXALLOC_OBJECT_ROOT;
+  t->extents += !o->in_slab;
+  if (o->offset == t->wanted) t->found_size = o->size;
+  EXPECT(o->movable == 0);
+  return t->stop_after != 0 && t->objects == t->stop_after;
+}
+
+static int count_section(const daxalloc_section_info_t* s, void* arg) {
+  struct tally* t = arg;
+  ++t->sections;
+  EXPECT(s->online == 1 && s->present_subsections > 0 && s->subsections >= s->present_subsections);
+  return 0;
+}
+
+static int count_pageblock(const daxalloc_pageblock_info_t* p, void* arg) {
+  struct tally* t = arg;
+  ++t->pageblocks;
+  t->present += p->present != 0;
+  EXPECT(p->pages == 512);
+  return 0;
+}
+
+static void iteration(daxalloc_heap_t* h, int writable) {
+  daxalloc_stats_t s;
+  EXPECT_OK(daxalloc_stats(h, &s));
+  struct tally t = {0};
+  t.ordered = 1;
+  EXPECT_OK(daxalloc_for_each_object(h, count_object, &t));
+  EXPECT(t.objects == s.allocated_objects && t.roots == 1 && t.ordered);
+  if (writable) {
+    void* extent = NULL;
+    EXPECT_OK(daxalloc_allocate(h, 100 * 1024, &extent));
+    struct tally more = {0};
+    EXPECT_OK(daxalloc_offset_of(h, extent, &more.wanted));
+    EXPECT_OK(daxalloc_for_each_object(h, count_object, &more));
+    EXPECT(more.objects == t.objects + 1 && more.extents == t.extents + 1);
+    EXPECT(more.found_size == 100 * 1024);
+    EXPECT_OK(daxalloc_deallocate(h, extent));
+  }
+  struct tally stopped = {0};
+  stopped.stop_after = 2;
+  EXPECT_OK(daxalloc_for_each_object(h, count_object, &stopped));
+  EXPECT(stopped.objects == 2);
+
+  EXPECT_OK(daxalloc_for_each_section(h, count_section, &t));
+  EXPECT_OK(daxalloc_for_each_pageblock(h, count_pageblock, &t));
+  daxalloc_layout_t l;
+  EXPECT_OK(daxalloc_layout(h, &l));
+  EXPECT(t.sections == l.present_sections && t.present == l.present_subsections);
+  EXPECT(t.pageblocks == t.sections * (l.section_size / l.pageblock_size));
+  EXPECT(l.page_size == 4096 && l.pageblock_size == 2 * MiB && l.present_bytes == s.present_bytes);
+  EXPECT(t.present * l.pageblock_size == s.present_bytes);
+  EXPECT(l.max_small_size == 64 * 1024 && l.format_version > 0);
+
+  EXPECT(strcmp(daxalloc_object_kind_name(DAXALLOC_OBJECT_ROOT), "root") == 0);
+  EXPECT(strcmp(daxalloc_object_kind_name(-1), "unknown") == 0);
+  EXPECT(strcmp(daxalloc_migratetype_name(DAXALLOC_MIGRATE_LARGE), "large") == 0);
+  EXPECT(strcmp(daxalloc_migratetype_name(4), "unknown") == 0);
+  EXPECT_CODE(daxalloc_for_each_object(NULL, count_object, &t), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_for_each_section(h, NULL, &t), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_layout(h, NULL), DAXALLOC_E_INVALID_ARGUMENT);
+}
+
 int main(void) {
   char path[256];
   test_path(path, sizeof path, "api");
@@ -423,10 +498,20 @@ int main(void) {
   batches(h, root);
   slots(h, root);
   the_rest(h);
+  iteration(h, 1);
   EXPECT_OK(daxalloc_close(h));
 
   read_only(path);
-  unlink(path);
+  daxalloc_heap_t* reader = NULL;
+  EXPECT_OK(daxalloc_open_read_only(path, NULL, &reader));
+  iteration(reader, 0);
+  int removed = 0;
+  EXPECT_CODE(daxalloc_remove(path, 0, &removed), DAXALLOC_E_BUSY);
+  EXPECT_OK(daxalloc_close(reader));
+  EXPECT_OK(daxalloc_remove(path, 0, &removed));
+  EXPECT(removed == 1 && access(path, F_OK) != 0);
+  EXPECT(daxalloc_remove(path, 0, NULL) != DAXALLOC_OK);
+  EXPECT_CODE(daxalloc_remove(NULL, 0, NULL), DAXALLOC_E_INVALID_ARGUMENT);
   printf("PASS: every function of daxalloc.h\n");
   return 0;
 }

@@ -21,7 +21,7 @@
 
 #include "daxalloc/error.hpp"
 #include "daxalloc/heap.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
 
 namespace {
 
@@ -55,7 +55,7 @@ int damage(daxalloc::heap& h) {
   void* p = h.allocate(size);
   std::memset(p, 0x5a, size);
   h.persist().persist(p, size);
-  auto& model = h.internals().model();
+  auto& model = daxalloc::detail::internals(h).model();
   auto* tail = model.pfn_to_page(h.offset_of(p) / daxalloc::sparse::page_size + 3);
   tail->store(daxalloc::sparse::page_info(daxalloc::sparse::page_state::extent, 0, 1));
   h.persist().persist(tail, sizeof *tail);

@@ -21,7 +21,7 @@
 #include "crash/crash_sim.hpp"
 #include "daxalloc/allocator.hpp"
 #include "daxalloc/heap.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
 #include "test_util.hpp"
 
 using crash::range;
@@ -131,7 +131,7 @@ void run(const scenario& s, std::mt19937_64& rng) {
     o.max_size = 1 * GiB;
     o.mode = daxalloc::persistence_mode::none;
     auto h = daxalloc::heap::create(work.path(), o);
-    if (s.setup) s.setup(h.internals(), kept);
+    if (s.setup) s.setup(daxalloc::detail::internals(h), kept);
     if (s.public_setup) s.public_setup(h);
   }
   const std::string before = state_of_image(work.path());
@@ -142,17 +142,17 @@ void run(const scenario& s, std::mt19937_64& rng) {
   {
     auto r = open_region(work.path());
     crash::simulator sim(r, watched);
-    auto h = daxalloc::heap::wrap(heap_impl::open(std::move(r), {}));
+    auto h = daxalloc::detail::heap_access::wrap(heap_impl::open(std::move(r), {}));
     noted_states.clear();
     if (s.first) {
-      s.first(h.internals(), kept);
-      mid = signature(h.internals());
+      s.first(daxalloc::detail::internals(h), kept);
+      mid = signature(daxalloc::detail::internals(h));
       mid_fence = sim.fences();
     }
     if (s.public_op)
       s.public_op(h);
     else
-      s.op(h.internals(), kept);
+      s.op(daxalloc::detail::internals(h), kept);
     h.persist().drain();  // the lane a publish invalidated lazily: made durable by a later fence
     problems = sim.finish();
     points = sim.points();

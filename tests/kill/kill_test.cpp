@@ -77,7 +77,7 @@
 #include "daxalloc/error.hpp"
 #include "daxalloc/heap.hpp"
 #include "daxalloc/pptr.hpp"
-#include "heap/heap_impl.hpp"
+#include "heap/access.hpp"
 #include "sparse/layout.hpp"
 #include "test_util.hpp"
 
@@ -862,7 +862,8 @@ class verifier {
   // these. Returns the number of objects in slots and named objects.
   std::uint64_t account(const std::optional<record>& in_flight) {
     std::map<std::uint64_t, std::uint64_t> allocated;  // offset -> bytes, as the media says
-    for (const auto& [offset, bytes] : h_.internals().allocations()) allocated[offset] = bytes;
+    for (const auto& [offset, bytes] : daxalloc::detail::internals(h_).allocations())
+      allocated[offset] = bytes;
     std::map<std::uint64_t, std::string> reached;  // offset -> what it is
     auto reach = [&](std::uint64_t offset, const std::string& what) {
       if (!allocated.count(offset))
