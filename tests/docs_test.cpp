@@ -95,6 +95,7 @@ struct list {
 };
 
 struct point {
+  point(std::uint64_t a, std::uint64_t b) : x(a), y(b) {}  // (clang 14: no aggregate (...))
   std::uint64_t x, y;
 };
 
