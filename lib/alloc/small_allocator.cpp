@@ -130,7 +130,9 @@ std::optional<object_location> small_allocator::locate_on_media(const void* p) c
   for (unsigned order = min_slab_order; order <= max_slab_order; ++order) {
     const std::uint64_t head = pfn & ~((std::uint64_t{1} << order) - 1);
     const sparse::page_descriptor& d = *model_.pfn_to_page(head);
-    if (d.state() != page_state::slab || d.length() != (std::uint64_t{1} << order)) continue;
+    if (d.state() != page_state::slab || d.length() != (std::uint64_t{1} << order) ||
+        !sparse::descriptor_checks_out(d.load()))
+      continue;
     if (d.sub() >= nr_size_classes || size_classes[d.sub()].slab_order != order)
       return std::nullopt;
     const size_class& c = size_classes[d.sub()];

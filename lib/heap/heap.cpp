@@ -233,6 +233,7 @@ void heap_impl::start(bool repair) {
   } else {
     replay_lanes();
   }
+  recover_slots();
   recover_root();
   rebuild(repair);
   if (!read_only()) {
@@ -314,7 +315,12 @@ bool heap_impl::is_root(const void* p) const noexcept {
 }
 
 sparse::root_slot* heap_impl::slot() const noexcept {
-  return reinterpret_cast<sparse::root_slot*>(model_->base() + sparse::root_slot_offset);
+  return root_copy(root_copy_);
+}
+
+std::pair<std::string, bool> heap_impl::inspect_root_slot(const sparse::root_slot& s) const {
+  const root_object r = inspect_root(*model_, small_, s);
+  return {r.problem, r.allocated};
 }
 
 // ---- thread caches ----
@@ -642,8 +648,10 @@ void* heap_impl::root(std::size_t size) {
   sparse::root_slot fresh{
       static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()), size, 0, 0};
   fresh.checksum = slot_checksum(fresh);
-  std::memcpy(s, &fresh, sizeof fresh);
-  p.persist(s, sizeof fresh);  // fence 1: zeroed object and slot: the root exists from here
+  std::memcpy(root_copy(0), &fresh, sizeof fresh);
+  p.persist(root_copy(0), sizeof fresh);  // fence 1: zeroed object and copy A: the root exists
+  std::memcpy(root_copy(1), &fresh, sizeof fresh);
+  p.persist(root_copy(1), sizeof fresh);  // fence 2: copy B
   if (size <= max_small_size) {
     small_.mark_allocated(small_.bit_of(r.ptr, size_class_of(size)));
   } else {
@@ -651,38 +659,33 @@ void* heap_impl::root(std::size_t size) {
     head->store(page_info(page_state::extent, 0, r.size / page_size));
     p.flush(&head->info, 8);
   }
-  p.drain();  // fence 2: its allocation (redone by recover_root after a crash)
+  p.drain();  // fence 3: its allocation (redone by recover_root after a crash)
   return r.ptr;
 }
 
-// A root slot with a valid checksum names the root: open refuses a heap
+// The root slot chosen by recover_slots names the root: open refuses a heap
 // whose slot names no object root() could have made (errc::corrupt, and
 // nothing is written), and finishes a root() that a crash interrupted. A
-// torn slot (checksum mismatch) is a root that was being created: none yet.
+// torn copy A next to an empty copy B (a root that was being created: none
+// yet) was cleared by recover_slots; a read-only open only notes it.
 void heap_impl::recover_root() {
   sparse::root_slot* s = slot();
   const persistence& p = model_->media().persist();
-  if (s->offset == 0 && s->size == 0 && s->checksum == 0) return;
-  if (s->checksum != slot_checksum(*s)) {
-    if (read_only()) {
-      plan_.steps.push_back("clear the torn root slot (a root() that did not complete)");
-      root_pending_ = true;
-      return;
-    }
-    std::memset(s, 0, sizeof *s);
-    p.persist(s, sizeof *s);
-    return;
+  if (sparse::root_slot_empty(*s)) return rewrite_stale_slots();
+  if (!sparse::root_slot_valid(*s)) {  // a torn copy A next to an empty B: cleared
+    root_pending_ = read_only();
+    return rewrite_stale_slots();
   }
   const std::string where = model_->media().path().string() + ": the root slot (offset " +
                             sparse::hex(s->offset) + ", " + std::to_string(s->size) + " bytes) ";
   const root_object root = inspect_root(*model_, small_, *s);
   if (!root.problem.empty()) throw error(errc::corrupt, where + root.problem);
-  if (root.allocated) return;
+  if (root.allocated) return rewrite_stale_slots();
   if (read_only()) {
     plan_.steps.push_back("finish the root object at " + sparse::hex(s->offset) +
                           " (zero it and mark it allocated: a root() that did not complete)");
     root_pending_ = true;
-    return;
+    return rewrite_stale_slots();
   }
   // The crash came before root() returned: the slot may have reached the
   // media before the zeroed object did. The object must be free on the
@@ -701,6 +704,7 @@ void heap_impl::recover_root() {
   const bool free = root.bit ? std::any_of(found.begin(), found.end(), its_slab)
                              : std::none_of(found.begin(), found.end(), overlaps);
   if (!free) throw error(errc::corrupt, where + "names memory that another allocation holds");
+  rewrite_stale_slots();
   void* object = model_->base() + s->offset;
   std::memset(object, 0, s->size);
   p.persist(object, s->size);  // zeroed before it is allocated: a crash here redoes it
@@ -836,9 +840,9 @@ std::vector<std::string> heap_impl::check() const {
       }
   small_.check(problems);
   const sparse::root_slot* s = slot();
-  if ((s->offset || s->size || s->checksum) && !root_pending_) {
+  if (!sparse::root_slot_empty(*s) && !root_pending_) {
     const std::string what = "the root slot does not name an allocated object of its size: ";
-    if (s->checksum != slot_checksum(*s)) {
+    if (!sparse::root_slot_valid(*s)) {
       problems.push_back(what + "its checksum does not match");
     } else {
       const root_object root = inspect_root(*model_, small_, *s);
@@ -848,6 +852,7 @@ std::vector<std::string> heap_impl::check() const {
         problems.push_back(what + "the object is free");
     }
   }
+  check_heap_metadata(problems);
   if (model_->super().shutdown_state != sparse::shutdown_open && !read_only())
     problems.push_back("an open heap is not marked open");
   return problems;

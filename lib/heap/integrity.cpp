@@ -1,0 +1,311 @@
+// Integrity of the heap layer's own metadata (format 3): the two copies of
+// the root slot and of the name-table slot, chosen and repaired at open; the
+// plausibility of a committed redo lane's actions before any is replayed;
+// and the checks of heap::check() that see the root, the name table and the
+// lanes (docs/on-media-format.md, "What is verified where").
+#include <cstring>
+#include <string>
+
+#include "heap/heap_impl.hpp"
+
+namespace daxalloc::detail {
+namespace {
+
+constexpr std::uint64_t offset_mask = (std::uint64_t{1} << sparse::log_op_shift) - 1;
+
+enum class copy_state { empty, valid, damaged };
+
+copy_state state_of(const sparse::root_slot& s) {
+  if (sparse::root_slot_empty(s)) return copy_state::empty;
+  return sparse::root_slot_valid(s) ? copy_state::valid : copy_state::damaged;
+}
+copy_state state_of(const sparse::names_slot& s) {
+  if (sparse::names_slot_empty(s)) return copy_state::empty;
+  return sparse::names_slot_valid(s) ? copy_state::valid : copy_state::damaged;
+}
+
+// Which copy of a pair holds the slot. A slot goes from empty to a value
+// (the root once; the name table once, then from table to table in batches
+// that write both copies), so: equal copies agree; a copy that checks out
+// wins over an empty or damaged one; two different ones that check out are
+// damage; an empty copy next to a damaged one means no slot, unless the
+// damaged one names an allocated object (`names_allocated`), which only
+// damage to a slot that was set explains. `winner` -1: no slot; `stale` the
+// copy to rewrite from the winner (or to clear), -1: none.
+struct pair_choice {
+  int winner = -1;
+  int stale = -1;
+  std::string problem;  // refuse (errc::corrupt), write nothing
+};
+template <class Slot, class Allocated>
+pair_choice choose(const Slot (&copy)[2], Allocated&& names_allocated) {
+  pair_choice c;
+  const copy_state st[2] = {state_of(copy[0]), state_of(copy[1])};
+  if (std::memcmp(&copy[0], &copy[1], sizeof(Slot)) == 0 && st[0] != copy_state::damaged) {
+    c.winner = st[0] == copy_state::empty ? -1 : 0;
+    return c;
+  }
+  for (int i = 0; i < 2; ++i)
+    if (st[i] == copy_state::valid) {
+      if (st[1 - i] == copy_state::valid) {
+        c.problem = "has two different copies that both check out";
+        return c;
+      }
+      c.winner = i;
+      c.stale = 1 - i;
+      return c;
+    }
+  if (st[0] == copy_state::damaged && st[1] == copy_state::damaged) {
+    c.problem = "has both copies damaged";
+    return c;
+  }
+  const int damaged = st[0] == copy_state::damaged ? 0 : 1;
+  if (names_allocated(copy[damaged])) {
+    c.problem = std::string("copy ") + "AB"[damaged] +
+                " is damaged and names an allocated object, while copy " + "AB"[1 - damaged] +
+                " is empty";
+    return c;
+  }
+  c.stale = damaged;  // an interrupted root() (copy A torn), or damage to an empty copy
+  return c;
+}
+
+}  // namespace
+
+sparse::root_slot* heap_impl::root_copy(int c) const noexcept {
+  return reinterpret_cast<sparse::root_slot*>(
+      model_->base() + (c == 0 ? sparse::root_slot_offset
+                               : model_->geo().slots_offset() + sparse::root_slot_b_in_page));
+}
+
+sparse::names_slot* heap_impl::names_copy(int c) const noexcept {
+  return reinterpret_cast<sparse::names_slot*>(
+      model_->base() + (c == 0 ? sparse::names_slot_offset
+                               : model_->geo().slots_offset() + sparse::names_slot_b_in_page));
+}
+
+bool heap_impl::names_slot_word(std::uint64_t offset) const noexcept {
+  for (int c = 0; c < 2; ++c) {
+    const auto at =
+        static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(names_copy(c)) - model_->base());
+    if (offset == at || offset == at + 8) return true;
+  }
+  return false;
+}
+
+// The name table the slot names: 0 for none. Throws errc::corrupt when the
+// copies do not agree on one (a damage since open).
+std::uint64_t heap_impl::names_table_offset() const {
+  const sparse::names_slot copies[2] = {*names_copy(0), *names_copy(1)};
+  const pair_choice c = choose(copies, [](const sparse::names_slot&) { return false; });
+  if (!c.problem.empty())
+    throw error(errc::corrupt,
+                model_->media().path().string() + ": the name-table slot " + c.problem);
+  return c.winner < 0 ? 0 : copies[c.winner].offset;
+}
+
+// Open, after the lane replay and before recover_root: both slots' copies
+// are read, a winner chosen (or the heap refused, nothing written), and
+// only then the stale copies rewritten from the winners.
+void heap_impl::recover_slots() {
+  const std::string where = model_->media().path().string() + ": ";
+  const sparse::root_slot roots[2] = {*root_copy(0), *root_copy(1)};
+  const pair_choice root = choose(roots, [&](const sparse::root_slot& s) {
+    if (s.checksum == 0 && s.offset == 0) return false;
+    const auto r = inspect_root_slot(s);
+    return r.first.empty() && r.second;
+  });
+  if (!root.problem.empty()) throw error(errc::corrupt, where + "the root slot " + root.problem);
+  const sparse::names_slot names[2] = {*names_copy(0), *names_copy(1)};
+  const pair_choice table = choose(names, [&](const sparse::names_slot& s) {
+    return media_allocation_size(s.offset) >= 48;  // a table of at least one entry
+  });
+  if (!table.problem.empty())
+    throw error(errc::corrupt, where + "the name-table slot " + table.problem);
+  // A winning root slot must name an object root() could have made before
+  // its stale copy is overwritten (recover_root checks it again, with the rest).
+  if (root.winner >= 0) {
+    const auto r = inspect_root_slot(roots[root.winner]);
+    if (!r.first.empty())
+      throw error(errc::corrupt,
+                  where + "the root slot (offset " + sparse::hex(roots[root.winner].offset) + ", " +
+                      std::to_string(roots[root.winner].size) + " bytes) " + r.first);
+  }
+  root_copy_ = root.winner < 0 ? 0 : root.winner;
+  names_copy_ = table.winner < 0 ? 0 : table.winner;
+  stale_root_ = root.stale;
+  stale_names_ = table.stale;
+}
+
+// After recover_root has decided (it refuses a heap before anything is
+// written): each stale copy is rewritten from its winner, or cleared.
+void heap_impl::rewrite_stale_slots() {
+  const persistence& p = model_->media().persist();
+  const auto rewrite = [&](const char* what, void* stale, const void* from, std::size_t n,
+                           int copy) {
+    const std::string copy_text = std::string(what) + " copy " + "AB"[copy];
+    const std::string note =
+        from ? copy_text + " from copy " + "AB"[1 - copy] + " (it was damaged or stale)"
+             : copy_text + " (torn or damaged next to an empty copy " + "AB"[1 - copy] +
+                   ": a root() that did not complete, or damage)";
+    if (read_only()) {
+      plan_.steps.push_back((from ? "rewrite " : "clear ") + note);
+      return;
+    }
+    if (from)
+      std::memmove(stale, from, n);
+    else
+      std::memset(stale, 0, n);
+    p.flush(stale, n);
+    repairs_.push_back((from ? "rewrote " : "cleared ") + note);
+  };
+  const bool wrote = stale_root_ >= 0 || stale_names_ >= 0;
+  if (stale_root_ >= 0) {
+    const bool from = !sparse::root_slot_empty(*root_copy(1 - stale_root_));
+    rewrite("the root slot", root_copy(stale_root_), from ? root_copy(1 - stale_root_) : nullptr,
+            sizeof(sparse::root_slot), stale_root_);
+  }
+  if (stale_names_ >= 0) {
+    const bool from = !sparse::names_slot_empty(*names_copy(1 - stale_names_));
+    rewrite("the name-table slot", names_copy(stale_names_),
+            from ? names_copy(1 - stale_names_) : nullptr, sizeof(sparse::names_slot),
+            stale_names_);
+  }
+  stale_root_ = stale_names_ = -1;
+  if (wrote && !read_only()) {
+    p.drain();
+    root_copy_ = names_copy_ = 0;
+  }
+}
+
+// What replay_lanes checks of a committed lane before it applies any lane:
+// each action is one a batch can make, and a lane that writes the name-table
+// slot writes whole copies that check out. Empty when it is plausible.
+std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
+  const auto* entries = reinterpret_cast<const sparse::log_entry*>(&h + 1);
+  const std::uint64_t head = model_->geo().head_size();
+  const std::uint64_t size = model_->media().size();
+  const auto usable_page = [&](std::uint64_t offset) {
+    const std::uint64_t pfn = offset >> sparse::page_shift;
+    return model_->pfn_valid(pfn) &&
+           model_->get_pageblock_migratetype(pfn) != sparse::migratetype::metadata;
+  };
+  sparse::names_slot written[2] = {};
+  unsigned words_written[2] = {};
+  for (std::uint64_t e = 0; e < h.count; ++e) {
+    const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
+    const std::uint64_t at = entries[e].target & offset_mask;
+    const std::uint64_t value = entries[e].value;
+    const std::string which = "entry " + std::to_string(e) + " ";
+    if (op == sparse::log_content) {
+      if (at < head || at > size || value > size - at)
+        return which + "copies an object outside the heap's memory";
+      for (std::uint64_t pb = at; pb < at + value;
+           pb = sparse::align_down(pb, sparse::subsection_size) + sparse::subsection_size)
+        if (!usable_page(pb)) return which + "copies an object into absent or metadata memory";
+      continue;
+    }
+    if (at % 8 || at > size - 8) return which + "targets a word outside the heap";
+    if (names_slot_word(at)) {
+      if (op != sparse::log_store) return which + "sets or clears bits of the name-table slot";
+      const int c = names_slot_word_copy(at);
+      std::memcpy(reinterpret_cast<std::byte*>(&written[c]) + (at % 16 == 0 ? 0 : 8), &value, 8);
+      words_written[c] |= at % 16 == 0 ? 1u : 2u;
+      continue;
+    }
+    if (at < head) return which + "targets the head";
+    if (usable_page(at)) continue;  // a word of an object or a slab bitmap
+    if (!model_->in_memmap_block(at) || op != sparse::log_store)
+      return which + "targets metadata or absent memory at " + sparse::hex(at);
+    // A descriptor: a batch stores an extent's head ({extent, 0, pages}) or 0.
+    const std::uint64_t pfn =
+        model_->page_to_pfn(reinterpret_cast<const sparse::page_descriptor*>(model_->base() + at));
+    const sparse::page_descriptor d{value};
+    const bool extent = value == sparse::page_info(sparse::page_state::extent, 0, d.length()) &&
+                        d.length() >= 1 &&
+                        d.length() <= (model_->geo().max_range >> sparse::page_shift) - pfn;
+    if (!usable_page(pfn << sparse::page_shift) || (value != 0 && !extent))
+      return which + "stores " + sparse::hex(value) + " into the descriptor of " +
+             sparse::hex(pfn << sparse::page_shift) + ", which no batch does";
+  }
+  for (int c = 0; c < 2; ++c)
+    if (words_written[c] && (words_written[c] != 3 || !sparse::names_slot_valid(written[c])))
+      return std::string("its stores to the name-table slot's copy ") + "AB"[c] +
+             " do not make a copy that checks out";
+  if ((words_written[0] != 0) != (words_written[1] != 0))
+    return "it writes one copy of the name-table slot only";
+  return {};
+}
+
+// Bytes of the allocation that starts at `offset` as the media records it
+// (a slab object whose bit is set, an extent's head outside quarantine); 0
+// when none does. Reads no volatile allocator state.
+std::uint64_t heap_impl::media_allocation_size(std::uint64_t offset) const noexcept {
+  if (offset < model_->geo().head_size() || offset >= model_->media().size()) return 0;
+  const std::byte* p = model_->base() + offset;
+  if (const auto bit = small_.locate_on_media(p))
+    return (std::atomic_ref<std::uint64_t>(*bit->word).load() & bit->mask)
+               ? alloc::size_classes[bit->cls].size
+               : 0;
+  const sparse::page_descriptor* head = extent_head(p);
+  return head ? head->length() * sparse::page_size : 0;
+}
+
+int heap_impl::names_slot_word_copy(std::uint64_t offset) const noexcept {
+  const auto a =
+      static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(names_copy(0)) - model_->base());
+  return offset == a || offset == a + 8 ? 0 : 1;
+}
+
+// heap::check(): the root slot's copies, the name table and every entry of
+// it, and the committed lanes.
+void heap_impl::check_heap_metadata(std::vector<std::string>& problems) const {
+  const sparse::root_slot roots[2] = {*root_copy(0), *root_copy(1)};
+  if (std::memcmp(&roots[0], &roots[1], sizeof roots[0]) != 0 && !root_pending_)
+    problems.push_back("the root slot's two copies differ");
+  const auto allocated = [&](std::uint64_t offset) { return media_allocation_size(offset); };
+  const sparse::names_slot names[2] = {*names_copy(0), *names_copy(1)};
+  if (std::memcmp(&names[0], &names[1], sizeof names[0]) != 0)
+    problems.push_back("the name-table slot's two copies differ");
+  std::uint64_t table = 0;
+  try {
+    table = names_table_offset();
+  } catch (const error& e) {
+    problems.push_back(e.what());
+  }
+  if (table) {
+    const std::string what = "the named-object index at " + sparse::hex(table) + " ";
+    const std::uint64_t room = allocated(table);
+    const auto* words = reinterpret_cast<const std::uint64_t*>(model_->base() + table);
+    if (room < 48 || words[0] == 0 || words[0] > (room - 16) / 32) {
+      problems.push_back(what + "is not an allocated table of its capacity");
+    } else {
+      for (std::uint64_t i = 0; i < words[0]; ++i) {
+        const std::uint64_t* entry = words + 2 + 4 * i;  // name, object, count, type
+        if (entry[0] == 0) continue;
+        const std::string which = what + "entry " + std::to_string(i) + " ";
+        const std::uint64_t name_room = allocated(entry[0]);
+        const auto* text = reinterpret_cast<const char*>(model_->base() + entry[0]);
+        if (name_room == 0 || strnlen(text, name_room) == name_room)
+          problems.push_back(which + "names a string that is not allocated and terminated");
+        const std::uint64_t object_room = allocated(entry[1]);
+        if (object_room == 0)
+          problems.push_back(which + "names an object at " + sparse::hex(entry[1]) +
+                             " that is not allocated");
+        else if (entry[2] == 0 || entry[2] > object_room)
+          problems.push_back(which + "has a count that does not fit its object");
+      }
+    }
+  }
+  for (unsigned i = 0; i < sparse::nr_lanes; ++i) {
+    const sparse::lane_header* h = lane(i);
+    if (h->count == 0 || h->checksum == 0 || h->count > sparse::max_log_entries ||
+        h->format != sparse::lane_format_inline || inline_bytes(i) == UINT64_MAX ||
+        h->checksum != lane_checksum(i))
+      continue;
+    if (auto why = lane_problem(*h); !why.empty())
+      problems.push_back("redo lane " + std::to_string(i) + " holds an impossible action: " + why);
+  }
+}
+
+}  // namespace daxalloc::detail
