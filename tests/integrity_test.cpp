@@ -266,3 +266,45 @@ TEST_CASE("check() sees the name table: an entry whose object is not allocated i
   REQUIRE_FALSE(problems.empty());
   CHECK(problems.front().find("named-object index") != std::string::npos);
 }
+
+namespace {
+// Clears the bitmap bit of the root (a 16-byte slab object) in the file.
+void clear_root_bit(const std::filesystem::path& path, const image& im) {
+  const auto& c = daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(sizeof(root_type))];
+  const std::uint64_t slab = im.root & ~((std::uint64_t{4096} << c.slab_order) - 1);
+  const std::uint64_t i = (im.root - slab - c.header) / c.size;
+  auto word = read_bytes(path, slab + i / 64 * 8, 8);
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, word.data(), 8);
+  REQUIRE(((bits >> (i % 64)) & 1) == 1);
+  bits &= ~(std::uint64_t{1} << (i % 64));
+  write_bytes(path, slab + i / 64 * 8, &bits, 8);
+}
+
+void mark_unclean(const std::filesystem::path& path) {
+  for (std::uint64_t at : sp::superblock_offset) {
+    sp::superblock sb;
+    const auto bytes = read_bytes(path, at, sizeof sb);
+    std::memcpy(&sb, bytes.data(), sizeof sb);
+    sb.shutdown_state = sp::shutdown_open;
+    sb.checksum = 0;
+    sb.checksum = sp::fletcher64(&sb, sizeof sb);
+    write_bytes(path, at, &sb, sizeof sb);
+  }
+}
+}  // namespace
+
+TEST_CASE("a root whose bitmap bit was cleared is refused, never zeroed as an unfinished root()") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  clear_root_bit(f.path(), im);
+  SUBCASE("in a heap closed cleanly (its slab's digest fails too)") {}
+  SUBCASE("in a heap left by a crash, both slot copies written, the root holding data") {
+    mark_unclean(f.path());
+  }
+  CHECK(outcome(f.path(), im) == "refused");
+  const auto root = read_bytes(f.path(), im.root, 8);
+  std::uint64_t magic = 0;
+  std::memcpy(&magic, root.data(), 8);
+  CHECK(magic == root_magic);
+}

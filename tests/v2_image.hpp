@@ -1,7 +1,7 @@
 // A format 2 heap image for the upgrade tests: a heap of this version,
 // closed cleanly, written back as format 2 stored it (docs/on-media-format.md,
 // "Version 3"): page descriptors without check bits, the name-table slot as
-// its offset word alone, no slot page (copy B of both slots zero), both
+// its offset word alone, no digests, no slot page (copy B of both slots zero), both
 // superblock copies of version 2 with format 2's head size, resealed.
 #pragma once
 
@@ -36,7 +36,14 @@ inline void downgrade_to_v2(const std::filesystem::path& path) {
         (nr % geo.sections_per_root()) * geo.record_size());
     if (!(record[0] & sp::section_has_mem_map)) continue;
     auto* d = reinterpret_cast<std::uint64_t*>(b.data() + (record[0] & sp::section_memmap_mask));
-    for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8; ++i) d[i] &= sp::descriptor_data_mask;
+    for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8; ++i) {
+      const sp::page_descriptor desc{d[i]};
+      if (desc.state() == sp::page_state::memmap)
+        d[i] = static_cast<std::uint64_t>(sp::page_state::memmap);  // no digest
+      else if (desc.state() == sp::page_state::slab)
+        d[i] &= ~(sp::slab_digest_mask << sp::slab_digest_shift);
+      d[i] &= sp::descriptor_data_mask;  // no check bits
+    }
   }
   std::memset(b.data() + sp::names_slot_offset + 8, 0, 8);
   std::memset(b.data() + geo.slots_offset(), 0, sp::root_page_size);

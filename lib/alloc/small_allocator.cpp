@@ -463,7 +463,8 @@ void small_allocator::check_slab(const slab& s, std::vector<std::string>& proble
   const std::string where = "slab at " + std::to_string(s.pfn << sparse::page_shift) + " (class " +
                             std::to_string(c.size) + " B): ";
   const sparse::page_descriptor& d = *model_.pfn_to_page(s.pfn);
-  if (d.load() != sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
+  if (sparse::with_slab_digest(d.load(), 0) !=
+      sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
     problems.push_back(where + "head descriptor does not describe this slab");
   if ((s.in_use < c.objects) != s.partial_hook::is_linked())
     problems.push_back(where + "on the partial list exactly when it has no free object");

@@ -224,6 +224,7 @@ std::unique_ptr<heap_impl> heap_impl::open_or_create(const std::filesystem::path
 // A read-only open takes none of the steps that write: it notes them in
 // plan_ and leaves the heap as it found it (not even marked open).
 void heap_impl::start(bool repair) {
+  repair_ = repair;
   use_persistence(model_->media().persist());
   unclean_ = model_->super().shutdown_state != sparse::shutdown_clean;
   if (read_only()) {
@@ -261,9 +262,13 @@ bool heap_impl::is_open(std::uint64_t id, unsigned slot) {
 // allocated from: the scan skips isolate pageblocks) and the scan runs again,
 // until nothing is left; every round quarantines at least one more.
 void heap_impl::rebuild(bool repair) {
+  // A heap closed cleanly has the digests of its close: checked once, first.
+  bool check_digests = !unclean_;
   for (;;) {
     std::vector<std::string> problems;
     std::vector<std::uint64_t> bad;  // the pageblock of each problem
+    if (check_digests) digest_problems(problems, bad);
+    check_digests = false;
     const auto found = pages_.rebuild(problems, &bad);
     small_.rebuild(found, problems, &bad);
     if (problems.empty()) return;
@@ -278,7 +283,13 @@ void heap_impl::rebuild(bool repair) {
                    : ""));
     for (std::size_t i = 0; i < bad.size(); ++i) {
       const std::uint64_t pfn = bad[i] * alloc::pageblock_pages;
-      if (model_->get_pageblock_migratetype(pfn) == migratetype::isolate) continue;
+      if (model_->get_pageblock_migratetype(pfn) == migratetype::isolate) {
+        // Quarantined already (by an earlier repair, or by the damage):
+        // reported, as every problem repair finds is.
+        repairs_.push_back("the pageblock at " + sparse::hex(pfn << sparse::page_shift) +
+                           " is quarantined (kept, never allocated from): " + problems[i]);
+        continue;
+      }
       model_->set_pageblock_migratetype(pfn, migratetype::isolate);
       repairs_.push_back("quarantined the pageblock at " + sparse::hex(pfn << sparse::page_shift) +
                          " (kept, never allocated from): " + problems[i]);
@@ -303,6 +314,7 @@ heap_impl::~heap_impl() {
   } catch (...) {  // the queue is dropped whole, as a crash would drop it
   }
   try {
+    if (opened_) record_digests();
     if (opened_) model_->set_shutdown_state(sparse::shutdown_clean);
   } catch (...) {  // nothing to report to from a destructor; the next open sees "unclean"
   }
@@ -681,6 +693,25 @@ void heap_impl::recover_root() {
   const root_object root = inspect_root(*model_, small_, *s);
   if (!root.problem.empty()) throw error(errc::corrupt, where + root.problem);
   if (root.allocated) return rewrite_stale_slots();
+  // Only a crash inside root() leaves the object unmarked: never a heap
+  // closed cleanly, and after fence 2 (copy B written) the object is zero
+  // on the media. Otherwise it is damage (a cleared bit or descriptor), and
+  // the object, published data, is never zeroed: refused, or under repair
+  // left as it is (its pageblock's digest or descriptors report it).
+  const auto* bytes = reinterpret_cast<const unsigned char*>(model_->base() + s->offset);
+  const bool both_copies = stale_root_ < 0;
+  const char* why =
+      !unclean_ ? "the heap was closed cleanly"
+      : both_copies && std::any_of(bytes, bytes + s->size, [](unsigned char b) { return b != 0; })
+          ? "both slot copies were written, so root() had zeroed it, and it holds data"
+          : nullptr;
+  if (why) {
+    const std::string what = where + "names an object that is not marked allocated, although " +
+                             why + " (a damaged slab bitmap or descriptor)";
+    if (!repair_) throw error(errc::corrupt, what);
+    repairs_.push_back(what + ": left as it is, not zeroed");
+    return rewrite_stale_slots();
+  }
   if (read_only()) {
     plan_.steps.push_back("finish the root object at " + sparse::hex(s->offset) +
                           " (zero it and mark it allocated: a root() that did not complete)");

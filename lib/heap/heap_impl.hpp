@@ -154,6 +154,15 @@ class heap_impl {
   // Why a committed lane holds an action no batch makes; empty if none.
   [[nodiscard]] std::string lane_problem(const sparse::lane_header& h) const;
   void check_heap_metadata(std::vector<std::string>& problems) const;
+  // Digests of slab bitmaps and memmap pages, recorded at a clean close and
+  // checked at the next open (integrity.cpp).
+  template <class F>
+  void for_each_memmap_block(F&& f) const;
+  [[nodiscard]] std::uint64_t bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept;
+  [[nodiscard]] std::uint64_t memmap_page_digest(std::uint64_t span, std::uint64_t block,
+                                                 std::uint64_t k) const noexcept;
+  void record_digests() noexcept;
+  void digest_problems(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad) const;
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
@@ -233,6 +242,7 @@ class heap_impl {
   bool root_pending_ = false;     // read-only: recovery would finish or clear the root slot
   int root_copy_ = 0;  // the copy of each slot in use (B only read-only, when A is stale)
   int names_copy_ = 0;
+  bool repair_ = false;  // opened with heap_open_options::repair
   int stale_root_ = -1;  // the copy recover_slots found stale, until rewritten
   int stale_names_ = -1;
   std::vector<std::string> repairs_;

@@ -3,6 +3,8 @@
 // plausibility of a committed redo lane's actions before any is replayed;
 // and the checks of heap::check() that see the root, the name table and the
 // lanes (docs/on-media-format.md, "What is verified where").
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <string>
 
@@ -280,10 +282,19 @@ void heap_impl::check_heap_metadata(std::vector<std::string>& problems) const {
     if (room < 48 || words[0] == 0 || words[0] > (room - 16) / 32) {
       problems.push_back(what + "is not an allocated table of its capacity");
     } else {
+      // An entry is written whole (object, count, type, then name) and
+      // cleared whole, in one batch: all four words zero, or a name.
+      std::vector<std::uint64_t> names_seen, objects_seen;
       for (std::uint64_t i = 0; i < words[0]; ++i) {
         const std::uint64_t* entry = words + 2 + 4 * i;  // name, object, count, type
-        if (entry[0] == 0) continue;
         const std::string which = what + "entry " + std::to_string(i) + " ";
+        if (entry[0] == 0) {
+          if (entry[1] || entry[2] || entry[3])
+            problems.push_back(which + "has no name but names an object");
+          continue;
+        }
+        names_seen.push_back(entry[0]);
+        objects_seen.push_back(entry[1]);
         const std::uint64_t name_room = allocated(entry[0]);
         const auto* text = reinterpret_cast<const char*>(model_->base() + entry[0]);
         if (name_room == 0 || strnlen(text, name_room) == name_room)
@@ -294,6 +305,13 @@ void heap_impl::check_heap_metadata(std::vector<std::string>& problems) const {
                              " that is not allocated");
         else if (entry[2] == 0 || entry[2] > object_room)
           problems.push_back(which + "has a count that does not fit its object");
+      }
+      // Each entry has a name and an object of its own.
+      for (auto* seen : {&names_seen, &objects_seen}) {
+        std::sort(seen->begin(), seen->end());
+        if (std::adjacent_find(seen->begin(), seen->end()) != seen->end())
+          problems.push_back(what + "has two entries with the same " +
+                             (seen == &names_seen ? "name" : "object"));
       }
     }
   }
@@ -306,6 +324,116 @@ void heap_impl::check_heap_metadata(std::vector<std::string>& problems) const {
     if (auto why = lane_problem(*h); !why.empty())
       problems.push_back("redo lane " + std::to_string(i) + " holds an impossible action: " + why);
   }
+}
+
+}  // namespace daxalloc::detail
+
+namespace daxalloc::detail {
+
+// ---- digests recorded at a clean close ----
+
+// Calls f(span_start, block) for each span that has a memmap block.
+template <class F>
+void heap_impl::for_each_memmap_block(F&& f) const {
+  const auto& geo = model_->geo();
+  for (std::uint64_t span = 0; span < geo.max_range; span += geo.span_size())
+    if (const std::uint64_t block = model_->span_memmap(span)) f(span, block);
+}
+
+// The digest of a slab's bitmap (the words that hold its objects' bits).
+std::uint64_t heap_impl::bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept {
+  const auto* bits =
+      reinterpret_cast<const std::uint64_t*>(model_->base() + (pfn << sparse::page_shift));
+  return sparse::words_digest(bits, (alloc::size_classes[cls].objects + 63) / 64, pfn, 24);
+}
+
+// The digest of memmap page `k` of the block at `block` in the span at
+// `span`: its 512 descriptors (those of memmap pages, which hold the
+// digests, by their state alone) and the flags of the pageblock they
+// describe.
+std::uint64_t heap_impl::memmap_page_digest(std::uint64_t span, std::uint64_t block,
+                                            std::uint64_t k) const noexcept {
+  std::array<std::uint64_t, alloc::pageblock_pages + 1> words;
+  const auto* d =
+      reinterpret_cast<const std::uint64_t*>(model_->base() + block) + k * alloc::pageblock_pages;
+  for (std::uint64_t i = 0; i < alloc::pageblock_pages; ++i) {
+    const std::uint64_t w = std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(d[i]))
+                                .load(std::memory_order_relaxed);
+    words[i] = (w & 0xff) == static_cast<std::uint64_t>(sparse::page_state::memmap)
+                   ? sparse::page_info(sparse::page_state::memmap)
+                   : w;
+  }
+  const std::uint64_t pfn = (span >> sparse::page_shift) + k * alloc::pageblock_pages;
+  words[alloc::pageblock_pages] =
+      model_->pfn_valid(pfn) ? static_cast<std::uint64_t>(model_->get_pageblock_migratetype(pfn))
+                             : 0xff;
+  return sparse::words_digest(words.data(), words.size(), block + k, 48);
+}
+
+// Close, before the heap is marked closed cleanly: every slab head and every
+// memmap page descriptor gets the digest of what it covers (only those that
+// changed are written), one fence. A crash before the clean mark leaves an
+// unclean heap, whose digests the next open does not check.
+void heap_impl::record_digests() noexcept {
+  const persistence& p = model_->media().persist();
+  bool wrote = false;
+  const auto put = [&](sparse::page_descriptor& d, std::uint64_t value) {
+    if (d.load() == value) return;
+    d.store(value);
+    p.flush(&d.info, 8);
+    wrote = true;
+  };
+  for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
+    auto* d = reinterpret_cast<sparse::page_descriptor*>(model_->base() + block);
+    const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
+    for (std::uint64_t i = 0; i < pages; ++i)
+      if (d[i].state() == sparse::page_state::slab && sparse::descriptor_checks_out(d[i].load()) &&
+          d[i].sub() < alloc::nr_size_classes)
+        put(d[i], sparse::with_slab_digest(
+                      d[i].load(), bitmap_digest((span >> sparse::page_shift) + i, d[i].sub())));
+    for (std::uint64_t k = 0; k < model_->geo().memmap_bytes() / sparse::page_size; ++k) {
+      sparse::page_descriptor& own =
+          d[(block + k * sparse::page_size - span) >> sparse::page_shift];
+      put(own, sparse::memmap_info(memmap_page_digest(span, block, k)));
+    }
+  });
+  if (wrote) p.drain();
+}
+
+// Open of a cleanly closed heap: every digest recorded at its close must
+// still match. A mismatch is damage done while the heap was closed (a
+// zeroed or changed descriptor, a changed bitmap, a pageblock's type),
+// reported on the pageblock concerned.
+void heap_impl::digest_problems(std::vector<std::string>& problems,
+                                std::vector<std::uint64_t>& bad) const {
+  for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
+    const auto* d = reinterpret_cast<const sparse::page_descriptor*>(model_->base() + block);
+    const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
+    for (std::uint64_t k = 0; k < pages / alloc::pageblock_pages; ++k) {
+      const std::uint64_t pfn = (span >> sparse::page_shift) + k * alloc::pageblock_pages;
+      const sparse::page_descriptor& own =
+          d[(block + k * sparse::page_size - span) >> sparse::page_shift];
+      const std::uint64_t recorded = sparse::memmap_digest(own.load());
+      if (recorded && recorded != memmap_page_digest(span, block, k)) {
+        problems.push_back("the descriptors or the type of the pageblock at " +
+                           sparse::hex(pfn << sparse::page_shift) +
+                           " changed while the heap was closed (its memmap digest does not match)");
+        bad.push_back(pfn / alloc::pageblock_pages);
+      }
+    }
+    for (std::uint64_t i = 0; i < pages; ++i) {
+      const std::uint64_t info = d[i].load();
+      if (d[i].state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
+          d[i].sub() >= alloc::nr_size_classes || sparse::slab_digest(info) == 0)
+        continue;
+      const std::uint64_t pfn = (span >> sparse::page_shift) + i;
+      if (sparse::slab_digest(info) != bitmap_digest(pfn, d[i].sub())) {
+        problems.push_back("the bitmap of the slab at " + sparse::hex(pfn << sparse::page_shift) +
+                           " changed while the heap was closed (its digest does not match)");
+        bad.push_back(pfn / alloc::pageblock_pages);
+      }
+    }
+  });
 }
 
 }  // namespace daxalloc::detail

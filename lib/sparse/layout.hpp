@@ -293,6 +293,12 @@ static_assert(section_record_words(30) * 8 == 512);
 //   bits 56..63  check bits (format 3): the XOR of bytes 0..6, written in the
 //                same store, so any single flipped bit of a descriptor shows;
 //                0 for the free descriptor 0 (a fresh memmap needs no writes)
+// Two states carry a digest recorded at a clean close (format 3), checked at
+// the next open when the heap was closed cleanly, stale while it is open:
+//   slab head:   bits 16..31 the length, bits 32..55 a digest of its bitmap
+//   memmap page: bits 8..55 a digest of the memmap page it is (the 512
+//                descriptors of one pageblock, and that pageblock's flags)
+// A digest of 0 was never recorded: nothing to check.
 // The sparse layer writes only the states free, reserved and memmap; the
 // allocators document what commits theirs.
 enum class page_state : std::uint8_t {
@@ -320,7 +326,11 @@ struct page_descriptor {
     return static_cast<unsigned>((load() >> 8) & 0xff);
   }
   [[nodiscard]] std::uint64_t length() const noexcept {
-    return (load() >> 16) & ((std::uint64_t{1} << 40) - 1);
+    const std::uint64_t v = load();
+    const std::uint64_t length = (v >> 16) & ((std::uint64_t{1} << 40) - 1);
+    return (v & 0xff) == static_cast<std::uint64_t>(page_state::slab)
+               ? length & 0xffff  // digest above
+               : length;
   }
 };
 static_assert(sizeof(page_descriptor) == 8);
@@ -349,6 +359,41 @@ inline constexpr std::uint64_t descriptor_data_mask =
                                (length & max_page_length) << 16);
 }
 static_assert(page_info(page_state::free) == 0);
+
+// Digests recorded at a clean close (see page_descriptor).
+inline constexpr unsigned slab_digest_shift = 32;
+inline constexpr std::uint64_t slab_digest_mask = 0xffffff;
+inline constexpr unsigned memmap_digest_shift = 8;
+inline constexpr std::uint64_t memmap_digest_mask = (std::uint64_t{1} << 48) - 1;
+[[nodiscard]] constexpr std::uint64_t slab_digest(std::uint64_t info) noexcept {
+  return (info >> slab_digest_shift) & slab_digest_mask;
+}
+[[nodiscard]] constexpr std::uint64_t with_slab_digest(std::uint64_t info,
+                                                       std::uint64_t digest) noexcept {
+  return with_descriptor_check((info & ~(slab_digest_mask << slab_digest_shift)) |
+                               (digest & slab_digest_mask) << slab_digest_shift);
+}
+[[nodiscard]] constexpr std::uint64_t memmap_digest(std::uint64_t info) noexcept {
+  return (info >> memmap_digest_shift) & memmap_digest_mask;
+}
+[[nodiscard]] constexpr std::uint64_t memmap_info(std::uint64_t digest) noexcept {
+  return with_descriptor_check(static_cast<std::uint64_t>(page_state::memmap) |
+                               (digest & memmap_digest_mask) << memmap_digest_shift);
+}
+// A digest of words (never 0 in its low `bits` bits): a multiply-xor hash.
+[[nodiscard]] inline std::uint64_t words_digest(const std::uint64_t* words, std::size_t n,
+                                                std::uint64_t seed, unsigned bits) noexcept {
+  std::uint64_t h = seed ^ 0x9e3779b97f4a7c15ull;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(words[i]))
+             .load(std::memory_order_relaxed);
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 31;
+  }
+  h ^= h >> 29;
+  const std::uint64_t mask = (std::uint64_t{1} << bits) - 1;
+  return (h & mask) ? (h & mask) : 1;
+}
 
 // Memmap: a span is the address range whose descriptors fill memmap blocks
 // that are placed together. 2 MiB of 8-byte descriptors describe 1 GiB.

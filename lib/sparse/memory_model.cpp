@@ -474,8 +474,8 @@ std::string memory_model::intent_problem(const hotplug_intent& in) const {
     if (!d) continue;
     for (std::uint64_t page = 0; page < pages_per_subsection; ++page) {
       const std::uint64_t info = d[page];
-      const bool memmap =
-          info == page_info(page_state::memmap) && memmap_page(at + page * page_size);
+      const bool memmap = page_descriptor{info}.state() == page_state::memmap &&
+                          descriptor_checks_out(info) && memmap_page(at + page * page_size);
       if (info != 0 && !memmap)
         return "the page at " + hex(at + page * page_size) + " is in use (descriptor " + hex(info) +
                ")";
@@ -832,7 +832,7 @@ std::vector<std::string> memory_model::check() const {
         const auto* desc = reinterpret_cast<const page_descriptor*>(base() + memmap);
         for (std::uint64_t at = memmap; at < memmap + geo_.memmap_bytes(); at += page_size) {
           const auto& d = desc[(at - span_start) >> page_shift];
-          if (d.load() != page_info(page_state::memmap)) {
+          if (d.state() != page_state::memmap || !descriptor_checks_out(d.load())) {
             fail(name + "memmap page at " + hex(at) + " has descriptor " + hex(d.load()));
             break;
           }
