@@ -292,7 +292,8 @@ void heap_impl::rebuild(bool repair) {
       }
       model_->set_pageblock_migratetype(pfn, migratetype::isolate);
       repairs_.push_back("quarantined the pageblock at " + sparse::hex(pfn << sparse::page_shift) +
-                         " (kept, never allocated from): " + problems[i]);
+                         " (kept, never allocated from): " + problems[i] + "; " +
+                         objects_in_pageblock(bad[i]));
     }
   }
 }

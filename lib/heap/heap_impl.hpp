@@ -162,6 +162,7 @@ class heap_impl {
   [[nodiscard]] std::uint64_t memmap_page_digest(std::uint64_t span, std::uint64_t block,
                                                  std::uint64_t k) const noexcept;
   void record_digests() noexcept;
+  [[nodiscard]] std::string objects_in_pageblock(std::uint64_t pageblock) const;
   void digest_problems(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad) const;
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;

@@ -437,3 +437,34 @@ void heap_impl::digest_problems(std::vector<std::string>& problems,
 }
 
 }  // namespace daxalloc::detail
+
+namespace daxalloc::detail {
+
+// Repair: the objects the media records in a pageblock it quarantines (its
+// extent heads, and the objects of its slabs whose bits are set), which it
+// can no longer vouch for, by offset (at most 32 listed, then the count).
+std::string heap_impl::objects_in_pageblock(std::uint64_t pageblock) const {
+  std::vector<std::uint64_t> offsets;
+  const std::uint64_t first = pageblock * alloc::pageblock_pages;
+  for (std::uint64_t pfn = first; pfn < first + alloc::pageblock_pages; ++pfn) {
+    if (!model_->pfn_valid(pfn)) break;
+    const std::uint64_t info = model_->pfn_to_page(pfn)->load();
+    const sparse::page_descriptor d{info};
+    if (!sparse::descriptor_checks_out(info)) continue;
+    if (d.state() == sparse::page_state::extent) offsets.push_back(pfn << sparse::page_shift);
+    if (d.state() != sparse::page_state::slab || d.sub() >= alloc::nr_size_classes) continue;
+    const auto& c = alloc::size_classes[d.sub()];
+    const auto* bits =
+        reinterpret_cast<const std::uint64_t*>(model_->base() + (pfn << sparse::page_shift));
+    for (std::uint32_t i = 0; i < c.objects; ++i)
+      if ((bits[i / 64] >> (i % 64)) & 1)
+        offsets.push_back((pfn << sparse::page_shift) + c.header + std::uint64_t{i} * c.size);
+  }
+  if (offsets.empty()) return "no object recorded in it";
+  std::string out = std::to_string(offsets.size()) + " object(s) recorded in it, not vouched for:";
+  for (std::size_t i = 0; i < offsets.size() && i < 32; ++i) out += " " + sparse::hex(offsets[i]);
+  if (offsets.size() > 32) out += " ...";
+  return out;
+}
+
+}  // namespace daxalloc::detail
