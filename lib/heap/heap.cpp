@@ -142,7 +142,9 @@ heap_impl::heap_impl(std::unique_ptr<sparse::memory_model> model)
     : model_(std::move(model)),
       pages_(*model_, alloc::default_arenas()),
       small_(*model_, pages_),
-      id_(next_id++) {}
+      id_(next_id++),
+      root_b_offset_(model_->geo().slots_offset() + sparse::root_slot_b_in_page),
+      names_b_offset_(model_->geo().slots_offset() + sparse::names_slot_b_in_page) {}
 
 std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
                                              const heap_options& options) {

@@ -92,8 +92,14 @@ class heap_impl {
   // errc::corrupt when they agree on none.
   [[nodiscard]] std::uint64_t names_table_offset() const;
   // Copy c (0: A, 1: B) of the root and the name-table slot.
-  [[nodiscard]] sparse::root_slot* root_copy(int c) const noexcept;
-  [[nodiscard]] sparse::names_slot* names_copy(int c) const noexcept;
+  [[nodiscard]] sparse::root_slot* root_copy(int c) const noexcept {
+    return reinterpret_cast<sparse::root_slot*>(
+        model_->base() + (c == 0 ? sparse::root_slot_offset : root_b_offset_));
+  }
+  [[nodiscard]] sparse::names_slot* names_copy(int c) const noexcept {
+    return reinterpret_cast<sparse::names_slot*>(
+        model_->base() + (c == 0 ? sparse::names_slot_offset : names_b_offset_));
+  }
 
   // This heap's id in the process (never reused) and its slot in the
   // registry of open heaps (nr_registry_slots: none, it was full).
@@ -236,6 +242,10 @@ class heap_impl {
   alloc::small_allocator small_;
   std::uint64_t id_;
   unsigned registry_slot_ = nr_registry_slots;
+  // Where copy B of the root slot and of the name-table slot are (the slot
+  // page, geometry::slots_offset()), fixed at open: read on fast paths.
+  std::uint64_t root_b_offset_;   // copy B of the root slot
+  std::uint64_t names_b_offset_;  // 16-byte aligned
   bool unclean_ = false;
   bool opened_ = false;           // marked open on the media: closing marks it clean
   bool created_ = false;          // this handle's open created the heap

@@ -74,25 +74,11 @@ pair_choice choose(const Slot (&copy)[2], Allocated&& names_allocated) {
 
 }  // namespace
 
-sparse::root_slot* heap_impl::root_copy(int c) const noexcept {
-  return reinterpret_cast<sparse::root_slot*>(
-      model_->base() + (c == 0 ? sparse::root_slot_offset
-                               : model_->geo().slots_offset() + sparse::root_slot_b_in_page));
-}
-
-sparse::names_slot* heap_impl::names_copy(int c) const noexcept {
-  return reinterpret_cast<sparse::names_slot*>(
-      model_->base() + (c == 0 ? sparse::names_slot_offset
-                               : model_->geo().slots_offset() + sparse::names_slot_b_in_page));
-}
-
+// On the path of every batch's store check (heap_word): four compares
+// against offsets fixed at open, no geometry arithmetic.
 bool heap_impl::names_slot_word(std::uint64_t offset) const noexcept {
-  for (int c = 0; c < 2; ++c) {
-    const auto at =
-        static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(names_copy(c)) - model_->base());
-    if (offset == at || offset == at + 8) return true;
-  }
-  return false;
+  return (offset & ~std::uint64_t{8}) == sparse::names_slot_offset ||
+         (offset & ~std::uint64_t{8}) == names_b_offset_;
 }
 
 // The name table the slot names: 0 for none. Throws errc::corrupt when the
@@ -254,9 +240,7 @@ std::uint64_t heap_impl::media_allocation_size(std::uint64_t offset) const noexc
 }
 
 int heap_impl::names_slot_word_copy(std::uint64_t offset) const noexcept {
-  const auto a =
-      static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(names_copy(0)) - model_->base());
-  return offset == a || offset == a + 8 ? 0 : 1;
+  return (offset & ~std::uint64_t{8}) == sparse::names_slot_offset ? 0 : 1;
 }
 
 // heap::check(): the root slot's copies, the name table and every entry of

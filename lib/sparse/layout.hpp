@@ -53,6 +53,8 @@ inline constexpr std::uint64_t names_slot_offset =
 // In the slot page (geometry::slots_offset()): copy B of each slot.
 inline constexpr std::uint64_t root_slot_b_in_page = 0;
 inline constexpr std::uint64_t names_slot_b_in_page = 64;
+static_assert(names_slot_offset % 16 == 0 && names_slot_b_in_page % 16 == 0,
+              "a name-table slot copy is 16-byte aligned (heap_impl::names_slot_word)");
 inline constexpr std::uint64_t directory_offset = 12288;
 inline constexpr std::uint64_t root_page_size = 4096;
 inline constexpr std::uint64_t memmap_block_size = subsection_size;  // 2 MiB blocks

@@ -336,13 +336,7 @@ void memory_model::load(const open_options& options) {
                          : std::string("; this daxalloc cannot read it (no migration exists): "
                                        "open it with the daxalloc that made it")));
   }
-  int good = -1;
-  if (problem[0].empty() && problem[1].empty())
-    good = copies[1].generation > copies[0].generation ? 1 : 0;
-  else if (problem[0].empty())
-    good = 0;
-  else if (problem[1].empty())
-    good = 1;
+  const int good = superblock_winner(copies, problem);
   if (good < 0) {
     // Copy B is written only after A is complete, so a B that was never
     // written means no create ever finished here.

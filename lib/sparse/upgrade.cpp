@@ -60,13 +60,7 @@ std::vector<std::string> upgrade(region& r) {
     }
 
   const std::string problem[2] = {v2_problem(copies[0]), v2_problem(copies[1])};
-  int good = -1;
-  if (problem[0].empty() && problem[1].empty())
-    good = copies[1].generation > copies[0].generation ? 1 : 0;
-  else if (problem[0].empty())
-    good = 0;
-  else if (problem[1].empty())
-    good = 1;
+  const int good = superblock_winner(copies, problem);
   if (good < 0) {
     for (int c = 0; c < 2; ++c)
       if (std::memcmp(copies[c].magic, superblock_magic, sizeof copies[c].magic) == 0 &&
