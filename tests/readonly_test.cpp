@@ -310,7 +310,7 @@ TEST_CASE("a torn root slot is reported by a read-only open and cleared by a rea
   {
     auto h = heap::open_read_only(f.path());
     REQUIRE(h.pending_recovery().steps.size() == 1);
-    CHECK(h.pending_recovery().steps[0].find("clear the torn root slot") == 0);
+    CHECK(h.pending_recovery().steps[0].find("clear the root slot copy A (torn") == 0);
     CHECK_FALSE(h.pending_recovery().unclean_shutdown);
     test::require_sound(h);
   }

@@ -487,8 +487,13 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
             continue;
           }
           std::uint64_t length = d.length();
-          bool ok = d.state() == page_state::extent || d.state() == page_state::slab;
-          if (!ok) report(pfn, "unexpected state " + std::to_string(static_cast<int>(d.state())));
+          bool ok = sparse::descriptor_checks_out(d.load());
+          if (!ok) {
+            report(pfn, "descriptor " + hex(d.load()) + " fails its check bits");
+          } else if (d.state() != page_state::extent && d.state() != page_state::slab) {
+            report(pfn, "unexpected state " + std::to_string(static_cast<int>(d.state())));
+            ok = false;
+          }
           if (ok && d.state() == page_state::slab) {
             const unsigned cls = d.sub();
             ok = cls < nr_size_classes &&

@@ -130,7 +130,9 @@ std::optional<object_location> small_allocator::locate_on_media(const void* p) c
   for (unsigned order = min_slab_order; order <= max_slab_order; ++order) {
     const std::uint64_t head = pfn & ~((std::uint64_t{1} << order) - 1);
     const sparse::page_descriptor& d = *model_.pfn_to_page(head);
-    if (d.state() != page_state::slab || d.length() != (std::uint64_t{1} << order)) continue;
+    if (d.state() != page_state::slab || d.length() != (std::uint64_t{1} << order) ||
+        !sparse::descriptor_checks_out(d.load()))
+      continue;
     if (d.sub() >= nr_size_classes || size_classes[d.sub()].slab_order != order)
       return std::nullopt;
     const size_class& c = size_classes[d.sub()];
@@ -461,7 +463,8 @@ void small_allocator::check_slab(const slab& s, std::vector<std::string>& proble
   const std::string where = "slab at " + std::to_string(s.pfn << sparse::page_shift) + " (class " +
                             std::to_string(c.size) + " B): ";
   const sparse::page_descriptor& d = *model_.pfn_to_page(s.pfn);
-  if (d.load() != sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
+  if (sparse::with_slab_digest(d.load(), 0) !=
+      sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
     problems.push_back(where + "head descriptor does not describe this slab");
   if ((s.in_use < c.objects) != s.partial_hook::is_linked())
     problems.push_back(where + "on the partial list exactly when it has no free object");

@@ -143,7 +143,9 @@ heap_impl::heap_impl(std::unique_ptr<sparse::memory_model> model)
       pages_(*model_, alloc::default_arenas()),
       small_(*model_, pages_),
       id_(next_id++),
-      lane_zero_(model_->base() + model_->geo().lanes_offset()) {}
+      lane_zero_(model_->base() + model_->geo().lanes_offset()),
+      root_b_offset_(model_->geo().slots_offset() + sparse::root_slot_b_in_page),
+      names_b_offset_(model_->geo().slots_offset() + sparse::names_slot_b_in_page) {}
 
 std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
                                              const heap_options& options) {
@@ -225,6 +227,7 @@ std::unique_ptr<heap_impl> heap_impl::open_or_create(const std::filesystem::path
 // A read-only open takes none of the steps that write: it notes them in
 // plan_ and leaves the heap as it found it (not even marked open).
 void heap_impl::start(bool repair) {
+  repair_ = repair;
   use_persistence(model_->media().persist());
   unclean_ = model_->super().shutdown_state != sparse::shutdown_clean;
   if (read_only()) {
@@ -234,6 +237,7 @@ void heap_impl::start(bool repair) {
   } else {
     replay_lanes();
   }
+  recover_slots();
   recover_root();
   rebuild(repair);
   if (!read_only()) {
@@ -261,9 +265,13 @@ bool heap_impl::is_open(std::uint64_t id, unsigned slot) {
 // allocated from: the scan skips isolate pageblocks) and the scan runs again,
 // until nothing is left; every round quarantines at least one more.
 void heap_impl::rebuild(bool repair) {
+  // A heap closed cleanly has the digests of its close: checked once, first.
+  bool check_digests = !unclean_;
   for (;;) {
     std::vector<std::string> problems;
     std::vector<std::uint64_t> bad;  // the pageblock of each problem
+    if (check_digests) digest_problems(problems, bad);
+    check_digests = false;
     const auto found = pages_.rebuild(problems, &bad);
     small_.rebuild(found, problems, &bad);
     if (problems.empty()) return;
@@ -278,10 +286,17 @@ void heap_impl::rebuild(bool repair) {
                    : ""));
     for (std::size_t i = 0; i < bad.size(); ++i) {
       const std::uint64_t pfn = bad[i] * alloc::pageblock_pages;
-      if (model_->get_pageblock_migratetype(pfn) == migratetype::isolate) continue;
+      if (model_->get_pageblock_migratetype(pfn) == migratetype::isolate) {
+        // Quarantined already (by an earlier repair, or by the damage):
+        // reported, as every problem repair finds is.
+        repairs_.push_back("the pageblock at " + sparse::hex(pfn << sparse::page_shift) +
+                           " is quarantined (kept, never allocated from): " + problems[i]);
+        continue;
+      }
       model_->set_pageblock_migratetype(pfn, migratetype::isolate);
       repairs_.push_back("quarantined the pageblock at " + sparse::hex(pfn << sparse::page_shift) +
-                         " (kept, never allocated from): " + problems[i]);
+                         " (kept, never allocated from): " + problems[i] + "; " +
+                         objects_in_pageblock(bad[i]));
     }
   }
 }
@@ -303,6 +318,7 @@ heap_impl::~heap_impl() {
   } catch (...) {  // the queue is dropped whole, as a crash would drop it
   }
   try {
+    if (opened_) record_digests();
     if (opened_) model_->set_shutdown_state(sparse::shutdown_clean);
   } catch (...) {  // nothing to report to from a destructor; the next open sees "unclean"
   }
@@ -315,7 +331,12 @@ bool heap_impl::is_root(const void* p) const noexcept {
 }
 
 sparse::root_slot* heap_impl::slot() const noexcept {
-  return reinterpret_cast<sparse::root_slot*>(model_->base() + sparse::root_slot_offset);
+  return root_copy(root_copy_);
+}
+
+std::pair<std::string, bool> heap_impl::inspect_root_slot(const sparse::root_slot& s) const {
+  const root_object r = inspect_root(*model_, small_, s);
+  return {r.problem, r.allocated};
 }
 
 // ---- thread caches ----
@@ -643,8 +664,10 @@ void* heap_impl::root(std::size_t size) {
   sparse::root_slot fresh{
       static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()), size, 0, 0};
   fresh.checksum = slot_checksum(fresh);
-  std::memcpy(s, &fresh, sizeof fresh);
-  p.persist(s, sizeof fresh);  // fence 1: zeroed object and slot: the root exists from here
+  std::memcpy(root_copy(0), &fresh, sizeof fresh);
+  p.persist(root_copy(0), sizeof fresh);  // fence 1: zeroed object and copy A: the root exists
+  std::memcpy(root_copy(1), &fresh, sizeof fresh);
+  p.persist(root_copy(1), sizeof fresh);  // fence 2: copy B
   if (size <= max_small_size) {
     small_.mark_allocated(small_.bit_of(r.ptr, size_class_of(size)));
   } else {
@@ -652,38 +675,52 @@ void* heap_impl::root(std::size_t size) {
     head->store(page_info(page_state::extent, 0, r.size / page_size));
     p.flush(&head->info, 8);
   }
-  p.drain();  // fence 2: its allocation (redone by recover_root after a crash)
+  p.drain();  // fence 3: its allocation (redone by recover_root after a crash)
   return r.ptr;
 }
 
-// A root slot with a valid checksum names the root: open refuses a heap
+// The root slot chosen by recover_slots names the root: open refuses a heap
 // whose slot names no object root() could have made (errc::corrupt, and
 // nothing is written), and finishes a root() that a crash interrupted. A
-// torn slot (checksum mismatch) is a root that was being created: none yet.
+// torn copy A next to an empty copy B (a root that was being created: none
+// yet) was cleared by recover_slots; a read-only open only notes it.
 void heap_impl::recover_root() {
   sparse::root_slot* s = slot();
   const persistence& p = model_->media().persist();
-  if (s->offset == 0 && s->size == 0 && s->checksum == 0) return;
-  if (s->checksum != slot_checksum(*s)) {
-    if (read_only()) {
-      plan_.steps.push_back("clear the torn root slot (a root() that did not complete)");
-      root_pending_ = true;
-      return;
-    }
-    std::memset(s, 0, sizeof *s);
-    p.persist(s, sizeof *s);
-    return;
+  if (sparse::root_slot_empty(*s)) return rewrite_stale_slots();
+  if (!sparse::root_slot_valid(*s)) {  // a torn copy A next to an empty B: cleared
+    root_pending_ = read_only();
+    return rewrite_stale_slots();
   }
   const std::string where = model_->media().path().string() + ": the root slot (offset " +
                             sparse::hex(s->offset) + ", " + std::to_string(s->size) + " bytes) ";
   const root_object root = inspect_root(*model_, small_, *s);
   if (!root.problem.empty()) throw error(errc::corrupt, where + root.problem);
-  if (root.allocated) return;
+  if (root.allocated) return rewrite_stale_slots();
+  // Only a crash inside root() leaves the object unmarked: never a heap
+  // closed cleanly, and after fence 2 (copy B written) the object is zero
+  // on the media. Otherwise it is damage (a cleared bit or descriptor), and
+  // the object, published data, is never zeroed: refused, or under repair
+  // left as it is (its pageblock's digest or descriptors report it).
+  const auto* bytes = reinterpret_cast<const unsigned char*>(model_->base() + s->offset);
+  const bool both_copies = stale_root_ < 0;
+  const char* why =
+      !unclean_ ? "the heap was closed cleanly"
+      : both_copies && std::any_of(bytes, bytes + s->size, [](unsigned char b) { return b != 0; })
+          ? "both slot copies were written, so root() had zeroed it, and it holds data"
+          : nullptr;
+  if (why) {
+    const std::string what = where + "names an object that is not marked allocated, although " +
+                             why + " (a damaged slab bitmap or descriptor)";
+    if (!repair_) throw error(errc::corrupt, what);
+    repairs_.push_back(what + ": left as it is, not zeroed");
+    return rewrite_stale_slots();
+  }
   if (read_only()) {
     plan_.steps.push_back("finish the root object at " + sparse::hex(s->offset) +
                           " (zero it and mark it allocated: a root() that did not complete)");
     root_pending_ = true;
-    return;
+    return rewrite_stale_slots();
   }
   // The crash came before root() returned: the slot may have reached the
   // media before the zeroed object did. The object must be free on the
@@ -702,6 +739,7 @@ void heap_impl::recover_root() {
   const bool free = root.bit ? std::any_of(found.begin(), found.end(), its_slab)
                              : std::none_of(found.begin(), found.end(), overlaps);
   if (!free) throw error(errc::corrupt, where + "names memory that another allocation holds");
+  rewrite_stale_slots();
   void* object = model_->base() + s->offset;
   std::memset(object, 0, s->size);
   p.persist(object, s->size);  // zeroed before it is allocated: a crash here redoes it
@@ -839,9 +877,9 @@ std::vector<std::string> heap_impl::check() const {
       }
   small_.check(problems);
   const sparse::root_slot* s = slot();
-  if ((s->offset || s->size || s->checksum) && !root_pending_) {
+  if (!sparse::root_slot_empty(*s) && !root_pending_) {
     const std::string what = "the root slot does not name an allocated object of its size: ";
-    if (s->checksum != slot_checksum(*s)) {
+    if (!sparse::root_slot_valid(*s)) {
       problems.push_back(what + "its checksum does not match");
     } else {
       const root_object root = inspect_root(*model_, small_, *s);
@@ -851,6 +889,7 @@ std::vector<std::string> heap_impl::check() const {
         problems.push_back(what + "the object is free");
     }
   }
+  check_heap_metadata(problems);
   if (model_->super().shutdown_state != sparse::shutdown_open && !read_only())
     problems.push_back("an open heap is not marked open");
   return problems;

@@ -88,6 +88,18 @@ class heap_impl {
   void refuse_if_read_only(const char* operation) const;
   [[nodiscard]] const std::vector<std::string>& repairs() const noexcept { return repairs_; }
   [[nodiscard]] std::mutex& names_mutex() const noexcept { return names_mutex_; }
+  // The name table's offset from the name-table slot's copies (0: none);
+  // errc::corrupt when they agree on none.
+  [[nodiscard]] std::uint64_t names_table_offset() const;
+  // Copy c (0: A, 1: B) of the root and the name-table slot.
+  [[nodiscard]] sparse::root_slot* root_copy(int c) const noexcept {
+    return reinterpret_cast<sparse::root_slot*>(
+        model_->base() + (c == 0 ? sparse::root_slot_offset : root_b_offset_));
+  }
+  [[nodiscard]] sparse::names_slot* names_copy(int c) const noexcept {
+    return reinterpret_cast<sparse::names_slot*>(
+        model_->base() + (c == 0 ? sparse::names_slot_offset : names_b_offset_));
+  }
 
   // This heap's id in the process (never reused) and its slot in the
   // registry of open heaps (nr_registry_slots: none, it was full).
@@ -137,6 +149,27 @@ class heap_impl {
   void start(bool repair);
   void rebuild(bool repair);
   void recover_root();
+  void recover_slots();  // integrity.cpp: choose each slot's copy (no stores)
+  void rewrite_stale_slots();
+  // The problem of inspect_root with a slot (empty: none) and whether its
+  // object is marked allocated.
+  [[nodiscard]] std::pair<std::string, bool> inspect_root_slot(const sparse::root_slot& s) const;
+  [[nodiscard]] bool names_slot_word(std::uint64_t offset) const noexcept;
+  [[nodiscard]] int names_slot_word_copy(std::uint64_t offset) const noexcept;
+  [[nodiscard]] std::uint64_t media_allocation_size(std::uint64_t offset) const noexcept;
+  // Why a committed lane holds an action no batch makes; empty if none.
+  [[nodiscard]] std::string lane_problem(const sparse::lane_header& h) const;
+  void check_heap_metadata(std::vector<std::string>& problems) const;
+  // Digests of slab bitmaps and memmap pages, recorded at a clean close and
+  // checked at the next open (integrity.cpp).
+  template <class F>
+  void for_each_memmap_block(F&& f) const;
+  [[nodiscard]] std::uint64_t bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept;
+  [[nodiscard]] std::uint64_t memmap_page_digest(std::uint64_t span, std::uint64_t block,
+                                                 std::uint64_t k) const noexcept;
+  void record_digests() noexcept;
+  [[nodiscard]] std::string objects_in_pageblock(std::uint64_t pageblock) const;
+  void digest_problems(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad) const;
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
@@ -202,7 +235,6 @@ class heap_impl {
     const sparse::page_descriptor* head;          // its extent's head
   };
   [[nodiscard]] object_to_free check_free(void* p) const;
-  [[nodiscard]] bool log_target(const void* p) const noexcept;
   [[nodiscard]] sparse::page_descriptor* extent_head(const void* p) const noexcept;
 
   std::unique_ptr<sparse::memory_model> model_;
@@ -212,11 +244,20 @@ class heap_impl {
   std::atomic<std::uint64_t> hot_remove_epoch_{0};  // hot-removes begun (heap_word)
   std::byte* lane_zero_;  // the first redo lane (the geometry's offsets cost divisions)
   unsigned registry_slot_ = nr_registry_slots;
+  // Where copy B of the root slot and of the name-table slot are (the slot
+  // page, geometry::slots_offset()), fixed at open: read on fast paths.
+  std::uint64_t root_b_offset_;   // copy B of the root slot
+  std::uint64_t names_b_offset_;  // 16-byte aligned
   bool unclean_ = false;
   bool opened_ = false;           // marked open on the media: closing marks it clean
   bool created_ = false;          // this handle's open created the heap
   daxalloc::recovery_plan plan_;  // read-only opens: the recovery not done
   bool root_pending_ = false;     // read-only: recovery would finish or clear the root slot
+  int root_copy_ = 0;  // the copy of each slot in use (B only read-only, when A is stale)
+  int names_copy_ = 0;
+  bool repair_ = false;  // opened with heap_open_options::repair
+  int stale_root_ = -1;  // the copy recover_slots found stale, until rewritten
+  int stale_names_ = -1;
   std::vector<std::string> repairs_;
   std::mutex root_mutex_;
   mutable std::mutex names_mutex_;

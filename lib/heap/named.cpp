@@ -33,7 +33,7 @@ namespace {
 }
 // Every offset read from the media is checked against the allocation it names.
 name_table* table_of(const heap& h) {
-  const auto offset = *reinterpret_cast<const std::uint64_t*>(h.base() + sparse::names_slot_offset);
+  const std::uint64_t offset = daxalloc::detail::internals(h).names_table_offset();
   if (offset == 0) return nullptr;
   if (offset >= h.size()) damaged(h, "lies outside the heap");
   auto* t = static_cast<name_table*>(h.at(offset));
@@ -116,7 +116,12 @@ void* heap::named_create(std::string_view name, std::uint64_t type, std::size_t 
     grown->capacity = capacity;
     if (t) std::memcpy(grown->entries, t->entries, t->capacity * sizeof(name_entry));
     grown->entries[t ? t->capacity : 0] = fresh;
-    b.set(reinterpret_cast<std::uint64_t*>(base() + sparse::names_slot_offset), offset_of(grown));
+    // Both copies of the slot, each with its check word (format 3).
+    for (int c = 0; c < 2; ++c) {
+      sparse::names_slot* copy = live().names_copy(c);
+      b.set(&copy->offset, offset_of(grown));
+      b.set(&copy->check, sparse::names_slot_check(offset_of(grown)));
+    }
     if (t) b.defer_free(t);
   }
   b.publish();

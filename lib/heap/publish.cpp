@@ -164,15 +164,6 @@ std::uint64_t heap_impl::lane_checksum(unsigned i) const noexcept {
   return sum.value();
 }
 
-// What a lane may write at replay: memory past the head (user words, slab
-// bitmaps, memmap descriptors) and the name-table slot.
-bool heap_impl::log_target(const void* p) const noexcept {
-  const auto* at = static_cast<const std::byte*>(p);
-  if (at == model_->base() + sparse::names_slot_offset) return true;
-  return model_->media().contains(at, 8) && reinterpret_cast<std::uintptr_t>(at) % 8 == 0 &&
-         static_cast<std::uint64_t>(at - model_->base()) >= model_->geo().head_size();
-}
-
 // The last pageblock this thread found to hold heap words, with the heap's
 // id and hot-remove epoch then: a pageblock stays present and keeps its
 // (non-metadata) type until a hot-remove, so a store target in it needs no
@@ -185,7 +176,7 @@ struct checked_pageblock {
 
 bool heap_impl::heap_word(const void* p) const noexcept {
   const auto* at = static_cast<const std::byte*>(p);
-  if (at == model_->base() + sparse::names_slot_offset) return true;
+  if (names_slot_word(static_cast<std::uint64_t>(at - model_->base()))) return true;
   if (!model_->media().contains(at, 8) || reinterpret_cast<std::uintptr_t>(at) % 8 != 0)
     return false;
   const auto offset = static_cast<std::uint64_t>(at - model_->base());
@@ -628,17 +619,9 @@ void heap_impl::replay_lanes() {
     const std::uint64_t total = inline_format ? inline_bytes(i) : 0;
     if (inline_format ? total == UINT64_MAX : !content_in_bounds(*h)) continue;
     if (h->checksum != lane_checksum(i)) continue;  // torn: never committed
-    const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
-    for (std::uint64_t e = 0; e < h->count; ++e) {
-      const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
-      const std::uint64_t at = entries[e].target & offset_mask;
-      const bool fits = op == sparse::log_content
-                            ? at >= model_->geo().head_size() && at <= model_->media().size() &&
-                                  entries[e].value <= model_->media().size() - at
-                            : log_target(model_->base() + at);
-      if (!fits)
-        throw error(errc::corrupt, where + std::to_string(i) + " holds an impossible action");
-    }
+    if (auto why = lane_problem(*h); !why.empty())
+      throw error(errc::corrupt,
+                  where + std::to_string(i) + " holds an impossible action (" + why + ")");
     std::uint64_t order = h->sequence;
     if (h->reorder != 0 && sparse::reorder_word(h->reorder >> 16, h->checksum) == h->reorder)
       order = h->reorder >> 16;
@@ -660,7 +643,7 @@ void heap_impl::replay_lanes() {
       if (op == sparse::log_content) {
         allocates[k].emplace_back(at, at + entries[e].value);
       } else if (op == sparse::log_store && !heap_word(model_->base() + at) &&
-                 at != sparse::names_slot_offset) {  // a descriptor: an extent's head
+                 !names_slot_word(at)) {  // a descriptor: an extent's head
         const std::uint64_t pfn = model_->page_to_pfn(
             reinterpret_cast<const sparse::page_descriptor*>(model_->base() + at));
         const sparse::page_descriptor d{entries[e].value};

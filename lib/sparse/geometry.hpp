@@ -57,8 +57,14 @@ struct geometry {
   [[nodiscard]] std::uint64_t lanes_offset() const {
     return roots_offset() + nr_roots() * root_page_size;
   }
+  // The slot page (format 3): copy B of the root and name-table slots.
+  [[nodiscard]] std::uint64_t slots_offset() const { return lanes_offset() + nr_lanes * lane_size; }
   [[nodiscard]] std::uint64_t head_size() const {
-    return align_up(lanes_offset() + nr_lanes * lane_size, subsection_size);
+    return align_up(slots_offset() + root_page_size, subsection_size);
+  }
+  // Format 2 had no slot page (daxalloc::upgrade needs it to fit in the same head).
+  [[nodiscard]] std::uint64_t head_size_v2() const {
+    return align_up(slots_offset(), subsection_size);
   }
   [[nodiscard]] unsigned span_bits() const { return memmap_span_bits(section_size_bits); }
   [[nodiscard]] std::uint64_t span_size() const { return std::uint64_t{1} << span_bits(); }

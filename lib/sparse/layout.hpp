@@ -12,6 +12,7 @@
 //   offset 12 KiB   section root directory: one 8-byte entry per root
 //   roots_offset    root pages, 4 KiB each, in root-number order (populated on demand)
 //   lanes_offset    redo-log lanes of the heap layer, 4 KiB each (nr_lanes)
+//   slots_offset    the slot page: copy B of the root and name-table slots (format 3)
 //   head_size       first byte after the head (a multiple of 2 MiB)
 //   ...             memory, and memmap blocks carved from it
 #pragma once
@@ -40,15 +41,38 @@ inline constexpr unsigned max_physmem_bits = 46;  // largest address range a hea
 
 // ---- daxalloc's own layout constants ----
 inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
-inline constexpr std::uint32_t format_version = 2;  // 2: 8-byte page descriptors
+// 2: 8-byte page descriptors. 3: the root and name-table slots kept twice
+// (copy B in the slot page after the lanes), the name-table slot checked.
+inline constexpr std::uint32_t format_version = 3;
+inline constexpr std::uint32_t oldest_upgradable_version = 2;  // daxalloc::upgrade converts it
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
 inline constexpr std::uint64_t root_slot_offset = 8192 + 64;  // heap layer: the root object
 inline constexpr std::uint64_t names_slot_offset =
-    8192 + 128;  // heap layer: offset of the name table
+    8192 + 128;  // heap layer: offset of the name table (copy A)
+// In the slot page (geometry::slots_offset()): copy B of each slot.
+inline constexpr std::uint64_t root_slot_b_in_page = 0;
+inline constexpr std::uint64_t names_slot_b_in_page = 64;
+static_assert(names_slot_offset % 16 == 0 && names_slot_b_in_page % 16 == 0,
+              "a name-table slot copy is 16-byte aligned (heap_impl::names_slot_word)");
 inline constexpr std::uint64_t directory_offset = 12288;
 inline constexpr std::uint64_t root_page_size = 4096;
 inline constexpr std::uint64_t memmap_block_size = subsection_size;  // 2 MiB blocks
+
+// Fletcher-64 over 32-bit little-endian words, as the kernel's nd_fletcher64.
+// Fed piecewise (each piece a multiple of 4 bytes) it gives the same sum as
+// over the concatenation, so records need not be copied together first.
+struct fletcher64_sum {
+  std::uint32_t lo = 0;
+  std::uint64_t hi = 0;
+  void add(const void* data, std::size_t len) noexcept;  // (fletcher.cpp)
+  [[nodiscard]] std::uint64_t value() const noexcept { return hi << 32 | lo; }
+};
+[[nodiscard]] inline std::uint64_t fletcher64(const void* data, std::size_t len) {
+  fletcher64_sum sum;
+  sum.add(data, len);
+  return sum.value();
+}
 
 // Section state bits in the low bits of section_record::section_mem_map, as in
 // the kernel's mem_section (the high bits hold the memmap offset, which is
@@ -125,17 +149,56 @@ struct hotplug_intent {
 static_assert(sizeof(hotplug_intent) == 64);
 enum hotplug_op : std::uint64_t { hotplug_none = 0, hotplug_add = 1, hotplug_remove = 2 };
 
-// The root object's slot (heap layer), in the intent page after the intent.
-// Valid when checksum matches: a torn slot is no root. Written once, when the
-// root is created: slot then allocation, each persisted; open re-marks the
-// allocation of a valid slot, so the root is never leaked nor dangling.
+// The root object's slot (heap layer), kept twice: copy A in the intent page
+// after the intent, copy B in the slot page. A copy is empty (all four words
+// zero) or valid (checksum matches, reserved zero); anything else is damage.
+// Written once, when the root is created: the zeroed object, then copy A
+// persisted, then copy B persisted, then the object's allocation. A slot only
+// ever goes from empty to one value, so of two copies that check out a
+// non-empty one wins over an empty one, and two different non-empty copies
+// are damage. open re-marks the allocation of the chosen slot, so the root is
+// never leaked nor dangling.
 struct root_slot {
   std::uint64_t offset;    // of the root object in the region; 0: no root
   std::uint64_t size;      // bytes
   std::uint64_t checksum;  // Fletcher-64 of offset and size
-  std::uint64_t reserved;
+  std::uint64_t reserved;  // zero
 };
 static_assert(sizeof(root_slot) == 32);
+[[nodiscard]] inline bool root_slot_empty(const root_slot& s) noexcept {
+  return s.offset == 0 && s.size == 0 && s.checksum == 0 && s.reserved == 0;
+}
+[[nodiscard]] inline bool root_slot_valid(const root_slot& s) noexcept {
+  return s.reserved == 0 && s.checksum != 0 && s.checksum == fletcher64(&s, 16);
+}
+
+// The name-table slot (heap layer), kept twice: copy A at names_slot_offset,
+// copy B in the slot page. `check` is names_slot_check(offset), so one 8-byte
+// store cannot make a copy that checks out with another offset; {0, 0} is
+// empty (no named object was ever created). Both copies change only in a
+// published batch that stores all four words (a redo lane: replay finishes
+// it), so after open's lane replay two copies that check out are equal, or
+// one is empty (zeroed by damage: the table only ever goes from none to one).
+struct names_slot {
+  std::uint64_t offset;  // of the name table in the region; 0: none
+  std::uint64_t check;   // names_slot_check(offset); 0 when offset is 0
+};
+static_assert(sizeof(names_slot) == 16);
+[[nodiscard]] constexpr std::uint64_t names_slot_check(std::uint64_t offset) noexcept {
+  if (offset == 0) return 0;
+  std::uint64_t z = offset ^ 0x6e616d65736c6f74ull;  // "namesl" "ot": a mix, never 0 below
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return z | 1;
+}
+[[nodiscard]] constexpr bool names_slot_empty(const names_slot& s) noexcept {
+  return s.offset == 0 && s.check == 0;
+}
+[[nodiscard]] constexpr bool names_slot_valid(const names_slot& s) noexcept {
+  return s.offset != 0 && s.check == names_slot_check(s.offset);
+}
+
 enum shutdown_state : std::uint64_t { shutdown_clean = 0, shutdown_open = 1 };
 
 // Redo-log lanes (heap layer). A batch is written to a lane (header,
@@ -221,7 +284,16 @@ static_assert(section_record_words(30) * 8 == 512);
 // failure-atomic):
 //   bits 0..7    page_state
 //   bits 8..15   size class (slab pages) or owner kind (extent heads)
-//   bits 16..63  length in pages (of the extent or slab whose first page this is)
+//   bits 16..55  length in pages (of the extent or slab whose first page this is)
+//   bits 56..63  check bits (format 3): the XOR of bytes 0..6, written in the
+//                same store, so any single flipped bit of a descriptor shows;
+//                0 for the free descriptor 0 (a fresh memmap needs no writes)
+// Two states carry a digest recorded at a clean close (format 3), checked at
+// the next open when the heap was closed cleanly, stale while it is open:
+//   slab head:   bits 16..31 the length, bits 32..55 a digest of its bitmap
+//   memmap page: bits 8..55 a digest of the memmap page it is (the 512
+//                descriptors of one pageblock, and that pageblock's flags)
+// A digest of 0 was never recorded: nothing to check.
 // The sparse layer writes only the states free, reserved and memmap; the
 // allocators document what commits theirs.
 enum class page_state : std::uint8_t {
@@ -248,14 +320,74 @@ struct page_descriptor {
   [[nodiscard]] unsigned sub() const noexcept {
     return static_cast<unsigned>((load() >> 8) & 0xff);
   }
-  [[nodiscard]] std::uint64_t length() const noexcept { return load() >> 16; }
+  [[nodiscard]] std::uint64_t length() const noexcept {
+    const std::uint64_t v = load();
+    const std::uint64_t length = (v >> 16) & ((std::uint64_t{1} << 40) - 1);
+    return (v & 0xff) == static_cast<std::uint64_t>(page_state::slab)
+               ? length & 0xffff  // digest above
+               : length;
+  }
 };
 static_assert(sizeof(page_descriptor) == 8);
 
-inline constexpr std::uint64_t max_page_length = (std::uint64_t{1} << 48) - 1;
+inline constexpr std::uint64_t max_page_length = (std::uint64_t{1} << 40) - 1;
+inline constexpr unsigned descriptor_check_shift = 56;
+inline constexpr std::uint64_t descriptor_data_mask =
+    (std::uint64_t{1} << descriptor_check_shift) - 1;
+// The XOR of bytes 0..6 of a descriptor's data (bits 0..55).
+[[nodiscard]] constexpr std::uint64_t descriptor_check(std::uint64_t data) noexcept {
+  data &= descriptor_data_mask;
+  data ^= data >> 32;
+  data ^= data >> 16;
+  data ^= data >> 8;
+  return data & 0xff;
+}
+[[nodiscard]] constexpr std::uint64_t with_descriptor_check(std::uint64_t data) noexcept {
+  return (data & descriptor_data_mask) | descriptor_check(data) << descriptor_check_shift;
+}
+[[nodiscard]] constexpr bool descriptor_checks_out(std::uint64_t info) noexcept {
+  return info >> descriptor_check_shift == descriptor_check(info);
+}
 [[nodiscard]] constexpr std::uint64_t page_info(page_state state, unsigned sub = 0,
                                                 std::uint64_t length = 0) {
-  return static_cast<std::uint64_t>(state) | std::uint64_t{sub & 0xff} << 8 | length << 16;
+  return with_descriptor_check(static_cast<std::uint64_t>(state) | std::uint64_t{sub & 0xff} << 8 |
+                               (length & max_page_length) << 16);
+}
+static_assert(page_info(page_state::free) == 0);
+
+// Digests recorded at a clean close (see page_descriptor).
+inline constexpr unsigned slab_digest_shift = 32;
+inline constexpr std::uint64_t slab_digest_mask = 0xffffff;
+inline constexpr unsigned memmap_digest_shift = 8;
+inline constexpr std::uint64_t memmap_digest_mask = (std::uint64_t{1} << 48) - 1;
+[[nodiscard]] constexpr std::uint64_t slab_digest(std::uint64_t info) noexcept {
+  return (info >> slab_digest_shift) & slab_digest_mask;
+}
+[[nodiscard]] constexpr std::uint64_t with_slab_digest(std::uint64_t info,
+                                                       std::uint64_t digest) noexcept {
+  return with_descriptor_check((info & ~(slab_digest_mask << slab_digest_shift)) |
+                               (digest & slab_digest_mask) << slab_digest_shift);
+}
+[[nodiscard]] constexpr std::uint64_t memmap_digest(std::uint64_t info) noexcept {
+  return (info >> memmap_digest_shift) & memmap_digest_mask;
+}
+[[nodiscard]] constexpr std::uint64_t memmap_info(std::uint64_t digest) noexcept {
+  return with_descriptor_check(static_cast<std::uint64_t>(page_state::memmap) |
+                               (digest & memmap_digest_mask) << memmap_digest_shift);
+}
+// A digest of words (never 0 in its low `bits` bits): a multiply-xor hash.
+[[nodiscard]] inline std::uint64_t words_digest(const std::uint64_t* words, std::size_t n,
+                                                std::uint64_t seed, unsigned bits) noexcept {
+  std::uint64_t h = seed ^ 0x9e3779b97f4a7c15ull;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(words[i]))
+             .load(std::memory_order_relaxed);
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 31;
+  }
+  h ^= h >> 29;
+  const std::uint64_t mask = (std::uint64_t{1} << bits) - 1;
+  return (h & mask) ? (h & mask) : 1;
 }
 
 // Memmap: a span is the address range whose descriptors fill memmap blocks
@@ -264,21 +396,6 @@ inline constexpr unsigned memmap_span_bits(unsigned section_size_bits) {
   constexpr unsigned block_describes_bits =
       subsection_shift + page_shift - std::countr_zero(sizeof(page_descriptor));  // 30
   return section_size_bits > block_describes_bits ? section_size_bits : block_describes_bits;
-}
-
-// Fletcher-64 over 32-bit little-endian words, as the kernel's nd_fletcher64.
-// Fed piecewise (each piece a multiple of 4 bytes) it gives the same sum as
-// over the concatenation, so records need not be copied together first.
-struct fletcher64_sum {
-  std::uint32_t lo = 0;
-  std::uint64_t hi = 0;
-  void add(const void* data, std::size_t len) noexcept;  // (fletcher.cpp)
-  [[nodiscard]] std::uint64_t value() const noexcept { return hi << 32 | lo; }
-};
-[[nodiscard]] inline std::uint64_t fletcher64(const void* data, std::size_t len) {
-  fletcher64_sum sum;
-  sum.add(data, len);
-  return sum.value();
 }
 
 }  // namespace daxalloc::sparse

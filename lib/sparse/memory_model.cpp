@@ -252,9 +252,10 @@ std::unique_ptr<memory_model> memory_model::create_impl(std::unique_ptr<memory_m
   const bool zero = m->region_.populate(0, size) || m->region_.created();
   if (!zero) {
     std::memset(m->base(), 0, directory_offset + geo.nr_roots() * 8);
-    std::memset(m->base() + geo.lanes_offset(), 0, nr_lanes * lane_size);
+    // The lanes and the slot page after them.
+    std::memset(m->base() + geo.lanes_offset(), 0, nr_lanes * lane_size + root_page_size);
     m->persist().flush(m->base(), directory_offset + geo.nr_roots() * 8);
-    m->persist().flush(m->base() + geo.lanes_offset(), nr_lanes * lane_size);
+    m->persist().flush(m->base() + geo.lanes_offset(), nr_lanes * lane_size + root_page_size);
     m->persist().drain();
   }
 
@@ -317,21 +318,25 @@ void memory_model::load(const open_options& options) {
   bool other_version[2] = {};
   const std::string problem[2] = {superblock_problem(copies[0], other_version[0]),
                                   superblock_problem(copies[1], other_version[1])};
+  // A format 2 copy next to a valid copy of this format: `daxalloc upgrade`
+  // was interrupted after its commit (copy A written); the stale copy is
+  // rewritten below like any losing copy.
+  for (int c = 0; c < 2; ++c)
+    if (other_version[c] && copies[c].version == oldest_upgradable_version &&
+        problem[1 - c].empty())
+      other_version[c] = false;
   if (other_version[0] || other_version[1]) {
     const int c = other_version[0] ? 0 : 1;
     if (copies[c].version > format_version)
       throw error(errc::newer_format, where + problem[c] + "; open it with a newer daxalloc");
-    throw error(errc::older_format, where + problem[c] +
-                                        "; this daxalloc cannot read it (no migration exists): "
-                                        "open it with the daxalloc that made it");
+    throw error(errc::older_format,
+                where + problem[c] +
+                    (copies[c].version >= oldest_upgradable_version
+                         ? "; convert it with `daxalloc upgrade " + region_.path().string() + "`"
+                         : std::string("; this daxalloc cannot read it (no migration exists): "
+                                       "open it with the daxalloc that made it")));
   }
-  int good = -1;
-  if (problem[0].empty() && problem[1].empty())
-    good = copies[1].generation > copies[0].generation ? 1 : 0;
-  else if (problem[0].empty())
-    good = 0;
-  else if (problem[1].empty())
-    good = 1;
+  const int good = superblock_winner(copies, problem);
   if (good < 0) {
     // Copy B is written only after A is complete, so a B that was never
     // written means no create ever finished here.
@@ -388,6 +393,10 @@ void memory_model::load(const open_options& options) {
           throw error(errc::corrupt,
                       where + "the hotplug intent adds a span without room for its memmap");
     }
+    if (auto why = intent_problem(pending); !why.empty())
+      throw error(errc::corrupt, where + "the hotplug intent (" +
+                                     (pending.op == hotplug_add ? "hot-add " : "hot-remove ") +
+                                     span_text(pending.start, end) + ") is not plausible: " + why);
     if (read_only)
       pending_.push_back(std::string("redo the committed hotplug intent: ") +
                          (pending.op == hotplug_add ? "hot-add " : "hot-remove ") +
@@ -423,6 +432,66 @@ void memory_model::load(const open_options& options) {
         errc::corrupt,
         where + problems.front() +
             (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)" : ""));
+}
+
+// A committed intent names a span that its operation could have named: a
+// hot-remove only a span whose present pages are all free (no extent or
+// slab head in it, no extent running into it from before), and a hot-add
+// only a span whose descriptors it zeroed before its commit (so the same
+// holds). Read before anything is replayed, with the records as they are
+// (a replay may have been interrupted) and every memmap offset
+// bounds-checked; the volatile memmap is not built yet. Empty: plausible.
+std::string memory_model::intent_problem(const hotplug_intent& in) const {
+  const std::uint64_t start = in.start, end = in.start + in.length;
+  // The descriptors of the pageblock at `at`, or null when its section
+  // records no usable memmap (a removal may have cleared it already).
+  const auto descriptors = [&](std::uint64_t at) -> const std::uint64_t* {
+    const std::uint64_t nr = at >> geo_.section_size_bits;
+    if (nr >= geo_.nr_sections() || directory_entry(nr / geo_.sections_per_root()) != 1)
+      return nullptr;
+    const std::uint64_t word = section_record(nr)[0];
+    const std::uint64_t memmap = word & section_memmap_mask;
+    const std::uint64_t span_start = align_down(at, geo_.span_size());
+    if (!(word & section_has_mem_map) || memmap < geo_.head_size() || memmap < span_start ||
+        memmap + geo_.memmap_bytes() > std::min(span_start + geo_.span_size(), region_.size()))
+      return nullptr;
+    return reinterpret_cast<const std::uint64_t*>(base() + memmap) +
+           ((at - span_start) >> page_shift);
+  };
+  const auto memmap_page = [&](std::uint64_t at) {
+    const std::uint64_t m = span_memmap(at);
+    return m && at >= m && at < m + geo_.memmap_bytes();
+  };
+  for (std::uint64_t at = start; at < end; at += subsection_size) {
+    if (!subsection_present(at)) continue;
+    const std::uint64_t* d = descriptors(at);
+    if (!d) continue;
+    for (std::uint64_t page = 0; page < pages_per_subsection; ++page) {
+      const std::uint64_t info = d[page];
+      const bool memmap = page_descriptor{info}.state() == page_state::memmap &&
+                          descriptor_checks_out(info) && memmap_page(at + page * page_size);
+      if (info != 0 && !memmap)
+        return "the page at " + hex(at + page * page_size) + " is in use (descriptor " + hex(info) +
+               ")";
+    }
+  }
+  // An extent that starts before the span and runs into it: it lies in
+  // present, non-metadata pageblocks right before the span.
+  for (std::uint64_t at = start; at >= geo_.head_size() + subsection_size;) {
+    at -= subsection_size;
+    if (!subsection_present(at) ||
+        get_pageblock_migratetype(at >> page_shift) == migratetype::metadata)
+      break;
+    const std::uint64_t* d = descriptors(at);
+    if (!d) break;
+    for (std::uint64_t page = 0; page < pages_per_subsection; ++page) {
+      const page_descriptor head{d[page]};
+      if (head.state() == page_state::extent &&
+          ((at >> page_shift) + page + head.length()) > (start >> page_shift))
+        return "the extent at " + hex(at + page * page_size) + " runs into it";
+    }
+  }
+  return {};
 }
 
 void memory_model::init_volatile() {
@@ -757,9 +826,8 @@ std::vector<std::string> memory_model::check() const {
         const auto* desc = reinterpret_cast<const page_descriptor*>(base() + memmap);
         for (std::uint64_t at = memmap; at < memmap + geo_.memmap_bytes(); at += page_size) {
           const auto& d = desc[(at - span_start) >> page_shift];
-          if (d.state() != page_state::memmap) {
-            fail(name + "memmap page at " + hex(at) + " has descriptor state " +
-                 std::to_string(static_cast<int>(d.state())));
+          if (d.state() != page_state::memmap || !descriptor_checks_out(d.load())) {
+            fail(name + "memmap page at " + hex(at) + " has descriptor " + hex(d.load()));
             break;
           }
         }
@@ -770,7 +838,7 @@ std::vector<std::string> memory_model::check() const {
     if (!subsection_present(at)) fail("head subsection at " + hex(at) + " is not present");
   if (out.empty())
     for (std::uint64_t pfn = 0; pfn < geo_.head_size() >> page_shift; ++pfn)
-      if (pfn_to_page(pfn)->state() != page_state::reserved) {
+      if (pfn_to_page(pfn)->load() != page_info(page_state::reserved)) {
         fail("head page at " + hex(pfn << page_shift) + " is not marked reserved");
         break;
       }

@@ -152,8 +152,12 @@ class memory_model {
   [[nodiscard]] std::uint64_t span_memmap(std::uint64_t offset) const noexcept;
   [[nodiscard]] std::uint64_t directory_entry(std::uint64_t root) const noexcept;
 
+  // Whether the offset lies in its span's memmap block.
+  [[nodiscard]] bool in_memmap_block(std::uint64_t offset) const noexcept;
+
  private:
   explicit memory_model(region&& r);
+  [[nodiscard]] std::string intent_problem(const hotplug_intent& in) const;
   static std::unique_ptr<memory_model> create_impl(std::unique_ptr<memory_model> m,
                                                    std::uint64_t size);
   void load(const open_options& options);
@@ -168,7 +172,6 @@ class memory_model {
   void set_pageblock_bits(std::uint64_t pfn, std::uint8_t mask, std::uint8_t value) noexcept;
   [[nodiscard]] std::uint64_t memmap_placement(std::uint64_t span_start, std::uint64_t start,
                                                std::uint64_t end) const;
-  [[nodiscard]] bool in_memmap_block(std::uint64_t offset) const noexcept;
   [[nodiscard]] hotplug_intent* intent() const noexcept;
   [[nodiscard]] const persistence& persist() const noexcept { return region_.persist(); }
   void refuse_if_read_only(const char* operation) const;  // errc::read_only

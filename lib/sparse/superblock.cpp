@@ -50,4 +50,12 @@ std::string superblock_problem(const superblock& sb, bool& other_version) {
   return {};
 }
 
+int superblock_winner(const superblock* copies, const std::string* problem) {
+  if (problem[0].empty() && problem[1].empty())
+    return copies[1].generation > copies[0].generation ? 1 : 0;
+  if (problem[0].empty()) return 0;
+  if (problem[1].empty()) return 1;
+  return -1;
+}
+
 }  // namespace daxalloc::sparse

@@ -20,4 +20,9 @@ void superblock_set_geometry(superblock& sb, const geometry& geo);
 
 void superblock_seal(superblock& sb);  // computes the checksum
 
+// The copy to use, given each copy's problem (empty: usable): of two usable
+// copies the higher generation (A on a tie), else the usable one; -1: none.
+// `copies` and `problem` hold two each (A, B).
+[[nodiscard]] int superblock_winner(const superblock* copies, const std::string* problem);
+
 }  // namespace daxalloc::sparse

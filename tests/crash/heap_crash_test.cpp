@@ -49,6 +49,12 @@ std::string signature(const heap_impl& h) {
   const auto* slot = reinterpret_cast<const daxalloc::sparse::root_slot*>(
       h.model().base() + daxalloc::sparse::root_slot_offset);
   out << "present " << h.stats().present_bytes << " root " << slot->offset << "/" << slot->size;
+  // Format 3: after recovery each slot's copy B equals its copy A.
+  if (std::memcmp(h.root_copy(0), h.root_copy(1), sizeof(daxalloc::sparse::root_slot)) != 0)
+    out << " root slot copies differ";
+  if (std::memcmp(h.names_copy(0), h.names_copy(1), sizeof(daxalloc::sparse::names_slot)) != 0)
+    out << " name-table slot copies differ";
+  out << " names " << h.names_copy(0)->offset;
   if (slot->offset && slot->size >= 24) {
     const auto* words = reinterpret_cast<const std::uint64_t*>(h.model().base() + slot->offset);
     out << " [" << words[0] << " " << words[1] << " " << words[2] << "]";

@@ -1,0 +1,309 @@
+// Format 3's redundant slots and plausibility checks (issue 18): every
+// single-bit flip of either copy of the root slot and of the name-table
+// slot is recovered from the other copy (root and named objects intact) or
+// refused with errc::corrupt (nothing written past the superblocks), never
+// a fresh root; committed records whose checksums match but whose contents
+// no operation writes are refused before anything is replayed.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "daxalloc/heap.hpp"
+#include "heap/access.hpp"
+#include "heap/heap_impl.hpp"
+#include "sparse/geometry.hpp"
+#include "test_util.hpp"
+
+using daxalloc::errc;
+using daxalloc::heap;
+namespace sp = daxalloc::sparse;
+
+namespace {
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+constexpr std::uint64_t root_magic = 0x726f6f742d6f6b21;
+constexpr int nr_named = 17;  // one more than the first table holds: the table grew once
+
+struct root_type {
+  std::uint64_t magic;
+  std::uint64_t big;  // offset of an extent of 100,000 bytes of 0x3c
+};
+
+struct image {
+  std::uint64_t root = 0, slots = 0, head = 0;
+};
+
+// A closed heap with a root, an extent it points to and 17 named objects.
+image make_heap(const std::filesystem::path& path) {
+  daxalloc::heap_options o;
+  o.size = 8 * MiB;
+  o.max_size = 1024 * MiB;
+  auto h = heap::create(path, o);
+  auto* r = h.root<root_type>();
+  void* big = h.allocate(100000);
+  std::memset(big, 0x3c, 100000);
+  h.persist().persist(big, 100000);
+  r->magic = root_magic;
+  r->big = h.offset_of(big);
+  h.persist().persist(r, sizeof *r);
+  for (int i = 0; i < nr_named; ++i)
+    (void)h.construct<std::uint64_t>("n" + std::to_string(i), 2)(std::uint64_t(1000 + i));
+  return {h.offset_of(r), daxalloc::detail::internals(h).model().geo().slots_offset(),
+          daxalloc::detail::internals(h).model().geo().head_size()};
+}
+
+std::string read_bytes(const std::filesystem::path& path, std::uint64_t from, std::uint64_t n) {
+  std::string bytes(n, '\0');
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(from));
+  in.read(bytes.data(), static_cast<std::streamsize>(n));
+  REQUIRE(in.good());
+  return bytes;
+}
+
+void write_bytes(const std::filesystem::path& path, std::uint64_t at, const void* p,
+                 std::size_t n) {
+  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekp(static_cast<std::streamoff>(at));
+  io.write(static_cast<const char*>(p), static_cast<std::streamsize>(n));
+  REQUIRE(io.good());
+}
+
+void flip(const std::filesystem::path& path, std::uint64_t at, unsigned bit) {
+  auto byte = read_bytes(path, at, 1);
+  byte[0] = static_cast<char>(byte[0] ^ (1 << bit));
+  write_bytes(path, at, byte.data(), 1);
+}
+
+// What an open of the image gives: "refused" (errc::corrupt, nothing past
+// the superblocks written), "intact" (check() sound, the same root, every
+// object's contents as written), or what went wrong.
+std::string outcome(const std::filesystem::path& path, const image& im) {
+  const std::string before = read_bytes(path, 8192, im.head - 8192);
+  try {
+    auto h = heap::open(path);
+    if (auto problems = h.check(); !problems.empty()) return "check: " + problems.front();
+    const auto* r = h.root<root_type>();
+    if (h.offset_of(r) != im.root) return "another root";
+    if (r->magic != root_magic) return "the root's contents changed";
+    const auto* big = static_cast<const unsigned char*>(h.at(r->big));
+    for (std::size_t i = 0; i < 100000; ++i)
+      if (big[i] != 0x3c) return "the extent's contents changed";
+    for (int i = 0; i < nr_named; ++i) {
+      auto [p, n] = h.find<std::uint64_t>("n" + std::to_string(i));
+      if (!p || n != 2 || *p != std::uint64_t(1000 + i)) return "a named object is lost";
+    }
+    return "intact";
+  } catch (const daxalloc::error& e) {
+    if (e.code_value() != errc::corrupt) return std::string("refused, not as corrupt: ") + e.what();
+    if (read_bytes(path, 8192, im.head - 8192) != before) return "refused after writing";
+    return "refused";
+  }
+}
+
+// Requires open to refuse the image as corrupt, saying `why`, with nothing
+// past the superblocks written.
+void require_refused(const std::filesystem::path& path, const image& im, const std::string& why) {
+  const std::string before = read_bytes(path, 8192, im.head - 8192);
+  try {
+    (void)heap::open(path);
+    FAIL_CHECK("open accepted the image");
+  } catch (const daxalloc::error& e) {
+    CHECK(e.code_value() == errc::corrupt);
+    CHECK(std::string(e.what()).find(why) != std::string::npos);
+  }
+  CHECK(read_bytes(path, 8192, im.head - 8192) == before);
+}
+
+// Flips every bit of [at, at + n) in turn; an image that was refused has
+// its bit flipped back. Returns how many were refused.
+int flip_every_bit(const std::filesystem::path& path, const image& im, std::uint64_t at,
+                   std::uint64_t n) {
+  int refused = 0;
+  for (std::uint64_t byte = at; byte < at + n; ++byte)
+    for (unsigned bit = 0; bit < 8; ++bit) {
+      flip(path, byte, bit);
+      const std::string got = outcome(path, im);
+      INFO("byte " << byte << " bit " << bit);
+      CHECK_MESSAGE((got == "intact" || got == "refused"), got);
+      if (got == "refused") {
+        ++refused;
+        flip(path, byte, bit);
+        REQUIRE(outcome(path, im) == "intact");
+      }
+    }
+  return refused;
+}
+}  // namespace
+
+TEST_CASE(
+    "every single-bit flip of either root slot copy: recovered or refused, never a new root") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  const int a = flip_every_bit(f.path(), im, sp::root_slot_offset, sizeof(sp::root_slot));
+  const int b =
+      flip_every_bit(f.path(), im, im.slots + sp::root_slot_b_in_page, sizeof(sp::root_slot));
+  MESSAGE("root slot: 512 single-bit flips, " << a + b << " refused, the rest recovered");
+  CHECK(a + b == 0);  // one intact copy is always enough
+}
+
+TEST_CASE("every single-bit flip of either name-table slot copy: recovered or refused") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  const int a = flip_every_bit(f.path(), im, sp::names_slot_offset, sizeof(sp::names_slot));
+  const int b =
+      flip_every_bit(f.path(), im, im.slots + sp::names_slot_b_in_page, sizeof(sp::names_slot));
+  MESSAGE("name-table slot: 256 single-bit flips, " << a + b << " refused, the rest recovered");
+  CHECK(a + b == 0);
+}
+
+TEST_CASE("a zeroed intent page or slot page: the other copies keep the root and the names") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  const std::string zero(4096, '\0');
+  for (std::uint64_t page : {sp::intent_offset, im.slots}) {
+    CAPTURE(page);
+    write_bytes(f.path(), page, zero.data(), zero.size());
+    CHECK(outcome(f.path(), im) == "intact");
+  }
+}
+
+TEST_CASE("two different root slot copies that both check out are refused") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  sp::root_slot other{im.root + 64, sizeof(root_type), 0, 0};
+  other.checksum = sp::fletcher64(&other, 16);
+  write_bytes(f.path(), im.slots + sp::root_slot_b_in_page, &other, sizeof other);
+  CHECK(outcome(f.path(), im) == "refused");
+}
+
+TEST_CASE("a damaged root slot copy next to an empty one, naming an allocated object: refused") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  const std::string zero(sizeof(sp::root_slot), '\0');
+  write_bytes(f.path(), im.slots + sp::root_slot_b_in_page, zero.data(), zero.size());
+  flip(f.path(), sp::root_slot_offset + 16, 3);  // copy A's checksum
+  CHECK(outcome(f.path(), im) == "refused");
+}
+
+TEST_CASE("a committed hot-remove intent over allocated memory is refused, nothing written") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  sp::hotplug_intent in{sp::hotplug_remove, 4 * MiB, 2 * MiB, 77, {}, 0};
+  in.checksum = sp::fletcher64(&in, offsetof(sp::hotplug_intent, checksum));
+  write_bytes(f.path(), sp::intent_offset, &in, sizeof in);
+  require_refused(f.path(), im, "hotplug intent");
+}
+
+namespace {
+// A committed lane 0 holding the given entries (format inline, no content).
+void write_lane(const std::filesystem::path& path, std::uint64_t lanes_offset,
+                std::initializer_list<std::pair<std::uint64_t, std::uint64_t>> entries) {
+  std::string lane(sp::lane_size, '\0');
+  auto* h = reinterpret_cast<sp::lane_header*>(lane.data());
+  auto* e = reinterpret_cast<sp::log_entry*>(h + 1);
+  h->sequence = 1000;
+  h->count = entries.size();
+  h->format = sp::lane_format_inline;
+  std::size_t k = 0;
+  for (auto [target, value] : entries) e[k++] = {target, value};
+  sp::fletcher64_sum sum;
+  sum.add(&h->sequence, 8);
+  sum.add(&h->count, 8);
+  sum.add(e, h->count * sizeof(sp::log_entry));
+  h->checksum = sum.value();
+  write_bytes(path, lanes_offset, lane.data(), lane.size());
+}
+}  // namespace
+
+TEST_CASE("a committed lane with an action no batch makes is refused before anything is replayed") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  const std::uint64_t store = std::uint64_t{sp::log_store} << sp::log_op_shift;
+  const std::uint64_t set_bits = std::uint64_t{sp::log_set_bits} << sp::log_op_shift;
+  std::uint64_t memmap = 0, lanes = 0;
+  {
+    auto h = heap::open(f.path());
+    memmap = daxalloc::detail::internals(h).model().span_memmap(0);
+    lanes = daxalloc::detail::internals(h).model().geo().lanes_offset();
+  }
+  const struct {
+    const char* what;
+    std::pair<std::uint64_t, std::uint64_t> entry;
+  } cases[] = {
+      {"the name-table slot without its check word", {store | sp::names_slot_offset, 4 * MiB}},
+      {"bits of the name-table slot", {set_bits | sp::names_slot_offset, 1}},
+      {"the root slot", {store | sp::root_slot_offset, 0}},
+      {"a superblock", {store | 64, 0}},
+      {"a descriptor set to a slab", {store | (memmap + 8 * 1024), 0x11 | 1 << 16}},
+      {"bits of a descriptor", {set_bits | (memmap + 8 * 1024), 1}},
+      {"the descriptor of a memmap page", {store | memmap, 0}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.what);
+    write_lane(f.path(), lanes, {c.entry});
+    require_refused(f.path(), im, "impossible action");
+  }
+  const std::string empty(sp::lane_size, '\0');
+  write_bytes(f.path(), lanes, empty.data(), empty.size());
+  CHECK(outcome(f.path(), im) == "intact");
+}
+
+TEST_CASE("check() sees the name table: an entry whose object is not allocated is reported") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  auto h = heap::open(f.path());
+  test::require_sound(h);
+  auto [p, n] = h.find<std::uint64_t>("n3");
+  REQUIRE(p);
+  // The name table's entry 3 now names a word inside the root, not an allocation.
+  const std::uint64_t table = daxalloc::detail::internals(h).names_table_offset();
+  auto* words = static_cast<std::uint64_t*>(h.at(table));
+  words[2 + 4 * 3 + 1] = im.root + 8;
+  const auto problems = h.check();
+  REQUIRE_FALSE(problems.empty());
+  CHECK(problems.front().find("named-object index") != std::string::npos);
+}
+
+namespace {
+// Clears the bitmap bit of the root (a 16-byte slab object) in the file.
+void clear_root_bit(const std::filesystem::path& path, const image& im) {
+  const auto& c = daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(sizeof(root_type))];
+  const std::uint64_t slab = im.root & ~((std::uint64_t{4096} << c.slab_order) - 1);
+  const std::uint64_t i = (im.root - slab - c.header) / c.size;
+  auto word = read_bytes(path, slab + i / 64 * 8, 8);
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, word.data(), 8);
+  REQUIRE(((bits >> (i % 64)) & 1) == 1);
+  bits &= ~(std::uint64_t{1} << (i % 64));
+  write_bytes(path, slab + i / 64 * 8, &bits, 8);
+}
+
+void mark_unclean(const std::filesystem::path& path) {
+  for (std::uint64_t at : sp::superblock_offset) {
+    sp::superblock sb;
+    const auto bytes = read_bytes(path, at, sizeof sb);
+    std::memcpy(&sb, bytes.data(), sizeof sb);
+    sb.shutdown_state = sp::shutdown_open;
+    sb.checksum = 0;
+    sb.checksum = sp::fletcher64(&sb, sizeof sb);
+    write_bytes(path, at, &sb, sizeof sb);
+  }
+}
+}  // namespace
+
+TEST_CASE("a root whose bitmap bit was cleared is refused, never zeroed as an unfinished root()") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  clear_root_bit(f.path(), im);
+  SUBCASE("in a heap closed cleanly (its slab's digest fails too)") {}
+  SUBCASE("in a heap left by a crash, both slot copies written, the root holding data") {
+    mark_unclean(f.path());
+  }
+  CHECK(outcome(f.path(), im) == "refused");
+  const auto root = read_bytes(f.path(), im.root, 8);
+  std::uint64_t magic = 0;
+  std::memcpy(&magic, root.data(), 8);
+  CHECK(magic == root_magic);
+}

@@ -1,0 +1,120 @@
+// Format 2 heaps: refused by open with errc::older_format naming
+// `daxalloc upgrade`, converted in place by sparse::upgrade with every
+// object, the root and the named objects intact; refused by upgrade when
+// they were not closed cleanly.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "daxalloc/heap.hpp"
+#include "heap/heap_impl.hpp"
+#include "sparse/upgrade.hpp"
+#include "test_util.hpp"
+#include "v2_image.hpp"
+
+using daxalloc::errc;
+using daxalloc::heap;
+namespace sp = daxalloc::sparse;
+
+namespace {
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+
+struct root_type {
+  std::uint64_t small, big;  // offsets
+};
+
+// A format 2 image with a root, a slab object, an extent and named objects.
+void make_v2(const std::filesystem::path& path) {
+  {
+    daxalloc::heap_options o;
+    o.size = 8 * MiB;
+    o.max_size = 1024 * MiB;
+    auto h = heap::create(path, o);
+    auto* r = h.root<root_type>();
+    void* small = h.allocate(100);
+    void* big = h.allocate(70000);
+    std::memset(small, 0x11, 100);
+    std::memset(big, 0x22, 70000);
+    h.persist().persist(small, 100);
+    h.persist().persist(big, 70000);
+    r->small = h.offset_of(small);
+    r->big = h.offset_of(big);
+    h.persist().persist(r, sizeof *r);
+    for (int i = 0; i < 20; ++i)
+      (void)h.construct<std::uint64_t>("v" + std::to_string(i))(std::uint64_t(i));
+  }
+  test::downgrade_to_v2(path);
+}
+
+void require_contents(heap& h) {
+  test::require_sound(h);
+  const auto* r = h.root<root_type>();
+  const auto* small = static_cast<const unsigned char*>(h.at(r->small));
+  const auto* big = static_cast<const unsigned char*>(h.at(r->big));
+  for (int i = 0; i < 100; ++i) REQUIRE(small[i] == 0x11);
+  for (int i = 0; i < 70000; ++i) REQUIRE(big[i] == 0x22);
+  for (int i = 0; i < 20; ++i) {
+    auto [p, n] = h.find<std::uint64_t>("v" + std::to_string(i));
+    REQUIRE(p);
+    CHECK(*p == std::uint64_t(i));
+  }
+  CHECK(h.stats().allocated_objects ==
+        3 + 1 + 40);  // root, two objects, table, 20 names and objects
+}
+}  // namespace
+
+TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everything intact") {
+  test::temp_file f;
+  make_v2(f.path());
+  try {
+    (void)heap::open(f.path());
+    FAIL("open accepted a format 2 heap");
+  } catch (const daxalloc::error& e) {
+    CHECK(e.code_value() == errc::older_format);
+    CHECK(std::string(e.what()).find("daxalloc upgrade") != std::string::npos);
+  }
+  {
+    auto r = daxalloc::region::open(f.path());
+    const auto steps = sp::upgrade(r);
+    for (const auto& s : steps) MESSAGE(s);
+    CHECK(steps.size() == 4);
+  }
+  {
+    auto h = heap::open(f.path());
+    CHECK(h.outcome() == daxalloc::open_outcome::clean);
+    require_contents(h);
+    // And it goes on: a new named object, a new root-reachable allocation.
+    (void)h.construct<int>("after")(5);
+  }
+  auto r = daxalloc::region::open(f.path());
+  CHECK(sp::upgrade(r).empty());  // already format 3
+}
+
+TEST_CASE("upgrade refuses a format 2 heap that was not closed cleanly, and other versions") {
+  test::temp_file f;
+  make_v2(f.path());
+  const auto lanes = [&] {
+    sp::superblock sb;
+    std::ifstream in(f.path(), std::ios::binary);
+    in.read(reinterpret_cast<char*>(&sb), sizeof sb);
+    return sb.lanes_offset;
+  }();
+  const auto write = [&](std::uint64_t at, std::uint64_t value) {
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(at));
+    io.write(reinterpret_cast<const char*>(&value), 8);
+  };
+  SUBCASE("a lane that holds a batch") {
+    write(lanes + 3 * sp::lane_size + 8, 1);   // count
+    write(lanes + 3 * sp::lane_size + 16, 7);  // checksum
+  }
+  SUBCASE("a pending hotplug intent") {
+    write(sp::intent_offset, sp::hotplug_add);
+    write(sp::intent_offset + 56, 99);
+  }
+  auto r = daxalloc::region::open(f.path());
+  const std::string before(reinterpret_cast<const char*>(r.base()), r.size());
+  CHECK_ERRC(sp::upgrade(r), errc::older_format);
+  CHECK(std::string(reinterpret_cast<const char*>(r.base()), r.size()) == before);
+}
