@@ -368,15 +368,21 @@ void heap_impl::record_digests() noexcept {
     p.flush(&d.info, 8);
     wrote = true;
   };
+  // Present pageblocks only: work in proportion to the present memory, as
+  // open's scan; an absent pageblock keeps what it had, and open skips it.
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
     auto* d = reinterpret_cast<sparse::page_descriptor*>(model_->base() + block);
-    const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
-    for (std::uint64_t i = 0; i < pages; ++i)
-      if (d[i].state() == sparse::page_state::slab && sparse::descriptor_checks_out(d[i].load()) &&
-          d[i].sub() < alloc::nr_size_classes)
-        put(d[i], sparse::with_slab_digest(
-                      d[i].load(), bitmap_digest((span >> sparse::page_shift) + i, d[i].sub())));
     for (std::uint64_t k = 0; k < model_->geo().memmap_bytes() / sparse::page_size; ++k) {
+      const std::uint64_t first = k * alloc::pageblock_pages;  // pages into the span
+      if (!model_->pfn_valid((span >> sparse::page_shift) + first)) continue;
+      for (std::uint64_t i = first; i < first + alloc::pageblock_pages; ++i)
+        if (d[i].state() == sparse::page_state::slab &&
+            sparse::descriptor_checks_out(d[i].load()) && d[i].sub() < alloc::nr_size_classes)
+          put(d[i], sparse::with_slab_digest(
+                        d[i].load(), bitmap_digest((span >> sparse::page_shift) + i, d[i].sub())));
+    }
+    for (std::uint64_t k = 0; k < model_->geo().memmap_bytes() / sparse::page_size; ++k) {
+      if (!model_->pfn_valid((span >> sparse::page_shift) + k * alloc::pageblock_pages)) continue;
       sparse::page_descriptor& own =
           d[(block + k * sparse::page_size - span) >> sparse::page_shift];
       put(own, sparse::memmap_info(memmap_page_digest(span, block, k)));
@@ -396,6 +402,7 @@ void heap_impl::digest_problems(std::vector<std::string>& problems,
     const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
     for (std::uint64_t k = 0; k < pages / alloc::pageblock_pages; ++k) {
       const std::uint64_t pfn = (span >> sparse::page_shift) + k * alloc::pageblock_pages;
+      if (!model_->pfn_valid(pfn)) continue;  // absent: its digest is not kept up to date
       const sparse::page_descriptor& own =
           d[(block + k * sparse::page_size - span) >> sparse::page_shift];
       const std::uint64_t recorded = sparse::memmap_digest(own.load());
@@ -407,6 +414,10 @@ void heap_impl::digest_problems(std::vector<std::string>& problems,
       }
     }
     for (std::uint64_t i = 0; i < pages; ++i) {
+      if (i % alloc::pageblock_pages == 0 && !model_->pfn_valid((span >> sparse::page_shift) + i)) {
+        i += alloc::pageblock_pages - 1;  // an absent pageblock holds no slab
+        continue;
+      }
       const std::uint64_t info = d[i].load();
       if (d[i].state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
           d[i].sub() >= alloc::nr_size_classes || sparse::slab_digest(info) == 0)
