@@ -321,6 +321,33 @@ std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migra
   return std::nullopt;
 }
 
+std::optional<std::uint64_t> page_allocator::allocate_aligned(std::uint64_t pages,
+                                                              std::uint64_t align,
+                                                              std::uint64_t phase, migratetype type,
+                                                              unsigned zone_index) {
+  assert(std::has_single_bit(align));
+  if (pages == 0) return std::nullopt;
+  phase %= align;
+  if (phase % std::min(align, pageblock_pages) != 0) return std::nullopt;  // (a 2 MiB mapping)
+  // A run below a pageblock starts on a multiple of its power-of-two
+  // ceiling, a run of pageblocks on a pageblock: up to a pageblock, asking
+  // for `align` pages is aligned enough; beyond, the run has room to slide.
+  const bool slides = align > pageblock_pages;
+  const std::uint64_t asked = slides                     ? pages + align - pageblock_pages
+                              : pages >= pageblock_pages ? pages
+                                                         : std::max(pages, align);
+  const auto run = allocate(asked, type, zone_index);
+  if (!run || asked == pages) return run;
+  // The aligned start, then the head and the tail back to the free lists;
+  // the run's head mark moves to the start (the pages in between stay ours).
+  const std::uint64_t start = slides ? (*run + phase + align - 1) / align * align - phase : *run;
+  assert(start >= *run && start + pages <= *run + asked && (start + phase) % align == 0);
+  if (start > *run) free(*run, start - *run);
+  if (start + pages < *run + asked) free(start + pages, *run + asked - start - pages);
+  set_info(start, head_info(pages));
+  return start;
+}
+
 // The wholly free pageblocks are exactly the blocks of order 9.
 std::size_t page_allocator::release_free_pageblocks() {
   std::size_t released = 0;

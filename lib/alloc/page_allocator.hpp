@@ -96,6 +96,16 @@ class page_allocator {
   // pool or another zone); nullopt when nothing fits.
   [[nodiscard]] std::optional<std::uint64_t> allocate(std::uint64_t pages, migratetype type,
                                                       unsigned zone = 0);
+  // The same, with (pfn + phase) a multiple of `align` pages (a power of
+  // two; phase: the mapping's pfn, so that the address is aligned). Up to a
+  // pageblock, a naturally aligned block of at least `align` pages; beyond,
+  // a run of pageblocks `align` - 1 pageblocks longer, whose head and tail
+  // go back at once. Either way only `pages` stay allocated, and
+  // allocated_length(pfn) is `pages`.
+  [[nodiscard]] std::optional<std::uint64_t> allocate_aligned(std::uint64_t pages,
+                                                              std::uint64_t align,
+                                                              std::uint64_t phase, migratetype type,
+                                                              unsigned zone = 0);
   // Frees pages the caller holds: a run allocate() returned, a run rebuild()
   // found, or a part of one.
   void free(std::uint64_t pfn, std::uint64_t pages);
