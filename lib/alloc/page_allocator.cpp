@@ -275,12 +275,14 @@ bool page_allocator::take_block(zone& z, unsigned order, migratetype type, bool 
 // Whole pageblocks from the pool, best fit; the rest of the last one is
 // freed into the zone's buddy lists of type large.
 std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t pages,
-                                                                 unsigned zone_index) {
+                                                                 unsigned zone_index,
+                                                                 std::uint64_t align,
+                                                                 std::uint64_t phase) {
   const std::uint64_t count = (pages + pageblock_pages - 1) / pageblock_pages;
   std::uint64_t first = 0;
   {
     std::lock_guard lock(pool_mutex_);
-    const auto best = pool_.best_fit(count);
+    const auto best = align == 1 ? pool_.best_fit(count) : aligned_fit(count, align, phase);
     if (!best) return std::nullopt;
     first = *best;
     for (std::uint64_t pb = first; pb < first + count; ++pb) pool_.erase(pb);
@@ -298,6 +300,23 @@ std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t p
     free_range(z, last * pageblock_pages + used, pageblock_pages - used);
   }
   return first * pageblock_pages;
+}
+
+// The lowest run of `count` pool pageblocks that starts where (pageblock +
+// phase) is a multiple of align: first fit, a candidate per aligned start
+// (a 1 GiB alignment has one per 512 pageblocks), skipping past each gap.
+std::optional<std::uint64_t> page_allocator::aligned_fit(std::uint64_t count, std::uint64_t align,
+                                                         std::uint64_t phase) const noexcept {
+  const auto aligned_from = [&](std::uint64_t pb) {
+    return (pb + phase + align - 1) / align * align - phase;
+  };
+  for (std::uint64_t pb = aligned_from(pool_.next_set(0)); pb + count <= pool_.size();) {
+    std::uint64_t gap = pb;
+    while (gap < pb + count && pool_.contains(gap)) ++gap;
+    if (gap == pb + count) return pb;
+    pb = aligned_from(pool_.next_set(gap + 1));
+  }
+  return std::nullopt;
 }
 
 std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migratetype type,
@@ -329,23 +348,17 @@ std::optional<std::uint64_t> page_allocator::allocate_aligned(std::uint64_t page
   if (pages == 0) return std::nullopt;
   phase %= align;
   if (phase % std::min(align, pageblock_pages) != 0) return std::nullopt;  // (a 2 MiB mapping)
+  if (align > pageblock_pages)  // whole pageblocks at an aligned one
+    return allocate_pageblocks(pages, zone_index, align / pageblock_pages, phase / pageblock_pages);
   // A run below a pageblock starts on a multiple of its power-of-two
-  // ceiling, a run of pageblocks on a pageblock: up to a pageblock, asking
-  // for `align` pages is aligned enough; beyond, the run has room to slide.
-  const bool slides = align > pageblock_pages;
-  const std::uint64_t asked = slides                     ? pages + align - pageblock_pages
-                              : pages >= pageblock_pages ? pages
-                                                         : std::max(pages, align);
+  // ceiling, a run of pageblocks on a pageblock: asking for `align` pages
+  // is aligned enough, and the tail beyond `pages` goes back at once.
+  const std::uint64_t asked = std::max(pages, align);
   const auto run = allocate(asked, type, zone_index);
   if (!run || asked == pages) return run;
-  // The aligned start, then the head and the tail back to the free lists;
-  // the run's head mark moves to the start (the pages in between stay ours).
-  const std::uint64_t start = slides ? (*run + phase + align - 1) / align * align - phase : *run;
-  assert(start >= *run && start + pages <= *run + asked && (start + phase) % align == 0);
-  if (start > *run) free(*run, start - *run);
-  if (start + pages < *run + asked) free(start + pages, *run + asked - start - pages);
-  set_info(start, head_info(pages));
-  return start;
+  free(*run + pages, asked - pages);
+  set_info(*run, head_info(pages));
+  return run;
 }
 
 // The wholly free pageblocks are exactly the blocks of order 9.
