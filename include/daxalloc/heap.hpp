@@ -250,8 +250,9 @@ class DAXALLOC_API heap {
   // std::nothrow forms). Up to 64 bytes it comes from a size class whose
   // objects all have it (the request's own class when that one does: no
   // cost); beyond, it is an extent of whole pages at an aligned address (a
-  // page at least; above 2 MiB the page allocator needs a free run
-  // `alignment` - 2 MiB longer, given back but for the object). Freed,
+  // page at least; above 2 MiB, wholly free pageblocks starting at one, so
+  // errc::out_of_space when none is: each 1 GiB span holds its memmap, and
+  // the mapping is only 2 MiB aligned). Freed,
   // cancelled and published as any object (deallocate(p), cancel,
   // batch::adopt, batch::defer_free); a reservation's size is the class's
   // or the pages' (reservation::size). stats().alignment_waste_bytes adds
