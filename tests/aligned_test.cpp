@@ -8,10 +8,14 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/container/vector.hpp>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <random>
+#include <thread>
 #include <vector>
 
 #include "alloc/size_classes.hpp"
@@ -191,6 +195,80 @@ TEST_CASE("aligned reservations: cancelled by reservation or pointer, adopted, f
     b.publish();
   }
   CHECK(h.stats().allocated_objects == objects - adopted.size());
+  test::require_sound(h);
+}
+
+TEST_CASE("fences per aligned call: allocate 1, deallocate 1, reserve and cancel 0") {
+  test::temp_file f;
+  daxalloc::heap_options o = sized(64 * MiB);
+  o.mode = daxalloc::persistence_mode::cache_flush;
+  auto h = heap::create(f.path(), o);
+  for (const auto& [size, alignment] : {std::pair{std::size_t{64}, std::size_t{64}},
+                                        {std::size_t{24}, std::size_t{32}},
+                                        {std::size_t{100}, std::size_t{4096}},
+                                        {std::size_t{5000}, 64 * KiB},
+                                        {std::size_t{200000}, 256 * KiB}}) {
+    const std::size_t n = size, a = alignment;  // (clang 14: no structured bindings in CAPTURE)
+    CAPTURE(n);
+    CAPTURE(a);
+    h.deallocate(h.allocate(n, a));  // warm the thread cache, make the slab or own the pageblock
+    daxalloc::reset_this_thread_persist_counters();
+    void* p = h.allocate(n, a);
+    CHECK(daxalloc::this_thread_persist_counters().fences == 1);
+    daxalloc::reset_this_thread_persist_counters();
+    h.deallocate(p);
+    CHECK(daxalloc::this_thread_persist_counters().fences == 1);
+    daxalloc::reset_this_thread_persist_counters();
+    auto r = h.reserve(n, a);
+    h.cancel(r);
+    CHECK(daxalloc::this_thread_persist_counters().fences == 0);
+    CHECK(daxalloc::this_thread_persist_counters().flushes == 0);
+  }
+}
+
+TEST_CASE("threads allocating and freeing aligned objects at once (seeded)") {
+  test::temp_file f;
+  auto h = heap::create(f.path(), sized(256 * MiB));
+  const char* env = std::getenv("DAXALLOC_SEED");
+  const std::uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+  MESSAGE("seed " << seed << " (DAXALLOC_SEED replays)");
+  constexpr unsigned nr_threads = 4;
+  std::vector<std::vector<object>> live(nr_threads);
+  std::atomic<unsigned> failures{0};
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < nr_threads; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(seed + t);
+      std::vector<object>& mine = live[t];
+      for (int i = 0; i < 2000; ++i) {
+        if (!mine.empty() && rng() % 2) {
+          const std::size_t k = rng() % mine.size();
+          if (!filled(mine[k])) ++failures;
+          h.deallocate(mine[k].p);
+          mine[k] = mine.back();
+          mine.pop_back();
+          continue;
+        }
+        const std::size_t a = std::size_t{1} << (rng() % 23);  // 1 B .. 4 MiB
+        const std::size_t size = 1 + rng() % (rng() % 4 ? 512 : 300000);
+        auto* p = static_cast<unsigned char*>(h.allocate(size, a, std::nothrow));
+        if (p == nullptr || !aligned(p, a)) {
+          ++failures;
+          continue;
+        }
+        const object o{p, size, a, h.usable_size(p)};
+        fill(o);
+        mine.push_back(o);
+      }
+    });
+  for (auto& t : threads) t.join();
+  CHECK(failures == 0);
+  std::vector<object> all;
+  for (const auto& mine : live) all.insert(all.end(), mine.begin(), mine.end());
+  check_disjoint(all);
+  for (const object& o : all) CHECK(filled(o));
+  test::require_sound(h);
+  for (const object& o : all) h.deallocate(o.p);
   test::require_sound(h);
 }
 

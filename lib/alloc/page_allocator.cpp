@@ -292,7 +292,8 @@ std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t p
   for (std::uint64_t pb = first; pb < first + count; ++pb)
     flushed |= set_type(pb, migratetype::large, false);
   if (flushed) model_.media().persist().drain();
-  if (const std::uint64_t used = pages % pageblock_pages) {  // count >= 2: not the head's pageblock
+  // (The head's own pageblock too, for an aligned run of less than one.)
+  if (const std::uint64_t used = pages % pageblock_pages) {
     zone& z = *zones_[zone_index % zones_.size()];
     std::lock_guard lock(z.mutex);
     const std::uint64_t last = first + count - 1;
