@@ -382,6 +382,14 @@ int daxalloc_deallocate(daxalloc_heap_t* heap, void* object) {
   });
 }
 
+int daxalloc_allocate_aligned(daxalloc_heap_t* heap, size_t size, size_t alignment, void** object) {
+  constexpr const char* fn = "daxalloc_allocate_aligned";
+  return guarded(fn, [&] {
+    require(heap != nullptr && object != nullptr, fn, "heap or object is NULL");
+    *object = heap->heap.allocate(size, alignment);
+  });
+}
+
 // ---- volatile reservations ----
 
 int daxalloc_reserve(daxalloc_heap_t* heap, size_t size, void** object) {
@@ -398,6 +406,17 @@ int daxalloc_cancel(daxalloc_heap_t* heap, void* object) {
   return guarded(fn, [&] {
     require(heap != nullptr && object != nullptr, fn, "heap or object is NULL");
     heap->heap.cancel(object);
+  });
+}
+
+int daxalloc_reserve_aligned(daxalloc_heap_t* heap, size_t size, size_t alignment, void** object,
+                             size_t* reserved) {
+  constexpr const char* fn = "daxalloc_reserve_aligned";
+  return guarded(fn, [&] {
+    require(heap != nullptr && object != nullptr, fn, "heap or object is NULL");
+    daxalloc::reservation r = heap->heap.reserve(size, alignment);
+    *object = r.ptr;
+    if (reserved != nullptr) *reserved = r.size;
   });
 }
 
@@ -604,6 +623,14 @@ int daxalloc_hot_remove(daxalloc_heap_t* heap, uint64_t offset, uint64_t length)
   return guarded(fn, [&] {
     require(heap != nullptr, fn, "heap is NULL");
     heap->heap.hot_remove(offset, length);
+  });
+}
+
+int daxalloc_alignment_waste(const daxalloc_heap_t* heap, uint64_t* bytes) {
+  constexpr const char* fn = "daxalloc_alignment_waste";
+  return guarded(fn, [&] {
+    require(heap != nullptr && bytes != nullptr, fn, "heap or bytes is NULL");
+    *bytes = heap->heap.stats().alignment_waste_bytes;
   });
 }
 

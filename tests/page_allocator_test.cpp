@@ -129,6 +129,40 @@ TEST_CASE("runs of pageblocks: best fit, allocated_length across pageblocks, tai
   CHECK_FALSE(pages.allocate(1, migratetype::movable));
 }
 
+TEST_CASE("aligned runs: only the pages asked for stay allocated, head and tail go back") {
+  fixture f;
+  page_allocator pages(*f.model);
+  rebuild_clean(pages);
+  REQUIRE(pages.allocate(1, migratetype::movable) == first_usable);  // nothing is aligned by luck
+  struct ask {
+    std::uint64_t pages, align, phase;
+  };
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> held;  // pfn, pages
+  std::uint64_t used = 1;
+  for (const ask a : {ask{1, 1, 0}, ask{1, 16, 0}, ask{3, 64, 0}, ask{100, 512, 0}, ask{1, 512, 0},
+                      ask{600, 512, 0}, ask{5, 1024, 0}, ask{700, 2048, 512}, ask{3, 4096, 1536}}) {
+    CAPTURE(a.pages);
+    CAPTURE(a.align);
+    const auto pfn = pages.allocate_aligned(a.pages, a.align, a.phase, migratetype::movable);
+    REQUIRE(pfn);
+    CHECK((*pfn + a.phase) % a.align == 0);
+    CHECK(pages.allocated_length(*pfn) == a.pages);
+    used += a.pages;
+    CHECK(pages.stats().free_pages == usable_pages - used);  // head and tail went back
+    for (const auto& [other, n] : held) CHECK((*pfn + a.pages <= other || other + n <= *pfn));
+    held.emplace_back(*pfn, a.pages);
+  }
+  // A phase that no run of a 2 MiB-aligned mapping can meet.
+  CHECK_FALSE(pages.allocate_aligned(1, 1024, 3, migratetype::movable));
+  // Larger than the free pageblocks can hold.
+  CHECK_FALSE(pages.allocate_aligned(1, 32 * pb, 0, migratetype::large));
+  for (const auto& [pfn, n] : held) pages.free(pfn, n);
+  pages.free(first_usable, 1);
+  CHECK(pages.stats().free_pages == usable_pages);
+  pages.release_free_pageblocks();
+  CHECK(pages.stats().pool_pageblocks == 30);
+}
+
 TEST_CASE("isolate takes only wholly free pool pageblocks; add_span gives them back") {
   fixture f;
   page_allocator pages(*f.model, 2);

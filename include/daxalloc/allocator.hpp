@@ -10,7 +10,8 @@
 // The allocator keeps an offset pointer to its heap's base; the heap must be
 // open in this process when a container allocates (errc::invalid_argument
 // otherwise). Each allocation and deallocation is a durable heap::allocate /
-// heap::deallocate (1 fence). What is NOT crash-consistent: the container's
+// heap::deallocate (1 fence); a T aligned beyond 16 bytes is allocated with
+// heap::allocate(size, alignof(T)). What is NOT crash-consistent: the container's
 // own updates of its size, capacity and links, which are plain stores. After
 // a crash a container may be torn, and memory it had just allocated may leak.
 // To change a container crash-consistently, build the new version and
@@ -44,6 +45,9 @@ namespace daxalloc {
 namespace detail {
 // The open heap mapped at `base` (errc::invalid_argument if none).
 [[nodiscard]] DAXALLOC_API void* allocate_in(const void* base, std::size_t bytes);
+// The same at an address that is a multiple of `alignment` (heap::allocate(size, alignment)).
+[[nodiscard]] DAXALLOC_API void* allocate_in(const void* base, std::size_t bytes,
+                                             std::size_t alignment);
 // Counts what it cannot free (see above).
 DAXALLOC_API void deallocate_in(const void* base, void* p) noexcept;
 }  // namespace detail
@@ -84,7 +88,12 @@ class allocator {
   [[nodiscard]] pointer allocate(size_type n) {
     if (n > std::numeric_limits<size_type>::max() / sizeof(T))
       throw error(errc::too_large, "allocator: " + std::to_string(n) + " elements overflow");
-    return pointer(static_cast<T*>(detail::allocate_in(base(), n * sizeof(T))));
+    // Every size class of a multiple of 16 bytes is 16-byte aligned; more
+    // takes the aligned path.
+    if constexpr (alignof(T) > 16)
+      return pointer(static_cast<T*>(detail::allocate_in(base(), n * sizeof(T), alignof(T))));
+    else
+      return pointer(static_cast<T*>(detail::allocate_in(base(), n * sizeof(T))));
   }
   void deallocate(pointer p, size_type) noexcept { detail::deallocate_in(base(), p.get()); }
 

@@ -192,12 +192,24 @@ DAXALLOC_API int daxalloc_usable_size(const daxalloc_heap_t* heap, const void* p
 DAXALLOC_API int daxalloc_allocate(daxalloc_heap_t* heap, size_t size, void** object);
 /* NULL is a no-op. */
 DAXALLOC_API int daxalloc_deallocate(daxalloc_heap_t* heap, void* object);
+/* The largest alignment of the _aligned calls: 1 GiB. */
+#define DAXALLOC_MAX_ALIGNMENT ((size_t)1 << 30)
+/* At an address that is a multiple of alignment, a power of two up to
+ * DAXALLOC_MAX_ALIGNMENT (else DAXALLOC_E_INVALID_ARGUMENT); freed by
+ * daxalloc_deallocate as any object. */
+DAXALLOC_API int daxalloc_allocate_aligned(daxalloc_heap_t* heap, size_t size, size_t alignment,
+                                           void** object);
 
 /* ---- volatile reservations ---- */
 
 /* Yours until cancelled or adopted by a batch; a crash forgets it. */
 DAXALLOC_API int daxalloc_reserve(daxalloc_heap_t* heap, size_t size, void** object);
 DAXALLOC_API int daxalloc_cancel(daxalloc_heap_t* heap, void* object);
+/* Aligned as daxalloc_allocate_aligned; *reserved (if not NULL) is the size
+ * reserved, the size daxalloc_batch_adopt takes it with (a larger class or
+ * whole pages, when the alignment needs them). */
+DAXALLOC_API int daxalloc_reserve_aligned(daxalloc_heap_t* heap, size_t size, size_t alignment,
+                                          void** object, size_t* reserved);
 
 /* ---- batches: all of their actions, or none ---- */
 
@@ -207,7 +219,8 @@ DAXALLOC_API int daxalloc_batch_reserve(daxalloc_batch_t* batch, size_t size, vo
 /* The same, filled with a copy of src by non-temporal stores. */
 DAXALLOC_API int daxalloc_batch_reserve_copy(daxalloc_batch_t* batch, const void* src, size_t size,
                                              void** object);
-/* Takes over a reservation made with daxalloc_reserve(size). */
+/* Takes over a reservation made with daxalloc_reserve(size) (or with
+ * daxalloc_reserve_aligned: the size it reserved). */
 DAXALLOC_API int daxalloc_batch_adopt(daxalloc_batch_t* batch, void* object, size_t size);
 /* An 8-byte store into the heap, applied at publish (to fill a slot, store
  * the object's offset: daxalloc_offset_of). */
@@ -263,6 +276,10 @@ DAXALLOC_API int daxalloc_memcpy_persist(const daxalloc_heap_t* heap, void* dest
 DAXALLOC_API int daxalloc_hot_add(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
 DAXALLOC_API int daxalloc_hot_remove(daxalloc_heap_t* heap, uint64_t offset, uint64_t length);
 DAXALLOC_API int daxalloc_stats(const daxalloc_heap_t* heap, daxalloc_stats_t* stats);
+/* heap_stats::alignment_waste_bytes: what aligned allocations and
+ * reservations took beyond their unaligned size, since open (a function of
+ * its own: daxalloc_stats_t keeps its size). */
+DAXALLOC_API int daxalloc_alignment_waste(const daxalloc_heap_t* heap, uint64_t* bytes);
 /* Checks every invariant: *problems is the number of violations; their
  * descriptions, one a line, go into message (NUL-terminated, truncated to
  * message_size; message may be NULL when message_size is 0). */

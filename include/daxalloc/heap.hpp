@@ -139,9 +139,13 @@ struct heap_stats {
   std::uint64_t allocated_objects = 0;
   std::uint64_t free_bytes = 0;  // pages the page allocator can hand out
   std::uint64_t largest_free_bytes = 0;
-  double fragmentation = 0;                                  // 1 - largest_free / free
-  std::uint64_t slab_bytes = 0;                              // pages held by slabs
-  std::uint64_t extent_bytes = 0;                            // pages held by large objects
+  double fragmentation = 0;        // 1 - largest_free / free
+  std::uint64_t slab_bytes = 0;    // pages held by slabs
+  std::uint64_t extent_bytes = 0;  // pages held by large objects
+  // Since open, volatile: what aligned allocations and reservations took
+  // beyond the class or page-rounded size of the same unaligned request
+  // (frees do not subtract it: a freed object's alignment is not kept).
+  std::uint64_t alignment_waste_bytes = 0;
   std::array<std::uint64_t, 8> pageblocks_by_migratetype{};  // present pageblocks per type
   struct size_class_stats {
     std::uint32_t size;
@@ -239,6 +243,30 @@ class DAXALLOC_API heap {
   // invalid_argument on a closed handle); the fast path is allocate's.
   [[nodiscard]] void* allocate(std::size_t size, std::error_code& ec) noexcept;
   void deallocate(void* p, std::error_code& ec) noexcept;
+
+  // Aligned allocation and reservation: the object's address is a multiple
+  // of `alignment`, a power of two up to max_alignment (else
+  // errc::invalid_argument; nullptr or an empty reservation for the
+  // std::nothrow forms). Up to 64 bytes it comes from a size class whose
+  // objects all have it (the request's own class when that one does: no
+  // cost); beyond, it is an extent of whole pages at an aligned address (a
+  // page at least; above 2 MiB, wholly free pageblocks starting at one, so
+  // errc::out_of_space when none is: each 1 GiB span holds its memmap, and
+  // the mapping is only 2 MiB aligned). Freed,
+  // cancelled and published as any object (deallocate(p), cancel,
+  // batch::adopt, batch::defer_free); a reservation's size is the class's
+  // or the pages' (reservation::size). stats().alignment_waste_bytes adds
+  // up what alignment costs beyond the unaligned form.
+  static constexpr std::size_t max_alignment = std::size_t{1} << 30;  // 1 GiB
+  [[nodiscard]] void* allocate(std::size_t size, std::size_t alignment);
+  [[nodiscard]] void* allocate(std::size_t size, std::size_t alignment, std::nothrow_t) noexcept;
+  [[nodiscard]] void* allocate(std::size_t size, std::size_t alignment,
+                               std::error_code& ec) noexcept;
+  [[nodiscard]] reservation reserve(std::size_t size, std::size_t alignment);
+  [[nodiscard]] reservation reserve(std::size_t size, std::size_t alignment,
+                                    std::nothrow_t) noexcept;
+  [[nodiscard]] reservation reserve(std::size_t size, std::size_t alignment,
+                                    std::error_code& ec) noexcept;
 
   // Volatile reservation (0 fences) and its cancellation. cancel(r) empties
   // r; an empty r is a no-op. errc::invalid_argument, and nothing changes,

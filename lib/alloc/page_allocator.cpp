@@ -275,12 +275,14 @@ bool page_allocator::take_block(zone& z, unsigned order, migratetype type, bool 
 // Whole pageblocks from the pool, best fit; the rest of the last one is
 // freed into the zone's buddy lists of type large.
 std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t pages,
-                                                                 unsigned zone_index) {
+                                                                 unsigned zone_index,
+                                                                 std::uint64_t align,
+                                                                 std::uint64_t phase) {
   const std::uint64_t count = (pages + pageblock_pages - 1) / pageblock_pages;
   std::uint64_t first = 0;
   {
     std::lock_guard lock(pool_mutex_);
-    const auto best = pool_.best_fit(count);
+    const auto best = align == 1 ? pool_.best_fit(count) : aligned_fit(count, align, phase);
     if (!best) return std::nullopt;
     first = *best;
     for (std::uint64_t pb = first; pb < first + count; ++pb) pool_.erase(pb);
@@ -290,7 +292,8 @@ std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t p
   for (std::uint64_t pb = first; pb < first + count; ++pb)
     flushed |= set_type(pb, migratetype::large, false);
   if (flushed) model_.media().persist().drain();
-  if (const std::uint64_t used = pages % pageblock_pages) {  // count >= 2: not the head's pageblock
+  // (The head's own pageblock too, for an aligned run of less than one.)
+  if (const std::uint64_t used = pages % pageblock_pages) {
     zone& z = *zones_[zone_index % zones_.size()];
     std::lock_guard lock(z.mutex);
     const std::uint64_t last = first + count - 1;
@@ -298,6 +301,23 @@ std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t p
     free_range(z, last * pageblock_pages + used, pageblock_pages - used);
   }
   return first * pageblock_pages;
+}
+
+// The lowest run of `count` pool pageblocks that starts where (pageblock +
+// phase) is a multiple of align: first fit, a candidate per aligned start
+// (a 1 GiB alignment has one per 512 pageblocks), skipping past each gap.
+std::optional<std::uint64_t> page_allocator::aligned_fit(std::uint64_t count, std::uint64_t align,
+                                                         std::uint64_t phase) const noexcept {
+  const auto aligned_from = [&](std::uint64_t pb) {
+    return (pb + phase + align - 1) / align * align - phase;
+  };
+  for (std::uint64_t pb = aligned_from(pool_.next_set(0)); pb + count <= pool_.size();) {
+    std::uint64_t gap = pb;
+    while (gap < pb + count && pool_.contains(gap)) ++gap;
+    if (gap == pb + count) return pb;
+    pb = aligned_from(pool_.next_set(gap + 1));
+  }
+  return std::nullopt;
 }
 
 std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migratetype type,
@@ -319,6 +339,27 @@ std::optional<std::uint64_t> page_allocator::allocate(std::uint64_t pages, migra
     if (other.get() != &mine)
       if (auto pfn = carve(*other, false)) return pfn;
   return std::nullopt;
+}
+
+std::optional<std::uint64_t> page_allocator::allocate_aligned(std::uint64_t pages,
+                                                              std::uint64_t align,
+                                                              std::uint64_t phase, migratetype type,
+                                                              unsigned zone_index) {
+  assert(std::has_single_bit(align));
+  if (pages == 0) return std::nullopt;
+  phase %= align;
+  if (phase % std::min(align, pageblock_pages) != 0) return std::nullopt;  // (a 2 MiB mapping)
+  if (align > pageblock_pages)  // whole pageblocks at an aligned one
+    return allocate_pageblocks(pages, zone_index, align / pageblock_pages, phase / pageblock_pages);
+  // A run below a pageblock starts on a multiple of its power-of-two
+  // ceiling, a run of pageblocks on a pageblock: asking for `align` pages
+  // is aligned enough, and the tail beyond `pages` goes back at once.
+  const std::uint64_t asked = std::max(pages, align);
+  const auto run = allocate(asked, type, zone_index);
+  if (!run || asked == pages) return run;
+  free(*run + pages, asked - pages);
+  set_info(*run, head_info(pages));
+  return run;
 }
 
 // The wholly free pageblocks are exactly the blocks of order 9.

@@ -96,6 +96,15 @@ class page_allocator {
   // pool or another zone); nullopt when nothing fits.
   [[nodiscard]] std::optional<std::uint64_t> allocate(std::uint64_t pages, migratetype type,
                                                       unsigned zone = 0);
+  // The same, with (pfn + phase) a multiple of `align` pages (a power of
+  // two; phase: the mapping's pfn, so that the address is aligned). Up to a
+  // pageblock, a naturally aligned block of at least `align` pages whose
+  // tail goes back at once; beyond, the lowest run of pool pageblocks that
+  // starts aligned. allocated_length(pfn) is `pages`.
+  [[nodiscard]] std::optional<std::uint64_t> allocate_aligned(std::uint64_t pages,
+                                                              std::uint64_t align,
+                                                              std::uint64_t phase, migratetype type,
+                                                              unsigned zone = 0);
   // Frees pages the caller holds: a run allocate() returned, a run rebuild()
   // found, or a part of one.
   void free(std::uint64_t pfn, std::uint64_t pages);
@@ -185,8 +194,12 @@ class page_allocator {
   [[nodiscard]] bool take_block(zone& z, unsigned order, migratetype type, bool from_pool,
                                 std::uint64_t& pfn);
   [[nodiscard]] bool own_pageblock_from_pool(zone& z, migratetype type);
-  [[nodiscard]] std::optional<std::uint64_t> allocate_pageblocks(std::uint64_t pages,
-                                                                 unsigned zone);
+  // align > 1: at a pageblock whose number + phase is a multiple of it.
+  [[nodiscard]] std::optional<std::uint64_t> allocate_pageblocks(std::uint64_t pages, unsigned zone,
+                                                                 std::uint64_t align = 1,
+                                                                 std::uint64_t phase = 0);
+  [[nodiscard]] std::optional<std::uint64_t> aligned_fit(std::uint64_t count, std::uint64_t align,
+                                                         std::uint64_t phase) const noexcept;
   bool set_type(std::uint64_t pageblock, migratetype type, bool fence = true);
   // The zone owning a pageblock, or none (in the pool, or wholly allocated
   // from it); read without a lock.

@@ -10,6 +10,7 @@
 // page descriptors).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -103,6 +104,28 @@ inline constexpr auto class_table = [] {
 [[nodiscard]] constexpr unsigned size_class_of(std::size_t size) {
   if (size <= detail::class_table_max) return detail::class_table[(size + 7) >> 3];
   return detail::compute_class_of(size);
+}
+
+// The alignment every object of class cls has: a slab starts on a 64 KiB
+// boundary (naturally aligned, at least 2^min_slab_order pages, in a 2 MiB
+// aligned mapping), its objects at header + i * size.
+[[nodiscard]] constexpr std::size_t class_alignment(unsigned cls) {
+  const size_class& c = size_classes[cls];
+  const auto lowest_bit = [](std::uint32_t v) { return std::size_t{v & (~v + 1)}; };
+  return std::min(lowest_bit(c.size), lowest_bit(c.header));
+}
+// The largest alignment a slab object can have (the headers' 64 bytes).
+inline constexpr std::size_t max_class_alignment = 64;
+static_assert(class_alignment(size_class_of(max_small_size)) == max_class_alignment);
+
+// The smallest class that holds `size` bytes (1..max_small_size) and whose
+// objects are all aligned to `alignment` (a power of two); nr_size_classes
+// when none is (alignments above max_class_alignment: pages instead).
+[[nodiscard]] constexpr unsigned aligned_size_class_of(std::size_t size, std::size_t alignment) {
+  if (alignment > max_class_alignment) return nr_size_classes;
+  unsigned cls = size_class_of(size);
+  while (cls < nr_size_classes && class_alignment(cls) < alignment) ++cls;
+  return cls;
 }
 
 }  // namespace daxalloc::alloc

@@ -3,6 +3,7 @@
 // throwing form and reports its exception through the error_code and
 // last_error_message(), except on the allocation fast paths, which throw
 // nothing to begin with.
+#include <bit>
 #include <string>
 
 #include "daxalloc/batch.hpp"
@@ -101,6 +102,61 @@ void* heap::allocate(std::size_t size, std::error_code& ec) noexcept {
   }
   return into_error_code(ec, [&] { return allocate(size); });  // the error, as allocate throws it
 }
+
+namespace {
+bool valid_alignment(std::size_t alignment) noexcept {
+  return std::has_single_bit(alignment) && alignment <= heap::max_alignment;
+}
+std::string aligned_to(std::size_t size, std::size_t alignment) {
+  return std::to_string(size) + " bytes aligned to " + std::to_string(alignment);
+}
+[[noreturn]] void refuse_alignment(const char* operation, std::size_t alignment) {
+  throw error(errc::invalid_argument, std::string(operation) + ": alignment " +
+                                          std::to_string(alignment) +
+                                          " is not a power of two up to 1 GiB");
+}
+}  // namespace
+
+void* heap::allocate(std::size_t size, std::size_t alignment) {
+  detail::heap_impl& h = live();
+  if (!valid_alignment(alignment)) refuse_alignment("allocate", alignment);
+  if (void* p = h.allocate_aligned(size, alignment)) return p;
+  h.refuse_if_read_only("allocate");
+  throw error(errc::out_of_space, "allocate: no room for " + aligned_to(size, alignment));
+}
+void* heap::allocate(std::size_t size, std::size_t alignment, std::nothrow_t) noexcept {
+  return impl_ && valid_alignment(alignment) ? impl_->allocate_aligned(size, alignment) : nullptr;
+}
+void* heap::allocate(std::size_t size, std::size_t alignment, std::error_code& ec) noexcept {
+  if (impl_ && valid_alignment(alignment)) [[likely]] {
+    if (void* p = impl_->allocate_aligned(size, alignment)) [[likely]] {
+      ec.clear();
+      return p;
+    }
+  }
+  return into_error_code(ec, [&] { return allocate(size, alignment); });
+}
+reservation heap::reserve(std::size_t size, std::size_t alignment) {
+  detail::heap_impl& h = live();
+  if (!valid_alignment(alignment)) refuse_alignment("reserve", alignment);
+  if (reservation r = h.reserve_aligned(size, alignment)) return r;
+  h.refuse_if_read_only("reserve");
+  throw error(errc::out_of_space, "reserve: no room for " + aligned_to(size, alignment));
+}
+reservation heap::reserve(std::size_t size, std::size_t alignment, std::nothrow_t) noexcept {
+  return impl_ && valid_alignment(alignment) ? impl_->reserve_aligned(size, alignment)
+                                             : reservation{};
+}
+reservation heap::reserve(std::size_t size, std::size_t alignment, std::error_code& ec) noexcept {
+  if (impl_ && valid_alignment(alignment)) [[likely]] {
+    if (reservation r = impl_->reserve_aligned(size, alignment)) [[likely]] {
+      ec.clear();
+      return r;
+    }
+  }
+  return into_error_code(ec, [&] { return reserve(size, alignment); });
+}
+
 void heap::deallocate(void* p) {
   live().deallocate(p);
 }

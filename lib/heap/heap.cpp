@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -440,13 +441,20 @@ bool heap_impl::reclaim() {
 }
 
 // Pages for an extent, from the zone of this thread's arena.
-std::optional<std::uint64_t> heap_impl::allocate_pages(std::uint64_t pages) {
+std::optional<std::uint64_t> heap_impl::allocate_pages(std::uint64_t pages, std::uint64_t align) {
   if (read_only()) return std::nullopt;
   const auto type =
       pages >= alloc::pageblock_pages ? alloc::migratetype::large : alloc::migratetype::movable;
   const unsigned zone = cache().arena;
-  auto pfn = pages_.allocate(pages, type, zone);
-  if (!pfn && reclaim()) pfn = pages_.allocate(pages, type, zone);
+  // The mapping is 2 MiB aligned; beyond, an aligned address is an offset
+  // out of phase with the base's.
+  const std::uint64_t phase = reinterpret_cast<std::uintptr_t>(model_->base()) / page_size;
+  const auto attempt = [&] {
+    return align == 1 ? pages_.allocate(pages, type, zone)
+                      : pages_.allocate_aligned(pages, align, phase, type, zone);
+  };
+  auto pfn = attempt();
+  if (!pfn && reclaim()) pfn = attempt();
   return pfn;
 }
 
@@ -464,11 +472,63 @@ void* heap_impl::allocate(std::size_t size) noexcept {
   const std::uint64_t pages = (size + page_size - 1) / page_size;
   if (pages > sparse::max_page_length) return nullptr;
   const auto pfn = allocate_pages(pages);
-  if (!pfn) return nullptr;
-  sparse::page_descriptor* head = model_->pfn_to_page(*pfn);
+  return pfn ? commit_extent(*pfn, pages) : nullptr;
+}
+
+void* heap_impl::commit_extent(std::uint64_t pfn, std::uint64_t pages) noexcept {
+  sparse::page_descriptor* head = model_->pfn_to_page(pfn);
   head->store(page_info(page_state::extent, 0, pages));
-  p.persist(&head->info, 8);  // the commit
-  return model_->pfn_to_virt(*pfn);
+  model_->media().persist().persist(&head->info, 8);  // the commit
+  return model_->pfn_to_virt(pfn);
+}
+
+// ---- aligned allocation ----
+// Up to 64 bytes a size class whose objects are all aligned (often the
+// size's own); beyond, whole pages at an aligned pfn. Freed as any object:
+// by its class or by its extent's head.
+
+void heap_impl::note_alignment_waste(std::size_t size, std::uint64_t usable) noexcept {
+  const std::uint64_t unaligned = size <= max_small_size
+                                      ? size_classes[size_class_of(size)].size
+                                      : (size + page_size - 1) / page_size * page_size;
+  if (usable > unaligned) alignment_waste_.fetch_add(usable - unaligned, std::memory_order_relaxed);
+}
+
+void* heap_impl::allocate_aligned(std::size_t size, std::size_t alignment) noexcept {
+  if (size == 0) size = 1;
+  if (size <= max_small_size) {
+    const unsigned cls = alloc::aligned_size_class_of(size, alignment);
+    if (cls < nr_size_classes) {
+      void* object = take_small(cls);
+      if (object == nullptr) return nullptr;
+      small_.mark_allocated(small_.bit_of(object, cls));  // the commit
+      model_->media().persist().drain();
+      note_alignment_waste(size, size_classes[cls].size);
+      return object;
+    }
+  }
+  const std::uint64_t pages = (size + page_size - 1) / page_size;
+  if (pages > sparse::max_page_length) return nullptr;
+  const auto pfn = allocate_pages(pages, std::max<std::size_t>(alignment / page_size, 1));
+  if (!pfn) return nullptr;
+  note_alignment_waste(size, pages * page_size);
+  return commit_extent(*pfn, pages);
+}
+
+reservation heap_impl::reserve_aligned(std::size_t size, std::size_t alignment) noexcept {
+  if (size == 0) size = 1;
+  if (size <= max_small_size) {
+    const unsigned cls = alloc::aligned_size_class_of(size, alignment);
+    if (cls < nr_size_classes) {
+      void* object = take_small(cls);
+      if (object == nullptr) return {};
+      note_alignment_waste(size, size_classes[cls].size);
+      return reservation(object, size_classes[cls].size);
+    }
+  }
+  reservation r = reserve_pages(size, std::max<std::size_t>(alignment / page_size, 1));
+  if (r) note_alignment_waste(size, r.size);
+  return r;
 }
 
 void heap_impl::refuse_if_read_only(const char* operation) const {
@@ -531,16 +591,17 @@ reservation heap_impl::reserve(std::size_t size) noexcept {
   return reserve_pages(size);
 }
 
-reservation heap_impl::reserve_pages(std::size_t size) noexcept {
+reservation heap_impl::reserve_pages(std::size_t size, std::uint64_t align) noexcept {
   const std::uint64_t pages = (size + page_size - 1) / page_size;
-  const auto pfn = allocate_pages(pages);
+  if (pages > sparse::max_page_length) return {};
+  const auto pfn = allocate_pages(pages, align);
   if (!pfn) return {};
   return reservation(model_->pfn_to_virt(*pfn), pages * page_size);
 }
 
 void heap_impl::cancel(reservation& r) noexcept {
   if (!r.ptr || read_only()) return;  // a read-only heap made no reservation
-  if (r.size <= max_small_size)
+  if (in_slab(r))
     put_small(size_class_of(r.size), r.ptr);
   else
     pages_.free(
@@ -551,12 +612,11 @@ void heap_impl::cancel(reservation& r) noexcept {
 
 // A reservation this heap handed out: the size reserve returned or the size
 // asked for (as sdallocx takes it), either naming the object's class or its
-// extent's pages.
+// extent's pages (an aligned extent may be as small as a page).
 bool heap_impl::owns(const reservation& r) const noexcept {
-  if (r.size <= max_small_size) {
-    const int cls = small_.class_of(r.ptr);  // -1 outside this heap's slabs
-    return cls >= 0 && static_cast<unsigned>(cls) == size_class_of(r.size);
-  }
+  if (r.size <= max_small_size)
+    if (const int cls = small_.class_of(r.ptr); cls >= 0)  // -1 outside this heap's slabs
+      return static_cast<unsigned>(cls) == size_class_of(r.size);
   const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base());
   return model_->media().contains(r.ptr, r.size) && offset % page_size == 0 &&
          pages_.allocated_length(offset / page_size) == (r.size + page_size - 1) / page_size &&
@@ -568,7 +628,12 @@ bool heap_impl::owns(const reservation& r) const noexcept {
 bool heap_impl::cancel_owned(reservation& r) noexcept {
   if (r.size <= max_small_size) {
     const int cls = small_.class_of(r.ptr);
-    if (cls < 0 || static_cast<unsigned>(cls) != size_class_of(r.size)) [[unlikely]]
+    if (cls < 0) [[unlikely]] {  // an aligned extent of a page or more, or not ours
+      if (!owns(r)) return false;
+      cancel(r);
+      return true;
+    }
+    if (static_cast<unsigned>(cls) != size_class_of(r.size)) [[unlikely]]
       return false;
     if (tls_last.heap_id == id_) [[likely]] {
       thread_cache::bin& b = tls_last.cache->bins[cls];
@@ -857,6 +922,7 @@ heap_stats heap_impl::stats() const {
             model_->get_pageblock_migratetype(pfn))];
     }
   }
+  s.alignment_waste_bytes = alignment_waste();
   s.this_thread = this_thread_persist_counters();
   s.unclean_shutdown = unclean_;
   return s;
@@ -911,14 +977,21 @@ heap_impl* find_heap_at(const void* base) {
 }
 }  // namespace
 
-void* allocate_in(const void* base, std::size_t bytes) {
+void* allocate_in(const void* base, std::size_t bytes, std::size_t alignment) {
   heap_impl* h = find_heap_at(base);
   if (h == nullptr)
     throw error(errc::invalid_argument,
                 "allocator: no open heap is mapped at this container's heap address");
   h->refuse_if_read_only("allocator");
-  if (void* p = h->allocate(bytes)) return p;
+  if (!std::has_single_bit(alignment) || alignment > heap::max_alignment)
+    throw error(errc::invalid_argument, "allocator: alignment " + std::to_string(alignment) +
+                                            " is not a power of two up to 1 GiB");
+  if (void* p = alignment == 1 ? h->allocate(bytes) : h->allocate_aligned(bytes, alignment))
+    return p;
   throw error(errc::out_of_space, "allocator: no room for " + std::to_string(bytes) + " bytes");
+}
+void* allocate_in(const void* base, std::size_t bytes) {
+  return allocate_in(base, bytes, 1);
 }
 
 // A failed free is counted, not reported: a container's destructor has no

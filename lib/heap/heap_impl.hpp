@@ -58,6 +58,15 @@ class heap_impl {
   [[nodiscard]] void* allocate(std::size_t size) noexcept;
   void deallocate(void* p);
   [[nodiscard]] reservation reserve(std::size_t size) noexcept;
+  // With the object's address a multiple of `alignment` (a power of two up
+  // to heap::max_alignment; the caller checks): a class whose objects are
+  // all aligned, else an extent at an aligned page. What it takes beyond
+  // the unaligned form's size is added to alignment_waste().
+  [[nodiscard]] void* allocate_aligned(std::size_t size, std::size_t alignment) noexcept;
+  [[nodiscard]] reservation reserve_aligned(std::size_t size, std::size_t alignment) noexcept;
+  [[nodiscard]] std::uint64_t alignment_waste() const noexcept {
+    return alignment_waste_.load(std::memory_order_relaxed);
+  }
   // r must be a reservation of this heap (owns() checks one from a caller).
   void cancel(reservation& r) noexcept;
   void cancel(void* p);
@@ -177,11 +186,22 @@ class heap_impl {
   void put_small(unsigned cls, void* p) noexcept;
   void push_cached(unsigned cls, void* p) noexcept;
   [[nodiscard]] reservation reserve_slow(std::size_t size) noexcept;
-  [[nodiscard]] reservation reserve_pages(std::size_t size) noexcept;
+  [[nodiscard]] reservation reserve_pages(std::size_t size, std::uint64_t align = 1) noexcept;
+  // The extent's head descriptor, durably (the commit of allocate).
+  [[nodiscard]] void* commit_extent(std::uint64_t pfn, std::uint64_t pages) noexcept;
+  // Adds what an aligned object of `usable` bytes takes beyond what size would.
+  void note_alignment_waste(std::size_t size, std::uint64_t usable) noexcept;
+  // Whether a reservation is a slab object: by its size and its address, as
+  // an aligned extent may be as small as a page.
+  [[nodiscard]] bool in_slab(const reservation& r) const noexcept {
+    return r.size <= alloc::max_small_size && small_.class_of(r.ptr) >= 0;
+  }
   void flush(thread_cache::bin& b, unsigned cls) noexcept;
   void drain_cache(thread_cache& c) noexcept;
   void cancel_slow(void* p);
-  [[nodiscard]] std::optional<std::uint64_t> allocate_pages(std::uint64_t pages);
+  // `align`: pages, a power of two (the run's address a multiple of it).
+  [[nodiscard]] std::optional<std::uint64_t> allocate_pages(std::uint64_t pages,
+                                                            std::uint64_t align = 1);
   bool reclaim();
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
@@ -313,6 +333,9 @@ class heap_impl {
   };
   std::mutex group_mutex_;
   deferred_group group_;
+  // Bytes aligned allocations and reservations took beyond the unaligned
+  // size, since open (never decreased: a free does not know the alignment).
+  std::atomic<std::uint64_t> alignment_waste_{0};
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
   unsigned next_arena_ = 0;  // under caches_mutex_: arenas go round

@@ -256,7 +256,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
     return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - model_->base());
   };
   for (const reservation& r : reserved) {
-    if (r.size <= alloc::max_small_size) {
+    if (in_slab(r)) {
       const auto at = small_.bit_of(r.ptr, alloc::size_class_of(r.size));
       entries.push_back(
           {offset_of(at.word) | std::uint64_t{sparse::log_set_bits} << sparse::log_op_shift,

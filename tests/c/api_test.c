@@ -169,6 +169,58 @@ static void allocation(daxalloc_heap_t* h) {
   EXPECT_CODE(daxalloc_cancel(h, NULL), DAXALLOC_E_INVALID_ARGUMENT);
 }
 
+/* allocate_aligned, reserve_aligned, alignment_waste. */
+static void aligned_allocation(daxalloc_heap_t* h, struct root* root) {
+  uint64_t waste_before = 1;
+  EXPECT_OK(daxalloc_alignment_waste(h, &waste_before));
+  for (size_t alignment = 1; alignment <= 2 * MiB; alignment *= 2) {
+    void* p = NULL;
+    EXPECT_OK(daxalloc_allocate_aligned(h, 24, alignment, &p));
+    EXPECT(p != NULL && (uintptr_t)p % alignment == 0);
+    memset(p, 7, 24);
+    EXPECT_OK(daxalloc_deallocate(h, p));
+    void* r = NULL;
+    size_t reserved = 0;
+    EXPECT_OK(daxalloc_reserve_aligned(h, 5000, alignment, &r, &reserved));
+    EXPECT(r != NULL && (uintptr_t)r % alignment == 0 && reserved >= 5000);
+    EXPECT_OK(daxalloc_cancel(h, r));
+  }
+  uint64_t waste = 0;
+  EXPECT_OK(daxalloc_alignment_waste(h, &waste));
+  EXPECT(waste > waste_before); /* 24 bytes at 4 KiB take a page */
+
+  /* An aligned reservation adopted by a batch with the size it reserved. */
+  void* r = NULL;
+  size_t reserved = 0;
+  EXPECT_OK(daxalloc_reserve_aligned(h, 40, 64, &r, NULL));
+  EXPECT_OK(daxalloc_cancel(h, r));
+  EXPECT_OK(daxalloc_reserve_aligned(h, 40, 4096, &r, &reserved));
+  EXPECT(reserved == 4096);
+  daxalloc_batch_t* b = NULL;
+  EXPECT_OK(daxalloc_batch_new(h, &b));
+  EXPECT_OK(daxalloc_batch_adopt(b, r, reserved));
+  uint64_t offset = 0;
+  EXPECT_OK(daxalloc_offset_of(h, r, &offset));
+  EXPECT_OK(daxalloc_batch_set(b, &root->other, offset));
+  EXPECT_OK(daxalloc_batch_publish(b, DAXALLOC_IMMEDIATE));
+  EXPECT_OK(daxalloc_batch_defer_free(b, r));
+  EXPECT_OK(daxalloc_batch_set(b, &root->other, 0));
+  EXPECT_OK(daxalloc_batch_publish(b, DAXALLOC_IMMEDIATE));
+  daxalloc_batch_free(b);
+
+  void* none = NULL;
+  EXPECT_CODE(daxalloc_allocate_aligned(h, 8, 3, &none), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_allocate_aligned(h, 8, 0, &none), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_allocate_aligned(h, 8, DAXALLOC_MAX_ALIGNMENT * 2, &none),
+              DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_reserve_aligned(h, 8, 48, &none, NULL), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_allocate_aligned(h, (size_t)1 << 40, 64, &none), DAXALLOC_E_OUT_OF_SPACE);
+  EXPECT(none == NULL);
+  EXPECT_CODE(daxalloc_allocate_aligned(NULL, 8, 8, &none), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_reserve_aligned(h, 8, 8, NULL, NULL), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_alignment_waste(h, NULL), DAXALLOC_E_INVALID_ARGUMENT);
+}
+
 /* batch_new, _reserve, _reserve_copy, _adopt, _set, _defer_free, _publish
  * (immediate and deferred), _cancel, _size, _free; sync. */
 static void batches(daxalloc_heap_t* h, struct root* root) {
@@ -366,6 +418,9 @@ static void read_only(const char* path) {
   int ro = 0;
   EXPECT_OK(daxalloc_is_read_only(h, &ro));
   EXPECT(ro == 1);
+  void* refused = NULL;
+  EXPECT_CODE(daxalloc_allocate_aligned(h, 64, 64, &refused), DAXALLOC_E_READ_ONLY);
+  EXPECT_CODE(daxalloc_reserve_aligned(h, 64, 4096, &refused, NULL), DAXALLOC_E_READ_ONLY);
   daxalloc_heap_t* writer = NULL;
   EXPECT_CODE(daxalloc_open(path, NULL, &writer), DAXALLOC_E_BUSY);
   daxalloc_heap_t* reader = NULL;
@@ -495,6 +550,7 @@ int main(void) {
   EXPECT(root->list == 0 && root->count == 0);
   mapping(h);
   allocation(h);
+  aligned_allocation(h, root);
   batches(h, root);
   slots(h, root);
   the_rest(h);

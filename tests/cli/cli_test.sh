@@ -107,10 +107,12 @@ echo "== stats and map with allocations"
 run 0 stats "$heap"
 stdout_has "size classes"
 stdout_has "extents"
+stdout_has "alignment waste"
 run 0 stats "$heap" --json
 json_true 'len(d["size_classes"]) >= 5 and all(c["allocated"] <= c["capacity"] for c in d["size_classes"])'
 json_true 'd["extents"]["count"] >= 4 and d["extents"]["largest_bytes"] >= 5 * 2**20'
 json_true 'd["totals"]["allocated_objects"] >= 254'
+json_true 'd["totals"]["alignment_waste_bytes"] == 0'  # since open: this read-only open aligned nothing
 run 0 map "$heap"
 stdout_has "legend"
 grep -qE '^ +0 +0x0 +##[-#UML]*U' "$out/stdout" || fail "map: section 0 does not start with metadata and hold a slab"
