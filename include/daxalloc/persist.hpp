@@ -40,8 +40,8 @@ DAXALLOC_API void reset_this_thread_persist_counters() noexcept;
 
 namespace detail {
 // (initial-exec: counted on every fence, without a call to __tls_get_addr)
-[[gnu::tls_model("initial-exec")]] extern DAXALLOC_API thread_local persist_counters
-    thread_counters;
+[[gnu::tls_model(
+    "initial-exec")]] extern DAXALLOC_API thread_local persist_counters thread_counters;
 }  // namespace detail
 
 // Threads: flush, drain and persist may be called from any number of threads
