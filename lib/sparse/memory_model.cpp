@@ -452,8 +452,10 @@ std::string memory_model::intent_problem(const hotplug_intent& in) const {
     const std::uint64_t word = section_record(nr)[0];
     const std::uint64_t memmap = word & section_memmap_mask;
     const std::uint64_t span_start = align_down(at, geo_.span_size());
+    const std::uint64_t limit = std::min(span_start + geo_.span_size(), region_.size());
+    // (memmap may be anything: a sum with it could wrap)
     if (!(word & section_has_mem_map) || memmap < geo_.head_size() || memmap < span_start ||
-        memmap + geo_.memmap_bytes() > std::min(span_start + geo_.span_size(), region_.size()))
+        memmap > limit || geo_.memmap_bytes() > limit - memmap)
       return nullptr;
     return reinterpret_cast<const std::uint64_t*>(base() + memmap) +
            ((at - span_start) >> page_shift);
