@@ -176,10 +176,10 @@ struct checked_pageblock {
 
 bool heap_impl::heap_word(const void* p) const noexcept {
   const auto* at = static_cast<const std::byte*>(p);
-  if (names_slot_word(static_cast<std::uint64_t>(at - model_->base()))) return true;
+  const auto offset = static_cast<std::uint64_t>(at - model_->base());
+  if (names_slot_word(offset)) return true;
   if (!model_->media().contains(at, 8) || reinterpret_cast<std::uintptr_t>(at) % 8 != 0)
     return false;
-  const auto offset = static_cast<std::uint64_t>(at - model_->base());
   const std::uint64_t epoch = hot_remove_epoch_.load(std::memory_order_acquire);
   if (tls_checked.pageblock == offset >> sparse::subsection_shift && tls_checked.heap_id == id_ &&
       tls_checked.epoch == epoch)
