@@ -263,7 +263,7 @@ TEST_CASE("hot-remove follows the kernel's rules") {
   require_sound(*m);
   CHECK_ERRC(m->hot_remove(1 * GiB + 20 * MiB, 2 * MiB), errc::not_present);
   m->hot_add(1 * GiB + 20 * MiB, 2 * MiB);  // and back
-  CHECK(m->pfn_to_page((1 * GiB + 20 * MiB) >> 12)->info == 0);
+  CHECK(m->pfn_to_page((1 * GiB + 20 * MiB) >> 12)->info == daxalloc::sparse::free_descriptor);
 
   // Removing everything a span holds, memmap included, makes its section absent.
   m->hot_remove(1 * GiB, 64 * MiB);

@@ -9,9 +9,9 @@
 
 #include "daxalloc/heap.hpp"
 #include "heap/heap_impl.hpp"
+#include "old_images.hpp"
 #include "sparse/upgrade.hpp"
 #include "test_util.hpp"
-#include "v2_image.hpp"
 
 using daxalloc::errc;
 using daxalloc::heap;
@@ -24,8 +24,9 @@ struct root_type {
   std::uint64_t small, big;  // offsets
 };
 
-// A format 2 image with a root, a slab object, an extent and named objects.
-void make_v2(const std::filesystem::path& path) {
+// An image of an older format with a root, a slab object, an extent and
+// named objects.
+void make_old(const std::filesystem::path& path, std::uint32_t version = 2) {
   {
     daxalloc::heap_options o;
     o.size = 8 * MiB;
@@ -44,7 +45,7 @@ void make_v2(const std::filesystem::path& path) {
     for (int i = 0; i < 20; ++i)
       (void)h.construct<std::uint64_t>("v" + std::to_string(i))(std::uint64_t(i));
   }
-  test::downgrade_to_v2(path);
+  test::downgrade(path, version);
 }
 
 void require_contents(heap& h) {
@@ -66,7 +67,7 @@ void require_contents(heap& h) {
 
 TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everything intact") {
   test::temp_file f;
-  make_v2(f.path());
+  make_old(f.path());
   try {
     (void)heap::open(f.path());
     FAIL("open accepted a format 2 heap");
@@ -76,7 +77,7 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
   }
   {
     auto r = daxalloc::region::open(f.path());
-    const auto steps = sp::upgrade(r);
+    const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
     CHECK(steps.size() == 4);
   }
@@ -88,12 +89,70 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
     (void)h.construct<int>("after")(5);
   }
   auto r = daxalloc::region::open(f.path());
-  CHECK(sp::upgrade(r).empty());  // already format 3
+  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 4
+}
+
+TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everything intact") {
+  test::temp_file f;
+  make_old(f.path(), 3);
+  CHECK_ERRC((void)heap::open(f.path()), errc::older_format);
+  {
+    auto r = daxalloc::region::open(f.path());
+    const auto steps = daxalloc::detail::upgrade_region(r);
+    for (const auto& s : steps) MESSAGE(s);
+    REQUIRE(steps.size() == 2);
+    CHECK(steps[1] == "superblocks rewritten: format version 3 -> 4");
+  }
+  auto h = heap::open(f.path());
+  CHECK(h.outcome() == daxalloc::open_outcome::clean);
+  require_contents(h);
+}
+
+TEST_CASE("upgrade refuses a format 3 slab bitmap changed while the heap was closed") {
+  test::temp_file f;
+  make_old(f.path(), 3);
+  std::uint64_t small = 0;
+  {
+    // The root's object offsets, read through a copy upgraded elsewhere.
+    test::temp_file copy;
+    std::filesystem::copy_file(f.path(), copy.path(),
+                               std::filesystem::copy_options::overwrite_existing);
+    {
+      auto r = daxalloc::region::open(copy.path());
+      (void)daxalloc::detail::upgrade_region(r);
+    }
+    auto h = heap::open(copy.path());
+    small = h.root<root_type>()->small;
+  }
+  // Clear the small object's bit: the bitmap is the first page of its slab.
+  std::uint64_t word_at = 0, mask = 0;
+  {
+    const auto& c = daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(100)];
+    const std::uint64_t slab = (std::uint64_t{4096} << c.slab_order);
+    const std::uint64_t head = small / slab * slab;
+    const std::uint64_t i = (small - head - c.header) / c.size;
+    word_at = head + i / 64 * 8;
+    mask = std::uint64_t{1} << (i % 64);
+  }
+  {
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::uint64_t w = 0;
+    io.seekg(static_cast<std::streamoff>(word_at));
+    io.read(reinterpret_cast<char*>(&w), 8);
+    REQUIRE((w & mask) != 0);
+    w &= ~mask;
+    io.seekp(static_cast<std::streamoff>(word_at));
+    io.write(reinterpret_cast<const char*>(&w), 8);
+  }
+  auto r = daxalloc::region::open(f.path());
+  const std::string before(reinterpret_cast<const char*>(r.base()), r.size());
+  CHECK_ERRC(daxalloc::detail::upgrade_region(r), errc::corrupt);
+  CHECK(std::string(reinterpret_cast<const char*>(r.base()), r.size()) == before);
 }
 
 TEST_CASE("upgrade refuses a format 2 heap that was not closed cleanly, and other versions") {
   test::temp_file f;
-  make_v2(f.path());
+  make_old(f.path());
   const auto lanes = [&] {
     sp::superblock sb;
     std::ifstream in(f.path(), std::ios::binary);
@@ -115,6 +174,6 @@ TEST_CASE("upgrade refuses a format 2 heap that was not closed cleanly, and othe
   }
   auto r = daxalloc::region::open(f.path());
   const std::string before(reinterpret_cast<const char*>(r.base()), r.size());
-  CHECK_ERRC(sp::upgrade(r), errc::older_format);
+  CHECK_ERRC(daxalloc::detail::upgrade_region(r), errc::older_format);
   CHECK(std::string(reinterpret_cast<const char*>(r.base()), r.size()) == before);
 }

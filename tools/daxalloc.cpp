@@ -859,7 +859,7 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
 
 // -- upgrade --
 
-// Converts a format 2 heap in place (heap::upgrade: crash-safe, new
+// Converts a format 2 or 3 heap in place (heap::upgrade: crash-safe, new
 // superblocks last), under the heap's exclusive lock; then opens it, as
 // check does, to show the result is sound.
 int run_upgrade(const parsed_args& a, bool json) {
@@ -1025,14 +1025,16 @@ const std::vector<command>& commands() {
       {{"upgrade",
         {"PATH"},
         "PATH [--json]",
-        "convert a heap of format version 2 to this version",
-        "Convert a heap made by a daxalloc of format version 2 in place: page\n"
-        "descriptors get their check bits, the root and name-table slots their\n"
-        "second copies, and the superblocks the new version, written last. A crash\n"
-        "during the upgrade leaves a format 2 heap (run upgrade again) or the new\n"
-        "format. Refused when the heap was not closed cleanly (a pending hotplug\n"
-        "intent or a published batch in a redo lane), and for other versions.\n"
-        "Then opens the heap and checks it, as check does.\n",
+        "convert a heap of format version 2 or 3 to this version",
+        "Convert a heap made by a daxalloc of format version 2 or 3 in place: page\n"
+        "descriptors get this format's check bits and every slab head the digest\n"
+        "of its bitmap, a format 2 heap's root and name-table slots their second\n"
+        "copies, and the superblocks the new version, written last. A crash during\n"
+        "the upgrade leaves the old format (run upgrade again) or the new one.\n"
+        "Refused when the heap was not closed cleanly (a pending hotplug intent or\n"
+        "a published batch in a redo lane), when a format 3 slab bitmap changed\n"
+        "since its clean close, and for other versions. Then opens the heap and\n"
+        "checks it, as check does.\n",
         {json_option}},
        run_upgrade},
       {{"rm",

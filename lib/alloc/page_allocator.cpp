@@ -509,16 +509,18 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
         // Pages inside an extent or slab found earlier must be plain tails.
         for (std::uint64_t pfn = first; pfn < std::min(covered_until, first + pageblock_pages);
              ++pfn)
-          if (model_.pfn_to_page(pfn)->load() != 0) {
+          if (model_.pfn_to_page(pfn)->load() != sparse::free_descriptor) {
             report(pfn, "a descriptor inside another extent or slab");
             break;
           }
         for (std::uint64_t pfn = std::max(first, covered_until); pfn < first + pageblock_pages;) {
           const sparse::page_descriptor& d = *model_.pfn_to_page(pfn);
           if (d.state() == page_state::free) {
-            // Free is the whole word zero: stray bits would surface once the
-            // page became the tail of an extent.
-            if (d.load() != 0) report(pfn, "free page with a non-zero descriptor " + hex(d.load()));
+            // Free is one exact word: stray bits would surface once the
+            // page became the tail of an extent (and a zeroed descriptor
+            // fails its check bits).
+            if (d.load() != sparse::free_descriptor)
+              report(pfn, "free page with a damaged descriptor " + hex(d.load()));
             if (!free_runs.empty() && free_runs.back().first + free_runs.back().second == pfn)
               ++free_runs.back().second;
             else
@@ -564,7 +566,7 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           // pageblocks are checked above, when the scan reaches them).
           for (std::uint64_t tail = pfn + 1;
                tail < std::min(covered_until, first + pageblock_pages); ++tail)
-            if (model_.pfn_to_page(tail)->load() != 0) {
+            if (model_.pfn_to_page(tail)->load() != sparse::free_descriptor) {
               report(tail, "a descriptor inside another extent or slab");
               break;
             }

@@ -148,15 +148,50 @@ std::optional<object_location> small_allocator::locate_on_media(const void* p) c
 bool small_allocator::mark_allocated(const object_location& at) const noexcept {
   const bool changed =
       (atomic_word(at.word).fetch_or(at.mask, std::memory_order_relaxed) & at.mask) == 0;
-  if (changed) model_.media().persist().flush(at.word, 8);
+  if (changed) {
+    model_.media().persist().flush(at.word, 8);
+    model_.media().persist().flush(bits_changed(at.word, at.mask), 8);
+  }
   return changed;
 }
 
 bool small_allocator::mark_free(const object_location& at) const noexcept {
   const bool changed =
       (atomic_word(at.word).fetch_and(~at.mask, std::memory_order_relaxed) & at.mask) != 0;
-  if (changed) model_.media().persist().flush(at.word, 8);
+  if (changed) {
+    model_.media().persist().flush(at.word, 8);
+    model_.media().persist().flush(bits_changed(at.word, at.mask), 8);
+  }
   return changed;
+}
+
+// A slab's bitmap lies in its head page (the largest header is 1 KiB), so
+// the word names the head descriptor and the objects its bits stand for.
+sparse::page_descriptor* small_allocator::digest_of(const std::uint64_t* word) const noexcept {
+  const auto offset = static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(word) - base_);
+  return model_.pfn_to_page(offset >> sparse::page_shift);
+}
+
+sparse::page_descriptor* small_allocator::bits_changed(const std::uint64_t* word,
+                                                       std::uint64_t changed) const noexcept {
+  const auto offset = static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(word) - base_);
+  const std::uint64_t first = (offset & (sparse::page_size - 1)) / 8 * 64;
+  std::uint64_t delta = 0;
+  for (; changed; changed &= changed - 1)
+    delta ^= sparse::slab_bit_digest(first + static_cast<unsigned>(std::countr_zero(changed)));
+  sparse::page_descriptor* head = digest_of(word);
+  std::atomic_ref<std::uint64_t>(head->info)
+      .fetch_xor(sparse::slab_digest_xor(delta), std::memory_order_relaxed);
+  return head;
+}
+
+std::uint64_t small_allocator::bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept {
+  const std::uint64_t* bits = bitmap(pfn);
+  std::uint64_t digest = 0;
+  for (std::uint32_t w = 0; w * 64 < size_classes[cls].objects; ++w)
+    for (std::uint64_t word = load_word(bits + w); word; word &= word - 1)
+      digest ^= sparse::slab_bit_digest(w * 64 + static_cast<unsigned>(std::countr_zero(word)));
+  return digest;
 }
 
 // The volatile descriptor of a slab headed at pfn, its map words, and an
@@ -234,7 +269,7 @@ small_allocator::slab* small_allocator::adopt_empty_slab(unsigned a, unsigned cl
 void small_allocator::release_slab(klass& k, slab* s) {
   const std::uint64_t pfn = s->pfn, pages = std::uint64_t{1} << size_classes[s->cls].slab_order;
   sparse::page_descriptor* head = model_.pfn_to_page(pfn);
-  head->store(0);
+  head->store(sparse::free_descriptor);
   model_.media().persist().persist(&head->info, 8);
   k.partial.erase(k.partial.iterator_to(*s));
   no_longer_empty(k, *s);
@@ -481,6 +516,8 @@ void small_allocator::check_slab(const slab& s, std::vector<std::string>& proble
     avail += std::popcount(free);
   }
   if (avail + s.in_use != c.objects) problems.push_back(where + "available + in use != objects");
+  if (sparse::slab_digest(d.load()) != bitmap_digest(s.pfn, s.cls))
+    problems.push_back(where + "its bitmap does not match its digest");
   if (set > s.in_use) problems.push_back(where + "more objects allocated than handed out");
 }
 

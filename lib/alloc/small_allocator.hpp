@@ -1,10 +1,12 @@
 // Small objects: slabs of one size class, carved from unmovable pageblocks.
 //
-// Persistent state of a slab: its head page descriptor {slab, class, pages}
-// (the other pages stay free in the memmap, like an extent's tail) and a
-// bitmap at the start of the slab, one bit per object. An object is allocated
-// exactly when its bit is set; setting or clearing the bit (one atomic RMW on
-// an 8-byte word, then flush) is the commit of a durable allocation or free.
+// Persistent state of a slab: its head page descriptor {slab, class, pages,
+// digest} (the other pages stay free in the memmap, like an extent's tail)
+// and a bitmap at the start of the slab, one bit per object. An object is
+// allocated exactly when its bit is set; setting or clearing the bit (one
+// atomic RMW on an 8-byte word, then flush) is the commit of a durable
+// allocation or free, and an atomic XOR keeps the head's digest in step
+// before the same fence (format 4).
 //
 // Volatile state, the kernel's way: a table per present section with one
 // entry per 64 KiB chunk (the smallest slab), like the memmap with one per
@@ -26,8 +28,10 @@
 // arenas' partly used slabs.
 //
 // Invariant per slab (check()): popcount(avail) + in_use == objects, no avail
-// bit is also set in the persistent bitmap, popcount(bitmap) <= in_use, and
-// no bit at or beyond `objects` is set in either.
+// bit is also set in the persistent bitmap, popcount(bitmap) <= in_use, no
+// bit at or beyond `objects` is set in either, and the head descriptor's
+// digest is that of the bitmap (every bitmap change XORs its objects' terms
+// into it: bits_changed).
 #pragma once
 
 #include <array>
@@ -113,6 +117,16 @@ class small_allocator {
   // drains). Return false when the bit was already in the wanted state.
   bool mark_allocated(const object_location& at) const noexcept;
   bool mark_free(const object_location& at) const noexcept;
+  // Keeps a slab's digest in step after the bits `changed` of one of its
+  // bitmap words flipped: one atomic XOR on the head descriptor, which it
+  // returns for the caller to flush with the word (the fence that makes the
+  // word durable must cover both).
+  sparse::page_descriptor* bits_changed(const std::uint64_t* word,
+                                        std::uint64_t changed) const noexcept;
+  // The descriptor holding the digest of the slab a bitmap word belongs to.
+  [[nodiscard]] sparse::page_descriptor* digest_of(const std::uint64_t* word) const noexcept;
+  // The digest a slab's bitmap should have (sparse::slab_bit_digest).
+  [[nodiscard]] std::uint64_t bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept;
 
   [[nodiscard]] std::array<class_stats, nr_size_classes> stats() const;
   void check(std::vector<std::string>& problems) const;

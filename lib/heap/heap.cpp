@@ -131,7 +131,7 @@ root_object inspect_root(const sparse::memory_model& model, const alloc::small_a
     }
   const sparse::page_descriptor& head = *model.pfn_to_page(r.pfn);
   r.allocated = head.state() == page_state::extent && head.length() == r.pages;
-  if (!r.allocated && head.load() != 0)
+  if (!r.allocated && head.load() != sparse::free_descriptor)
     r.problem = "names a page whose descriptor " + sparse::hex(head.load()) +
                 " is neither free nor the head of a " + std::to_string(r.pages) + "-page extent";
   return r;
@@ -266,8 +266,9 @@ bool heap_impl::is_open(std::uint64_t id, unsigned slot) {
 // allocated from: the scan skips isolate pageblocks) and the scan runs again,
 // until nothing is left; every round quarantines at least one more.
 void heap_impl::rebuild(bool repair) {
-  // A heap closed cleanly has the digests of its close: checked once, first.
-  bool check_digests = !unclean_;
+  // The digests (slabs always, memmap pages after a clean close): checked
+  // once, first.
+  bool check_digests = true;
   for (;;) {
     std::vector<std::string> problems;
     std::vector<std::uint64_t> bad;  // the pageblock of each problem
@@ -559,7 +560,7 @@ void heap_impl::deallocate(void* object) {
                 "deallocate: " + std::to_string(reinterpret_cast<std::uintptr_t>(object)) +
                     " was not allocated by this heap (or was freed already)");
   const std::uint64_t pages = head->length();
-  head->store(0);
+  head->store(sparse::free_descriptor);
   p.persist(&head->info, 8);  // the commit
   pages_.free(
       static_cast<std::uint64_t>(static_cast<std::byte*>(object) - model_->base()) / page_size,
@@ -620,7 +621,7 @@ bool heap_impl::owns(const reservation& r) const noexcept {
   const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base());
   return model_->media().contains(r.ptr, r.size) && offset % page_size == 0 &&
          pages_.allocated_length(offset / page_size) == (r.size + page_size - 1) / page_size &&
-         model_->pfn_to_page(offset / page_size)->load() == 0;
+         model_->pfn_to_page(offset / page_size)->load() == sparse::free_descriptor;
 }
 
 // cancel(r) after owns(r), the common case inline: a slab object goes on
@@ -676,7 +677,7 @@ void heap_impl::cancel(void* p) {
   const std::uint64_t pfn = offset / page_size;
   const std::uint64_t pages =
       model_->media().contains(p) && offset % page_size == 0 ? pages_.allocated_length(pfn) : 0;
-  if (pages == 0 || model_->pfn_to_page(pfn)->load() != 0)
+  if (pages == 0 || model_->pfn_to_page(pfn)->load() != sparse::free_descriptor)
     throw error(errc::invalid_argument,
                 "cancel: " + std::to_string(reinterpret_cast<std::uintptr_t>(p)) +
                     (pages ? " is allocated (deallocate it, or free it in a batch)"

@@ -15,6 +15,11 @@
 #include "sparse/memory_model.hpp"
 
 namespace daxalloc::detail {
+// heap::upgrade on a mapped region (sparse::upgrade with the size classes).
+std::vector<std::string> upgrade_region(region& r);
+}  // namespace daxalloc::detail
+
+namespace daxalloc::detail {
 
 // Free objects (bits clear) a thread keeps per size class, so that the fast
 // path takes no lock. Each class has a stack of them, [bottom, top) in use
@@ -173,12 +178,13 @@ class heap_impl {
   // checked at the next open (integrity.cpp).
   template <class F>
   void for_each_memmap_block(F&& f) const;
-  [[nodiscard]] std::uint64_t bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept;
+  [[nodiscard]] bool slab_bitmap_bits(std::uint64_t offset, std::uint64_t mask) const noexcept;
   [[nodiscard]] std::uint64_t memmap_page_digest(std::uint64_t span, std::uint64_t block,
                                                  std::uint64_t k) const noexcept;
   void record_digests() noexcept;
   [[nodiscard]] std::string objects_in_pageblock(std::uint64_t pageblock) const;
-  void digest_problems(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad) const;
+  void digest_problems(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad);
+  void reconcile_slabs(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad);
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
@@ -205,7 +211,9 @@ class heap_impl {
   bool reclaim();
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
-  void plan_lane_replay();  // read-only: what replay_lanes would do, into plan_
+  void plan_lane_replay();
+  void note_lane_bits(
+      const sparse::lane_header& h);  // read-only: what replay_lanes would do, into plan_
   [[nodiscard]] std::vector<alloc::allocated_extent> media_extents(
       std::vector<std::string>& problems) const;
   [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
@@ -279,6 +287,9 @@ class heap_impl {
   int stale_root_ = -1;  // the copy recover_slots found stale, until rewritten
   int stale_names_ = -1;
   std::vector<std::string> repairs_;
+  // The bitmap bits (word offset, mask) of the committed lanes this open
+  // replays: changes a crash may have left half made (reconcile_slabs).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> lane_bits_;
   std::mutex root_mutex_;
   mutable std::mutex names_mutex_;
   std::atomic<std::uint64_t> busy_lanes_{0};

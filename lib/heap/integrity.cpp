@@ -167,6 +167,20 @@ void heap_impl::rewrite_stale_slots() {
   }
 }
 
+// Whether `mask` are bits of objects in the bitmap word at `offset` of a
+// slab whose head descriptor checks out.
+bool heap_impl::slab_bitmap_bits(std::uint64_t offset, std::uint64_t mask) const noexcept {
+  const sparse::page_descriptor& d = *model_->pfn_to_page(offset >> sparse::page_shift);
+  const std::uint64_t info = d.load();
+  if (d.state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
+      d.sub() >= alloc::nr_size_classes)
+    return false;
+  const std::uint64_t first = (offset & (sparse::page_size - 1)) / 8 * 64;
+  const std::uint32_t objects = alloc::size_classes[d.sub()].objects;
+  return mask != 0 && first < objects &&
+         (objects - first >= 64 || (mask >> (objects - first)) == 0);
+}
+
 // What replay_lanes checks of a committed lane before it applies any lane:
 // each action is one a batch can make, and a lane that writes the name-table
 // slot writes whole copies that check out. Empty when it is plausible.
@@ -203,17 +217,26 @@ std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
       continue;
     }
     if (at < head) return which + "targets the head";
+    if (op == sparse::log_set_bits || op == sparse::log_clear_bits) {
+      // Only a slab's bitmap word, and only bits of its objects: the
+      // slab's digest changes with them (small_allocator::bits_changed).
+      if (!usable_page(at) || !slab_bitmap_bits(at, value))
+        return which +
+               "sets or clears bits of a word that is not a slab's bitmap: " + sparse::hex(at);
+      continue;
+    }
     if (usable_page(at)) continue;  // a word of an object or a slab bitmap
     if (!model_->in_memmap_block(at) || op != sparse::log_store)
       return which + "targets metadata or absent memory at " + sparse::hex(at);
-    // A descriptor: a batch stores an extent's head ({extent, 0, pages}) or 0.
+    // A descriptor: a batch stores an extent's head ({extent, 0, pages}) or
+    // the free descriptor.
     const std::uint64_t pfn =
         model_->page_to_pfn(reinterpret_cast<const sparse::page_descriptor*>(model_->base() + at));
     const sparse::page_descriptor d{value};
     const bool extent = value == sparse::page_info(sparse::page_state::extent, 0, d.length()) &&
                         d.length() >= 1 &&
                         d.length() <= (model_->geo().max_range >> sparse::page_shift) - pfn;
-    if (!usable_page(pfn << sparse::page_shift) || (value != 0 && !extent))
+    if (!usable_page(pfn << sparse::page_shift) || (value != sparse::free_descriptor && !extent))
       return which + "stores " + sparse::hex(value) + " into the descriptor of " +
              sparse::hex(pfn << sparse::page_shift) + ", which no batch does";
   }
@@ -325,13 +348,6 @@ void heap_impl::for_each_memmap_block(F&& f) const {
     if (const std::uint64_t block = model_->span_memmap(span)) f(span, block);
 }
 
-// The digest of a slab's bitmap (the words that hold its objects' bits).
-std::uint64_t heap_impl::bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept {
-  const auto* bits =
-      reinterpret_cast<const std::uint64_t*>(model_->base() + (pfn << sparse::page_shift));
-  return sparse::words_digest(bits, (alloc::size_classes[cls].objects + 63) / 64, pfn, 24);
-}
-
 // The digest of memmap page `k` of the block at `block` in the span at
 // `span`: its 512 descriptors (those of memmap pages, which hold the
 // digests, by their state alone) and the flags of the pageblock they
@@ -355,10 +371,11 @@ std::uint64_t heap_impl::memmap_page_digest(std::uint64_t span, std::uint64_t bl
   return sparse::words_digest(words.data(), words.size(), block + k, 48);
 }
 
-// Close, before the heap is marked closed cleanly: every slab head and every
-// memmap page descriptor gets the digest of what it covers (only those that
-// changed are written), one fence. A crash before the clean mark leaves an
-// unclean heap, whose digests the next open does not check.
+// Close, before the heap is marked closed cleanly: every memmap page
+// descriptor gets the digest of what it covers (only those that changed are
+// written), one fence. A crash before the clean mark leaves an unclean heap,
+// whose memmap digests the next open does not check. (Slab digests are kept
+// up to date all along: small_allocator::bits_changed.)
 void heap_impl::record_digests() noexcept {
   const persistence& p = model_->media().persist();
   bool wrote = false;
@@ -373,15 +390,6 @@ void heap_impl::record_digests() noexcept {
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
     auto* d = reinterpret_cast<sparse::page_descriptor*>(model_->base() + block);
     for (std::uint64_t k = 0; k < model_->geo().memmap_bytes() / sparse::page_size; ++k) {
-      const std::uint64_t first = k * alloc::pageblock_pages;  // pages into the span
-      if (!model_->pfn_valid((span >> sparse::page_shift) + first)) continue;
-      for (std::uint64_t i = first; i < first + alloc::pageblock_pages; ++i)
-        if (d[i].state() == sparse::page_state::slab &&
-            sparse::descriptor_checks_out(d[i].load()) && d[i].sub() < alloc::nr_size_classes)
-          put(d[i], sparse::with_slab_digest(
-                        d[i].load(), bitmap_digest((span >> sparse::page_shift) + i, d[i].sub())));
-    }
-    for (std::uint64_t k = 0; k < model_->geo().memmap_bytes() / sparse::page_size; ++k) {
       if (!model_->pfn_valid((span >> sparse::page_shift) + k * alloc::pageblock_pages)) continue;
       sparse::page_descriptor& own =
           d[(block + k * sparse::page_size - span) >> sparse::page_shift];
@@ -391,12 +399,14 @@ void heap_impl::record_digests() noexcept {
   if (wrote) p.drain();
 }
 
-// Open of a cleanly closed heap: every digest recorded at its close must
-// still match. A mismatch is damage done while the heap was closed (a
-// zeroed or changed descriptor, a changed bitmap, a pageblock's type),
-// reported on the pageblock concerned.
+// Open: every slab's digest against its bitmap (reconcile_slabs), and, for a
+// cleanly closed heap, every memmap digest recorded at its close. A mismatch
+// is damage (a zeroed or changed descriptor, a changed bitmap, a pageblock's
+// type), reported on the pageblock concerned.
 void heap_impl::digest_problems(std::vector<std::string>& problems,
-                                std::vector<std::uint64_t>& bad) const {
+                                std::vector<std::uint64_t>& bad) {
+  reconcile_slabs(problems, bad);
+  if (unclean_) return;
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
     const auto* d = reinterpret_cast<const sparse::page_descriptor*>(model_->base() + block);
     const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
@@ -410,22 +420,6 @@ void heap_impl::digest_problems(std::vector<std::string>& problems,
         problems.push_back("the descriptors or the type of the pageblock at " +
                            sparse::hex(pfn << sparse::page_shift) +
                            " changed while the heap was closed (its memmap digest does not match)");
-        bad.push_back(pfn / alloc::pageblock_pages);
-      }
-    }
-    for (std::uint64_t i = 0; i < pages; ++i) {
-      if (i % alloc::pageblock_pages == 0 && !model_->pfn_valid((span >> sparse::page_shift) + i)) {
-        i += alloc::pageblock_pages - 1;  // an absent pageblock holds no slab
-        continue;
-      }
-      const std::uint64_t info = d[i].load();
-      if (d[i].state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
-          d[i].sub() >= alloc::nr_size_classes || sparse::slab_digest(info) == 0)
-        continue;
-      const std::uint64_t pfn = (span >> sparse::page_shift) + i;
-      if (sparse::slab_digest(info) != bitmap_digest(pfn, d[i].sub())) {
-        problems.push_back("the bitmap of the slab at " + sparse::hex(pfn << sparse::page_shift) +
-                           " changed while the heap was closed (its digest does not match)");
         bad.push_back(pfn / alloc::pageblock_pages);
       }
     }
@@ -463,13 +457,125 @@ std::string heap_impl::objects_in_pageblock(std::uint64_t pageblock) const {
   return out;
 }
 
+// Every slab's digest against its bitmap (format 4). After a clean close
+// they agree exactly. After a crash they may disagree by the changes in
+// flight, each a bitmap RMW and a digest XOR made before one fence, of which
+// either may have reached the media: the bits of the committed lanes this
+// open replayed (lane_bits_), and one plain allocate or free per slab. A
+// difference made of those is resolved towards allocated (the object of a
+// torn change keeps its bit: a torn allocate leaks, a torn free did not
+// happen) and the digest rewritten; any other difference is damage. A slab
+// whose lanes changed more than max_lane_terms bits cannot be told apart
+// from damage well enough: its digest is re-derived, and the outcome says so.
+void heap_impl::reconcile_slabs(std::vector<std::string>& problems,
+                                std::vector<std::uint64_t>& bad) {
+  constexpr unsigned max_lane_terms = 12;
+  const persistence& p = model_->media().persist();
+  bool wrote = false;
+  for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
+    auto* d = reinterpret_cast<sparse::page_descriptor*>(model_->base() + block);
+    const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
+    for (std::uint64_t i = 0; i < pages; ++i) {
+      const std::uint64_t pfn = (span >> sparse::page_shift) + i;
+      if (i % alloc::pageblock_pages == 0 && !model_->pfn_valid(pfn)) {
+        i += alloc::pageblock_pages - 1;  // an absent pageblock holds no slab
+        continue;
+      }
+      const std::uint64_t info = d[i].load();
+      if (d[i].state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
+          d[i].sub() >= alloc::nr_size_classes ||
+          model_->get_pageblock_migratetype(pfn) == sparse::migratetype::isolate)
+        continue;  // the scan reports a bad head; a quarantined slab is not the allocator's
+      const unsigned cls = d[i].sub();
+      const std::uint64_t stored = sparse::slab_digest(info);
+      std::uint64_t actual = small_.bitmap_digest(pfn, cls);
+      if (actual == stored) continue;
+      const std::string where = "the slab at " + sparse::hex(pfn << sparse::page_shift);
+      if (!unclean_) {
+        problems.push_back(where +
+                           ": its bitmap does not match its digest (changed while the "
+                           "heap was closed)");
+        bad.push_back(pfn / alloc::pageblock_pages);
+        continue;
+      }
+      // The objects whose bits the lanes replayed at this open changed: the
+      // bitmap holds what the lanes committed, the digest some of it.
+      std::vector<std::uint32_t> lane_objects;
+      const std::uint64_t page = pfn << sparse::page_shift;
+      for (const auto& [word, mask] : lane_bits_)
+        if (word >= page && word < page + sparse::page_size)
+          for (std::uint64_t m = mask; m; m &= m - 1)
+            lane_objects.push_back(static_cast<std::uint32_t>(
+                (word - page) / 8 * 64 + static_cast<unsigned>(std::countr_zero(m))));
+      std::sort(lane_objects.begin(), lane_objects.end());
+      lane_objects.erase(std::unique(lane_objects.begin(), lane_objects.end()), lane_objects.end());
+      const std::uint32_t objects = alloc::size_classes[cls].objects;
+      std::optional<std::uint32_t> extra;  // the object of a torn plain change
+      bool explained = false;
+      if (lane_objects.size() > max_lane_terms) {
+        explained = true;
+        repairs_.push_back(where + ": " + std::to_string(lane_objects.size()) +
+                           " bits changed by replayed batches; its digest was re-derived "
+                           "from its bitmap, unverified");
+      }
+      // The lanes' changes alone first; then with one other object's.
+      for (int pass = 0; pass < 2 && !explained; ++pass)
+        for (std::uint64_t subset = 0; !explained && subset >> lane_objects.size() == 0; ++subset) {
+          std::uint64_t rest = actual ^ stored;
+          for (std::size_t t = 0; t < lane_objects.size(); ++t)
+            if (subset >> t & 1) rest ^= sparse::slab_bit_digest(lane_objects[t]);
+          if (pass == 0) {
+            explained = rest == 0;
+            continue;
+          }
+          const std::uint64_t o = sparse::slab_bit_of_digest(rest);
+          if (rest != 0 && o < objects &&
+              !std::binary_search(lane_objects.begin(), lane_objects.end(), o)) {
+            explained = true;
+            extra = static_cast<std::uint32_t>(o);
+          }
+        }
+      if (!explained) {
+        problems.push_back(where +
+                           ": its bitmap does not match its digest (damaged: more "
+                           "than the changes a crash leaves in flight)");
+        bad.push_back(pfn / alloc::pageblock_pages);
+        continue;
+      }
+      if (read_only()) continue;  // the plan: nothing written
+      auto* bits = reinterpret_cast<std::uint64_t*>(model_->base() + page);
+      if (extra) {
+        std::atomic_ref<std::uint64_t> w(bits[*extra / 64]);
+        if ((w.load() >> (*extra % 64) & 1) == 0) {
+          w.fetch_or(std::uint64_t{1} << (*extra % 64));
+          p.flush(&bits[*extra / 64], 8);
+          actual = small_.bitmap_digest(pfn, cls);
+        }
+      }
+      d[i].store(sparse::with_slab_digest(info, actual));
+      p.flush(&d[i].info, 8);
+      wrote = true;
+    }
+  });
+  if (wrote) p.drain();
+}
+
+std::vector<std::string> upgrade_region(region& r) {
+  static constexpr auto objects = [] {
+    std::array<std::uint32_t, alloc::nr_size_classes> n{};
+    for (std::size_t c = 0; c < n.size(); ++c) n[c] = alloc::size_classes[c].objects;
+    return n;
+  }();
+  return sparse::upgrade(r, objects);
+}
+
 }  // namespace daxalloc::detail
 
 namespace daxalloc {
 
 std::vector<std::string> heap::upgrade(const std::filesystem::path& path) {
   region r = region::open(path);
-  return sparse::upgrade(r);
+  return detail::upgrade_region(r);
 }
 
 }  // namespace daxalloc

@@ -206,10 +206,14 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
         ref.store(entries[k].value, std::memory_order_release);
         break;
       case sparse::log_set_bits:
-        ref.fetch_or(entries[k].value, std::memory_order_release);
+        if (const std::uint64_t changed =
+                entries[k].value & ~ref.fetch_or(entries[k].value, std::memory_order_release))
+          (void)small_.bits_changed(word(entries[k]), changed);  // flushed with the target
         break;
       case sparse::log_clear_bits:
-        ref.fetch_and(~entries[k].value, std::memory_order_release);
+        if (const std::uint64_t changed =
+                entries[k].value & ref.fetch_and(~entries[k].value, std::memory_order_release))
+          (void)small_.bits_changed(word(entries[k]), changed);
         break;
       default:  // log_content: checked, not applied
         break;
@@ -289,7 +293,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
       small_frees.emplace_back(at->cls, p);
       continue;
     }
-    entries.push_back({offset_of(&head->info), 0});
+    entries.push_back({offset_of(&head->info), sparse::free_descriptor});
     extent_frees.emplace_back(offset_of(p) / sparse::page_size, head->length());
   }
   if (entries.size() > sparse::max_log_entries)
@@ -445,10 +449,13 @@ void heap_impl::flush_targets(unsigned i) const noexcept {
   std::uint64_t last_line = ~std::uint64_t{0};  // (consecutive targets often share a line)
   const auto flush = [&](std::uint64_t target) {
     const std::uint64_t at = target & offset_mask;
-    if (target >> sparse::log_op_shift != sparse::log_content && at < model_->media().size() &&
-        at / 64 != last_line)
+    const std::uint64_t op = target >> sparse::log_op_shift;
+    if (op != sparse::log_content && at < model_->media().size() && at / 64 != last_line)
       beneath_.flush(model_->base() + at, 8);
     last_line = at / 64;
+    if ((op == sparse::log_set_bits || op == sparse::log_clear_bits) &&
+        at < model_->media().size())  // and the slab's digest, which changed with it
+      beneath_.flush(small_.digest_of(reinterpret_cast<std::uint64_t*>(model_->base() + at)), 8);
   };
   if (noted <= max_noted_targets) {
     for (unsigned k = 0; k < noted; ++k) flush(ls.targets[k].load(std::memory_order_relaxed));
@@ -626,6 +633,7 @@ void heap_impl::replay_lanes() {
     if (h->reorder != 0 && sparse::reorder_word(h->reorder >> 16, h->checksum) == h->reorder)
       order = h->reorder >> 16;
     lanes.push_back({i, order, total});
+    note_lane_bits(*h);
     i += inline_format ? lanes_spanned(h->count, total) - 1 : 0;  // its continuation lanes
   }
   std::sort(lanes.begin(), lanes.end(), [](const committed& a, const committed& b) {
@@ -670,7 +678,13 @@ void heap_impl::replay_lanes() {
       if (!content && !reallocated_later(k, at, at + 8)) actions.push_back(entries[e]);
     }
     apply(actions.data(), actions.size());
-    for (const log_entry& e : actions) p.flush(model_->base() + (e.target & offset_mask), 8);
+    for (const log_entry& e : actions) {
+      auto* word = reinterpret_cast<std::uint64_t*>(model_->base() + (e.target & offset_mask));
+      p.flush(word, 8);
+      const std::uint64_t op = e.target >> sparse::log_op_shift;
+      if (op == sparse::log_set_bits || op == sparse::log_clear_bits)
+        p.flush(small_.digest_of(word), 8);
+    }
     if (h->format != sparse::lane_format_inline) continue;
     // The objects' contents, from the inline bytes, in entry order.
     std::uint64_t e = 0, done = 0;
@@ -704,6 +718,16 @@ void heap_impl::replay_lanes() {
   }
   if (cleared) p.drain();  // a clean open has nothing to clear and costs no fence
   next_order_.store(highest + 1, std::memory_order_relaxed);
+}
+
+// The bitmap bits a committed lane sets or clears (reconcile_slabs).
+void heap_impl::note_lane_bits(const sparse::lane_header& h) {
+  const auto* entries = reinterpret_cast<const log_entry*>(&h + 1);
+  for (std::uint64_t e = 0; e < h.count; ++e) {
+    const std::uint64_t op = entries[e].target >> sparse::log_op_shift;
+    if (op == sparse::log_set_bits || op == sparse::log_clear_bits)
+      lane_bits_.emplace_back(entries[e].target & offset_mask, entries[e].value);
+  }
 }
 
 // A deferred batch is checked now and queued; sync() publishes the queue as

@@ -37,6 +37,7 @@ void heap_impl::plan_lane_replay() {
     if (inline_format ? total == UINT64_MAX : !content_in_bounds(*h)) continue;
     if (h->checksum != lane_checksum(i)) continue;  // torn: never committed
     ++committed;
+    note_lane_bits(*h);
     i += inline_format ? lanes_spanned(h->count, total) - 1 : 0;  // its continuation lanes
   }
   plan_.lanes_to_replay = committed;

@@ -43,7 +43,9 @@ inline constexpr unsigned max_physmem_bits = 46;  // largest address range a hea
 inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
 // 2: 8-byte page descriptors. 3: the root and name-table slots kept twice
 // (copy B in the slot page after the lanes), the name-table slot checked.
-inline constexpr std::uint32_t format_version = 3;
+// 4: descriptor check bits seeded (a zeroed descriptor fails them), the slab
+// digest kept up to date with every bitmap change.
+inline constexpr std::uint32_t format_version = 4;
 inline constexpr std::uint32_t oldest_upgradable_version = 2;  // daxalloc::upgrade converts it
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
@@ -285,19 +287,28 @@ static_assert(section_record_words(30) * 8 == 512);
 //   bits 0..7    page_state
 //   bits 8..15   size class (slab pages) or owner kind (extent heads)
 //   bits 16..55  length in pages (of the extent or slab whose first page this is)
-//   bits 56..63  check bits (format 3): the XOR of bytes 0..6, written in the
-//                same store, so any single flipped bit of a descriptor shows;
-//                0 for the free descriptor 0 (a fresh memmap needs no writes)
-// Two states carry a digest recorded at a clean close (format 3), checked at
-// the next open when the heap was closed cleanly, stale while it is open:
-//   slab head:   bits 16..31 the length, bits 32..55 a digest of its bitmap
+//   bits 56..63  check bits: the XOR of bytes 0..6 and of check_seed,
+//                written in the same store, so any single flipped bit of a
+//                descriptor shows, and so does a zeroed one (format 4: the
+//                free descriptor is check_seed << 56, not 0, and a memmap
+//                is written when its memory is hot-added)
+// Two states carry a digest:
+//   slab head:   bits 16..31 the length, bits 32..55 the digest of its bitmap
+//                (format 4): the XOR of slab_bit_digest(i) over the objects i
+//                whose bits are set. Every bitmap change XORs the same
+//                value into the head descriptor with one atomic RMW before
+//                the fence that commits it; the two words are not written
+//                in one store, so after a crash they may disagree by the
+//                bits of the changes in flight (heap_impl::reconcile_slabs).
 //   memmap page: bits 8..55 a digest of the memmap page it is (the 512
-//                descriptors of one pageblock, and that pageblock's flags)
-// A digest of 0 was never recorded: nothing to check.
+//                descriptors of one pageblock, and that pageblock's flags),
+//                recorded at a clean close, checked at the next open when
+//                the heap was closed cleanly, stale while it is open; 0:
+//                never recorded, nothing to check.
 // The sparse layer writes only the states free, reserved and memmap; the
 // allocators document what commits theirs.
 enum class page_state : std::uint8_t {
-  free = 0,      // available, or a tail page of an extent (zero: fresh memmap needs no writes)
+  free = 0,      // available, or a tail page of an extent or slab
   reserved = 1,  // the head: superblocks, intent, directory, root pages
   memmap = 2,    // holds page descriptors
   extent = 16,   // first page of an allocated extent of `length` pages
@@ -334,13 +345,18 @@ inline constexpr std::uint64_t max_page_length = (std::uint64_t{1} << 40) - 1;
 inline constexpr unsigned descriptor_check_shift = 56;
 inline constexpr std::uint64_t descriptor_data_mask =
     (std::uint64_t{1} << descriptor_check_shift) - 1;
-// The XOR of bytes 0..6 of a descriptor's data (bits 0..55).
-[[nodiscard]] constexpr std::uint64_t descriptor_check(std::uint64_t data) noexcept {
+inline constexpr std::uint64_t descriptor_check_seed = 0xa5;  // format 4 (format 3: 0)
+// The XOR of bytes 0..6 of a descriptor's data (bits 0..55), unseeded: XOR
+// linear, so a change of data by `delta` changes it by descriptor_fold(delta).
+[[nodiscard]] constexpr std::uint64_t descriptor_fold(std::uint64_t data) noexcept {
   data &= descriptor_data_mask;
   data ^= data >> 32;
   data ^= data >> 16;
   data ^= data >> 8;
   return data & 0xff;
+}
+[[nodiscard]] constexpr std::uint64_t descriptor_check(std::uint64_t data) noexcept {
+  return descriptor_fold(data) ^ descriptor_check_seed;
 }
 [[nodiscard]] constexpr std::uint64_t with_descriptor_check(std::uint64_t data) noexcept {
   return (data & descriptor_data_mask) | descriptor_check(data) << descriptor_check_shift;
@@ -353,9 +369,11 @@ inline constexpr std::uint64_t descriptor_data_mask =
   return with_descriptor_check(static_cast<std::uint64_t>(state) | std::uint64_t{sub & 0xff} << 8 |
                                (length & max_page_length) << 16);
 }
-static_assert(page_info(page_state::free) == 0);
+// The free descriptor: not 0, so that a zeroed descriptor fails its check.
+inline constexpr std::uint64_t free_descriptor = page_info(page_state::free);
+static_assert(free_descriptor == descriptor_check_seed << descriptor_check_shift);
 
-// Digests recorded at a clean close (see page_descriptor).
+// Digests (see page_descriptor).
 inline constexpr unsigned slab_digest_shift = 32;
 inline constexpr std::uint64_t slab_digest_mask = 0xffffff;
 inline constexpr unsigned memmap_digest_shift = 8;
@@ -367,6 +385,41 @@ inline constexpr std::uint64_t memmap_digest_mask = (std::uint64_t{1} << 48) - 1
                                                        std::uint64_t digest) noexcept {
   return with_descriptor_check((info & ~(slab_digest_mask << slab_digest_shift)) |
                                (digest & slab_digest_mask) << slab_digest_shift);
+}
+// The term of object i in its slab's digest: never 0, distinct for every
+// i below 2^24 (an odd multiplier and xorshifts are bijections of 24-bit
+// words), so one changed bit is told by its term alone.
+[[nodiscard]] constexpr std::uint64_t slab_bit_digest(std::uint64_t i) noexcept {
+  std::uint64_t x = (i + 1) & slab_digest_mask;
+  x = (x * 0x9e3779) & slab_digest_mask;
+  x ^= x >> 13;
+  x = (x * 0x5bd1e9) & slab_digest_mask;
+  x ^= x >> 11;
+  return x;
+}
+// The inverse: the object whose term is `term` (a term of 0: none).
+[[nodiscard]] constexpr std::uint64_t slab_bit_of_digest(std::uint64_t term) noexcept {
+  constexpr auto inverse = [](std::uint64_t odd) {  // mod 2^24, by Newton's iteration
+    std::uint64_t x = odd;
+    for (int i = 0; i < 5; ++i) x = (x * (2 - odd * x)) & slab_digest_mask;
+    return x;
+  };
+  std::uint64_t x = term & slab_digest_mask;
+  x ^= x >> 11;
+  x ^= x >> 22;
+  x = (x * inverse(0x5bd1e9)) & slab_digest_mask;
+  x ^= x >> 13;
+  x = (x * inverse(0x9e3779)) & slab_digest_mask;
+  return (x - 1) & slab_digest_mask;
+}
+static_assert(slab_bit_of_digest(slab_bit_digest(0)) == 0 &&
+              slab_bit_of_digest(slab_bit_digest(4095)) == 4095 &&
+              slab_bit_of_digest(slab_bit_digest(12345678)) == 12345678);
+// The delta to XOR into a slab head descriptor (data and check bits) when
+// the bits of the objects whose terms XOR to `digest_delta` change.
+[[nodiscard]] constexpr std::uint64_t slab_digest_xor(std::uint64_t digest_delta) noexcept {
+  const std::uint64_t data = (digest_delta & slab_digest_mask) << slab_digest_shift;
+  return data | descriptor_fold(data) << descriptor_check_shift;
 }
 [[nodiscard]] constexpr std::uint64_t memmap_digest(std::uint64_t info) noexcept {
   return (info >> memmap_digest_shift) & memmap_digest_mask;

@@ -318,12 +318,12 @@ void memory_model::load(const open_options& options) {
   bool other_version[2] = {};
   const std::string problem[2] = {superblock_problem(copies[0], other_version[0]),
                                   superblock_problem(copies[1], other_version[1])};
-  // A format 2 copy next to a valid copy of this format: `daxalloc upgrade`
-  // was interrupted after its commit (copy A written); the stale copy is
-  // rewritten below like any losing copy.
+  // An older-format copy next to a valid copy of this format: `daxalloc
+  // upgrade` was interrupted after its commit (copy A written); the stale
+  // copy is rewritten below like any losing copy.
   for (int c = 0; c < 2; ++c)
-    if (other_version[c] && copies[c].version == oldest_upgradable_version &&
-        problem[1 - c].empty())
+    if (other_version[c] && copies[c].version >= oldest_upgradable_version &&
+        copies[c].version < format_version && problem[1 - c].empty())
       other_version[c] = false;
   if (other_version[0] || other_version[1]) {
     const int c = other_version[0] ? 0 : 1;
@@ -472,7 +472,7 @@ std::string memory_model::intent_problem(const hotplug_intent& in) const {
       const std::uint64_t info = d[page];
       const bool memmap = page_descriptor{info}.state() == page_state::memmap &&
                           descriptor_checks_out(info) && memmap_page(at + page * page_size);
-      if (info != 0 && !memmap)
+      if (info != free_descriptor && !memmap)
         return "the page at " + hex(at + page * page_size) + " is in use (descriptor " + hex(info) +
                ")";
     }
@@ -573,12 +573,9 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
     page_state state = page_state::free;
     if (at < geo_.head_size()) state = page_state::reserved;
     if (is_new && at >= memmap && at < memmap + geo_.memmap_bytes()) state = page_state::memmap;
-    if (!(*fresh && is_new) || state != page_state::free) {
-      std::memset(desc, 0, bytes);
-      if (state != page_state::free)
-        for (std::uint64_t i = 0; i < pages_per_subsection; ++i) desc[i].store(page_info(state));
-      persist().flush(desc, bytes);
-    }
+    // Written even on fresh storage: the free descriptor is not zero.
+    for (std::uint64_t i = 0; i < pages_per_subsection; ++i) desc[i].store(page_info(state));
+    persist().flush(desc, bytes);
   }
   const std::uint64_t first_root = (start >> geo_.section_size_bits) / geo_.sections_per_root();
   const std::uint64_t last_root = ((end - 1) >> geo_.section_size_bits) / geo_.sections_per_root();

@@ -10,21 +10,23 @@
 namespace daxalloc::sparse {
 namespace {
 
-// Why a copy is not a usable format 2 superblock; empty if it is. Format 2
-// is format 3 without the slot page: the same fields, head_size without it.
-std::string v2_problem(const superblock& sb) {
+// Why a copy is not a usable superblock of an upgradable format (2 or 3);
+// empty if it is. Format 2 is format 3 without the slot page (the same
+// fields, head_size without it); format 3 is format 4 with other check bits
+// and slab digests.
+std::string old_problem(const superblock& sb) {
   if (std::memcmp(sb.magic, superblock_magic, sizeof sb.magic) != 0) return "no daxalloc magic";
   superblock copy = sb;
   superblock_seal(copy);
   if (copy.checksum != sb.checksum) return "checksum mismatch";
-  if (sb.version != oldest_upgradable_version)
+  if (sb.version < oldest_upgradable_version || sb.version >= format_version)
     return "format version " + std::to_string(sb.version);
   if (sb.flags != 0) return "unknown flags";
   if (auto why = geometry::problem(sb.section_size_bits, sb.max_range); !why.empty()) return why;
   const geometry geo{sb.section_size_bits, sb.max_range};
   superblock expected = sb;
   superblock_set_geometry(expected, geo);
-  expected.head_size = geo.head_size_v2();
+  expected.head_size = sb.version == 2 ? geo.head_size_v2() : geo.head_size();
   if (std::memcmp(&expected, &sb, offsetof(superblock, create_time)) != 0)
     return "layout fields disagree with the geometry";
   for (auto byte : sb.reserved)
@@ -32,110 +34,32 @@ std::string v2_problem(const superblock& sb) {
   return {};
 }
 
-}  // namespace
+// A descriptor as format 2 or 3 sealed it (format 2: no check bits).
+bool old_descriptor(std::uint64_t w, std::uint32_t version) {
+  const std::uint64_t check = w >> descriptor_check_shift;
+  return version == 2 ? check == 0 : check == descriptor_fold(w);
+}
 
-std::vector<std::string> upgrade(region& r) {
-  const std::string where = r.path().string() + ": upgrade: ";
-  if (r.read_only()) throw error(errc::read_only, where + "needs a read-write open");
-  if (r.size() < 2 * sizeof(superblock))
-    throw error(errc::corrupt, where + "too small to be a daxalloc heap");
+// The digest format 3 recorded at a clean close for a slab's bitmap (0: none).
+std::uint64_t v3_bitmap_digest(const std::uint64_t* bits, std::uint32_t objects,
+                               std::uint64_t pfn) {
+  return words_digest(bits, (objects + 63) / 64, pfn, 24);
+}
+
+// Format 4's slab digest: the terms of the objects whose bits are set.
+std::uint64_t bitmap_digest(const std::uint64_t* bits, std::uint32_t objects) {
+  std::uint64_t digest = 0;
+  for (std::uint32_t i = 0; i < objects; ++i)
+    if (bits[i / 64] >> (i % 64) & 1) digest ^= slab_bit_digest(i);
+  return digest;
+}
+
+// Format 2 to 3: copy B of the root slot from copy A (cleared when copy A
+// is torn: open then drops copy A, as format 2 did), the name-table slot's
+// check word and its copy B.
+void upgrade_slots(region& r, const geometry& geo, std::vector<std::string>& done) {
   std::byte* const base = r.base();
   const persistence& p = r.persist();
-  const auto* copies = reinterpret_cast<const superblock*>(base);
-  std::vector<std::string> done;
-
-  // A copy of this format next to a format 2 one: a crash interrupted an
-  // upgrade after its commit (copy A written); only copy B is left to do.
-  bool other = false;
-  for (int c = 0; c < 2; ++c)
-    if (superblock_problem(copies[c], other).empty()) {
-      if (std::memcmp(&copies[0], &copies[1], sizeof(superblock)) == 0) return done;
-      if (!v2_problem(copies[1 - c]).empty() && !superblock_problem(copies[1 - c], other).empty())
-        return done;  // the other copy is damaged: open repairs it as usual
-      std::memcpy(base + superblock_offset[1 - c], &copies[c], sizeof(superblock));
-      p.persist(base + superblock_offset[1 - c], sizeof(superblock));
-      done.push_back(std::string("finished an interrupted upgrade: superblock copy ") +
-                     "AB"[1 - c] + " rewritten from copy " + "AB"[c]);
-      return done;
-    }
-
-  const std::string problem[2] = {v2_problem(copies[0]), v2_problem(copies[1])};
-  const int good = superblock_winner(copies, problem);
-  if (good < 0) {
-    for (int c = 0; c < 2; ++c)
-      if (std::memcmp(copies[c].magic, superblock_magic, sizeof copies[c].magic) == 0 &&
-          (copies[c].version > format_version || copies[c].version < oldest_upgradable_version))
-        throw error(errc::older_format, where + "format version " +
-                                            std::to_string(copies[c].version) +
-                                            " cannot be upgraded: only format " +
-                                            std::to_string(oldest_upgradable_version) + " can");
-    throw error(errc::corrupt, where + "no usable format " +
-                                   std::to_string(oldest_upgradable_version) +
-                                   " superblock: A: " + problem[0] + "; B: " + problem[1]);
-  }
-  superblock sb = copies[good];
-  const geometry geo{sb.section_size_bits, sb.max_range};
-  if (geo.head_size() != geo.head_size_v2())
-    throw error(errc::older_format,
-                where + "the head of this geometry has no room for the slot page of format " +
-                    std::to_string(format_version) + " (its lanes end at " +
-                    hex(geo.slots_offset()) + ", a 2 MiB boundary)");
-  if (r.size() < geo.head_size())
-    throw error(errc::corrupt, where + "truncated: smaller than its own head");
-  const auto* in = reinterpret_cast<const hotplug_intent*>(base + intent_offset);
-  if (in->op != hotplug_none && in->checksum != 0)
-    throw error(errc::older_format, where + "a hot-add or hot-remove did not finish (a format " +
-                                        std::to_string(oldest_upgradable_version) +
-                                        " intent is pending): the heap was not closed cleanly");
-  for (std::uint64_t i = 0; i < nr_lanes; ++i) {
-    const auto* h = reinterpret_cast<const lane_header*>(base + geo.lanes_offset() + i * lane_size);
-    if (h->count != 0 && h->checksum != 0 && h->checksum != lane_continuation)
-      throw error(errc::older_format,
-                  where + "redo lane " + std::to_string(i) +
-                      " holds a batch: the heap was not closed cleanly, and format " +
-                      std::to_string(oldest_upgradable_version) + " batches are not converted");
-  }
-
-  // 1. Every descriptor gets its check bits (bits 56..63 were zero: no
-  // length reaches 2^40 pages). One 8-byte store each, idempotent.
-  std::set<std::uint64_t> blocks;
-  const auto* directory = reinterpret_cast<const std::uint64_t*>(base + directory_offset);
-  for (std::uint64_t root = 0; root < geo.nr_roots(); ++root) {
-    if (directory[root] != 1) continue;
-    for (std::uint64_t nr = root * geo.sections_per_root();
-         nr < std::min<std::uint64_t>((root + 1) * geo.sections_per_root(), geo.nr_sections());
-         ++nr) {
-      const auto* record = reinterpret_cast<const std::uint64_t*>(
-          base + geo.roots_offset() + root * root_page_size +
-          (nr % geo.sections_per_root()) * geo.record_size());
-      if (!(record[0] & section_has_mem_map)) continue;
-      const std::uint64_t memmap = record[0] & section_memmap_mask;
-      const std::uint64_t span = (nr << geo.section_size_bits) & ~(geo.span_size() - 1);
-      if (memmap < geo.head_size() || memmap < span || memmap >= span + geo.span_size() ||
-          memmap + geo.memmap_bytes() > r.size())
-        throw error(errc::corrupt, where + "section " + std::to_string(nr) +
-                                       " names a memmap block outside its span: " + hex(memmap));
-      blocks.insert(memmap);
-    }
-  }
-  std::uint64_t converted = 0;
-  for (std::uint64_t block : blocks) {
-    auto* d = reinterpret_cast<std::uint64_t*>(base + block);
-    for (std::uint64_t i = 0; i < geo.memmap_bytes() / sizeof(std::uint64_t); ++i) {
-      const std::uint64_t sealed = with_descriptor_check(d[i]);
-      if (sealed == d[i]) continue;
-      std::atomic_ref<std::uint64_t>(d[i]).store(sealed, std::memory_order_relaxed);
-      p.flush(&d[i], 8);
-      ++converted;
-    }
-  }
-  // Every head page: reserved, in the memmap of span 0 (the head is in it).
-  done.push_back("added check bits to " + std::to_string(converted) + " page descriptors in " +
-                 std::to_string(blocks.size()) + " memmap blocks");
-
-  // 2. The slots: copy B of the root slot from copy A (cleared when copy A
-  // is torn: format 3 open then drops copy A, as format 2 did), the
-  // name-table slot's check word and its copy B.
   auto* root_a = reinterpret_cast<root_slot*>(base + root_slot_offset);
   root_slot root = *root_a;
   root.reserved = 0;
@@ -158,15 +82,160 @@ std::vector<std::string> upgrade(region& r) {
   done.push_back(names.offset
                      ? "name-table slot copies written (table at " + hex(names.offset) + ")"
                      : std::string("no name table: name-table slot copies empty"));
+}
 
+}  // namespace
+
+std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_objects) {
+  const std::string where = r.path().string() + ": upgrade: ";
+  if (r.read_only()) throw error(errc::read_only, where + "needs a read-write open");
+  if (r.size() < 2 * sizeof(superblock))
+    throw error(errc::corrupt, where + "too small to be a daxalloc heap");
+  std::byte* const base = r.base();
+  const persistence& p = r.persist();
+  const auto* copies = reinterpret_cast<const superblock*>(base);
+  std::vector<std::string> done;
+
+  // A copy of this format next to a format 2 one: a crash interrupted an
+  // upgrade after its commit (copy A written); only copy B is left to do.
+  bool other = false;
+  for (int c = 0; c < 2; ++c)
+    if (superblock_problem(copies[c], other).empty()) {
+      if (std::memcmp(&copies[0], &copies[1], sizeof(superblock)) == 0) return done;
+      if (!old_problem(copies[1 - c]).empty() && !superblock_problem(copies[1 - c], other).empty())
+        return done;  // the other copy is damaged: open repairs it as usual
+      std::memcpy(base + superblock_offset[1 - c], &copies[c], sizeof(superblock));
+      p.persist(base + superblock_offset[1 - c], sizeof(superblock));
+      done.push_back(std::string("finished an interrupted upgrade: superblock copy ") +
+                     "AB"[1 - c] + " rewritten from copy " + "AB"[c]);
+      return done;
+    }
+
+  const std::string problem[2] = {old_problem(copies[0]), old_problem(copies[1])};
+  const int good = superblock_winner(copies, problem);
+  if (good < 0) {
+    for (int c = 0; c < 2; ++c)
+      if (std::memcmp(copies[c].magic, superblock_magic, sizeof copies[c].magic) == 0 &&
+          (copies[c].version > format_version || copies[c].version < oldest_upgradable_version))
+        throw error(errc::older_format, where + "format version " +
+                                            std::to_string(copies[c].version) +
+                                            " cannot be upgraded: only formats " +
+                                            std::to_string(oldest_upgradable_version) + " to " +
+                                            std::to_string(format_version - 1) + " can");
+    throw error(errc::corrupt, where + "no usable superblock of an older format: A: " + problem[0] +
+                                   "; B: " + problem[1]);
+  }
+  superblock sb = copies[good];
+  const std::uint32_t from = sb.version;
+  const geometry geo{sb.section_size_bits, sb.max_range};
+  if (from == 2 && geo.head_size() != geo.head_size_v2())
+    throw error(errc::older_format,
+                where + "the head of this geometry has no room for the slot page of format " +
+                    std::to_string(format_version) + " (its lanes end at " +
+                    hex(geo.slots_offset()) + ", a 2 MiB boundary)");
+  if (r.size() < geo.head_size())
+    throw error(errc::corrupt, where + "truncated: smaller than its own head");
+  const auto* in = reinterpret_cast<const hotplug_intent*>(base + intent_offset);
+  if (in->op != hotplug_none && in->checksum != 0)
+    throw error(errc::older_format, where + "a hot-add or hot-remove did not finish (a format " +
+                                        std::to_string(from) +
+                                        " intent is pending): the heap was not closed cleanly");
+  for (std::uint64_t i = 0; i < nr_lanes; ++i) {
+    const auto* h = reinterpret_cast<const lane_header*>(base + geo.lanes_offset() + i * lane_size);
+    if (h->count != 0 && h->checksum != 0 && h->checksum != lane_continuation)
+      throw error(errc::older_format,
+                  where + "redo lane " + std::to_string(i) +
+                      " holds a batch: the heap was not closed cleanly, and format " +
+                      std::to_string(from) + " batches are not converted");
+  }
+
+  // The memmap blocks of the present sections.
+  std::set<std::uint64_t> blocks;
+  const auto* directory = reinterpret_cast<const std::uint64_t*>(base + directory_offset);
+  for (std::uint64_t root = 0; root < geo.nr_roots(); ++root) {
+    if (directory[root] != 1) continue;
+    for (std::uint64_t nr = root * geo.sections_per_root();
+         nr < std::min<std::uint64_t>((root + 1) * geo.sections_per_root(), geo.nr_sections());
+         ++nr) {
+      const auto* record = reinterpret_cast<const std::uint64_t*>(
+          base + geo.roots_offset() + root * root_page_size +
+          (nr % geo.sections_per_root()) * geo.record_size());
+      if (!(record[0] & section_has_mem_map)) continue;
+      const std::uint64_t memmap = record[0] & section_memmap_mask;
+      const std::uint64_t span = (nr << geo.section_size_bits) & ~(geo.span_size() - 1);
+      if (memmap < geo.head_size() || memmap < span || memmap >= span + geo.span_size() ||
+          memmap + geo.memmap_bytes() > r.size())
+        throw error(errc::corrupt, where + "section " + std::to_string(nr) +
+                                       " names a memmap block outside its span: " + hex(memmap));
+      blocks.insert(memmap);
+    }
+  }
+  // 1. Format 3 recorded slab digests at a clean close: damage made since
+  // is refused now, before the conversion makes the bitmaps their own truth.
+  const bool clean = sb.shutdown_state == shutdown_clean;
+  for (std::uint64_t block : blocks) {
+    const auto* d = reinterpret_cast<const std::uint64_t*>(base + block);
+    const std::uint64_t span = block & ~(geo.span_size() - 1);
+    for (std::uint64_t i = 0; from == 3 && clean && i < geo.memmap_bytes() / 8; ++i) {
+      const page_descriptor desc{d[i]};
+      if (desc.state() != page_state::slab || !old_descriptor(d[i], from) ||
+          desc.sub() >= slab_objects.size() || slab_digest(d[i]) == 0)
+        continue;
+      const std::uint64_t pfn = (span >> page_shift) + i;
+      if ((pfn << page_shift) + page_size > r.size()) continue;
+      const auto* bits = reinterpret_cast<const std::uint64_t*>(base + (pfn << page_shift));
+      if (slab_digest(d[i]) != v3_bitmap_digest(bits, slab_objects[desc.sub()], pfn))
+        throw error(errc::corrupt,
+                    where + "the bitmap of the slab at " + hex(pfn << page_shift) +
+                        " changed while the heap was closed (its format 3 digest does not "
+                        "match): repair it with the daxalloc that made it first");
+    }
+  }
+
+  // 2. Every descriptor gets this format's check bits (format 2 had none,
+  // format 3 unseeded ones), every slab head its bitmap's digest, every
+  // memmap page descriptor an empty digest (recorded again at close). One
+  // 8-byte store each, idempotent: a descriptor that already checks out is
+  // left alone, and one that checks out under neither format stays damaged
+  // for open to report.
+  std::uint64_t converted = 0;
+  for (std::uint64_t block : blocks) {
+    auto* d = reinterpret_cast<std::uint64_t*>(base + block);
+    const std::uint64_t span = block & ~(geo.span_size() - 1);
+    for (std::uint64_t i = 0; i < geo.memmap_bytes() / sizeof(std::uint64_t); ++i) {
+      std::uint64_t word = d[i];
+      if (!descriptor_checks_out(word)) {
+        if (!old_descriptor(word, from)) continue;
+        word = with_descriptor_check(word);
+        if (page_descriptor{word}.state() == page_state::memmap) word = memmap_info(0);
+        ++converted;
+      }
+      const page_descriptor desc{word};
+      const std::uint64_t pfn = (span >> page_shift) + i;
+      if (desc.state() == page_state::slab && desc.sub() < slab_objects.size() &&
+          (pfn << page_shift) + page_size <= r.size())
+        word = with_slab_digest(
+            word, bitmap_digest(reinterpret_cast<const std::uint64_t*>(base + (pfn << page_shift)),
+                                slab_objects[desc.sub()]));
+      if (word == d[i]) continue;
+      std::atomic_ref<std::uint64_t>(d[i]).store(word, std::memory_order_relaxed);
+      p.flush(&d[i], 8);
+    }
+  }
+  // Every head page: reserved, in the memmap of span 0 (the head is in it).
+  done.push_back("sealed " + std::to_string(converted) + " page descriptors in " +
+                 std::to_string(blocks.size()) + " memmap blocks with format " +
+                 std::to_string(format_version) + " check bits and slab digests");
+  if (from == 2) upgrade_slots(r, geo, done);
+
+  p.drain();
   // 3. The commit: superblock copy A of the new version, then copy B.
   sb.version = format_version;
   sb.head_size = geo.head_size();
   ++sb.generation;
   superblock_seal(sb);
   for (auto offset : superblock_offset) p.memcpy_persist(base + offset, &sb, sizeof sb);
-  done.push_back("superblocks rewritten: format version " +
-                 std::to_string(oldest_upgradable_version) + " -> " +
+  done.push_back("superblocks rewritten: format version " + std::to_string(from) + " -> " +
                  std::to_string(format_version));
   return done;
 }

@@ -13,9 +13,9 @@
 #include "daxalloc/heap.hpp"
 #include "heap/access.hpp"
 #include "heap/heap_impl.hpp"
+#include "old_images.hpp"
 #include "sparse/upgrade.hpp"
 #include "test_util.hpp"
-#include "v2_image.hpp"
 
 namespace {
 constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
@@ -32,7 +32,7 @@ std::string state_after_upgrade(const std::filesystem::path& p) {
   try {
     {
       auto r = open_region(p);
-      (void)daxalloc::sparse::upgrade(r);
+      (void)daxalloc::detail::upgrade_region(r);
     }
     daxalloc::heap_open_options o;
     o.mode = daxalloc::persistence_mode::none;
@@ -50,7 +50,7 @@ std::string state_after_upgrade(const std::filesystem::path& p) {
 }
 }  // namespace
 
-TEST_CASE("crash states of an upgrade from format 2") {
+void explore_upgrade(std::uint32_t from) {
   test::temp_file work("upgrade-crash-work"), image("upgrade-crash-image"),
       reference("upgrade-crash-reference");
   {
@@ -63,7 +63,7 @@ TEST_CASE("crash states of an upgrade from format 2") {
     for (std::size_t size : {24, 200, 5000, 300000}) (void)h.allocate(size);
     for (int i = 0; i < 17; ++i) (void)h.construct<int>("n" + std::to_string(i))(i);
   }
-  test::downgrade_to_v2(work.path());
+  test::downgrade(work.path(), from);
   std::filesystem::copy_file(work.path(), reference.path());
   const std::string expected = state_after_upgrade(reference.path());
   REQUIRE(expected.rfind("failed", 0) != 0);
@@ -72,7 +72,7 @@ TEST_CASE("crash states of an upgrade from format 2") {
   {
     auto r = open_region(work.path());
     crash::simulator sim(r, watched);
-    (void)daxalloc::sparse::upgrade(r);
+    (void)daxalloc::detail::upgrade_region(r);
     const auto problems = sim.finish();
     for (const auto& p : problems) MESSAGE(p);
     CHECK(problems.empty());
@@ -86,7 +86,14 @@ TEST_CASE("crash states of an upgrade from format 2") {
       if (got != expected && ++failures <= 5)
         MESSAGE("fence " << point.fence << ": " << got << "\n  expected " << expected);
     });
-  MESSAGE("upgrade: " << points.size() << " crash points, " << states << " crash states, "
-                      << failures << " failures");
+  MESSAGE("upgrade from format " << from << ": " << points.size() << " crash points, " << states
+                                 << " crash states, " << failures << " failures");
   CHECK(failures == 0);
+}
+
+TEST_CASE("crash states of an upgrade from format 2") {
+  explore_upgrade(2);
+}
+TEST_CASE("crash states of an upgrade from format 3") {
+  explore_upgrade(3);
 }

@@ -1,0 +1,80 @@
+// Heap images of older formats for the upgrade tests: a heap of this
+// version, closed cleanly, written back as the older format stored it
+// (docs/on-media-format.md, "Versions").
+//   Format 3: descriptor check bits unseeded (a free descriptor is 0), slab
+//   digests a multiply-xor hash of the bitmap words recorded at close.
+//   Format 2: page descriptors without check bits, the name-table slot as
+//   its offset word alone, no digests, no slot page (copy B of both slots
+//   zero), both superblock copies of version 2 with format 2's head size.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "alloc/size_classes.hpp"
+#include "sparse/geometry.hpp"
+#include "sparse/superblock.hpp"
+
+namespace test {
+
+// Rewrites the closed heap in `path` (one memmap span) as format 2, or 3.
+inline void downgrade(const std::filesystem::path& path, std::uint32_t version) {
+  namespace sp = daxalloc::sparse;
+  std::vector<unsigned char> b(std::filesystem::file_size(path));
+  int fd = ::open(path.c_str(), O_RDWR);
+  if (fd < 0 || ::pread(fd, b.data(), b.size(), 0) != static_cast<ssize_t>(b.size())) std::abort();
+  sp::superblock sb;
+  std::memcpy(&sb, b.data(), sizeof sb);
+  const sp::geometry geo{sb.section_size_bits, sb.max_range};
+  // Descriptors of every span's memmap block (the records name them).
+  for (std::uint64_t nr = 0; nr < geo.nr_sections(); ++nr) {
+    if (reinterpret_cast<const std::uint64_t*>(
+            b.data() + sp::directory_offset)[nr / geo.sections_per_root()] != 1)
+      continue;
+    const auto* record = reinterpret_cast<const std::uint64_t*>(
+        b.data() + geo.roots_offset() + (nr / geo.sections_per_root()) * sp::root_page_size +
+        (nr % geo.sections_per_root()) * geo.record_size());
+    if (!(record[0] & sp::section_has_mem_map)) continue;
+    auto* d = reinterpret_cast<std::uint64_t*>(b.data() + (record[0] & sp::section_memmap_mask));
+    const std::uint64_t span = (nr << geo.section_size_bits) & ~(geo.span_size() - 1);
+    for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8 && version == 3; ++i) {
+      const sp::page_descriptor desc{d[i]};
+      std::uint64_t data = d[i] & sp::descriptor_data_mask;
+      if (desc.state() == sp::page_state::memmap)
+        data = static_cast<std::uint64_t>(sp::page_state::memmap);  // no digest recorded
+      if (desc.state() == sp::page_state::slab) {
+        const std::uint64_t pfn = (span >> sp::page_shift) + i;
+        const auto* bits = reinterpret_cast<const std::uint64_t*>(b.data() + (pfn << 12));
+        const std::uint64_t words = (daxalloc::alloc::size_classes[desc.sub()].objects + 63) / 64;
+        data = (data & ~(sp::slab_digest_mask << sp::slab_digest_shift)) |
+               sp::words_digest(bits, words, pfn, 24) << sp::slab_digest_shift;
+      }
+      d[i] = data | sp::descriptor_fold(data) << sp::descriptor_check_shift;
+    }
+    for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8 && version == 2; ++i) {
+      const sp::page_descriptor desc{d[i]};
+      if (desc.state() == sp::page_state::memmap)
+        d[i] = static_cast<std::uint64_t>(sp::page_state::memmap);  // no digest
+      else if (desc.state() == sp::page_state::slab)
+        d[i] &= ~(sp::slab_digest_mask << sp::slab_digest_shift);
+      d[i] &= sp::descriptor_data_mask;  // no check bits
+    }
+  }
+  if (version == 2) {
+    std::memset(b.data() + sp::names_slot_offset + 8, 0, 8);
+    std::memset(b.data() + geo.slots_offset(), 0, sp::root_page_size);
+    sb.head_size = geo.head_size_v2();
+  }
+  sb.version = version;
+  sp::superblock_seal(sb);
+  std::memcpy(b.data(), &sb, sizeof sb);
+  std::memcpy(b.data() + 4096, &sb, sizeof sb);
+  if (::pwrite(fd, b.data(), b.size(), 0) != static_cast<ssize_t>(b.size())) std::abort();
+  ::close(fd);
+}
+
+}  // namespace test
