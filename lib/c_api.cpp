@@ -37,6 +37,7 @@ using daxalloc::errc;
 using daxalloc::error;
 
 // The codes are daxalloc::errc's values: a change there is an ABI change here.
+static_assert(DAXALLOC_MAX_WRITE_BYTES == daxalloc::batch::max_write_bytes);
 static_assert(DAXALLOC_E_INVALID_ARGUMENT == static_cast<int>(errc::invalid_argument));
 static_assert(DAXALLOC_E_NOT_FOUND == static_cast<int>(errc::not_found));
 static_assert(DAXALLOC_E_PERMISSION_DENIED == static_cast<int>(errc::permission_denied));
@@ -461,6 +462,14 @@ int daxalloc_batch_set(daxalloc_batch_t* batch, uint64_t* where, uint64_t value)
   return guarded(fn, [&] {
     require(batch != nullptr && where != nullptr, fn, "batch or where is NULL");
     batch->batch.set(where, value);
+  });
+}
+
+int daxalloc_batch_write(daxalloc_batch_t* batch, void* dst, const void* src, size_t n) {
+  constexpr const char* fn = "daxalloc_batch_write";
+  return guarded(fn, [&] {
+    require(batch != nullptr && dst != nullptr && src != nullptr, fn, "batch, dst or src is NULL");
+    batch->batch.write(dst, src, n);
   });
 }
 

@@ -48,9 +48,11 @@
 #pragma once
 
 #include <boost/container/small_vector.hpp>
+#include <cstddef>
 #include <cstdint>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include "daxalloc/heap.hpp"
 #include "daxalloc/pptr.hpp"
@@ -62,6 +64,7 @@ namespace daxalloc {
 class DAXALLOC_API batch {
  public:
   static constexpr std::size_t max_actions = 252;
+  static constexpr std::size_t max_write_bytes = 64 * 1024;  // write(): a split of 4 KiB nodes
 
   explicit batch(heap& h);
   batch(batch&& other) noexcept;
@@ -81,6 +84,14 @@ class DAXALLOC_API batch {
   [[nodiscard]] void* reserve_copy(const void* src, std::size_t size);
   // An 8-byte store inside the heap, applied atomically with the batch.
   void set(std::uint64_t* where, std::uint64_t value);
+  // Writes n bytes from src to dst (any alignment, inside the heap's
+  // memory, outside its metadata) atomically with the batch: src is copied
+  // now, dst is written at publish. At most max_write_bytes in all per
+  // batch (errc::too_large); each write is one action. Where a write and a
+  // set() overlap, the write wins; writes apply in call order. A batch with
+  // writes is never
+  // deferred: publish(durability::deferred) publishes the queue, then it.
+  void write(void* dst, const void* src, std::size_t n);
   template <class T>
   void set(pptr<T>& where, T* value) {
     set(reinterpret_cast<std::uint64_t*>(&where), where.representation_of(value));
@@ -99,6 +110,7 @@ class DAXALLOC_API batch {
   // Without exceptions: `ec` set and the batch unchanged on failure.
   [[nodiscard]] void* reserve(std::size_t size, std::error_code& ec) noexcept;
   void set(std::uint64_t* where, std::uint64_t value, std::error_code& ec) noexcept;
+  void write(void* dst, const void* src, std::size_t n, std::error_code& ec) noexcept;
   template <class T>
   void set(pptr<T>& where, T* value, std::error_code& ec) noexcept {
     set(reinterpret_cast<std::uint64_t*>(&where), where.representation_of(value), ec);
@@ -107,7 +119,7 @@ class DAXALLOC_API batch {
   void defer_free(void* p, std::error_code& ec) noexcept;
   void publish(std::error_code& ec) noexcept;
   [[nodiscard]] std::size_t size() const noexcept {
-    return reserved_.size() + stores_.size() + frees_.size();
+    return reserved_.size() + stores_.size() + frees_.size() + writes_.size();
   }
 
  private:
@@ -129,6 +141,9 @@ class DAXALLOC_API batch {
   boost::container::small_vector<void*, 2> frees_;
   boost::container::small_vector<std::uint64_t, 1> streamed_;  // bit k: reserved_[k] copied in
   boost::container::small_vector<copy_source, 1> sources_;     // [k]: what reserved_[k] copied
+  // write(): in call order; their bytes back to back.
+  boost::container::small_vector<range_write, 1> writes_;
+  std::vector<std::byte> write_bytes_;
 };
 
 // Allocates `size` bytes, runs ctor(object) on them, and stores the object's

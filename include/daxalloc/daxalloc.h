@@ -194,6 +194,8 @@ DAXALLOC_API int daxalloc_allocate(daxalloc_heap_t* heap, size_t size, void** ob
 DAXALLOC_API int daxalloc_deallocate(daxalloc_heap_t* heap, void* object);
 /* The largest alignment of the _aligned calls: 1 GiB. */
 #define DAXALLOC_MAX_ALIGNMENT ((size_t)1 << 30)
+/* The most bytes of daxalloc_batch_write per batch (batch::max_write_bytes). */
+#define DAXALLOC_MAX_WRITE_BYTES ((size_t)64 * 1024)
 /* At an address that is a multiple of alignment, a power of two up to
  * DAXALLOC_MAX_ALIGNMENT (else DAXALLOC_E_INVALID_ARGUMENT); freed by
  * daxalloc_deallocate as any object. */
@@ -225,6 +227,11 @@ DAXALLOC_API int daxalloc_batch_adopt(daxalloc_batch_t* batch, void* object, siz
 /* An 8-byte store into the heap, applied at publish (to fill a slot, store
  * the object's offset: daxalloc_offset_of). */
 DAXALLOC_API int daxalloc_batch_set(daxalloc_batch_t* batch, uint64_t* where, uint64_t value);
+/* Writes n bytes from src to dst (inside the heap's memory, any alignment)
+ * at publish, atomically with the batch; src is copied now. At most
+ * DAXALLOC_MAX_WRITE_BYTES in all per batch (DAXALLOC_E_TOO_LARGE). */
+DAXALLOC_API int daxalloc_batch_write(daxalloc_batch_t* batch, void* dst, const void* src,
+                                      size_t n);
 /* Frees an allocated object at publish; NULL is a no-op. */
 DAXALLOC_API int daxalloc_batch_defer_free(daxalloc_batch_t* batch, void* object);
 /* Makes every action durable at once (DAXALLOC_IMMEDIATE), or queues them for

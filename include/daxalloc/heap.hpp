@@ -88,6 +88,14 @@ enum class open_outcome { clean, recovered, repaired, created };
 // at the next heap::sync() (deferred: group commit, daxalloc/batch.hpp).
 enum class durability { immediate, deferred };
 
+// A range write of a batch (daxalloc/batch.hpp): n bytes for dst, found at
+// `at` in the batch's copy of what it was given.
+struct range_write {
+  void* dst = nullptr;
+  std::size_t at = 0;
+  std::size_t n = 0;
+};
+
 // The bytes a copy-in reservation was filled from (the first `bytes` of
 // the object): its redo-lane copy is taken from there (daxalloc/batch.hpp).
 struct copy_source {

@@ -290,6 +290,9 @@ void* batch::reserve(std::size_t size, std::error_code& ec) noexcept {
 void batch::set(std::uint64_t* where, std::uint64_t value, std::error_code& ec) noexcept {
   into_error_code(ec, [&] { set(where, value); });
 }
+void batch::write(void* dst, const void* src, std::size_t n, std::error_code& ec) noexcept {
+  into_error_code(ec, [&] { write(dst, src, n); });
+}
 void batch::adopt(reservation&& r, std::error_code& ec) noexcept {
   into_error_code(ec, [&] { adopt(std::move(r)); });
 }

@@ -138,12 +138,18 @@ class heap_impl {
   void publish(std::span<const reservation> reserved,
                std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                std::span<void* const> frees, std::span<const std::uint64_t> streamed = {},
-               bool stores_checked = false, std::span<const copy_source> sources = {});
+               bool stores_checked = false, std::span<const copy_source> sources = {},
+               std::span<const range_write> writes = {}, const std::byte* write_bytes = nullptr);
   // Deferred publication (group commit): the batch is checked and queued;
   // sync() publishes every queued batch as one, with one commit fence.
   void publish_deferred(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
-                        std::span<void* const> frees, std::span<const std::uint64_t> streamed);
+                        std::span<void* const> frees, std::span<const std::uint64_t> streamed,
+                        std::span<const range_write> writes = {},
+                        const std::byte* write_bytes = nullptr);
+  // n bytes at dst inside present memory outside the metadata, or
+  // errc::invalid_argument (batch::write).
+  void check_write_target(const void* dst, std::size_t n) const;
   void sync();
   void sync_locked();  // under group_mutex_
   // Bytes copied into a reservation with non-temporal stores, pending
@@ -310,6 +316,10 @@ class heap_impl {
   };
   // (64: a group commit of 16 publications writes 32 words)
   static constexpr unsigned max_noted_targets = 64;
+  static constexpr unsigned max_noted_ranges = 8;
+  // Calls f(offset, bytes) for each range write of lane i's batch.
+  template <class F>
+  void for_each_range(unsigned i, F&& f) const noexcept;
   struct alignas(64) lane_state {
     std::atomic<std::uint64_t> state{lane_free};
     std::atomic<std::uint64_t> order{0};
@@ -320,6 +330,10 @@ class heap_impl {
     // than max_noted_targets: read it.
     std::atomic<unsigned> targets_noted{0};
     std::array<std::atomic<std::uint64_t>, max_noted_targets> targets{};
+    // Its range writes (offset, bytes), flushed with the targets; more than
+    // max_noted_ranges: read from the lane (every content entry).
+    std::atomic<unsigned> ranges_noted{0};
+    std::array<std::atomic<std::uint64_t>, 2 * max_noted_ranges> ranges{};
   };
   std::array<lane_state, sparse::nr_lanes> lanes_;
   std::atomic<unsigned> lanes_used_{0};  // bounds the lanes ever acquired

@@ -91,7 +91,7 @@ void heap_impl::free_lanes(unsigned i) noexcept {
 }
 
 // Total inline bytes of a format-2 lane (the lengths of its content
-// entries), or UINT64_MAX when they exceed max_logged_content or the lanes
+// entries), or UINT64_MAX when they exceed max_inline_bytes or the lanes
 // that follow.
 std::uint64_t heap_impl::inline_bytes(unsigned i) const noexcept {
   const sparse::lane_header& h = *lane(i);
@@ -99,8 +99,8 @@ std::uint64_t heap_impl::inline_bytes(unsigned i) const noexcept {
   std::uint64_t total = 0;
   for (std::uint64_t e = 0; e < h.count; ++e) {
     if (entries[e].target >> sparse::log_op_shift != sparse::log_content) continue;
-    total += std::min(entries[e].value, sparse::max_logged_content + 1);
-    if (total > sparse::max_logged_content) return UINT64_MAX;
+    total += std::min(entries[e].value, sparse::max_inline_bytes + 1);
+    if (total > sparse::max_inline_bytes) return UINT64_MAX;
   }
   if (i + lanes_spanned(h.count, total) > sparse::nr_lanes) return UINT64_MAX;
   return total;
@@ -221,6 +221,22 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
   }
 }
 
+// Bytes a batch may write, or errc::invalid_argument: present memory
+// outside the head and the memmap blocks, as for heap_word.
+void heap_impl::check_write_target(const void* dst, std::size_t n) const {
+  const auto* at = static_cast<const std::byte*>(dst);
+  const auto offset = static_cast<std::uint64_t>(at - model_->base());
+  bool ok = n > 0 && model_->media().contains(at, n) && offset >= model_->geo().head_size();
+  for (std::uint64_t pfn = offset >> sparse::page_shift;
+       ok && pfn <= (offset + n - 1) >> sparse::page_shift; ++pfn)
+    ok = model_->pfn_valid(pfn) &&
+         model_->get_pageblock_migratetype(pfn) != sparse::migratetype::metadata;
+  if (!ok)
+    throw error(errc::invalid_argument,
+                "batch: write of " + std::to_string(n) +
+                    " bytes outside the heap's memory, into its metadata, or of none");
+}
+
 // A word a batch may store to, or errc::invalid_argument.
 void heap_impl::check_store_target(const void* where) const {
   if (!heap_word(where))
@@ -247,15 +263,18 @@ heap_impl::object_to_free heap_impl::check_free(void* p) const {
 void heap_impl::publish(std::span<const reservation> reserved,
                         std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                         std::span<void* const> frees, std::span<const std::uint64_t> streamed,
-                        bool stores_checked, std::span<const copy_source> sources) {
+                        bool stores_checked, std::span<const copy_source> sources,
+                        std::span<const range_write> writes, const std::byte* write_bytes) {
   boost::container::small_vector<log_entry, 64> entries;  // (a group commit of 16: 40)
-  std::uint64_t content = 0;
+  std::uint64_t content = 0, written = 0;
   for (const reservation& r : reserved) content += r.size;
+  for (const range_write& w : writes) written += w.n;
   // Small contents are covered by the lane's checksum; larger ones are made
-  // durable by a fence of their own before the lane is written.
+  // durable by a fence of their own before the lane is written. Range
+  // writes are always logged: their bytes reach their place after the commit.
   const bool logged_content =
       broken != no_logged_content && content <= sparse::max_logged_content &&
-      2 * reserved.size() + stores.size() + frees.size() <= sparse::max_log_entries;
+      2 * reserved.size() + stores.size() + frees.size() + writes.size() <= sparse::max_log_entries;
   const auto offset_of = [&](const void* p) {
     return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - model_->base());
   };
@@ -296,6 +315,12 @@ void heap_impl::publish(std::span<const reservation> reserved,
     entries.push_back({offset_of(&head->info), sparse::free_descriptor});
     extent_frees.emplace_back(offset_of(p) / sparse::page_size, head->length());
   }
+  for (const range_write& w : writes)
+    entries.push_back(
+        {offset_of(w.dst) | std::uint64_t{sparse::log_content} << sparse::log_op_shift, w.n});
+  if (written > sparse::max_inline_bytes - sparse::max_logged_content)
+    throw error(errc::too_large, "publish: " + std::to_string(written) +
+                                     " bytes of range writes, more than a batch holds");
   if (entries.size() > sparse::max_log_entries)
     throw error(errc::too_large, "publish: " + std::to_string(entries.size()) +
                                      " actions, more than a batch holds (" +
@@ -303,9 +328,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
   if (entries.empty()) return;
 
   const persistence& p = beneath_;
-  std::uint64_t inline_total = 0;
-  if (logged_content)
-    for (const reservation& r : reserved) inline_total += r.size;
+  const std::uint64_t inline_total = (logged_content ? content : 0) + written;
   const auto was_streamed = [&](std::size_t k) {
     return k / 64 < streamed.size() && (streamed[k / 64] >> (k % 64)) & 1;
   };
@@ -333,46 +356,64 @@ void heap_impl::publish(std::span<const reservation> reserved,
     if (++noted > max_noted_targets) break;
   }
   ls.targets_noted.store(noted, std::memory_order_relaxed);
+  for (std::size_t k = 0; k < writes.size() && k < max_noted_ranges; ++k) {
+    ls.ranges[2 * k].store(offset_of(writes[k].dst), std::memory_order_relaxed);
+    ls.ranges[2 * k + 1].store(writes[k].n, std::memory_order_relaxed);
+  }
+  ls.ranges_noted.store(static_cast<unsigned>(writes.size()), std::memory_order_relaxed);
   ls.sequence = order;
   // The lane's image is staged in ordinary memory and streamed to the lane
   // in whole lines: no line of the lane is read for ownership or flushed.
-  thread_local std::array<std::byte, 3 * sparse::lane_size> staging alignas(64);
-  auto* h = reinterpret_cast<sparse::lane_header*>(staging.data());
+  thread_local std::array<std::byte, 3 * sparse::lane_size> small_staging alignas(64);
+  thread_local std::vector<std::byte> large_staging;  // range writes beyond 3 lanes
+  std::byte* staging = small_staging.data();
+  if (ls.span > 3) {
+    large_staging.resize(ls.span * sparse::lane_size);
+    staging = large_staging.data();
+  }
+  auto* h = reinterpret_cast<sparse::lane_header*>(staging);
   *h = {order, entries.size(), 0, sparse::lane_format_inline, 0, {}};
   std::memcpy(h + 1, entries.data(), entries.size() * sizeof(log_entry));
   std::uint64_t used = sizeof *h + entries.size() * sizeof(log_entry);
   for (unsigned k = 1; k < ls.span; ++k)
-    *reinterpret_cast<sparse::lane_header*>(staging.data() + k * sparse::lane_size) = {
+    *reinterpret_cast<sparse::lane_header*>(staging + k * sparse::lane_size) = {
         order, 0, sparse::lane_continuation, 0, 0, {}};
-  std::size_t object = 0, done = 0;  // copy the objects into the inline pieces, in order
-  for_each_inline_piece(
-      staging.data(), entries.size(), inline_total, [&](std::byte* at, std::uint64_t n) {
-        used = static_cast<std::uint64_t>(at + n - staging.data());
-        while (n > 0) {
-          const std::size_t take = std::min<std::uint64_t>(n, reserved[object].size - done);
-          // The first bytes from the source the object was copied from (if
-          // any), the rest (the size class's tail) from the object itself.
-          const auto* object_bytes = static_cast<const std::byte*>(reserved[object].ptr);
-          const copy_source src = object < sources.size() ? sources[object] : copy_source{};
-          const std::size_t from_src =
-              src.bytes > done ? std::min<std::size_t>(take, src.bytes - done) : 0;
-          if (from_src > 0)
-            std::memcpy(at, static_cast<const std::byte*>(src.from) + done, from_src);
-          std::memcpy(at + from_src, object_bytes + done + from_src, take - from_src);
-          at += take;
-          n -= take;
-          done += take;
-          if (done == reserved[object].size) ++object, done = 0;
-        }
-      });
+  // The inline bytes: the logged objects' contents, then the range writes'.
+  std::size_t object = logged_content ? 0 : reserved.size(), done = 0, range = 0;
+  for_each_inline_piece(staging, entries.size(), inline_total, [&](std::byte* at, std::uint64_t n) {
+    used = static_cast<std::uint64_t>(at + n - staging);
+    while (n > 0 && object < reserved.size()) {
+      const std::size_t take = std::min<std::uint64_t>(n, reserved[object].size - done);
+      // The first bytes from the source the object was copied from (if
+      // any), the rest (the size class's tail) from the object itself.
+      const auto* object_bytes = static_cast<const std::byte*>(reserved[object].ptr);
+      const copy_source src = object < sources.size() ? sources[object] : copy_source{};
+      const std::size_t from_src =
+          src.bytes > done ? std::min<std::size_t>(take, src.bytes - done) : 0;
+      if (from_src > 0) std::memcpy(at, static_cast<const std::byte*>(src.from) + done, from_src);
+      std::memcpy(at + from_src, object_bytes + done + from_src, take - from_src);
+      at += take;
+      n -= take;
+      done += take;
+      if (done == reserved[object].size) ++object, done = 0;
+    }
+    while (n > 0) {  // the range writes, after the last object
+      const std::size_t take = std::min<std::uint64_t>(n, writes[range].n - done);
+      std::memcpy(at, write_bytes + writes[range].at + done, take);
+      at += take;
+      n -= take;
+      done += take;
+      if (done == writes[range].n) ++range, done = 0;
+    }
+  });
   h->checksum = image_checksum(*h, inline_total);
   // The commit: the pending write-backs of the heap (earlier batches'
   // targets, retired headers), this lane and the objects, then one fence.
   const std::uint64_t lines = (used + 63) / 64 * 64;
-  std::memset(staging.data() + used, 0, lines - used);
+  std::memset(staging + used, 0, lines - used);
   const fence_window w = open_window();
   if (!fence_zero) flush_objects();
-  p.copy_nodrain(lane(i), staging.data(), lines);
+  p.copy_nodrain(lane(i), staging, lines);
   if (broken != no_commit_fence) {
     close_window(w);  // the only fence a publication waits for
     ++detail::thread_counters.fences;
@@ -394,6 +435,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
     ls.order.store(order, std::memory_order_relaxed);
     last_applied_ = std::max(last_applied_, order);
     apply(entries.data(), entries.size());
+    for (const range_write& r : writes) std::memcpy(r.dst, write_bytes + r.at, r.n);
   }
   // Its targets are flushed by the next fence window of any thread.
   ls.state.store(with_phase(ls.state.load(std::memory_order_relaxed), lane_applied),
@@ -442,6 +484,27 @@ void heap_impl::commit_fence() noexcept {
   ++detail::thread_counters.fences;
 }
 
+// Noted, or beyond max_noted_ranges every content entry of the lane (the
+// objects' contents among them: flushed twice, or ordered, to no harm).
+template <class F>
+void heap_impl::for_each_range(unsigned i, F&& f) const noexcept {
+  const lane_state& ls = lanes_[i];
+  const unsigned n = ls.ranges_noted.load(std::memory_order_relaxed);
+  if (n <= max_noted_ranges) {
+    for (unsigned k = 0; k < n; ++k)
+      f(ls.ranges[2 * k].load(std::memory_order_relaxed),
+        ls.ranges[2 * k + 1].load(std::memory_order_relaxed));
+    return;
+  }
+  const sparse::lane_header* h = lane(i);
+  const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
+  const std::uint64_t count = std::min<std::uint64_t>(
+      std::atomic_ref<const std::uint64_t>(h->count).load(), sparse::max_log_entries);
+  for (std::uint64_t e = 0; e < count; ++e)
+    if (entries[e].target >> sparse::log_op_shift == sparse::log_content)
+      f(entries[e].target & offset_mask, entries[e].value);
+}
+
 // The targets of lane i's batch, from what publish noted (or the lane).
 void heap_impl::flush_targets(unsigned i) const noexcept {
   const lane_state& ls = lanes_[i];
@@ -457,6 +520,10 @@ void heap_impl::flush_targets(unsigned i) const noexcept {
         at < model_->media().size())  // and the slab's digest, which changed with it
       beneath_.flush(small_.digest_of(reinterpret_cast<std::uint64_t*>(model_->base() + at)), 8);
   };
+  for_each_range(i, [&](std::uint64_t at, std::uint64_t n) {
+    if (at < model_->media().size() && n <= model_->media().size() - at)
+      beneath_.flush(model_->base() + at, n);
+  });
   if (noted <= max_noted_targets) {
     for (unsigned k = 0; k < noted; ++k) flush(ls.targets[k].load(std::memory_order_relaxed));
     return;
@@ -558,37 +625,42 @@ unsigned heap_impl::fence(bool full) noexcept {
   }
 }
 
-// Whether an applied lane ordered after `order` stores to a word lane i
+// Whether an applied lane ordered after `order` stores to bytes lane i
 // stores to (bit entries commute, and a free is ordered after the
-// allocation it undoes). From the targets publish noted, or the lanes.
+// allocation it undoes): 8-byte stores and range writes. From the targets
+// publish noted, or the lanes.
 bool heap_impl::meets_later_lane(unsigned i, std::uint64_t order) const noexcept {
   const auto stores_of = [&](unsigned k) {
-    std::vector<std::uint64_t> targets;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> spans;  // [from, to)
     const lane_state& ls = lanes_[k];
+    const auto add = [&](std::uint64_t target) {
+      if (target >> sparse::log_op_shift == sparse::log_store)
+        spans.emplace_back(target & offset_mask, (target & offset_mask) + 8);
+    };
+    for_each_range(k, [&](std::uint64_t at, std::uint64_t n) { spans.emplace_back(at, at + n); });
     const unsigned noted = ls.targets_noted.load(std::memory_order_relaxed);
     if (noted <= max_noted_targets) {
-      for (unsigned e = 0; e < noted; ++e)
-        targets.push_back(ls.targets[e].load(std::memory_order_relaxed));
-      return targets;
+      for (unsigned e = 0; e < noted; ++e) add(ls.targets[e].load(std::memory_order_relaxed));
+      return spans;
     }
     const sparse::lane_header* h = lane(k);
     const auto* entries = reinterpret_cast<const log_entry*>(h + 1);
     const std::uint64_t count = std::min<std::uint64_t>(
         std::atomic_ref<const std::uint64_t>(h->count).load(), sparse::max_log_entries);
-    for (std::uint64_t e = 0; e < count; ++e) targets.push_back(entries[e].target);
-    return targets;
+    for (std::uint64_t e = 0; e < count; ++e) add(entries[e].target);
+    return spans;
   };
   const auto mine = stores_of(i);
+  if (mine.empty()) return false;
   const unsigned used = lanes_used_.load(std::memory_order_acquire);
   for (unsigned k = 0; k < used; ++k) {
     const std::uint64_t phase = phase_of(lanes_[k].state.load(std::memory_order_acquire));
     if (k == i || phase == lane_free || phase == lane_writing ||
         lanes_[k].order.load(std::memory_order_relaxed) < order)
       continue;
-    for (const std::uint64_t theirs : stores_of(k))
-      if (theirs >> sparse::log_op_shift == sparse::log_store)
-        for (const std::uint64_t e : mine)
-          if (e == theirs) return true;
+    for (const auto& [from, to] : stores_of(k))
+      for (const auto& [my_from, my_to] : mine)
+        if (from < my_to && my_from < to) return true;
   }
   return false;
 }
@@ -737,10 +809,17 @@ void heap_impl::note_lane_bits(const sparse::lane_header& h) {
 void heap_impl::publish_deferred(std::span<const reservation> reserved,
                                  std::span<const std::pair<std::uint64_t*, std::uint64_t>> stores,
                                  std::span<void* const> frees,
-                                 std::span<const std::uint64_t> streamed) {
+                                 std::span<const std::uint64_t> streamed,
+                                 std::span<const range_write> writes,
+                                 const std::byte* write_bytes) {
   for (const auto& [where, value] : stores) check_store_target(where);
   std::lock_guard lock(group_mutex_);
   deferred_group& g = group_;
+  if (!writes.empty()) {  // never deferred: the queue, then this batch
+    sync_locked();
+    publish(reserved, stores, frees, streamed, true, {}, writes, write_bytes);
+    return;
+  }
   for (void* p : frees) {
     if (std::count(frees.begin(), frees.end(), p) > 1 ||
         std::find(g.frees.begin(), g.frees.end(), p) != g.frees.end())
@@ -808,7 +887,9 @@ batch::batch(batch&& other) noexcept
       stores_(std::move(other.stores_)),
       frees_(std::move(other.frees_)),
       streamed_(std::move(other.streamed_)),
-      sources_(std::move(other.sources_)) {
+      sources_(std::move(other.sources_)),
+      writes_(std::move(other.writes_)),
+      write_bytes_(std::move(other.write_bytes_)) {
   other.reserved_.clear();
 }
 
@@ -851,6 +932,17 @@ void batch::adopt(reservation&& r) {
 void batch::set(std::uint64_t* where, std::uint64_t value) {
   count_one();
   stores_.emplace_back(where, value);
+}
+void batch::write(void* dst, const void* src, std::size_t n) {
+  count_one();
+  if (src == nullptr) throw error(errc::invalid_argument, "batch: write from a null source");
+  if (n > max_write_bytes - write_bytes_.size())
+    throw error(errc::too_large,
+                "batch: more than " + std::to_string(max_write_bytes) + " bytes of writes");
+  heap_->check_write_target(dst, n);
+  const auto* from = static_cast<const std::byte*>(src);
+  writes_.push_back({dst, write_bytes_.size(), n});
+  write_bytes_.insert(write_bytes_.end(), from, from + n);
 }
 
 void batch::defer_free(void* p) {
@@ -899,16 +991,20 @@ void* batch::reserve_copy_staged(const void* src, std::size_t size) {
 void batch::publish(durability d) {
   if (d == durability::deferred)  // (the sources may change before sync: staged from the objects)
     live().publish_deferred({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
-                            {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()});
+                            {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()},
+                            {writes_.data(), writes_.size()}, write_bytes_.data());
   else
     live().publish({reserved_.data(), reserved_.size()}, {stores_.data(), stores_.size()},
                    {frees_.data(), frees_.size()}, {streamed_.data(), streamed_.size()}, false,
-                   {sources_.data(), sources_.size()});
+                   {sources_.data(), sources_.size()}, {writes_.data(), writes_.size()},
+                   write_bytes_.data());
   reserved_.clear();
   stores_.clear();
   frees_.clear();
   streamed_.clear();
   sources_.clear();
+  writes_.clear();
+  write_bytes_.clear();
 }
 
 // ---- heap::allocate_publish, heap::free_clear ----
@@ -955,6 +1051,8 @@ void batch::cancel() noexcept {
   frees_.clear();
   streamed_.clear();
   sources_.clear();
+  writes_.clear();
+  write_bytes_.clear();
 }
 
 }  // namespace daxalloc

@@ -218,6 +218,10 @@ enum shutdown_state : std::uint64_t { shutdown_clean = 0, shutdown_open = 1 };
 // bit sets or clears and inline content copies, so replaying a partly
 // applied batch is safe. docs/crash-consistency.md has the whole argument.
 //
+// Range writes (format 4) are content entries too, after the objects':
+// their bytes are copied to their place after the commit, and again by a
+// replay.
+//
 // A batch whose inline bytes do not fit one lane spans several consecutive
 // lanes: the first holds the header and entries, each following one starts
 // with a continuation header (count 0, checksum lane_continuation) and holds
@@ -252,7 +256,10 @@ enum log_op : std::uint64_t {
 inline constexpr unsigned log_op_shift = 62;
 inline constexpr std::size_t max_log_entries =
     (lane_size - sizeof(lane_header)) / sizeof(log_entry);
-inline constexpr std::uint64_t max_logged_content = 4096;
+inline constexpr std::uint64_t max_logged_content = 4096;  // of reserved objects
+// The inline bytes of one batch at most (format 4): its objects' logged
+// contents and 64 KiB of range writes (batch::write), 18 lanes.
+inline constexpr std::uint64_t max_inline_bytes = max_logged_content + 64 * 1024;
 inline constexpr std::uint64_t lane_format_inline = 0x326e616c78616400;  // "\0daxlan2"
 inline constexpr std::uint64_t lane_continuation = 0x746e6f636e616c00;   // "\0lancont"
 // A reorder word: the new commit order (48 bits) and 16 check bits, one

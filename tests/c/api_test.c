@@ -267,6 +267,16 @@ static void batches(daxalloc_heap_t* h, struct root* root) {
   EXPECT_OK(daxalloc_batch_defer_free(b, adopted));
   EXPECT_OK(daxalloc_batch_publish(b, DAXALLOC_IMMEDIATE));
 
+  /* Range writes: bytes of a live object, applied at publish. */
+  const char updated[] = "written"; /* (within the 16-byte slot of copy) */
+  EXPECT_OK(daxalloc_batch_write(b, copy, updated, sizeof updated));
+  EXPECT(strcmp((const char*)copy, text) == 0);
+  EXPECT_OK(daxalloc_batch_publish(b, DAXALLOC_IMMEDIATE));
+  EXPECT(strcmp((const char*)copy, updated) == 0);
+  EXPECT_CODE(daxalloc_batch_write(b, copy, NULL, 4), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_batch_write(b, root, updated, DAXALLOC_MAX_WRITE_BYTES + 1),
+              DAXALLOC_E_TOO_LARGE);
+
   /* Group commit: applied at sync. */
   EXPECT_OK(daxalloc_batch_set(b, &root->count, 3));
   EXPECT_OK(daxalloc_batch_publish(b, DAXALLOC_DEFERRED));

@@ -275,6 +275,25 @@ std::uint64_t* word(heap_impl& h, std::uint64_t offset) {
   return reinterpret_cast<std::uint64_t*>(h.model().base() + offset);
 }
 
+// A batch of range writes (batch::write), with reservations and frees:
+// each write is (offset, bytes).
+void publish_writes(heap_impl& h, const std::vector<daxalloc::reservation>& reserved,
+                    const std::vector<std::pair<std::uint64_t, std::vector<std::byte>>>& writes,
+                    const std::vector<void*>& frees) {
+  std::vector<daxalloc::range_write> ranges;
+  std::vector<std::byte> bytes;
+  for (const auto& [at, data] : writes) {
+    ranges.push_back({h.model().base() + at, bytes.size(), data.size()});
+    bytes.insert(bytes.end(), data.begin(), data.end());
+  }
+  h.publish(reserved, {}, frees, {}, false, {}, ranges, bytes.data());
+}
+std::vector<std::byte> words_of(std::initializer_list<std::uint64_t> words) {
+  std::vector<std::byte> out(words.size() * 8);
+  std::memcpy(out.data(), std::data(words), out.size());
+  return out;
+}
+
 using numbers = boost::container::vector<std::uint64_t, daxalloc::allocator<std::uint64_t>>;
 struct numbers_root {
   daxalloc::pptr<numbers> list;
@@ -469,6 +488,39 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
        },
        [](heap_impl& h, const auto& kept) {
          publish(h, {}, {{word(h, kept[0]), 0}}, {h.model().base() + kept[1]});
+       }},
+      {"range writes: 24 bytes over the root's words, a reservation, a free",
+       [&](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         kept.push_back(offset(h, h.allocate(40)));
+         *word(h, kept[0]) = kept[1];
+       },
+       [](heap_impl& h, const auto& kept) {
+         auto r = h.reserve(40);
+         std::memset(r.ptr, 9, 40);
+         const std::uint64_t at = offset(h, r.ptr);
+         std::vector<daxalloc::reservation> reserved;
+         reserved.emplace_back(r.ptr, r.size);
+         publish_writes(h, reserved, {{kept[0], words_of({at, 77, 88})}},
+                        {h.model().base() + kept[1]});
+       }},
+      {"range writes: 64 KiB over 16 writes, the batch spanning 18 lanes",
+       [&](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         kept.push_back(offset(h, h.allocate(64 * 1024)));
+         std::memset(h.model().base() + kept[1], 0, 64 * 1024);
+         h.model().media().persist().persist(h.model().base() + kept[1], 64 * 1024);
+         *word(h, kept[0]) = kept[1];
+         *(word(h, kept[0]) + 1) = kept[1] + 32 * 1024 + 8;
+         *(word(h, kept[0]) + 2) = kept[1] + 64 * 1024 - 8;
+       },
+       [](heap_impl& h, const auto& kept) {
+         std::vector<std::pair<std::uint64_t, std::vector<std::byte>>> writes;
+         for (std::uint64_t k = 0; k < 16; ++k) {
+           std::vector<std::byte> node(4096, static_cast<std::byte>(k + 1));
+           writes.emplace_back(kept[1] + k * 4096, std::move(node));
+         }
+         publish_writes(h, {}, writes, {});
        }},
       {"a batch: two reservations, three stores, two deferred frees",
        [&](heap_impl& h, auto& kept) {
