@@ -40,10 +40,10 @@
 //      checks out (forged_record): a changed superblock copy, hotplug intent
 //      or committed redo lane whose checksum matches, or a slot (root,
 //      name table) of which no valid copy naming something is left as it
-//      was while a changed copy
-//      checks out or is empty. Raw bytes can forge such a record too (a
-//      copied range, or a checksum libFuzzer's comparison tracing solved),
-//      and a valid record is a different heap, not damage.
+//      was while a changed copy checks out or is empty. Raw bytes can forge
+//      such a record too (a copied range, or a checksum libFuzzer's
+//      comparison tracing solved), and a valid record is a different heap,
+//      not damage.
 // So the model is compared after raw damage only (unsealed fields, words,
 // bit flips, zeroes, copies, truncation) to a cleanly closed image. Every
 // other input keeps the contract above. A page descriptor edit counts as raw
