@@ -32,8 +32,8 @@
 // finding: "silently wrong".
 //
 // When the model is compared (compare_model): all three of
-//   1. the base image was closed cleanly (its digests are recorded), unless
-//      compare_model_on_unclean_bases is set (see there; off for now);
+//   1. the base image was closed cleanly (its digests are recorded), or
+//      compare_model_on_unclean_bases is set (see there; on since format 4);
 //   2. no edit resealed anything (superblock, intent, root slot or lane
 //      edits with their reseal flag, an overlay with its reseal flag);
 //   3. after the edits no checksummed record that differs from the base
@@ -76,13 +76,16 @@ using namespace fuzz;
 namespace sp = daxalloc::sparse;
 
 // Whether the model is compared on a base image left by an unclean shutdown
-// (base 2). Off: format 3 records the slab bitmap and memmap page digests
-// only at a clean close, so in an unclean image a zeroed page descriptor or a
-// cleared slab bitmap bit is taken for free memory and cannot be detected
-// (docs/crash-consistency.md, "What is checked at open"; the "(unclean
-// image)" known gaps of tests/corruption/). A format change that closes this
-// gap is under way; turn this on with it.
-constexpr bool compare_model_on_unclean_bases = false;
+// (base 2). On since format 4: a zeroed page descriptor fails its seeded
+// check bits, and slab digests are kept with every bitmap change, so the
+// damage format 3 could not see in an unclean image is seen (the
+// "(unclean image)" rows of tests/corruption/). Two differences from a
+// clean base: a structured descriptor edit writes valid check bits, which
+// only the memmap page digest of a clean close would catch, so on an
+// unclean base it counts as a forged record; and an allocation the base does
+// not have is allowed (a bitmap bit set on a free object reads as a torn
+// allocate, which leaks: nothing is lost).
+constexpr bool compare_model_on_unclean_bases = true;
 
 // ---- the model ----
 
@@ -352,6 +355,15 @@ struct editor {
   sparse_image& image;
   bool resealed = false;  // an edit recomputed a checksum: the model is not compared
 
+  // A descriptor with valid check bits (a structured edit, or a copy of
+  // another descriptor) is a forged record on an unclean base, where no
+  // memmap page digest covers it.
+  void store_descriptor(std::uint64_t at, std::uint64_t info) {
+    if (!base.clean && info != load<std::uint64_t>(at) && sp::descriptor_checks_out(info))
+      resealed = true;
+    store(at, info);
+  }
+
   bool reseal() {
     const bool yes = in.boolean();
     resealed = resealed || yes;
@@ -533,11 +545,11 @@ struct editor {
         } else {
           info = value(info);
         }
-        return store(at, info);
+        return store_descriptor(at, info);
       }
       case image_edit::descriptor_next: {
         const std::uint64_t at = descriptor_offset(pick_pfn() + 1);
-        return store(at, value(load<std::uint64_t>(at)));
+        return store_descriptor(at, value(load<std::uint64_t>(at)));
       }
       case image_edit::slab_bitmap: {
         if (base.slabs.empty()) return;
@@ -755,7 +767,7 @@ std::string probe(daxalloc::heap& h, const base_image& base, const sparse_image&
   std::set<std::uint64_t> in_model;
   for (const model_object& o : m.objects) in_model.insert(o.offset);
   for (auto [offset, size] : listed)
-    if (!in_model.count(offset))
+    if (!in_model.count(offset) && base.clean)  // (unclean: a torn allocate may leak)
       return "the media lists an allocation at " + hex(offset) + " (" + std::to_string(size) +
              " B) that the base does not have";
   try {

@@ -942,7 +942,7 @@ std::vector<std::string> heap_impl::check() const {
                            " is allocated on the media but free in the page allocator");
         break;
       }
-  small_.check(problems);
+  small_.check(problems, digests_pending_);
   const sparse::root_slot* s = slot();
   if (!sparse::root_slot_empty(*s) && !root_pending_) {
     const std::string what = "the root slot does not name an allocated object of its size: ";

@@ -217,9 +217,8 @@ class heap_impl {
   bool reclaim();
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
-  void plan_lane_replay();
-  void note_lane_bits(
-      const sparse::lane_header& h);  // read-only: what replay_lanes would do, into plan_
+  void plan_lane_replay();  // read-only: what replay_lanes would do, into plan_
+  void note_lane_bits(const sparse::lane_header& h);  // into lane_bits_
   [[nodiscard]] std::vector<alloc::allocated_extent> media_extents(
       std::vector<std::string>& problems) const;
   [[nodiscard]] sparse::lane_header* lane(unsigned i) const noexcept;
@@ -296,6 +295,8 @@ class heap_impl {
   // The bitmap bits (word offset, mask) of the committed lanes this open
   // replays: changes a crash may have left half made (reconcile_slabs).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> lane_bits_;
+  // Read-only: slabs whose digest reconcile_slabs would rewrite (sorted).
+  std::vector<std::uint64_t> digests_pending_;
   std::mutex root_mutex_;
   mutable std::mutex names_mutex_;
   std::atomic<std::uint64_t> busy_lanes_{0};

@@ -542,8 +542,16 @@ void heap_impl::reconcile_slabs(std::vector<std::string>& problems,
         bad.push_back(pfn / alloc::pageblock_pages);
         continue;
       }
-      if (read_only()) continue;  // the plan: nothing written
       auto* bits = reinterpret_cast<std::uint64_t*>(model_->base() + page);
+      if (read_only()) {  // the plan: nothing written
+        digests_pending_.push_back(pfn);
+        plan_.steps.push_back(
+            "rewrite the digest of " + where + " (changes in flight at the crash)" +
+            (extra && (bits[*extra / 64] >> (*extra % 64) & 1) == 0
+                 ? ", and mark its object " + std::to_string(*extra) + " allocated"
+                 : ""));
+        continue;
+      }
       if (extra) {
         std::atomic_ref<std::uint64_t> w(bits[*extra / 64]);
         if ((w.load() >> (*extra % 64) & 1) == 0) {

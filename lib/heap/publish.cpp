@@ -294,9 +294,11 @@ void heap_impl::publish(std::span<const reservation> reserved,
       entries.push_back(
           {offset_of(r.ptr) | std::uint64_t{sparse::log_content} << sparse::log_op_shift, r.size});
   }
+  bool names_slot = false;  // a store into the name-table slot
   for (const auto& [where, value] : stores) {
     if (!stores_checked) check_store_target(where);
     entries.push_back({offset_of(where), value});
+    names_slot = names_slot || names_slot_word(entries.back().target);
   }
   boost::container::small_vector<std::pair<unsigned, void*>, 16> small_frees;  // class, object
   boost::container::small_vector<std::pair<std::uint64_t, std::uint64_t>, 2>
@@ -326,6 +328,16 @@ void heap_impl::publish(std::span<const reservation> reserved,
                                      " actions, more than a batch holds (" +
                                      std::to_string(sparse::max_log_entries) + ")");
   if (entries.empty()) return;
+  if (names_slot) {
+    // Only whole copies of the slot that check out, both of them, as the
+    // named-object calls write it: a replay would refuse anything else.
+    std::vector<std::byte> image(sizeof(sparse::lane_header) + entries.size() * sizeof(log_entry));
+    auto* header = reinterpret_cast<sparse::lane_header*>(image.data());
+    header->count = entries.size();
+    std::memcpy(header + 1, entries.data(), entries.size() * sizeof(log_entry));
+    if (auto why = lane_problem(*header); !why.empty())
+      throw error(errc::invalid_argument, "publish: the name-table slot: " + why);
+  }
 
   const persistence& p = beneath_;
   const std::uint64_t inline_total = (logged_content ? content : 0) + written;

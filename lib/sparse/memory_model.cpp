@@ -437,8 +437,8 @@ void memory_model::load(const open_options& options) {
 // A committed intent names a span that its operation could have named: a
 // hot-remove only a span whose present pages are all free (no extent or
 // slab head in it, no extent running into it from before), and a hot-add
-// only a span whose descriptors it zeroed before its commit (so the same
-// holds). Read before anything is replayed, with the records as they are
+// only a span whose descriptors it wrote free before its commit (so the
+// same holds). Read before anything is replayed, with the records as they are
 // (a replay may have been interrupted) and every memmap offset
 // bounds-checked; the volatile memmap is not built yet. Empty: plausible.
 std::string memory_model::intent_problem(const hotplug_intent& in) const {
@@ -535,7 +535,8 @@ void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
   add_locked(start, length, std::nullopt);
 }
 
-// Adds a span whose storage is populated; `fresh` says it reads as zeros.
+// Adds a span; `fresh` says its storage is populated already and reads as
+// zeros (unknown: populated here). Its descriptors are written either way.
 void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
                               std::optional<bool> fresh) {
   const std::uint64_t end = start + length;

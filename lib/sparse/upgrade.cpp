@@ -75,8 +75,7 @@ void upgrade_slots(region& r, const geometry& geo, std::vector<std::string>& don
   names_a->check = names.check;
   std::memcpy(slots + names_slot_b_in_page, &names, sizeof names);
   p.flush(names_a, sizeof *names_a);
-  p.flush(slots, root_page_size / 32);
-  p.drain();
+  p.flush(slots, root_page_size / 32);  // (drained with the descriptors, before the commit)
   done.push_back(root.offset ? "root slot copy B written (root at " + hex(root.offset) + ")"
                              : std::string("no root: root slot copy B empty"));
   done.push_back(names.offset
@@ -96,7 +95,7 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
   const auto* copies = reinterpret_cast<const superblock*>(base);
   std::vector<std::string> done;
 
-  // A copy of this format next to a format 2 one: a crash interrupted an
+  // A copy of this format next to an older one: a crash interrupted an
   // upgrade after its commit (copy A written); only copy B is left to do.
   bool other = false;
   for (int c = 0; c < 2; ++c)
