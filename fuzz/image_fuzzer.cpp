@@ -914,7 +914,9 @@ void run(const std::uint8_t* data, std::size_t size) {
   const bool compare_model = why_not.empty();
   if (verbose)
     std::fprintf(stderr, "model: %s\n",
-                 compare_model ? "compared (raw damage to a clean image)"
+                 compare_model ? ("compared (raw damage to " + base.name +
+                                  (base.clean ? ", closed cleanly)" : ", left by a crash)"))
+                                     .c_str()
                                : ("not compared: " + why_not).c_str());
   image.write(path);
 
