@@ -522,6 +522,7 @@ void heap_impl::flush_targets(unsigned i) const noexcept {
   const lane_state& ls = lanes_[i];
   const unsigned noted = ls.targets_noted.load(std::memory_order_relaxed);
   std::uint64_t last_line = ~std::uint64_t{0};  // (consecutive targets often share a line)
+  const sparse::page_descriptor* last_digest = nullptr;  // (and a slab)
   const auto flush = [&](std::uint64_t target) {
     const std::uint64_t at = target & offset_mask;
     const std::uint64_t op = target >> sparse::log_op_shift;
@@ -529,8 +530,11 @@ void heap_impl::flush_targets(unsigned i) const noexcept {
       beneath_.flush(model_->base() + at, 8);
     last_line = at / 64;
     if ((op == sparse::log_set_bits || op == sparse::log_clear_bits) &&
-        at < model_->media().size())  // and the slab's digest, which changed with it
-      beneath_.flush(small_.digest_of(reinterpret_cast<std::uint64_t*>(model_->base() + at)), 8);
+        at < model_->media().size()) {  // and the slab's digest, which changed with it
+      const auto* digest = small_.digest_of(reinterpret_cast<std::uint64_t*>(model_->base() + at));
+      if (digest != last_digest) beneath_.flush(digest, 8);
+      last_digest = digest;
+    }
   };
   for_each_range(i, [&](std::uint64_t at, std::uint64_t n) {
     if (at < model_->media().size() && n <= model_->media().size() - at)
