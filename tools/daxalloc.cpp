@@ -952,8 +952,9 @@ const std::vector<command>& commands() {
         "migratetype, and usage (present, usable, metadata, allocated, free,\n"
         "largest free, fragmentation).\n"
         "\n"
-        "Opening the heap runs recovery and takes its lock: a heap open in another\n"
-        "process is refused (busy).\n",
+        "The heap is opened read-only (a shared lock): nothing is written, and a heap\n"
+        "left by a crash shows the recovery a read-write open would run. A heap open\n"
+        "read-write in another process is refused (busy).\n",
         {json_option}},
        run_info},
       {{"stats",
@@ -979,7 +980,8 @@ const std::vector<command>& commands() {
         {"PATH"},
         "PATH [--json]",
         "verify every invariant of a heap; exit 1 if any fails",
-        "Open the heap (running recovery, as every open does) and check every\n"
+        "Open the heap read-only (nothing is written; after a crash, the state\n"
+        "before recovery, and the recovery it would run) and check every\n"
         "invariant of its persistent and rebuilt state: superblocks, section map,\n"
         "memmap placement, pageblock flags, extents and slabs, the root object.\n"
         "Prints each problem; exits 0 when there is none, 1 otherwise. A heap that\n"

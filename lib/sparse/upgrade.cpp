@@ -116,11 +116,11 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
     for (int c = 0; c < 2; ++c)
       if (std::memcmp(copies[c].magic, superblock_magic, sizeof copies[c].magic) == 0 &&
           (copies[c].version > format_version || copies[c].version < oldest_upgradable_version))
-        throw error(errc::older_format, where + "format version " +
-                                            std::to_string(copies[c].version) +
-                                            " cannot be upgraded: only formats " +
-                                            std::to_string(oldest_upgradable_version) + " to " +
-                                            std::to_string(format_version - 1) + " can");
+        throw error(copies[c].version > format_version ? errc::newer_format : errc::older_format,
+                    where + "format version " + std::to_string(copies[c].version) +
+                        " cannot be upgraded: only formats " +
+                        std::to_string(oldest_upgradable_version) + " to " +
+                        std::to_string(format_version - 1) + " can");
     throw error(errc::corrupt, where + "no usable superblock of an older format: A: " + problem[0] +
                                    "; B: " + problem[1]);
   }
