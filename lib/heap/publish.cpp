@@ -521,7 +521,7 @@ void heap_impl::for_each_range(unsigned i, F&& f) const noexcept {
 void heap_impl::flush_targets(unsigned i) const noexcept {
   const lane_state& ls = lanes_[i];
   const unsigned noted = ls.targets_noted.load(std::memory_order_relaxed);
-  std::uint64_t last_line = ~std::uint64_t{0};  // (consecutive targets often share a line)
+  std::uint64_t last_line = ~std::uint64_t{0};           // (consecutive targets often share a line)
   const sparse::page_descriptor* last_digest = nullptr;  // (and a slab)
   const auto flush = [&](std::uint64_t target) {
     const std::uint64_t at = target & offset_mask;

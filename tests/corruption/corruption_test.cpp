@@ -345,27 +345,24 @@ int main(int argc, char** argv) {
   flips("section map", words_of(m.roots, m.record_bytes));
   zero_words("section map", words_of(m.roots, m.record_bytes));
   zero_words("section map", {sp::directory_offset});
-  // Memmap: descriptors in use.
-  flips("memmap", m.descriptors);
-  zero_words("memmap", m.heads);
-  for (std::uint64_t page = m.memmap; page < m.memmap + heap_bytes / sp::page_size * 8;
-       page += sp::page_size)
-    zero_range("memmap", page, sp::page_size);
-  // Slab bitmaps: words with objects in them.
-  flips("slab bitmap", m.bitmap_words);
-  zero_words("slab bitmap", m.bitmap_words);
+  // Memmap (descriptors in use) and slab bitmaps (words with objects in
+  // them), in the image as it is or marked unclean.
+  const auto memmap_and_bitmaps = [&](const std::string& suffix) {
+    flips("memmap" + suffix, m.descriptors);
+    zero_words("memmap" + suffix, m.heads);
+    for (std::uint64_t page = m.memmap; page < m.memmap + heap_bytes / sp::page_size * 8;
+         page += sp::page_size)
+      zero_range("memmap" + suffix, page, sp::page_size);
+    flips("slab bitmap" + suffix, m.bitmap_words);
+    zero_words("slab bitmap" + suffix, m.bitmap_words);
+  };
+  memmap_and_bitmaps("");
   // The committed redo lane.
   flips("redo lane", m.lane_words);
   zero_words("redo lane", m.lane_words);
   // The same damage to an image marked unclean.
   base_image = &unclean;
-  flips("memmap (unclean image)", m.descriptors);
-  zero_words("memmap (unclean image)", m.heads);
-  for (std::uint64_t page = m.memmap; page < m.memmap + heap_bytes / sp::page_size * 8;
-       page += sp::page_size)
-    zero_range("memmap (unclean image)", page, sp::page_size);
-  flips("slab bitmap (unclean image)", m.bitmap_words);
-  zero_words("slab bitmap (unclean image)", m.bitmap_words);
+  memmap_and_bitmaps(" (unclean image)");
   base_image = &pristine;
   // Truncation.
   for (std::uint64_t size : {std::uint64_t{4096}, std::uint64_t{8192}, m.head - 4096, m.head,
