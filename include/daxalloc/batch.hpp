@@ -17,7 +17,7 @@
 // happened or none did. Reserved objects are flushed in full at publish,
 // after your constructor wrote them; reserve_copy() objects were written
 // with non-temporal stores and need no flush. A batch holds at most
-// max_actions actions (reservations + stores + frees); more is
+// max_actions actions (reservations + stores + writes + frees); more is
 // errc::too_large. Destroying an unpublished batch cancels it. A batch on a
 // read-only heap is refused when it is made (errc::read_only), as on a
 // closed one (errc::invalid_argument). Act on what a batch published from

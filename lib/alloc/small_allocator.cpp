@@ -191,12 +191,7 @@ sparse::page_descriptor* small_allocator::bits_changed(const std::uint64_t* word
 }
 
 std::uint64_t small_allocator::bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept {
-  const std::uint64_t* bits = bitmap(pfn);
-  std::uint64_t digest = 0;
-  for (std::uint32_t w = 0; w * 64 < size_classes[cls].objects; ++w)
-    for (std::uint64_t word = load_word(bits + w); word; word &= word - 1)
-      digest ^= sparse::slab_bit_digest(w * 64 + static_cast<unsigned>(std::countr_zero(word)));
-  return digest;
+  return sparse::slab_bitmap_digest(bitmap(pfn), size_classes[cls].objects);
 }
 
 // The volatile descriptor of a slab headed at pfn, its map words, and an

@@ -422,6 +422,19 @@ inline constexpr std::uint64_t memmap_digest_mask = (std::uint64_t{1} << 48) - 1
 static_assert(slab_bit_of_digest(slab_bit_digest(0)) == 0 &&
               slab_bit_of_digest(slab_bit_digest(4095)) == 4095 &&
               slab_bit_of_digest(slab_bit_digest(12345678)) == 12345678);
+// The digest of a slab's bitmap: the terms of every bit set in the words
+// that hold its objects' bits (a stray bit past the objects counts too).
+[[nodiscard]] inline std::uint64_t slab_bitmap_digest(const std::uint64_t* bits,
+                                                      std::uint32_t objects) noexcept {
+  std::uint64_t digest = 0;
+  for (std::uint32_t w = 0; std::uint64_t{w} * 64 < objects; ++w)
+    for (std::uint64_t word = std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(bits[w]))
+                                  .load(std::memory_order_relaxed);
+         word; word &= word - 1)
+      digest ^=
+          slab_bit_digest(std::uint64_t{w} * 64 + static_cast<unsigned>(std::countr_zero(word)));
+  return digest;
+}
 // The delta to XOR into a slab head descriptor (data and check bits) when
 // the bits of the objects whose terms XOR to `digest_delta` change.
 [[nodiscard]] constexpr std::uint64_t slab_digest_xor(std::uint64_t digest_delta) noexcept {

@@ -46,14 +46,6 @@ std::uint64_t v3_bitmap_digest(const std::uint64_t* bits, std::uint32_t objects,
   return words_digest(bits, (objects + 63) / 64, pfn, 24);
 }
 
-// Format 4's slab digest: the terms of the objects whose bits are set.
-std::uint64_t bitmap_digest(const std::uint64_t* bits, std::uint32_t objects) {
-  std::uint64_t digest = 0;
-  for (std::uint32_t i = 0; i < objects; ++i)
-    if (bits[i / 64] >> (i % 64) & 1) digest ^= slab_bit_digest(i);
-  return digest;
-}
-
 // Format 2 to 3: copy B of the root slot from copy A (cleared when copy A
 // is torn: open then drops copy A, as format 2 did), the name-table slot's
 // check word and its copy B.
@@ -214,8 +206,9 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
       if (desc.state() == page_state::slab && desc.sub() < slab_objects.size() &&
           (pfn << page_shift) + page_size <= r.size())
         word = with_slab_digest(
-            word, bitmap_digest(reinterpret_cast<const std::uint64_t*>(base + (pfn << page_shift)),
-                                slab_objects[desc.sub()]));
+            word,
+            slab_bitmap_digest(reinterpret_cast<const std::uint64_t*>(base + (pfn << page_shift)),
+                               slab_objects[desc.sub()]));
       if (word == d[i]) continue;
       std::atomic_ref<std::uint64_t>(d[i]).store(word, std::memory_order_relaxed);
       p.flush(&d[i], 8);
