@@ -48,10 +48,11 @@
 // bit flips, zeroes, copies, truncation) to a cleanly closed image. Every
 // other input keeps the contract above. A page descriptor edit counts as raw
 // although its structured form writes valid check bits: in a clean image the
-// memmap page's digest, which no edit recomputes, covers the word. Not
-// excluded, and to be triaged if one turns up: a forged 8-bit descriptor
-// check together with the 48-bit digest of its memmap page, or a forged
-// 24-bit slab bitmap digest (the raw edits cannot compute one, so only by
+// memmap page's digest, which no edit recomputes, covers the word. A slab
+// bitmap word that was changed and checks out (format 5's 8 check bits per
+// word) counts as a forged record too. Not excluded, and to be triaged if
+// one turns up: a forged 8-bit descriptor check together with the 48-bit
+// digest of its memmap page (the raw edits cannot compute one, so only by
 // chance or by comparison tracing).
 #include <algorithm>
 #include <cstring>
@@ -694,6 +695,16 @@ std::string forged_record(const base_image& base, const sparse_image& image) {
             return sp::names_slot_empty(s);
           }))
     return "the name-table slot";
+  // A slab bitmap word (format 5: 8 check bits in the word) that the edits
+  // changed and that checks out: forged by chance (1 in 256 for a random
+  // word) or by comparison tracing, and then a different bitmap, not damage.
+  // (Words of the first KiB of a slab's head page: the largest header.)
+  for (std::uint64_t pfn : base.slabs)
+    for (std::uint64_t at = pfn << sp::page_shift; at < (pfn << sp::page_shift) + 1024; at += 8) {
+      std::uint64_t word = 0;
+      if (changed(at, 8) && image.load(at, &word, 8) && sp::slab_word_checks_out(word))
+        return "a slab bitmap word";
+    }
   // Redo lanes: a changed lane that open would take as committed. Its
   // checksum is computed as heap_impl::lane_checksum does for format 0
   // (entries, then log_content bytes in place); an inline-format lane

@@ -1,6 +1,9 @@
 // Heap images of older formats for the upgrade tests: a heap of this
-// version, closed cleanly, written back as the older format stored it
-// (docs/on-media-format.md, "Versions").
+// version made with legacy slabs only (legacy_slabs below), closed cleanly,
+// written back as the older format stored it (docs/on-media-format.md,
+// "Versions").
+//   Format 4: every slab of class c < n (64 objects per bitmap word, a
+//   digest in its head descriptor) where format 5 names its legacy twin n + c.
 //   Format 3: descriptor check bits unseeded (a free descriptor is 0), slab
 //   digests a multiply-xor hash of the bitmap words recorded at close.
 //   Format 2: page descriptors without check bits, the name-table slot as
@@ -16,14 +19,26 @@
 #include <vector>
 
 #include "alloc/size_classes.hpp"
+#include "alloc/small_allocator.hpp"
 #include "sparse/geometry.hpp"
 #include "sparse/superblock.hpp"
 
 namespace test {
 
-// Rewrites the closed heap in `path` (one memmap span) as format 2, or 3.
+// While one lives, new slabs are made in the legacy encoding (what format 4
+// and older wrote), so that downgrade can write the image back.
+struct legacy_slabs {
+  legacy_slabs() { daxalloc::alloc::small_allocator::make_legacy_slabs = true; }
+  ~legacy_slabs() { daxalloc::alloc::small_allocator::make_legacy_slabs = false; }
+  legacy_slabs(const legacy_slabs&) = delete;
+  legacy_slabs& operator=(const legacy_slabs&) = delete;
+};
+
+// Rewrites the closed heap in `path` (one memmap span, made under
+// legacy_slabs) as format 2, 3 or 4.
 inline void downgrade(const std::filesystem::path& path, std::uint32_t version) {
   namespace sp = daxalloc::sparse;
+  namespace al = daxalloc::alloc;
   std::vector<unsigned char> b(std::filesystem::file_size(path));
   int fd = ::open(path.c_str(), O_RDWR);
   if (fd < 0 || ::pread(fd, b.data(), b.size(), 0) != static_cast<ssize_t>(b.size())) std::abort();
@@ -41,6 +56,13 @@ inline void downgrade(const std::filesystem::path& path, std::uint32_t version) 
     if (!(record[0] & sp::section_has_mem_map)) continue;
     auto* d = reinterpret_cast<std::uint64_t*>(b.data() + (record[0] & sp::section_memmap_mask));
     const std::uint64_t span = (nr << geo.section_size_bits) & ~(geo.span_size() - 1);
+    for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8; ++i) {  // format 4's class numbers
+      const sp::page_descriptor desc{d[i]};
+      if (desc.state() != sp::page_state::slab) continue;
+      if (!al::is_legacy_class(desc.sub())) std::abort();  // not made under legacy_slabs
+      d[i] = sp::with_descriptor_check((d[i] & ~(std::uint64_t{0xff} << 8)) |
+                                       std::uint64_t{al::base_class(desc.sub())} << 8);
+    }
     for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8 && version == 3; ++i) {
       const sp::page_descriptor desc{d[i]};
       std::uint64_t data = d[i] & sp::descriptor_data_mask;
@@ -49,7 +71,7 @@ inline void downgrade(const std::filesystem::path& path, std::uint32_t version) 
       if (desc.state() == sp::page_state::slab) {
         const std::uint64_t pfn = (span >> sp::page_shift) + i;
         const auto* bits = reinterpret_cast<const std::uint64_t*>(b.data() + (pfn << 12));
-        const std::uint64_t words = (daxalloc::alloc::size_classes[desc.sub()].objects + 63) / 64;
+        const std::uint64_t words = al::size_classes[al::legacy_class(desc.sub())].words();
         data = (data & ~(sp::slab_digest_mask << sp::slab_digest_shift)) |
                sp::words_digest(bits, words, pfn, 24) << sp::slab_digest_shift;
       }

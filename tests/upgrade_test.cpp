@@ -28,6 +28,7 @@ struct root_type {
 // named objects.
 void make_old(const std::filesystem::path& path, std::uint32_t version = 2) {
   {
+    test::legacy_slabs legacy;
     daxalloc::heap_options o;
     o.size = 8 * MiB;
     o.max_size = 1024 * MiB;
@@ -79,7 +80,7 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
     auto r = daxalloc::region::open(f.path());
     const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
-    CHECK(steps.size() == 4);
+    CHECK(steps.size() == 5);
   }
   {
     auto h = heap::open(f.path());
@@ -89,7 +90,7 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
     (void)h.construct<int>("after")(5);
   }
   auto r = daxalloc::region::open(f.path());
-  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 4
+  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 5
 }
 
 TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everything intact") {
@@ -100,12 +101,62 @@ TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everythi
     auto r = daxalloc::region::open(f.path());
     const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
-    REQUIRE(steps.size() == 2);
-    CHECK(steps[1] == "superblocks rewritten: format version 3 -> 4");
+    REQUIRE(steps.size() == 3);
+    CHECK(steps[2] == "superblocks rewritten: format version 3 -> 5");
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
   require_contents(h);
+}
+
+TEST_CASE("a format 4 heap is converted by upgrade: its slabs keep their encoding and go on") {
+  test::temp_file f;
+  make_old(f.path(), 4);
+  CHECK_ERRC((void)heap::open(f.path()), errc::older_format);
+  {
+    auto r = daxalloc::region::open(f.path());
+    const auto steps = daxalloc::detail::upgrade_region(r);
+    for (const auto& s : steps) MESSAGE(s);
+    REQUIRE(steps.size() == 2);
+    CHECK(steps[0].find("kept ") == 0);
+    CHECK(steps[1] == "superblocks rewritten: format version 4 -> 5");
+  }
+  auto h = heap::open(f.path());
+  CHECK(h.outcome() == daxalloc::open_outcome::clean);
+  require_contents(h);
+  // The legacy slabs serve their classes with the new ones: free the small
+  // object, allocate 2,000 more of its class (its legacy slab first, then a
+  // format 5 one), free every other one, and reopen.
+  auto* r = h.root<root_type>();
+  const std::uint64_t legacy_object = r->small;
+  h.deallocate(h.at(r->small));
+  std::vector<std::uint64_t> objects;
+  for (int i = 0; i < 2000; ++i) {
+    void* p = h.allocate(100);
+    std::memset(p, i & 0xff, 100);
+    h.persist().persist(p, 100);
+    objects.push_back(h.offset_of(p));
+  }
+  // The legacy slab is allocated from again (the lowest slab first).
+  const std::uint64_t slab_bytes =
+      std::uint64_t{4096} << daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(100)]
+                                 .slab_order;
+  CHECK(objects[0] / slab_bytes == legacy_object / slab_bytes);
+  r->small = objects[0];
+  h.persist().persist(r, sizeof *r);
+  for (std::size_t i = 1; i < objects.size(); i += 2) h.deallocate(h.at(objects[i]));
+  test::require_sound(h);
+  const auto allocated = h.stats().allocated_objects;
+  h.close();
+  auto again = heap::open(f.path());
+  CHECK(again.outcome() == daxalloc::open_outcome::clean);
+  test::require_sound(again);
+  CHECK(again.stats().allocated_objects == allocated);
+  for (std::size_t i = 0; i < objects.size(); i += 2) {
+    const auto* p = static_cast<const unsigned char*>(again.at(objects[i]));
+    CHECK(again.usable_size(p) >= 100);
+    CHECK(p[99] == (i & 0xff));
+  }
 }
 
 TEST_CASE("upgrade refuses a format 3 slab bitmap changed while the heap was closed") {
@@ -127,7 +178,8 @@ TEST_CASE("upgrade refuses a format 3 slab bitmap changed while the heap was clo
   // Clear the small object's bit: the bitmap is the first page of its slab.
   std::uint64_t word_at = 0, mask = 0;
   {
-    const auto& c = daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(100)];
+    const auto& c = daxalloc::alloc::size_classes[daxalloc::alloc::legacy_class(
+        daxalloc::alloc::size_class_of(100))];
     const std::uint64_t slab = (std::uint64_t{4096} << c.slab_order);
     const std::uint64_t head = small / slab * slab;
     const std::uint64_t i = (small - head - c.header) / c.size;

@@ -859,7 +859,7 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
 
 // -- upgrade --
 
-// Converts a format 2 or 3 heap in place (heap::upgrade: crash-safe, new
+// Converts a format 2, 3 or 4 heap in place (heap::upgrade: crash-safe, new
 // superblocks last), under the heap's exclusive lock; then opens it, as
 // check does, to show the result is sound.
 int run_upgrade(const parsed_args& a, bool json) {
@@ -1027,16 +1027,19 @@ const std::vector<command>& commands() {
       {{"upgrade",
         {"PATH"},
         "PATH [--json]",
-        "convert a heap of format version 2 or 3 to this version",
-        "Convert a heap made by a daxalloc of format version 2 or 3 in place: page\n"
-        "descriptors get this format's check bits and every slab head the digest\n"
-        "of its bitmap, a format 2 heap's root and name-table slots their second\n"
-        "copies, and the superblocks the new version, written last. A crash during\n"
-        "the upgrade leaves the old format (run upgrade again) or the new one.\n"
-        "Refused when the heap was not closed cleanly (a pending hotplug intent or\n"
-        "a published batch in a redo lane), when a format 3 slab bitmap changed\n"
-        "since its clean close, and for other versions. Then opens the heap and\n"
-        "checks it, as check does.\n",
+        "convert a heap of format version 2, 3 or 4 to this version",
+        "Convert a heap made by a daxalloc of format version 2, 3 or 4 in place:\n"
+        "page descriptors get this format's check bits, slabs keep their bitmap\n"
+        "encoding under their legacy class (format 2 and 3 slabs get the digest of\n"
+        "their bitmap; new slabs are format 5's, with check bits in every bitmap\n"
+        "word), a format 2 heap's root and name-table slots their second copies,\n"
+        "and the superblocks the new version, written last. A crash during the\n"
+        "upgrade leaves the old format (run upgrade again) or the new one.\n"
+        "Refused for a format 2 or 3 heap that was not closed cleanly (a pending\n"
+        "hotplug intent or a published batch in a redo lane: a format 4 heap's are\n"
+        "recovered by the next open), when a format 3 slab bitmap changed since\n"
+        "its clean close, and for other versions. Then opens the heap and checks\n"
+        "it, as check does.\n",
         {json_option}},
        run_upgrade},
       {{"rm",

@@ -441,12 +441,15 @@ class DAXALLOC_API heap {
   // refuses anything that is not a heap (errc::corrupt). Returns true when a
   // file was deleted, false when a device's heap was invalidated.
   static bool remove(const std::filesystem::path& path, bool invalidate_device = false);
-  // Converts the heap at `path`, of the previous format version, to this
-  // library's, in place and crash-safely (a crash leaves the old format, to
-  // be upgraded again, or the new one). Returns what it did; empty when the
-  // heap already has this format. errc::older_format (nothing written) for
-  // another version or a heap not closed cleanly (open it with the library
-  // that wrote it, close it, then upgrade); errc::busy while it is open.
+  // Converts the heap at `path`, of format version 2, 3 or 4, to this
+  // library's (5), in place and crash-safely (a crash leaves the old format,
+  // to be upgraded again, or the new one). Slabs made by format 4 and older
+  // keep their bitmap encoding and are allocated from as before; new slabs
+  // are format 5's. Returns what it did; empty when the heap already has
+  // this format. errc::older_format (nothing written) for another version
+  // or a format 2 or 3 heap not closed cleanly (open it with the library
+  // that wrote it, close it, then upgrade; a format 4 heap left by a crash
+  // is upgraded and recovered by the next open); errc::busy while it is open.
   static std::vector<std::string> upgrade(const std::filesystem::path& path);
 
  private:

@@ -539,7 +539,7 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           }
           if (ok && d.state() == page_state::slab) {
             const unsigned cls = d.sub();
-            ok = cls < nr_size_classes &&
+            ok = cls < nr_slab_classes &&
                  length == (std::uint64_t{1} << size_classes[cls].slab_order) && pfn % length == 0;
             if (!ok)
               report(pfn, "slab descriptor with class " + std::to_string(cls) + " and length " +

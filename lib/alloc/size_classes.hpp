@@ -5,9 +5,12 @@
 // rounding to 4 KiB wastes at most 6.25 %.
 //
 // A slab of a class is a naturally aligned block of 2^order pages: a bitmap
-// header (one bit per object, a multiple of 64 bytes) and then the objects.
-// The table is part of the on-media format (a slab's class is stored in its
-// page descriptors).
+// header (a multiple of 64 bytes) and then the objects. Format 5 bitmap
+// words hold 56 objects' bits and 8 check bits (sparse::slab_word); slabs
+// made by formats 2 to 4 keep 64 objects' bits per word and a digest in
+// their head descriptor, under a class index of their own (legacy_class:
+// the same size, its own geometry). The table is part of the on-media
+// format (a slab's class is stored in its head page descriptor).
 #pragma once
 
 #include <algorithm>
@@ -28,12 +31,34 @@ struct size_class {
   std::uint32_t bytes;      // objects * size
   std::uint64_t magic;      // ceil(2^32 / size): see index()
   std::uint8_t slab_order;  // slab = 2^slab_order pages
+  std::uint8_t word_bits;   // objects per bitmap word: 56 (format 5), 64 (legacy)
+  std::uint32_t word_magic; // ceil(2^32 / word_bits): see word_of()
 
   // n / size for n a multiple of size below 2^32 (an object's offset from
   // the first object), by a multiplication: exact for such n, as jemalloc's
   // div_info shows. The test suite checks every object of every class.
   [[nodiscard]] constexpr std::uint32_t index(std::uint64_t n) const {
     return static_cast<std::uint32_t>((n * magic) >> 32);
+  }
+  // The bitmap word of object i, and its bit there (a multiplication, exact
+  // for i below 2^32 / 24, far above any slab's objects; tested).
+  [[nodiscard]] constexpr std::uint32_t word_of(std::uint32_t i) const {
+    return static_cast<std::uint32_t>((std::uint64_t{i} * word_magic) >> 32);
+  }
+  [[nodiscard]] constexpr std::uint64_t mask_of(std::uint32_t i) const {
+    return std::uint64_t{1} << (i - word_of(i) * word_bits);
+  }
+  [[nodiscard]] constexpr std::uint32_t words() const { return word_of(objects + word_bits - 1); }
+  // Whether object i's bit is set in a slab's bitmap.
+  [[nodiscard]] bool allocated(const std::uint64_t* bitmap, std::uint32_t i) const {
+    return (bitmap[word_of(i)] & mask_of(i)) != 0;
+  }
+  // The bits of word w that stand for objects.
+  [[nodiscard]] constexpr std::uint64_t valid_bits(std::uint32_t w) const {
+    const std::uint64_t first = std::uint64_t{w} * word_bits;
+    if (first >= objects) return 0;
+    const std::uint64_t n = std::min<std::uint64_t>(objects - first, word_bits);
+    return n == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << n) - 1;
   }
 };
 
@@ -43,14 +68,14 @@ constexpr std::size_t count_classes() {
   for (std::size_t base = 128; base < max_small_size; base *= 2) n += 8;
   return n;
 }
-constexpr size_class make_class(std::uint32_t size) {
+constexpr size_class make_class(std::uint32_t size, unsigned word_bits) {
   unsigned order = min_slab_order;
   while ((std::size_t{4096} << order) < std::size_t{size} * 8) ++order;
   const std::size_t slab = std::size_t{4096} << order;
   std::uint32_t objects = static_cast<std::uint32_t>(slab / size);
   std::uint32_t header = 0;
   for (;;) {  // shrink until bitmap and objects fit
-    header = static_cast<std::uint32_t>((objects + 511) / 512 * 64);
+    header = static_cast<std::uint32_t>((objects + 8 * word_bits - 1) / (8 * word_bits) * 64);
     if (header + std::size_t{objects} * size <= slab) break;
     --objects;
   }
@@ -59,23 +84,45 @@ constexpr size_class make_class(std::uint32_t size) {
           header,
           objects * size,
           ((std::uint64_t{1} << 32) + size - 1) / size,
-          static_cast<std::uint8_t>(order)};
+          static_cast<std::uint8_t>(order),
+          static_cast<std::uint8_t>(word_bits),
+          static_cast<std::uint32_t>(((std::uint64_t{1} << 32) + word_bits - 1) / word_bits)};
 }
 }  // namespace detail
 
+// The classes allocations are made in; a slab's descriptor may also name
+// the legacy twin of one (up to nr_slab_classes).
 inline constexpr std::size_t nr_size_classes = detail::count_classes();
+inline constexpr std::size_t nr_slab_classes = 2 * nr_size_classes;
+inline constexpr unsigned slab_word_bits = 56;    // format 5
+inline constexpr unsigned legacy_word_bits = 64;  // formats 2 to 4
+[[nodiscard]] constexpr unsigned legacy_class(unsigned cls) {
+  return cls + static_cast<unsigned>(nr_size_classes);
+}
+[[nodiscard]] constexpr bool is_legacy_class(unsigned cls) { return cls >= nr_size_classes; }
+[[nodiscard]] constexpr unsigned base_class(unsigned cls) {
+  return is_legacy_class(cls) ? cls - static_cast<unsigned>(nr_size_classes) : cls;
+}
 
-inline constexpr std::array<size_class, nr_size_classes> size_classes = [] {
-  std::array<size_class, nr_size_classes> table{};
+inline constexpr std::array<size_class, nr_slab_classes> size_classes = [] {
+  std::array<size_class, nr_slab_classes> table{};
   std::size_t i = 0;
-  for (std::uint32_t s = 8; s <= 128; s += 8) table[i++] = detail::make_class(s);
-  for (std::uint32_t base = 128; base < max_small_size; base *= 2)
-    for (std::uint32_t step = 1; step <= 8; ++step)
-      table[i++] = detail::make_class(base + base / 8 * step);
+  for (unsigned bits : {slab_word_bits, legacy_word_bits}) {
+    for (std::uint32_t s = 8; s <= 128; s += 8) table[i++] = detail::make_class(s, bits);
+    for (std::uint32_t base = 128; base < max_small_size; base *= 2)
+      for (std::uint32_t step = 1; step <= 8; ++step)
+        table[i++] = detail::make_class(base + base / 8 * step, bits);
+  }
   return table;
 }();
-static_assert(size_classes.back().size == max_small_size);
-static_assert(nr_size_classes < 256, "a class index fits the descriptor's 8-bit field");
+static_assert(size_classes[nr_size_classes - 1].size == max_small_size);
+static_assert(nr_slab_classes < 256, "a class index fits the descriptor's 8-bit field");
+// The most bitmap words a slab has.
+inline constexpr std::uint32_t max_slab_words = [] {
+  std::uint32_t m = 0;
+  for (const auto& c : size_classes) m = std::max(m, c.words());
+  return m;
+}();
 
 namespace detail {
 constexpr unsigned compute_class_of(std::size_t size) {

@@ -19,17 +19,13 @@ constexpr unsigned max_slab_order = [] {
 static_assert(sparse::pages_per_subsection >> max_slab_order >= 1,
               "a slab lies inside one pageblock, hence inside one section");
 
-std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t* w) {
-  return std::atomic_ref<std::uint64_t>(*w);
-}
 std::uint64_t load_word(const std::uint64_t* w) {
   return std::atomic_ref<const std::uint64_t>(*w).load(std::memory_order_relaxed);
 }
 
-// The bits of word w that stand for objects of a slab of `objects` objects.
-std::uint64_t valid_bits(std::uint32_t w, std::uint32_t objects) {
-  if (std::uint64_t{w} * 64 + 64 <= objects) return ~0ull;
-  return objects > w * 64 ? (std::uint64_t{1} << (objects - w * 64)) - 1 : 0;
+// The object bits of a bitmap word of a slab of class c.
+std::uint64_t object_bits(const size_class& c, std::uint64_t word) {
+  return c.word_bits == legacy_word_bits ? word : word & sparse::slab_word_data_mask;
 }
 
 }  // namespace
@@ -104,19 +100,20 @@ small_allocator::slab* small_allocator::slab_of(const void* object) const noexce
   return &leaf_at(memory).slabs[head & (chunks_ - 1)];
 }
 
-object_location small_allocator::bit_of(const void* p, unsigned cls) const noexcept {
-  const size_class& c = size_classes[cls];
+// The slab's class and first object from its chunk's map word: an object
+// handed out for a class may lie in its legacy twin's slab.
+object_location small_allocator::bit_of(const void* p) const noexcept {
   const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
-  const std::uint64_t head =
-      (offset >> sparse::page_shift) & ~((std::uint64_t{1} << c.slab_order) - 1);
-  const std::uint64_t i = c.index(offset - (head << sparse::page_shift) - c.header);
-  return {bitmap(head) + i / 64, std::uint64_t{1} << (i % 64), cls};
+  const std::uint64_t e = chunk_map_[offset >> chunk_shift].load(std::memory_order_relaxed);
+  const auto cls = static_cast<unsigned>(e & 0xff);
+  const size_class& c = size_classes[cls];
+  const std::uint32_t i = c.index(offset - (e >> 8));
+  return {bitmap(((e >> 8) - c.header) >> sparse::page_shift) + c.word_of(i), c.mask_of(i), cls};
 }
 
 std::optional<object_location> small_allocator::locate(const void* p) const noexcept {
-  const int cls = class_of(p);
-  if (cls < 0) return std::nullopt;
-  return bit_of(p, static_cast<unsigned>(cls));
+  if (class_of(p) < 0) return std::nullopt;
+  return bit_of(p);
 }
 
 std::optional<object_location> small_allocator::locate_on_media(const void* p) const noexcept {
@@ -133,48 +130,68 @@ std::optional<object_location> small_allocator::locate_on_media(const void* p) c
     if (d.state() != page_state::slab || d.length() != (std::uint64_t{1} << order) ||
         !sparse::descriptor_checks_out(d.load()))
       continue;
-    if (d.sub() >= nr_size_classes || size_classes[d.sub()].slab_order != order)
+    if (d.sub() >= nr_slab_classes || size_classes[d.sub()].slab_order != order)
       return std::nullopt;
     const size_class& c = size_classes[d.sub()];
     const std::uint64_t start = (head << sparse::page_shift) + c.header;
     if (offset < start) return std::nullopt;
     const std::uint64_t i = c.index(offset - start);
     if (i * c.size != offset - start || i >= c.objects) return std::nullopt;
-    return object_location{bitmap(head) + i / 64, std::uint64_t{1} << (i % 64), d.sub()};
+    return object_location{bitmap(head) + c.word_of(static_cast<std::uint32_t>(i)),
+                           c.mask_of(static_cast<std::uint32_t>(i)), d.sub()};
   }
   return std::nullopt;
 }
 
-// The slab's head descriptor is prefetched for writing before the bitmap's
-// RMW: both lines were written back (and on some CPUs evicted) by the last
-// change, and their misses overlap instead of adding up.
-bool small_allocator::mark_allocated(const object_location& at) const noexcept {
-  __builtin_prefetch(digest_of(at.word), 1);
-  const bool changed =
-      (atomic_word(at.word).fetch_or(at.mask, std::memory_order_relaxed) & at.mask) == 0;
-  if (changed) {
-    model_.media().persist().flush(at.word, 8);
-    model_.media().persist().flush(bits_changed(at.word, at.mask), 8);
+// A format 5 word changes with its check bits in one compare-and-swap, and
+// only its own line is written back. A legacy slab's head descriptor is
+// prefetched for writing before the bitmap's RMW: both lines were written
+// back (and on some CPUs evicted) by the last change, and their misses
+// overlap instead of adding up.
+std::uint64_t small_allocator::change_bits(std::uint64_t* word, std::uint64_t mask, bool set,
+                                           unsigned cls) const noexcept {
+  std::atomic_ref<std::uint64_t> ref(*word);
+  if (is_legacy_class(cls)) {
+    const std::uint64_t changed =
+        set ? mask & ~ref.fetch_or(mask, std::memory_order_release)
+            : mask & ref.fetch_and(~mask, std::memory_order_release);
+    if (changed) (void)bits_changed(word, changed);
+    return changed;
   }
-  return changed;
+  std::uint64_t old = ref.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t changed = set ? mask & ~old : mask & old;
+    if (changed == 0) return 0;
+    if (ref.compare_exchange_weak(old, old ^ sparse::slab_word_flip(changed),
+                                  std::memory_order_release, std::memory_order_relaxed))
+      return changed;
+  }
 }
 
-bool small_allocator::mark_free(const object_location& at) const noexcept {
-  __builtin_prefetch(digest_of(at.word), 1);
-  const bool changed =
-      (atomic_word(at.word).fetch_and(~at.mask, std::memory_order_relaxed) & at.mask) != 0;
-  if (changed) {
-    model_.media().persist().flush(at.word, 8);
-    model_.media().persist().flush(bits_changed(at.word, at.mask), 8);
-  }
-  return changed;
+unsigned small_allocator::word_class(const std::uint64_t* word) const noexcept {
+  const auto offset = static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(word) - base_);
+  return model_.pfn_to_page(offset >> sparse::page_shift)->sub();
+}
+
+bool small_allocator::mark(const object_location& at, bool set) const noexcept {
+  const bool legacy = is_legacy_class(at.cls);
+  if (legacy) __builtin_prefetch(head_of(at.word), 1);
+  if (change_bits(at.word, at.mask, set, at.cls) == 0) return false;
+  model_.media().persist().flush(at.word, 8);
+  if (legacy) model_.media().persist().flush(head_of(at.word), 8);
+  return true;
 }
 
 // A slab's bitmap lies in its head page (the largest header is 1 KiB), so
 // the word names the head descriptor and the objects its bits stand for.
-sparse::page_descriptor* small_allocator::digest_of(const std::uint64_t* word) const noexcept {
+sparse::page_descriptor* small_allocator::head_of(const std::uint64_t* word) const noexcept {
   const auto offset = static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(word) - base_);
   return model_.pfn_to_page(offset >> sparse::page_shift);
+}
+
+sparse::page_descriptor* small_allocator::digest_of(const std::uint64_t* word) const noexcept {
+  sparse::page_descriptor* head = head_of(word);
+  return is_legacy_class(head->sub()) ? head : nullptr;
 }
 
 sparse::page_descriptor* small_allocator::bits_changed(const std::uint64_t* word,
@@ -194,6 +211,19 @@ std::uint64_t small_allocator::bitmap_digest(std::uint64_t pfn, unsigned cls) co
   return sparse::slab_bitmap_digest(bitmap(pfn), size_classes[cls].objects);
 }
 
+std::string small_allocator::bitmap_problem(std::uint64_t pfn, unsigned cls) const {
+  const size_class& c = size_classes[cls];
+  const std::uint64_t* bits = bitmap(pfn);
+  for (std::uint32_t w = 0; w < c.header / 8; ++w) {
+    const std::uint64_t word = load_word(bits + w);
+    if (!is_legacy_class(cls) && !sparse::slab_word_checks_out(word))
+      return "bitmap word " + std::to_string(w) + " fails its check bits";
+    if (object_bits(c, word) & ~c.valid_bits(w))
+      return "bitmap has bits set beyond its " + std::to_string(c.objects) + " objects";
+  }
+  return {};
+}
+
 // The volatile descriptor of a slab headed at pfn, its map words, and an
 // avail bitmap of every object (the caller clears those allocated).
 small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls, unsigned a) {
@@ -203,12 +233,12 @@ small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls,
   const std::uint64_t global = pfn >> min_slab_order;
   std::uint64_t* wide = l.wide + chunk * wide_words;
   slab* s = new (&l.slabs[chunk]) slab(pfn, cls, a, nullptr);
-  s->avail = c.objects <= inline_objects ? s->inline_avail : wide;
-  for (std::uint32_t w = 0; w * 64 < c.objects; ++w) s->avail[w] = valid_bits(w, c.objects);
+  s->avail = c.words() <= inline_words ? s->inline_avail : wide;
+  for (std::uint32_t w = 0; w < c.words(); ++w) s->avail[w] = c.valid_bits(w);
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
     chunk_map_[global + i].store(((pfn << sparse::page_shift) + c.header) << 8 | cls,
                                  std::memory_order_release);
-  (*arenas_[a])[cls].slabs.push_back(*s);
+  (*arenas_[a])[base_class(cls)].slabs.push_back(*s);
   return s;
 }
 
@@ -216,26 +246,30 @@ void small_allocator::uninstall(slab* s) {
   const size_class& c = size_classes[s->cls];
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
     chunk_map_[(s->pfn >> min_slab_order) + i].store(0, std::memory_order_release);
-  klass& k = (*arenas_[s->arena.load(std::memory_order_relaxed)])[s->cls];
+  klass& k = (*arenas_[s->arena.load(std::memory_order_relaxed)])[base_class(s->cls)];
   k.slabs.erase(k.slabs.iterator_to(*s));
   s->~slab();
 }
 
-// A new slab: zero its bitmap and make that durable, then commit the head
-// descriptor (two fences, once per slab). A crash in between leaves free
-// pages with a zeroed bitmap in them: nothing.
-small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned cls) {
+// A new slab: write its empty bitmap and make that durable, then commit the
+// head descriptor (two fences, once per slab). A crash in between leaves
+// free pages with an empty bitmap in them: nothing.
+small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned klass_index) {
+  const unsigned cls = make_legacy_slabs ? legacy_class(klass_index) : klass_index;
   const size_class& c = size_classes[cls];
   const std::uint64_t pages = std::uint64_t{1} << c.slab_order;
   const auto pfn = pages_.allocate(pages, migratetype::unmovable, a);
   if (!pfn) return nullptr;
   const persistence& p = model_.media().persist();
-  p.memset_persist(bitmap(*pfn), 0, c.header);
+  std::uint64_t* bits = bitmap(*pfn);
+  const std::uint64_t empty = is_legacy_class(cls) ? 0 : sparse::empty_slab_word;
+  for (std::uint32_t w = 0; w < c.header / 8; ++w) bits[w] = empty;
+  p.persist(bits, c.header);
   sparse::page_descriptor* head = model_.pfn_to_page(*pfn);
   head->store(sparse::page_info(page_state::slab, cls, pages));
   p.persist(&head->info, 8);
   slab* s = install(*pfn, cls, a);
-  klass& k = (*arenas_[a])[cls];
+  klass& k = (*arenas_[a])[klass_index];
   k.partial.insert(*s);
   became_empty(k, *s);
   return s;
@@ -279,12 +313,12 @@ void small_allocator::release_slab(klass& k, slab* s) {
 
 // Hands out objects of k's partial slabs, lowest slab and lowest object
 // first, up to n (k's lock held).
-std::size_t small_allocator::take_partial(klass& k, const size_class& c, void** out,
-                                          std::size_t n) {
+std::size_t small_allocator::take_partial(klass& k, void** out, std::size_t n) {
   std::size_t got = 0;
-  const std::uint32_t words = (c.objects + 63) / 64;
   while (got < n && !k.partial.empty()) {
     slab& s = *k.partial.begin();
+    const size_class& c = size_classes[s.cls];
+    const std::uint32_t words = c.words();
     std::byte* objects = model_.pfn_to_virt(s.pfn) + c.header;
     if (s.in_use == 0) no_longer_empty(k, s);
     std::uint32_t w = s.low_word;
@@ -293,7 +327,7 @@ std::size_t small_allocator::take_partial(klass& k, const size_class& c, void** 
       while (bits != 0 && got < n) {
         const auto i = static_cast<std::uint32_t>(std::countr_zero(bits));
         bits &= bits - 1;
-        out[got++] = objects + (std::size_t{w} * 64 + i) * c.size;
+        out[got++] = objects + (std::size_t{w} * c.word_bits + i) * c.size;
         ++s.in_use;
       }
       s.avail[w] = bits;
@@ -311,26 +345,25 @@ std::size_t small_allocator::take_partial(klass& k, const size_class& c, void** 
 // and go back to them when freed).
 std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::size_t n) {
   klass& k = (*arenas_[a])[cls];
-  const size_class& c = size_classes[cls];
   std::size_t got = 0;
   {
     std::lock_guard lock(k.mutex);
-    got = take_partial(k, c, out, n);
+    got = take_partial(k, out, n);
     while (got < n && (adopt_empty_slab(a, cls) || new_slab(a, cls)))
-      got += take_partial(k, c, out + got, n - got);
+      got += take_partial(k, out + got, n - got);
   }
   for (unsigned other = 0; got < n && other < arenas_.size(); ++other) {
     if (other == a) continue;
     klass& o = (*arenas_[other])[cls];
     std::lock_guard lock(o.mutex);
-    got += take_partial(o, c, out + got, n - got);
+    got += take_partial(o, out + got, n - got);
   }
   return got;
 }
 
 // `returned` objects whose avail bits the caller has set are back in s.
-void small_allocator::returned(klass& k, slab& s, std::uint32_t count, const size_class& c) {
-  if (s.in_use == c.objects) k.partial.insert(s);
+void small_allocator::returned(klass& k, slab& s, std::uint32_t count) {
+  if (s.in_use == size_classes[s.cls].objects) k.partial.insert(s);
   s.in_use -= count;
   if (s.in_use == 0) became_empty(k, s);
   // An empty slab stays (creating and releasing one costs three fences and
@@ -347,7 +380,7 @@ void small_allocator::returned(klass& k, slab& s, std::uint32_t count, const siz
 // objects of one slab (the common case: a cache flushes what it took) cost
 // a compare and a bit each.
 void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
-  const size_class& c = size_classes[cls];
+  const size_class* c = nullptr;  // s's
   while (n > 0) {
     const unsigned owner = slab_of(objects[0])->arena.load(std::memory_order_acquire);
     klass& k = (*arenas_[owner])[cls];
@@ -358,8 +391,8 @@ void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
     std::uint32_t count = 0;
     for (std::size_t i = 0; i < n; ++i) {
       const auto* p = static_cast<const std::byte*>(objects[i]);
-      if (s == nullptr || static_cast<std::uint64_t>(p - first) >= c.bytes) {
-        if (s != nullptr) returned(k, *s, count, c);
+      if (s == nullptr || static_cast<std::uint64_t>(p - first) >= c->bytes) {
+        if (s != nullptr) returned(k, *s, count);
         s = slab_of(p);
         count = 0;
         if (s->arena.load(std::memory_order_relaxed) != owner) {
@@ -367,14 +400,15 @@ void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
           s = nullptr;
           continue;
         }
-        first = model_.pfn_to_virt(s->pfn) + c.header;
+        c = &size_classes[s->cls];
+        first = model_.pfn_to_virt(s->pfn) + c->header;
       }
-      const std::uint32_t at = c.index(static_cast<std::uint64_t>(p - first));
-      s->avail[at / 64] |= std::uint64_t{1} << (at % 64);
-      s->low_word = std::min(s->low_word, at / 64);
+      const std::uint32_t at = c->index(static_cast<std::uint64_t>(p - first));
+      s->avail[c->word_of(at)] |= c->mask_of(at);
+      s->low_word = std::min(s->low_word, c->word_of(at));
       ++count;
     }
-    if (s != nullptr) returned(k, *s, count, c);
+    if (s != nullptr) returned(k, *s, count);
     n = kept;
   }
 }
@@ -417,19 +451,17 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
   for (const allocated_extent& e : found) {
     if (!e.slab) continue;
     const size_class& c = size_classes[e.sub];
-    klass& k = (*arenas_[0])[e.sub];
+    klass& k = (*arenas_[0])[base_class(e.sub)];
     std::lock_guard lock(k.mutex);
     slab* s = install(e.pfn, e.sub, 0);
-    std::uint64_t* bits = bitmap(e.pfn);
-    for (std::uint32_t w = 0; w < c.header / 8; ++w) {
-      const std::uint64_t word = bits[w], valid = valid_bits(w, c.objects);
-      if (word & ~valid) {
-        problems.push_back("slab at " + std::to_string(e.pfn << sparse::page_shift) +
-                           ": bitmap has bits set beyond its " + std::to_string(c.objects) +
-                           " objects");
-        if (bad) bad->push_back(e.pfn / pageblock_pages);
-      }
-      if (w * 64 < c.objects) s->avail[w] = valid & ~word;
+    if (const std::string why = bitmap_problem(e.pfn, e.sub); !why.empty()) {
+      problems.push_back("slab at " + std::to_string(e.pfn << sparse::page_shift) + ": " + why);
+      if (bad) bad->push_back(e.pfn / pageblock_pages);
+    }
+    const std::uint64_t* bits = bitmap(e.pfn);
+    for (std::uint32_t w = 0; w < c.words(); ++w) {
+      const std::uint64_t word = object_bits(c, bits[w]), valid = c.valid_bits(w);
+      s->avail[w] = valid & ~word;
       s->in_use += static_cast<std::uint32_t>(std::popcount(word & valid));
     }
     if (s->in_use == 0) became_empty(k, *s);
@@ -444,12 +476,13 @@ std::array<class_stats, nr_size_classes> small_allocator::stats() const {
       const klass& k = (*a)[cls];
       std::lock_guard lock(k.mutex);
       out[cls].slabs += k.slabs.size();
-      out[cls].capacity += k.slabs.size() * size_classes[cls].objects;
       // Bits are read racily (a concurrent durable allocation may or may not count).
       for (const slab& s : k.slabs) {
+        const size_class& c = size_classes[s.cls];
+        out[cls].capacity += c.objects;
         const std::uint64_t* bits = bitmap(s.pfn);
-        for (std::uint32_t w = 0; w < size_classes[cls].header / 8; ++w)
-          out[cls].allocated += std::popcount(load_word(bits + w));
+        for (std::uint32_t w = 0; w < c.words(); ++w)
+          out[cls].allocated += std::popcount(object_bits(c, load_word(bits + w)));
       }
     }
   return out;
@@ -465,7 +498,7 @@ void small_allocator::check(std::vector<std::string>& problems,
                                       std::to_string(size_classes[cls].size) + " B: ";
       std::uint64_t empty = 0;
       for (const slab& s : k.slabs) {
-        if (s.cls != cls || s.arena.load() != a || slab_at(s.pfn) != &s)
+        if (base_class(s.cls) != cls || s.arena.load() != a || slab_at(s.pfn) != &s)
           problems.push_back(arena_class + "the slab at " +
                              std::to_string(s.pfn << sparse::page_shift) +
                              " is not this arena's and class's in the slab table");
@@ -474,11 +507,12 @@ void small_allocator::check(std::vector<std::string>& problems,
       }
       if (empty != k.empty.size() ||
           std::any_of(k.empty.begin(), k.empty.end(), [&](const slab& s) {
-            return s.in_use != 0 || s.cls != cls || slab_at(s.pfn) != &s;
+            return s.in_use != 0 || base_class(s.cls) != cls || slab_at(s.pfn) != &s;
           }))
         problems.push_back(arena_class + "the set of empty slabs is wrong");
       for (const slab& s : k.partial)
-        if (s.cls != cls || slab_at(s.pfn) != &s || s.in_use == size_classes[cls].objects)
+        if (base_class(s.cls) != cls || slab_at(s.pfn) != &s ||
+            s.in_use == size_classes[s.cls].objects)
           problems.push_back(arena_class + "partial list holds a slab it should not");
     }
   // Every slab in the table is on its arena's list.
@@ -500,25 +534,26 @@ void small_allocator::check_slab(const slab& s, std::vector<std::string>& proble
   const std::string where = "slab at " + std::to_string(s.pfn << sparse::page_shift) + " (class " +
                             std::to_string(c.size) + " B): ";
   const sparse::page_descriptor& d = *model_.pfn_to_page(s.pfn);
-  if (sparse::with_slab_digest(d.load(), 0) !=
-      sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
+  const std::uint64_t info = is_legacy_class(s.cls) ? sparse::with_slab_digest(d.load(), 0) : d.load();
+  if (info != sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
     problems.push_back(where + "head descriptor does not describe this slab");
   if ((s.in_use < c.objects) != s.partial_hook::is_linked())
     problems.push_back(where + "on the partial list exactly when it has no free object");
+  if (const std::string why = bitmap_problem(s.pfn, s.cls); !why.empty())
+    problems.push_back(where + why);
   const std::uint64_t* bits = bitmap(s.pfn);
   std::uint64_t set = 0, avail = 0;
   for (std::uint32_t w = 0; w < c.header / 8; ++w) {
-    const std::uint64_t word = load_word(bits + w), valid = valid_bits(w, c.objects);
-    const std::uint64_t free = w * 64 < c.objects ? s.avail[w] : 0;
-    if (word & ~valid) problems.push_back(where + "a bit beyond the objects is set");
+    const std::uint64_t word = object_bits(c, load_word(bits + w)), valid = c.valid_bits(w);
+    const std::uint64_t free = w < c.words() ? s.avail[w] : 0;
     if (free & ~valid) problems.push_back(where + "an avail bit beyond the objects is set");
     if (free & word) problems.push_back(where + "an object is both available and allocated");
     if (free != 0 && w < s.low_word) problems.push_back(where + "an avail bit below low_word");
-    set += std::popcount(word);
+    set += std::popcount(word & valid);
     avail += std::popcount(free);
   }
   if (avail + s.in_use != c.objects) problems.push_back(where + "available + in use != objects");
-  if (sparse::slab_digest(d.load()) != bitmap_digest(s.pfn, s.cls) &&
+  if (is_legacy_class(s.cls) && sparse::slab_digest(d.load()) != bitmap_digest(s.pfn, s.cls) &&
       !std::binary_search(digests_pending.begin(), digests_pending.end(), s.pfn))
     problems.push_back(where + "its bitmap does not match its digest");
   if (set > s.in_use) problems.push_back(where + "more objects allocated than handed out");

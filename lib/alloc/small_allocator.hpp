@@ -1,12 +1,14 @@
 // Small objects: slabs of one size class, carved from unmovable pageblocks.
 //
-// Persistent state of a slab: its head page descriptor {slab, class, pages,
-// digest} (the other pages stay free in the memmap, like an extent's tail)
-// and a bitmap at the start of the slab, one bit per object. An object is
+// Persistent state of a slab: its head page descriptor {slab, class, pages}
+// (the other pages stay free in the memmap, like an extent's tail) and a
+// bitmap at the start of the slab, one bit per object. An object is
 // allocated exactly when its bit is set; setting or clearing the bit (one
-// atomic RMW on an 8-byte word, then flush) is the commit of a durable
-// allocation or free, and an atomic XOR keeps the head's digest in step
-// before the same fence (format 4).
+// compare-and-swap of an 8-byte word that changes its check bits with it,
+// then a flush) is the commit of a durable allocation or free. Slabs made
+// by format 4 and older (legacy classes) keep 64 bits per word and a digest
+// in the head descriptor, which an atomic XOR keeps in step before the same
+// fence; new slabs are always of format 5.
 //
 // Volatile state, the kernel's way: a table per present section with one
 // entry per 64 KiB chunk (the smallest slab), like the memmap with one per
@@ -29,9 +31,9 @@
 //
 // Invariant per slab (check()): popcount(avail) + in_use == objects, no avail
 // bit is also set in the persistent bitmap, popcount(bitmap) <= in_use, no
-// bit at or beyond `objects` is set in either, and the head descriptor's
-// digest is that of the bitmap (every bitmap change XORs its objects' terms
-// into it: bits_changed).
+// bit at or beyond `objects` is set in either, every bitmap word checks out
+// (format 5), and a legacy slab's head descriptor digest is that of the
+// bitmap (every bitmap change XORs its objects' terms into it: bits_changed).
 #pragma once
 
 #include <array>
@@ -93,8 +95,9 @@ class small_allocator {
   // returns how many. Empty slabs are kept until then.
   std::size_t release_empty_slabs();
 
-  // The size class of the object that starts at p in a live slab, or -1:
-  // O(1), no lock, no load from the media (the free-by-pointer fast path).
+  // The class of the slab in which an object starts at p (a legacy class
+  // for a slab of format 4 or older), or -1: O(1), no lock, no load from the
+  // media (the free-by-pointer fast path).
   [[nodiscard]] int class_of(const void* p) const noexcept {
     const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
     if (offset >= range_) return -1;
@@ -112,22 +115,31 @@ class small_allocator {
   // The same read from the media alone (page descriptors and the class
   // table), for recovery before the volatile state exists.
   [[nodiscard]] std::optional<object_location> locate_on_media(const void* p) const noexcept;
-  // The same for an object handed out by take() for class cls (no checks).
-  [[nodiscard]] object_location bit_of(const void* p, unsigned cls) const noexcept;
+  // The same for an object handed out by take() (no checks).
+  [[nodiscard]] object_location bit_of(const void* p) const noexcept;
   // Durable bit updates: one atomic RMW and a flush, no fence (the caller
   // drains). Return false when the bit was already in the wanted state.
-  bool mark_allocated(const object_location& at) const noexcept;
-  bool mark_free(const object_location& at) const noexcept;
-  // Keeps a slab's digest in step after the bits `changed` of one of its
-  // bitmap words flipped: one atomic XOR on the head descriptor, which it
-  // returns for the caller to flush with the word (the fence that makes the
-  // word durable must cover both).
-  sparse::page_descriptor* bits_changed(const std::uint64_t* word,
-                                        std::uint64_t changed) const noexcept;
-  // The descriptor holding the digest of the slab a bitmap word belongs to.
+  bool mark_allocated(const object_location& at) const noexcept { return mark(at, true); }
+  bool mark_free(const object_location& at) const noexcept { return mark(at, false); }
+  // Sets or clears the bits `mask` of a bitmap word of a slab of class cls
+  // with one atomic RMW that keeps its check bits (or a legacy slab's
+  // digest) in step; returns the bits that changed. Nothing is flushed: the
+  // word, and digest_of(word) when there is one, are the caller's to flush.
+  std::uint64_t change_bits(std::uint64_t* word, std::uint64_t mask, bool set,
+                            unsigned cls) const noexcept;
+  // The class of the slab a bitmap word belongs to, from its head descriptor.
+  [[nodiscard]] unsigned word_class(const std::uint64_t* word) const noexcept;
+  // The descriptor holding the digest of the legacy slab a bitmap word
+  // belongs to; null for a format 5 slab.
   [[nodiscard]] sparse::page_descriptor* digest_of(const std::uint64_t* word) const noexcept;
-  // The digest a slab's bitmap should have (sparse::slab_bit_digest).
+  // The digest a legacy slab's bitmap should have (sparse::slab_bit_digest).
   [[nodiscard]] std::uint64_t bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept;
+  // What is wrong with the bitmap of the slab of class cls at pfn, alone: a
+  // word that fails its check bits (format 5), a bit beyond the objects.
+  [[nodiscard]] std::string bitmap_problem(std::uint64_t pfn, unsigned cls) const;
+  // Tests: new slabs in the legacy encoding, as format 4 made them (how the
+  // upgrade tests make images of older formats).
+  static inline bool make_legacy_slabs = false;
 
   [[nodiscard]] std::array<class_stats, nr_size_classes> stats() const;
   // `digests_pending`: slabs (head pfns, sorted) whose digest a read-only
@@ -145,8 +157,8 @@ class small_allocator {
   using partial_hook = boost::intrusive::set_base_hook<boost::intrusive::tag<partial_tag>, safe>;
   using empty_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<empty_tag>, safe>;
   using all_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<all_tag>, safe>;
-  static constexpr std::uint32_t inline_objects = 1024;
-  static constexpr std::uint32_t wide_words = (std::uint32_t{1} << chunk_shift) / 8 / 64;
+  static constexpr std::uint32_t inline_words = (1024 + slab_word_bits - 1) / slab_word_bits;
+  static constexpr std::uint32_t wide_words = max_slab_words;
   struct slab : partial_hook, empty_hook, all_hook {
     slab(std::uint64_t head, unsigned klass, unsigned owner, std::uint64_t* bits)
         : pfn(head), avail(bits), arena(owner), cls(static_cast<std::uint8_t>(klass)) {}
@@ -156,7 +168,7 @@ class small_allocator {
     std::uint32_t low_word = 0;   // no avail bit below this word
     std::atomic<unsigned> arena;  // changed only with both arenas' class locks held
     std::uint8_t cls;
-    std::uint64_t inline_avail[inline_objects / 64] = {};
+    std::uint64_t inline_avail[inline_words] = {};
     friend bool operator<(const slab& a, const slab& b) { return a.pfn < b.pfn; }
   };
   // The slab table: per 64 KiB chunk of the range a map word (0: no slab;
@@ -192,9 +204,15 @@ class small_allocator {
   void uninstall(slab* s);
   [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
   [[nodiscard]] slab* adopt_empty_slab(unsigned arena, unsigned cls);
-  std::size_t take_partial(klass& k, const size_class& c, void** out, std::size_t n);
+  std::size_t take_partial(klass& k, void** out, std::size_t n);
   void release_slab(klass& k, slab* s);
-  void returned(klass& k, slab& s, std::uint32_t count, const size_class& c);
+  void returned(klass& k, slab& s, std::uint32_t count);
+  bool mark(const object_location& at, bool set) const noexcept;
+  // Keeps a legacy slab's digest in step after the bits `changed` of one of
+  // its bitmap words flipped: one atomic XOR on the head descriptor.
+  sparse::page_descriptor* bits_changed(const std::uint64_t* word,
+                                        std::uint64_t changed) const noexcept;
+  [[nodiscard]] sparse::page_descriptor* head_of(const std::uint64_t* word) const noexcept;
   void check_slab(const slab& s, std::vector<std::string>& problems,
                   std::span<const std::uint64_t> digests_pending) const;
   template <class F>

@@ -59,8 +59,8 @@ thread_local thread_caches tls_caches;
 // thousand small objects stays in the cache; bigger rounds move half a
 // cache at a time to and from the slabs, under one lock.
 constexpr auto cache_capacities = [] {
-  std::array<std::uint16_t, nr_size_classes> out{};
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls)
+  std::array<std::uint16_t, alloc::nr_slab_classes> out{};
+  for (unsigned cls = 0; cls < alloc::nr_slab_classes; ++cls)
     out[cls] = static_cast<std::uint16_t>(
         std::clamp<std::size_t>(256 * 1024 / size_classes[cls].size, 8, 1024));
   return out;
@@ -109,7 +109,7 @@ root_object inspect_root(const sparse::memory_model& model, const alloc::small_a
     r.bit = small.locate_on_media(model.base() + s.offset);
     r.pages = std::uint64_t{1} << size_classes[cls].slab_order;
     r.pfn = (s.offset >> sparse::page_shift) & ~(r.pages - 1);
-    if (!r.bit || r.bit->cls != cls || !usable(r.pfn))
+    if (!r.bit || alloc::base_class(r.bit->cls) != cls || !usable(r.pfn))
       r.problem = "does not name an object of a slab of the " +
                   std::to_string(size_classes[cls].size) + "-byte size class";
     else
@@ -360,10 +360,10 @@ inline thread_cache& heap_impl::cache() noexcept {
   // the slow path, which refuses it, and the fast paths need no test.
   const auto capacity = [&](unsigned cls) { return read_only() ? 0 : cache_capacity(cls); };
   std::size_t slots = 0;
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) slots += capacity(cls);
+  for (unsigned cls = 0; cls < alloc::nr_slab_classes; ++cls) slots += capacity(cls);
   c->storage = std::make_unique_for_overwrite<void*[]>(slots);  // pages taken as used
   void** at = c->storage.get();
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+  for (unsigned cls = 0; cls < alloc::nr_slab_classes; ++cls) {
     c->bins[cls] = {at, at, at + capacity(cls)};
     at += capacity(cls);
   }
@@ -378,7 +378,7 @@ inline thread_cache& heap_impl::cache() noexcept {
 }
 
 void heap_impl::drain_cache(thread_cache& c) noexcept {
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+  for (unsigned cls = 0; cls < alloc::nr_slab_classes; ++cls) {
     thread_cache::bin& b = c.bins[cls];
     if (b.top != b.bottom) small_.give(cls, b.bottom, static_cast<std::size_t>(b.top - b.bottom));
     b.top = b.bottom;
@@ -466,7 +466,7 @@ void* heap_impl::allocate(std::size_t size) noexcept {
     const unsigned cls = size_class_of(size);
     void* object = take_small(cls);
     if (object == nullptr) return nullptr;
-    small_.mark_allocated(small_.bit_of(object, cls));  // the commit
+    small_.mark_allocated(small_.bit_of(object));  // the commit
     p.drain();
     return object;
   }
@@ -502,7 +502,7 @@ void* heap_impl::allocate_aligned(std::size_t size, std::size_t alignment) noexc
     if (cls < nr_size_classes) {
       void* object = take_small(cls);
       if (object == nullptr) return nullptr;
-      small_.mark_allocated(small_.bit_of(object, cls));  // the commit
+      small_.mark_allocated(small_.bit_of(object));  // the commit
       model_->media().persist().drain();
       note_alignment_waste(size, size_classes[cls].size);
       return object;
@@ -545,7 +545,7 @@ void heap_impl::deallocate(void* object) {
     throw error(errc::invalid_argument, "deallocate: the root object cannot be freed");
   const persistence& p = model_->media().persist();
   if (const int cls = small_.class_of(object); cls >= 0) {
-    if (!small_.mark_free(small_.bit_of(object, static_cast<unsigned>(cls))))
+    if (!small_.mark_free(small_.bit_of(object)))
       throw error(errc::invalid_argument,
                   "deallocate: object at offset " +
                       std::to_string(static_cast<std::byte*>(object) - model_->base()) +
@@ -617,7 +617,7 @@ void heap_impl::cancel(reservation& r) noexcept {
 bool heap_impl::owns(const reservation& r) const noexcept {
   if (r.size <= max_small_size)
     if (const int cls = small_.class_of(r.ptr); cls >= 0)  // -1 outside this heap's slabs
-      return static_cast<unsigned>(cls) == size_class_of(r.size);
+      return alloc::base_class(static_cast<unsigned>(cls)) == size_class_of(r.size);
   const auto offset = static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base());
   return model_->media().contains(r.ptr, r.size) && offset % page_size == 0 &&
          pages_.allocated_length(offset / page_size) == (r.size + page_size - 1) / page_size &&
@@ -635,7 +635,7 @@ bool heap_impl::cancel_owned(reservation& r) noexcept {
       return true;
     }
     if (static_cast<unsigned>(cls) != size_class_of(r.size)) [[unlikely]]
-      return false;
+      if (alloc::base_class(static_cast<unsigned>(cls)) != size_class_of(r.size)) return false;
     if (tls_last.heap_id == id_) [[likely]] {
       thread_cache::bin& b = tls_last.cache->bins[cls];
       if (b.top != b.limit) [[likely]] {
@@ -735,7 +735,7 @@ void* heap_impl::root(std::size_t size) {
   std::memcpy(root_copy(1), &fresh, sizeof fresh);
   p.persist(root_copy(1), sizeof fresh);  // fence 2: copy B
   if (size <= max_small_size) {
-    small_.mark_allocated(small_.bit_of(r.ptr, size_class_of(size)));
+    small_.mark_allocated(small_.bit_of(r.ptr));
   } else {
     sparse::page_descriptor* head = model_->pfn_to_page(fresh.offset / page_size);
     head->store(page_info(page_state::extent, 0, r.size / page_size));
@@ -874,7 +874,7 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> heap_impl::allocations() co
     const alloc::size_class& c = size_classes[e.sub];
     const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->base() + offset);
     for (std::uint32_t i = 0; i < c.objects; ++i)
-      if ((bits[i / 64] >> (i % 64)) & 1)
+      if (c.allocated(bits, i))
         out.emplace_back(offset + c.header + std::uint64_t{i} * c.size, c.size);
   }
   return out;

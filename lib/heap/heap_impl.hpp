@@ -33,7 +33,9 @@ struct thread_cache {
     void** bottom;
     void** limit;
   };
-  std::array<bin, alloc::nr_size_classes> bins;
+  // Per slab class: a legacy class's bin takes the objects of format 4
+  // slabs freed by this thread (allocations take from the others only).
+  std::array<bin, alloc::nr_slab_classes> bins;
   std::unique_ptr<void*[]> storage;
   unsigned arena = 0;  // of the small allocator, where the slow path takes objects
 };

@@ -173,12 +173,11 @@ bool heap_impl::slab_bitmap_bits(std::uint64_t offset, std::uint64_t mask) const
   const sparse::page_descriptor& d = *model_->pfn_to_page(offset >> sparse::page_shift);
   const std::uint64_t info = d.load();
   if (d.state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
-      d.sub() >= alloc::nr_size_classes)
+      d.sub() >= alloc::nr_slab_classes)
     return false;
-  const std::uint64_t first = (offset & (sparse::page_size - 1)) / 8 * 64;
-  const std::uint32_t objects = alloc::size_classes[d.sub()].objects;
-  return mask != 0 && first < objects &&
-         (objects - first >= 64 || (mask >> (objects - first)) == 0);
+  const alloc::size_class& c = alloc::size_classes[d.sub()];
+  const std::uint64_t w = (offset & (sparse::page_size - 1)) / 8;
+  return mask != 0 && w < c.words() && (mask & ~c.valid_bits(static_cast<std::uint32_t>(w))) == 0;
 }
 
 // What replay_lanes checks of a committed lane before it applies any lane:
@@ -219,7 +218,7 @@ std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
     if (at < head) return which + "targets the head";
     if (op == sparse::log_set_bits || op == sparse::log_clear_bits) {
       // Only a slab's bitmap word, and only bits of its objects: the
-      // slab's digest changes with them (small_allocator::bits_changed).
+      // word's check bits (or the slab's digest) change with them.
       if (!usable_page(at) || !slab_bitmap_bits(at, value))
         return which +
                "sets or clears bits of a word that is not a slab's bitmap: " + sparse::hex(at);
@@ -442,12 +441,12 @@ std::string heap_impl::objects_in_pageblock(std::uint64_t pageblock) const {
     const sparse::page_descriptor d{info};
     if (!sparse::descriptor_checks_out(info)) continue;
     if (d.state() == sparse::page_state::extent) offsets.push_back(pfn << sparse::page_shift);
-    if (d.state() != sparse::page_state::slab || d.sub() >= alloc::nr_size_classes) continue;
+    if (d.state() != sparse::page_state::slab || d.sub() >= alloc::nr_slab_classes) continue;
     const auto& c = alloc::size_classes[d.sub()];
     const auto* bits =
         reinterpret_cast<const std::uint64_t*>(model_->base() + (pfn << sparse::page_shift));
     for (std::uint32_t i = 0; i < c.objects; ++i)
-      if ((bits[i / 64] >> (i % 64)) & 1)
+      if (c.allocated(bits, i))
         offsets.push_back((pfn << sparse::page_shift) + c.header + std::uint64_t{i} * c.size);
   }
   if (offsets.empty()) return "no object recorded in it";
@@ -457,7 +456,8 @@ std::string heap_impl::objects_in_pageblock(std::uint64_t pageblock) const {
   return out;
 }
 
-// Every slab's digest against its bitmap (format 4). After a clean close
+// Every legacy slab's digest against its bitmap (format 4; a format 5
+// slab's words check themselves: small_allocator::rebuild). After a clean close
 // they agree exactly. After a crash they may disagree by the changes in
 // flight, each a bitmap RMW and a digest XOR made before one fence, of which
 // either may have reached the media: the bits of the committed lanes this
@@ -483,7 +483,7 @@ void heap_impl::reconcile_slabs(std::vector<std::string>& problems,
       }
       const std::uint64_t info = d[i].load();
       if (d[i].state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
-          d[i].sub() >= alloc::nr_size_classes ||
+          !alloc::is_legacy_class(d[i].sub()) || d[i].sub() >= alloc::nr_slab_classes ||
           model_->get_pageblock_migratetype(pfn) == sparse::migratetype::isolate)
         continue;  // the scan reports a bad head; a quarantined slab is not the allocator's
       const unsigned cls = d[i].sub();
@@ -571,8 +571,8 @@ void heap_impl::reconcile_slabs(std::vector<std::string>& problems,
 
 std::vector<std::string> upgrade_region(region& r) {
   static constexpr auto objects = [] {
-    std::array<std::uint32_t, alloc::nr_size_classes> n{};
-    for (std::size_t c = 0; c < n.size(); ++c) n[c] = alloc::size_classes[c].objects;
+    std::array<std::uint32_t, alloc::nr_size_classes> n{};  // (formats 2 to 4: legacy)
+    for (unsigned c = 0; c < n.size(); ++c) n[c] = alloc::size_classes[alloc::legacy_class(c)].objects;
     return n;
   }();
   return sparse::upgrade(r, objects);

@@ -110,7 +110,7 @@ void heap::visit_objects(detail::visitor<object_info> fn) const {
     const alloc::size_class& c = alloc::size_classes[e.sub];
     const auto* bits = reinterpret_cast<const std::uint64_t*>(base() + offset);
     for (std::uint32_t i = 0; i < c.objects; ++i) {
-      if (((bits[i / 64] >> (i % 64)) & 1) == 0) continue;
+      if (!c.allocated(bits, i)) continue;
       const std::uint64_t at = offset + c.header + std::uint64_t{i} * c.size;
       if (!fn({at, c.size, kind_of(at, object_kind::small), true, false})) return;
     }

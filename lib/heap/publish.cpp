@@ -200,20 +200,15 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
     return reinterpret_cast<std::uint64_t*>(model_->base() + (e.target & offset_mask));
   };
   for (std::size_t k = 0; k < n; ++k) {
-    std::atomic_ref<std::uint64_t> ref(*word(entries[k]));
-    switch (entries[k].target >> sparse::log_op_shift) {
+    std::uint64_t* w = word(entries[k]);
+    switch (const std::uint64_t op = entries[k].target >> sparse::log_op_shift) {
       case sparse::log_store:
-        ref.store(entries[k].value, std::memory_order_release);
+        std::atomic_ref<std::uint64_t>(*w).store(entries[k].value, std::memory_order_release);
         break;
       case sparse::log_set_bits:
-        if (const std::uint64_t changed =
-                entries[k].value & ~ref.fetch_or(entries[k].value, std::memory_order_release))
-          (void)small_.bits_changed(word(entries[k]), changed);  // flushed with the target
-        break;
-      case sparse::log_clear_bits:
-        if (const std::uint64_t changed =
-                entries[k].value & ref.fetch_and(~entries[k].value, std::memory_order_release))
-          (void)small_.bits_changed(word(entries[k]), changed);
+      case sparse::log_clear_bits:  // (a legacy slab's digest is flushed with the target)
+        (void)small_.change_bits(w, entries[k].value, op == sparse::log_set_bits,
+                                 small_.word_class(w));
         break;
       default:  // log_content: checked, not applied
         break;
@@ -280,7 +275,7 @@ void heap_impl::publish(std::span<const reservation> reserved,
   };
   for (const reservation& r : reserved) {
     if (in_slab(r)) {
-      const auto at = small_.bit_of(r.ptr, alloc::size_class_of(r.size));
+      const auto at = small_.bit_of(r.ptr);
       entries.push_back(
           {offset_of(at.word) | std::uint64_t{sparse::log_set_bits} << sparse::log_op_shift,
            at.mask});
@@ -532,7 +527,7 @@ void heap_impl::flush_targets(unsigned i) const noexcept {
     if ((op == sparse::log_set_bits || op == sparse::log_clear_bits) &&
         at < model_->media().size()) {  // and the slab's digest, which changed with it
       const auto* digest = small_.digest_of(reinterpret_cast<std::uint64_t*>(model_->base() + at));
-      if (digest != last_digest) beneath_.flush(digest, 8);
+      if (digest != nullptr && digest != last_digest) beneath_.flush(digest, 8);
       last_digest = digest;
     }
   };
@@ -771,7 +766,7 @@ void heap_impl::replay_lanes() {
       p.flush(word, 8);
       const std::uint64_t op = e.target >> sparse::log_op_shift;
       if (op == sparse::log_set_bits || op == sparse::log_clear_bits)
-        p.flush(small_.digest_of(word), 8);
+        if (const auto* digest = small_.digest_of(word)) p.flush(digest, 8);
     }
     if (h->format != sparse::lane_format_inline) continue;
     // The objects' contents, from the inline bytes, in entry order.

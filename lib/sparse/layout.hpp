@@ -17,6 +17,7 @@
 //   ...             memory, and memmap blocks carved from it
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -44,8 +45,10 @@ inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
 // 2: 8-byte page descriptors. 3: the root and name-table slots kept twice
 // (copy B in the slot page after the lanes), the name-table slot checked.
 // 4: descriptor check bits seeded (a zeroed descriptor fails them), the slab
-// digest kept up to date with every bitmap change.
-inline constexpr std::uint32_t format_version = 4;
+// digest kept up to date with every bitmap change. 5: new slabs' bitmap
+// words carry their own check bits (slab_word: 56 objects per word); slabs
+// of formats 2 to 4 keep their encoding under their legacy class index.
+inline constexpr std::uint32_t format_version = 5;
 inline constexpr std::uint32_t oldest_upgradable_version = 2;  // daxalloc::upgrade converts it
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
@@ -441,6 +444,53 @@ static_assert(slab_bit_of_digest(slab_bit_digest(0)) == 0 &&
   const std::uint64_t data = (digest_delta & slab_digest_mask) << slab_digest_shift;
   return data | descriptor_fold(data) << descriptor_check_shift;
 }
+// Format 5 slab bitmap words: bits 0..55 stand for 56 objects, bits 56..63
+// are the check bits of a Hsiao (64,56) code, the seed XOR a distinct
+// weight-3 column per set object bit. Any one, two or three flipped bits
+// of a word show, and so does a zeroed word (the empty word carries the
+// seed). An object's bit and the check bits change together in one
+// compare-and-swap of the word, so no crash leaves a word torn, and the
+// change is a fixed XOR (slab_word_flip) that keeps a damaged word damaged.
+inline constexpr unsigned slab_word_check_shift = 56;
+inline constexpr std::uint64_t slab_word_data_mask = (std::uint64_t{1} << 56) - 1;
+inline constexpr std::uint64_t slab_word_seed = 0xa5;
+inline constexpr std::array<std::uint8_t, 56> slab_word_columns = [] {
+  std::array<std::uint8_t, 56> c{};
+  unsigned n = 0;
+  for (unsigned v = 0; v < 256; ++v)
+    if (std::popcount(v) == 3) c[n++] = static_cast<std::uint8_t>(v);
+  return c;
+}();
+// The XOR of the columns of the set bits of each byte, per byte position.
+inline constexpr auto slab_word_byte_folds = [] {
+  std::array<std::array<std::uint8_t, 256>, 7> t{};
+  for (unsigned b = 0; b < 7; ++b)
+    for (unsigned v = 0; v < 256; ++v)
+      for (unsigned bit = 0; bit < 8; ++bit)
+        if (v >> bit & 1) t[b][v] ^= slab_word_columns[b * 8 + bit];
+  return t;
+}();
+[[nodiscard]] constexpr std::uint64_t slab_word_fold(std::uint64_t data) noexcept {
+  std::uint64_t x = 0;
+  for (unsigned b = 0; b < 7; ++b) x ^= slab_word_byte_folds[b][(data >> (8 * b)) & 0xff];
+  return x;
+}
+// The word whose object bits are `data`.
+[[nodiscard]] constexpr std::uint64_t slab_word(std::uint64_t data) noexcept {
+  return (data & slab_word_data_mask) |
+         (slab_word_fold(data) ^ slab_word_seed) << slab_word_check_shift;
+}
+[[nodiscard]] constexpr bool slab_word_checks_out(std::uint64_t word) noexcept {
+  return slab_word(word) == word;
+}
+// What to XOR into a word to flip its object bits `bits` (and their checks).
+[[nodiscard]] constexpr std::uint64_t slab_word_flip(std::uint64_t bits) noexcept {
+  return (bits & slab_word_data_mask) | slab_word_fold(bits) << slab_word_check_shift;
+}
+inline constexpr std::uint64_t empty_slab_word = slab_word(0);
+static_assert(!slab_word_checks_out(0) && !slab_word_checks_out(~std::uint64_t{0}) &&
+              slab_word_checks_out(empty_slab_word ^ slab_word_flip(1ull << 55)));
+
 [[nodiscard]] constexpr std::uint64_t memmap_digest(std::uint64_t info) noexcept {
   return (info >> memmap_digest_shift) & memmap_digest_mask;
 }

@@ -10,10 +10,11 @@
 namespace daxalloc::sparse {
 namespace {
 
-// Why a copy is not a usable superblock of an upgradable format (2 or 3);
+// Why a copy is not a usable superblock of an upgradable format (2 to 4);
 // empty if it is. Format 2 is format 3 without the slot page (the same
 // fields, head_size without it); format 3 is format 4 with other check bits
-// and slab digests.
+// and slab digests; format 4 is format 5 with every slab in the legacy
+// encoding under the class index below it.
 std::string old_problem(const superblock& sb) {
   if (std::memcmp(sb.magic, superblock_magic, sizeof sb.magic) != 0) return "no daxalloc magic";
   superblock copy = sb;
@@ -126,14 +127,16 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
                     hex(geo.slots_offset()) + ", a 2 MiB boundary)");
   if (r.size() < geo.head_size())
     throw error(errc::corrupt, where + "truncated: smaller than its own head");
+  // (Format 4's intent and lanes are format 5's: recovery at the next open
+  // finishes them.)
   const auto* in = reinterpret_cast<const hotplug_intent*>(base + intent_offset);
-  if (in->op != hotplug_none && in->checksum != 0)
+  if (from < 4 && in->op != hotplug_none && in->checksum != 0)
     throw error(errc::older_format, where + "a hot-add or hot-remove did not finish (a format " +
                                         std::to_string(from) +
                                         " intent is pending): the heap was not closed cleanly");
   for (std::uint64_t i = 0; i < nr_lanes; ++i) {
     const auto* h = reinterpret_cast<const lane_header*>(base + geo.lanes_offset() + i * lane_size);
-    if (h->count != 0 && h->checksum != 0 && h->checksum != lane_continuation)
+    if (from < 4 && h->count != 0 && h->checksum != 0 && h->checksum != lane_continuation)
       throw error(errc::older_format,
                   where + "redo lane " + std::to_string(i) +
                       " holds a batch: the heap was not closed cleanly, and format " +
@@ -184,12 +187,16 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
   }
 
   // 2. Every descriptor gets this format's check bits (format 2 had none,
-  // format 3 unseeded ones), every slab head its bitmap's digest, every
-  // memmap page descriptor an empty digest (recorded again at close). One
-  // 8-byte store each, idempotent: a descriptor that already checks out is
-  // left alone, and one that checks out under neither format stays damaged
-  // for open to report.
-  std::uint64_t converted = 0;
+  // format 3 unseeded ones), every slab head of format 2 or 3 its bitmap's
+  // digest, every memmap page descriptor an empty digest (recorded again at
+  // close), and every slab head the legacy twin of its class (class c < n
+  // becomes n + c: its bitmap keeps 64 objects per word and its digest,
+  // which open reconciles as format 4 did). One 8-byte store each,
+  // idempotent: a descriptor that already checks out is sealed, a slab
+  // already relabelled is done, and one that checks out under neither
+  // format stays damaged for open to report.
+  const std::uint64_t n = slab_objects.size();
+  std::uint64_t converted = 0, relabelled = 0;
   for (std::uint64_t block : blocks) {
     auto* d = reinterpret_cast<std::uint64_t*>(base + block);
     const std::uint64_t span = block & ~(geo.span_size() - 1);
@@ -203,21 +210,28 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
       }
       const page_descriptor desc{word};
       const std::uint64_t pfn = (span >> page_shift) + i;
-      if (desc.state() == page_state::slab && desc.sub() < slab_objects.size() &&
-          (pfn << page_shift) + page_size <= r.size())
-        word = with_slab_digest(
-            word,
-            slab_bitmap_digest(reinterpret_cast<const std::uint64_t*>(base + (pfn << page_shift)),
-                               slab_objects[desc.sub()]));
+      if (desc.state() == page_state::slab && desc.sub() < n &&
+          (pfn << page_shift) + page_size <= r.size()) {
+        if (from < 4)
+          word = with_slab_digest(word, slab_bitmap_digest(reinterpret_cast<const std::uint64_t*>(
+                                                               base + (pfn << page_shift)),
+                                                           slab_objects[desc.sub()]));
+        word = with_descriptor_check((word & ~(std::uint64_t{0xff} << 8)) | (desc.sub() + n) << 8);
+        ++relabelled;
+      }
       if (word == d[i]) continue;
       std::atomic_ref<std::uint64_t>(d[i]).store(word, std::memory_order_relaxed);
       p.flush(&d[i], 8);
     }
   }
   // Every head page: reserved, in the memmap of span 0 (the head is in it).
-  done.push_back("sealed " + std::to_string(converted) + " page descriptors in " +
-                 std::to_string(blocks.size()) + " memmap blocks with format " +
-                 std::to_string(format_version) + " check bits and slab digests");
+  if (from < 4)
+    done.push_back("sealed " + std::to_string(converted) + " page descriptors in " +
+                   std::to_string(blocks.size()) + " memmap blocks with format " +
+                   std::to_string(format_version) + " check bits and slab digests");
+  done.push_back("kept " + std::to_string(relabelled) +
+                 " slabs in the format 4 encoding (legacy classes; new slabs are format " +
+                 std::to_string(format_version) + "'s)");
   if (from == 2) upgrade_slots(r, geo, done);
 
   p.drain();

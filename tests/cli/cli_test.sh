@@ -89,13 +89,13 @@ json_true 'd["section_size_bits"] == 28 and d["present_bytes"] == 8 * 2**20 and 
 
 echo "== info"
 run 0 info "$heap"
-stdout_has "format version 4"
+stdout_has "format version 5"
 stdout_has "memmap placement"
 stdout_has "pageblocks by migratetype"
 stdout_has "fragmentation"
 grep -qE '^  shutdown +clean$' "$out/stdout" || fail "info does not say the shutdown was clean"
 run 0 info "$heap" --json
-json_true 'd["format_version"] == 4 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
+json_true 'd["format_version"] == 5 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
 json_true 'd["geometry"]["section_size"] == 128 * 2**20 and d["geometry"]["max_range"] == 4 * 2**30'
 json_true 'd["present"]["bytes"] == 64 * 2**20 and d["present"]["ranges"] == [{"start": 0, "length": 64 * 2**20}]'
 json_true 'd["memmap"][0]["memmap_offset"] >= d["geometry"]["head_size"]'
@@ -365,8 +365,8 @@ refused_version() {
   run 1 create "$heap" --size 8M
   stderr_has "already"
 }
-refused_version newer "is newer than this library's 4"
-refused_version older "format version 1 is older than this library's 4"
+refused_version newer "is newer than this library's 5"
+refused_version older "format version 1 is older than this library's 5"
 damaged=$prefix-damaged
 run 0 create "$damaged" --size 8M
 patch_superblocks "$damaged" damage

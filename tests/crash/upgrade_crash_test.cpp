@@ -1,8 +1,8 @@
 // Crash-state exploration of `daxalloc upgrade` (sparse::upgrade): at every
-// fence, every image must be a format 2 heap that upgrade converts again,
-// or a format 3 heap that opens; either way, after upgrade and open, the
-// heap is sound and holds what it held before (the same allocations, root
-// and named objects).
+// fence, every image must be a heap of the old format (2, 3 or 4) that
+// upgrade converts again, or a format 5 heap that opens; either way, after
+// upgrade and open, the heap is sound and holds what it held before (the
+// same allocations, root and named objects).
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -58,6 +58,7 @@ void explore_upgrade(std::uint32_t from) {
     o.size = heap_size;
     o.max_size = 1024 * MiB;
     o.mode = daxalloc::persistence_mode::none;
+    test::legacy_slabs legacy;
     auto h = daxalloc::heap::create(work.path(), o);
     *h.root<std::uint64_t>() = 42;
     for (std::size_t size : {24, 200, 5000, 300000}) (void)h.allocate(size);
@@ -96,4 +97,7 @@ TEST_CASE("crash states of an upgrade from format 2") {
 }
 TEST_CASE("crash states of an upgrade from format 3") {
   explore_upgrade(3);
+}
+TEST_CASE("crash states of an upgrade from format 4") {
+  explore_upgrade(4);
 }
