@@ -255,6 +255,12 @@ TEST_CASE("a committed lane with an action no batch makes is refused before anyt
       {"a descriptor set to a slab", {store | (memmap + 8 * 1024), 0x11 | 1 << 16}},
       {"bits of a descriptor", {set_bits | (memmap + 8 * 1024), 1}},
       {"the descriptor of a memmap page", {store | memmap, 0}},
+      {"a store into a slab's bitmap (the root's slab)",
+       {store | (im.root & ~((std::uint64_t{4096} << daxalloc::alloc::size_classes[
+                                  daxalloc::alloc::size_class_of(sizeof(root_type))]
+                                  .slab_order) -
+                             1)),
+        sp::empty_slab_word}},
   };
   for (const auto& c : cases) {
     CAPTURE(c.what);
@@ -395,6 +401,31 @@ TEST_CASE("a batch that stores one word of the name-table slot is refused at pub
   b.cancel();
   auto [p, n] = h.find<std::uint64_t>("n3");
   CHECK(p);
+  CHECK(h.check().empty());
+}
+
+TEST_CASE("a batch that stores into or writes over a slab's bitmap is refused at publish") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  auto h = heap::open(f.path());
+  const auto [word_at, mask] = bit_of(im.root, sizeof(root_type));
+  auto* word = reinterpret_cast<std::uint64_t*>(h.base() + word_at);
+  const std::uint64_t before = *word;
+  {
+    daxalloc::batch b(h);
+    b.set(word, before & ~mask);
+    CHECK_ERRC(b.publish(), errc::invalid_argument);
+    b.cancel();
+  }
+  {
+    daxalloc::batch b(h);
+    const std::uint64_t zero = 0;
+    // 8 bytes over the word (from 4 bytes before it when it starts the slab).
+    CHECK_ERRC(b.write(reinterpret_cast<std::byte*>(word) - (word_at % 4096 ? 0 : 4), &zero, 8),
+               errc::invalid_argument);
+    b.cancel();
+  }
+  CHECK(*word == before);
   CHECK(h.check().empty());
 }
 

@@ -109,6 +109,19 @@ class small_allocator {
     if (at >= c.bytes || std::uint64_t{c.index(at)} * c.size != at) return -1;
     return static_cast<int>(cls);
   }
+  // Whether [offset, offset + n) of the region overlaps the header (the
+  // bitmap) of a live slab: one map load per 64 KiB chunk, no lock.
+  [[nodiscard]] bool touches_slab_header(std::uint64_t offset, std::uint64_t n) const noexcept {
+    if (n == 0 || offset >= range_ || n > range_ - offset) return false;
+    for (std::uint64_t chunk = offset >> chunk_shift; chunk <= (offset + n - 1) >> chunk_shift;
+         ++chunk) {
+      const std::uint64_t e = chunk_map_[chunk].load(std::memory_order_acquire);
+      if (e == 0) continue;
+      const std::uint64_t first = e >> 8;  // the slab's first object, after its header
+      if (offset < first && offset + n > first - size_classes[e & 0xff].header) return true;
+    }
+    return false;
+  }
   // The bitmap bit of the object that starts at p in a live slab (as
   // class_of finds it); nullopt when there is none.
   [[nodiscard]] std::optional<object_location> locate(const void* p) const noexcept;

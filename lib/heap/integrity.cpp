@@ -224,7 +224,14 @@ std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
                "sets or clears bits of a word that is not a slab's bitmap: " + sparse::hex(at);
       continue;
     }
-    if (usable_page(at)) continue;  // a word of an object or a slab bitmap
+    if (usable_page(at)) {  // a word of an object, not of a slab's bitmap
+      const sparse::page_descriptor& d = *model_->pfn_to_page(at >> sparse::page_shift);
+      if (d.state() == sparse::page_state::slab && sparse::descriptor_checks_out(d.load()) &&
+          d.sub() < alloc::nr_slab_classes &&
+          at % sparse::page_size < alloc::size_classes[d.sub()].header)
+        return which + "stores into a slab's bitmap at " + sparse::hex(at);
+      continue;
+    }
     if (!model_->in_memmap_block(at) || op != sparse::log_store)
       return which + "targets metadata or absent memory at " + sparse::hex(at);
     // A descriptor: a batch stores an extent's head ({extent, 0, pages}) or

@@ -180,6 +180,8 @@ bool heap_impl::heap_word(const void* p) const noexcept {
   if (names_slot_word(offset)) return true;
   if (!model_->media().contains(at, 8) || reinterpret_cast<std::uintptr_t>(at) % 8 != 0)
     return false;
+  // Not a slab's bitmap: its words change with their check bits, by the allocator.
+  if (small_.touches_slab_header(offset, 8)) return false;
   const std::uint64_t epoch = hot_remove_epoch_.load(std::memory_order_acquire);
   if (tls_checked.pageblock == offset >> sparse::subsection_shift && tls_checked.heap_id == id_ &&
       tls_checked.epoch == epoch)
@@ -217,11 +219,12 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
 }
 
 // Bytes a batch may write, or errc::invalid_argument: present memory
-// outside the head and the memmap blocks, as for heap_word.
+// outside the head, the memmap blocks and the slabs' bitmaps, as for heap_word.
 void heap_impl::check_write_target(const void* dst, std::size_t n) const {
   const auto* at = static_cast<const std::byte*>(dst);
   const auto offset = static_cast<std::uint64_t>(at - model_->base());
-  bool ok = n > 0 && model_->media().contains(at, n) && offset >= model_->geo().head_size();
+  bool ok = n > 0 && model_->media().contains(at, n) && offset >= model_->geo().head_size() &&
+            !small_.touches_slab_header(offset, n);
   for (std::uint64_t pfn = offset >> sparse::page_shift;
        ok && pfn <= (offset + n - 1) >> sparse::page_shift; ++pfn)
     ok = model_->pfn_valid(pfn) &&
@@ -229,14 +232,16 @@ void heap_impl::check_write_target(const void* dst, std::size_t n) const {
   if (!ok)
     throw error(errc::invalid_argument,
                 "batch: write of " + std::to_string(n) +
-                    " bytes outside the heap's memory, into its metadata, or of none");
+                    " bytes outside the heap's memory, into its metadata (the head, the "
+                    "memmap, a slab's bitmap), or of none");
 }
 
 // A word a batch may store to, or errc::invalid_argument.
 void heap_impl::check_store_target(const void* where) const {
   if (!heap_word(where))
     throw error(errc::invalid_argument,
-                "publish: a store target is not an aligned 8-byte word inside the heap's memory");
+                "publish: a store target is not an aligned 8-byte word of the heap's memory "
+                "outside its metadata (the head, the memmap, a slab's bitmap)");
 }
 
 // What freeing p at publish takes: its slab bit, or its extent's head;
