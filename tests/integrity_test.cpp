@@ -553,3 +553,30 @@ TEST_CASE("Hsiao (64,56) slab words: every one-, two- and three-bit error shows"
         FAIL("class " << c.size << ": object " << i);
     }
 }
+
+// root() writes copy A of the slot, fences, then copy B: after a crash in
+// between, copy B is rewritten from copy A as recovery (outcome recovered,
+// nothing in repairs()); the same difference in a heap closed cleanly is
+// damage, repaired and reported.
+TEST_CASE("a root slot copy B left empty by a crash inside root() is recovery, not repair") {
+  test::temp_file f;
+  const image im = make_heap(f.path());
+  const std::string empty(sizeof(sp::root_slot), '\0');
+  write_bytes(f.path(), im.slots + sp::root_slot_b_in_page, empty.data(), empty.size());
+  bool crash = false;
+  SUBCASE("left by a crash") {
+    mark_unclean(f.path());
+    crash = true;
+  }
+  SUBCASE("closed cleanly") {}
+  {
+    auto h = heap::open(f.path());
+    CHECK(h.outcome() ==
+          (crash ? daxalloc::open_outcome::recovered : daxalloc::open_outcome::repaired));
+    CHECK(h.repairs().size() == (crash ? 0u : 1u));
+    CHECK(h.offset_of(h.root<root_type>()) == im.root);
+  }
+  CHECK(read_bytes(f.path(), im.slots + sp::root_slot_b_in_page, sizeof(sp::root_slot)) ==
+        read_bytes(f.path(), sp::root_slot_offset, sizeof(sp::root_slot)));
+  CHECK(outcome(f.path(), im) == "intact");
+}

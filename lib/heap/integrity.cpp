@@ -127,11 +127,17 @@ void heap_impl::recover_slots() {
 }
 
 // After recover_root has decided (it refuses a heap before anything is
-// written): each stale copy is rewritten from its winner, or cleared.
+// written): each stale copy is rewritten from its winner, or cleared. A
+// repair, unless a crash inside root() explains it: root() writes copy A,
+// fences, then writes copy B, so after a crash copy B may be empty or torn
+// next to a valid copy A, or copy A torn next to an empty copy B (recovery,
+// the outcome stays `recovered`).
 void heap_impl::rewrite_stale_slots() {
   const persistence& p = model_->media().persist();
+  const bool root_crash =
+      unclean_ && (stale_root_ == 1 || (stale_root_ == 0 && sparse::root_slot_empty(*root_copy(1))));
   const auto rewrite = [&](const char* what, void* stale, const void* from, std::size_t n,
-                           int copy) {
+                           int copy, bool crash) {
     const std::string copy_text = std::string(what) + " copy " + "AB"[copy];
     const std::string note =
         from ? copy_text + " from copy " + "AB"[1 - copy] + " (it was damaged or stale)"
@@ -146,19 +152,19 @@ void heap_impl::rewrite_stale_slots() {
     else
       std::memset(stale, 0, n);
     p.flush(stale, n);
-    repairs_.push_back((from ? "rewrote " : "cleared ") + note);
+    if (!crash) repairs_.push_back((from ? "rewrote " : "cleared ") + note);
   };
   const bool wrote = stale_root_ >= 0 || stale_names_ >= 0;
   if (stale_root_ >= 0) {
     const bool from = !sparse::root_slot_empty(*root_copy(1 - stale_root_));
     rewrite("the root slot", root_copy(stale_root_), from ? root_copy(1 - stale_root_) : nullptr,
-            sizeof(sparse::root_slot), stale_root_);
+            sizeof(sparse::root_slot), stale_root_, root_crash);
   }
   if (stale_names_ >= 0) {
     const bool from = !sparse::names_slot_empty(*names_copy(1 - stale_names_));
     rewrite("the name-table slot", names_copy(stale_names_),
             from ? names_copy(1 - stale_names_) : nullptr, sizeof(sparse::names_slot),
-            stale_names_);
+            stale_names_, false);
   }
   stale_root_ = stale_names_ = -1;
   if (wrote && !read_only()) {
