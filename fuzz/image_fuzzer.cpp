@@ -78,14 +78,14 @@ namespace sp = daxalloc::sparse;
 
 // Whether the model is compared on a base image left by an unclean shutdown
 // (base 2). On since format 4: a zeroed page descriptor fails its seeded
-// check bits, and slab digests are kept with every bitmap change, so the
-// damage format 3 could not see in an unclean image is seen (the
-// "(unclean image)" rows of tests/corruption/). Two differences from a
-// clean base: a structured descriptor edit writes valid check bits, which
-// only the memmap page digest of a clean close would catch, so on an
-// unclean base it counts as a forged record; and an allocation the base does
-// not have is allowed (a bitmap bit set on a free object reads as a torn
-// allocate, which leaks: nothing is lost).
+// check bits, and slab bitmaps are verified at every open, so the damage
+// format 3 could not see in an unclean image is seen (the "(unclean image)"
+// rows of tests/corruption/). One difference from a clean base: a
+// structured descriptor edit writes valid check bits, which only the memmap
+// page digest of a clean close would catch, so on an unclean base it counts
+// as a forged record. (Format 4 also allowed an allocation the base does not
+// have on an unclean base, a bitmap bit set on a free object reading as a
+// torn allocate; format 5's bitmap words do not tear.)
 constexpr bool compare_model_on_unclean_bases = true;
 
 // ---- the model ----
@@ -698,9 +698,15 @@ std::string forged_record(const base_image& base, const sparse_image& image) {
   // A slab bitmap word (format 5: 8 check bits in the word) that the edits
   // changed and that checks out: forged by chance (1 in 256 for a random
   // word) or by comparison tracing, and then a different bitmap, not damage.
-  // (Words of the first KiB of a slab's head page: the largest header.)
+  // (Words of the largest header's length from a slab's start.)
+  static constexpr std::uint64_t max_header = [] {
+    std::uint64_t m = 0;
+    for (const auto& c : daxalloc::alloc::size_classes) m = std::max<std::uint64_t>(m, c.header);
+    return m;
+  }();
   for (std::uint64_t pfn : base.slabs)
-    for (std::uint64_t at = pfn << sp::page_shift; at < (pfn << sp::page_shift) + 1024; at += 8) {
+    for (std::uint64_t at = pfn << sp::page_shift; at < (pfn << sp::page_shift) + max_header;
+         at += 8) {
       std::uint64_t word = 0;
       if (changed(at, 8) && image.load(at, &word, 8) && sp::slab_word_checks_out(word))
         return "a slab bitmap word";
@@ -778,7 +784,7 @@ std::string probe(daxalloc::heap& h, const base_image& base, const sparse_image&
   std::set<std::uint64_t> in_model;
   for (const model_object& o : m.objects) in_model.insert(o.offset);
   for (auto [offset, size] : listed)
-    if (!in_model.count(offset) && base.clean)  // (unclean: a torn allocate may leak)
+    if (!in_model.count(offset))  // (format 5: no bitmap word is torn, clean or not)
       return "the media lists an allocation at " + hex(offset) + " (" + std::to_string(size) +
              " B) that the base does not have";
   try {

@@ -16,6 +16,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <vector>
 
 #include "alloc/size_classes.hpp"
@@ -46,6 +47,7 @@ inline void downgrade(const std::filesystem::path& path, std::uint32_t version) 
   std::memcpy(&sb, b.data(), sizeof sb);
   const sp::geometry geo{sb.section_size_bits, sb.max_range};
   // Descriptors of every span's memmap block (the records name them).
+  std::set<std::uint64_t> blocks;
   for (std::uint64_t nr = 0; nr < geo.nr_sections(); ++nr) {
     if (reinterpret_cast<const std::uint64_t*>(
             b.data() + sp::directory_offset)[nr / geo.sections_per_root()] != 1)
@@ -53,15 +55,39 @@ inline void downgrade(const std::filesystem::path& path, std::uint32_t version) 
     const auto* record = reinterpret_cast<const std::uint64_t*>(
         b.data() + geo.roots_offset() + (nr / geo.sections_per_root()) * sp::root_page_size +
         (nr % geo.sections_per_root()) * geo.record_size());
-    if (!(record[0] & sp::section_has_mem_map)) continue;
-    auto* d = reinterpret_cast<std::uint64_t*>(b.data() + (record[0] & sp::section_memmap_mask));
+    const std::uint64_t block = record[0] & sp::section_memmap_mask;
+    if (!(record[0] & sp::section_has_mem_map) || !blocks.insert(block).second) continue;
+    auto* d = reinterpret_cast<std::uint64_t*>(b.data() + block);
     const std::uint64_t span = (nr << geo.section_size_bits) & ~(geo.span_size() - 1);
+    const std::vector<std::uint64_t> format5(d, d + geo.memmap_bytes() / 8);
     for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8; ++i) {  // format 4's class numbers
       const sp::page_descriptor desc{d[i]};
       if (desc.state() != sp::page_state::slab) continue;
       if (!al::is_legacy_class(desc.sub())) std::abort();  // not made under legacy_slabs
       d[i] = sp::with_descriptor_check((d[i] & ~(std::uint64_t{0xff} << 8)) |
                                        std::uint64_t{al::base_class(desc.sub())} << 8);
+    }
+    // Format 4 recorded each memmap page's digest (heap_impl::
+    // memmap_page_digest) over its own class numbers: find the pageblock type
+    // the recorded one covers, and record it again over those.
+    const auto digest = [&](const std::uint64_t* descriptors, std::uint64_t type,
+                            std::uint64_t seed) {
+      std::vector<std::uint64_t> w(al::pageblock_pages + 1);
+      for (std::uint64_t i = 0; i < al::pageblock_pages; ++i)
+        w[i] = sp::page_descriptor{descriptors[i]}.state() == sp::page_state::memmap
+                   ? sp::page_info(sp::page_state::memmap)
+                   : descriptors[i];
+      w[al::pageblock_pages] = type;
+      return sp::words_digest(w.data(), w.size(), seed, 48);
+    };
+    for (std::uint64_t k = 0; k < geo.memmap_bytes() / sp::page_size && version == 4; ++k) {
+      std::uint64_t& own = d[(block + k * sp::page_size - span) >> sp::page_shift];
+      const std::uint64_t recorded = sp::memmap_digest(own);
+      for (std::uint64_t type = 0; recorded && type < 256; ++type)
+        if (digest(format5.data() + k * al::pageblock_pages, type, block + k) == recorded) {
+          own = sp::memmap_info(digest(d + k * al::pageblock_pages, type, block + k));
+          break;
+        }
     }
     for (std::uint64_t i = 0; i < geo.memmap_bytes() / 8 && version == 3; ++i) {
       const sp::page_descriptor desc{d[i]};

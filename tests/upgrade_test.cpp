@@ -229,3 +229,29 @@ TEST_CASE("upgrade refuses a format 2 heap that was not closed cleanly, and othe
   CHECK_ERRC(daxalloc::detail::upgrade_region(r), errc::older_format);
   CHECK(std::string(reinterpret_cast<const char*>(r.base()), r.size()) == before);
 }
+
+TEST_CASE("legacy slabs: a thread cache full of their freed objects gives them back whole") {
+  test::temp_file f;
+  daxalloc::heap_options o;
+  o.size = 8 * MiB;
+  o.max_size = 1024 * MiB;
+  std::vector<std::uint64_t> objects;
+  {
+    test::legacy_slabs legacy;  // as an upgraded heap keeps them
+    auto h = heap::create(f.path(), o);
+    for (int i = 0; i < 6000; ++i) objects.push_back(h.offset_of(h.allocate(100)));
+  }
+  {
+    auto h = heap::open(f.path());
+    // More than a thread cache's bin holds: its legacy bin overflows into the slabs.
+    for (std::uint64_t at : objects) h.deallocate(h.at(at));
+    test::require_sound(h);
+    CHECK(h.stats().allocated_objects == 0);
+    for (int i = 0; i < 6000; ++i) (void)h.allocate(100);  // the legacy slabs serve again
+    test::require_sound(h);
+  }
+  auto h = heap::open(f.path());
+  CHECK(h.outcome() == daxalloc::open_outcome::clean);
+  test::require_sound(h);
+  CHECK(h.stats().allocated_objects == 6000);
+}

@@ -383,7 +383,7 @@ void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
   const size_class* c = nullptr;  // s's
   while (n > 0) {
     const unsigned owner = slab_of(objects[0])->arena.load(std::memory_order_acquire);
-    klass& k = (*arenas_[owner])[cls];
+    klass& k = (*arenas_[owner])[base_class(cls)];
     std::size_t kept = 0;
     std::lock_guard lock(k.mutex);
     slab* s = nullptr;

@@ -189,7 +189,8 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
   // 2. Every descriptor gets this format's check bits (format 2 had none,
   // format 3 unseeded ones), every slab head of format 2 or 3 its bitmap's
   // digest, every memmap page descriptor an empty digest (recorded again at
-  // close), and every slab head the legacy twin of its class (class c < n
+  // close: the old ones covered the old class numbers), and every slab head
+  // the legacy twin of its class (class c < n
   // becomes n + c: its bitmap keeps 64 objects per word and its digest,
   // which open reconciles as format 4 did). One 8-byte store each,
   // idempotent: a descriptor that already checks out is sealed, a slab
@@ -205,10 +206,11 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
       if (!descriptor_checks_out(word)) {
         if (!old_descriptor(word, from)) continue;
         word = with_descriptor_check(word);
-        if (page_descriptor{word}.state() == page_state::memmap) word = memmap_info(0);
         ++converted;
       }
       const page_descriptor desc{word};
+      // The digests recorded at the last close covered the old class numbers.
+      if (desc.state() == page_state::memmap) word = memmap_info(0);
       const std::uint64_t pfn = (span >> page_shift) + i;
       if (desc.state() == page_state::slab && desc.sub() < n &&
           (pfn << page_shift) + page_size <= r.size()) {
