@@ -256,10 +256,12 @@ TEST_CASE("a committed lane with an action no batch makes is refused before anyt
       {"bits of a descriptor", {set_bits | (memmap + 8 * 1024), 1}},
       {"the descriptor of a memmap page", {store | memmap, 0}},
       {"a store into a slab's bitmap (the root's slab)",
-       {store | (im.root & ~((std::uint64_t{4096} << daxalloc::alloc::size_classes[
-                                  daxalloc::alloc::size_class_of(sizeof(root_type))]
-                                  .slab_order) -
-                             1)),
+       {store |
+            (im.root &
+             ~((std::uint64_t{4096}
+                << daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(sizeof(root_type))]
+                       .slab_order) -
+               1)),
         sp::empty_slab_word}},
   };
   for (const auto& c : cases) {
@@ -375,7 +377,8 @@ TEST_CASE("a zeroed extent head descriptor is refused, closed cleanly or left by
   require_refused(f.path(), im, why);
 }
 
-TEST_CASE("legacy slab: after a crash, a bitmap bit of a live object cleared by damage is set again") {
+TEST_CASE(
+    "legacy slab: after a crash, a bitmap bit of a live object cleared by damage is set again") {
   legacy_mode mode;
   test::temp_file f;
   const image im = make_heap(f.path());
@@ -501,7 +504,9 @@ TEST_CASE("a slab bitmap word with flipped bits is refused, clean or not, and ch
   REQUIRE(sp::slab_word_checks_out(before));
   REQUIRE((before & mask) != 0);
   SUBCASE("closed cleanly") {}
-  SUBCASE("left by a crash") { mark_unclean(f.path()); }
+  SUBCASE("left by a crash") {
+    mark_unclean(f.path());
+  }
   int refused = 0, tried = 0;
   for (unsigned a = 0; a < 64; a += 7)
     for (unsigned b = a; b < 64; b += 11) {
@@ -568,8 +573,7 @@ TEST_CASE("a root slot copy B left empty by a crash inside root() is recovery, n
     mark_unclean(f.path());
     crash = true;
   }
-  SUBCASE("closed cleanly") {}
-  {
+  SUBCASE("closed cleanly"){} {
     auto h = heap::open(f.path());
     CHECK(h.outcome() ==
           (crash ? daxalloc::open_outcome::recovered : daxalloc::open_outcome::repaired));

@@ -139,8 +139,8 @@ TEST_CASE("a format 4 heap is converted by upgrade: its slabs keep their encodin
   }
   // The legacy slab is allocated from again (the lowest slab first).
   const std::uint64_t slab_bytes =
-      std::uint64_t{4096} << daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(100)]
-                                 .slab_order;
+      std::uint64_t{4096}
+      << daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(100)].slab_order;
   CHECK(objects[0] / slab_bytes == legacy_object / slab_bytes);
   r->small = objects[0];
   h.persist().persist(r, sizeof *r);

@@ -25,14 +25,14 @@ inline constexpr std::size_t max_small_size = 64 * 1024;
 inline constexpr unsigned min_slab_order = 4;  // 64 KiB
 
 struct size_class {
-  std::uint32_t size;       // object size in bytes
-  std::uint32_t objects;    // objects per slab
-  std::uint32_t header;     // bytes before the first object (bitmap, 64-byte multiple)
-  std::uint32_t bytes;      // objects * size
-  std::uint64_t magic;      // ceil(2^32 / size): see index()
-  std::uint8_t slab_order;  // slab = 2^slab_order pages
-  std::uint8_t word_bits;   // objects per bitmap word: 56 (format 5), 64 (legacy)
-  std::uint32_t word_magic; // ceil(2^32 / word_bits): see word_of()
+  std::uint32_t size;        // object size in bytes
+  std::uint32_t objects;     // objects per slab
+  std::uint32_t header;      // bytes before the first object (bitmap, 64-byte multiple)
+  std::uint32_t bytes;       // objects * size
+  std::uint64_t magic;       // ceil(2^32 / size): see index()
+  std::uint8_t slab_order;   // slab = 2^slab_order pages
+  std::uint8_t word_bits;    // objects per bitmap word: 56 (format 5), 64 (legacy)
+  std::uint32_t word_magic;  // ceil(2^32 / word_bits): see word_of()
 
   // n / size for n a multiple of size below 2^32 (an object's offset from
   // the first object), by a multiplication: exact for such n, as jemalloc's
@@ -99,7 +99,9 @@ inline constexpr unsigned legacy_word_bits = 64;  // formats 2 to 4
 [[nodiscard]] constexpr unsigned legacy_class(unsigned cls) {
   return cls + static_cast<unsigned>(nr_size_classes);
 }
-[[nodiscard]] constexpr bool is_legacy_class(unsigned cls) { return cls >= nr_size_classes; }
+[[nodiscard]] constexpr bool is_legacy_class(unsigned cls) {
+  return cls >= nr_size_classes;
+}
 [[nodiscard]] constexpr unsigned base_class(unsigned cls) {
   return is_legacy_class(cls) ? cls - static_cast<unsigned>(nr_size_classes) : cls;
 }

@@ -152,9 +152,8 @@ std::uint64_t small_allocator::change_bits(std::uint64_t* word, std::uint64_t ma
                                            unsigned cls) const noexcept {
   std::atomic_ref<std::uint64_t> ref(*word);
   if (is_legacy_class(cls)) {
-    const std::uint64_t changed =
-        set ? mask & ~ref.fetch_or(mask, std::memory_order_release)
-            : mask & ref.fetch_and(~mask, std::memory_order_release);
+    const std::uint64_t changed = set ? mask & ~ref.fetch_or(mask, std::memory_order_release)
+                                      : mask & ref.fetch_and(~mask, std::memory_order_release);
     if (changed) (void)bits_changed(word, changed);
     return changed;
   }
@@ -534,7 +533,8 @@ void small_allocator::check_slab(const slab& s, std::vector<std::string>& proble
   const std::string where = "slab at " + std::to_string(s.pfn << sparse::page_shift) + " (class " +
                             std::to_string(c.size) + " B): ";
   const sparse::page_descriptor& d = *model_.pfn_to_page(s.pfn);
-  const std::uint64_t info = is_legacy_class(s.cls) ? sparse::with_slab_digest(d.load(), 0) : d.load();
+  const std::uint64_t info =
+      is_legacy_class(s.cls) ? sparse::with_slab_digest(d.load(), 0) : d.load();
   if (info != sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
     problems.push_back(where + "head descriptor does not describe this slab");
   if ((s.in_use < c.objects) != s.partial_hook::is_linked())

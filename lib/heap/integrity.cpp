@@ -135,9 +135,10 @@ void heap_impl::recover_slots() {
 void heap_impl::rewrite_stale_slots() {
   const persistence& p = model_->media().persist();
   const bool root_crash =
-      unclean_ && (stale_root_ == 1 || (stale_root_ == 0 && sparse::root_slot_empty(*root_copy(1))));
-  const auto rewrite = [&](const char* what, void* stale, const void* from, std::size_t n,
-                           int copy, bool crash) {
+      unclean_ &&
+      (stale_root_ == 1 || (stale_root_ == 0 && sparse::root_slot_empty(*root_copy(1))));
+  const auto rewrite = [&](const char* what, void* stale, const void* from, std::size_t n, int copy,
+                           bool crash) {
     const std::string copy_text = std::string(what) + " copy " + "AB"[copy];
     const std::string note =
         from ? copy_text + " from copy " + "AB"[1 - copy] + " (it was damaged or stale)"
@@ -163,8 +164,8 @@ void heap_impl::rewrite_stale_slots() {
   if (stale_names_ >= 0) {
     const bool from = !sparse::names_slot_empty(*names_copy(1 - stale_names_));
     rewrite("the name-table slot", names_copy(stale_names_),
-            from ? names_copy(1 - stale_names_) : nullptr, sizeof(sparse::names_slot),
-            stale_names_, false);
+            from ? names_copy(1 - stale_names_) : nullptr, sizeof(sparse::names_slot), stale_names_,
+            false);
   }
   stale_root_ = stale_names_ = -1;
   if (wrote && !read_only()) {
@@ -585,7 +586,8 @@ void heap_impl::reconcile_slabs(std::vector<std::string>& problems,
 std::vector<std::string> upgrade_region(region& r) {
   static constexpr auto objects = [] {
     std::array<std::uint32_t, alloc::nr_size_classes> n{};  // (formats 2 to 4: legacy)
-    for (unsigned c = 0; c < n.size(); ++c) n[c] = alloc::size_classes[alloc::legacy_class(c)].objects;
+    for (unsigned c = 0; c < n.size(); ++c)
+      n[c] = alloc::size_classes[alloc::legacy_class(c)].objects;
     return n;
   }();
   return sparse::upgrade(r, objects);

@@ -477,8 +477,8 @@ inline constexpr auto slab_word_byte_folds = [] {
 }
 // The word whose object bits are `data`.
 [[nodiscard]] constexpr std::uint64_t slab_word(std::uint64_t data) noexcept {
-  return (data & slab_word_data_mask) |
-         (slab_word_fold(data) ^ slab_word_seed) << slab_word_check_shift;
+  return (data & slab_word_data_mask) | (slab_word_fold(data) ^ slab_word_seed)
+                                            << slab_word_check_shift;
 }
 [[nodiscard]] constexpr bool slab_word_checks_out(std::uint64_t word) noexcept {
   return slab_word(word) == word;

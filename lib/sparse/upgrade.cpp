@@ -215,9 +215,10 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
       if (desc.state() == page_state::slab && desc.sub() < n &&
           (pfn << page_shift) + page_size <= r.size()) {
         if (from < 4)
-          word = with_slab_digest(word, slab_bitmap_digest(reinterpret_cast<const std::uint64_t*>(
-                                                               base + (pfn << page_shift)),
-                                                           slab_objects[desc.sub()]));
+          word = with_slab_digest(
+              word,
+              slab_bitmap_digest(reinterpret_cast<const std::uint64_t*>(base + (pfn << page_shift)),
+                                 slab_objects[desc.sub()]));
         word = with_descriptor_check((word & ~(std::uint64_t{0xff} << 8)) | (desc.sub() + n) << 8);
         ++relabelled;
       }

@@ -586,9 +586,12 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
   // keeps them; recovery reconciles their digests): the slab changes, a
   // batch, group commit and free-and-clear. DAXALLOC_CRASH_ONLY=legacy runs
   // these alone.
-  const std::string_view legacy_ones[] = {
-      "allocate: a slab object", "deallocate: a slab object", "allocate-and-publish into the root",
-      "group commit: deferred publications", "a batch: two reservations", "free-and-clear"};
+  const std::string_view legacy_ones[] = {"allocate: a slab object",
+                                          "deallocate: a slab object",
+                                          "allocate-and-publish into the root",
+                                          "group commit: deferred publications",
+                                          "a batch: two reservations",
+                                          "free-and-clear"};
   test::legacy_slabs legacy;
   for (const auto& s : scenarios) {
     const std::string name = std::string("legacy slabs: ") + s.name;
