@@ -145,7 +145,7 @@ class small_allocator {
   // The descriptor holding the digest of the legacy slab a bitmap word
   // belongs to; null for a format 5 slab.
   [[nodiscard]] sparse::page_descriptor* digest_of(const std::uint64_t* word) const noexcept;
-  // The digest a legacy slab's bitmap should have (sparse::slab_bit_digest).
+  // The digest a slab's bitmap should have (sparse::slab_bitmap_digest).
   [[nodiscard]] std::uint64_t bitmap_digest(std::uint64_t pfn, unsigned cls) const noexcept;
   // What is wrong with the bitmap of the slab of class cls at pfn, alone: a
   // word that fails its check bits (format 5), a bit beyond the objects.

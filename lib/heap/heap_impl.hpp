@@ -186,6 +186,10 @@ class heap_impl {
   // checked at the next open (integrity.cpp).
   template <class F>
   void for_each_memmap_block(F&& f) const;
+  // f(head descriptor, pfn) for every format 5 slab whose head descriptor
+  // checks out, in a present pageblock outside quarantine.
+  template <class F>
+  void for_each_slab_head(F&& f) const;
   [[nodiscard]] bool slab_bitmap_bits(std::uint64_t offset, std::uint64_t mask) const noexcept;
   [[nodiscard]] std::uint64_t memmap_page_digest(std::uint64_t span, std::uint64_t block,
                                                  std::uint64_t k) const noexcept;

@@ -384,10 +384,31 @@ std::uint64_t heap_impl::memmap_page_digest(std::uint64_t span, std::uint64_t bl
   return sparse::words_digest(words.data(), words.size(), block + k, 48);
 }
 
-// Close, before the heap is marked closed cleanly: every memmap page
-// descriptor gets the digest of what it covers (only those that changed are
+template <class F>
+void heap_impl::for_each_slab_head(F&& f) const {
+  for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
+    auto* d = reinterpret_cast<sparse::page_descriptor*>(model_->base() + block);
+    const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
+    for (std::uint64_t i = 0; i < pages; ++i) {
+      const std::uint64_t pfn = (span >> sparse::page_shift) + i;
+      if (i % alloc::pageblock_pages == 0 &&
+          (!model_->pfn_valid(pfn) ||
+           model_->get_pageblock_migratetype(pfn) == sparse::migratetype::isolate)) {
+        i += alloc::pageblock_pages - 1;  // absent or quarantined: not the allocator's
+        continue;
+      }
+      if (d[i].state() == sparse::page_state::slab && sparse::descriptor_checks_out(d[i].load()) &&
+          d[i].sub() < alloc::nr_size_classes)
+        f(d[i], pfn);
+    }
+  });
+}
+
+// Close, before the heap is marked closed cleanly: every format 5 slab's
+// head descriptor gets the digest of its bitmap, then every memmap page
+// descriptor the digest of what it covers (only those that changed are
 // written), one fence. A crash before the clean mark leaves an unclean heap,
-// whose memmap digests the next open does not check. (Slab digests are kept
+// whose digests the next open does not check. (Legacy slab digests are kept
 // up to date all along: small_allocator::bits_changed.)
 void heap_impl::record_digests() noexcept {
   const persistence& p = model_->media().persist();
@@ -398,6 +419,9 @@ void heap_impl::record_digests() noexcept {
     p.flush(&d.info, 8);
     wrote = true;
   };
+  for_each_slab_head([&](sparse::page_descriptor& d, std::uint64_t pfn) {
+    put(d, sparse::with_slab_digest(d.load(), small_.bitmap_digest(pfn, d.sub())));
+  });
   // Present pageblocks only: work in proportion to the present memory, as
   // open's scan; an absent pageblock keeps what it had, and open skips it.
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
@@ -412,14 +436,22 @@ void heap_impl::record_digests() noexcept {
   if (wrote) p.drain();
 }
 
-// Open: every slab's digest against its bitmap (reconcile_slabs), and, for a
-// cleanly closed heap, every memmap digest recorded at its close. A mismatch
+// Open: every legacy slab's digest against its bitmap (reconcile_slabs),
+// and, for a cleanly closed heap, every format 5 slab's digest and every
+// memmap digest recorded at its close. A mismatch
 // is damage (a zeroed or changed descriptor, a changed bitmap, a pageblock's
 // type), reported on the pageblock concerned.
 void heap_impl::digest_problems(std::vector<std::string>& problems,
                                 std::vector<std::uint64_t>& bad) {
   reconcile_slabs(problems, bad);
   if (unclean_) return;
+  for_each_slab_head([&](const sparse::page_descriptor& d, std::uint64_t pfn) {
+    if (sparse::slab_digest(d.load()) == small_.bitmap_digest(pfn, d.sub())) return;
+    problems.push_back("the bitmap of the slab at " + sparse::hex(pfn << sparse::page_shift) +
+                       " changed while the heap was closed (its digest recorded at close "
+                       "does not match)");
+    bad.push_back(pfn / alloc::pageblock_pages);
+  });
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
     const auto* d = reinterpret_cast<const sparse::page_descriptor*>(model_->base() + block);
     const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);

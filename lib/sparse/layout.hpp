@@ -303,13 +303,16 @@ static_assert(section_record_words(30) * 8 == 512);
 //                free descriptor is check_seed << 56, not 0, and a memmap
 //                is written when its memory is hot-added)
 // Two states carry a digest:
-//   slab head:   bits 16..31 the length, bits 32..55 the digest of its bitmap
-//                (format 4): the XOR of slab_bit_digest(i) over the objects i
-//                whose bits are set. Every bitmap change XORs the same
-//                value into the head descriptor with one atomic RMW before
-//                the fence that commits it; the two words are not written
-//                in one store, so after a crash they may disagree by the
-//                bits of the changes in flight (heap_impl::reconcile_slabs).
+//   slab head:   bits 16..31 the length, bits 32..55 the digest of its bitmap:
+//                the XOR of slab_bit_digest(i) over the objects i whose bits
+//                are set. A legacy slab (format 4 and older): every bitmap
+//                change XORs the same value into the head descriptor with
+//                one atomic RMW before the fence that commits it; the two
+//                words are not written in one store, so after a crash they
+//                may disagree by the bits of the changes in flight
+//                (heap_impl::reconcile_slabs). A format 5 slab: recorded at
+//                a clean close and checked at the next open after one, as a
+//                memmap page's digest (its words check themselves always).
 //   memmap page: bits 8..55 a digest of the memmap page it is (the 512
 //                descriptors of one pageblock, and that pageblock's flags),
 //                recorded at a clean close, checked at the next open when
@@ -425,17 +428,23 @@ inline constexpr std::uint64_t memmap_digest_mask = (std::uint64_t{1} << 48) - 1
 static_assert(slab_bit_of_digest(slab_bit_digest(0)) == 0 &&
               slab_bit_of_digest(slab_bit_digest(4095)) == 4095 &&
               slab_bit_of_digest(slab_bit_digest(12345678)) == 12345678);
-// The digest of a slab's bitmap: the terms of every bit set in the words
-// that hold its objects' bits (a stray bit past the objects counts too).
+// The digest of a slab's bitmap: the terms of every object bit set in the
+// words that hold its objects' bits (a stray bit past the objects counts
+// too), `word_bits` objects per word (56: format 5, whose check bits do not
+// count; 64: legacy).
 [[nodiscard]] inline std::uint64_t slab_bitmap_digest(const std::uint64_t* bits,
-                                                      std::uint32_t objects) noexcept {
+                                                      std::uint32_t objects,
+                                                      unsigned word_bits = 64) noexcept {
+  const std::uint64_t object_bits =
+      word_bits == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << word_bits) - 1;
   std::uint64_t digest = 0;
-  for (std::uint32_t w = 0; std::uint64_t{w} * 64 < objects; ++w)
+  for (std::uint32_t w = 0; std::uint64_t{w} * word_bits < objects; ++w)
     for (std::uint64_t word = std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(bits[w]))
-                                  .load(std::memory_order_relaxed);
+                                  .load(std::memory_order_relaxed) &
+                              object_bits;
          word; word &= word - 1)
-      digest ^=
-          slab_bit_digest(std::uint64_t{w} * 64 + static_cast<unsigned>(std::countr_zero(word)));
+      digest ^= slab_bit_digest(std::uint64_t{w} * word_bits +
+                                static_cast<unsigned>(std::countr_zero(word)));
   return digest;
 }
 // The delta to XOR into a slab head descriptor (data and check bits) when
