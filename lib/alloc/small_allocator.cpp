@@ -181,7 +181,7 @@ bool small_allocator::mark(const object_location& at, bool set) const noexcept {
   return true;
 }
 
-// A slab's bitmap lies in its head page (the largest header is 1 KiB), so
+// A slab's bitmap lies in its head page (the largest header is 1,152 bytes), so
 // the word names the head descriptor and the objects its bits stand for.
 sparse::page_descriptor* small_allocator::head_of(const std::uint64_t* word) const noexcept {
   const auto offset = static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(word) - base_);
