@@ -190,9 +190,9 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
   // format 3 unseeded ones), every slab head of format 2 or 3 its bitmap's
   // digest, every memmap page descriptor an empty digest (recorded again at
   // close: the old ones covered the old class numbers), and every slab head
-  // the legacy twin of its class (class c < n
-  // becomes n + c: its bitmap keeps 64 objects per word and its digest,
-  // which open reconciles as format 4 did). One 8-byte store each,
+  // the legacy twin of its class (class c < n becomes n + c: its bitmap
+  // keeps 64 objects per word and its digest, which open reconciles as
+  // format 4 did). One 8-byte store each,
   // idempotent: a descriptor that already checks out is sealed, a slab
   // already relabelled is done, and one that checks out under neither
   // format stays damaged for open to report.
