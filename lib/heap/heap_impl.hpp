@@ -186,8 +186,9 @@ class heap_impl {
   // checked at the next open (integrity.cpp).
   template <class F>
   void for_each_memmap_block(F&& f) const;
-  // f(head descriptor, pfn) for every format 5 slab whose head descriptor
-  // checks out, in a present pageblock outside quarantine.
+  // f(head descriptor, pfn) for every slab (format 5 or legacy) whose head
+  // descriptor checks out and names a class, in a present pageblock outside
+  // quarantine.
   template <class F>
   void for_each_slab_head(F&& f) const;
   [[nodiscard]] bool slab_bitmap_bits(std::uint64_t offset, std::uint64_t mask) const noexcept;

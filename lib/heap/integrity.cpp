@@ -174,15 +174,24 @@ void heap_impl::rewrite_stale_slots() {
   }
 }
 
+namespace {
+// The class of the slab whose head page holds `offset` (its bitmap lies
+// there), by a head descriptor that checks out; nullptr when there is none.
+const alloc::size_class* slab_headed_at(const sparse::memory_model& m, std::uint64_t offset) {
+  const sparse::page_descriptor& d = *m.pfn_to_page(offset >> sparse::page_shift);
+  if (d.state() != sparse::page_state::slab || !sparse::descriptor_checks_out(d.load()) ||
+      d.sub() >= alloc::nr_slab_classes)
+    return nullptr;
+  return &alloc::size_classes[d.sub()];
+}
+}  // namespace
+
 // Whether `mask` are bits of objects in the bitmap word at `offset` of a
 // slab whose head descriptor checks out.
 bool heap_impl::slab_bitmap_bits(std::uint64_t offset, std::uint64_t mask) const noexcept {
-  const sparse::page_descriptor& d = *model_->pfn_to_page(offset >> sparse::page_shift);
-  const std::uint64_t info = d.load();
-  if (d.state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
-      d.sub() >= alloc::nr_slab_classes)
-    return false;
-  const alloc::size_class& c = alloc::size_classes[d.sub()];
+  const alloc::size_class* slab = slab_headed_at(*model_, offset);
+  if (slab == nullptr) return false;
+  const alloc::size_class& c = *slab;
   const std::uint64_t w = (offset & (sparse::page_size - 1)) / 8;
   return mask != 0 && w < c.words() && (mask & ~c.valid_bits(static_cast<std::uint32_t>(w))) == 0;
 }
@@ -232,10 +241,8 @@ std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
       continue;
     }
     if (usable_page(at)) {  // a word of an object, not of a slab's bitmap
-      const sparse::page_descriptor& d = *model_->pfn_to_page(at >> sparse::page_shift);
-      if (d.state() == sparse::page_state::slab && sparse::descriptor_checks_out(d.load()) &&
-          d.sub() < alloc::nr_slab_classes &&
-          at % sparse::page_size < alloc::size_classes[d.sub()].header)
+      if (const auto* slab = slab_headed_at(*model_, at);
+          slab && at % sparse::page_size < slab->header)
         return which + "stores into a slab's bitmap at " + sparse::hex(at);
       continue;
     }
@@ -398,7 +405,7 @@ void heap_impl::for_each_slab_head(F&& f) const {
         continue;
       }
       if (d[i].state() == sparse::page_state::slab && sparse::descriptor_checks_out(d[i].load()) &&
-          d[i].sub() < alloc::nr_size_classes)
+          d[i].sub() < alloc::nr_slab_classes)
         f(d[i], pfn);
     }
   });
@@ -420,7 +427,8 @@ void heap_impl::record_digests() noexcept {
     wrote = true;
   };
   for_each_slab_head([&](sparse::page_descriptor& d, std::uint64_t pfn) {
-    put(d, sparse::with_slab_digest(d.load(), small_.bitmap_digest(pfn, d.sub())));
+    if (!alloc::is_legacy_class(d.sub()))
+      put(d, sparse::with_slab_digest(d.load(), small_.bitmap_digest(pfn, d.sub())));
   });
   // Present pageblocks only: work in proportion to the present memory, as
   // open's scan; an absent pageblock keeps what it had, and open skips it.
@@ -446,7 +454,9 @@ void heap_impl::digest_problems(std::vector<std::string>& problems,
   reconcile_slabs(problems, bad);
   if (unclean_) return;
   for_each_slab_head([&](const sparse::page_descriptor& d, std::uint64_t pfn) {
-    if (sparse::slab_digest(d.load()) == small_.bitmap_digest(pfn, d.sub())) return;
+    if (alloc::is_legacy_class(d.sub()) ||
+        sparse::slab_digest(d.load()) == small_.bitmap_digest(pfn, d.sub()))
+      return;
     problems.push_back("the bitmap of the slab at " + sparse::hex(pfn << sparse::page_shift) +
                        " changed while the heap was closed (its digest recorded at close "
                        "does not match)");
@@ -518,99 +528,87 @@ void heap_impl::reconcile_slabs(std::vector<std::string>& problems,
   constexpr unsigned max_lane_terms = 12;
   const persistence& p = model_->media().persist();
   bool wrote = false;
-  for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
-    auto* d = reinterpret_cast<sparse::page_descriptor*>(model_->base() + block);
-    const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
-    for (std::uint64_t i = 0; i < pages; ++i) {
-      const std::uint64_t pfn = (span >> sparse::page_shift) + i;
-      if (i % alloc::pageblock_pages == 0 && !model_->pfn_valid(pfn)) {
-        i += alloc::pageblock_pages - 1;  // an absent pageblock holds no slab
-        continue;
-      }
-      const std::uint64_t info = d[i].load();
-      if (d[i].state() != sparse::page_state::slab || !sparse::descriptor_checks_out(info) ||
-          !alloc::is_legacy_class(d[i].sub()) || d[i].sub() >= alloc::nr_slab_classes ||
-          model_->get_pageblock_migratetype(pfn) == sparse::migratetype::isolate)
-        continue;  // the scan reports a bad head; a quarantined slab is not the allocator's
-      const unsigned cls = d[i].sub();
-      const std::uint64_t stored = sparse::slab_digest(info);
-      std::uint64_t actual = small_.bitmap_digest(pfn, cls);
-      if (actual == stored) continue;
-      const std::string where = "the slab at " + sparse::hex(pfn << sparse::page_shift);
-      if (!unclean_) {
-        problems.push_back(where +
-                           ": its bitmap does not match its digest (changed while the "
-                           "heap was closed)");
-        bad.push_back(pfn / alloc::pageblock_pages);
-        continue;
-      }
-      // The objects whose bits the lanes replayed at this open changed: the
-      // bitmap holds what the lanes committed, the digest some of it.
-      std::vector<std::uint32_t> lane_objects;
-      const std::uint64_t page = pfn << sparse::page_shift;
-      for (const auto& [word, mask] : lane_bits_)
-        if (word >= page && word < page + sparse::page_size)
-          for (std::uint64_t m = mask; m; m &= m - 1)
-            lane_objects.push_back(static_cast<std::uint32_t>(
-                (word - page) / 8 * 64 + static_cast<unsigned>(std::countr_zero(m))));
-      std::sort(lane_objects.begin(), lane_objects.end());
-      lane_objects.erase(std::unique(lane_objects.begin(), lane_objects.end()), lane_objects.end());
-      const std::uint32_t objects = alloc::size_classes[cls].objects;
-      std::optional<std::uint32_t> extra;  // the object of a torn plain change
-      bool explained = false;
-      if (lane_objects.size() > max_lane_terms) {
-        explained = true;
-        if (!read_only())  // (read-only: the plan's rewrite below says it)
-          repairs_.push_back(where + ": " + std::to_string(lane_objects.size()) +
-                             " bits changed by replayed batches; its digest was re-derived "
-                             "from its bitmap, unverified");
-      }
-      // The lanes' changes alone first; then with one other object's.
-      for (int pass = 0; pass < 2 && !explained; ++pass)
-        for (std::uint64_t subset = 0; !explained && subset >> lane_objects.size() == 0; ++subset) {
-          std::uint64_t rest = actual ^ stored;
-          for (std::size_t t = 0; t < lane_objects.size(); ++t)
-            if (subset >> t & 1) rest ^= sparse::slab_bit_digest(lane_objects[t]);
-          if (pass == 0) {
-            explained = rest == 0;
-            continue;
-          }
-          const std::uint64_t o = sparse::slab_bit_of_digest(rest);
-          if (rest != 0 && o < objects &&
-              !std::binary_search(lane_objects.begin(), lane_objects.end(), o)) {
-            explained = true;
-            extra = static_cast<std::uint32_t>(o);
-          }
-        }
-      if (!explained) {
-        problems.push_back(where +
-                           ": its bitmap does not match its digest (damaged: more "
-                           "than the changes a crash leaves in flight)");
-        bad.push_back(pfn / alloc::pageblock_pages);
-        continue;
-      }
-      auto* bits = reinterpret_cast<std::uint64_t*>(model_->base() + page);
-      if (read_only()) {  // the plan: nothing written
-        digests_pending_.push_back(pfn);
-        plan_.steps.push_back(
-            "rewrite the digest of " + where + " (changes in flight at the crash)" +
-            (extra && (bits[*extra / 64] >> (*extra % 64) & 1) == 0
-                 ? ", and mark its object " + std::to_string(*extra) + " allocated"
-                 : ""));
-        continue;
-      }
-      if (extra) {
-        std::atomic_ref<std::uint64_t> w(bits[*extra / 64]);
-        if ((w.load() >> (*extra % 64) & 1) == 0) {
-          w.fetch_or(std::uint64_t{1} << (*extra % 64));
-          p.flush(&bits[*extra / 64], 8);
-          actual = small_.bitmap_digest(pfn, cls);
-        }
-      }
-      d[i].store(sparse::with_slab_digest(info, actual));
-      p.flush(&d[i].info, 8);
-      wrote = true;
+  // (The scan reports a bad head; a quarantined slab is not the allocator's.)
+  for_each_slab_head([&](sparse::page_descriptor& head, std::uint64_t pfn) {
+    if (!alloc::is_legacy_class(head.sub())) return;
+    const std::uint64_t info = head.load();
+    const unsigned cls = head.sub();
+    const std::uint64_t stored = sparse::slab_digest(info);
+    std::uint64_t actual = small_.bitmap_digest(pfn, cls);
+    if (actual == stored) return;
+    const std::string where = "the slab at " + sparse::hex(pfn << sparse::page_shift);
+    if (!unclean_) {
+      problems.push_back(where +
+                         ": its bitmap does not match its digest (changed while the "
+                         "heap was closed)");
+      bad.push_back(pfn / alloc::pageblock_pages);
+      return;
     }
+    // The objects whose bits the lanes replayed at this open changed: the
+    // bitmap holds what the lanes committed, the digest some of it.
+    std::vector<std::uint32_t> lane_objects;
+    const std::uint64_t page = pfn << sparse::page_shift;
+    for (const auto& [word, mask] : lane_bits_)
+      if (word >= page && word < page + sparse::page_size)
+        for (std::uint64_t m = mask; m; m &= m - 1)
+          lane_objects.push_back(static_cast<std::uint32_t>(
+              (word - page) / 8 * 64 + static_cast<unsigned>(std::countr_zero(m))));
+    std::sort(lane_objects.begin(), lane_objects.end());
+    lane_objects.erase(std::unique(lane_objects.begin(), lane_objects.end()), lane_objects.end());
+    const std::uint32_t objects = alloc::size_classes[cls].objects;
+    std::optional<std::uint32_t> extra;  // the object of a torn plain change
+    bool explained = false;
+    if (lane_objects.size() > max_lane_terms) {
+      explained = true;
+      if (!read_only())  // (read-only: the plan's rewrite below says it)
+        repairs_.push_back(where + ": " + std::to_string(lane_objects.size()) +
+                           " bits changed by replayed batches; its digest was re-derived "
+                           "from its bitmap, unverified");
+    }
+    // The lanes' changes alone first; then with one other object's.
+    for (int pass = 0; pass < 2 && !explained; ++pass)
+      for (std::uint64_t subset = 0; !explained && subset >> lane_objects.size() == 0; ++subset) {
+        std::uint64_t rest = actual ^ stored;
+        for (std::size_t t = 0; t < lane_objects.size(); ++t)
+          if (subset >> t & 1) rest ^= sparse::slab_bit_digest(lane_objects[t]);
+        if (pass == 0) {
+          explained = rest == 0;
+          continue;
+        }
+        const std::uint64_t o = sparse::slab_bit_of_digest(rest);
+        if (rest != 0 && o < objects &&
+            !std::binary_search(lane_objects.begin(), lane_objects.end(), o)) {
+          explained = true;
+          extra = static_cast<std::uint32_t>(o);
+        }
+      }
+    if (!explained) {
+      problems.push_back(where +
+                         ": its bitmap does not match its digest (damaged: more "
+                         "than the changes a crash leaves in flight)");
+      bad.push_back(pfn / alloc::pageblock_pages);
+      return;
+    }
+    auto* bits = reinterpret_cast<std::uint64_t*>(model_->base() + page);
+    if (read_only()) {  // the plan: nothing written
+      digests_pending_.push_back(pfn);
+      plan_.steps.push_back("rewrite the digest of " + where + " (changes in flight at the crash)" +
+                            (extra && (bits[*extra / 64] >> (*extra % 64) & 1) == 0
+                                 ? ", and mark its object " + std::to_string(*extra) + " allocated"
+                                 : ""));
+      return;
+    }
+    if (extra) {
+      std::atomic_ref<std::uint64_t> w(bits[*extra / 64]);
+      if ((w.load() >> (*extra % 64) & 1) == 0) {
+        w.fetch_or(std::uint64_t{1} << (*extra % 64));
+        p.flush(&bits[*extra / 64], 8);
+        actual = small_.bitmap_digest(pfn, cls);
+      }
+    }
+    head.store(sparse::with_slab_digest(info, actual));
+    p.flush(&head.info, 8);
+    wrote = true;
   });
   if (wrote) p.drain();
 }
