@@ -433,11 +433,9 @@ void heap_impl::record_digests() noexcept {
   // Present pageblocks only: work in proportion to the present memory, as
   // open's scan; an absent pageblock keeps what it had, and open skips it.
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
-    auto* d = reinterpret_cast<sparse::page_descriptor*>(model_->base() + block);
     for (std::uint64_t k = 0; k < model_->geo().memmap_bytes() / sparse::page_size; ++k) {
       if (!model_->pfn_valid((span >> sparse::page_shift) + k * alloc::pageblock_pages)) continue;
-      sparse::page_descriptor& own =
-          d[(block + k * sparse::page_size - span) >> sparse::page_shift];
+      sparse::page_descriptor& own = *model_->pfn_to_page((block >> sparse::page_shift) + k);
       put(own, sparse::memmap_info(memmap_page_digest(span, block, k)));
     }
   });
@@ -463,13 +461,12 @@ void heap_impl::digest_problems(std::vector<std::string>& problems,
     bad.push_back(pfn / alloc::pageblock_pages);
   });
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
-    const auto* d = reinterpret_cast<const sparse::page_descriptor*>(model_->base() + block);
     const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
     for (std::uint64_t k = 0; k < pages / alloc::pageblock_pages; ++k) {
       const std::uint64_t pfn = (span >> sparse::page_shift) + k * alloc::pageblock_pages;
       if (!model_->pfn_valid(pfn)) continue;  // absent: its digest is not kept up to date
       const sparse::page_descriptor& own =
-          d[(block + k * sparse::page_size - span) >> sparse::page_shift];
+          *model_->pfn_to_page((block >> sparse::page_shift) + k);
       const std::uint64_t recorded = sparse::memmap_digest(own.load());
       if (recorded && recorded != memmap_page_digest(span, block, k)) {
         problems.push_back("the descriptors or the type of the pageblock at " +

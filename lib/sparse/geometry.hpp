@@ -27,6 +27,10 @@ constexpr std::uint64_t align_down(std::uint64_t v, std::uint64_t a) {
 struct geometry {
   unsigned section_size_bits = default_section_size_bits;
   std::uint64_t max_range = 0;  // bytes, a multiple of section_size()
+  // Offset of the memmap area (format 6: head_size()), or 0: each span's
+  // memmap block is carved from the span's first present memory (format 5
+  // and older, kept by heaps upgraded from them).
+  std::uint64_t memmap_area = 0;
 
   // Throws errc::invalid_argument / too_large for a geometry open or create cannot use.
   static geometry make(unsigned section_size_bits, std::uint64_t max_range);
@@ -71,6 +75,28 @@ struct geometry {
   // Bytes of memmap for one span: a multiple of 2 MiB.
   [[nodiscard]] std::uint64_t memmap_bytes() const {
     return (span_size() >> page_shift) * sizeof(page_descriptor);
+  }
+  [[nodiscard]] std::uint64_t nr_spans() const {
+    return (max_range + span_size() - 1) >> span_bits();
+  }
+  // The memmap area: the block of span i at memmap_area + i * memmap_bytes().
+  [[nodiscard]] std::uint64_t area_bytes() const {
+    return memmap_area ? nr_spans() * memmap_bytes() : 0;
+  }
+  [[nodiscard]] bool in_area(std::uint64_t offset) const {
+    return offset >= memmap_area && offset - memmap_area < area_bytes();
+  }
+  // The area block of the span holding `offset` (memmap_area must be set).
+  [[nodiscard]] std::uint64_t area_block(std::uint64_t offset) const {
+    return memmap_area + (offset >> span_bits()) * memmap_bytes();
+  }
+  // The span a block of the area describes.
+  [[nodiscard]] std::uint64_t area_block_span(std::uint64_t block) const {
+    return (block - memmap_area) / memmap_bytes() << span_bits();
+  }
+  // The first offset that may hold memory (not metadata).
+  [[nodiscard]] std::uint64_t data_start() const {
+    return memmap_area ? memmap_area + area_bytes() : head_size();
   }
 
   // The kernel's conversions.

@@ -14,7 +14,10 @@
 //   lanes_offset    redo-log lanes of the heap layer, 4 KiB each (nr_lanes)
 //   slots_offset    the slot page: copy B of the root and name-table slots (format 3)
 //   head_size       first byte after the head (a multiple of 2 MiB)
-//   ...             memory, and memmap blocks carved from it
+//   memmap_area     format 6: the memmap area, one 2 MiB block per 1 GiB span
+//                   of the address range, present only where its span is
+//   data_start      the memory: memmap_area + spans * 2 MiB (0 area: head_size,
+//                   and each span's memmap block carved from its memory)
 #pragma once
 
 #include <array>
@@ -48,7 +51,9 @@ inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
 // digest kept up to date with every bitmap change. 5: new slabs' bitmap
 // words carry their own check bits (slab_word: 56 objects per word); slabs
 // of formats 2 to 4 keep their encoding under their legacy class index.
-inline constexpr std::uint32_t format_version = 5;
+// 6: the memmap area (superblock::memmap_area): every span's memmap block
+// at a fixed place in front of the memory, so present memory is contiguous.
+inline constexpr std::uint32_t format_version = 6;
 inline constexpr std::uint32_t oldest_upgradable_version = 2;  // daxalloc::upgrade converts it
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
@@ -131,7 +136,10 @@ struct superblock {
   std::uint64_t nr_lanes;
   std::uint64_t create_time;     // seconds since the epoch
   std::uint64_t shutdown_state;  // owned by the heap layer (clean/unclean)
-  std::uint8_t reserved[3952];   // zero
+  // Format 6: offset of the memmap area (head_size), or 0: every span's
+  // memmap block lies inside the span (heaps upgraded from format 5 and older).
+  std::uint64_t memmap_area;
+  std::uint8_t reserved[3944];  // zero
   std::uint64_t checksum;        // Fletcher-64 of the 4 KiB with this field zero
 };
 static_assert(sizeof(superblock) == 4096);

@@ -34,18 +34,80 @@ std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t& w) {
   return std::atomic_ref<std::uint64_t>(w);
 }
 
-// The geometry and initial size a create will use; throws before anything is
-// written when they cannot work.
-std::pair<geometry, std::uint64_t> plan(const create_options& options, std::uint64_t size,
-                                        std::uint64_t range, const std::string& where) {
+}  // namespace
+
+// The memmap area's blocks that memory in [start, end) needs, ascending:
+// the blocks of its spans, and of the spans those blocks lie in, down to a
+// block that lies in the span it describes (span 0's). A block of span s >= 1
+// lies below s (the area is a 512th of the range), so the chain is short.
+std::vector<std::uint64_t> blocks_for(const geometry& geo, std::uint64_t start,
+                                      std::uint64_t end) {
+  std::vector<std::uint64_t> out;
+  for (std::uint64_t span = align_down(start, geo.span_size()); span < end;
+       span += geo.span_size())
+    for (std::uint64_t at = span;;) {
+      const std::uint64_t block = geo.area_block(at);
+      if (std::find(out.begin(), out.end(), block) != out.end()) break;
+      out.push_back(block);
+      if (block >> geo.span_bits() == at >> geo.span_bits()) break;  // describes itself
+      at = block;
+    }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+
+// The geometry and what a create makes present; throws before anything is
+// written when they cannot work. `size` is the bytes present after create,
+// metadata included (0 on a device: all of it).
+struct initial_layout {
+  geometry geo;
+  std::uint64_t data = 0;  // memory from geo.data_start() (legacy placement: [0, data))
+  [[nodiscard]] std::uint64_t end() const {
+    return geo.memmap_area ? geo.data_start() + data : data;
+  }
+};
+
+initial_layout plan(const create_options& options, std::uint64_t size, std::uint64_t device,
+                    std::uint64_t range, const std::string& where) {
   size = align_up(size, subsection_size);
   if (options.section_size_bits >= min_section_size_bits &&
       options.section_size_bits <= max_section_size_bits)
     range = align_up(range, std::uint64_t{1} << options.section_size_bits);
-  const geometry geo = geometry::make(options.section_size_bits, range);
+  geometry geo = geometry::make(options.section_size_bits, range);
+  if (!memory_model::make_legacy_memmap) geo.memmap_area = geo.head_size();
+  const std::uint64_t sections = geo.section_size() >> 20;
+  if (geo.memmap_area) {
+    if (geo.data_start() + subsection_size > geo.max_range)
+      throw error(errc::too_small, where + "an address range of " +
+                                       std::to_string(geo.max_range >> 20) +
+                                       " MiB leaves no memory after the head and memmap area");
+    const auto present = [&](std::uint64_t data) {
+      return geo.head_size() + data +
+             blocks_for(geo, geo.data_start(), geo.data_start() + data).size() *
+                 geo.memmap_bytes();
+    };
+    const std::uint64_t minimum = present(subsection_size);
+    std::uint64_t data = size ? size - std::min(size, geo.head_size())
+                              : align_down(device, subsection_size) -
+                                    std::min(device, geo.data_start());
+    while (size && data && present(data) > size)
+      data -= std::min(data, align_up(present(data) - size, subsection_size));
+    if (data < subsection_size)
+      throw error(errc::too_small,
+                  where + "a heap with " + std::to_string(sections) +
+                      " MiB sections and this address range needs at least " +
+                      std::to_string(minimum >> 20) + " MiB (head, memmap, one pageblock)");
+    if (geo.data_start() + data > geo.max_range)
+      throw error(errc::too_large, where + "size exceeds the address range " +
+                                       std::to_string(geo.max_range));
+    return {geo, data};
+  }
+  if (size == 0) size = align_down(device, subsection_size);
   const std::uint64_t minimum = geo.head_size() + geo.memmap_bytes() + subsection_size;
   if (size < minimum)
-    throw error(errc::too_small, where + "a heap with " + std::to_string(geo.section_size() >> 20) +
+    throw error(errc::too_small, where + "a heap with " + std::to_string(sections) +
                                      " MiB sections and this address range needs at least " +
                                      std::to_string(minimum >> 20) +
                                      " MiB (head, memmap, one pageblock)");
@@ -117,15 +179,26 @@ std::uint64_t memory_model::span_memmap(std::uint64_t offset) const noexcept {
 }
 
 bool memory_model::in_memmap_block(std::uint64_t offset) const noexcept {
+  if (geo_.memmap_area) return geo_.in_area(offset) && subsection_present(offset);
   const std::uint64_t memmap = span_memmap(offset);
   return memmap && offset >= memmap && offset < memmap + geo_.memmap_bytes();
 }
 
-// The memmap block of a span without one goes at the first subsections of the
-// added range inside the span (after the head): next to the memory it
-// describes. Returns 0 when the range leaves no room for it and one page block.
+bool memory_model::span_has_memory(std::uint64_t offset) const noexcept {
+  const std::uint64_t span_start = align_down(offset, geo_.span_size());
+  for (std::uint64_t at = span_start; at < span_start + geo_.span_size() && at < geo_.max_range;
+       at += geo_.section_size())
+    if (section_present(at >> geo_.section_size_bits)) return true;
+  return false;
+}
+
+// The memmap block of a span without one: its place in the memmap area, or
+// (no area) the first subsections of the added range inside the span (after
+// the head), next to the memory it describes. Returns 0 when the range
+// leaves no room for it and one pageblock.
 std::uint64_t memory_model::memmap_placement(std::uint64_t span_start, std::uint64_t start,
                                              std::uint64_t end) const {
+  if (geo_.memmap_area) return geo_.area_block(span_start);
   const std::uint64_t first = std::max({start, span_start, geo_.head_size()});
   const std::uint64_t last = std::min(end, span_start + geo_.span_size());
   return first + geo_.memmap_bytes() + subsection_size <= last ? first : 0;
@@ -207,8 +280,11 @@ std::unique_ptr<memory_model> memory_model::create(const std::filesystem::path& 
       std::max<std::uint64_t>(options.max_range ? options.max_range : default_max_range, ro.size);
   if (ro.size == 0) throw error(errc::too_small, path.string() + ": create needs a size");
   std::filesystem::path dev("/dev");
-  if (path.parent_path() != dev)  // a file: check everything before it is created
-    (void)plan(options, ro.size, ro.max_size, path.string() + ": ");
+  if (path.parent_path() != dev) {  // a file: check everything before it is created
+    const initial_layout l = plan(options, ro.size, 0, ro.max_size, path.string() + ": ");
+    ro.size = l.end();  // the file's size: the memory's end
+    ro.max_size = std::max<std::uint64_t>(ro.max_size, ro.size);
+  }
   region r = region::open(path, ro);
   const bool created = r.created();
   try {
@@ -221,12 +297,12 @@ std::unique_ptr<memory_model> memory_model::create(const std::filesystem::path& 
 
 std::unique_ptr<memory_model> memory_model::create(region&& r, const create_options& options) {
   const bool devdax = r.kind() == region_kind::devdax;
-  const std::uint64_t size = options.size ? options.size : align_down(r.size(), subsection_size);
   const std::uint64_t range = options.max_range ? options.max_range
                               : devdax          ? r.max_size()
-                                                : std::max(default_max_range, size);
+                                                : std::max(default_max_range, r.size());
   const std::string where = r.path().string() + ": ";
-  const auto [geo, initial] = plan(options, size, range, where);
+  const initial_layout initial = plan(options, options.size, r.size(), range, where);
+  const geometry& geo = initial.geo;
   if (r.size() >= 2 * sizeof(superblock)) {
     const auto* copies = reinterpret_cast<const superblock*>(r.base());
     bool other_version = false;
@@ -239,17 +315,18 @@ std::unique_ptr<memory_model> memory_model::create(region&& r, const create_opti
   r.reserve(geo.max_range);
   std::unique_ptr<memory_model> m(new memory_model(std::move(r)));
   m->geo_ = geo;
-  return create_impl(std::move(m), initial);
+  return create_impl(std::move(m), initial.data);
 }
 
 std::unique_ptr<memory_model> memory_model::create_impl(std::unique_ptr<memory_model> m,
-                                                        std::uint64_t size) {
+                                                        std::uint64_t data) {
   const geometry& geo = m->geo_;
   m->init_volatile();
   // Anything left from an earlier heap goes first: superblocks, intent and
   // directory, in one persisted memset. Until superblock A is written again
   // the media is not a heap.
-  const bool zero = m->region_.populate(0, size) || m->region_.created();
+  const bool zero =
+      m->region_.populate(0, geo.memmap_area ? geo.head_size() : data) || m->region_.created();
   if (!zero) {
     std::memset(m->base(), 0, directory_offset + geo.nr_roots() * 8);
     // The lanes and the slot page after them.
@@ -269,7 +346,12 @@ std::unique_ptr<memory_model> memory_model::create_impl(std::unique_ptr<memory_m
 
   {
     std::lock_guard lock(m->hotplug_mutex_);
-    m->add_locked(0, size, zero);
+    if (geo.memmap_area) {
+      m->add_locked(0, geo.head_size(), zero);
+      m->add_locked(geo.data_start(), data, std::nullopt);
+    } else {
+      m->add_locked(0, data, zero);
+    }
   }
   m->write_superblocks();
   return m;
@@ -348,7 +430,7 @@ void memory_model::load(const open_options& options) {
                                    "; B: " + problem[1]);
   }
   super_ = copies[good];
-  geo_ = geometry{super_.section_size_bits, super_.max_range};
+  geo_ = geometry{super_.section_size_bits, super_.max_range, super_.memmap_area};
   if (options.section_size_bits && options.section_size_bits != geo_.section_size_bits)
     throw error(errc::geometry_mismatch,
                 where + "the heap has " + std::to_string(geo_.section_size() >> 20) +
@@ -383,10 +465,10 @@ void memory_model::load(const open_options& options) {
     const std::uint64_t end = pending.start + pending.length;
     if (pending.length == 0 || pending.start % subsection_size ||
         pending.length % subsection_size || end < pending.start ||
-        pending.start < geo_.head_size() || end > geo_.max_range || end > region_.size())
+        pending.start < geo_.data_start() || end > geo_.max_range || end > region_.size())
       throw error(errc::corrupt, where + "the hotplug intent names an impossible span " +
                                      span_text(pending.start, end));
-    if (pending.op == hotplug_add) {
+    if (pending.op == hotplug_add && !geo_.memmap_area) {
       for (std::uint64_t s = align_down(pending.start, geo_.span_size()); s < end;
            s += geo_.span_size())
         if (span_memmap(s) == 0 && memmap_placement(s, pending.start, end) == 0)
@@ -452,15 +534,22 @@ std::string memory_model::intent_problem(const hotplug_intent& in) const {
     const std::uint64_t word = section_record(nr)[0];
     const std::uint64_t memmap = word & section_memmap_mask;
     const std::uint64_t span_start = align_down(at, geo_.span_size());
-    const std::uint64_t limit = std::min(span_start + geo_.span_size(), region_.size());
-    // (memmap may be anything: a sum with it could wrap)
-    if (!(word & section_has_mem_map) || memmap < geo_.head_size() || memmap < span_start ||
-        memmap > limit || geo_.memmap_bytes() > limit - memmap)
-      return nullptr;
+    if (!(word & section_has_mem_map)) return nullptr;
+    if (geo_.memmap_area) {
+      if (memmap != geo_.area_block(at) || memmap + geo_.memmap_bytes() > region_.size())
+        return nullptr;
+    } else {
+      const std::uint64_t limit = std::min(span_start + geo_.span_size(), region_.size());
+      // (memmap may be anything: a sum with it could wrap)
+      if (memmap < geo_.head_size() || memmap < span_start || memmap > limit ||
+          geo_.memmap_bytes() > limit - memmap)
+        return nullptr;
+    }
     return reinterpret_cast<const std::uint64_t*>(base() + memmap) +
            ((at - span_start) >> page_shift);
   };
   const auto memmap_page = [&](std::uint64_t at) {
+    if (geo_.memmap_area) return false;  // the memory holds none
     const std::uint64_t m = span_memmap(at);
     return m && at >= m && at < m + geo_.memmap_bytes();
   };
@@ -479,7 +568,7 @@ std::string memory_model::intent_problem(const hotplug_intent& in) const {
   }
   // An extent that starts before the span and runs into it: it lies in
   // present, non-metadata pageblocks right before the span.
-  for (std::uint64_t at = start; at >= geo_.head_size() + subsection_size;) {
+  for (std::uint64_t at = start; at >= geo_.data_start() + subsection_size;) {
     at -= subsection_size;
     if (!subsection_present(at) ||
         get_pageblock_migratetype(at >> page_shift) == migratetype::metadata)
@@ -528,6 +617,12 @@ void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
                 what + "beyond the heap's address range of " + hex(geo_.max_range));
   if (start < geo_.head_size())
     throw error(errc::already_exists, what + "overlaps the head, which is always present (EEXIST)");
+  if (start < geo_.data_start())
+    throw error(errc::already_exists,
+                what + "overlaps the memmap area " +
+                    span_text(geo_.memmap_area, geo_.data_start()) +
+                    ", which holds the page descriptors; memory starts at " +
+                    hex(geo_.data_start()) + " (EEXIST)");
   for (std::uint64_t at = start; at < end; at += subsection_size)
     if (subsection_present(at))
       throw error(errc::already_exists,
@@ -536,7 +631,10 @@ void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
 }
 
 // Adds a span; `fresh` says its storage is populated already and reads as
-// zeros (unknown: populated here). Its descriptors are written either way.
+// zeros (unknown: populated here). Its descriptors are written either way,
+// and so are those of the memmap blocks it brings: with a memmap area the
+// blocks its spans need (blocks_for) that are not present yet, which become
+// present with it; else a block carved from each new span.
 void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
                               std::optional<bool> fresh) {
   const std::uint64_t end = start + length;
@@ -544,19 +642,27 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
     std::uint64_t span_start, memmap;
   };
   std::vector<new_block> new_blocks;
-  for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
-    if (span_memmap(s)) continue;
-    const std::uint64_t at = memmap_placement(s, start, end);
-    if (at == 0)
-      throw error(errc::too_small, region_.path().string() + ": hot-add " + span_text(start, end) +
-                                       ": the span " + span_text(s, s + geo_.span_size()) +
-                                       " has no memmap yet; the first add into it needs " +
-                                       std::to_string(geo_.memmap_bytes() >> 20) +
-                                       " MiB for the memmap plus 2 MiB of memory");
-    new_blocks.push_back({s, at});
+  if (geo_.memmap_area) {
+    for (std::uint64_t block : blocks_for(geo_, start, end))
+      if (!subsection_present(block)) new_blocks.push_back({geo_.area_block_span(block), block});
+  } else {
+    for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
+      if (span_memmap(s)) continue;
+      const std::uint64_t at = memmap_placement(s, start, end);
+      if (at == 0)
+        throw error(errc::too_small,
+                    region_.path().string() + ": hot-add " + span_text(start, end) +
+                        ": the span " + span_text(s, s + geo_.span_size()) +
+                        " has no memmap yet; the first add into it needs " +
+                        std::to_string(geo_.memmap_bytes() >> 20) +
+                        " MiB for the memmap plus 2 MiB of memory");
+      new_blocks.push_back({s, at});
+    }
   }
   // Storage only once the span is known to be acceptable.
   if (!fresh) fresh = region_.populate(start, length);
+  if (geo_.memmap_area)
+    for (const auto& b : new_blocks) (void)region_.populate(b.memmap, geo_.memmap_bytes());
 
   // Prepare what the records will point to; none of it is reachable yet.
   const auto memmap_of = [&](std::uint64_t offset) {
@@ -565,26 +671,39 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
       if (b.span_start == s) return std::pair{b.memmap, true};
     return std::pair{span_memmap(offset), false};
   };
-  for (std::uint64_t at = start; at < end; at += subsection_size) {
-    const auto [memmap, is_new] = memmap_of(at);
+  const auto describe = [&](std::uint64_t at, page_state state) {
+    const std::uint64_t memmap = memmap_of(at).first;
     auto* desc = reinterpret_cast<page_descriptor*>(
         base() + memmap +
         ((at - align_down(at, geo_.span_size())) >> page_shift) * sizeof(page_descriptor));
-    const std::size_t bytes = pages_per_subsection * sizeof(page_descriptor);
-    page_state state = page_state::free;
-    if (at < geo_.head_size()) state = page_state::reserved;
-    if (is_new && at >= memmap && at < memmap + geo_.memmap_bytes()) state = page_state::memmap;
     // Written even on fresh storage: the free descriptor is not zero.
     for (std::uint64_t i = 0; i < pages_per_subsection; ++i) desc[i].store(page_info(state));
-    persist().flush(desc, bytes);
+    persist().flush(desc, pages_per_subsection * sizeof(page_descriptor));
+  };
+  for (std::uint64_t at = start; at < end; at += subsection_size) {
+    const auto [memmap, is_new] = memmap_of(at);
+    page_state state = page_state::free;
+    if (at < geo_.head_size()) state = page_state::reserved;
+    if (!geo_.memmap_area && is_new && at >= memmap && at < memmap + geo_.memmap_bytes())
+      state = page_state::memmap;
+    describe(at, state);
   }
-  const std::uint64_t first_root = (start >> geo_.section_size_bits) / geo_.sections_per_root();
-  const std::uint64_t last_root = ((end - 1) >> geo_.section_size_bits) / geo_.sections_per_root();
-  for (std::uint64_t root = first_root; root <= last_root; ++root) {
-    if (directory_entry(root)) continue;
-    std::byte* page = base() + geo_.roots_offset() + root * root_page_size;
-    std::memset(page, 0, root_page_size);
-    persist().flush(page, root_page_size);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> roots_of{{start, end}};
+  if (geo_.memmap_area)
+    for (const auto& b : new_blocks) {
+      for (std::uint64_t at = b.memmap; at < b.memmap + geo_.memmap_bytes(); at += subsection_size)
+        describe(at, page_state::memmap);
+      roots_of.emplace_back(b.memmap, b.memmap + geo_.memmap_bytes());
+    }
+  for (auto [lo, hi] : roots_of) {
+    const std::uint64_t first_root = (lo >> geo_.section_size_bits) / geo_.sections_per_root();
+    const std::uint64_t last_root = ((hi - 1) >> geo_.section_size_bits) / geo_.sections_per_root();
+    for (std::uint64_t root = first_root; root <= last_root; ++root) {
+      if (directory_entry(root)) continue;
+      std::byte* page = base() + geo_.roots_offset() + root * root_page_size;
+      std::memset(page, 0, root_page_size);
+      persist().flush(page, root_page_size);
+    }
   }
   persist().drain();
 
@@ -600,12 +719,15 @@ void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
   const std::string what = check_pfn_span("hot-remove", start, length);
   if (end < start || end > geo_.max_range)
     throw error(errc::not_present, what + "beyond the heap's address range");
-  if (start < geo_.head_size())
-    throw error(errc::in_use, what + "the head (superblocks and section map) cannot be removed");
+  if (start < geo_.data_start())
+    throw error(errc::in_use, what + "the head (superblocks and section map)" +
+                                  (geo_.memmap_area ? " and the memmap area" : "") +
+                                  " cannot be removed");
   for (std::uint64_t at = start; at < end; at += subsection_size)
     if (!subsection_present(at))
       throw error(errc::not_present, what + "subsection at " + hex(at) + " is not present");
-  for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
+  for (std::uint64_t s = align_down(start, geo_.span_size());
+       !geo_.memmap_area && s < end; s += geo_.span_size()) {
     const std::uint64_t memmap = span_memmap(s);
     if (memmap + geo_.memmap_bytes() <= start || memmap >= end) continue;
     // The memmap goes only with everything it describes.
@@ -622,10 +744,17 @@ void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
       throw error(errc::in_use, what + "page at " + hex(pfn << page_shift) + " is in use (state " +
                                     std::to_string(static_cast<int>(state)) + ")");
   }
+  std::vector<std::uint64_t> blocks;  // present before, and left describing nothing
+  if (geo_.memmap_area)
+    for (std::uint64_t block : blocks_for(geo_, start, end))
+      if (subsection_present(block)) blocks.push_back(block);
   commit_intent(hotplug_remove, start, length);
   apply_intent(*intent());
   clear_intent();
-  (void)region_.release(start, length);  // storage goes back where the file system allows
+  // Storage goes back where the file system allows.
+  (void)region_.release(start, length);
+  for (std::uint64_t block : blocks)
+    if (!subsection_present(block)) (void)region_.release(block, geo_.memmap_bytes());
 }
 
 void memory_model::commit_intent(hotplug_op op, std::uint64_t start, std::uint64_t length) {
@@ -649,17 +778,59 @@ void memory_model::clear_intent() {
 
 // Applies a committed intent to the section records. Idempotent, and a
 // function of the intent and the records only, so open can redo it after a
-// failure at any point.
+// failure at any point. With a memmap area, an add makes every block its
+// spans need present too, and a removal takes away the blocks left
+// describing no memory, those of higher spans first (a block lies in a
+// lower span than the one it describes, so one pass in that order
+// finds every block that a removal before it left idle).
 void memory_model::apply_intent(const hotplug_intent& in) {
   const std::uint64_t start = in.start, end = in.start + in.length;
   const bool adding = in.op == hotplug_add;
+  update_records(start, end, adding);
+  if (geo_.memmap_area) {
+    if (adding)
+      for (std::uint64_t block : blocks_for(geo_, start, end))
+        update_records(block, block + geo_.memmap_bytes(), true);
+    else
+      for (std::uint64_t block : idle_blocks(start, end))
+        update_records(block, block + geo_.memmap_bytes(), false);
+  }
+  persist().drain();
+}
+
+std::vector<std::uint64_t> memory_model::idle_blocks(std::uint64_t start,
+                                                     std::uint64_t end) const {
+  std::vector<std::uint64_t> blocks = blocks_for(geo_, start, end), idle;
+  std::sort(blocks.begin(), blocks.end(), [&](std::uint64_t a, std::uint64_t b) {
+    return geo_.area_block_span(a) > geo_.area_block_span(b);
+  });
+  // A block stays while its span holds memory; a block of a higher span
+  // that is idle counts as gone already.
+  const auto holds_memory = [&](std::uint64_t span) {
+    for (std::uint64_t at = span; at < span + geo_.span_size() && at < geo_.max_range;
+         at += subsection_size)
+      if (subsection_present(at) &&
+          std::find(idle.begin(), idle.end(), at) == idle.end())
+        return true;
+    return false;
+  };
+  for (std::uint64_t block : blocks)
+    if (subsection_present(block) && !holds_memory(geo_.area_block_span(block)))
+      idle.push_back(block);
+  return idle;
+}
+
+// Sets or clears the subsections of [start, end) in their section records
+// (their pageblock flags, and the records' state and memmap words), then
+// flushes the records and refreshes the volatile memmap pointers. No fence.
+void memory_model::update_records(std::uint64_t start, std::uint64_t end, bool adding) {
   const unsigned map_words = geo_.subsection_map_words();
   const std::uint64_t full_map_bits = geo_.subsections_per_section();
 
   std::vector<std::pair<std::uint64_t, std::uint64_t>> span_memmaps;  // span start -> memmap
   if (adding)
     for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
-      const std::uint64_t existing = span_memmap(s);
+      const std::uint64_t existing = geo_.memmap_area ? 0 : span_memmap(s);
       span_memmaps.emplace_back(s, existing ? existing : memmap_placement(s, start, end));
     }
   const auto memmap_for = [&](std::uint64_t offset) {
@@ -667,6 +838,12 @@ void memory_model::apply_intent(const hotplug_intent& in) {
     for (auto& [span, memmap] : span_memmaps)
       if (span == s) return memmap;
     return std::uint64_t{0};
+  };
+  const auto metadata = [&](std::uint64_t at) {
+    if (at < geo_.head_size()) return true;
+    if (geo_.memmap_area) return geo_.in_area(at);
+    const std::uint64_t memmap = memmap_for(at);
+    return at >= memmap && at < memmap + geo_.memmap_bytes();
   };
 
   auto* directory = reinterpret_cast<std::uint64_t*>(base() + directory_offset);
@@ -687,12 +864,9 @@ void memory_model::apply_intent(const hotplug_intent& in) {
       auto word = atomic_word(record[1 + i / 64]);
       if (adding) {
         word.fetch_or(bit, std::memory_order_relaxed);
-        const std::uint64_t memmap = memmap_for(at);
-        const bool metadata =
-            at < geo_.head_size() || (at >= memmap && at < memmap + geo_.memmap_bytes());
         set_pageblock_bits(
             at >> page_shift, 0xf,
-            static_cast<std::uint8_t>(metadata ? migratetype::metadata : migratetype::movable));
+            static_cast<std::uint8_t>(metadata(at) ? migratetype::metadata : migratetype::movable));
       } else {
         word.fetch_and(~bit, std::memory_order_relaxed);
         set_pageblock_bits(at >> page_shift, 0xf, 0);
@@ -711,8 +885,7 @@ void memory_model::apply_intent(const hotplug_intent& in) {
     atomic_word(record[0]).store(head, std::memory_order_relaxed);
     persist().flush(record, geo_.record_size());
   }
-  persist().drain();
-  refresh_volatile(start, in.length);
+  refresh_volatile(start, end - start);
 }
 
 // Rebuilds the volatile memmap pointers of the sections that
@@ -785,12 +958,16 @@ std::vector<std::string> memory_model::check() const {
       const std::uint64_t span_start = align_down(section_start, geo_.span_size());
       // memmap comes from the media: compare without overflowing (a value
       // near 2^64 would wrap memmap + memmap_bytes to a small number).
-      bool memmap_ok = memmap >= geo_.head_size() && memmap >= span_start &&
-                       memmap <= span_start + geo_.span_size() - geo_.memmap_bytes() &&
-                       geo_.memmap_bytes() <= region_.size() &&
-                       memmap <= region_.size() - geo_.memmap_bytes();
+      bool memmap_ok = geo_.memmap_bytes() <= region_.size() &&
+                       memmap <= region_.size() - geo_.memmap_bytes() &&
+                       (geo_.memmap_area
+                            ? memmap == geo_.area_block(section_start)
+                            : memmap >= geo_.head_size() && memmap >= span_start &&
+                                  memmap <= span_start + geo_.span_size() - geo_.memmap_bytes());
       if (!memmap_ok)
-        fail(name + "memmap offset " + hex(memmap) + " outside its span or the region");
+        fail(name + "memmap offset " + hex(memmap) +
+             (geo_.memmap_area ? " is not its span's block in the memmap area, or beyond the region"
+                               : " outside its span or the region"));
       if (memmap_ok && memmap != span_memmap(section_start))
         fail(name + "memmap offset differs from another section of its span");
       if (cached != reinterpret_cast<std::uintptr_t>(base()) + memmap -
@@ -813,8 +990,10 @@ std::vector<std::string> memory_model::check() const {
           fail(sub + "present beyond the end of the region");
         if (!is_valid_migratetype(value & migratetype_mask))
           fail(sub + "invalid migratetype " + std::to_string(value & 7));
-        const bool metadata = at < geo_.head_size() ||
-                              (memmap_ok && at >= memmap && at < memmap + geo_.memmap_bytes());
+        const bool metadata =
+            at < geo_.head_size() ||
+            (geo_.memmap_area ? geo_.in_area(at)
+                              : memmap_ok && at >= memmap && at < memmap + geo_.memmap_bytes());
         if (metadata !=
             ((value & migratetype_mask) == static_cast<unsigned>(migratetype::metadata)))
           fail(sub + (metadata ? "head or memmap pageblock not typed metadata"
@@ -823,9 +1002,12 @@ std::vector<std::string> memory_model::check() const {
       if (memmap_ok && span_start != span_checked &&
           memmap + geo_.memmap_bytes() <= region_.size()) {
         span_checked = span_start;
-        const auto* desc = reinterpret_cast<const page_descriptor*>(base() + memmap);
         for (std::uint64_t at = memmap; at < memmap + geo_.memmap_bytes(); at += page_size) {
-          const auto& d = desc[(at - span_start) >> page_shift];
+          if (!pfn_valid(at >> page_shift)) {
+            fail(name + "its memmap block at " + hex(memmap) + " is not present");
+            break;
+          }
+          const page_descriptor& d = *pfn_to_page(at >> page_shift);
           if (d.state() != page_state::memmap || !descriptor_checks_out(d.load())) {
             fail(name + "memmap page at " + hex(at) + " has descriptor " + hex(d.load()));
             break;
@@ -836,6 +1018,16 @@ std::vector<std::string> memory_model::check() const {
   }
   for (std::uint64_t at = 0; at < geo_.head_size(); at += subsection_size)
     if (!subsection_present(at)) fail("head subsection at " + hex(at) + " is not present");
+  // The memmap area: a block is present exactly when its span holds memory
+  // (the head, other blocks, or memory).
+  for (std::uint64_t block = geo_.memmap_area; block < geo_.data_start() && geo_.memmap_area;
+       block += geo_.memmap_bytes()) {
+    const std::uint64_t span = geo_.area_block_span(block);
+    const bool needed = span < geo_.max_range && span_has_memory(span);
+    if (subsection_present(block) != needed)
+      fail("memmap block at " + hex(block) + " of the span at " + hex(span) + " is " +
+           (needed ? "absent, but its span holds memory" : "present, but its span holds none"));
+  }
   if (out.empty())
     for (std::uint64_t pfn = 0; pfn < geo_.head_size() >> page_shift; ++pfn)
       if (pfn_to_page(pfn)->load() != page_info(page_state::reserved)) {

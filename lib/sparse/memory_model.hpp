@@ -64,8 +64,16 @@ struct model_stats {
   [[nodiscard]] double metadata_per_page() const;
 };
 
+// The memmap area's blocks that memory in [start, end) needs (format 6).
+[[nodiscard]] std::vector<std::uint64_t> blocks_for(const geometry& geo, std::uint64_t start,
+                                                    std::uint64_t end);
+
 class memory_model {
  public:
+  // Tests: new heaps keep each span's memmap block inside the span, as format
+  // 5 and older did (how the upgrade tests make images of older formats).
+  static inline bool make_legacy_memmap = false;
+
   [[nodiscard]] static std::unique_ptr<memory_model> create(const std::filesystem::path& path,
                                                             const create_options& options);
   [[nodiscard]] static std::unique_ptr<memory_model> create(region&& r,
@@ -103,13 +111,19 @@ class memory_model {
         mem_map_[geo_.pfn_to_section_nr(pfn)].load(std::memory_order_relaxed) +
         pfn * sizeof(page_descriptor));
   }
-  // O(1): a memmap block lies inside the span it describes and never straddles
-  // a section, so the section holding the descriptor has the same encoded
-  // memmap as the page's own section (the kernel's page - section_mem_map).
+  // O(1). In the memmap area, the block's place names its span. A block
+  // carved from its span (no area) never straddles a section, so the section
+  // holding the descriptor has the same encoded memmap as the page's own
+  // section (the kernel's page - section_mem_map).
   [[nodiscard]] std::uint64_t page_to_pfn(const page_descriptor* page) const noexcept {
     const auto address = reinterpret_cast<std::uintptr_t>(page);
     const auto offset =
         static_cast<std::uint64_t>(address - reinterpret_cast<std::uintptr_t>(base()));
+    if (geo_.memmap_area) {
+      const std::uint64_t in_area = offset - geo_.memmap_area;
+      return (in_area / geo_.memmap_bytes() << (geo_.span_bits() - page_shift)) +
+             in_area % geo_.memmap_bytes() / sizeof(page_descriptor);
+    }
     return (address - mem_map_[offset >> geo_.section_size_bits].load(std::memory_order_relaxed)) /
            sizeof(page_descriptor);
   }
@@ -152,19 +166,26 @@ class memory_model {
   [[nodiscard]] std::uint64_t span_memmap(std::uint64_t offset) const noexcept;
   [[nodiscard]] std::uint64_t directory_entry(std::uint64_t root) const noexcept;
 
-  // Whether the offset lies in its span's memmap block.
+  // Whether the offset lies in a present memmap block (its span's, or in
+  // the memmap area).
   [[nodiscard]] bool in_memmap_block(std::uint64_t offset) const noexcept;
+  // Whether any subsection of the span holding `offset` is present.
+  [[nodiscard]] bool span_has_memory(std::uint64_t offset) const noexcept;
 
  private:
   explicit memory_model(region&& r);
   [[nodiscard]] std::string intent_problem(const hotplug_intent& in) const;
   static std::unique_ptr<memory_model> create_impl(std::unique_ptr<memory_model> m,
-                                                   std::uint64_t size);
+                                                   std::uint64_t data);
   void load(const open_options& options);
   void init_volatile();
   void write_superblocks();
   void add_locked(std::uint64_t start, std::uint64_t length, std::optional<bool> fresh);
   void apply_intent(const hotplug_intent& intent);
+  void update_records(std::uint64_t start, std::uint64_t end, bool adding);
+  // The area blocks a removal of [start, end) leaves describing no memory.
+  [[nodiscard]] std::vector<std::uint64_t> idle_blocks(std::uint64_t start,
+                                                       std::uint64_t end) const;
   void commit_intent(hotplug_op op, std::uint64_t start, std::uint64_t length);
   void clear_intent();
   void refresh_volatile(std::uint64_t start, std::uint64_t length);

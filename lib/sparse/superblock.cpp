@@ -22,6 +22,7 @@ void superblock_set_geometry(superblock& sb, const geometry& geo) {
   sb.roots_offset = geo.roots_offset();
   sb.lanes_offset = geo.lanes_offset();
   sb.nr_lanes = nr_lanes;
+  sb.memmap_area = geo.memmap_area;
 }
 
 std::string superblock_problem(const superblock& sb, bool& other_version) {
@@ -42,9 +43,13 @@ std::string superblock_problem(const superblock& sb, bool& other_version) {
   if (sb.flags != 0) return "unknown flags " + std::to_string(sb.flags);
   if (auto why = geometry::problem(sb.section_size_bits, sb.max_range); !why.empty()) return why;
   superblock expected = sb;
-  superblock_set_geometry(expected, geometry{sb.section_size_bits, sb.max_range});
+  const geometry geo{sb.section_size_bits, sb.max_range, sb.memmap_area};
+  superblock_set_geometry(expected, geo);
   if (std::memcmp(&expected, &sb, offsetof(superblock, create_time)) != 0)
     return "layout fields disagree with the geometry (page, subsection, descriptor or record size)";
+  if (sb.memmap_area != 0 &&
+      (sb.memmap_area != geo.head_size() || geo.data_start() + subsection_size > sb.max_range))
+    return "memmap area at " + hex(sb.memmap_area) + " is not where the geometry puts it";
   for (auto byte : sb.reserved)
     if (byte != 0) return "reserved bytes are not zero";
   return {};
