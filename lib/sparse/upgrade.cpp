@@ -10,11 +10,12 @@
 namespace daxalloc::sparse {
 namespace {
 
-// Why a copy is not a usable superblock of an upgradable format (2 to 4);
+// Why a copy is not a usable superblock of an upgradable format (2 to 5);
 // empty if it is. Format 2 is format 3 without the slot page (the same
 // fields, head_size without it); format 3 is format 4 with other check bits
 // and slab digests; format 4 is format 5 with every slab in the legacy
-// encoding under the class index below it.
+// encoding under the class index below it; format 5 is format 6 without
+// the memmap area (superblock::memmap_area 0: each span's block in the span).
 std::string old_problem(const superblock& sb) {
   if (std::memcmp(sb.magic, superblock_magic, sizeof sb.magic) != 0) return "no daxalloc magic";
   superblock copy = sb;
@@ -31,7 +32,7 @@ std::string old_problem(const superblock& sb) {
   if (std::memcmp(&expected, &sb, offsetof(superblock, create_time)) != 0)
     return "layout fields disagree with the geometry";
   for (auto byte : sb.reserved)
-    if (byte != 0) return "reserved bytes are not zero";
+    if (byte != 0 || sb.memmap_area != 0) return "reserved bytes are not zero";
   return {};
 }
 
@@ -127,8 +128,8 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
                     hex(geo.slots_offset()) + ", a 2 MiB boundary)");
   if (r.size() < geo.head_size())
     throw error(errc::corrupt, where + "truncated: smaller than its own head");
-  // (Format 4's intent and lanes are format 5's: recovery at the next open
-  // finishes them.)
+  // (The intent and lanes of formats 4 and 5 are format 6's: recovery at
+  // the next open finishes them.)
   const auto* in = reinterpret_cast<const hotplug_intent*>(base + intent_offset);
   if (from < 4 && in->op != hotplug_none && in->checksum != 0)
     throw error(errc::older_format, where + "a hot-add or hot-remove did not finish (a format " +
@@ -198,7 +199,7 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
   // format stays damaged for open to report.
   const std::uint64_t n = slab_objects.size();
   std::uint64_t converted = 0, relabelled = 0;
-  for (std::uint64_t block : blocks) {
+  for (std::uint64_t block : from < 5 ? blocks : std::set<std::uint64_t>{}) {
     auto* d = reinterpret_cast<std::uint64_t*>(base + block);
     const std::uint64_t span = block & ~(geo.span_size() - 1);
     for (std::uint64_t i = 0; i < geo.memmap_bytes() / sizeof(std::uint64_t); ++i) {
@@ -232,9 +233,15 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
     done.push_back("sealed " + std::to_string(converted) + " page descriptors in " +
                    std::to_string(blocks.size()) + " memmap blocks with format " +
                    std::to_string(format_version) + " check bits and slab digests");
-  done.push_back("kept " + std::to_string(relabelled) +
-                 " slabs in the format 4 encoding (legacy classes; new slabs are format " +
-                 std::to_string(format_version) + "'s)");
+  if (from < 5)
+    done.push_back("kept " + std::to_string(relabelled) +
+                   " slabs in the format 4 encoding (legacy classes; new slabs are format " +
+                   std::to_string(format_version) + "'s)");
+  // The memory cannot move: the heap keeps each span's block where it is,
+  // and so do spans added later (no memmap area).
+  done.push_back("kept the memmap blocks of " + std::to_string(blocks.size()) +
+                 " spans inside their spans (no memmap area: only a heap created by format " +
+                 std::to_string(format_version) + " has one)");
   if (from == 2) upgrade_slots(r, geo, done);
 
   p.drain();
