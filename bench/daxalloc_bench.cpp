@@ -7,7 +7,8 @@
 //
 // Workloads (docs/benchmarks.md): churn, prod-con, threadtest + Larson-style at
 // 1 and 2 threads, persistence cost per daxalloc API, fragmentation, recovery
-// (open after SIGKILL, 1 GiB to 64 GiB and a 1 TiB range), metadata overhead,
+// (open after SIGKILL, 1 GiB to 64 GiB and a 1 TiB range), the largest single
+// allocation on an empty heap (with recovery), metadata overhead,
 // locality (walking objects after allocating them), DRAM per live object
 // byte. Every allocator is called directly, through a template instantiated
 // per allocator. Figures are medians of several repetitions unless a table
@@ -1833,8 +1834,62 @@ std::string mib(std::uint64_t bytes) {
   return fmt(static_cast<double>(bytes) / static_cast<double>(MiB), 1) + " MiB";
 }
 
+// Object counts of the `blocks allocated` rows and of their libpmemobj peers:
+// 1 and 2 million objects of 1 KiB (issue 20), a tenth of that in quick mode.
+std::vector<std::size_t> blocks_allocated_counts() {
+  const std::size_t div = cfg.quick ? 10 : 1;
+  return {1000000 / div, 2000000 / div};
+}
+
+// The libpmemobj peer of a `blocks allocated` row: a 4 GiB pool with `objects`
+// objects of 1 KiB, opened after SIGKILL as the daxalloc heaps are.
+void pmemobj_recovery_row(table& t, std::size_t objects) {
+  const fs::path p = fresh("recovery.pool");
+  const child_report made = in_child([&](const reporter& report) {
+    const double t0 = now();
+    PMEMobjpool* pop = make_pool(p, 4 * GiB);
+    const double t1 = now();
+    for (std::size_t i = 0; i < objects; ++i)
+      if (pmemobj_alloc(pop, nullptr, 1024, 0, nullptr, nullptr) != 0) break;
+    report({true, {t1 - t0, now() - t1, 0, 0}});
+  });
+  const std::uint64_t blocks_filled = file_blocks_bytes(p);
+  std::vector<double> opens, firsts;
+  for (int r = 0; r < cfg.reps() && made.ok; ++r) {
+    const child_report o = in_child([&](const reporter& report) {
+      const double t0 = now();
+      PMEMobjpool* pop = pmemobj_open(p.c_str(), "daxalloc-bench");
+      const double t1 = now();
+      if (pop == nullptr) {
+        std::fprintf(stderr, "pmemobj_open: %s\n", pmemobj_errormsg());
+        report({});
+      }
+      (void)pmemobj_alloc(pop, nullptr, 1024, 0, nullptr, nullptr);
+      report({true, {t1 - t0, now() - t1, 0, 0}});
+    });
+    if (!o.ok) continue;
+    opens.push_back(o.t[0]);
+    firsts.push_back(o.t[1]);
+  }
+  const std::string name = "libpmemobj 4 GiB pool, " + std::to_string(objects) + " x 1 KiB";
+  if (opens.empty()) {
+    std::printf("(%s: the children failed)\n\n", name.c_str());
+  } else {
+    t.rows.push_back({name, "4 GiB", "-", std::to_string(objects), fmt(made.t[0] * 1e3, 1) + " ms",
+                      fmt(made.t[1] * 1e3, 1) + " ms", mib(blocks_filled),
+                      fmt(median(opens) * 1e3, 2) + " ms", fmt(median(firsts) * 1e3, 3) + " ms",
+                      mib(file_blocks_bytes(p)), "-"});
+    record("recovery", "pmemobj atomic", 4 * GiB, 1, "open_after_kill", "ms", median(opens) * 1e3);
+    record("recovery", "pmemobj atomic", 4 * GiB, 1, "first_allocation", "ms",
+           median(firsts) * 1e3);
+    record("recovery", "pmemobj atomic", 4 * GiB, 1, "create", "ms", made.t[0] * 1e3);
+  }
+  std::error_code ec;
+  fs::remove(p, ec);
+  std::fprintf(stderr, "recovery: %s done\n", name.c_str());
+}
+
 void bench_recovery(std::vector<meta_row>& meta) {
-  const std::size_t big = cfg.quick ? 200000 : 2000000;
   std::printf("## 6. recovery: open after SIGKILL (unclean shutdown), files on /dev/shm\n\n");
   std::printf(
       "A child creates the heap, allocates the objects and is killed with SIGKILL while the heap "
@@ -1844,7 +1899,7 @@ void bench_recovery(std::vector<meta_row>& meta) {
       "with memmap); `tmpfs pages` is what the file really occupies (st_blocks), i.e. the RAM "
       "the heap touched. **Sparse** rows: daxalloc's fallocate is turned off (see the top of "
       "bench/daxalloc_bench.cpp), so the 16 and 64 GiB heaps fit in this 24 GiB machine; "
-      "untouched pages are holes that read as zeros. The `blocks allocated` row and libpmemobj "
+      "untouched pages are holes that read as zeros. The `blocks allocated` rows and libpmemobj "
       "preallocate every byte, as they normally do.\n\n",
       cfg.reps(), cfg.reps());
   table t{
@@ -1865,9 +1920,10 @@ void bench_recovery(std::vector<meta_row>& meta) {
       {"64 GiB heap, sparse", 64 * GiB, 0, 10000, 256, true, "daxalloc sparse"},
       {"1 TiB range, 64 MiB present, sparse", 64 * MiB, 1 * TiB, 10000, 256, true,
        "daxalloc 1 TiB range"},
-      {"4 GiB heap, blocks allocated, " + std::to_string(big) + " x 1 KiB", 4 * GiB, 0, big, 1024,
-       false, "daxalloc blocks allocated"},
   };
+  for (const std::size_t n : blocks_allocated_counts())
+    specs.push_back({"4 GiB heap, blocks allocated, " + std::to_string(n) + " x 1 KiB", 4 * GiB, 0,
+                     n, 1024, false, "daxalloc blocks allocated"});
   for (const auto& sp : specs) {
     const fs::path p = fresh("recovery.heap");
     sparse_heaps.store(sp.sparse);
@@ -1924,58 +1980,128 @@ void bench_recovery(std::vector<meta_row>& meta) {
     fs::remove(p, ec);
     std::fprintf(stderr, "recovery: %s done\n", sp.name.c_str());
   }
-  // libpmemobj, same size and object count as the last row.
-  {
-    const fs::path p = fresh("recovery.pool");
-    const child_report made = in_child([&](const reporter& report) {
-      const double t0 = now();
-      PMEMobjpool* pop = make_pool(p, 4 * GiB);
-      const double t1 = now();
-      for (std::size_t i = 0; i < big; ++i)
-        if (pmemobj_alloc(pop, nullptr, 1024, 0, nullptr, nullptr) != 0) break;
-      report({true, {t1 - t0, now() - t1, 0, 0}});
-    });
-    const std::uint64_t blocks_filled = file_blocks_bytes(p);
-    std::vector<double> opens, firsts;
-    for (int r = 0; r < cfg.reps() && made.ok; ++r) {
-      const child_report o = in_child([&](const reporter& report) {
-        const double t0 = now();
-        PMEMobjpool* pop = pmemobj_open(p.c_str(), "daxalloc-bench");
-        const double t1 = now();
-        if (pop == nullptr) {
-          std::fprintf(stderr, "pmemobj_open: %s\n", pmemobj_errormsg());
-          report({});
-        }
-        (void)pmemobj_alloc(pop, nullptr, 1024, 0, nullptr, nullptr);
-        report({true, {t1 - t0, now() - t1, 0, 0}});
-      });
-      if (!o.ok) continue;
-      opens.push_back(o.t[0]);
-      firsts.push_back(o.t[1]);
-    }
-    const std::string name = "libpmemobj 4 GiB pool, " + std::to_string(big) + " x 1 KiB";
-    if (opens.empty()) {
-      std::printf("(libpmemobj: the children failed)\n\n");
-    } else {
-      t.rows.push_back({name, "4 GiB", "-", std::to_string(big), fmt(made.t[0] * 1e3, 1) + " ms",
-                        fmt(made.t[1] * 1e3, 1) + " ms", mib(blocks_filled),
-                        fmt(median(opens) * 1e3, 2) + " ms", fmt(median(firsts) * 1e3, 3) + " ms",
-                        mib(file_blocks_bytes(p)), "-"});
-      record("recovery", "pmemobj atomic", 4 * GiB, 1, "open_after_kill", "ms",
-             median(opens) * 1e3);
-      record("recovery", "pmemobj atomic", 4 * GiB, 1, "first_allocation", "ms",
-             median(firsts) * 1e3);
-      record("recovery", "pmemobj atomic", 4 * GiB, 1, "create", "ms", made.t[0] * 1e3);
-    }
-    std::error_code ec;
-    fs::remove(p, ec);
-  }
+  for (const std::size_t n : blocks_allocated_counts()) pmemobj_recovery_row(t, n);
   t.print();
   std::printf(
       "create = heap::create / pmemobj_create; fill = the allocations after it (wall clock, "
       "in the first child); open = heap::open / pmemobj_open after SIGKILL; first allocation = "
       "the first allocate / pmemobj_alloc after that open.%s\n\n",
-      cfg.quick ? " Quick mode: 200 000 objects, not 2 million (run --full for 2 million)." : "");
+      cfg.quick ? " Quick mode: 100 000 and 200 000 objects, not 1 and 2 million (run --full for "
+                  "those)."
+                : "");
+}
+
+// ---------------------------------------------------------------------------
+// 6b. the largest single allocation on an empty heap (issue 20)
+
+// The largest multiple of `step` for which fits(n) holds, by binary search
+// over the multiples of `step` below `fails`: fits(0) is taken to hold,
+// fits(n) not to hold from `fails` on, and fits to be monotone (what fits,
+// fits smaller).
+std::uint64_t largest_fitting(std::uint64_t fails, std::uint64_t step,
+                              const std::function<bool(std::uint64_t)>& fits) {
+  std::uint64_t lo = 0, hi = (fails + step - 1) / step;  // in steps: lo fits, hi does not
+  while (hi - lo > 1) {
+    const std::uint64_t mid = lo + (hi - lo) / 2;
+    (fits(mid * step) ? lo : hi) = mid;
+  }
+  return lo * step;
+}
+
+constexpr std::uint64_t largest_step = 2 * MiB;
+
+// t = {free bytes, fragmentation, largest allocation, largest free} of a new
+// heap of `size` bytes at p: the first two and the last as stats() reports
+// them, the third by allocating (each success freed again). No allocation can
+// be larger than the free bytes.
+child_report daxalloc_largest(const fs::path& p, std::uint64_t size) {
+  return in_child([&](const reporter& report) {
+    heap h = make_heap(p, size);
+    const daxalloc::heap_stats st = h.stats();
+    const std::uint64_t largest =
+        largest_fitting(st.free_bytes + 1, largest_step, [&](std::uint64_t n) {
+          std::error_code ec;
+          void* q = h.allocate(n, ec);
+          if (q == nullptr) {
+            if (ec != daxalloc::errc::out_of_space)
+              throw std::system_error(ec, daxalloc::last_error_message());
+            return false;
+          }
+          h.deallocate(q);
+          return true;
+        });
+    report({true,
+            {static_cast<double>(st.free_bytes), st.fragmentation, static_cast<double>(largest),
+             static_cast<double>(st.largest_free_bytes)}});
+  });
+}
+
+// The same for a new libpmemobj pool: free bytes = pool size -
+// stats.heap.curr_allocated (its metadata counts as free), no fragmentation or
+// largest free figure (t[1] and t[3] are -1). No object fills the whole pool.
+child_report pmemobj_largest(const fs::path& p, std::uint64_t size) {
+  return in_child([&](const reporter& report) {
+    PMEMobjpool* pop = make_pool(p, size);
+    int enabled = 1;  // POBJ_STATS_ENABLED_TRANSIENT
+    std::uint64_t allocated = 0;
+    if (pmemobj_ctl_set(pop, "stats.enabled", &enabled) == 0)
+      (void)pmemobj_ctl_get(pop, "stats.heap.curr_allocated", &allocated);
+    const std::uint64_t largest = largest_fitting(size, largest_step, [&](std::uint64_t n) {
+      PMEMoid oid;
+      if (pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) != 0) return false;
+      pmemobj_free(&oid);
+      return true;
+    });
+    report({true, {static_cast<double>(size - allocated), -1, static_cast<double>(largest), -1}});
+  });
+}
+
+void bench_largest() {
+  std::printf("## 6b. largest single allocation on an empty heap\n\n");
+  std::printf(
+      "A child creates the heap or pool, reads stats() and finds the largest single allocate / "
+      "pmemobj_alloc that succeeds by binary search in steps of %s (each success freed again). "
+      "`free` and `fragmentation` are what stats() reports on the empty heap (fragmentation = 1 "
+      "- largest free / free); libpmemobj: free = pool size - stats.heap.curr_allocated (its "
+      "metadata counts as free). The sparse heap is sparse as in section 6.\n\n",
+      size_name(largest_step).c_str());
+  table t{{"heap", "free (stats)", "fragmentation (stats)", "largest free (stats)",
+           "largest allocation", "largest ÷ free"},
+          {}};
+  struct spec {
+    std::string name;
+    std::uint64_t size;
+    bool sparse, pmemobj;
+    std::string label;  // for the CSV
+  };
+  const std::vector<spec> specs{
+      {"daxalloc 4 GiB heap, blocks allocated", 4 * GiB, false, false, "daxalloc blocks allocated"},
+      {"daxalloc 64 GiB heap, sparse", 64 * GiB, true, false, "daxalloc sparse"},
+      {"libpmemobj 4 GiB pool", 4 * GiB, false, true, "pmemobj atomic"},
+  };
+  for (const auto& sp : specs) {
+    const removed_at_exit file{fresh(sp.pmemobj ? "largest.pool" : "largest.heap")};
+    sparse_heaps.store(sp.sparse);
+    const child_report k =
+        sp.pmemobj ? pmemobj_largest(file.path, sp.size) : daxalloc_largest(file.path, sp.size);
+    sparse_heaps.store(false);
+    if (!k.ok) {
+      std::printf("(%s: the child failed)\n\n", sp.name.c_str());
+      continue;
+    }
+    const double free_bytes = k.t[0], largest = k.t[2];
+    const double of_free = free_bytes > 0 ? 100 * largest / free_bytes : 0;
+    t.rows.push_back({sp.name, mib(static_cast<std::uint64_t>(free_bytes)),
+                      k.t[1] < 0 ? "n/a" : fmt(k.t[1], 3),
+                      k.t[3] < 0 ? "n/a" : mib(static_cast<std::uint64_t>(k.t[3])),
+                      mib(static_cast<std::uint64_t>(largest)), fmt(of_free, 1) + " %"});
+    record_once("largest", sp.label, sp.size, "free_bytes", "MiB", free_bytes / MiB);
+    if (k.t[1] >= 0) record_once("largest", sp.label, sp.size, "fragmentation", "ratio", k.t[1]);
+    record_once("largest", sp.label, sp.size, "largest_allocation", "MiB", largest / MiB);
+    record_once("largest", sp.label, sp.size, "largest_of_free", "%", of_free);
+    std::fprintf(stderr, "largest: %s done\n", sp.name.c_str());
+  }
+  t.print();
 }
 
 void print_meta(const std::vector<meta_row>& meta) {
@@ -2369,6 +2495,7 @@ int main(int argc, char** argv) {
     rc |= run_isolated("recovery", [] {
       std::vector<meta_row> meta;
       bench_recovery(meta);
+      bench_largest();
       print_meta(meta);
     });
   if (cfg.wants("locality")) rc |= run_isolated("locality", bench_locality);
