@@ -1,7 +1,9 @@
 // Heap images of older formats for the upgrade tests: a heap of this
-// version made with legacy slabs only (legacy_slabs below), closed cleanly,
-// written back as the older format stored it (docs/on-media-format.md,
-// "Versions").
+// version made with each span's memmap block inside the span (legacy_memmap)
+// and, for formats 2 to 4, legacy slabs only (legacy_slabs below), closed
+// cleanly, written back as the older format stored it
+// (docs/on-media-format.md, "Versions").
+//   Format 5: no memmap area (superblock::memmap_area 0).
 //   Format 4: every slab of class c < n (64 objects per bitmap word, a
 //   digest in its head descriptor) where format 5 names its legacy twin n + c.
 //   Format 3: descriptor check bits unseeded (a free descriptor is 0), slab
@@ -22,21 +24,33 @@
 #include "alloc/size_classes.hpp"
 #include "alloc/small_allocator.hpp"
 #include "sparse/geometry.hpp"
+#include "sparse/memory_model.hpp"
 #include "sparse/superblock.hpp"
 
 namespace test {
 
+// While one lives, new heaps keep each span's memmap block inside the span
+// (what format 5 and older did).
+struct legacy_memmap {
+  legacy_memmap() { daxalloc::sparse::memory_model::make_legacy_memmap = true; }
+  ~legacy_memmap() { daxalloc::sparse::memory_model::make_legacy_memmap = false; }
+  legacy_memmap(const legacy_memmap&) = delete;
+  legacy_memmap& operator=(const legacy_memmap&) = delete;
+};
+
 // While one lives, new slabs are made in the legacy encoding (what format 4
-// and older wrote), so that downgrade can write the image back.
+// and older wrote), and new heaps as under legacy_memmap, so that downgrade
+// can write the image back.
 struct legacy_slabs {
   legacy_slabs() { daxalloc::alloc::small_allocator::make_legacy_slabs = true; }
   ~legacy_slabs() { daxalloc::alloc::small_allocator::make_legacy_slabs = false; }
   legacy_slabs(const legacy_slabs&) = delete;
   legacy_slabs& operator=(const legacy_slabs&) = delete;
+  legacy_memmap memmap;
 };
 
-// Rewrites the closed heap in `path` (one memmap span, made under
-// legacy_slabs) as format 2, 3 or 4.
+// Rewrites the closed heap in `path` (made under legacy_memmap, and for
+// formats 2 to 4 under legacy_slabs) as format 2, 3, 4 or 5.
 inline void downgrade(const std::filesystem::path& path, std::uint32_t version) {
   namespace sp = daxalloc::sparse;
   namespace al = daxalloc::alloc;
@@ -46,6 +60,7 @@ inline void downgrade(const std::filesystem::path& path, std::uint32_t version) 
   sp::superblock sb;
   std::memcpy(&sb, b.data(), sizeof sb);
   const sp::geometry geo{sb.section_size_bits, sb.max_range};
+  if (sb.memmap_area != 0) std::abort();  // not made under legacy_memmap
   // Descriptors of every span's memmap block (the records name them).
   std::set<std::uint64_t> blocks;
   for (std::uint64_t nr = 0; nr < geo.nr_sections(); ++nr) {
@@ -56,7 +71,8 @@ inline void downgrade(const std::filesystem::path& path, std::uint32_t version) 
         b.data() + geo.roots_offset() + (nr / geo.sections_per_root()) * sp::root_page_size +
         (nr % geo.sections_per_root()) * geo.record_size());
     const std::uint64_t block = record[0] & sp::section_memmap_mask;
-    if (!(record[0] & sp::section_has_mem_map) || !blocks.insert(block).second) continue;
+    if (!(record[0] & sp::section_has_mem_map) || !blocks.insert(block).second || version == 5)
+      continue;
     auto* d = reinterpret_cast<std::uint64_t*>(b.data() + block);
     const std::uint64_t span = (nr << geo.section_size_bits) & ~(geo.span_size() - 1);
     const std::vector<std::uint64_t> format5(d, d + geo.memmap_bytes() / 8);

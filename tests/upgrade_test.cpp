@@ -6,8 +6,10 @@
 
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "daxalloc/heap.hpp"
+#include "heap/access.hpp"
 #include "heap/heap_impl.hpp"
 #include "old_images.hpp"
 #include "sparse/upgrade.hpp"
@@ -28,7 +30,9 @@ struct root_type {
 // named objects.
 void make_old(const std::filesystem::path& path, std::uint32_t version = 2) {
   {
-    test::legacy_slabs legacy;
+    std::optional<test::legacy_slabs> legacy_encoding;
+    test::legacy_memmap legacy_layout;
+    if (version < 5) legacy_encoding.emplace();
     daxalloc::heap_options o;
     o.size = 8 * MiB;
     o.max_size = 1024 * MiB;
@@ -80,7 +84,7 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
     auto r = daxalloc::region::open(f.path());
     const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
-    CHECK(steps.size() == 5);
+    CHECK(steps.size() == 6);
   }
   {
     auto h = heap::open(f.path());
@@ -90,7 +94,7 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
     (void)h.construct<int>("after")(5);
   }
   auto r = daxalloc::region::open(f.path());
-  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 5
+  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 6
 }
 
 TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everything intact") {
@@ -101,12 +105,38 @@ TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everythi
     auto r = daxalloc::region::open(f.path());
     const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
-    REQUIRE(steps.size() == 3);
-    CHECK(steps[2] == "superblocks rewritten: format version 3 -> 5");
+    REQUIRE(steps.size() == 4);
+    CHECK(steps[3] == "superblocks rewritten: format version 3 -> 6");
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
   require_contents(h);
+}
+
+TEST_CASE("a format 5 heap is converted by upgrade: its memmap stays in its spans and it grows") {
+  test::temp_file f;
+  make_old(f.path(), 5);
+  CHECK_ERRC((void)heap::open(f.path()), errc::older_format);
+  {
+    auto r = daxalloc::region::open(f.path());
+    const auto steps = daxalloc::detail::upgrade_region(r);
+    for (const auto& s : steps) MESSAGE(s);
+    REQUIRE(steps.size() == 2);
+    CHECK(steps[0].find("kept the memmap blocks of 1 spans inside their spans") == 0);
+    CHECK(steps[1] == "superblocks rewritten: format version 5 -> 6");
+  }
+  auto h = heap::open(f.path());
+  CHECK(h.outcome() == daxalloc::open_outcome::clean);
+  require_contents(h);
+  const auto& model = daxalloc::detail::internals(h).model();
+  CHECK(model.geo().memmap_area == 0);
+  CHECK(model.span_memmap(0) == model.geo().head_size());  // where format 5 put it
+  h.hot_add(8 * MiB, 4 * MiB);  // it grows (a new span would carve its block, as format 5 did)
+  test::require_sound(h);
+  void* p = h.allocate(3 * MiB);
+  std::memset(p, 0x5a, 3 * MiB);
+  h.deallocate(p);
+  test::require_sound(h);
 }
 
 TEST_CASE("a format 4 heap is converted by upgrade: its slabs keep their encoding and go on") {
@@ -117,9 +147,9 @@ TEST_CASE("a format 4 heap is converted by upgrade: its slabs keep their encodin
     auto r = daxalloc::region::open(f.path());
     const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
-    REQUIRE(steps.size() == 2);
+    REQUIRE(steps.size() == 3);
     CHECK(steps[0].find("kept ") == 0);
-    CHECK(steps[1] == "superblocks rewritten: format version 4 -> 5");
+    CHECK(steps[2] == "superblocks rewritten: format version 4 -> 6");
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);

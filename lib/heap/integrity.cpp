@@ -465,8 +465,7 @@ void heap_impl::digest_problems(std::vector<std::string>& problems,
     for (std::uint64_t k = 0; k < pages / alloc::pageblock_pages; ++k) {
       const std::uint64_t pfn = (span >> sparse::page_shift) + k * alloc::pageblock_pages;
       if (!model_->pfn_valid(pfn)) continue;  // absent: its digest is not kept up to date
-      const sparse::page_descriptor& own =
-          *model_->pfn_to_page((block >> sparse::page_shift) + k);
+      const sparse::page_descriptor& own = *model_->pfn_to_page((block >> sparse::page_shift) + k);
       const std::uint64_t recorded = sparse::memmap_digest(own.load());
       if (recorded && recorded != memmap_page_digest(span, block, k)) {
         problems.push_back("the descriptors or the type of the pageblock at " +

@@ -140,7 +140,7 @@ struct superblock {
   // memmap block lies inside the span (heaps upgraded from format 5 and older).
   std::uint64_t memmap_area;
   std::uint8_t reserved[3944];  // zero
-  std::uint64_t checksum;        // Fletcher-64 of the 4 KiB with this field zero
+  std::uint64_t checksum;       // Fletcher-64 of the 4 KiB with this field zero
 };
 static_assert(sizeof(superblock) == 4096);
 static_assert(offsetof(superblock, checksum) == 4088);

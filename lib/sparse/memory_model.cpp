@@ -40,11 +40,9 @@ std::atomic_ref<std::uint64_t> atomic_word(std::uint64_t& w) {
 // the blocks of its spans, and of the spans those blocks lie in, down to a
 // block that lies in the span it describes (span 0's). A block of span s >= 1
 // lies below s (the area is a 512th of the range), so the chain is short.
-std::vector<std::uint64_t> blocks_for(const geometry& geo, std::uint64_t start,
-                                      std::uint64_t end) {
+std::vector<std::uint64_t> blocks_for(const geometry& geo, std::uint64_t start, std::uint64_t end) {
   std::vector<std::uint64_t> out;
-  for (std::uint64_t span = align_down(start, geo.span_size()); span < end;
-       span += geo.span_size())
+  for (std::uint64_t span = align_down(start, geo.span_size()); span < end; span += geo.span_size())
     for (std::uint64_t at = span;;) {
       const std::uint64_t block = geo.area_block(at);
       if (std::find(out.begin(), out.end(), block) != out.end()) break;
@@ -85,23 +83,22 @@ initial_layout plan(const create_options& options, std::uint64_t size, std::uint
                                        " MiB leaves no memory after the head and memmap area");
     const auto present = [&](std::uint64_t data) {
       return geo.head_size() + data +
-             blocks_for(geo, geo.data_start(), geo.data_start() + data).size() *
-                 geo.memmap_bytes();
+             blocks_for(geo, geo.data_start(), geo.data_start() + data).size() * geo.memmap_bytes();
     };
     const std::uint64_t minimum = present(subsection_size);
-    std::uint64_t data = size ? size - std::min(size, geo.head_size())
-                              : align_down(device, subsection_size) -
-                                    std::min(device, geo.data_start());
+    std::uint64_t data =
+        size ? size - std::min(size, geo.head_size())
+             : align_down(device, subsection_size) - std::min(device, geo.data_start());
     while (size && data && present(data) > size)
       data -= std::min(data, align_up(present(data) - size, subsection_size));
     if (data < subsection_size)
-      throw error(errc::too_small,
-                  where + "a heap with " + std::to_string(sections) +
-                      " MiB sections and this address range needs at least " +
-                      std::to_string(minimum >> 20) + " MiB (head, memmap, one pageblock)");
+      throw error(errc::too_small, where + "a heap with " + std::to_string(sections) +
+                                       " MiB sections and this address range needs at least " +
+                                       std::to_string(minimum >> 20) +
+                                       " MiB (head, memmap, one pageblock)");
     if (geo.data_start() + data > geo.max_range)
-      throw error(errc::too_large, where + "size exceeds the address range " +
-                                       std::to_string(geo.max_range));
+      throw error(errc::too_large,
+                  where + "size exceeds the address range " + std::to_string(geo.max_range));
     return {geo, data};
   }
   if (size == 0) size = align_down(device, subsection_size);
@@ -618,11 +615,10 @@ void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
   if (start < geo_.head_size())
     throw error(errc::already_exists, what + "overlaps the head, which is always present (EEXIST)");
   if (start < geo_.data_start())
-    throw error(errc::already_exists,
-                what + "overlaps the memmap area " +
-                    span_text(geo_.memmap_area, geo_.data_start()) +
-                    ", which holds the page descriptors; memory starts at " +
-                    hex(geo_.data_start()) + " (EEXIST)");
+    throw error(errc::already_exists, what + "overlaps the memmap area " +
+                                          span_text(geo_.memmap_area, geo_.data_start()) +
+                                          ", which holds the page descriptors; memory starts at " +
+                                          hex(geo_.data_start()) + " (EEXIST)");
   for (std::uint64_t at = start; at < end; at += subsection_size)
     if (subsection_present(at))
       throw error(errc::already_exists,
@@ -650,12 +646,12 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
       if (span_memmap(s)) continue;
       const std::uint64_t at = memmap_placement(s, start, end);
       if (at == 0)
-        throw error(errc::too_small,
-                    region_.path().string() + ": hot-add " + span_text(start, end) +
-                        ": the span " + span_text(s, s + geo_.span_size()) +
-                        " has no memmap yet; the first add into it needs " +
-                        std::to_string(geo_.memmap_bytes() >> 20) +
-                        " MiB for the memmap plus 2 MiB of memory");
+        throw error(errc::too_small, region_.path().string() + ": hot-add " +
+                                         span_text(start, end) + ": the span " +
+                                         span_text(s, s + geo_.span_size()) +
+                                         " has no memmap yet; the first add into it needs " +
+                                         std::to_string(geo_.memmap_bytes() >> 20) +
+                                         " MiB for the memmap plus 2 MiB of memory");
       new_blocks.push_back({s, at});
     }
   }
@@ -726,8 +722,8 @@ void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
   for (std::uint64_t at = start; at < end; at += subsection_size)
     if (!subsection_present(at))
       throw error(errc::not_present, what + "subsection at " + hex(at) + " is not present");
-  for (std::uint64_t s = align_down(start, geo_.span_size());
-       !geo_.memmap_area && s < end; s += geo_.span_size()) {
+  for (std::uint64_t s = align_down(start, geo_.span_size()); !geo_.memmap_area && s < end;
+       s += geo_.span_size()) {
     const std::uint64_t memmap = span_memmap(s);
     if (memmap + geo_.memmap_bytes() <= start || memmap >= end) continue;
     // The memmap goes only with everything it describes.
@@ -798,8 +794,7 @@ void memory_model::apply_intent(const hotplug_intent& in) {
   persist().drain();
 }
 
-std::vector<std::uint64_t> memory_model::idle_blocks(std::uint64_t start,
-                                                     std::uint64_t end) const {
+std::vector<std::uint64_t> memory_model::idle_blocks(std::uint64_t start, std::uint64_t end) const {
   std::vector<std::uint64_t> blocks = blocks_for(geo_, start, end), idle;
   std::sort(blocks.begin(), blocks.end(), [&](std::uint64_t a, std::uint64_t b) {
     return geo_.area_block_span(a) > geo_.area_block_span(b);
@@ -809,13 +804,15 @@ std::vector<std::uint64_t> memory_model::idle_blocks(std::uint64_t start,
   const auto holds_memory = [&](std::uint64_t span) {
     for (std::uint64_t at = span; at < span + geo_.span_size() && at < geo_.max_range;
          at += subsection_size)
-      if (subsection_present(at) &&
-          std::find(idle.begin(), idle.end(), at) == idle.end())
+      if (subsection_present(at) && std::find(idle.begin(), idle.end(), at) == idle.end())
         return true;
     return false;
   };
+  // Whether a block is present is not asked: a replay may meet a block whose
+  // present bit is clear already but not its pageblock flags (another word).
   for (std::uint64_t block : blocks)
-    if (subsection_present(block) && !holds_memory(geo_.area_block_span(block)))
+    if (section_present(block >> geo_.section_size_bits) &&
+        !holds_memory(geo_.area_block_span(block)))
       idle.push_back(block);
   return idle;
 }
@@ -958,10 +955,9 @@ std::vector<std::string> memory_model::check() const {
       const std::uint64_t span_start = align_down(section_start, geo_.span_size());
       // memmap comes from the media: compare without overflowing (a value
       // near 2^64 would wrap memmap + memmap_bytes to a small number).
-      bool memmap_ok = geo_.memmap_bytes() <= region_.size() &&
-                       memmap <= region_.size() - geo_.memmap_bytes() &&
-                       (geo_.memmap_area
-                            ? memmap == geo_.area_block(section_start)
+      bool memmap_ok =
+          geo_.memmap_bytes() <= region_.size() && memmap <= region_.size() - geo_.memmap_bytes() &&
+          (geo_.memmap_area ? memmap == geo_.area_block(section_start)
                             : memmap >= geo_.head_size() && memmap >= span_start &&
                                   memmap <= span_start + geo_.span_size() - geo_.memmap_bytes());
       if (!memmap_ok)

@@ -19,7 +19,10 @@ using crash::range;
 
 namespace {
 constexpr std::uint64_t MiB = std::uint64_t{1} << 20, GiB = std::uint64_t{1} << 30;
-constexpr std::uint64_t canary_offset = 6 * MiB;
+// A 16 GiB range: the head (2 MiB), then the memmap area (16 blocks of
+// 2 MiB, one per 1 GiB span), then the memory.
+constexpr std::uint64_t data_start = 34 * MiB;
+constexpr std::uint64_t canary_offset = data_start + 2 * MiB;
 constexpr char canary[] = "published before the operation";
 const char* const no_heap = "<no heap>";
 
@@ -205,7 +208,7 @@ TEST_CASE("crash states of the sparse memory model's operations") {
       {"hot-add in a present section",
        {},
        nullptr,
-       [](memory_model& m) { m.hot_add(16 * MiB, 4 * MiB); }},
+       [](memory_model& m) { m.hot_add(data_start + 12 * MiB, 4 * MiB); }},
       {"hot-add of a new section",
        {},
        nullptr,
@@ -214,32 +217,36 @@ TEST_CASE("crash states of the sparse memory model's operations") {
        {},
        nullptr,
        [](memory_model& m) { m.hot_add(124 * MiB, 8 * MiB); }},
-      {"hot-add of a span with its own memmap",
-       {{1 * GiB, 8 * MiB}},
+      {"hot-add of a new span: its block comes from the memmap area",
+       {{1 * GiB, 8 * MiB}, {4 * MiB, 2 * MiB}},
        nullptr,
        [](memory_model& m) { m.hot_add(1 * GiB, 8 * MiB); }},
+      {"hot-add of 2 MiB into a new span",
+       {{3 * GiB, 2 * MiB}, {8 * MiB, 2 * MiB}},
+       nullptr,
+       [](memory_model& m) { m.hot_add(3 * GiB, 2 * MiB); }},
       {"hot-add of a new root page",
-       {{8 * GiB, 8 * MiB}},
+       {{8 * GiB, 8 * MiB}, {18 * MiB, 2 * MiB}},
        nullptr,
        [](memory_model& m) { m.hot_add(8 * GiB, 8 * MiB); }},
       {"hot-remove of part of a section",
        {},
-       [](memory_model& m) { m.hot_add(16 * MiB, 8 * MiB); },
-       [](memory_model& m) { m.hot_remove(18 * MiB, 4 * MiB); }},
-      {"hot-remove of a span and its memmap",
-       {{1 * GiB, 8 * MiB}},
+       [](memory_model& m) { m.hot_add(data_start + 12 * MiB, 8 * MiB); },
+       [](memory_model& m) { m.hot_remove(data_start + 14 * MiB, 4 * MiB); }},
+      {"hot-remove of a span and its memmap block",
+       {{1 * GiB, 8 * MiB}, {4 * MiB, 2 * MiB}},
        [](memory_model& m) { m.hot_add(1 * GiB, 8 * MiB); },
        [](memory_model& m) { m.hot_remove(1 * GiB, 8 * MiB); }},
       {"pageblock flag change",
        {},
        nullptr,
        [](memory_model& m) {
-         m.set_pageblock_migratetype(8 * MiB >> page_shift, migratetype::unmovable);
+         m.set_pageblock_migratetype((data_start + 4 * MiB) >> page_shift, migratetype::unmovable);
        }},
       {"pageblock skip bit",
        {},
        nullptr,
-       [](memory_model& m) { m.set_pageblock_skip(10 * MiB >> page_shift, true); }},
+       [](memory_model& m) { m.set_pageblock_skip((data_start + 6 * MiB) >> page_shift, true); }},
   };
   for (const auto& s : scenarios) {
     INFO(std::string(s.name));

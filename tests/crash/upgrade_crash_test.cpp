@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -58,7 +59,9 @@ void explore_upgrade(std::uint32_t from) {
     o.size = heap_size;
     o.max_size = 1024 * MiB;
     o.mode = daxalloc::persistence_mode::none;
-    test::legacy_slabs legacy;
+    std::optional<test::legacy_slabs> legacy_encoding;  // format 5 made the slabs of today
+    test::legacy_memmap legacy_layout;
+    if (from < 5) legacy_encoding.emplace();
     auto h = daxalloc::heap::create(work.path(), o);
     *h.root<std::uint64_t>() = 42;
     for (std::size_t size : {24, 200, 5000, 300000}) (void)h.allocate(size);
@@ -100,4 +103,7 @@ TEST_CASE("crash states of an upgrade from format 3") {
 }
 TEST_CASE("crash states of an upgrade from format 4") {
   explore_upgrade(4);
+}
+TEST_CASE("crash states of an upgrade from format 5") {
+  explore_upgrade(5);
 }
