@@ -284,7 +284,7 @@ base_image build_base(unsigned which) {
       h.deallocate(big);
     } else {
       h.hot_add(32 * MiB, 2 * MiB);  // partial: a hole between 16 and 32 MiB
-      h.hot_add(1 * GiB, 4 * MiB);   // a second span: its own memmap block
+      h.hot_add(1 * GiB, 4 * MiB);   // a second span: its memmap block from the area
     }
   }
   if (which == 2) {
@@ -444,7 +444,7 @@ struct editor {
       const std::uint64_t range = value(sb.max_range);
       sb.section_size_bits = bits;
       if (sp::geometry::problem(bits, range).empty())
-        sp::superblock_set_geometry(sb, sp::geometry{bits, range});
+        sp::superblock_set_geometry(sb, sp::geometry{bits, range, sb.memmap_area});
       else
         sb.max_range = range;
     } else {

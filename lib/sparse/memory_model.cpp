@@ -998,12 +998,18 @@ std::vector<std::string> memory_model::check() const {
       if (memmap_ok && span_start != span_checked &&
           memmap + geo_.memmap_bytes() <= region_.size()) {
         span_checked = span_start;
+        // The block's own descriptors: in the block itself, or (memmap area)
+        // in the block of the span it lies in, which must be present too.
+        const std::uint64_t own = geo_.memmap_area ? geo_.area_block(memmap) : memmap;
+        const std::uint64_t own_span = align_down(memmap, geo_.span_size());
         for (std::uint64_t at = memmap; at < memmap + geo_.memmap_bytes(); at += page_size) {
-          if (!pfn_valid(at >> page_shift)) {
+          if (!subsection_present(at) || own + geo_.memmap_bytes() > region_.size() ||
+              !subsection_present(own)) {
             fail(name + "its memmap block at " + hex(memmap) + " is not present");
             break;
           }
-          const page_descriptor& d = *pfn_to_page(at >> page_shift);
+          const auto& d = *reinterpret_cast<const page_descriptor*>(
+              base() + own + ((at - own_span) >> page_shift) * sizeof(page_descriptor));
           if (d.state() != page_state::memmap || !descriptor_checks_out(d.load())) {
             fail(name + "memmap page at " + hex(at) + " has descriptor " + hex(d.load()));
             break;
