@@ -90,6 +90,11 @@ struct geometry {
   [[nodiscard]] std::uint64_t area_block(std::uint64_t offset) const {
     return memmap_area + (offset >> span_bits()) * memmap_bytes();
   }
+  // The page of the memmap area holding the descriptors of the pageblock at
+  // `offset` (memmap_area must be set): 512 descriptors, 4 KiB.
+  [[nodiscard]] std::uint64_t descriptor_page(std::uint64_t offset) const {
+    return area_block(offset) + ((offset & (span_size() - 1)) >> page_shift) * 8;
+  }
   // The span a block of the area describes.
   [[nodiscard]] std::uint64_t area_block_span(std::uint64_t block) const {
     return (block - memmap_area) / memmap_bytes() << span_bits();

@@ -655,10 +655,16 @@ void memory_model::add_locked(std::uint64_t start, std::uint64_t length,
       new_blocks.push_back({s, at});
     }
   }
-  // Storage only once the span is known to be acceptable.
+  // Storage only once the span is known to be acceptable. In the memmap
+  // area only the descriptor pages of present pageblocks are backed (4 KiB
+  // per 2 MiB): those of the memory added and of the blocks it brings.
   if (!fresh) fresh = region_.populate(start, length);
-  if (geo_.memmap_area)
-    for (const auto& b : new_blocks) (void)region_.populate(b.memmap, geo_.memmap_bytes());
+  if (geo_.memmap_area) {
+    for (std::uint64_t at = start; at < end; at += subsection_size)
+      (void)region_.populate(geo_.descriptor_page(at), page_size);
+    for (const auto& b : new_blocks)
+      (void)region_.populate(geo_.descriptor_page(b.memmap), page_size);
+  }
 
   // Prepare what the records will point to; none of it is reachable yet.
   const auto memmap_of = [&](std::uint64_t offset) {
@@ -747,8 +753,11 @@ void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
   commit_intent(hotplug_remove, start, length);
   apply_intent(*intent());
   clear_intent();
-  // Storage goes back where the file system allows.
+  // Storage goes back where the file system allows: the memory, its
+  // descriptor pages, and the blocks left describing nothing.
   (void)region_.release(start, length);
+  for (std::uint64_t at = start; geo_.memmap_area && at < end; at += subsection_size)
+    (void)region_.release(geo_.descriptor_page(at), page_size);
   for (std::uint64_t block : blocks)
     if (!subsection_present(block)) (void)region_.release(block, geo_.memmap_bytes());
 }
@@ -1054,14 +1063,23 @@ model_stats memory_model::stats() const {
       for (unsigned w = 0; w < geo_.subsection_map_words(); ++w)
         s.present_subsections += std::popcount(record[1 + w]);
       const std::uint64_t section_start = nr << geo_.section_size_bits;
-      if (align_down(section_start, geo_.span_size()) != last_span) {
+      if (geo_.memmap_area) {
+        // The blocks are present subsections of the area; of the area only
+        // the descriptor pages of present pageblocks are backed.
+        for (unsigned sub = 0; sub < geo_.subsections_per_section(); ++sub)
+          if (geo_.in_area(section_start + std::uint64_t{sub} * subsection_size) &&
+              (record[1 + sub / 64] >> (sub % 64) & 1))
+            s.area_bytes += subsection_size;
+      } else if (align_down(section_start, geo_.span_size()) != last_span) {
         last_span = align_down(section_start, geo_.span_size());
         s.memmap_bytes += geo_.memmap_bytes();  // sections are visited in order: once per span
       }
     }
   }
   s.present_bytes = s.present_subsections * subsection_size;
-  s.usable_bytes = s.present_bytes - s.head_bytes - s.memmap_bytes;
+  if (geo_.memmap_area) s.memmap_bytes = s.present_subsections * page_size;
+  s.usable_bytes =
+      s.present_bytes - s.head_bytes - (geo_.memmap_area ? s.area_bytes : s.memmap_bytes);
   return s;
 }
 

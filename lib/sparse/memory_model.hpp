@@ -57,9 +57,12 @@ struct model_stats {
   std::uint64_t present_sections = 0;
   std::uint64_t present_subsections = 0;
   std::uint64_t populated_roots = 0;
-  std::uint64_t head_bytes = 0;    // superblocks, intent, directory, root pages
-  std::uint64_t memmap_bytes = 0;  // memmap blocks
-  std::uint64_t usable_bytes = 0;  // present minus head and memmap
+  std::uint64_t head_bytes = 0;  // superblocks, intent, directory, root pages
+  // Memmap: the blocks (no memmap area), or the area's backed descriptor
+  // pages, 4 KiB per present pageblock (format 6).
+  std::uint64_t memmap_bytes = 0;
+  std::uint64_t area_bytes = 0;    // present subsections of the memmap area (its blocks)
+  std::uint64_t usable_bytes = 0;  // present minus head and memmap (or area)
   // Metadata bytes per present 4 KiB page: (head + memmap) / present pages.
   [[nodiscard]] double metadata_per_page() const;
 };
