@@ -71,8 +71,9 @@ int main(int argc, char** argv) try {
   }
   std::printf("%s\n", shown == 5 ? " ..." : "");
 
-  // Grow online: a new 1 GiB span brings its own memmap; then an object
-  // larger than a section, freed again, and the span removed.
+  // Grow online: a new 1 GiB span (its memmap block in the memmap area
+  // becomes present with it); then an object larger than a section, freed
+  // again, and the span removed.
   const std::uint64_t span = 1024 * MiB;
   if (h.media().max_size() >= 2 * span) {
     h.hot_add(span, span);
@@ -98,7 +99,7 @@ int main(int argc, char** argv) try {
 
   const auto s = h.stats();
   std::printf("present %" PRIu64 " MiB: usable %" PRIu64 " MiB, metadata %" PRIu64
-              " MiB (the head, and memmap blocks of 8 bytes per 4 KiB page of their 1 GiB span)\n",
+              " MiB (the head, and 8 bytes of memmap per present 4 KiB page)\n",
               s.present_bytes / MiB, s.usable_bytes / MiB, s.metadata_bytes / MiB);
   std::printf("allocated %" PRIu64 " objects, %" PRIu64 " KiB; free %" PRIu64
               " MiB, largest free %" PRIu64 " MiB, fragmentation %.3f\n",
