@@ -8,21 +8,13 @@
 #include "daxalloc/batch.hpp"
 #include "heap/access.hpp"
 #include "sparse/geometry.hpp"
+#include "sparse/memory_model.hpp"
 
 namespace fuzz {
 namespace {
 
 namespace sp = daxalloc::sparse;
 using daxalloc::errc;
-
-const sp::geometry& driver_geometry() {
-  static const sp::geometry geo = [] {
-    sp::geometry g{sp::default_section_size_bits, driver_max_range};
-    g.memmap_area = g.head_size();  // format 6: the memmap area after the head
-    return g;
-  }();
-  return geo;
-}
 
 daxalloc::heap_open_options open_options() {
   daxalloc::heap_open_options o;
@@ -66,7 +58,9 @@ const sparse_image& pristine_heap_image() {
 api_driver::api_driver(std::optional<daxalloc::heap>& heap, std::filesystem::path path,
                        driver_options options)
     : heap_(heap), path_(std::move(path)), options_(options) {
-  sync_present();
+  const auto& model = daxalloc::detail::internals(h()).model();
+  for (std::uint64_t i = 0; i < present_.size(); ++i)
+    present_[i] = model.subsection_present(i * sp::subsection_size);
   if (const auto* slot = reinterpret_cast<const sp::root_slot*>(h().base() + sp::root_slot_offset);
       slot->offset) {
     root_offset_ = slot->offset;
@@ -116,7 +110,8 @@ bool api_driver::overlaps_live(std::uint64_t offset, std::uint64_t size) const {
 }
 
 void api_driver::claim(std::uint64_t offset, std::uint64_t size, const char* what) {
-  const std::uint64_t head = driver_geometry().data_start();
+  // (memory starts after the head and, format 6, the memmap area)
+  const std::uint64_t head = daxalloc::detail::internals(h()).model().geo().data_start();
   if (offset < head || offset > h().size() || size > h().size() - offset)
     finding(std::string(what) + " returned [" + hex(offset) + ", +" + std::to_string(size) +
             ") outside the heap's memory [" + hex(head) + ", " + hex(h().size()) + ")");
@@ -367,49 +362,81 @@ void api_driver::free_clear(const call& c) {
 }
 
 void api_driver::hot_add(const call& c) {
-  const auto& geo = driver_geometry();
+  // The heap's geometry: with the memmap area of format 6 (memmap_area set)
+  // unless the heap keeps the in-span memmap blocks of format 5.
+  const auto& model = daxalloc::detail::internals(h()).model();
+  const auto& geo = model.geo();
   const std::uint64_t start = c.first * sp::subsection_size + (c.flags & 1 ? 4096 : 0);
   const std::uint64_t length = c.count * sp::subsection_size + (c.flags & 2 ? 4096 : 0);
   const std::uint64_t end = start + length;
   const auto run = [&] { h().hot_add(start, length); };
   if (c.flags) return expect_error("misaligned hot_add", {errc::misaligned}, run);
   if (end > geo.max_range) return expect_error("hot_add beyond the range", {errc::too_large}, run);
+  if (start < geo.head_size())
+    return expect_error("hot_add of the head", {errc::already_exists}, run);
   if (start < geo.data_start())
-    return expect_error("hot_add of the head or the memmap area", {errc::already_exists}, run);
+    return expect_error("hot_add of the memmap area", {errc::already_exists}, run);
   for (std::uint64_t s = c.first; s < c.first + c.count; ++s)
     if (present_.test(s))
       return expect_error("hot_add of a present subsection", {errc::already_exists}, run);
-  run();  // a new span's memmap block comes from the memmap area: any size works
-  sync_present();
+  if (geo.memmap_area) {
+    // Any span takes 2 MiB: the blocks it needs come from the memmap area.
+    run();
+    for (std::uint64_t s = c.first; s < c.first + c.count; ++s) present_.set(s);
+    for (std::uint64_t block : sp::blocks_for(geo, start, end)) {
+      if (!model.subsection_present(block))
+        finding("hot_add left the memmap block at " + hex(block) + " absent");
+      for (std::uint64_t at = block; at < block + geo.memmap_bytes(); at += sp::subsection_size)
+        present_.set(at / sp::subsection_size);
+    }
+    return;
+  }
+  const std::uint64_t per_span = geo.span_size() / sp::subsection_size;
+  for (std::uint64_t span = c.first / per_span; span <= (c.first + c.count - 1) / per_span;
+       ++span) {
+    bool has_memmap = false;
+    for (std::uint64_t s = span * per_span; s < (span + 1) * per_span; ++s)
+      has_memmap = has_memmap || present_.test(s);
+    if (has_memmap) continue;
+    const std::uint64_t first = std::max({start, span * geo.span_size(), geo.head_size()});
+    const std::uint64_t last = std::min(end, (span + 1) * geo.span_size());
+    if (first + geo.memmap_bytes() + sp::subsection_size > last)
+      return expect_error("hot_add of a new span without room for its memmap", {errc::too_small},
+                          run);
+  }
+  run();
+  for (std::uint64_t s = c.first; s < c.first + c.count; ++s) present_.set(s);
 }
 
 void api_driver::hot_remove(const call& c) {
-  const auto& geo = driver_geometry();
+  const auto& model = daxalloc::detail::internals(h()).model();
+  const auto& geo = model.geo();
   const std::uint64_t start = c.first * sp::subsection_size + (c.flags & 1 ? 4096 : 0);
   const std::uint64_t length = c.count * sp::subsection_size + (c.flags & 2 ? 4096 : 0);
   const auto run = [&] { h().hot_remove(start, length); };
   if (c.flags) return expect_error("misaligned hot_remove", {errc::misaligned}, run);
+  if (start + length > geo.max_range)
+    return expect_error("hot_remove beyond the range", {errc::not_present}, run);
+  // The head and (format 6) the memmap area: refused before presence is looked at.
+  if (start < geo.data_start())
+    return expect_error("hot_remove of the head or memmap area", {errc::in_use}, run);
   for (std::uint64_t s = c.first; s < c.first + c.count; ++s)
     if (s >= present_.size() || !present_.test(s))
       return expect_error("hot_remove of an absent subsection", {errc::not_present}, run);
-  if (start < geo.data_start())
-    return expect_error("hot_remove of the head or the memmap area", {errc::in_use}, run);
   if (overlaps_live(start, length))
     return expect_error("hot_remove of memory in use", {errc::in_use}, run);
   try {
     run();
   } catch (const daxalloc::error& e) {
     if (e.code_value() != errc::in_use) throw;
-    return;  // slabs or cached objects still there: allowed
+    return;  // slabs, cached objects or a memmap block still needed: allowed
   }
-  sync_present();
-}
-
-// What the model has present: memory, and the memmap blocks that come and go with it.
-void api_driver::sync_present() {
-  const auto& model = daxalloc::detail::internals(h()).model();
-  for (std::uint64_t i = 0; i < present_.size(); ++i)
-    present_[i] = model.subsection_present(i * sp::subsection_size);
+  for (std::uint64_t s = c.first; s < c.first + c.count; ++s) present_.reset(s);
+  // Memmap blocks of the area left describing nothing went with it.
+  for (std::uint64_t block :
+       geo.memmap_area ? sp::blocks_for(geo, start, start + length) : std::vector<std::uint64_t>{})
+    for (std::uint64_t at = block; at < block + geo.memmap_bytes(); at += sp::subsection_size)
+      present_[at / sp::subsection_size] = model.subsection_present(at);
 }
 
 void api_driver::reopen() {

@@ -71,7 +71,6 @@ class api_driver {
   void free_clear(const call& c);
   void hot_add(const call& c);
   void hot_remove(const call& c);
-  void sync_present();
   void reopen();
   void check_stats(const char* when);
 

@@ -8,11 +8,13 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
 #include "daxalloc/heap.hpp"
 #include "heap/access.hpp"
+#include "sparse_files.hpp"
 #include "test_util.hpp"
 
 using daxalloc::errc;
@@ -366,7 +368,8 @@ TEST_CASE("a full heap: one thread's arena gets what another freed; empty slabs 
 
 TEST_CASE("objects larger than a section, and hot-added memory is allocatable at once") {
   test::temp_file f;
-  auto h = heap::create(f.path(), sized(16 * MiB, 4 * GiB));
+  // (a 1 GiB range: memory from 4 MiB, right after the memmap area)
+  auto h = heap::create(f.path(), sized(16 * MiB, 1 * GiB));
   CHECK(h.allocate(200 * MiB, std::nothrow) == nullptr);
   h.hot_add(16 * MiB, 496 * MiB);     // up to 512 MiB: sections 0..3 of span 0
   void* big = h.allocate(300 * MiB);  // spans three 128 MiB sections
@@ -710,4 +713,80 @@ TEST_CASE("DRAM: the volatile state is at most 5 % of live 8-byte objects, 1 % o
     CHECK(state <= bound);
     for (void* p : objects) h.cancel(p);
   }
+}
+
+// Issue 20: with the memmap area (format 6) the memory of a heap is one run,
+// so an empty heap can hand out nearly all of its free bytes at once. 4 GiB
+// present, and 64 GiB present in a sparse file (test::sparse_files: only the
+// pages daxalloc writes take memory; the page descriptors are 128 MiB).
+TEST_CASE("an empty heap hands out 95 % of its free bytes in one allocation") {
+  for (const std::uint64_t size : {4 * GiB, 64 * GiB}) {
+    CAPTURE(size >> 30);
+    std::optional<test::sparse_files> sparse;
+    if (size > 4 * GiB) sparse.emplace();
+    test::temp_file f;
+    auto h = heap::create(f.path(), sized(size));
+    const auto s = h.stats();
+    CHECK(s.present_bytes == size);
+    CHECK(s.fragmentation == 0);
+    CHECK(s.largest_free_bytes == s.free_bytes);
+    const std::uint64_t ask = s.free_bytes / 100 * 95;
+    MESSAGE((size >> 30) << " GiB heap: " << s.free_bytes << " B free, largest free "
+                         << s.largest_free_bytes << ", allocating " << ask);
+    void* p = h.allocate(ask, std::nothrow);
+    REQUIRE(p != nullptr);
+    CHECK(h.usable_size(p) >= ask);
+    require_sound(h);
+    h.deallocate(p);
+    CHECK(h.stats().free_bytes == s.free_bytes);
+  }
+}
+
+// Format 6: a new span's memmap block comes from the memmap area, so 2 MiB
+// is enough for a hot-add into a span without memory (format 5 needed 4 MiB:
+// its block carved from the add); removing it releases the block again.
+TEST_CASE(
+    "a 2 MiB hot-add into a span without memory is allocatable; removing it releases the span's "
+    "block") {
+  test::temp_file f;
+  auto h = heap::create(f.path(), sized(64 * MiB));  // the default 1 TiB range
+  const auto& model = daxalloc::detail::internals(h).model();
+  const std::uint64_t off = 64 * GiB;  // span 64
+  REQUIRE(off >= model.geo().data_start());
+  REQUIRE_FALSE(model.span_has_memory(off));
+  const std::uint64_t block = model.geo().area_block(off);
+  REQUIRE_FALSE(model.subsection_present(block));
+  const auto before = model.stats();
+
+  h.hot_add(off, 2 * MiB);
+  require_sound(h);
+  CHECK(model.subsection_present(block));
+  CHECK(model.span_memmap(off) == block);
+  CHECK(model.stats().memmap_bytes == before.memmap_bytes + 2 * MiB);
+  CHECK(model.stats().present_bytes == before.present_bytes + 4 * MiB);  // the memory, its block
+  CHECK(h.stats().free_bytes > 0);
+
+  // Allocatable: page-sized objects until the heap is full, some of them in
+  // the new memory.
+  std::vector<void*> objects;
+  std::uint64_t in_new = 0;
+  while (void* p = h.allocate(64 * 1024, std::nothrow)) {
+    objects.push_back(p);
+    const std::uint64_t at = h.offset_of(p);
+    if (at >= off && at < off + 2 * MiB) ++in_new;
+  }
+  CHECK(in_new > 0);
+  require_sound(h);
+  for (void* p : objects) h.deallocate(p);
+
+  h.hot_remove(off, 2 * MiB);
+  require_sound(h);
+  CHECK_FALSE(model.subsection_present(block));
+  CHECK(model.span_memmap(off) == 0);
+  CHECK(model.stats().memmap_bytes == before.memmap_bytes);
+  CHECK(model.stats().present_bytes == before.present_bytes);
+  h.close();
+  h = heap::open(f.path());
+  require_sound(h);
+  CHECK(daxalloc::detail::internals(h).model().stats().memmap_bytes == before.memmap_bytes);
 }

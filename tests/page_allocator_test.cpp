@@ -21,7 +21,8 @@ using namespace daxalloc::alloc;
 namespace {
 constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
 constexpr std::uint64_t pb = pageblock_pages;
-// 64 MiB present: the head (pageblock 0) and the memmap (1), then 30 usable.
+// 64 MiB present in a 1 GiB range: the head (pageblock 0) and the memmap
+// area's one block (1), then 30 usable.
 constexpr std::uint64_t first_usable = 2 * pb, usable_pages = 30 * pb;
 
 struct fixture {
@@ -30,6 +31,7 @@ struct fixture {
   explicit fixture(std::uint64_t size = 64 * MiB) {
     daxalloc::sparse::create_options o;
     o.size = size;
+    o.max_range = std::uint64_t{1} << 30;  // memory right after the memmap area, at 4 MiB
     model = daxalloc::sparse::memory_model::create(file.path(), o);
   }
 };
