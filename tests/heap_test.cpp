@@ -762,7 +762,7 @@ TEST_CASE(
   require_sound(h);
   CHECK(model.subsection_present(block));
   CHECK(model.span_memmap(off) == block);
-  CHECK(model.stats().memmap_bytes == before.memmap_bytes + 2 * MiB);
+  CHECK(model.stats().area_bytes == before.area_bytes + 2 * MiB);
   CHECK(model.stats().present_bytes == before.present_bytes + 4 * MiB);  // the memory, its block
   CHECK(h.stats().free_bytes > 0);
 

@@ -144,7 +144,8 @@ TEST_CASE("create, check, reopen") {
     CHECK(s.present_bytes == 64 * MiB);
     CHECK(s.present_sections == 2);
     CHECK(s.present_subsections == 32);
-    CHECK(s.memmap_bytes == 4 * MiB);
+    CHECK(s.area_bytes == 4 * MiB);
+    CHECK(s.memmap_bytes == 32 * 4096);  // backed: the descriptor page of each present pageblock
     CHECK(s.usable_bytes == 58 * MiB);
     CHECK((m->section_record(0)[0] & section_taint_partial) != 0);
     CHECK((m->section_record(16)[0] & section_taint_partial) != 0);
@@ -231,7 +232,7 @@ TEST_CASE("create refuses what it cannot use, and loses nothing") {
     auto m = memory_model::create(f.path(), make_options(1026 * MiB, 4 * GiB));
     require_sound(*m);
     CHECK(m->stats().present_bytes == 1026 * MiB);
-    CHECK(m->stats().memmap_bytes == 4 * MiB);
+    CHECK(m->stats().area_bytes == 4 * MiB);
     CHECK(std::filesystem::file_size(f.path()) == 10 * MiB + 1020 * MiB);
   }
   std::filesystem::remove(f.path());
@@ -345,7 +346,7 @@ TEST_CASE("hot-add follows the kernel's rules") {
 
   m->hot_add(70 * MiB, 2 * MiB);  // same section and span: no new memmap
   CHECK(m->pfn_valid(70 * MiB >> 12));
-  CHECK(m->stats().memmap_bytes == 2 * MiB);
+  CHECK(m->stats().area_bytes == 2 * MiB);
   m->hot_add(128 * MiB, 128 * MiB);  // a whole new section of span 0
   CHECK((m->section_record(1)[0] & section_taint_partial) == 0);
   CHECK((m->section_record(1)[0] & section_marked_present) != 0);
@@ -365,7 +366,7 @@ TEST_CASE("hot-add follows the kernel's rules") {
   require_sound(*m);
   const auto s = m->stats();
   CHECK(s.present_bytes == (64 + 2 + 128 + 2 + 2) * MiB);  // the add and its block
-  CHECK(s.memmap_bytes == 4 * MiB);
+  CHECK(s.area_bytes == 4 * MiB);
   CHECK(s.usable_bytes == (60 + 2 + 128 + 2) * MiB);
 
   // Hot-added memory is writable at once and survives reopen.
@@ -376,6 +377,38 @@ TEST_CASE("hot-add follows the kernel's rules") {
   require_sound(*m);
   CHECK(std::string(reinterpret_cast<char*>(m->pfn_to_virt((1 * GiB + 6 * MiB) >> 12))) == "added");
   CHECK(m->stats().present_bytes == s.present_bytes);
+}
+
+TEST_CASE("a block of the memmap area that lies in an empty span brings that span's block") {
+  // A 1 TiB range: the area is [2 MiB, 2 GiB + 2 MiB), so the block of the
+  // span at 1000 GiB lies in span 1, whose own block lies in span 0.
+  test::temp_file f;
+  auto m = memory_model::create(f.path(), make_options(64 * MiB));
+  const auto& geo = m->geo();
+  const std::uint64_t far = 1000 * GiB, block = geo.area_block(far);
+  REQUIRE((block >> geo.span_bits()) == 1);
+  const std::uint64_t block_of_block = geo.area_block(block);
+  REQUIRE_FALSE(m->subsection_present(block));
+  REQUIRE_FALSE(m->subsection_present(block_of_block));
+  const std::vector<std::uint64_t> chain{geo.memmap_area, block_of_block, block};
+  CHECK(blocks_for(geo, far, far + 2 * MiB) == chain);
+  const auto before = m->stats();
+  m->hot_add(far, 2 * MiB);
+  require_sound(*m);
+  CHECK(m->subsection_present(block));
+  CHECK(m->subsection_present(block_of_block));
+  CHECK(m->get_pageblock_migratetype(block >> page_shift) == migratetype::metadata);
+  CHECK(m->pfn_to_page(block >> page_shift)->state() == page_state::memmap);
+  CHECK(m->stats().area_bytes == before.area_bytes + 4 * MiB);
+  m.reset();
+  m = memory_model::open(f.path());
+  require_sound(*m);
+  m->hot_remove(far, 2 * MiB);  // both blocks go with the memory
+  require_sound(*m);
+  CHECK_FALSE(m->subsection_present(block));
+  CHECK_FALSE(m->subsection_present(block_of_block));
+  CHECK(m->stats().area_bytes == before.area_bytes);
+  CHECK(m->stats().present_bytes == before.present_bytes);
 }
 
 TEST_CASE("hot-remove follows the kernel's rules") {
@@ -421,7 +454,7 @@ TEST_CASE("hot-remove follows the kernel's rules") {
   m->hot_remove(1 * GiB, 64 * MiB);
   CHECK_FALSE(m->section_present(8));
   CHECK(m->span_memmap(1 * GiB) == 0);
-  CHECK(m->stats().memmap_bytes == 2 * MiB);
+  CHECK((legacy ? m->stats().memmap_bytes : m->stats().area_bytes) == 2 * MiB);
   CHECK(m->stats().present_bytes == 64 * MiB);
   CHECK_FALSE(m->subsection_present(memmap));
   require_sound(*m);
