@@ -417,9 +417,11 @@ void api_driver::hot_remove(const call& c) {
   if (c.flags) return expect_error("misaligned hot_remove", {errc::misaligned}, run);
   if (start + length > geo.max_range)
     return expect_error("hot_remove beyond the range", {errc::not_present}, run);
-  // The head and (format 6) the memmap area: refused before presence is looked at.
+  // The head and (format 6) the memmap area: refused, as in use, or as not
+  // present when the heap finds an absent block of the area first.
   if (start < geo.data_start())
-    return expect_error("hot_remove of the head or memmap area", {errc::in_use}, run);
+    return expect_error("hot_remove of the head or memmap area", {errc::in_use, errc::not_present},
+                        run);
   for (std::uint64_t s = c.first; s < c.first + c.count; ++s)
     if (s >= present_.size() || !present_.test(s))
       return expect_error("hot_remove of an absent subsection", {errc::not_present}, run);

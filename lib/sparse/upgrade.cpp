@@ -239,8 +239,9 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
                    std::to_string(format_version) + "'s)");
   // The memory cannot move: the heap keeps each span's block where it is,
   // and so do spans added later (no memmap area).
-  done.push_back("kept the memmap blocks of " + std::to_string(blocks.size()) +
-                 " spans inside their spans (no memmap area: only a heap created by format " +
+  done.push_back("kept each span's memmap block inside the span (" + std::to_string(blocks.size()) +
+                 (blocks.size() == 1 ? " span" : " spans") +
+                 "; no memmap area: only a heap created by format " +
                  std::to_string(format_version) + " has one)");
   if (from == 2) upgrade_slots(r, geo, done);
 
