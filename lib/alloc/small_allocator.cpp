@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <thread>
 
 namespace daxalloc::alloc {
 namespace {
@@ -51,6 +52,7 @@ small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pa
 
 small_allocator::~small_allocator() {
   arenas_.clear();  // their lists link slabs in the leaves
+  for (unloaded_class& u : unloaded_) u.slabs.clear();
   for (std::uint64_t i = 0; i < model_.geo().nr_sections(); ++i)
     if (auto* memory = leaves_[i].load()) ::daxalloc::detail::zeroed_memory(memory, leaf_bytes_);
 }
@@ -225,7 +227,8 @@ std::string small_allocator::bitmap_problem(std::uint64_t pfn, unsigned cls) con
 }
 
 // The volatile descriptor of a slab headed at pfn, its map words, and an
-// avail bitmap of every object (the caller clears those allocated).
+// avail bitmap of every object (the caller clears those allocated, and
+// links it into a list).
 small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls, unsigned a) {
   const size_class& c = size_classes[cls];
   const leaf l = leaf_of(pfn);
@@ -238,7 +241,6 @@ small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls,
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
     chunk_map_[global + i].store(((pfn << sparse::page_shift) + c.header) << 8 | cls,
                                  std::memory_order_release);
-  (*arenas_[a])[base_class(cls)].slabs.push_back(*s);
   return s;
 }
 
@@ -246,8 +248,14 @@ void small_allocator::uninstall(slab* s) {
   const size_class& c = size_classes[s->cls];
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
     chunk_map_[(s->pfn >> min_slab_order) + i].store(0, std::memory_order_release);
-  klass& k = (*arenas_[s->arena.load(std::memory_order_relaxed)])[base_class(s->cls)];
-  k.slabs.erase(k.slabs.iterator_to(*s));
+  if (s->state.load(std::memory_order_relaxed) == unloaded) {
+    unloaded_class& u = unloaded_[base_class(s->cls)];
+    std::lock_guard lock(u.mutex);
+    u.slabs.erase(u.slabs.iterator_to(*s));
+  } else {
+    klass& k = (*arenas_[s->arena.load(std::memory_order_relaxed)])[base_class(s->cls)];
+    k.slabs.erase(k.slabs.iterator_to(*s));
+  }
   s->~slab();
 }
 
@@ -270,6 +278,7 @@ small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned klass_inde
   p.persist(&head->info, 8);
   slab* s = install(*pfn, cls, a);
   klass& k = (*arenas_[a])[klass_index];
+  k.slabs.push_back(*s);
   k.partial.insert(*s);
   became_empty(k, *s);
   return s;
@@ -339,17 +348,20 @@ std::size_t small_allocator::take_partial(klass& k, void** out, std::size_t n) {
   return got;
 }
 
-// From the arena's partial slabs, then an empty slab adopted from another
-// arena, then a new slab. With no pages left for one, objects of other
-// arenas' partly used slabs (one lock at a time; they stay those arenas'
-// and go back to them when freed).
+// From the arena's partial slabs, then slabs of the class not loaded yet
+// (a few: the cost of a take stays bounded), then an empty slab adopted
+// from another arena, then a new slab; with no pages left for one, every
+// slab of the class not loaded yet (an allocation never fails while free
+// objects exist), then objects of other arenas' partly used slabs (one lock
+// at a time; they stay those arenas' and go back to them when freed).
 std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::size_t n) {
   klass& k = (*arenas_[a])[cls];
   std::size_t got = 0;
   {
     std::lock_guard lock(k.mutex);
     got = take_partial(k, out, n);
-    while (got < n && (adopt_empty_slab(a, cls) || new_slab(a, cls)))
+    while (got < n && (load_some(a, cls, 4) || adopt_empty_slab(a, cls) || new_slab(a, cls) ||
+                       load_some(a, cls, SIZE_MAX)))
       got += take_partial(k, out + got, n - got);
   }
   for (unsigned other = 0; got < n && other < arenas_.size(); ++other) {
@@ -414,6 +426,7 @@ void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
 }
 
 std::size_t small_allocator::release_empty_slabs() {
+  load_all();  // (an empty slab not loaded yet pins its pages too)
   std::size_t released = 0;
   for (auto& a : arenas_)
     for (klass& k : *a) {
@@ -437,8 +450,11 @@ void small_allocator::for_each_slab(F&& f) const {
   }
 }
 
+// Every slab found goes onto its class's unloaded list; nothing of its
+// bitmap is read (eager: all of them are loaded at once).
 void small_allocator::rebuild(const std::vector<allocated_extent>& found,
-                              std::vector<std::string>& problems, std::vector<std::uint64_t>* bad) {
+                              std::vector<std::string>& problems, std::vector<std::uint64_t>* bad,
+                              bool eager, bool digests) {
   std::vector<slab*> old;
   for_each_slab([&](const slab& s) { old.push_back(const_cast<slab*>(&s)); });
   for (auto& a : arenas_)
@@ -448,48 +464,154 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
       k.empty.clear();
     }
   for (slab* s : old) uninstall(s);
+  {
+    std::lock_guard lock(deferred_mutex_);
+    deferred_.clear();
+  }
+  check_digests_ = digests;
   for (const allocated_extent& e : found) {
     if (!e.slab) continue;
-    const size_class& c = size_classes[e.sub];
-    klass& k = (*arenas_[0])[base_class(e.sub)];
-    std::lock_guard lock(k.mutex);
+    unloaded_class& u = unloaded_[base_class(e.sub)];
+    std::lock_guard lock(u.mutex);
     slab* s = install(e.pfn, e.sub, 0);
-    if (const std::string why = bitmap_problem(e.pfn, e.sub); !why.empty()) {
-      problems.push_back("slab at " + std::to_string(e.pfn << sparse::page_shift) + ": " + why);
-      if (bad) bad->push_back(e.pfn / pageblock_pages);
+    s->state.store(unloaded, std::memory_order_relaxed);
+    u.slabs.push_back(*s);
+  }
+  if (!eager) return;
+  load_all();
+  std::lock_guard lock(deferred_mutex_);
+  for (auto& [why, pageblock] : deferred_) {
+    problems.push_back(std::move(why));
+    if (bad) bad->push_back(pageblock);
+  }
+  deferred_.clear();
+}
+
+small_allocator::slab* small_allocator::pop_unloaded(unsigned cls) const {
+  unloaded_class& u = unloaded_[cls];
+  std::lock_guard lock(u.mutex);
+  if (u.slabs.empty()) return nullptr;
+  slab& s = u.slabs.front();
+  u.slabs.pop_front();
+  s.state.store(loading, std::memory_order_relaxed);
+  return &s;
+}
+
+// A slab's bitmap is read once, here: its words, and after a clean close the
+// digest recorded then (which it still matches: none of its bits changed
+// before this load). A damaged slab is kept on the arena's `slabs` (check()
+// sees it) with no object available; its problem waits for check().
+bool small_allocator::load(slab& s, unsigned a) const {
+  klass& k = (*arenas_[a])[base_class(s.cls)];
+  const size_class& c = size_classes[s.cls];
+  std::string why = bitmap_problem(s.pfn, s.cls);
+  if (!why.empty())
+    why = "slab at " + std::to_string(s.pfn << sparse::page_shift) + ": " + why;
+  else if (check_digests_ && !is_legacy_class(s.cls) &&
+           sparse::slab_digest(model_.pfn_to_page(s.pfn)->load()) != bitmap_digest(s.pfn, s.cls))
+    why = "the bitmap of the slab at " + sparse::hex(s.pfn << sparse::page_shift) +
+          " changed while the heap was closed (its digest recorded at close does not match)";
+  s.arena.store(a, std::memory_order_relaxed);
+  k.slabs.push_back(s);
+  if (!why.empty()) {
+    std::fill_n(s.avail, c.words(), 0);
+    s.in_use = c.objects;
+    {
+      std::lock_guard lock(deferred_mutex_);
+      deferred_.emplace_back(std::move(why), s.pfn / pageblock_pages);
     }
-    const std::uint64_t* bits = bitmap(e.pfn);
-    for (std::uint32_t w = 0; w < c.words(); ++w) {
-      const std::uint64_t word = object_bits(c, bits[w]), valid = c.valid_bits(w);
-      s->avail[w] = valid & ~word;
-      s->in_use += static_cast<std::uint32_t>(std::popcount(word & valid));
+    s.state.store(damaged, std::memory_order_release);
+    return false;
+  }
+  const std::uint64_t* bits = bitmap(s.pfn);
+  for (std::uint32_t w = 0; w < c.words(); ++w) {
+    const std::uint64_t word = object_bits(c, load_word(bits + w)), valid = c.valid_bits(w);
+    s.avail[w] = valid & ~word;
+    s.in_use += static_cast<std::uint32_t>(std::popcount(word & valid));
+  }
+  if (s.in_use == 0) became_empty(k, s);
+  if (s.in_use < c.objects) k.partial.insert(s);
+  s.state.store(loaded, std::memory_order_release);
+  return true;
+}
+
+bool small_allocator::load_some(unsigned a, unsigned cls, std::size_t limit) const {
+  for (std::size_t i = 0; i < limit; ++i) {
+    slab* s = pop_unloaded(cls);
+    if (s == nullptr) break;
+    if (load(*s, a) && s->in_use < size_classes[s->cls].objects) return true;
+  }
+  return false;
+}
+
+// Into arena 0, under its class lock; a slab another thread is loading is
+// waited for with no lock held.
+bool small_allocator::ensure_loaded_slow(const void* object) const {
+  slab* s = slab_of(object);
+  const unsigned cls = base_class(s->cls);
+  for (;;) {
+    {
+      klass& k = (*arenas_[0])[cls];
+      std::lock_guard lock(k.mutex);
+      bool mine = false;
+      {
+        unloaded_class& u = unloaded_[cls];
+        std::lock_guard unloaded_lock(u.mutex);
+        if (s->state.load(std::memory_order_relaxed) == unloaded) {
+          u.slabs.erase(u.slabs.iterator_to(*s));
+          s->state.store(loading, std::memory_order_relaxed);
+          mine = true;
+        }
+      }
+      if (mine) return load(*s, 0);
     }
-    if (s->in_use == 0) became_empty(k, *s);
-    if (s->in_use < c.objects) k.partial.insert(*s);
+    const std::uint8_t st = s->state.load(std::memory_order_acquire);
+    if (st == loaded || st == damaged) return st == loaded;
+    std::this_thread::yield();
   }
 }
 
+void small_allocator::load_all() const {
+  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+    klass& k = (*arenas_[0])[cls];
+    std::lock_guard lock(k.mutex);
+    while (slab* s = pop_unloaded(cls)) (void)load(*s, 0);
+  }
+}
+
+bool small_allocator::digest_stale(std::uint64_t pfn) const noexcept {
+  const slab* s = slab_at(pfn);
+  if (s == nullptr) return true;
+  const std::uint8_t st = s->state.load(std::memory_order_acquire);
+  return st == loaded || (st != damaged && !check_digests_);
+}
+
+// From the slab table (slabs loaded or not, whichever arena's), each slab's
+// class and place from its map word.
 std::array<class_stats, nr_size_classes> small_allocator::stats() const {
   std::array<class_stats, nr_size_classes> out{};
-  for (const auto& a : arenas_)
-    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-      const klass& k = (*a)[cls];
-      std::lock_guard lock(k.mutex);
-      out[cls].slabs += k.slabs.size();
+  for (std::uint64_t nr = 0; nr < model_.geo().nr_sections(); ++nr) {
+    if (leaves_[nr].load(std::memory_order_acquire) == nullptr) continue;
+    for (std::uint64_t global = nr * chunks_; global < (nr + 1) * chunks_; ++global) {
+      const std::uint64_t e = chunk_map_[global].load(std::memory_order_acquire);
+      if (e == 0 || head_chunk(e) != global) continue;
+      const auto cls = static_cast<unsigned>(e & 0xff);
+      const size_class& c = size_classes[cls];
+      class_stats& st = out[base_class(cls)];
+      ++st.slabs;
+      st.capacity += c.objects;
       // Bits are read racily (a concurrent durable allocation may or may not count).
-      for (const slab& s : k.slabs) {
-        const size_class& c = size_classes[s.cls];
-        out[cls].capacity += c.objects;
-        const std::uint64_t* bits = bitmap(s.pfn);
-        for (std::uint32_t w = 0; w < c.words(); ++w)
-          out[cls].allocated += std::popcount(object_bits(c, load_word(bits + w)));
-      }
+      const std::uint64_t* bits = bitmap(((e >> 8) - c.header) >> sparse::page_shift);
+      for (std::uint32_t w = 0; w < c.words(); ++w)
+        st.allocated += std::popcount(object_bits(c, load_word(bits + w)));
     }
+  }
   return out;
 }
 
 void small_allocator::check(std::vector<std::string>& problems,
                             std::span<const std::uint64_t> digests_pending) const {
+  load_all();  // (exact: every slab's volatile state against its bitmap)
   for (unsigned a = 0; a < arenas_.size(); ++a)
     for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
       const klass& k = (*arenas_[a])[cls];
@@ -503,7 +625,8 @@ void small_allocator::check(std::vector<std::string>& problems,
                              std::to_string(s.pfn << sparse::page_shift) +
                              " is not this arena's and class's in the slab table");
         empty += s.in_use == 0;
-        check_slab(s, problems, digests_pending);
+        if (s.state.load(std::memory_order_acquire) != damaged)  // (its problem: below)
+          check_slab(s, problems, digests_pending);
       }
       if (empty != k.empty.size() ||
           std::any_of(k.empty.begin(), k.empty.end(), [&](const slab& s) {
@@ -522,10 +645,18 @@ void small_allocator::check(std::vector<std::string>& problems,
       std::lock_guard lock(k.mutex);
       listed += k.slabs.size();
     }
+  for (unloaded_class& u : unloaded_) {
+    std::lock_guard lock(u.mutex);
+    listed += u.slabs.size();
+  }
   for_each_slab([&](const slab&) { ++tabled; });
   if (listed != tabled)
     problems.push_back("the slab table holds " + std::to_string(tabled) + " slabs, the arenas " +
                        std::to_string(listed));
+  // The damaged slabs loads found (open left them to their first use).
+  std::lock_guard lock(deferred_mutex_);
+  for (const auto& [why, pageblock] : deferred_)
+    problems.push_back(why + " (found when the slab was first used)");
 }
 
 void small_allocator::check_slab(const slab& s, std::vector<std::string>& problems,

@@ -22,6 +22,21 @@
 // Nothing here is node-based or allocated per slab: the leaves are lazily
 // populated anonymous memory made when a section becomes present.
 //
+// Open is lazy (O(present memmap), not O(objects)): rebuild() installs each
+// slab found (map words, descriptor slot) but reads nothing of its bitmap;
+// the slab waits, unloaded, on its class's unloaded list (on no arena's
+// lists) until its first use loads it: a take() whose arena has no partial
+// slab (up to 4 per call, or all of the class when no new slab can be made),
+// ensure_loaded() before a durable free of an object allocated in an earlier
+// session, check(), release_empty_slabs(). Loading reads the bitmap (its
+// words' check bits and, after a clean close, the digest recorded in the
+// head descriptor: no bit of an unloaded slab changes before its load, since
+// no object of it is handed out and every durable free loads it first) and
+// puts the slab on an arena's lists; a damaged slab goes on its arena's
+// `slabs` only (avail 0, in_use = objects: never handed out, frees of its
+// objects refused) and its problem is reported by check(). A repair loads
+// every slab at open, so damage is quarantined there as before.
+//
 // Objects handed to thread caches (and reservations) keep their bit clear,
 // so a crash simply forgets them. Each thread cache takes from one arena, so
 // threads rarely share a lock; an object goes back to the arena owning its
@@ -77,9 +92,25 @@ class small_allocator {
   small_allocator& operator=(const small_allocator&) = delete;
 
   // Problems are appended as page_allocator::rebuild does. Every slab found
-  // goes to arena 0.
+  // is installed unloaded; with `eager` each is loaded (into arena 0) at
+  // once and its bitmap's problems appended here instead of deferred to
+  // check(). `digests`: the heap was closed cleanly, so a format 5 slab's
+  // bitmap must match the digest its head descriptor recorded at close.
   void rebuild(const std::vector<allocated_extent>& found, std::vector<std::string>& problems,
-               std::vector<std::uint64_t>* bad = nullptr);
+               std::vector<std::uint64_t>* bad = nullptr, bool eager = true, bool digests = false);
+  // Loads the slab holding `object` (allocated in an earlier session) if it
+  // is not yet, before its bit is cleared; false when its bitmap is damaged
+  // (its objects cannot be freed). Lock-free when the slab is loaded.
+  [[nodiscard]] bool ensure_loaded(const void* object) const {
+    const std::uint8_t st = slab_of(object)->state.load(std::memory_order_acquire);
+    return st == loaded || (st != damaged && ensure_loaded_slow(object));
+  }
+  // Loads every slab still unloaded (O(objects)).
+  void load_all() const;
+  // Whether close should record the digest of the format 5 slab at pfn:
+  // not for a damaged slab (the next open finds it again), nor for one
+  // unloaded since a clean open (its bitmap is what the last close recorded).
+  [[nodiscard]] bool digest_stale(std::uint64_t pfn) const noexcept;
   // Makes the tables of the sections a hot-added span reaches.
   void add_span(std::uint64_t offset, std::uint64_t length);
 
@@ -172,6 +203,11 @@ class small_allocator {
   using all_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<all_tag>, safe>;
   static constexpr std::uint32_t inline_words = (1024 + slab_word_bits - 1) / slab_word_bits;
   static constexpr std::uint32_t wide_words = max_slab_words;
+  // A slab's volatile state: unloaded (on its class's unloaded list, through
+  // all_hook), loading (off every list, being read by the thread that took
+  // it off), loaded or damaged (on its arena's lists). Changed from unloaded
+  // under the unloaded list's mutex, from loading by the loading thread.
+  enum : std::uint8_t { unloaded, loading, loaded, damaged };
   struct slab : partial_hook, empty_hook, all_hook {
     slab(std::uint64_t head, unsigned klass, unsigned owner, std::uint64_t* bits)
         : pfn(head), avail(bits), arena(owner), cls(static_cast<std::uint8_t>(klass)) {}
@@ -181,6 +217,7 @@ class small_allocator {
     std::uint32_t low_word = 0;   // no avail bit below this word
     std::atomic<unsigned> arena;  // changed only with both arenas' class locks held
     std::uint8_t cls;
+    std::atomic<std::uint8_t> state = loaded;
     std::uint64_t inline_avail[inline_words] = {};
     friend bool operator<(const slab& a, const slab& b) { return a.pfn < b.pfn; }
   };
@@ -205,6 +242,12 @@ class small_allocator {
     boost::intrusive::list<slab, boost::intrusive::base_hook<empty_hook>> empty;
   };
   using arena = std::array<klass, nr_size_classes>;
+  // Per class, the slabs not loaded yet, in address order; the mutex is a
+  // leaf lock (nothing else is locked while it is held).
+  struct alignas(64) unloaded_class {
+    ::daxalloc::detail::spin_mutex mutex;
+    boost::intrusive::list<slab, boost::intrusive::base_hook<all_hook>> slabs;
+  };
 
   [[nodiscard]] leaf leaf_of(std::uint64_t pfn) const;  // made on first use
   [[nodiscard]] leaf leaf_at(std::byte* memory) const noexcept;
@@ -218,6 +261,16 @@ class small_allocator {
   [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
   [[nodiscard]] slab* adopt_empty_slab(unsigned arena, unsigned cls);
   std::size_t take_partial(klass& k, void** out, std::size_t n);
+  // Loading (volatile state only, hence const): pops the first unloaded
+  // slab of a class, marked loading; null when none.
+  slab* pop_unloaded(unsigned cls) const;
+  // Reads the bitmap of s (popped, loading) and puts it on arena a's lists,
+  // whose class lock the caller holds; false when it is damaged.
+  bool load(slab& s, unsigned a) const;
+  // Loads unloaded slabs of class cls into arena a (its class lock held)
+  // until one has a free object, at most `limit`: whether one had.
+  bool load_some(unsigned a, unsigned cls, std::size_t limit) const;
+  bool ensure_loaded_slow(const void* object) const;
   void release_slab(klass& k, slab* s);
   void returned(klass& k, slab& s, std::uint32_t count);
   bool mark(const object_location& at, bool set) const noexcept;
@@ -247,6 +300,12 @@ class small_allocator {
   std::uint64_t chunks_;                               // per section
   std::uint64_t leaf_bytes_;                           // of each section's mapping
   std::unique_ptr<std::atomic<std::byte*>[]> leaves_;  // by section number
+  mutable std::array<unloaded_class, nr_size_classes> unloaded_;
+  bool check_digests_ = false;  // rebuild's `digests`
+  // The problems of damaged slabs found by a load (check() reports them),
+  // with their pageblocks.
+  mutable std::mutex deferred_mutex_;
+  mutable std::vector<std::pair<std::string, std::uint64_t>> deferred_;
 };
 
 }  // namespace daxalloc::alloc

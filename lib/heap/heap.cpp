@@ -261,10 +261,13 @@ bool heap_impl::is_open(std::uint64_t id, unsigned slot) {
   return live_heaps.contains(id);
 }
 
-// The allocators' state from the memmap and the slab bitmaps. A problem makes
-// open fail, or under repair quarantines its pageblock (kept as it is, never
-// allocated from: the scan skips isolate pageblocks) and the scan runs again,
-// until nothing is left; every round quarantines at least one more.
+// The allocators' state from the memmap. A problem makes open fail, or
+// under repair quarantines its pageblock (kept as it is, never allocated
+// from: the scan skips isolate pageblocks) and the scan runs again, until
+// nothing is left; every round quarantines at least one more. The slabs'
+// bitmaps are read at their first use (small_allocator: open costs the
+// memmap's size, not the objects'), and their damage is reported by check()
+// and refused by a free; a repair reads them all here, to quarantine it.
 void heap_impl::rebuild(bool repair) {
   // The digests (slabs always, memmap pages after a clean close): checked
   // once, first.
@@ -275,7 +278,7 @@ void heap_impl::rebuild(bool repair) {
     if (check_digests) digest_problems(problems, bad);
     check_digests = false;
     const auto found = pages_.rebuild(problems, &bad);
-    small_.rebuild(found, problems, &bad);
+    small_.rebuild(found, problems, &bad, /*eager=*/repair, /*digests=*/!unclean_);
     if (problems.empty()) return;
     if (!repair || bad.size() != problems.size())
       throw error(
@@ -538,6 +541,22 @@ void heap_impl::refuse_if_read_only(const char* operation) const {
                                      ": the heap is open read-only");
 }
 
+// An object allocated in an earlier session may lie in a slab not loaded
+// yet: loaded before its bit is cleared (else the load would count the
+// object available once more). A damaged slab's objects are not freed.
+void heap_impl::load_slab_of(const void* object, const char* operation) const {
+  if (small_.ensure_loaded(object)) [[likely]]
+    return;
+  const auto slab = reinterpret_cast<std::uintptr_t>(small_.bit_of(object).word) & ~(page_size - 1);
+  throw error(errc::corrupt,
+              model_->media().path().string() + ": " + operation + ": the object at offset " +
+                  std::to_string(static_cast<const std::byte*>(object) - model_->base()) +
+                  " lies in the slab at " +
+                  sparse::hex(slab - reinterpret_cast<std::uintptr_t>(model_->base())) +
+                  ", whose bitmap is damaged (found at its first use; `daxalloc check` lists "
+                  "it, a repair quarantines it)");
+}
+
 void heap_impl::deallocate(void* object) {
   if (object == nullptr) return;
   refuse_if_read_only("deallocate");
@@ -545,6 +564,7 @@ void heap_impl::deallocate(void* object) {
     throw error(errc::invalid_argument, "deallocate: the root object cannot be freed");
   const persistence& p = model_->media().persist();
   if (const int cls = small_.class_of(object); cls >= 0) {
+    load_slab_of(object, "deallocate");  // (before its bit is cleared)
     if (!small_.mark_free(small_.bit_of(object)))
       throw error(errc::invalid_argument,
                   "deallocate: object at offset " +

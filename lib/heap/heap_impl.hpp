@@ -275,6 +275,9 @@ class heap_impl {
     const sparse::page_descriptor* head;          // its extent's head
   };
   [[nodiscard]] object_to_free check_free(void* p) const;
+  // Loads the slab of a small object before its bit is cleared;
+  // errc::corrupt when the slab's bitmap is damaged.
+  void load_slab_of(const void* object, const char* operation) const;
   [[nodiscard]] sparse::page_descriptor* extent_head(const void* p) const noexcept;
 
   std::unique_ptr<sparse::memory_model> model_;

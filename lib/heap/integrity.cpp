@@ -412,7 +412,9 @@ void heap_impl::for_each_slab_head(F&& f) const {
 }
 
 // Close, before the heap is marked closed cleanly: every format 5 slab's
-// head descriptor gets the digest of its bitmap, then every memmap page
+// head descriptor gets the digest of its bitmap (but a damaged slab's, kept
+// for the next open to find, and those of slabs never loaded since a clean
+// open: they hold it already), then every memmap page
 // descriptor the digest of what it covers (only those that changed are
 // written), one fence. A crash before the clean mark leaves an unclean heap,
 // whose digests the next open does not check. (Legacy slab digests are kept
@@ -427,7 +429,7 @@ void heap_impl::record_digests() noexcept {
     wrote = true;
   };
   for_each_slab_head([&](sparse::page_descriptor& d, std::uint64_t pfn) {
-    if (!alloc::is_legacy_class(d.sub()))
+    if (!alloc::is_legacy_class(d.sub()) && small_.digest_stale(pfn))
       put(d, sparse::with_slab_digest(d.load(), small_.bitmap_digest(pfn, d.sub())));
   });
   // Present pageblocks only: work in proportion to the present memory, as
@@ -443,23 +445,15 @@ void heap_impl::record_digests() noexcept {
 }
 
 // Open: every legacy slab's digest against its bitmap (reconcile_slabs),
-// and, for a cleanly closed heap, every format 5 slab's digest and every
-// memmap digest recorded at its close. A mismatch
+// and, for a cleanly closed heap, every memmap digest recorded at its close
+// (a format 5 slab's digest is compared when the slab is first loaded:
+// small_allocator::load). A mismatch
 // is damage (a zeroed or changed descriptor, a changed bitmap, a pageblock's
 // type), reported on the pageblock concerned.
 void heap_impl::digest_problems(std::vector<std::string>& problems,
                                 std::vector<std::uint64_t>& bad) {
   reconcile_slabs(problems, bad);
   if (unclean_) return;
-  for_each_slab_head([&](const sparse::page_descriptor& d, std::uint64_t pfn) {
-    if (alloc::is_legacy_class(d.sub()) ||
-        sparse::slab_digest(d.load()) == small_.bitmap_digest(pfn, d.sub()))
-      return;
-    problems.push_back("the bitmap of the slab at " + sparse::hex(pfn << sparse::page_shift) +
-                       " changed while the heap was closed (its digest recorded at close "
-                       "does not match)");
-    bad.push_back(pfn / alloc::pageblock_pages);
-  });
   for_each_memmap_block([&](std::uint64_t span, std::uint64_t block) {
     const std::uint64_t pages = model_->geo().memmap_bytes() / sizeof(sparse::page_descriptor);
     for (std::uint64_t k = 0; k < pages / alloc::pageblock_pages; ++k) {

@@ -249,6 +249,7 @@ void heap_impl::check_store_target(const void* where) const {
 heap_impl::object_to_free heap_impl::check_free(void* p) const {
   if (is_root(p)) throw error(errc::invalid_argument, "publish: the root object cannot be freed");
   if (const auto at = small_.locate(p)) {
+    load_slab_of(p, "publish");  // (before the batch clears its bit)
     if ((std::atomic_ref<std::uint64_t>(*at->word).load() & at->mask) == 0)
       throw error(errc::invalid_argument, "publish: defer_free of an object that is not allocated");
     return {at, nullptr};
