@@ -30,6 +30,7 @@ std::vector<std::pair<std::uint64_t, std::size_t>> make_heap(const std::filesyst
                                                              bool clean) {
   daxalloc::heap_options o;
   o.size = 64 * MiB;
+  o.max_size = 1024 * MiB;  // no hole before the memory: the copy below stays cheap
   std::vector<std::pair<std::uint64_t, std::size_t>> live;
   const std::filesystem::path open_path =
       clean ? path : std::filesystem::path(path.string() + ".open");
