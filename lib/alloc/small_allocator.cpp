@@ -587,7 +587,9 @@ bool small_allocator::digest_stale(std::uint64_t pfn) const noexcept {
 }
 
 // From the slab table (slabs loaded or not, whichever arena's), each slab's
-// class and place from its map word.
+// class and place from its map word alone: no lock is held, so unlike
+// for_each_slab it reads no slab descriptor, which a concurrent new_slab or
+// release_slab may be rewriting.
 std::array<class_stats, nr_size_classes> small_allocator::stats() const {
   std::array<class_stats, nr_size_classes> out{};
   for (std::uint64_t nr = 0; nr < model_.geo().nr_sections(); ++nr) {

@@ -89,8 +89,9 @@ initial_layout plan(const create_options& options, std::uint64_t size, std::uint
     std::uint64_t data =
         size ? size - std::min(size, geo.head_size())
              : align_down(device, subsection_size) - std::min(device, geo.data_start());
-    while (size && data && present(data) > size)
-      data -= std::min(data, align_up(present(data) - size, subsection_size));
+    // Less memory needs no more blocks: shrink it by the excess until it fits.
+    for (std::uint64_t need; size && data && (need = present(data)) > size;)
+      data -= std::min(data, align_up(need - size, subsection_size));
     if (data < subsection_size)
       throw error(errc::too_small, where + "a heap with " + std::to_string(sections) +
                                        " MiB sections and this address range needs at least " +
@@ -759,7 +760,10 @@ void memory_model::hot_remove(std::uint64_t start, std::uint64_t length) {
   for (std::uint64_t at = start; geo_.memmap_area && at < end; at += subsection_size)
     (void)region_.release(geo_.descriptor_page(at), page_size);
   for (std::uint64_t block : blocks)
-    if (!subsection_present(block)) (void)region_.release(block, geo_.memmap_bytes());
+    if (!subsection_present(block)) {  // the block, and the page of its own descriptors
+      (void)region_.release(block, geo_.memmap_bytes());
+      (void)region_.release(geo_.descriptor_page(block), page_size);
+    }
 }
 
 void memory_model::commit_intent(hotplug_op op, std::uint64_t start, std::uint64_t length) {
@@ -805,9 +809,9 @@ void memory_model::apply_intent(const hotplug_intent& in) {
 
 std::vector<std::uint64_t> memory_model::idle_blocks(std::uint64_t start, std::uint64_t end) const {
   std::vector<std::uint64_t> blocks = blocks_for(geo_, start, end), idle;
-  std::sort(blocks.begin(), blocks.end(), [&](std::uint64_t a, std::uint64_t b) {
-    return geo_.area_block_span(a) > geo_.area_block_span(b);
-  });
+  // blocks_for is ascending, and a block's place ascends with its span:
+  // reversed, the blocks of higher spans come first.
+  std::reverse(blocks.begin(), blocks.end());
   // A block stays while its span holds memory; a block of a higher span
   // that is idle counts as gone already.
   const auto holds_memory = [&](std::uint64_t span) {
@@ -834,12 +838,13 @@ void memory_model::update_records(std::uint64_t start, std::uint64_t end, bool a
   const std::uint64_t full_map_bits = geo_.subsections_per_section();
 
   std::vector<std::pair<std::uint64_t, std::uint64_t>> span_memmaps;  // span start -> memmap
-  if (adding)
+  if (adding && !geo_.memmap_area)
     for (std::uint64_t s = align_down(start, geo_.span_size()); s < end; s += geo_.span_size()) {
-      const std::uint64_t existing = geo_.memmap_area ? 0 : span_memmap(s);
+      const std::uint64_t existing = span_memmap(s);
       span_memmaps.emplace_back(s, existing ? existing : memmap_placement(s, start, end));
     }
   const auto memmap_for = [&](std::uint64_t offset) {
+    if (geo_.memmap_area) return geo_.area_block(offset);
     const std::uint64_t s = align_down(offset, geo_.span_size());
     for (auto& [span, memmap] : span_memmaps)
       if (span == s) return memmap;
