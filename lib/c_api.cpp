@@ -59,6 +59,8 @@ static_assert(DAXALLOC_E_IO_ERROR == static_cast<int>(errc::io_error));
 static_assert(DAXALLOC_E_UNSUPPORTED == static_cast<int>(errc::unsupported));
 static_assert(DAXALLOC_E_OLDER_FORMAT == static_cast<int>(errc::older_format));
 static_assert(DAXALLOC_E_READ_ONLY == static_cast<int>(errc::read_only));
+static_assert(DAXALLOC_E_MEDIA_ERROR == static_cast<int>(errc::media_error));
+static_assert(DAXALLOC_E_UNSAFE_SHUTDOWN == static_cast<int>(errc::unsafe_shutdown));
 
 static_assert(DAXALLOC_PERSIST_AUTOMATIC ==
               static_cast<int>(daxalloc::persistence_mode::automatic));

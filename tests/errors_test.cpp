@@ -15,7 +15,7 @@ using daxalloc::heap;
 namespace {
 
 constexpr std::uint64_t MiB = 1 << 20;
-constexpr int nr_errc = static_cast<int>(errc::read_only) + 1;
+constexpr int nr_errc = static_cast<int>(errc::unsafe_shutdown) + 1;
 
 daxalloc::heap_options sized(std::uint64_t size) {
   daxalloc::heap_options o;
@@ -73,6 +73,7 @@ TEST_CASE("errc maps to the std::errc of the same meaning") {
       {errc::io_error, std::errc::io_error},
       {errc::unsupported, std::errc::not_supported},
       {errc::read_only, std::errc::read_only_file_system},
+      {errc::media_error, std::errc::io_error},
   };
   for (const auto& entry : same) {
     const errc ours = entry.first;  // (not a structured binding: clang 14 cannot capture one)
@@ -87,7 +88,7 @@ TEST_CASE("errc maps to the std::errc of the same meaning") {
   CHECK(std::error_code(errc::out_of_space) == std::errc::no_space_on_device);
   // No POSIX error means "corrupt" or "made by another format version": those
   // stay in daxalloc's category.
-  for (errc ours : {errc::corrupt, errc::newer_format, errc::older_format}) {
+  for (errc ours : {errc::corrupt, errc::newer_format, errc::older_format, errc::unsafe_shutdown}) {
     CAPTURE(daxalloc::to_string(ours));
     const std::error_code ec = ours;
     CHECK(ec.default_error_condition().category() == daxalloc::error_category());

@@ -72,6 +72,8 @@ typedef enum daxalloc_errc DAXALLOC_ENUM_TYPE {
   DAXALLOC_E_UNSUPPORTED = 19,         /* not possible on this kind of region */
   DAXALLOC_E_OLDER_FORMAT = 20,        /* made by an older daxalloc this one cannot read */
   DAXALLOC_E_READ_ONLY = 21,           /* a call that writes, on a heap opened read-only */
+  DAXALLOC_E_MEDIA_ERROR = 22,         /* a load from the media faulted (poison, a bad block) */
+  DAXALLOC_E_UNSAFE_SHUTDOWN = 23,     /* the device lost power with the heap open */
   /* Not in daxalloc::errc: the library failed in a way it has no code for
    * (an exception other than daxalloc::error); the message names it. */
   DAXALLOC_E_UNEXPECTED = 1000

@@ -34,6 +34,8 @@ enum class errc {
   unsupported,           // not possible on this kind of region
   older_format,          // made by an older daxalloc whose format this one cannot read
   read_only,             // a call that writes, on a heap opened read-only
+  media_error,           // a load from the media faulted (poison, a bad block): SIGBUS caught
+  unsafe_shutdown,       // the device lost power with the heap open and its caches dirty
 };
 
 // The category of daxalloc's codes. Its default_error_condition maps each code

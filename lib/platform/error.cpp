@@ -57,6 +57,10 @@ constexpr std::array errc_table{
     errc_row{errc::older_format, "older_format", "made by an older format version", none},
     errc_row{errc::read_only, "read_only", "the heap is open read-only",
              posix(std::errc::read_only_file_system)},
+    errc_row{errc::media_error, "media_error", "media error: the load faulted",
+             posix(std::errc::io_error)},
+    errc_row{errc::unsafe_shutdown, "unsafe_shutdown",
+             "unsafe shutdown: the device lost power with the heap open", none},
 };
 static_assert(
     [] {
