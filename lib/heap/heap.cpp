@@ -157,6 +157,7 @@ std::unique_ptr<heap_impl> heap_impl::create(const std::filesystem::path& path,
   o.overwrite = options.overwrite;
   o.region.mode = options.mode;
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::create(path, o)));
+  h->media_ = media::current().read(h->model_->media());
   h->start(false);
   h->created_ = true;
   return h;
@@ -174,7 +175,11 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
     throw error(errc::read_only, r.path().string() + ": repair writes: it needs a read-write open");
   sparse::open_options o;
   o.section_size_bits = options.section_size_bits;
+  // Read first: open must not load from a known bad block.
+  media::device_state state = media::current().read(r);
+  o.known_bad = state.bad_blocks;
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::open(std::move(r), o)));
+  h->media_ = std::move(state);
   h->start(options.repair);
   return h;
 }
@@ -211,6 +216,7 @@ std::unique_ptr<heap_impl> heap_impl::open_or_create(const std::filesystem::path
   o.section_size_bits = create_options.section_size_bits;
   try {
     std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::create(std::move(r), o)));
+    h->media_ = media::current().read(h->model_->media());
     h->start(false);
     h->created_ = true;
     return h;

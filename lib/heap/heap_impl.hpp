@@ -12,6 +12,7 @@
 #include "alloc/page_allocator.hpp"
 #include "alloc/small_allocator.hpp"
 #include "daxalloc/heap.hpp"
+#include "platform/media.hpp"
 #include "sparse/memory_model.hpp"
 
 namespace daxalloc::detail {
@@ -302,6 +303,9 @@ class heap_impl {
   int stale_root_ = -1;  // the copy recover_slots found stale, until rewritten
   int stale_names_ = -1;
   std::vector<std::string> repairs_;
+  // What the media said at open (platform/media.hpp): its bad blocks and
+  // the unsafe-shutdown state of its DIMMs.
+  media::device_state media_;
   // The bitmap bits (word offset, mask) of the committed lanes this open
   // replays: changes a crash may have left half made (reconcile_slabs).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> lane_bits_;

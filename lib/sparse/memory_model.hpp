@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "daxalloc/region.hpp"
+#include "platform/media.hpp"
 #include "sparse/geometry.hpp"
 #include "sparse/layout.hpp"
 
@@ -50,6 +51,9 @@ struct create_options {
 struct open_options {
   unsigned section_size_bits = 0;  // 0 accepts the heap's; else must match
   region_options region;
+  // The media's known bad blocks (media::device_state::bad_blocks): ranges
+  // open must not load from.
+  std::vector<media::bad_range> known_bad;
 };
 
 struct model_stats {
