@@ -176,6 +176,30 @@ struct recovery_plan {
   [[nodiscard]] bool empty() const noexcept { return steps.empty(); }
 };
 
+// A bad block of the media (an uncorrectable error the device or the kernel
+// knows of: address range scrub, a failed load, the block device's
+// badblocks) inside the heap, as open found it (docs/media-errors.md).
+struct bad_block {
+  std::uint64_t offset = 0;  // bytes from the heap's start
+  std::uint64_t length = 0;  // bytes
+  // Where it lies: "memory", "the head" (superblocks, section map, lanes,
+  // slots), "the memmap area", or "not present memory".
+  std::string location;
+  // Its pageblocks are quarantined (migratetype isolate: kept, never
+  // allocated from again); memory only.
+  bool quarantined = false;
+  // Allocated objects (heap offsets of their first byte) that overlap it:
+  // their bytes there are lost. After a repair cleared the block they read
+  // as zeros; before, a load of them is a SIGBUS (heap::read_guarded).
+  std::vector<std::uint64_t> objects;
+  // A slab's bitmap lies in it: which of the slab's objects were allocated
+  // is unknown, and `objects` names the slab's first object only.
+  bool objects_unknown = false;
+  // Cleared by this open (heap_open_options::repair): the range reads as
+  // zeros and is no longer bad.
+  bool cleared = false;
+};
+
 // Threads: every member may be called from several threads at once on an
 // open heap, except close(), destruction and move assignment, which need the
 // heap quiet (no call in flight, no batch in use). Named-object calls take a
@@ -392,8 +416,13 @@ class DAXALLOC_API heap {
 
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] open_outcome outcome() const;
-  // What this open repaired (heap_open_options::repair), one line each.
+  // What this open repaired (heap_open_options::repair), one line each, and
+  // the pageblocks it quarantined for bad blocks.
   [[nodiscard]] const std::vector<std::string>& repairs() const;
+  // The media's bad blocks inside the heap when it was opened, in offset
+  // order; empty when there are none or the media cannot list them (a file
+  // on tmpfs).
+  [[nodiscard]] const std::vector<bad_block>& bad_blocks() const;
   [[nodiscard]] bool read_only() const;  // opened by open_read_only
   // What a read-write open would recover (read-only handles); empty otherwise.
   [[nodiscard]] const recovery_plan& pending_recovery() const;

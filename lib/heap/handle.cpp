@@ -235,6 +235,9 @@ open_outcome heap::outcome() const {
 const std::vector<std::string>& heap::repairs() const {
   return live().repairs();
 }
+const std::vector<bad_block>& heap::bad_blocks() const {
+  return live().bad_blocks();
+}
 bool heap::read_only() const {
   return live().read_only();
 }

@@ -281,7 +281,11 @@ void heap_impl::rebuild(bool repair) {
   for (;;) {
     std::vector<std::string> problems;
     std::vector<std::uint64_t> bad;  // the pageblock of each problem
-    if (check_digests) digest_problems(problems, bad);
+    if (check_digests) {
+      digest_problems(problems, bad);
+      // Bad blocks after the digests (a quarantine changes the type they cover).
+      handle_bad_blocks(repair);
+    }
     check_digests = false;
     const auto found = pages_.rebuild(problems, &bad);
     small_.rebuild(found, problems, &bad, /*eager=*/repair, /*digests=*/!unclean_);

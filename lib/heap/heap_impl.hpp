@@ -104,6 +104,7 @@ class heap_impl {
   // errc::read_only "<path>: <operation>: the heap is open read-only" on a read-only heap.
   void refuse_if_read_only(const char* operation) const;
   [[nodiscard]] const std::vector<std::string>& repairs() const noexcept { return repairs_; }
+  [[nodiscard]] const std::vector<bad_block>& bad_blocks() const noexcept { return bad_blocks_; }
   [[nodiscard]] std::mutex& names_mutex() const noexcept { return names_mutex_; }
   // The name table's offset from the name-table slot's copies (0: none);
   // errc::corrupt when they agree on none.
@@ -171,6 +172,10 @@ class heap_impl {
   explicit heap_impl(std::unique_ptr<sparse::memory_model> model);
   void start(bool repair);
   void rebuild(bool repair);
+  // media.cpp: each bad block of media_ placed and reported; a pageblock of
+  // memory holding one quarantined; with repair, cleared (the provider).
+  void handle_bad_blocks(bool repair);
+  [[nodiscard]] bad_block place_bad_block(const media::bad_range& range) const;
   void recover_root();
   void recover_slots();  // integrity.cpp: choose each slot's copy (no stores)
   void rewrite_stale_slots();
@@ -306,6 +311,7 @@ class heap_impl {
   // What the media said at open (platform/media.hpp): its bad blocks and
   // the unsafe-shutdown state of its DIMMs.
   media::device_state media_;
+  std::vector<bad_block> bad_blocks_;  // media_'s bad blocks in the heap (media.cpp)
   // The bitmap bits (word offset, mask) of the committed lanes this open
   // replays: changes a crash may have left half made (reconcile_slabs).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> lane_bits_;
