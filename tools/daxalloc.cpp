@@ -286,6 +286,41 @@ void write_recovery(json_writer& w, const recovery_plan& recovery) {
   w.end_array().end_object();
 }
 
+// The media's bad blocks in the heap (docs/media-errors.md), for check and repair.
+void write_bad_blocks(json_writer& w, const std::vector<bad_block>& blocks) {
+  w.key("bad_blocks").begin_array();
+  for (const bad_block& b : blocks) {
+    w.begin_object()
+        .field("offset", b.offset)
+        .field("length", b.length)
+        .field("location", b.location)
+        .field("quarantined", b.quarantined)
+        .field("cleared", b.cleared)
+        .field("objects_unknown", b.objects_unknown)
+        .key("objects")
+        .begin_array();
+    for (std::uint64_t o : b.objects) w.value(o);
+    w.end_array().end_object();
+  }
+  w.end_array();
+}
+
+std::string bad_block_text(const bad_block& b) {
+  std::string out = "bad block at " + hex(b.offset) + " (" + std::to_string(b.length) +
+                    " bytes) in " + b.location;
+  if (b.cleared)
+    out += ", cleared (reads as zeros)";
+  else if (b.quarantined)
+    out += ", its pageblock quarantined";
+  if (b.location == "memory") {
+    out += b.objects.empty() ? "; no object in it" : "; objects lost:";
+    for (std::size_t i = 0; i < b.objects.size() && i < 16; ++i) out += " " + hex(b.objects[i]);
+    if (b.objects.size() > 16) out += " ...";
+    if (b.objects_unknown) out += " (a slab bitmap is in it: its objects are unknown)";
+  }
+  return out;
+}
+
 // -- info --
 
 int run_info(const parsed_args& a, bool json) {
@@ -714,6 +749,7 @@ int run_check(const parsed_args& a, bool json) {
   std::vector<std::string> problems;
   bool opened = false, unclean = false;
   recovery_plan recovery;
+  std::vector<bad_block> bad;
   {
     progress p("checking " + path);
     try {
@@ -722,13 +758,17 @@ int run_check(const parsed_args& a, bool json) {
       unclean = h.stats().unclean_shutdown;
       recovery = h.pending_recovery();
       problems = h.check();
+      bad = h.bad_blocks();
     } catch (const error& e) {
-      // A heap that open refuses as corrupt is a finding of the check; any
-      // other failure (no such file, busy, newer format) is an error.
-      if (e.code_value() != errc::corrupt) throw;
+      // A heap that open refuses as corrupt (or meets a media error in) is
+      // a finding of the check; any other failure (no such file, busy,
+      // newer format) is an error.
+      if (e.code_value() != errc::corrupt && e.code_value() != errc::media_error) throw;
       problems.push_back(e.what());
     }
   }
+  // A bad block is a finding until a repair clears it.
+  for (const bad_block& b : bad) problems.push_back(bad_block_text(b));
   const bool sound = problems.empty();
   if (json) {
     json_writer w;
@@ -738,6 +778,7 @@ int run_check(const parsed_args& a, bool json) {
         .field("opened", opened)
         .field("unclean_shutdown", unclean);
     write_recovery(w, recovery);
+    write_bad_blocks(w, bad);
     w.key("problems").begin_array();
     for (const auto& p : problems) w.value(p);
     w.end_array().end_object();
@@ -782,7 +823,9 @@ int run_repair(const parsed_args& a, bool json) {
     w.begin_object().field("path", path).field("outcome", to_string(outcome)).key("repairs");
     w.begin_array();
     for (const auto& r : repairs) w.value(r);
-    w.end_array().field("consistent", sound).key("problems").begin_array();
+    w.end_array();
+    write_bad_blocks(w, h->bad_blocks());
+    w.field("consistent", sound).key("problems").begin_array();
     for (const auto& p : problems) w.value(p);
     w.end_array().end_object();
     print(w.str());

@@ -180,6 +180,7 @@ run 0 check "$heap"
 stdout_has "not closed cleanly"
 run 0 check "$heap" --json
 json_true 'd["consistent"] and d["unclean_shutdown"] and d["recovery"]["steps"] == []'
+json_true 'd["bad_blocks"] == []'  # a file on tmpfs: no bad-block list
 run 0 info "$heap" --json
 json_true 'd["unclean_shutdown"]'
 
@@ -194,6 +195,7 @@ stdout_has "$heap: clean"
 "$helper" abandon "$heap" || fail "heap_helper abandon failed"
 run 0 repair "$heap" --json
 json_true 'd["outcome"] == "recovered" and d["repairs"] == [] and d["consistent"]'
+json_true 'd["bad_blocks"] == []'
 damaged_heap=$prefix-damaged-memmap
 run 0 create "$damaged_heap" --size 32M
 "$helper" damage "$damaged_heap" >/dev/null || fail "heap_helper damage failed"
