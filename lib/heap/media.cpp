@@ -101,6 +101,7 @@ void heap_impl::handle_bad_blocks(bool repair) {
     if (range.offset >= model_->media().max_size()) continue;  // beyond the heap's range
     bad_block b = place_bad_block(range);
     if (b.location == "memory") {
+      b.quarantined = true;  // each of its pageblocks is isolate, or is made so now
       const std::uint64_t first = b.offset >> page_shift;
       const std::uint64_t last = (b.offset + b.length - 1) >> page_shift;
       for (std::uint64_t pb = first / alloc::pageblock_pages; pb <= last / alloc::pageblock_pages;
@@ -114,12 +115,12 @@ void heap_impl::handle_bad_blocks(bool repair) {
                                  objects_text(b);
         if (read_only()) {
           plan_.steps.push_back("quarantine " + line);
+          b.quarantined = false;
           continue;
         }
         model_->set_pageblock_migratetype(pfn, migratetype::isolate);
         repairs_.push_back("quarantined " + line);
       }
-      b.quarantined = !read_only();
     }
     if (repair && !read_only() && b.location == "memory") {
       try {

@@ -16,6 +16,8 @@
 
 programs=/opt/daxalloc
 probe=$programs/tests/vm/dax_probe
+media_probe=$programs/tests/vm/media_probe
+daxalloc=$programs/tools/daxalloc
 tour=$programs/examples/region_tour
 heap_tour=$programs/examples/heap_tour
 out=/tmp/vmstep-output
@@ -163,6 +165,40 @@ mount_dax() {
   }
 }
 
+# daxalloc check on a heap with a bad block: a finding (exit 1), listed in
+# the JSON with its pageblock quarantined by the open before.
+check_bad_block() {
+  "$daxalloc" check --json /mnt/dax/badblock >/tmp/check.json
+  rc=$?
+  cat /tmp/check.json
+  [ $rc -eq 1 ] || {
+    echo "ERROR: daxalloc check exited $rc, not 1 (a bad block is a finding)"
+    return 1
+  }
+  tr -d ' \n' </tmp/check.json | grep -q '"location":"memory","quarantined":true,"cleared":false' || {
+    echo "ERROR: the JSON does not list the bad block in memory, quarantined"
+    return 1
+  }
+}
+# The steps of the bad-block test (tests/vm/media_probe.cpp): a heap filled,
+# the page of one object marked bad through sysfs, the heap opened around
+# it, checked, repaired (the block cleared as PMDK clears it) and verified.
+bad_block_steps() {
+  run fsdax-badblock-fill "$media_probe" fill /mnt/dax/badblock || return
+  want="media_probe: PASS inject"
+  run fsdax-badblock-inject "$media_probe" inject /mnt/dax/badblock || return
+  cat /sys/block/pmem0/badblocks
+  want="media_probe: PASS open around the bad block"
+  run fsdax-badblock-open "$media_probe" open /mnt/dax/badblock || return
+  run fsdax-badblock-check sh "$self" --do check_bad_block || return
+  want="cleared the bad block at
+consistent"
+  run fsdax-badblock-repair "$daxalloc" repair /mnt/dax/badblock || return
+  want="media_probe: PASS verify after repair"
+  run fsdax-badblock-verify "$media_probe" verify /mnt/dax/badblock
+}
+bad_block_step_names="fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check fsdax-badblock-repair fsdax-badblock-verify"
+
 self=$0
 if [ "${1:-}" = --do ]; then
   shift
@@ -220,6 +256,8 @@ if [ $fsdax_ok -eq 1 ]; then
   run fsdax-region_tour "$tour" /mnt/dax/tour
   rm -f /mnt/dax/heap
   heap_tours fsdax /mnt/dax/heap
+  # Last: the bad sector stays on the device until the namespace goes.
+  bad_block_steps
   umount /mnt/dax
 else
   skip fsdax-probe "no DAX file system on /mnt/dax"
@@ -227,4 +265,5 @@ else
   skip fsdax-region_tour "no DAX file system on /mnt/dax"
   skip fsdax-heap_tour-create "no DAX file system on /mnt/dax"
   skip fsdax-heap_tour-reopen "no DAX file system on /mnt/dax"
+  for s in $bad_block_step_names; do skip "$s" "no DAX file system on /mnt/dax"; done
 fi

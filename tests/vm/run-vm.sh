@@ -24,6 +24,8 @@ set -euo pipefail
 # the fsdax mount; those in devdax_phase_tests also run in the devdax phase.
 guest_programs=(
   tests/vm/dax_probe
+  tests/vm/media_probe
+  tools/daxalloc
   tests/test_region
   tests/test_heap
   tests/test_sparse
@@ -105,6 +107,8 @@ expected_steps() {
   echo fsdax-namespace fsdax-mkfs fsdax-mount fsdax-probe
   for t in "${copied_tests[@]}"; do echo "fsdax-$t"; done
   echo fsdax-region_tour fsdax-heap_tour-create fsdax-heap_tour-reopen
+  echo fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check
+  echo fsdax-badblock-repair fsdax-badblock-verify
 }
 
 vm_find_host_tools

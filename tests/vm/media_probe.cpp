@@ -1,0 +1,199 @@
+// Bad blocks on a real kernel DAX device (issue 22; docs/media-errors.md),
+// run in the VM suite's guest on an fsdax file (tests/vm/guest-steps.sh).
+// The kernel lets a test mark sectors of a pmem block device bad through
+// /sys/block/pmemN/badblocks; a DAX fault on such a sector fails (SIGBUS),
+// libpmem2 lists it for the file that holds it (FIEMAP), and clearing it the
+// way PMDK does (punch the range, allocate it again) gives the file good,
+// zeroed blocks. Each subcommand prints "media_probe: ok: ..." per check and
+// ends with "media_probe: PASS <what>" (exit 0) or a FAIL line (exit 1).
+//
+//   media_probe fill PATH      a 64 MiB heap with objects, each filled with a
+//                              pattern; the victim's offset is kept beside it
+//   media_probe inject PATH    marks the victim's page bad (FIEMAP -> sysfs)
+//   media_probe open PATH      the heap opens around it: the block listed, its
+//                              pageblock quarantined, the victim reported lost;
+//                              new allocations avoid it; every other object intact
+//   media_probe verify PATH    after `daxalloc repair`: no bad block left, the
+//                              victim reads as zeros, every other object intact
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "daxalloc/error.hpp"
+#include "daxalloc/heap.hpp"
+
+namespace {
+
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+constexpr std::uint64_t pageblock = 2 * MiB;
+constexpr std::size_t small_size = 1000;
+constexpr int nr_small = 3000;
+
+int failures = 0;
+void expect(bool ok, const std::string& what) {
+  std::printf("media_probe: %s: %s\n", ok ? "ok" : "FAIL", what.c_str());
+  std::fflush(stdout);
+  if (!ok) ++failures;
+}
+
+// The objects, one offset a line, beside the heap (PATH.objects); the victim first.
+std::vector<std::uint64_t> read_objects(const std::string& path) {
+  std::ifstream in(path + ".objects");
+  std::vector<std::uint64_t> v;
+  for (std::uint64_t o; in >> o;) v.push_back(o);
+  return v;
+}
+
+unsigned char pattern(std::uint64_t offset) {
+  return static_cast<unsigned char>(offset >> 4 | 1);
+}
+
+bool intact(const daxalloc::heap& h, std::uint64_t offset) {
+  const auto* p = reinterpret_cast<const unsigned char*>(h.base() + offset);
+  return std::all_of(p, p + small_size, [&](unsigned char c) { return c == pattern(offset); });
+}
+
+int fill(const std::string& path) {
+  daxalloc::heap_options o;
+  o.size = 64 * MiB;
+  o.max_size = 1024 * MiB;
+  std::filesystem::remove(path);
+  auto h = daxalloc::heap::create(path, o);
+  std::vector<std::uint64_t> objects;
+  for (int i = 0; i < nr_small; ++i) {
+    void* p = h.allocate(small_size);
+    std::memset(p, pattern(h.offset_of(p)), small_size);
+    h.persist().persist(p, small_size);
+    objects.push_back(h.offset_of(p));
+  }
+  std::rotate(objects.begin(), objects.begin() + nr_small / 2, objects.end());  // victim first
+  std::ofstream out(path + ".objects");
+  for (std::uint64_t o : objects) out << o << "\n";
+  std::printf("media_probe: PASS fill: %d objects, victim at 0x%llx\n", nr_small,
+              static_cast<unsigned long long>(objects.front()));
+  return 0;
+}
+
+// The sector of the block device holding byte `offset` of the file, by FIEMAP.
+int inject(const std::string& path) {
+  const std::uint64_t victim = read_objects(path).front();
+  const std::uint64_t page = victim & ~std::uint64_t{4095};
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0)
+    return std::printf("media_probe: FAIL: open %s\n", path.c_str()), 1;
+  alignas(fiemap) char buf[sizeof(fiemap) + sizeof(fiemap_extent)]{};
+  auto* fm = reinterpret_cast<fiemap*>(buf);
+  fm->fm_start = page;
+  fm->fm_length = 4096;
+  fm->fm_extent_count = 1;
+  fm->fm_flags = FIEMAP_FLAG_SYNC;
+  if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0 || fm->fm_mapped_extents != 1)
+    return std::printf("media_probe: FAIL: FIEMAP of %s\n", path.c_str()), 1;
+  ::close(fd);
+  const fiemap_extent& e = fm->fm_extents[0];
+  const std::uint64_t sector = (e.fe_physical + (page - e.fe_logical)) / 512;
+  const std::string sysfs = "/sys/dev/block/" + std::to_string(major(st.st_dev)) + ":" +
+                            std::to_string(minor(st.st_dev)) + "/badblocks";
+  std::ofstream(sysfs) << sector << " 8\n";
+  std::printf("media_probe: PASS inject: the page at 0x%llx (sector %llu) marked bad in %s\n",
+              static_cast<unsigned long long>(page), static_cast<unsigned long long>(sector),
+              sysfs.c_str());
+  return 0;
+}
+
+int open_around(const std::string& path) {
+  const auto objects = read_objects(path);
+  const std::uint64_t victim = objects.front();
+  const std::uint64_t quarantined = victim & ~(pageblock - 1);
+  auto h = daxalloc::heap::open(path);
+  const auto& bad = h.bad_blocks();
+  expect(bad.size() == 1, "open lists one bad block (found " + std::to_string(bad.size()) + ")");
+  if (bad.size() != 1) return 1;
+  const daxalloc::bad_block& b = bad.front();
+  expect(b.offset == (victim & ~std::uint64_t{4095}) && b.length == 4096,
+         "the bad block is the victim's page");
+  expect(b.location == "memory" && b.quarantined, "in memory, its pageblock quarantined");
+  expect(
+      std::find(b.objects.begin(), b.objects.end(), victim) != b.objects.end() || b.objects_unknown,
+      "the victim is reported lost");
+  expect(!h.repairs().empty() && h.repairs().front().find("quarantined the pageblock") == 0,
+         "repairs() says so: " + (h.repairs().empty() ? std::string() : h.repairs().front()));
+  bool avoided = true;
+  for (int i = 0; i < 4000; ++i) {
+    const std::uint64_t o = h.offset_of(h.allocate(small_size));
+    avoided = avoided && (o < quarantined || o >= quarantined + pageblock);
+  }
+  expect(avoided, "4000 new allocations avoid the quarantined pageblock");
+  std::size_t whole = 0, outside = 0;
+  for (std::uint64_t o : objects)
+    if (o < quarantined || o >= quarantined + pageblock) {
+      ++outside;
+      whole += intact(h, o);
+    }
+  expect(whole == outside, std::to_string(whole) + " of " + std::to_string(outside) +
+                               " objects outside the pageblock intact");
+  const auto problems = h.check();
+  expect(problems.empty(), "check() finds the heap sound" +
+                               (problems.empty() ? std::string() : ": " + problems.front()));
+  if (failures == 0) std::printf("media_probe: PASS open around the bad block\n");
+  return failures == 0 ? 0 : 1;
+}
+
+int verify(const std::string& path) {
+  const auto objects = read_objects(path);
+  const std::uint64_t victim = objects.front();
+  auto h = daxalloc::heap::open(path);
+  expect(h.bad_blocks().empty(), "no bad block left after the repair");
+  // Its bytes in the cleared page read as zeros (lost, and readable again).
+  const std::uint64_t page = victim & ~std::uint64_t{4095};
+  const std::uint64_t end = std::min(victim + small_size, page + 4096);
+  const auto* p = reinterpret_cast<const unsigned char*>(h.base());
+  expect(std::all_of(p + victim, p + end, [](unsigned char c) { return c == 0; }),
+         "the victim's bytes in the cleared page read as zeros (lost, and readable again)");
+  const std::uint64_t quarantined = victim & ~(pageblock - 1);
+  std::size_t whole = 0, outside = 0;
+  for (std::uint64_t o : objects)
+    if (o < quarantined || o >= quarantined + pageblock) {
+      ++outside;
+      whole += intact(h, o);
+    }
+  expect(whole == outside, std::to_string(whole) + " of " + std::to_string(outside) +
+                               " objects outside the pageblock intact");
+  if (failures == 0) std::printf("media_probe: PASS verify after repair\n");
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: media_probe fill|inject|open|verify PATH\n");
+    return 2;
+  }
+  const std::string what = argv[1], path = argv[2];
+  try {
+    if (what == "fill") return fill(path);
+    if (what == "inject") return inject(path);
+    if (what == "open") return open_around(path);
+    if (what == "verify") return verify(path);
+  } catch (const daxalloc::error& e) {
+    std::printf("media_probe: FAIL: %s: %s\n", what.c_str(), e.what());
+    return 1;
+  }
+  std::fprintf(stderr, "media_probe: unknown subcommand %s\n", what.c_str());
+  return 2;
+}
