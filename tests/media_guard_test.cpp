@@ -8,14 +8,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
+#include "daxalloc/heap.hpp"
+#include "heap/access.hpp"
+#include "heap/heap_impl.hpp"
 #include "platform/media_guard.hpp"
 #include "test_util.hpp"
 
 using namespace daxalloc;
+using daxalloc::heap;
 
 #if defined(__SANITIZE_ADDRESS__)
 #define GUARD_TEST_ASAN 1
@@ -180,4 +186,171 @@ TEST_CASE("two threads guard at once") {
   b.join();
   CHECK(results[0] == 0);
   CHECK(results[1] == 0);
+}
+
+// ---- the heap ----
+
+namespace {
+
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+
+bool mentions(const std::vector<std::string>& lines, const std::string& text) {
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const std::string& l) { return l.find(text) != std::string::npos; });
+}
+
+std::string message_of(const std::function<void()>& f, errc& code) {
+  try {
+    f();
+  } catch (const daxalloc::error& e) {
+    code = e.code_value();
+    return e.what();
+  }
+  code = errc::ok;
+  return {};
+}
+
+// A media that lists the given bad blocks (the emulated NVDIMM cannot).
+class listing_provider : public media::provider {
+ public:
+  explicit listing_provider(std::vector<media::bad_range> bad) : bad_(std::move(bad)) {}
+  media::device_state read(const region&) override {
+    media::device_state s;
+    s.bad_blocks_supported = true;
+    s.bad_blocks = bad_;
+    return s;
+  }
+  void clear(const region&, const media::bad_range&) override {
+    throw daxalloc::error(errc::unsupported, "test provider");
+  }
+
+ private:
+  std::vector<media::bad_range> bad_;
+};
+
+// Restores libpmem2's provider when the test ends.
+struct provider_scope {
+  explicit provider_scope(media::provider* p) { media::set_provider_for_testing(p); }
+  ~provider_scope() { media::set_provider_for_testing(nullptr); }
+  provider_scope(const provider_scope&) = delete;
+  provider_scope& operator=(const provider_scope&) = delete;
+};
+
+heap_options small_heap() {
+  heap_options o;
+  o.size = 16 * MiB;
+  o.max_size = 1024 * MiB;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("the heap's memory beyond the file's end: read_guarded, free and check report it") {
+  test::temp_file file("guard-heap");
+  std::vector<std::uint64_t> objects;
+  {
+    auto h = heap::create(file.path(), small_heap());
+    std::error_code ec;
+    while (void* p = h.allocate(64, ec)) objects.push_back(h.offset_of(p));
+    REQUIRE(ec == errc::out_of_space);
+    std::sort(objects.begin(), objects.end());
+    REQUIRE(objects.back() >= 15 * MiB);
+    for (std::size_t i = 0; i < 100; ++i) h.deallocate(h.at(objects[i]));  // room below
+    objects.erase(objects.begin(), objects.begin() + 100);
+  }
+  auto h = heap::open(file.path());  // every slab unloaded
+  const int fd = ::open(file.path().c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, static_cast<off_t>(14 * MiB)) == 0);  // the last pageblock: gone
+  ::close(fd);
+  const std::uint64_t lost =
+      *std::lower_bound(objects.begin(), objects.end(), 14 * MiB + 64 * 1024);
+  const std::uint64_t kept = objects.front();
+
+  std::byte out[256];
+  errc code{};
+  std::string what = message_of([&] { h.read_guarded(out, h.at(lost), 64); }, code);
+  CHECK(code == errc::media_error);
+  CHECK(what.find("media error at offset " + sparse::hex(lost)) != std::string::npos);
+  std::error_code ec;
+  CHECK(h.read_guarded(out, h.at(lost - 128), 256, ec) == 0);  // (a page beyond: all of it)
+  CHECK(ec == errc::media_error);
+  const std::uint64_t edge = 14 * MiB - 100;
+  CHECK(h.read_guarded(out, h.at(edge), 200, ec) == 100);
+  CHECK(ec == errc::media_error);
+  CHECK(std::memcmp(out, h.at(edge), 100) == 0);
+  CHECK(h.read_guarded(out, h.at(kept), 64, ec) == 64);
+  CHECK_FALSE(ec);
+  CHECK_ERRC(h.read_guarded(out, h.base() + h.size() - 8, 64), errc::invalid_argument);
+  CHECK_ERRC(h.read_guarded(out, out, 8), errc::invalid_argument);
+
+  what = message_of([&] { h.deallocate(h.at(lost)); }, code);
+  CHECK(code == errc::media_error);
+  CHECK(what.find("does not read") != std::string::npos);
+
+  const auto problems = h.check();
+  CHECK(mentions(problems, "its bitmap does not read: media error at offset "));
+  for (int i = 0; i < 50; ++i) {
+    void* p = h.allocate(64);
+    CHECK(h.offset_of(p) < 14 * MiB);
+  }
+}
+
+TEST_CASE("listed bad blocks in the head and the memmap") {
+  test::temp_file file("guard-bad");
+  std::uint64_t lanes = 0, roots = 0, descriptors = 0;
+  const std::uint64_t pageblock = 8 * MiB;
+  {
+    auto h = heap::create(file.path(), small_heap());
+    const auto& geo = detail::internals(h).model().geo();
+    lanes = geo.lanes_offset();
+    roots = geo.roots_offset();
+    REQUIRE(geo.memmap_area != 0);
+    descriptors = geo.descriptor_page(pageblock);
+    (void)h.allocate(3 * MiB);  // an extent over the pageblock at 8 MiB
+  }
+  errc code{};
+  SUBCASE("superblock copy A: the open uses copy B") {
+    listing_provider bad({{0, 4096}});
+    provider_scope scope(&bad);
+    auto h = heap::open(file.path());
+    CHECK(mentions(h.check(), "superblock copy A: bad block at offset 0"));
+  }
+  SUBCASE("both superblock copies") {
+    listing_provider bad({{0, 8192}});
+    provider_scope scope(&bad);
+    CHECK_ERRC(heap::open(file.path()), errc::corrupt);
+  }
+  SUBCASE("a lane") {
+    listing_provider bad({{lanes + 3 * 4096 + 512, 512}});
+    provider_scope scope(&bad);
+    const std::string what = message_of([&] { (void)heap::open(file.path()); }, code);
+    CHECK(code == errc::corrupt);
+    CHECK(what.find("bad block at offset " + sparse::hex(lanes + 3 * 4096 + 512) +
+                    " in the redo lanes (lane 3)") != std::string::npos);
+  }
+  SUBCASE("the section map") {
+    listing_provider bad({{roots, 4096}});
+    provider_scope scope(&bad);
+    const std::string what = message_of([&] { (void)heap::open(file.path()); }, code);
+    CHECK(code == errc::corrupt);
+    CHECK(what.find("in the section map (root page 0)") != std::string::npos);
+  }
+  SUBCASE("a descriptor page: refused, or with repair the pageblock quarantined") {
+    listing_provider bad({{descriptors + 1024, 8}});
+    provider_scope scope(&bad);
+    const std::string what = message_of([&] { (void)heap::open(file.path()); }, code);
+    CHECK(code == errc::corrupt);
+    CHECK(what.find("bad block at offset " + sparse::hex(descriptors + 1024) +
+                    " (the descriptors of the pageblock at " + sparse::hex(pageblock) + ")") !=
+          std::string::npos);
+    heap_open_options repair;
+    repair.repair = true;
+    auto h = heap::open(file.path(), repair);
+    CHECK(mentions(h.repairs(), "quarantined the pageblock at " + sparse::hex(pageblock)));
+    CHECK(detail::internals(h).model().get_pageblock_migratetype(pageblock >> 12) ==
+          sparse::migratetype::isolate);
+    (void)h.check();  // (does not load the quarantined descriptors)
+    CHECK(h.allocate(64) != nullptr);
+  }
 }
