@@ -592,6 +592,19 @@ int daxalloc_persist(const daxalloc_heap_t* heap, const void* address, size_t le
   });
 }
 
+int daxalloc_read_guarded(const daxalloc_heap_t* heap, void* destination, const void* source,
+                          size_t length, size_t* copied) {
+  constexpr const char* fn = "daxalloc_read_guarded";
+  if (copied != nullptr) *copied = 0;
+  return guarded(fn, [&] {
+    require(heap != nullptr, fn, "heap is NULL");
+    std::error_code ec;
+    const std::size_t done = heap->heap.read_guarded(destination, source, length, ec);
+    if (copied != nullptr) *copied = done;
+    if (ec) throw error(static_cast<errc>(ec.value()), daxalloc::last_error_message());
+  });
+}
+
 int daxalloc_flush(const daxalloc_heap_t* heap, const void* address, size_t length) {
   constexpr const char* fn = "daxalloc_flush";
   return guarded(fn, [&] {

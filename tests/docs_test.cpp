@@ -168,6 +168,10 @@ TEST_CASE("the fence tables of README.md and docs/api.md state the measured coun
   const std::uint64_t construct_large =
       fences_of([&] { (void)h.construct<std::uint64_t>("many", 1024)(0u); });
   const std::uint64_t destroy = fences_of([&] { (void)h.destroy<point>("p"); });
+  const std::uint64_t read_guarded = fences_of([&] {
+    std::byte copy[64];
+    h.read_guarded(copy, root, sizeof copy);
+  });
   h.persist().drain();
   const std::uint64_t close = fences_of([&] { h.close(); });
   const std::uint64_t open = fences_of([&] { h = heap::open(f.path()); });
@@ -211,5 +215,6 @@ TEST_CASE("the fence tables of README.md and docs/api.md state the measured coun
                  {"[`destroy<T>`]", {destroy}},
                  {"[`hot_add`]", {hot_add}},
                  {"[`hot_remove`]", {hot_remove}},
+                 {"[`read_guarded`]", {read_guarded}},
              });
 }

@@ -279,6 +279,14 @@ DAXALLOC_API int daxalloc_drain(const daxalloc_heap_t* heap);
 DAXALLOC_API int daxalloc_memcpy_persist(const daxalloc_heap_t* heap, void* destination,
                                          const void* source, size_t length);
 
+/* heap::read_guarded: copies length bytes of the heap's memory at source
+ * to destination; a load that faults (poisoned media, a bad block) does not
+ * end the process but returns DAXALLOC_E_MEDIA_ERROR, the message naming
+ * the heap offset of the first unreadable byte. *copied (copied may be
+ * NULL): the bytes copied, all before that byte. */
+DAXALLOC_API int daxalloc_read_guarded(const daxalloc_heap_t* heap, void* destination,
+                                       const void* source, size_t length, size_t* copied);
+
 /* ---- growth, statistics, checking ---- */
 
 /* 2 MiB-aligned spans of byte offsets, all or nothing. */

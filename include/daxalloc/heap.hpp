@@ -440,6 +440,21 @@ class DAXALLOC_API heap {
   [[nodiscard]] const persistence& persist() const;
   [[nodiscard]] const region& media() const;
 
+  // Copies n bytes of the heap's memory at src to dst through a guard: a
+  // load from poisoned media (a machine check), a bad block of an fsdax
+  // file or a page beyond the file's end (SIGBUS) does not end the process
+  // but throws errc::media_error naming the heap offset of the first
+  // unreadable byte, after copying what precedes it. A bad block the
+  // media listed at open is not loaded at all, and reported the same way. errc::invalid_argument
+  // when [src, src+n) is not inside the mapping. A plain load of the application's own is not
+  // guarded: a media error there raises SIGBUS as it would without daxalloc (docs/media-errors.md).
+  // No fence; loads in cache-line order.
+  void read_guarded(void* dst, const void* src, std::size_t n) const;
+  // Returns the bytes copied: n, or on errc::media_error those before the
+  // first unreadable byte (0 on any other error).
+  std::size_t read_guarded(void* dst, const void* src, std::size_t n,
+                           std::error_code& ec) const noexcept;
+
   // Iteration and introspection (daxalloc/introspection.hpp): read-only, so
   // also on a read-only handle. fn(const X_info&) is called once per item in
   // address order, and returns void, or bool: false stops the iteration.

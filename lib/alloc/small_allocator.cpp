@@ -504,8 +504,14 @@ small_allocator::slab* small_allocator::pop_unloaded(unsigned cls) const {
 bool small_allocator::load(slab& s, unsigned a) const {
   klass& k = (*arenas_[a])[base_class(s.cls)];
   const size_class& c = size_classes[s.cls];
-  std::string why = bitmap_problem(s.pfn, s.cls);
-  if (!why.empty())
+  // Its header probed first: a bitmap that does not read makes the slab
+  // damaged (never allocated from; a free of its objects is refused).
+  const auto failure = model_.reader().probe(base_, s.pfn << sparse::page_shift, c.header);
+  std::string why = failure ? std::string() : bitmap_problem(s.pfn, s.cls);
+  if (failure)
+    why = "slab at " + sparse::hex(s.pfn << sparse::page_shift) +
+          ": its bitmap does not read: " + media::describe(*failure);
+  else if (!why.empty())
     why = "slab at " + std::to_string(s.pfn << sparse::page_shift) + ": " + why;
   else if (check_digests_ && !is_legacy_class(s.cls) &&
            sparse::slab_digest(model_.pfn_to_page(s.pfn)->load()) != bitmap_digest(s.pfn, s.cls))
@@ -569,6 +575,11 @@ bool small_allocator::ensure_loaded_slow(const void* object) const {
     if (st == loaded || st == damaged) return st == loaded;
     std::this_thread::yield();
   }
+}
+
+std::optional<media::read_failure> small_allocator::unreadable(const void* object) const {
+  const slab* s = slab_of(object);
+  return model_.reader().probe(base_, s->pfn << sparse::page_shift, size_classes[s->cls].header);
 }
 
 void small_allocator::load_all() const {

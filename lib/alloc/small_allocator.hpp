@@ -181,6 +181,9 @@ class small_allocator {
   // What is wrong with the bitmap of the slab of class cls at pfn, alone: a
   // word that fails its check bits (format 5), a bit beyond the objects.
   [[nodiscard]] std::string bitmap_problem(std::uint64_t pfn, unsigned cls) const;
+  // The header (bitmap) of the slab holding `object` probed: where it does
+  // not read (a load there ends the process), or nothing.
+  [[nodiscard]] std::optional<media::read_failure> unreadable(const void* object) const;
   // Tests: new slabs in the legacy encoding, as format 4 made them (how the
   // upgrade tests make images of older formats).
   static inline bool make_legacy_slabs = false;

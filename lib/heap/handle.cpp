@@ -272,6 +272,52 @@ std::uint64_t heap::offset_of(const void* p) const {
 void* heap::at(std::uint64_t offset) const {
   return base() + offset;
 }
+namespace {
+// What read_guarded copies: the bytes before the first unreadable one.
+std::size_t guarded_copy(const detail::heap_impl& h, void* dst, const void* src, std::size_t n) {
+  const sparse::memory_model& m = h.model();
+  const auto from = reinterpret_cast<std::uintptr_t>(src);
+  const auto base = reinterpret_cast<std::uintptr_t>(m.base());
+  const std::size_t size = m.media().size();
+  if (from < base || from - base > size || n > size - (from - base))
+    throw error(errc::invalid_argument, m.media().path().string() + ": read_guarded: [src, src+" +
+                                            std::to_string(n) +
+                                            ") is not inside the heap's mapping");
+  const std::uint64_t offset = from - base;
+  const auto failure = m.reader().copy(dst, m.base(), offset, n);
+  return failure ? static_cast<std::size_t>(failure->offset - offset) : n;
+}
+
+[[noreturn]] void throw_unreadable(const detail::heap_impl& h, const void* src, std::size_t done) {
+  const sparse::memory_model& m = h.model();
+  const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(src) - m.base());
+  // (Listed or faulted: the reader says which.)
+  const auto failure = m.reader().probe(m.base(), offset + done, 1);
+  throw error(errc::media_error,
+              m.media().path().string() + ": read_guarded: " +
+                  (failure ? media::describe(*failure)
+                           : "media error at offset " + sparse::hex(offset + done)) +
+                  " (" + std::to_string(done) + " bytes copied)");
+}
+}  // namespace
+
+void heap::read_guarded(void* dst, const void* src, std::size_t n) const {
+  const heap_impl& h = live();
+  if (const std::size_t done = guarded_copy(h, dst, src, n); done != n)
+    throw_unreadable(h, src, done);
+}
+
+std::size_t heap::read_guarded(void* dst, const void* src, std::size_t n,
+                               std::error_code& ec) const noexcept {
+  std::size_t done = 0;
+  into_error_code(ec, [&] {
+    const heap_impl& h = live();
+    done = guarded_copy(h, dst, src, n);
+    if (done != n) throw_unreadable(h, src, done);
+  });
+  return done;
+}
+
 std::size_t heap::usable_size(const void* p) const {
   return live().usable_size(p);
 }

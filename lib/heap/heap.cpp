@@ -281,18 +281,23 @@ void heap_impl::rebuild(bool repair) {
   for (;;) {
     std::vector<std::string> problems;
     std::vector<std::uint64_t> bad;  // the pageblock of each problem
-    if (check_digests) {
-      digest_problems(problems, bad);
-      // Bad blocks after the digests (a quarantine changes the type they cover).
-      handle_bad_blocks(repair);
+    // Descriptors that do not read: their pageblocks' problems, before any
+    // scan loads them (which would end the process).
+    const bool faulted = unreadable_descriptors(problems, &bad);
+    if (problems.empty()) {
+      if (check_digests) {
+        digest_problems(problems, bad);
+        // Bad blocks after the digests (a quarantine changes the type they cover).
+        handle_bad_blocks(repair);
+      }
+      check_digests = false;
+      const auto found = pages_.rebuild(problems, &bad);
+      small_.rebuild(found, problems, &bad, /*eager=*/repair, /*digests=*/!unclean_);
     }
-    check_digests = false;
-    const auto found = pages_.rebuild(problems, &bad);
-    small_.rebuild(found, problems, &bad, /*eager=*/repair, /*digests=*/!unclean_);
     if (problems.empty()) return;
     if (!repair || bad.size() != problems.size())
       throw error(
-          errc::corrupt,
+          faulted ? errc::media_error : errc::corrupt,
           model_->media().path().string() + ": " + problems.front() +
               (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)"
                                    : "") +
@@ -558,6 +563,13 @@ void heap_impl::load_slab_of(const void* object, const char* operation) const {
   if (small_.ensure_loaded(object)) [[likely]]
     return;
   const auto slab = reinterpret_cast<std::uintptr_t>(small_.bit_of(object).word) & ~(page_size - 1);
+  if (auto failure = small_.unreadable(object))
+    throw error(errc::media_error,
+                model_->media().path().string() + ": " + operation + ": the object at offset " +
+                    std::to_string(static_cast<const std::byte*>(object) - model_->base()) +
+                    " lies in the slab at " +
+                    sparse::hex(slab - reinterpret_cast<std::uintptr_t>(model_->base())) +
+                    ", whose bitmap does not read: " + media::describe(*failure));
   throw error(errc::corrupt,
               model_->media().path().string() + ": " + operation + ": the object at offset " +
                   std::to_string(static_cast<const std::byte*>(object) - model_->base()) +
@@ -959,10 +971,36 @@ heap_stats heap_impl::stats() const {
   return s;
 }
 
+bool heap_impl::unreadable_descriptors(std::vector<std::string>& problems,
+                                       std::vector<std::uint64_t>* bad) const {
+  bool faulted = false;
+  const auto& geo = model_->geo();
+  for (std::uint64_t nr = 0; nr < geo.nr_sections(); ++nr) {
+    if (!model_->section_present(nr)) continue;
+    const std::uint64_t start = nr << geo.section_size_bits;
+    for (std::uint64_t at = start; at < start + geo.section_size(); at += sparse::subsection_size) {
+      const std::uint64_t pfn = at >> sparse::page_shift;
+      if (!model_->subsection_present(at)) continue;
+      const migratetype type = model_->get_pageblock_migratetype(pfn);
+      if (type == migratetype::metadata || type == migratetype::isolate) continue;
+      if (auto failure = model_->probe_descriptors(pfn)) {
+        faulted |= !failure->listed;
+        problems.push_back(media::describe(*failure) + " (the descriptors of the pageblock at " +
+                           sparse::hex(at) + ")");
+        if (bad) bad->push_back(pfn / alloc::pageblock_pages);
+      }
+    }
+  }
+  return faulted;
+}
+
 std::vector<std::string> heap_impl::check() const {
   std::vector<std::string> problems = model_->check();
   if (!problems.empty())
     return problems;  // the allocator state cannot be trusted on a broken model
+  // Nor can it when descriptors do not read: the rest would load them.
+  (void)unreadable_descriptors(problems, nullptr);
+  if (!problems.empty()) return problems;
   const auto found = media_extents(problems);
   // Nothing the live allocator calls free may be allocated on the media.
   for (const auto& e : found)

@@ -203,6 +203,13 @@ class heap_impl {
   void record_digests() noexcept;
   [[nodiscard]] std::string objects_in_pageblock(std::uint64_t pageblock) const;
   void digest_problems(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad);
+  // The descriptor pages (4 KiB of memmap per 2 MiB) of the present
+  // pageblocks the allocators scan (not metadata, not quarantined), probed
+  // before a scan loads them: a problem (and its pageblock in `bad`) per
+  // pageblock whose descriptors do not read. Whether a load faulted (not
+  // only listed bad blocks).
+  bool unreadable_descriptors(std::vector<std::string>& problems,
+                              std::vector<std::uint64_t>* bad) const;
   void reconcile_slabs(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad);
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;

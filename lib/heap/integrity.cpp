@@ -307,7 +307,14 @@ void heap_impl::check_heap_metadata(std::vector<std::string>& problems) const {
     const std::string what = "the named-object index at " + sparse::hex(table) + " ";
     const std::uint64_t room = allocated(table);
     const auto* words = reinterpret_cast<const std::uint64_t*>(model_->base() + table);
-    if (room < 48 || words[0] == 0 || words[0] > (room - 16) / 32) {
+    const auto unreadable = [&](std::uint64_t offset, std::uint64_t length) {
+      const auto failure = model_->reader().probe(model_->base(), offset, length);
+      if (failure) problems.push_back(media::describe(*failure) + " (" + what + ")");
+      return failure.has_value();
+    };
+    if (room != 0 && unreadable(table, room)) {
+      // (reported)
+    } else if (room < 48 || words[0] == 0 || words[0] > (room - 16) / 32) {
       problems.push_back(what + "is not an allocated table of its capacity");
     } else {
       // An entry is written whole (object, count, type, then name) and
@@ -325,6 +332,7 @@ void heap_impl::check_heap_metadata(std::vector<std::string>& problems) const {
         objects_seen.push_back(entry[1]);
         const std::uint64_t name_room = allocated(entry[0]);
         const auto* text = reinterpret_cast<const char*>(model_->base() + entry[0]);
+        if (name_room != 0 && unreadable(entry[0], name_room)) continue;
         if (name_room == 0 || strnlen(text, name_room) == name_room)
           problems.push_back(which + "names a string that is not allocated and terminated");
         const std::uint64_t object_room = allocated(entry[1]);
@@ -481,6 +489,9 @@ namespace daxalloc::detail {
 std::string heap_impl::objects_in_pageblock(std::uint64_t pageblock) const {
   std::vector<std::uint64_t> offsets;
   const std::uint64_t first = pageblock * alloc::pageblock_pages;
+  if (!model_->pfn_valid(first)) return "no object recorded in it";
+  if (auto failure = model_->probe_descriptors(first))
+    return "its descriptors do not read (" + media::describe(*failure) + "): objects not listed";
   for (std::uint64_t pfn = first; pfn < first + alloc::pageblock_pages; ++pfn) {
     if (!model_->pfn_valid(pfn)) break;
     const std::uint64_t info = model_->pfn_to_page(pfn)->load();
@@ -491,6 +502,7 @@ std::string heap_impl::objects_in_pageblock(std::uint64_t pageblock) const {
     const auto& c = alloc::size_classes[d.sub()];
     const auto* bits =
         reinterpret_cast<const std::uint64_t*>(model_->base() + (pfn << sparse::page_shift));
+    if (model_->reader().probe(model_->base(), pfn << sparse::page_shift, c.header)) continue;
     for (std::uint32_t i = 0; i < c.objects; ++i)
       if (c.allocated(bits, i))
         offsets.push_back((pfn << sparse::page_shift) + c.header + std::uint64_t{i} * c.size);

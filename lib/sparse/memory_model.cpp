@@ -379,25 +379,40 @@ std::unique_ptr<memory_model> memory_model::open(const std::filesystem::path& pa
 
 bool memory_model::holds_heap(const region& r) noexcept {
   if (r.size() < 2 * sizeof(superblock)) return false;
-  const auto* copies = reinterpret_cast<const superblock*>(r.base());
-  return std::memcmp(copies[0].magic, superblock_magic, sizeof copies[0].magic) == 0 ||
-         std::memcmp(copies[1].magic, superblock_magic, sizeof copies[1].magic) == 0;
+  for (const std::uint64_t offset : superblock_offset) {
+    char magic[sizeof superblock_magic];
+    if (media::copy_mc(magic, r.base() + offset, sizeof magic) == 0 &&
+        std::memcmp(magic, superblock_magic, sizeof magic) == 0)
+      return true;
+  }
+  return false;
 }
 
 std::unique_ptr<memory_model> memory_model::open(region&& r, const open_options& options) {
   if (r.size() < 2 * sizeof(superblock))
     throw error(errc::corrupt, r.path().string() + ": too small to be a daxalloc heap");
   std::unique_ptr<memory_model> m(new memory_model(std::move(r)));
+  m->reader_ = media::guarded_reader(options.known_bad);
   m->load(options);
+  m->loading_ = false;
   return m;
 }
 
 void memory_model::load(const open_options& options) {
   const std::string where = region_.path().string() + ": ";
-  const auto* copies = reinterpret_cast<const superblock*>(base());  // stale after reserve()
+  // Both copies read through the guard: one that does not read is a
+  // damaged copy (the other one wins), and is left as it is.
+  superblock copies[2] = {};
   bool other_version[2] = {};
-  const std::string problem[2] = {superblock_problem(copies[0], other_version[0]),
-                                  superblock_problem(copies[1], other_version[1])};
+  std::string problem[2];
+  for (int c = 0; c < 2; ++c) {
+    if (auto failure = reader_.copy(&copies[c], base(), superblock_offset[c], sizeof(superblock))) {
+      problem[c] = "unreadable: " + media::describe(*failure);
+      unreadable_copy_ = c;
+    } else {
+      problem[c] = superblock_problem(copies[c], other_version[c]);
+    }
+  }
   // An older-format copy next to a valid copy of this format: `daxalloc
   // upgrade` was interrupted after its commit (copy A written); the stale
   // copy is rewritten below like any losing copy.
@@ -424,8 +439,11 @@ void memory_model::load(const open_options& options) {
       throw error(errc::corrupt, where +
                                      "not a daxalloc heap (no superblock; an interrupted "
                                      "create leaves this too: remove the file and create again)");
-    throw error(errc::corrupt, where + "both superblock copies are damaged: A: " + problem[0] +
-                                   "; B: " + problem[1]);
+    const bool faulted = problem[0].starts_with("unreadable: media error") ||
+                         problem[1].starts_with("unreadable: media error");
+    throw error(
+        faulted ? errc::media_error : errc::corrupt,
+        where + "both superblock copies are damaged: A: " + problem[0] + "; B: " + problem[1]);
   }
   super_ = copies[good];
   geo_ = geometry{super_.section_size_bits, super_.max_range, super_.memmap_area};
@@ -437,12 +455,13 @@ void memory_model::load(const open_options& options) {
   if (region_.size() < geo_.head_size())
     throw error(errc::corrupt, where + "truncated: smaller than its own head");
   region_.reserve(geo_.max_range);
-  copies = reinterpret_cast<const superblock*>(base());
   // The copy that lost (torn, stale or damaged) is rewritten from the winner.
   // A read-only open writes nothing: it notes what recovery would do.
   const bool read_only = region_.read_only();
   const int other = 1 - good;
-  if (!problem[other].empty() || std::memcmp(&copies[other], &super_, sizeof super_) != 0) {
+  if (other == unreadable_copy_) {
+    // (Clearing the bad block is the media's business: media::provider::clear.)
+  } else if (!problem[other].empty() || std::memcmp(&copies[other], &super_, sizeof super_) != 0) {
     if (read_only) {
       stale_copy_ = other;
       pending_.push_back(std::string("rewrite superblock copy ") + "AB"[other] + " from copy " +
@@ -453,6 +472,11 @@ void memory_model::load(const open_options& options) {
     }
   }
   init_volatile();
+  const auto refuse = [&](const unreadable& u) {
+    throw error(u.failure.listed ? errc::corrupt : errc::media_error,
+                where + media::describe(u.failure) + " in " + u.structure);
+  };
+  if (auto u = probe_head()) refuse(*u);
 
   const hotplug_intent pending = *intent();
   hotplug_intent sealed = pending;
@@ -507,6 +531,7 @@ void memory_model::load(const open_options& options) {
                            << geo_.section_size_bits);
     }
   }
+  if (auto u = probe_metadata_descriptors()) refuse(*u);
   if (auto problems = check(); !problems.empty())
     throw error(
         errc::corrupt,
@@ -581,6 +606,59 @@ std::string memory_model::intent_problem(const hotplug_intent& in) const {
     }
   }
   return {};
+}
+
+std::optional<memory_model::unreadable> memory_model::probe_head() const {
+  const auto at = [&](std::uint64_t offset, std::uint64_t length,
+                      const std::string& structure) -> std::optional<unreadable> {
+    if (auto failure = reader_.probe(base(), offset, length))
+      return unreadable{*failure, structure};
+    return std::nullopt;
+  };
+  if (auto u = at(intent_offset, directory_offset - intent_offset, "the hotplug intent page"))
+    return u;
+  if (auto u = at(directory_offset, geo_.nr_roots() * 8, "the section root directory")) return u;
+  for (std::uint64_t root = 0; root < geo_.nr_roots(); ++root)
+    if (directory_entry(root) == 1)
+      if (auto u = at(geo_.roots_offset() + root * root_page_size, root_page_size,
+                      "the section map (root page " + std::to_string(root) + ")"))
+        return u;
+  for (std::uint64_t lane = 0; lane < nr_lanes; ++lane)
+    if (auto u = at(geo_.lanes_offset() + lane * lane_size, lane_size,
+                    "the redo lanes (lane " + std::to_string(lane) + ")"))
+      return u;
+  return at(geo_.slots_offset(), root_page_size, "the slot page");
+}
+
+std::optional<media::read_failure> memory_model::probe_descriptors(std::uint64_t pfn) const {
+  const std::uint64_t first = align_down(pfn, pages_per_subsection);
+  const auto* page = reinterpret_cast<const std::byte*>(pfn_to_page(first));
+  const auto offset = static_cast<std::uint64_t>(page - base());
+  // (A memmap offset off the region is the section record's damage: check() says so.)
+  if (page < base() || offset > region_.size() || region_.size() - offset < page_size)
+    return std::nullopt;
+  return reader_.probe(base(), offset, pages_per_subsection * sizeof(page_descriptor));
+}
+
+std::optional<memory_model::unreadable> memory_model::probe_metadata_descriptors() const {
+  const auto metadata = [&](std::uint64_t at) -> std::optional<unreadable> {
+    if (!subsection_present(at) || !pfn_valid(at >> page_shift)) return std::nullopt;
+    if (auto failure = probe_descriptors(at >> page_shift))
+      return unreadable{*failure,
+                        "the memmap (the descriptors of the pageblock at " + hex(at) + ")"};
+    return std::nullopt;
+  };
+  for (std::uint64_t at = 0; at < geo_.head_size(); at += subsection_size)
+    if (auto u = metadata(at)) return u;
+  for (std::uint64_t at = geo_.memmap_area; at < geo_.data_start() && geo_.memmap_area;
+       at += subsection_size)
+    if (auto u = metadata(at)) return u;
+  if (!geo_.memmap_area)
+    for (std::uint64_t span = 0; span < geo_.max_range; span += geo_.span_size())
+      if (const std::uint64_t block = span_memmap(span))
+        for (std::uint64_t at = block; at < block + geo_.memmap_bytes(); at += subsection_size)
+          if (auto u = metadata(at)) return u;
+  return std::nullopt;
 }
 
 void memory_model::init_volatile() {
@@ -921,13 +999,26 @@ void memory_model::refresh_volatile(std::uint64_t start, std::uint64_t length) {
 std::vector<std::string> memory_model::check() const {
   std::vector<std::string> out;
   const auto fail = [&](std::string s) { out.push_back(std::move(s)); };
-  const auto* copies = reinterpret_cast<const superblock*>(base());
+  // What does not read is reported and not looked at further (a load of it
+  // would end the process).
+  superblock copies[2] = {};
   for (int c = 0; c < 2; ++c) {
     bool other_version = false;
-    if (auto why = superblock_problem(copies[c], other_version); !why.empty() && c != stale_copy_)
+    if (auto failure = reader_.copy(&copies[c], base(), superblock_offset[c], sizeof(superblock))) {
+      if (c != unreadable_copy_ || !loading_)
+        fail(std::string("superblock copy ") + "AB"[c] + ": " + media::describe(*failure) +
+             " (unreadable)");
+    } else if (auto why = superblock_problem(copies[c], other_version);
+               !why.empty() && c != stale_copy_)
       fail(std::string("superblock copy ") + "AB"[c] + ": " + why);
     else if (std::memcmp(&copies[c], &super_, sizeof super_) != 0 && c != stale_copy_)
       fail(std::string("superblock copy ") + "AB"[c] + " differs from the one in use");
+  }
+  auto u = probe_head();
+  if (!u) u = probe_metadata_descriptors();
+  if (u) {
+    fail(media::describe(u->failure) + " (" + u->structure + ")");
+    return out;
   }
   if (intent()->op != hotplug_none && !intent_pending_) fail("a hotplug intent is pending");
 

@@ -35,6 +35,7 @@
 
 #include "daxalloc/region.hpp"
 #include "platform/media.hpp"
+#include "platform/media_guard.hpp"
 #include "sparse/geometry.hpp"
 #include "sparse/layout.hpp"
 
@@ -102,6 +103,14 @@ class memory_model {
   [[nodiscard]] const region& media() const noexcept { return region_; }
   [[nodiscard]] const superblock& super() const noexcept { return super_; }
   [[nodiscard]] std::byte* base() const noexcept { return region_.base(); }
+  // Guarded loads from the region that skip its known bad blocks
+  // (open_options::known_bad): recovery and check read metadata through it.
+  [[nodiscard]] const media::guarded_reader& reader() const noexcept { return reader_; }
+  // The descriptors of the pageblock at pfn (its 4 KiB of the memmap)
+  // probed: how a media error or bad block there is found before a scan
+  // loads them. The pfn must be valid.
+  [[nodiscard]] std::optional<media::read_failure> probe_descriptors(std::uint64_t pfn) const;
+
   // On a read-only region, open writes nothing: what its recovery would have
   // written (a superblock copy, a hotplug intent redone or cleared) is listed
   // here instead, one line each, and is left out of check(). Empty read-write.
@@ -201,6 +210,18 @@ class memory_model {
   [[nodiscard]] std::uint64_t memmap_placement(std::uint64_t span_start, std::uint64_t start,
                                                std::uint64_t end) const;
   [[nodiscard]] hotplug_intent* intent() const noexcept;
+  // A structure of the head (or a descriptor page of a metadata pageblock)
+  // that does not read: where, and what it holds ("the redo lanes (lane 3)").
+  struct unreadable {
+    media::read_failure failure;
+    std::string structure;
+  };
+  // The head after the superblocks, in the order open reads it: the intent
+  // page, the root directory, the populated root pages, the lanes, the slot page.
+  [[nodiscard]] std::optional<unreadable> probe_head() const;
+  // The descriptor pages of the head's and the memmap's pageblocks (the
+  // volatile memmap must be built).
+  [[nodiscard]] std::optional<unreadable> probe_metadata_descriptors() const;
   [[nodiscard]] const persistence& persist() const noexcept { return region_.persist(); }
   void refuse_if_read_only(const char* operation) const;  // errc::read_only
 
@@ -212,6 +233,11 @@ class memory_model {
   // superblock copy they would rewrite (-1: none), an intent left in place.
   std::vector<std::string> pending_;
   int stale_copy_ = -1;
+  // A superblock copy that does not read (-1: none): left as it is (a store
+  // to poison does not clear it), reported by check() after open.
+  int unreadable_copy_ = -1;
+  bool loading_ = true;
+  media::guarded_reader reader_;
   bool intent_pending_ = false;
   // Volatile, rebuilt at open. mem_map_[nr] = address of pfn 0's descriptor
   // as if the section's memmap extended down to pfn 0 (0: no memmap).
