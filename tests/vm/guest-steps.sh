@@ -197,7 +197,15 @@ consistent"
   want="media_probe: PASS verify after repair"
   run fsdax-badblock-verify "$media_probe" verify /mnt/dax/badblock
 }
-bad_block_step_names="fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check fsdax-badblock-repair fsdax-badblock-verify"
+# Poison no scrub has listed yet, met by the loads of recovery and of a
+# slab's first use: media_error, and the process lives.
+poison_steps() {
+  want="media_probe: PASS poison met by recovery, process alive"
+  run fsdax-poison-recovery "$media_probe" poison-recovery /mnt/dax/poison-lanes
+  want="media_probe: PASS poison in a slab bitmap, process alive"
+  run fsdax-poison-slab "$media_probe" poison-slab /mnt/dax/poison-slab
+}
+bad_block_step_names="fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check fsdax-badblock-repair fsdax-badblock-verify fsdax-poison-recovery fsdax-poison-slab"
 
 self=$0
 if [ "${1:-}" = --do ]; then
@@ -258,6 +266,7 @@ if [ $fsdax_ok -eq 1 ]; then
   heap_tours fsdax /mnt/dax/heap
   # Last: the bad sector stays on the device until the namespace goes.
   bad_block_steps
+  poison_steps
   umount /mnt/dax
 else
   skip fsdax-probe "no DAX file system on /mnt/dax"

@@ -15,12 +15,25 @@
 //                              new allocations avoid it; every other object intact
 //   media_probe verify PATH    after `daxalloc repair`: no bad block left, the
 //                              victim reads as zeros, every other object intact
+//
+// Poison that no scrub has listed yet (a line that went bad since): the
+// kernel's list is hidden from open by a provider that lists nothing
+// (platform/media.hpp), so the loads meet the bad sector themselves.
+//   media_probe poison-recovery PATH   a heap left by a crash, its redo lanes'
+//                              page bad: open fails with media_error (the
+//                              process lives); with the list, corrupt naming
+//                              the lanes
+//   media_probe poison-slab PATH       a slab's bitmap page bad after a clean
+//                              close: the free of one of its objects and
+//                              read_guarded fail with media_error, check()
+//                              reports it, allocation goes on elsewhere
 #include <fcntl.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,8 +45,12 @@
 #include <string>
 #include <vector>
 
+#include "alloc/size_classes.hpp"
 #include "daxalloc/error.hpp"
 #include "daxalloc/heap.hpp"
+#include "platform/media.hpp"
+#include "sparse/geometry.hpp"
+#include "sparse/layout.hpp"
 
 namespace {
 
@@ -87,10 +104,9 @@ int fill(const std::string& path) {
   return 0;
 }
 
-// The sector of the block device holding byte `offset` of the file, by FIEMAP.
-int inject(const std::string& path) {
-  const std::uint64_t victim = read_objects(path).front();
-  const std::uint64_t page = victim & ~std::uint64_t{4095};
+// Marks the page at `page` of the file bad: its sector of the block device
+// (FIEMAP) into the device's badblocks file.
+int mark_bad(const std::string& path, std::uint64_t page) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   struct stat st {};
   if (fd < 0 || ::fstat(fd, &st) != 0)
@@ -113,6 +129,108 @@ int inject(const std::string& path) {
               static_cast<unsigned long long>(page), static_cast<unsigned long long>(sector),
               sysfs.c_str());
   return 0;
+}
+
+int inject(const std::string& path) {
+  return mark_bad(path, read_objects(path).front() & ~std::uint64_t{4095});
+}
+
+// Media whose bad blocks no scrub has found yet: the real state, unlisted.
+// (Made before it is installed: it wraps libpmem2's.)
+class unlisted final : public daxalloc::media::provider {
+ public:
+  daxalloc::media::device_state read(const daxalloc::region& r) override {
+    auto s = real_.read(r);
+    s.bad_blocks.clear();
+    return s;
+  }
+  void clear(const daxalloc::region& r, const daxalloc::media::bad_range& b) override {
+    real_.clear(r, b);
+  }
+
+ private:
+  daxalloc::media::provider& real_ = daxalloc::media::current();
+};
+
+// Runs f, expecting daxalloc::error `code` whose message holds `text`.
+template <class F>
+void expect_error(F&& f, daxalloc::errc code, const std::string& text, const std::string& what) {
+  try {
+    f();
+    expect(false, what + ": no error");
+  } catch (const daxalloc::error& e) {
+    const bool ok = e.code_value() == code && std::string(e.what()).find(text) != std::string::npos;
+    expect(ok, what + ": " + daxalloc::to_string(e.code_value()) + ": " + e.what());
+  }
+}
+
+daxalloc::sparse::geometry geometry_of(const std::string& path) {
+  daxalloc::sparse::superblock sb{};
+  std::ifstream(path, std::ios::binary).read(reinterpret_cast<char*>(&sb), sizeof sb);
+  return daxalloc::sparse::geometry{sb.section_size_bits, sb.max_range, sb.memmap_area};
+}
+
+int poison_recovery(const std::string& path) {
+  std::filesystem::remove(path);
+  if (const pid_t child = ::fork(); child == 0) {
+    daxalloc::heap_options o;
+    o.size = 64 * MiB;
+    o.max_size = 1024 * MiB;
+    auto h = daxalloc::heap::create(path, o);
+    for (int i = 0; i < 1000; ++i) (void)h.allocate(small_size);
+    std::_Exit(0);  // no close: the heap is left as a crash leaves it
+  } else {
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "a heap left open by a process that ended");
+  }
+  const std::uint64_t lanes = geometry_of(path).lanes_offset();
+  if (mark_bad(path, lanes) != 0) return 1;
+  unlisted hide;
+  daxalloc::media::set_provider_for_testing(&hide);
+  expect_error([&] { (void)daxalloc::heap::open(path); }, daxalloc::errc::media_error,
+               daxalloc::sparse::hex(lanes), "open meets the bad lanes page unlisted");
+  daxalloc::media::set_provider_for_testing(nullptr);
+  expect_error([&] { (void)daxalloc::heap::open(path); }, daxalloc::errc::corrupt,
+               "bad block at offset " + daxalloc::sparse::hex(lanes),
+               "open with the kernel's list refuses it as damage");
+  if (failures == 0) std::printf("media_probe: PASS poison met by recovery, process alive\n");
+  return failures == 0 ? 0 : 1;
+}
+
+int poison_slab(const std::string& path) {
+  fill(path);
+  const std::uint64_t victim = read_objects(path).front();
+  const auto& c = daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(small_size)];
+  const std::uint64_t slab = victim & ~((std::uint64_t{4096} << c.slab_order) - 1);
+  if (mark_bad(path, slab) != 0) return 1;
+  unlisted hide;
+  daxalloc::media::set_provider_for_testing(&hide);
+  {
+    auto h = daxalloc::heap::open(path);  // loads no slab bitmap
+    expect_error([&] { h.deallocate(h.base() + victim); }, daxalloc::errc::media_error,
+                 daxalloc::sparse::hex(slab), "a free of an object of the slab");
+    unsigned char first[64];
+    expect_error([&] { h.read_guarded(first, h.base() + slab + c.header, sizeof first); },
+                 daxalloc::errc::media_error, daxalloc::sparse::hex(slab + c.header),
+                 "read_guarded of the slab's first object");
+    const auto problems = h.check();
+    expect(std::any_of(
+               problems.begin(), problems.end(),
+               [](const std::string& p) { return p.find("media error") != std::string::npos; }),
+           "check() reports the media error" +
+               (problems.empty() ? std::string() : ": " + problems.front()));
+    bool elsewhere = true;
+    for (int i = 0; i < 2000; ++i) {
+      const std::uint64_t o = h.offset_of(h.allocate(small_size));
+      elsewhere = elsewhere && (o < slab || o >= slab + (std::uint64_t{4096} << c.slab_order));
+    }
+    expect(elsewhere, "2000 allocations, none from the slab");
+  }
+  daxalloc::media::set_provider_for_testing(nullptr);
+  if (failures == 0) std::printf("media_probe: PASS poison in a slab bitmap, process alive\n");
+  return failures == 0 ? 0 : 1;
 }
 
 int open_around(const std::string& path) {
@@ -181,7 +299,8 @@ int verify(const std::string& path) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: media_probe fill|inject|open|verify PATH\n");
+    std::fprintf(stderr,
+                 "usage: media_probe fill|inject|open|verify|poison-recovery|poison-slab PATH\n");
     return 2;
   }
   const std::string what = argv[1], path = argv[2];
@@ -190,6 +309,8 @@ int main(int argc, char** argv) {
     if (what == "inject") return inject(path);
     if (what == "open") return open_around(path);
     if (what == "verify") return verify(path);
+    if (what == "poison-recovery") return poison_recovery(path);
+    if (what == "poison-slab") return poison_slab(path);
   } catch (const daxalloc::error& e) {
     std::printf("media_probe: FAIL: %s: %s\n", what.c_str(), e.what());
     return 1;

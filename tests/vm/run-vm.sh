@@ -108,7 +108,7 @@ expected_steps() {
   for t in "${copied_tests[@]}"; do echo "fsdax-$t"; done
   echo fsdax-region_tour fsdax-heap_tour-create fsdax-heap_tour-reopen
   echo fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check
-  echo fsdax-badblock-repair fsdax-badblock-verify
+  echo fsdax-badblock-repair fsdax-badblock-verify fsdax-poison-recovery fsdax-poison-slab
 }
 
 vm_find_host_tools
