@@ -60,6 +60,11 @@ static_assert(DAXALLOC_E_UNSUPPORTED == static_cast<int>(errc::unsupported));
 static_assert(DAXALLOC_E_OLDER_FORMAT == static_cast<int>(errc::older_format));
 static_assert(DAXALLOC_E_READ_ONLY == static_cast<int>(errc::read_only));
 static_assert(DAXALLOC_E_MEDIA_ERROR == static_cast<int>(errc::media_error));
+static_assert(
+    DAXALLOC_BAD_BLOCK_IN_MEMORY == static_cast<int>(daxalloc::bad_block_location::memory) &&
+    DAXALLOC_BAD_BLOCK_IN_HEAD == static_cast<int>(daxalloc::bad_block_location::head) &&
+    DAXALLOC_BAD_BLOCK_IN_MEMMAP == static_cast<int>(daxalloc::bad_block_location::memmap) &&
+    DAXALLOC_BAD_BLOCK_NOT_PRESENT == static_cast<int>(daxalloc::bad_block_location::not_present));
 static_assert(DAXALLOC_E_UNSAFE_SHUTDOWN == static_cast<int>(errc::unsafe_shutdown));
 
 static_assert(DAXALLOC_PERSIST_AUTOMATIC ==
@@ -684,6 +689,30 @@ int daxalloc_stats(const daxalloc_heap_t* heap, daxalloc_stats_t* stats) {
     c.thread_streamed = s.this_thread.streamed;
     c.unclean_shutdown = s.unclean_shutdown ? 1 : 0;
     *stats = c;
+  });
+}
+
+int daxalloc_bad_blocks(const daxalloc_heap_t* heap, daxalloc_bad_block_t* blocks, size_t capacity,
+                        size_t* count) {
+  constexpr const char* fn = "daxalloc_bad_blocks";
+  return guarded(fn, [&] {
+    require(heap != nullptr && count != nullptr, fn, "heap or count is NULL");
+    require(blocks != nullptr || capacity == 0, fn, "blocks is NULL");
+    const auto& found = heap->heap.bad_blocks();
+    *count = found.size();
+    for (std::size_t i = 0; i < found.size() && i < capacity; ++i) {
+      const daxalloc::bad_block& b = found[i];
+      daxalloc_bad_block_t c{};
+      c.offset = b.offset;
+      c.length = b.length;
+      c.location = static_cast<daxalloc_bad_block_location_t>(b.location);
+      c.quarantined = b.quarantined ? 1 : 0;
+      c.cleared = b.cleared ? 1 : 0;
+      c.objects_unknown = b.objects_unknown ? 1 : 0;
+      c.lost_objects = b.objects.size();
+      c.first_lost = b.objects.empty() ? 0 : b.objects.front();
+      blocks[i] = c;
+    }
   });
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "daxalloc/daxalloc.h"
 #include "daxalloc/heap.hpp"
 #include "daxalloc/region.hpp"
 #include "platform/media.hpp"
@@ -90,7 +91,7 @@ TEST_CASE(
   const daxalloc::bad_block& b = h.bad_blocks().front();
   CHECK(b.offset == bad.offset);
   CHECK(b.length == bad.length);
-  CHECK(b.location == "memory");
+  CHECK(b.location == daxalloc::bad_block_location::memory);
   CHECK(b.quarantined);
   CHECK_FALSE(b.cleared);
   CHECK(std::find(b.objects.begin(), b.objects.end(), victim) != b.objects.end());
@@ -128,7 +129,7 @@ TEST_CASE("a bad block in free memory: quarantined, no object lost") {
   installed use(m);
   auto h = heap::open(f.path());
   REQUIRE(h.bad_blocks().size() == 1);
-  CHECK(h.bad_blocks().front().location == "memory");
+  CHECK(h.bad_blocks().front().location == daxalloc::bad_block_location::memory);
   CHECK(h.bad_blocks().front().objects.empty());
   CHECK(h.repairs().front().find("no object recorded in it") != std::string::npos);
   test::require_sound(h);
@@ -194,7 +195,7 @@ TEST_CASE("bad blocks outside the memory: the head, the memmap area, not present
   installed use(m);
   auto h = heap::open(f.path());
   REQUIRE(h.bad_blocks().size() == 1);
-  CHECK(h.bad_blocks().front().location == "not present memory");
+  CHECK(h.bad_blocks().front().location == daxalloc::bad_block_location::not_present);
   CHECK_FALSE(h.bad_blocks().front().quarantined);
   CHECK(h.repairs().empty());
 }
@@ -205,4 +206,27 @@ TEST_CASE("a file on tmpfs has no bad-block list: nothing reported") {
   auto h = heap::open(f.path());
   CHECK(h.bad_blocks().empty());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
+}
+
+TEST_CASE("the C API lists the bad blocks") {
+  test::temp_file f("badblock-c");
+  const filled objects = fill(f.path());
+  const std::uint64_t victim = objects.large[1];
+  test_media m({{victim, 4096}, {victim + 8 * MiB + 4096, 4096}});
+  installed use(m);
+  daxalloc_heap_t* h = nullptr;
+  REQUIRE(daxalloc_open(f.path().c_str(), nullptr, &h) == DAXALLOC_OK);
+  std::size_t count = 0;
+  CHECK(daxalloc_bad_blocks(h, nullptr, 0, &count) == DAXALLOC_OK);
+  CHECK(count == 2);
+  daxalloc_bad_block_t first{};
+  CHECK(daxalloc_bad_blocks(h, &first, 1, &count) == DAXALLOC_OK);
+  CHECK(count == 2);
+  CHECK(first.offset == victim);
+  CHECK(first.length == 4096);
+  CHECK(first.location == DAXALLOC_BAD_BLOCK_IN_MEMORY);
+  CHECK(first.quarantined == 1);
+  CHECK(first.lost_objects == 1);
+  CHECK(first.first_lost == victim);
+  daxalloc_close(h);
 }

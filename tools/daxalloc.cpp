@@ -293,7 +293,7 @@ void write_bad_blocks(json_writer& w, const std::vector<bad_block>& blocks) {
     w.begin_object()
         .field("offset", b.offset)
         .field("length", b.length)
-        .field("location", b.location)
+        .field("location", to_string(b.location))
         .field("quarantined", b.quarantined)
         .field("cleared", b.cleared)
         .field("objects_unknown", b.objects_unknown)
@@ -307,12 +307,16 @@ void write_bad_blocks(json_writer& w, const std::vector<bad_block>& blocks) {
 
 std::string bad_block_text(const bad_block& b) {
   std::string out = "bad block at " + hex(b.offset) + " (" + std::to_string(b.length) +
-                    " bytes) in " + b.location;
+                    " bytes) in " +
+                    (b.location == bad_block_location::memory   ? "memory"
+                     : b.location == bad_block_location::head   ? "the head"
+                     : b.location == bad_block_location::memmap ? "the memmap"
+                                                                : "memory that is not present");
   if (b.cleared)
     out += ", cleared (reads as zeros)";
   else if (b.quarantined)
     out += ", its pageblock quarantined";
-  if (b.location == "memory") {
+  if (b.location == bad_block_location::memory) {
     out += b.objects.empty() ? "; no object in it" : "; objects lost:";
     for (std::size_t i = 0; i < b.objects.size() && i < 16; ++i) out += " " + hex(b.objects[i]);
     if (b.objects.size() > 16) out += " ...";

@@ -303,6 +303,30 @@ DAXALLOC_API int daxalloc_alignment_waste(const daxalloc_heap_t* heap, uint64_t*
 DAXALLOC_API int daxalloc_check(const daxalloc_heap_t* heap, size_t* problems, char* message,
                                 size_t message_size);
 
+/* Where a bad block lies (daxalloc::bad_block_location). */
+typedef enum daxalloc_bad_block_location DAXALLOC_ENUM_TYPE {
+  DAXALLOC_BAD_BLOCK_IN_MEMORY = 0,
+  DAXALLOC_BAD_BLOCK_IN_HEAD = 1,
+  DAXALLOC_BAD_BLOCK_IN_MEMMAP = 2,
+  DAXALLOC_BAD_BLOCK_NOT_PRESENT = 3
+} daxalloc_bad_block_location_t;
+/* One of heap::bad_blocks() (docs/media-errors.md). */
+typedef struct daxalloc_bad_block {
+  uint64_t offset; /* bytes from the heap's start */
+  uint64_t length; /* bytes */
+  daxalloc_bad_block_location_t location;
+  int quarantined;      /* memory: its pageblocks are isolate */
+  int cleared;          /* cleared by this open (repair): reads as zeros */
+  int objects_unknown;  /* a slab bitmap in it: which objects were allocated is unknown */
+  size_t lost_objects;  /* allocated objects overlapping it */
+  uint64_t first_lost;  /* the offset of the first of them (0: none) */
+} daxalloc_bad_block_t;
+/* The media's bad blocks in the heap as open found them: *count is how many
+ * there are; the first min(*count, capacity) go to blocks (which may be NULL
+ * when capacity is 0). */
+DAXALLOC_API int daxalloc_bad_blocks(const daxalloc_heap_t* heap, daxalloc_bad_block_t* blocks,
+                                     size_t capacity, size_t* count);
+
 /* ---- iteration and introspection (read-only: also on a read-only heap) ---- */
 
 /* What an allocated object is (daxalloc::object_kind). */

@@ -176,15 +176,20 @@ struct recovery_plan {
   [[nodiscard]] bool empty() const noexcept { return steps.empty(); }
 };
 
+// Where a bad block lies: in memory (objects and free pages), the head
+// (superblocks, section map, redo lanes, slots), the memmap (the memmap area,
+// or a span's block inside the span), or memory that is not present.
+enum class bad_block_location { memory, head, memmap, not_present };
+// "memory", "head", "memmap", "not_present".
+[[nodiscard]] DAXALLOC_API const char* to_string(bad_block_location location) noexcept;
+
 // A bad block of the media (an uncorrectable error the device or the kernel
 // knows of: address range scrub, a failed load, the block device's
 // badblocks) inside the heap, as open found it (docs/media-errors.md).
 struct bad_block {
   std::uint64_t offset = 0;  // bytes from the heap's start
   std::uint64_t length = 0;  // bytes
-  // Where it lies: "memory", "the head" (superblocks, section map, lanes,
-  // slots), "the memmap area", or "not present memory".
-  std::string location;
+  bad_block_location location = bad_block_location::memory;
   // Its pageblocks are quarantined (migratetype isolate: kept, never
   // allocated from again); memory only.
   bool quarantined = false;

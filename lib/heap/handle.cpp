@@ -235,6 +235,19 @@ open_outcome heap::outcome() const {
 const std::vector<std::string>& heap::repairs() const {
   return live().repairs();
 }
+const char* to_string(bad_block_location location) noexcept {
+  switch (location) {
+    case bad_block_location::memory:
+      return "memory";
+    case bad_block_location::head:
+      return "head";
+    case bad_block_location::memmap:
+      return "memmap";
+    case bad_block_location::not_present:
+      return "not_present";
+  }
+  return "unknown";
+}
 const std::vector<bad_block>& heap::bad_blocks() const {
   return live().bad_blocks();
 }

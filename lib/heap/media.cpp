@@ -42,23 +42,24 @@ bad_block heap_impl::place_bad_block(const media::bad_range& range) const {
   b.length = range.length;
   const std::uint64_t end = range.offset + range.length;
   if (range.offset < geo.head_size()) {
-    b.location = "the head";
+    b.location = bad_block_location::head;
     return b;
   }
   if (geo.memmap_area != 0 && geo.in_area(range.offset)) {
-    b.location = "the memmap area";
+    b.location = bad_block_location::memmap;
     return b;
   }
   const std::uint64_t first = range.offset >> page_shift;
   if (!model_->pfn_valid(first)) {
-    b.location = "not present memory";
+    b.location = bad_block_location::not_present;
     return b;
   }
   if (model_->get_pageblock_migratetype(first) == migratetype::metadata) {
-    b.location = "the memmap";  // a span's block inside the span (heaps upgraded from format 5)
+    b.location = bad_block_location::memmap;  // a span's block inside the span (heaps upgraded from
+                                              // format 5)
     return b;
   }
-  b.location = "memory";
+  b.location = bad_block_location::memory;
   // The allocated objects overlapping it: every head from the start of the
   // memory on (a bad block is rare; an extent may begin sections before it).
   for (std::uint64_t pfn = geo.data_start() >> page_shift; pfn << page_shift < end;) {
@@ -100,7 +101,7 @@ void heap_impl::handle_bad_blocks(bool repair) {
   for (const media::bad_range& range : media_.bad_blocks) {
     if (range.offset >= model_->media().max_size()) continue;  // beyond the heap's range
     bad_block b = place_bad_block(range);
-    if (b.location == "memory") {
+    if (b.location == bad_block_location::memory) {
       b.quarantined = true;  // each of its pageblocks is isolate, or is made so now
       const std::uint64_t first = b.offset >> page_shift;
       const std::uint64_t last = (b.offset + b.length - 1) >> page_shift;
@@ -122,7 +123,7 @@ void heap_impl::handle_bad_blocks(bool repair) {
         repairs_.push_back("quarantined " + line);
       }
     }
-    if (repair && !read_only() && b.location == "memory") {
+    if (repair && !read_only() && b.location == bad_block_location::memory) {
       try {
         media::current().clear(model_->media(), range);
         b.cleared = true;

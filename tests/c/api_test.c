@@ -53,6 +53,13 @@ static void opening(const char* path) {
   daxalloc_open_outcome_t outcome = DAXALLOC_OPENED_CLEAN;
   EXPECT_OK(daxalloc_outcome(h, &outcome));
   EXPECT(outcome == DAXALLOC_OPENED_CREATED);
+  /* A file on tmpfs lists no bad blocks (tests/bad_blocks_test.cpp has some). */
+  size_t nr_bad = 7;
+  EXPECT_OK(daxalloc_bad_blocks(h, NULL, 0, &nr_bad));
+  EXPECT(nr_bad == 0);
+  daxalloc_bad_block_t bad[2];
+  EXPECT_OK(daxalloc_bad_blocks(h, bad, 2, &nr_bad));
+  EXPECT_CODE(daxalloc_bad_blocks(h, NULL, 2, &nr_bad), DAXALLOC_E_INVALID_ARGUMENT);
   int read_only = 1;
   EXPECT_OK(daxalloc_is_read_only(h, &read_only));
   EXPECT(read_only == 0);
