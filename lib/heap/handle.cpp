@@ -235,6 +235,13 @@ open_outcome heap::outcome() const {
 const std::vector<std::string>& heap::repairs() const {
   return live().repairs();
 }
+bool heap::unsafe_shutdown() const {
+  return live().unsafe_shutdown();
+}
+unsafe_shutdown_detection heap::shutdown_detection() const {
+  const media::device_state& m = live().media_state();
+  return {m.shutdown_count_supported, m.device_id, m.unsafe_shutdowns, m.note};
+}
 bool heap::read_only() const {
   return live().read_only();
 }

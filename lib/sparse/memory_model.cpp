@@ -438,6 +438,7 @@ void memory_model::load(const open_options& options) {
     throw error(errc::corrupt, where + "truncated: smaller than its own head");
   region_.reserve(geo_.max_range);
   copies = reinterpret_cast<const superblock*>(base());
+  if (options.before_writes) options.before_writes(super_, geo_, base());
   // The copy that lost (torn, stale or damaged) is rewritten from the winner.
   // A read-only open writes nothing: it notes what recovery would do.
   const bool read_only = region_.read_only();
