@@ -86,8 +86,8 @@ crashed_heap make_crashed(const std::filesystem::path& path) {
     r->object = h.offset_of(object);
     r->small = c.small = h.offset_of(small);
     h.persist().persist(r, sizeof *r);
-    c.record_at = daxalloc::detail::internals(h).model().geo().slots_offset() +
-                  sp::shutdown_record_in_page;
+    c.record_at =
+        daxalloc::detail::internals(h).model().geo().slots_offset() + sp::shutdown_record_in_page;
     std::filesystem::copy_file(live, path);
   }
   std::filesystem::remove(live);
@@ -145,6 +145,27 @@ void require_objects_intact(heap& h) {
   test::require_sound(h);
 }
 
+// The provider installed, and a heap a crash left on DIMMs `then_id` that
+// counted `then`; the DIMMs report `now_id` and `now` afterwards.
+struct crashed_on_dimms {
+  fake_dimms dimms;
+  installed guard{dimms};
+  test::temp_file f;
+  crashed_heap c;
+  crashed_on_dimms(const std::string& then_id, std::uint64_t then, const std::string& now_id,
+                   std::uint64_t now) {
+    dimms.dimms(then_id, then);
+    c = make_crashed(f.path());
+    dimms.dimms(now_id, now);
+  }
+  [[nodiscard]] const std::filesystem::path& path() const { return f.path(); }
+  // The record on the media is the DIMMs' state now.
+  [[nodiscard]] bool recorded_now() const {
+    return same(read_record(f.path(), c.record_at),
+                daxalloc::detail::shutdown_record_of(dimms.state));
+  }
+};
+
 daxalloc::heap_open_options accepting() {
   daxalloc::heap_open_options o;
   o.accept_unsafe_shutdown = true;
@@ -160,8 +181,8 @@ TEST_CASE("closed cleanly, count changed since: opens clean, and records the new
   std::uint64_t record_at = 0;
   {
     auto h = heap::create(f.path(), sized());
-    record_at = daxalloc::detail::internals(h).model().geo().slots_offset() +
-                sp::shutdown_record_in_page;
+    record_at =
+        daxalloc::detail::internals(h).model().geo().slots_offset() + sp::shutdown_record_in_page;
   }
   CHECK(same(read_record(f.path(), record_at), daxalloc::detail::shutdown_record_of(dimms.state)));
   dimms.dimms("dimm-0x1234", 4);
@@ -178,73 +199,59 @@ TEST_CASE("closed cleanly, count changed since: opens clean, and records the new
 }
 
 TEST_CASE("not closed cleanly, count unchanged: recovered, no refusal") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 7);
-  (void)make_crashed(f.path());
-  auto h = heap::open(f.path());
+  crashed_on_dimms x("dimm-a", 7, "dimm-a", 7);
+  auto h = heap::open(x.path());
   CHECK(h.outcome() == daxalloc::open_outcome::recovered);
   CHECK_FALSE(h.unsafe_shutdown());
   require_objects_intact(h);
 }
 
 TEST_CASE("not closed cleanly, count changed: refused untouched; accepted, checked and reported") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  const crashed_heap c = make_crashed(f.path());
-  dimms.dimms("dimm-a", 5);
-  const std::string before = contents(f.path());
+  crashed_on_dimms x("dimm-a", 3, "dimm-a", 5);
+  const std::string before = contents(x.path());
 
-  const std::string message = refusal([&] { return heap::open(f.path()); });
-  CHECK(contains(message, f.path().string() + ": unsafe shutdown"));
+  const std::string message = refusal([&] { return heap::open(x.path()); });
+  CHECK(contains(message, x.path().string() + ": unsafe shutdown"));
   CHECK(contains(message, "count was 3 at its last open, it is 5 now"));
   CHECK(contains(message, "may be lost"));
   CHECK(contains(message, "heap_open_options::accept_unsafe_shutdown"));
   CHECK(contains(message, "--accept-unsafe-shutdown"));
-  CHECK(contents(f.path()) == before);  // nothing written, not even a superblock copy
-  (void)refusal([&] { return heap::open_read_only(f.path()); });
-  CHECK(contents(f.path()) == before);
+  CHECK(contents(x.path()) == before);  // nothing written, not even a superblock copy
+  (void)refusal([&] { return heap::open_read_only(x.path()); });
+  CHECK(contents(x.path()) == before);
 
   {  // read-only, accepted: the check runs on the heap as it is; nothing written
-    auto h = heap::open_read_only(f.path(), accepting());
+    auto h = heap::open_read_only(x.path(), accepting());
     CHECK(h.unsafe_shutdown());
     CHECK(h.pending_recovery().unclean_shutdown);
   }
-  CHECK(contents(f.path()) == before);
+  CHECK(contents(x.path()) == before);
 
   {
-    auto h = heap::open(f.path(), accepting());
+    auto h = heap::open(x.path(), accepting());
     CHECK(h.unsafe_shutdown());
     CHECK(h.outcome() == daxalloc::open_outcome::recovered);
     CHECK(h.repairs().empty());
     require_objects_intact(h);
   }
   // The record holds the new count: the next open is an ordinary one.
-  CHECK(same(read_record(f.path(), c.record_at), daxalloc::detail::shutdown_record_of(dimms.state)));
-  auto h = heap::open(f.path());
+  CHECK(x.recorded_now());
+  auto h = heap::open(x.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
   CHECK_FALSE(h.unsafe_shutdown());
 }
 
 TEST_CASE("accepted, the check runs after recovery: damage it finds refuses the heap") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  const crashed_heap c = make_crashed(f.path());
-  dimms.dimms("dimm-a", 4);
+  crashed_on_dimms x("dimm-a", 3, "dimm-a", 4);
   // A store the write-pending queue lost, as open cannot see it (slab
   // bitmaps are read at their first use): the 48-byte object's bitmap word.
   const auto& cls = daxalloc::alloc::size_classes[daxalloc::alloc::size_class_of(48)];
   const std::uint64_t slab_bytes = std::uint64_t{4096} << cls.slab_order;
-  const std::uint64_t slab = c.small / slab_bytes * slab_bytes;
-  const auto i = static_cast<std::uint32_t>((c.small - slab - cls.header) / cls.size);
+  const std::uint64_t slab = x.c.small / slab_bytes * slab_bytes;
+  const auto i = static_cast<std::uint32_t>((x.c.small - slab - cls.header) / cls.size);
   const std::uint64_t word_at = slab + cls.word_of(i) * 8;
   {
-    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream io(x.path(), std::ios::in | std::ios::out | std::ios::binary);
     std::uint64_t w = 0;
     io.seekg(static_cast<std::streamoff>(word_at));
     io.read(reinterpret_cast<char*>(&w), 8);
@@ -254,15 +261,15 @@ TEST_CASE("accepted, the check runs after recovery: damage it finds refuses the 
     REQUIRE(io.good());
   }
   {  // without an unsafe shutdown the same damage opens (check() finds it)
-    dimms.dimms("dimm-a", 3);
+    x.dimms.dimms("dimm-a", 3);
     test::temp_file copy;
-    std::filesystem::copy_file(f.path(), copy.path());
+    std::filesystem::copy_file(x.path(), copy.path());
     auto h = heap::open(copy.path());
     CHECK_FALSE(h.check().empty());
-    dimms.dimms("dimm-a", 4);
+    x.dimms.dimms("dimm-a", 4);
   }
   try {
-    (void)heap::open(f.path(), accepting());
+    (void)heap::open(x.path(), accepting());
     FAIL("the damaged heap was opened");
   } catch (const daxalloc::error& e) {
     CHECK(e.code_value() == errc::corrupt);
@@ -270,10 +277,10 @@ TEST_CASE("accepted, the check runs after recovery: damage it finds refuses the 
     CHECK(contains(e.what(), "open with repair"));
   }
   // Still refused as an unsafe shutdown: the check never passed.
-  (void)refusal([&] { return heap::open(f.path()); });
+  (void)refusal([&] { return heap::open(x.path()); });
   auto o = accepting();
   o.repair = true;
-  auto h = heap::open(f.path(), o);
+  auto h = heap::open(x.path(), o);
   CHECK(h.unsafe_shutdown());
   CHECK(h.outcome() == daxalloc::open_outcome::repaired);
   CHECK_FALSE(h.repairs().empty());
@@ -281,64 +288,46 @@ TEST_CASE("accepted, the check runs after recovery: damage it finds refuses the 
 }
 
 TEST_CASE("not closed cleanly on other DIMMs: refused") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  (void)make_crashed(f.path());
-  dimms.dimms("dimm-b", 3);
-  const std::string message = refusal([&] { return heap::open(f.path()); });
+  crashed_on_dimms x("dimm-a", 3, "dimm-b", 3);
+  const std::string message = refusal([&] { return heap::open(x.path()); });
   CHECK(contains(message, "were replaced, or the heap was moved; now: dimm-b"));
-  auto h = heap::open(f.path(), accepting());
+  auto h = heap::open(x.path(), accepting());
   CHECK(h.unsafe_shutdown());
 }
 
 TEST_CASE("a device without DIMM counts: never refused, the record cleared, info says why") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  const crashed_heap c = make_crashed(f.path());
-  dimms.no_dimms();
+  crashed_on_dimms x("dimm-a", 3, "dimm-a", 3);
+  x.dimms.no_dimms();
   {
-    auto h = heap::open(f.path());
+    auto h = heap::open(x.path());
     CHECK(h.outcome() == daxalloc::open_outcome::recovered);
     CHECK_FALSE(h.unsafe_shutdown());
     const auto d = h.shutdown_detection();
     CHECK_FALSE(d.available);
     CHECK(d.note == "a test device without DIMMs");
   }
-  CHECK(same(read_record(f.path(), c.record_at), sp::shutdown_record{}));
+  CHECK(same(read_record(x.path(), x.c.record_at), sp::shutdown_record{}));
 }
 
 TEST_CASE("a heap made before the record (all zero), unclean, on DIMMs: opens, then records") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  const crashed_heap c = make_crashed(f.path());
-  write_record(f.path(), c.record_at, sp::shutdown_record{});
-  dimms.dimms("dimm-a", 9);
+  crashed_on_dimms x("dimm-a", 3, "dimm-a", 3);
+  write_record(x.path(), x.c.record_at, sp::shutdown_record{});
+  x.dimms.dimms("dimm-a", 9);
   {
-    auto h = heap::open(f.path());
+    auto h = heap::open(x.path());
     CHECK(h.outcome() == daxalloc::open_outcome::recovered);
     CHECK_FALSE(h.unsafe_shutdown());
     CHECK(h.repairs().empty());
   }
-  CHECK(same(read_record(f.path(), c.record_at), daxalloc::detail::shutdown_record_of(dimms.state)));
+  CHECK(x.recorded_now());
 }
 
 // A crash between writing the record and marking the heap open leaves the
 // heap unclean with this open's record: the next open recovers it.
 TEST_CASE("unclean with the record of the devices now (a crash after the record): recovered") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  const crashed_heap c = make_crashed(f.path());
-  dimms.dimms("dimm-a", 4);
-  write_record(f.path(), c.record_at, daxalloc::detail::shutdown_record_of(dimms.state));
-  auto h = heap::open(f.path());
+  crashed_on_dimms x("dimm-a", 3, "dimm-a", 4);
+  write_record(x.path(), x.c.record_at, daxalloc::detail::shutdown_record_of(x.dimms.state));
+  auto h = heap::open(x.path());
   CHECK(h.outcome() == daxalloc::open_outcome::recovered);
   CHECK_FALSE(h.unsafe_shutdown());
 }
@@ -346,54 +335,45 @@ TEST_CASE("unclean with the record of the devices now (a crash after the record)
 // A damaged record (a torn write, a flipped bit) cannot tell anything: it is
 // ignored, not a refusal, and rewritten, which repairs() reports.
 TEST_CASE("a damaged record is ignored and rewritten, with a line in repairs()") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  const crashed_heap c = make_crashed(f.path());
-  sp::shutdown_record torn = read_record(f.path(), c.record_at);
+  crashed_on_dimms x("dimm-a", 3, "dimm-a", 3);
+  sp::shutdown_record torn = read_record(x.path(), x.c.record_at);
   CHECK(torn.flags == sp::shutdown_recorded);
   torn.unsafe_shutdowns = 4;  // the first word of a new record, the rest old
-  write_record(f.path(), c.record_at, torn);
-  dimms.dimms("dimm-a", 4);
+  write_record(x.path(), x.c.record_at, torn);
+  x.dimms.dimms("dimm-a", 4);
   {
-    auto h = heap::open_read_only(f.path());
+    auto h = heap::open_read_only(x.path());
     const auto& steps = h.pending_recovery().steps;
     CHECK(std::any_of(steps.begin(), steps.end(), [](const std::string& s) {
       return contains(s, "rewrite the damaged unsafe-shutdown record");
     }));
   }
   {
-    auto h = heap::open(f.path());
+    auto h = heap::open(x.path());
     CHECK_FALSE(h.unsafe_shutdown());
     CHECK(h.outcome() == daxalloc::open_outcome::repaired);
     REQUIRE(h.repairs().size() == 1);
     CHECK(contains(h.repairs().front(), "rewrote the damaged unsafe-shutdown record"));
   }
-  CHECK(same(read_record(f.path(), c.record_at), daxalloc::detail::shutdown_record_of(dimms.state)));
-  auto h = heap::open(f.path());
+  CHECK(x.recorded_now());
+  auto h = heap::open(x.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
 }
 
 TEST_CASE("the C API: the refusal, the option and the report") {
-  fake_dimms dimms;
-  const installed guard(dimms);
-  test::temp_file f;
-  dimms.dimms("dimm-a", 3);
-  (void)make_crashed(f.path());
-  dimms.dimms("dimm-a", 4);
+  crashed_on_dimms x("dimm-a", 3, "dimm-a", 4);
   daxalloc_open_options_t o{};
   daxalloc_heap_t* h = nullptr;
-  CHECK(daxalloc_open(f.path().c_str(), &o, &h) == DAXALLOC_E_UNSAFE_SHUTDOWN);
+  CHECK(daxalloc_open(x.path().c_str(), &o, &h) == DAXALLOC_E_UNSAFE_SHUTDOWN);
   CHECK(h == nullptr);
   CHECK(contains(daxalloc_errormsg(), "accept_unsafe_shutdown"));
   o.accept_unsafe_shutdown = 1;
-  REQUIRE(daxalloc_open(f.path().c_str(), &o, &h) == DAXALLOC_OK);
+  REQUIRE(daxalloc_open(x.path().c_str(), &o, &h) == DAXALLOC_OK);
   int unsafe = 0;
   CHECK(daxalloc_unsafe_shutdown(h, &unsafe) == DAXALLOC_OK);
   CHECK(unsafe == 1);
   CHECK(daxalloc_close(h) == DAXALLOC_OK);
-  REQUIRE(daxalloc_open(f.path().c_str(), nullptr, &h) == DAXALLOC_OK);
+  REQUIRE(daxalloc_open(x.path().c_str(), nullptr, &h) == DAXALLOC_OK);
   CHECK(daxalloc_unsafe_shutdown(h, &unsafe) == DAXALLOC_OK);
   CHECK(unsafe == 0);
   CHECK(daxalloc_close(h) == DAXALLOC_OK);

@@ -180,13 +180,13 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
   o.known_bad = state.bad_blocks;
   shutdown_verdict verdict;
   o.before_writes = [&, path = r.path().string()](const sparse::superblock& sb,
-                                                   const sparse::geometry& geo,
-                                                   const std::byte* base) {
-    verdict = inspect_shutdown_record(
-        path, sb,
-        *reinterpret_cast<const sparse::shutdown_record*>(base + geo.slots_offset() +
-                                                          sparse::shutdown_record_in_page),
-        state, options.accept_unsafe_shutdown);
+                                                  const sparse::geometry& geo,
+                                                  const std::byte* base) {
+    verdict =
+        inspect_shutdown_record(path, sb,
+                                *reinterpret_cast<const sparse::shutdown_record*>(
+                                    base + geo.slots_offset() + sparse::shutdown_record_in_page),
+                                state, options.accept_unsafe_shutdown);
   };
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::open(std::move(r), o)));
   h->media_ = std::move(state);

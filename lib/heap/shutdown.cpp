@@ -49,8 +49,8 @@ sparse::shutdown_record shutdown_record_of(const media::device_state& state) {
 }
 
 sparse::shutdown_record* heap_impl::shutdown_record_on_media() const noexcept {
-  return reinterpret_cast<sparse::shutdown_record*>(
-      model_->base() + model_->geo().slots_offset() + sparse::shutdown_record_in_page);
+  return reinterpret_cast<sparse::shutdown_record*>(model_->base() + model_->geo().slots_offset() +
+                                                    sparse::shutdown_record_in_page);
 }
 
 // PMDK's rule: dirty (not closed cleanly) and the DIMMs' id or count changed.
@@ -98,13 +98,13 @@ void heap_impl::finish_shutdown_record() {
   if (shutdown_.unsafe) {
     const std::vector<std::string> problems = check();
     if (!problems.empty())
-      throw error(errc::corrupt,
-                  model_->media().path().string() +
-                      ": after the unsafe shutdown, the check found: " + problems.front() +
-                      (problems.size() > 1
-                           ? " (and " + std::to_string(problems.size() - 1) + " more)"
-                           : "") +
-                      (repair_ ? "" : "; open with repair to quarantine damaged pageblocks"));
+      throw error(
+          errc::corrupt,
+          model_->media().path().string() +
+              ": after the unsafe shutdown, the check found: " + problems.front() +
+              (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more)"
+                                   : "") +
+              (repair_ ? "" : "; open with repair to quarantine damaged pageblocks"));
   }
   const std::string damaged =
       "the damaged unsafe-shutdown record in the slot page (its checksum does not match; "
