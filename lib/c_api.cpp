@@ -140,6 +140,7 @@ daxalloc::heap_open_options open_options_of(const daxalloc_open_options_t* c,
   o.mode = mode_of(c->mode, function);
   o.repair = c->repair != 0;
   o.wait_for_lock = c->wait_for_lock != 0;
+  o.accept_unsafe_shutdown = c->accept_unsafe_shutdown != 0;
   return o;
 }
 
@@ -318,6 +319,14 @@ int daxalloc_is_read_only(const daxalloc_heap_t* heap, int* read_only) {
   return guarded(fn, [&] {
     require(heap != nullptr && read_only != nullptr, fn, "heap or read_only is NULL");
     *read_only = heap->heap.read_only() ? 1 : 0;
+  });
+}
+
+int daxalloc_unsafe_shutdown(const daxalloc_heap_t* heap, int* unsafe) {
+  constexpr const char* fn = "daxalloc_unsafe_shutdown";
+  return guarded(fn, [&] {
+    require(heap != nullptr && unsafe != nullptr, fn, "heap or unsafe is NULL");
+    *unsafe = heap->heap.unsafe_shutdown() ? 1 : 0;
   });
 }
 

@@ -150,6 +150,15 @@ constexpr std::pair<char, const char*> map_legend[] = {
 // ---- the commands ----
 
 const option_spec json_option{"json", "", "print JSON instead of text"};
+const option_spec accept_option{"accept-unsafe-shutdown", "",
+                                "open the heap after an unsafe shutdown, with a full check"};
+
+// The open options of a command that takes --accept-unsafe-shutdown.
+heap_open_options open_options(const parsed_args& a) {
+  heap_open_options o;
+  o.accept_unsafe_shutdown = a.flag("accept-unsafe-shutdown");
+  return o;
+}
 
 struct command {
   command_spec spec;
@@ -329,7 +338,7 @@ std::string bad_block_text(const bad_block& b) {
 
 int run_info(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
-  heap h = heap::open_read_only(path);
+  heap h = heap::open_read_only(path, open_options(a));
   const heap_stats s = h.stats();
   const recovery_plan recovery = h.pending_recovery();
   const heap_layout geo = h.layout();
@@ -354,6 +363,8 @@ int run_info(const parsed_args& a, bool json) {
   const std::string kind = to_string(h.media().kind());
   const std::string persistence = h.persist().name();
   const std::uint64_t mapped = h.size();
+  const unsafe_shutdown_detection detection = h.shutdown_detection();
+  const bool unsafe = h.unsafe_shutdown();
   h.close();
 
   if (json) {
@@ -365,7 +376,15 @@ int run_info(const parsed_args& a, bool json) {
         .field("create_time", geo.create_time)
         .field("generation", geo.generation)
         .field("shutdown", s.unclean_shutdown ? "unclean" : "clean")
-        .field("unclean_shutdown", s.unclean_shutdown);
+        .field("unclean_shutdown", s.unclean_shutdown)
+        .field("unsafe_shutdown", unsafe);
+    w.key("unsafe_shutdown_detection").begin_object().field("available", detection.available);
+    if (detection.available)
+      w.field("device_id", detection.device_id)
+          .field("unsafe_shutdowns", detection.unsafe_shutdowns);
+    else
+      w.field("note", detection.note);
+    w.end_object();
     write_recovery(w, recovery);
     w.key("region")
         .begin_object()
@@ -447,6 +466,11 @@ int run_info(const parsed_args& a, bool json) {
                              ? "unclean: the last user did not close it (the next read-write "
                                "open recovers it)"
                              : "clean");
+  if (unsafe) out += row("", "after an unsafe shutdown (accepted; the full check found nothing)");
+  out += row("unsafe shutdown", detection.available
+                                    ? "detection on (DIMMs " + detection.device_id + ", count " +
+                                          std::to_string(detection.unsafe_shutdowns) + ")"
+                                    : "detection not available (" + detection.note + ")");
   for (std::size_t i = 0; i < recovery.steps.size(); ++i)
     out += row(i ? "" : "recovery would", recovery.steps[i]);
   out += row("region",
@@ -546,7 +570,7 @@ int run_info(const parsed_args& a, bool json) {
 
 int run_stats(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
-  heap h = heap::open_read_only(path);
+  heap h = heap::open_read_only(path, open_options(a));
   const heap_stats s = h.stats();
   const auto sections = present_sections(h);
   const std::uint64_t max_small_size = h.layout().max_small_size;
@@ -677,7 +701,7 @@ int run_map(const parsed_args& a, bool json) {
     only = parse_uint(*text);
     if (!only) throw usage_error("invalid --section '" + *text + "' (a section number)");
   }
-  heap h = heap::open_read_only(path);
+  heap h = heap::open_read_only(path, open_options(a));
   const heap_layout geo = h.layout();
   auto sections = present_sections(h);
   h.close();
@@ -751,15 +775,16 @@ int run_map(const parsed_args& a, bool json) {
 int run_check(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
   std::vector<std::string> problems;
-  bool opened = false, unclean = false;
+  bool opened = false, unclean = false, unsafe = false;
   recovery_plan recovery;
   std::vector<bad_block> bad;
   {
     progress p("checking " + path);
     try {
-      heap h = heap::open_read_only(path);
+      heap h = heap::open_read_only(path, open_options(a));
       opened = true;
       unclean = h.stats().unclean_shutdown;
+      unsafe = h.unsafe_shutdown();
       recovery = h.pending_recovery();
       problems = h.check();
       bad = h.bad_blocks();
@@ -780,7 +805,8 @@ int run_check(const parsed_args& a, bool json) {
         .field("path", path)
         .field("consistent", sound)
         .field("opened", opened)
-        .field("unclean_shutdown", unclean);
+        .field("unclean_shutdown", unclean)
+        .field("unsafe_shutdown", unsafe);
     write_recovery(w, recovery);
     write_bad_blocks(w, bad);
     w.key("problems").begin_array();
@@ -793,6 +819,10 @@ int run_check(const parsed_args& a, bool json) {
   if (unclean)
     out += path + ": was not closed cleanly; the next read-write open recovers it" +
            (recovery.empty() ? "" : ":") + "\n";
+  if (unsafe)
+    out += path +
+           ": the DIMMs lost power while it was open (unsafe shutdown, accepted): data "
+           "made durable before it may be lost\n";
   for (const auto& step : recovery.steps) out += "  would " + step + "\n";
   if (sound) {
     out += path + ": consistent\n";
@@ -810,7 +840,7 @@ int run_check(const parsed_args& a, bool json) {
 
 int run_repair(const parsed_args& a, bool json) {
   const std::string path = a.positionals[0];
-  heap_open_options o;
+  heap_open_options o = open_options(a);
   o.repair = true;
   std::optional<heap> h;
   std::vector<std::string> problems;
@@ -858,7 +888,7 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
   if (by % pageblock_size)
     throw usage_error("--by " + human_bytes(by) +
                       " is not a multiple of 2 MiB (the subsection size)");
-  heap h = heap::open(path);
+  heap h = heap::open(path, open_options(a));
   const std::uint64_t end = present_end(present_sections(h));
   std::uint64_t start = end;
   if (grow) {
@@ -990,7 +1020,7 @@ const std::vector<command>& commands() {
        run_create},
       {{"info",
         {"PATH"},
-        "PATH [--json]",
+        "PATH [--accept-unsafe-shutdown] [--json]",
         "geometry, present memory, memmap placement, usage, shutdown state",
         "Show what a heap is made of: format version, UUID, whether the last user\n"
         "closed it cleanly (as found before this open), the geometry (section,\n"
@@ -1002,30 +1032,30 @@ const std::vector<command>& commands() {
         "The heap is opened read-only (a shared lock): nothing is written, and a heap\n"
         "left by a crash shows the recovery a read-write open would run. A heap open\n"
         "read-write in another process is refused (busy).\n",
-        {json_option}},
+        {accept_option, json_option}},
        run_info},
       {{"stats",
         {"PATH"},
-        "PATH [--json]",
+        "PATH [--accept-unsafe-shutdown] [--json]",
         "allocator statistics: size classes, extents, pageblocks, totals",
         "Show the allocators' view of a heap: per size class the slabs, allocated\n"
         "objects and capacity; the large objects (extents); pageblocks per\n"
         "migratetype that are free, partly or wholly used; and the totals.\n",
-        {json_option}},
+        {accept_option, json_option}},
        run_stats},
       {{"map",
         {"PATH"},
-        "PATH [--section N] [--json]",
+        "PATH [--section N] [--accept-unsafe-shutdown] [--json]",
         "one character per pageblock, one line per section",
         "Draw the heap as /proc/pagetypeinfo would: one character per 2 MiB\n"
         "pageblock by migratetype and use, one line per present section (128 MiB of\n"
         "address space per line), with a legend. With --json: the present sections,\n"
         "each with its pageblock types and allocated pages.\n",
-        {{"section", "N", "only section N"}, json_option}},
+        {{"section", "N", "only section N"}, accept_option, json_option}},
        run_map},
       {{"check",
         {"PATH"},
-        "PATH [--json]",
+        "PATH [--accept-unsafe-shutdown] [--json]",
         "verify every invariant of a heap; exit 1 if any fails",
         "Open the heap read-only (nothing is written; after a crash, the state\n"
         "before recovery, and the recovery it would run) and check every\n"
@@ -1033,11 +1063,11 @@ const std::vector<command>& commands() {
         "memmap placement, pageblock flags, extents and slabs, the root object.\n"
         "Prints each problem; exits 0 when there is none, 1 otherwise. A heap that\n"
         "cannot be opened because it is corrupt is reported as a problem.\n",
-        {json_option}},
+        {accept_option, json_option}},
        run_check},
       {{"repair",
         {"PATH"},
-        "PATH [--json]",
+        "PATH [--accept-unsafe-shutdown] [--json]",
         "quarantine damaged pageblocks so that a heap opens again",
         "Open the heap in repair mode. Recovery runs as on every open (redo lanes,\n"
         "hotplug intent, root, free lists: all rebuilt from the media). Each\n"
@@ -1049,27 +1079,31 @@ const std::vector<command>& commands() {
         "Damage elsewhere (superblocks, section map, root slot, redo lanes) is\n"
         "reported as an error, as check does, and nothing is quarantined. Exit 0\n"
         "when the heap is consistent afterwards, 1 otherwise.\n",
-        {json_option}},
+        {accept_option, json_option}},
        run_repair},
       {{"grow",
         {"PATH"},
-        "PATH --by SIZE [--json]",
+        "PATH --by SIZE [--accept-unsafe-shutdown] [--json]",
         "hot-add SIZE bytes after the highest present memory",
         "Hot-add the SIZE bytes that follow the highest present subsection (SIZE a\n"
         "multiple of 2 MiB). The first add into a new 1 GiB memmap span needs room\n"
         "for that span's memmap block as well. Nothing moves; a heap open in another\n"
         "process is refused (busy): grow it there with heap::hot_add().\n",
-        {{"by", "SIZE", "bytes to add, a multiple of 2 MiB (required)"}, json_option}},
+        {{"by", "SIZE", "bytes to add, a multiple of 2 MiB (required)"},
+         accept_option,
+         json_option}},
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, true); }},
       {{"shrink",
         {"PATH"},
-        "PATH --by SIZE [--json]",
+        "PATH --by SIZE [--accept-unsafe-shutdown] [--json]",
         "hot-remove the last SIZE bytes of present memory",
         "Hot-remove the last SIZE bytes of present memory (SIZE a multiple of 2 MiB).\n"
         "Refused when any of it holds an allocation, when it holds the memmap of\n"
         "memory that stays, or when the heap is open in another process (busy).\n"
         "The storage is given back to the file system where it allows.\n",
-        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB (required)"}, json_option}},
+        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB (required)"},
+         accept_option,
+         json_option}},
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, false); }},
       {{"upgrade",
         {"PATH"},
@@ -1130,6 +1164,10 @@ std::string hint_for(std::string_view command, errc code) {
                : "the heap is open in another process: close it there first";
   if (code == errc::already_exists && command == "create")
     return "remove the old heap first (daxalloc rm PATH), or open it";
+  if (code == errc::unsafe_shutdown)
+    return "see what the heap holds with `daxalloc check --accept-unsafe-shutdown PATH`; "
+           "then open it with --accept-unsafe-shutdown (heap_open_options::"
+           "accept_unsafe_shutdown), which checks the whole heap after recovery";
   if (code == errc::in_use && command == "shrink")
     return "free the allocations at the end of the heap first, or shrink by less";
   return {};

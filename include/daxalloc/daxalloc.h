@@ -118,6 +118,7 @@ typedef struct daxalloc_open_options {
   daxalloc_persistence_mode_t mode; /* 0: automatic */
   int repair;                       /* quarantine damaged pageblocks instead of refusing */
   int wait_for_lock;                /* wait while another handle has the heap */
+  int accept_unsafe_shutdown;       /* open after an unsafe shutdown, with a full check */
 } daxalloc_open_options_t;
 
 /* The main counters of daxalloc::heap_stats. */
@@ -171,6 +172,9 @@ DAXALLOC_API int daxalloc_open_or_create(const char* path,
 DAXALLOC_API int daxalloc_close(daxalloc_heap_t* heap);
 DAXALLOC_API int daxalloc_outcome(const daxalloc_heap_t* heap, daxalloc_open_outcome_t* outcome);
 DAXALLOC_API int daxalloc_is_read_only(const daxalloc_heap_t* heap, int* read_only);
+/* *unsafe is 1 when this open found an unsafe shutdown and went on
+ * (daxalloc_open_options_t.accept_unsafe_shutdown) after a full check. */
+DAXALLOC_API int daxalloc_unsafe_shutdown(const daxalloc_heap_t* heap, int* unsafe);
 
 /* ---- the mapping ---- */
 

@@ -76,6 +76,13 @@ struct heap_open_options {
   // Wait while another handle has the heap open (read-write, or read-only for
   // a read-write open), instead of failing with errc::busy.
   bool wait_for_lock = false;
+  // Open a heap after an unsafe shutdown instead of refusing it with
+  // errc::unsafe_shutdown: the heap was not closed cleanly and the DIMMs
+  // behind it report another unsafe-shutdown count (or identity) than at its
+  // last open, so stores made durable before the power loss may be lost.
+  // The open then runs the full check() after recovery and refuses the heap
+  // (errc::corrupt) if it finds anything; heap::unsafe_shutdown() says so.
+  bool accept_unsafe_shutdown = false;
 };
 
 // What opening a heap found: closed cleanly, recovered after an unclean
@@ -83,6 +90,18 @@ struct heap_open_options {
 // nothing: this handle created it (create, open_or_create).
 enum class open_outcome { clean, recovered, repaired, created };
 [[nodiscard]] DAXALLOC_API const char* to_string(open_outcome outcome) noexcept;
+
+// Whether the media behind a heap can tell an unsafe shutdown
+// (heap::shutdown_detection): DIMMs that report an identity and an
+// unsafe-shutdown count (libndctl's dirty-shutdown count, through libpmem2).
+// Files on tmpfs or a disk, legacy memmap= pmem and emulated NVDIMMs without
+// a count cannot: then `note` says why, and an open never refuses the heap.
+struct unsafe_shutdown_detection {
+  bool available = false;
+  std::string device_id;               // the DIMMs' unique ids, concatenated
+  std::uint64_t unsafe_shutdowns = 0;  // the sum of their counts, read at this open
+  std::string note;                    // why detection is not available
+};
 
 // When a publication becomes durable: when publish returns (immediate), or
 // at the next heap::sync() (deferred: group commit, daxalloc/batch.hpp).
@@ -428,6 +447,12 @@ class DAXALLOC_API heap {
   // order; empty when there are none or the media cannot list them (a file
   // on tmpfs).
   [[nodiscard]] const std::vector<bad_block>& bad_blocks() const;
+  // This open found an unsafe shutdown and went on
+  // (heap_open_options::accept_unsafe_shutdown): check() found nothing after
+  // recovery, but data written before the power loss may still be lost.
+  [[nodiscard]] bool unsafe_shutdown() const;
+  // What the DIMMs behind the heap said at this open (see the struct).
+  [[nodiscard]] unsafe_shutdown_detection shutdown_detection() const;
   [[nodiscard]] bool read_only() const;  // opened by open_read_only
   // What a read-write open would recover (read-only handles); empty otherwise.
   [[nodiscard]] const recovery_plan& pending_recovery() const;

@@ -251,6 +251,13 @@ const char* to_string(bad_block_location location) noexcept {
 const std::vector<bad_block>& heap::bad_blocks() const {
   return live().bad_blocks();
 }
+bool heap::unsafe_shutdown() const {
+  return live().unsafe_shutdown();
+}
+unsafe_shutdown_detection heap::shutdown_detection() const {
+  const media::device_state& m = live().media_state();
+  return {m.shutdown_count_supported, m.device_id, m.unsafe_shutdowns, m.note};
+}
 bool heap::read_only() const {
   return live().read_only();
 }

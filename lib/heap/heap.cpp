@@ -178,8 +178,19 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
   // Read first: open must not load from a known bad block.
   media::device_state state = media::current().read(r);
   o.known_bad = state.bad_blocks;
+  shutdown_verdict verdict;
+  o.before_writes = [&, path = r.path().string()](const sparse::superblock& sb,
+                                                  const sparse::geometry& geo,
+                                                  const std::byte* base) {
+    verdict =
+        inspect_shutdown_record(path, sb,
+                                *reinterpret_cast<const sparse::shutdown_record*>(
+                                    base + geo.slots_offset() + sparse::shutdown_record_in_page),
+                                state, options.accept_unsafe_shutdown);
+  };
   std::unique_ptr<heap_impl> h(new heap_impl(sparse::memory_model::open(std::move(r), o)));
   h->media_ = std::move(state);
+  h->shutdown_ = verdict;
   h->start(options.repair);
   return h;
 }
@@ -247,6 +258,7 @@ void heap_impl::start(bool repair) {
   recover_slots();
   recover_root();
   rebuild(repair);
+  finish_shutdown_record();
   if (!read_only()) {
     model_->set_shutdown_state(sparse::shutdown_open);
     opened_ = true;
@@ -1025,7 +1037,7 @@ std::vector<std::string> heap_impl::check() const {
     }
   }
   check_heap_metadata(problems);
-  if (model_->super().shutdown_state != sparse::shutdown_open && !read_only())
+  if (opened_ && model_->super().shutdown_state != sparse::shutdown_open)
     problems.push_back("an open heap is not marked open");
   return problems;
 }

@@ -22,6 +22,10 @@ std::vector<std::string> upgrade_region(region& r);
 
 namespace daxalloc::detail {
 
+// The unsafe-shutdown record for a device state (shutdown.cpp): the state's
+// count and id, or all zero when the device reports none.
+[[nodiscard]] sparse::shutdown_record shutdown_record_of(const media::device_state& state);
+
 // Free objects (bits clear) a thread keeps per size class, so that the fast
 // path takes no lock. Each class has a stack of them, [bottom, top) in use
 // and room up to limit, all in one array: a freed object goes on top and is
@@ -105,6 +109,10 @@ class heap_impl {
   void refuse_if_read_only(const char* operation) const;
   [[nodiscard]] const std::vector<std::string>& repairs() const noexcept { return repairs_; }
   [[nodiscard]] const std::vector<bad_block>& bad_blocks() const noexcept { return bad_blocks_; }
+  // This open found an unsafe shutdown and proceeded
+  // (heap_open_options::accept_unsafe_shutdown), after a full check.
+  [[nodiscard]] bool unsafe_shutdown() const noexcept { return shutdown_.unsafe; }
+  [[nodiscard]] const media::device_state& media_state() const noexcept { return media_; }
   [[nodiscard]] std::mutex& names_mutex() const noexcept { return names_mutex_; }
   // The name table's offset from the name-table slot's copies (0: none);
   // errc::corrupt when they agree on none.
@@ -292,6 +300,21 @@ class heap_impl {
   // errc::corrupt when the slab's bitmap is damaged.
   void load_slab_of(const void* object, const char* operation) const;
   [[nodiscard]] sparse::page_descriptor* extent_head(const void* p) const noexcept;
+  // The unsafe-shutdown record (shutdown.cpp). inspect_shutdown_record runs
+  // before the open writes anything (sparse::open_options::before_writes):
+  // it refuses an unsafe shutdown with errc::unsafe_shutdown unless
+  // accepted. finish_shutdown_record runs after recovery, before the heap is
+  // marked open: after an accepted unsafe shutdown the full check, then
+  // (read-write) the current device state into the record.
+  struct shutdown_verdict {
+    bool unsafe = false;          // an unsafe shutdown, accepted
+    bool damaged_record = false;  // the record failed its checksum: ignored
+  };
+  [[nodiscard]] static shutdown_verdict inspect_shutdown_record(
+      const std::string& path, const sparse::superblock& sb, const sparse::shutdown_record& record,
+      const media::device_state& now, bool accept);
+  void finish_shutdown_record();
+  [[nodiscard]] sparse::shutdown_record* shutdown_record_on_media() const noexcept;
 
   std::unique_ptr<sparse::memory_model> model_;
   alloc::page_allocator pages_;
@@ -319,6 +342,7 @@ class heap_impl {
   // the unsafe-shutdown state of its DIMMs.
   media::device_state media_;
   std::vector<bad_block> bad_blocks_;  // media_'s bad blocks in the heap (media.cpp)
+  shutdown_verdict shutdown_;  // what inspect_shutdown_record found at this open
   // The bitmap bits (word offset, mask) of the committed lanes this open
   // replays: changes a crash may have left half made (reconcile_slabs).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> lane_bits_;

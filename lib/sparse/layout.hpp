@@ -214,6 +214,32 @@ static_assert(sizeof(names_slot) == 16);
 
 enum shutdown_state : std::uint64_t { shutdown_clean = 0, shutdown_open = 1 };
 
+// The unsafe-shutdown record (heap layer; PMDK's shutdown_state), in the slot
+// page at shutdown_record_in_page: what the DIMMs behind the region said at
+// the last read-write open. All zero is "no record" (a heap made before it
+// existed, or on media without DIMM counts): nothing to compare. Otherwise
+// valid when `checksum` matches; anything else is damage, which open ignores
+// (no detection) and rewrites. Every read-write open writes the current
+// state before it marks the heap open: the four words, then one persist of
+// the cache line (the record is 32-byte aligned, in one line), so a crash
+// leaves the old record, the new one, or a torn one (ignored). Not part of
+// the format version: older daxallocs of format 6 never read these bytes.
+// Unsafe shutdown = the heap was not closed cleanly (superblock
+// shutdown_state) and the record is valid and id_checksum or
+// unsafe_shutdowns differs from what the DIMMs report now.
+inline constexpr std::uint64_t shutdown_record_in_page = 128;
+struct shutdown_record {
+  std::uint64_t unsafe_shutdowns;  // sum of the DIMMs' dirty-shutdown counts
+  std::uint64_t id_checksum;       // shutdown_id_checksum(the DIMMs' unique ids)
+  std::uint64_t flags;             // shutdown_recorded, or 0 (a zero record)
+  std::uint64_t checksum;          // Fletcher-64 of the first 24 bytes; 0 in a zero record
+};
+static_assert(sizeof(shutdown_record) == 32);
+static_assert(shutdown_record_in_page % 64 + sizeof(shutdown_record) <= 64,
+              "the record lies in one cache line");
+static_assert(shutdown_record_in_page >= names_slot_b_in_page + sizeof(names_slot));
+inline constexpr std::uint64_t shutdown_recorded = 1;
+
 // Redo-log lanes (heap layer). A batch is written to a lane (header,
 // entries, and the bytes of its reserved objects inline after the entries)
 // and flushed; the fence that follows is the commit: from then on the lane

@@ -455,6 +455,13 @@ void memory_model::load(const open_options& options) {
   if (region_.size() < geo_.head_size())
     throw error(errc::corrupt, where + "truncated: smaller than its own head");
   region_.reserve(geo_.max_range);
+  // The head reads before anything in it is parsed or written.
+  const auto refuse = [&](const unreadable& u) {
+    throw error(u.failure.listed ? errc::corrupt : errc::media_error,
+                where + media::describe(u.failure) + " in " + u.structure);
+  };
+  if (auto u = probe_head()) refuse(*u);
+  if (options.before_writes) options.before_writes(super_, geo_, base());
   // The copy that lost (torn, stale or damaged) is rewritten from the winner.
   // A read-only open writes nothing: it notes what recovery would do.
   const bool read_only = region_.read_only();
@@ -472,11 +479,6 @@ void memory_model::load(const open_options& options) {
     }
   }
   init_volatile();
-  const auto refuse = [&](const unreadable& u) {
-    throw error(u.failure.listed ? errc::corrupt : errc::media_error,
-                where + media::describe(u.failure) + " in " + u.structure);
-  };
-  if (auto u = probe_head()) refuse(*u);
 
   const hotplug_intent pending = *intent();
   hotplug_intent sealed = pending;

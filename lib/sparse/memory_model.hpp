@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -55,6 +56,11 @@ struct open_options {
   // The media's known bad blocks (media::device_state::bad_blocks): ranges
   // open must not load from.
   std::vector<media::bad_range> known_bad;
+  // Called once the superblock copy is chosen and the head is mapped, before
+  // open writes anything (a stale superblock copy, a hotplug intent redone):
+  // where a caller refuses a heap it must leave untouched, by throwing (the
+  // heap layer's unsafe-shutdown check). `base` is the region's start.
+  std::function<void(const superblock&, const geometry&, const std::byte* base)> before_writes;
 };
 
 struct model_stats {

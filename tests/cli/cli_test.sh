@@ -94,8 +94,13 @@ stdout_has "memmap placement"
 stdout_has "pageblocks by migratetype"
 stdout_has "fragmentation"
 grep -qE '^  shutdown +clean$' "$out/stdout" || fail "info does not say the shutdown was clean"
+# A file on tmpfs has no DIMMs: no unsafe-shutdown count, and info says why.
+grep -qE '^  unsafe shutdown +detection not available \(.+\)$' "$out/stdout" ||
+  fail "info does not say unsafe-shutdown detection is not available"
+run 0 info "$heap" --accept-unsafe-shutdown
 run 0 info "$heap" --json
 json_true 'd["format_version"] == 6 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
+json_true 'not d["unsafe_shutdown"] and not d["unsafe_shutdown_detection"]["available"] and d["unsafe_shutdown_detection"]["note"]'
 json_true 'd["geometry"]["section_size"] == 128 * 2**20 and d["geometry"]["max_range"] == 4 * 2**30'
 # The head and span 0's memmap block, then the memory after the memmap area
 # of the 4 GiB range (4 blocks from 2 MiB).
