@@ -204,8 +204,13 @@ poison_steps() {
   run fsdax-poison-recovery "$media_probe" poison-recovery /mnt/dax/poison-lanes
   want="media_probe: PASS poison in a slab bitmap, process alive"
   run fsdax-poison-slab "$media_probe" poison-slab /mnt/dax/poison-slab
+  # Legacy (memmap=) pmem has no DIMMs: no unsafe-shutdown count to compare,
+  # and info says so (the refusal itself is tested with injected counts:
+  # tests/unsafe_shutdown_test.cpp).
+  want="detection not available (no DIMMs behind the pmem region"
+  run fsdax-unsafe-shutdown-info "$daxalloc" info /mnt/dax/badblock
 }
-bad_block_step_names="fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check fsdax-badblock-repair fsdax-badblock-verify fsdax-poison-recovery fsdax-poison-slab"
+bad_block_step_names="fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check fsdax-badblock-repair fsdax-badblock-verify fsdax-poison-recovery fsdax-poison-slab fsdax-unsafe-shutdown-info"
 
 self=$0
 if [ "${1:-}" = --do ]; then

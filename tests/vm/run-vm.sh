@@ -109,6 +109,7 @@ expected_steps() {
   echo fsdax-region_tour fsdax-heap_tour-create fsdax-heap_tour-reopen
   echo fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check
   echo fsdax-badblock-repair fsdax-badblock-verify fsdax-poison-recovery fsdax-poison-slab
+  echo fsdax-unsafe-shutdown-info
 }
 
 vm_find_host_tools
