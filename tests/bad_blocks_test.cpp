@@ -184,7 +184,7 @@ TEST_CASE("a read-only open reports a bad block and writes nothing") {
   CHECK(h.bad_blocks().front().quarantined);
 }
 
-TEST_CASE("bad blocks outside the memory: the head, the memmap area, not present memory") {
+TEST_CASE("a bad block in memory that is not present: reported, nothing quarantined") {
   test::temp_file f("badblock-where");
   fill(f.path());
   auto probe = heap::open(f.path());
