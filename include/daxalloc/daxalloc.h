@@ -319,11 +319,11 @@ typedef struct daxalloc_bad_block {
   uint64_t offset; /* bytes from the heap's start */
   uint64_t length; /* bytes */
   daxalloc_bad_block_location_t location;
-  int quarantined;      /* memory: its pageblocks are isolate */
-  int cleared;          /* cleared by this open (repair): reads as zeros */
-  int objects_unknown;  /* a slab bitmap in it: which objects were allocated is unknown */
-  size_t lost_objects;  /* allocated objects overlapping it */
-  uint64_t first_lost;  /* the offset of the first of them (0: none) */
+  int quarantined;     /* memory: its pageblocks are isolate */
+  int cleared;         /* cleared by this open (repair): reads as zeros */
+  int objects_unknown; /* a slab bitmap in it: which objects were allocated is unknown */
+  size_t lost_objects; /* allocated objects overlapping it */
+  uint64_t first_lost; /* the offset of the first of them (0: none) */
 } daxalloc_bad_block_t;
 /* The media's bad blocks in the heap as open found them: *count is how many
  * there are; the first min(*count, capacity) go to blocks (which may be NULL

@@ -342,7 +342,7 @@ class heap_impl {
   // the unsafe-shutdown state of its DIMMs.
   media::device_state media_;
   std::vector<bad_block> bad_blocks_;  // media_'s bad blocks in the heap (media.cpp)
-  shutdown_verdict shutdown_;  // what inspect_shutdown_record found at this open
+  shutdown_verdict shutdown_;          // what inspect_shutdown_record found at this open
   // The bitmap bits (word offset, mask) of the committed lanes this open
   // replays: changes a crash may have left half made (reconcile_slabs).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> lane_bits_;

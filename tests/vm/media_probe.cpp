@@ -244,7 +244,8 @@ int open_around(const std::string& path) {
   const daxalloc::bad_block& b = bad.front();
   expect(b.offset == (victim & ~std::uint64_t{4095}) && b.length == 4096,
          "the bad block is the victim's page");
-  expect(b.location == daxalloc::bad_block_location::memory && b.quarantined, "in memory, its pageblock quarantined");
+  expect(b.location == daxalloc::bad_block_location::memory && b.quarantined,
+         "in memory, its pageblock quarantined");
   expect(
       std::find(b.objects.begin(), b.objects.end(), victim) != b.objects.end() || b.objects_unknown,
       "the victim is reported lost");
