@@ -83,6 +83,19 @@ bool intact(const daxalloc::heap& h, std::uint64_t offset) {
   return std::all_of(p, p + small_size, [&](unsigned char c) { return c == pattern(offset); });
 }
 
+// Every object outside the pageblock at `quarantined` still holds its pattern.
+void expect_intact_outside(const daxalloc::heap& h, const std::vector<std::uint64_t>& objects,
+                           std::uint64_t quarantined) {
+  std::size_t whole = 0, outside = 0;
+  for (std::uint64_t o : objects)
+    if (o < quarantined || o >= quarantined + pageblock) {
+      ++outside;
+      whole += intact(h, o);
+    }
+  expect(whole == outside, std::to_string(whole) + " of " + std::to_string(outside) +
+                               " objects outside the pageblock intact");
+}
+
 int fill(const std::string& path) {
   daxalloc::heap_options o;
   o.size = 64 * MiB;
@@ -257,14 +270,7 @@ int open_around(const std::string& path) {
     avoided = avoided && (o < quarantined || o >= quarantined + pageblock);
   }
   expect(avoided, "4000 new allocations avoid the quarantined pageblock");
-  std::size_t whole = 0, outside = 0;
-  for (std::uint64_t o : objects)
-    if (o < quarantined || o >= quarantined + pageblock) {
-      ++outside;
-      whole += intact(h, o);
-    }
-  expect(whole == outside, std::to_string(whole) + " of " + std::to_string(outside) +
-                               " objects outside the pageblock intact");
+  expect_intact_outside(h, objects, quarantined);
   const auto problems = h.check();
   expect(problems.empty(), "check() finds the heap sound" +
                                (problems.empty() ? std::string() : ": " + problems.front()));
@@ -284,14 +290,7 @@ int verify(const std::string& path) {
   expect(std::all_of(p + victim, p + end, [](unsigned char c) { return c == 0; }),
          "the victim's bytes in the cleared page read as zeros (lost, and readable again)");
   const std::uint64_t quarantined = victim & ~(pageblock - 1);
-  std::size_t whole = 0, outside = 0;
-  for (std::uint64_t o : objects)
-    if (o < quarantined || o >= quarantined + pageblock) {
-      ++outside;
-      whole += intact(h, o);
-    }
-  expect(whole == outside, std::to_string(whole) + " of " + std::to_string(outside) +
-                               " objects outside the pageblock intact");
+  expect_intact_outside(h, objects, quarantined);
   if (failures == 0) std::printf("media_probe: PASS verify after repair\n");
   return failures == 0 ? 0 : 1;
 }
