@@ -79,8 +79,9 @@ bad_block heap_impl::place_bad_block(const media::bad_range& range) const {
     if (stop > range.offset && d.state() == page_state::extent) b.objects.push_back(at);
     if (stop > range.offset && d.state() == page_state::slab && d.sub() < alloc::nr_slab_classes) {
       const auto& c = alloc::size_classes[d.sub()];
-      if (at < end && range.offset < at + c.header) {
-        b.objects_unknown = true;  // its bitmap is in the bad block: not read
+      if ((at < end && range.offset < at + c.header) ||
+          model_->reader().probe(model_->base(), at, c.header)) {
+        b.objects_unknown = true;  // its bitmap is in the bad block, or does not read: not read
         b.objects.push_back(at + c.header);
       } else {
         const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->base() + at);
