@@ -172,6 +172,18 @@ TEST_CASE("the fence tables of README.md and docs/api.md state the measured coun
     std::byte copy[64];
     h.read_guarded(copy, root, sizeof copy);
   });
+  const auto fill = [](std::byte*) {};
+  auto* owners = static_cast<list*>(h.allocate(sizeof(list)));  // (zeroed by hand: null owners)
+  for (auto& o : owners->at) o = nullptr;
+  const std::uint64_t movable_first =
+      fences_of([&] { (void)h.allocate_movable(owners->at[0], 64, fill); });
+  const std::uint64_t movable_small =
+      fences_of([&] { (void)h.allocate_movable(owners->at[1], 64, fill); });
+  (void)h.allocate_movable(owners->at[2], 8192, fill);  // (its class's slab)
+  h.free_clear(owners->at[2]);
+  const std::uint64_t movable_large =
+      fences_of([&] { (void)h.allocate_movable(owners->at[2], 8192, fill); });
+  const std::uint64_t move_owner = fences_of([&] { h.move_owner(owners->at[1], owners->at[3]); });
   h.persist().drain();
   const std::uint64_t close = fences_of([&] { h.close(); });
   const std::uint64_t open = fences_of([&] { h = heap::open(f.path()); });
@@ -213,6 +225,9 @@ TEST_CASE("the fence tables of README.md and docs/api.md state the measured coun
                  {"[`batch::publish`]", {batch_small, batch_large, 4, batch_empty}},
                  {"[`construct<T>`", {construct_small, construct_large}},
                  {"[`destroy<T>`]", {destroy}},
+                 // "1 (2 above 4 KiB; 2 more for a new slab)"
+                 {"[`allocate_movable`", {movable_small, movable_large, 4, movable_first - 1}},
+                 {"[`move_owner(from, to)`]", {move_owner}},
                  {"[`hot_add`]", {hot_add}},
                  {"[`hot_remove`]", {hot_remove}},
                  {"[`read_guarded`]", {read_guarded}},

@@ -4,6 +4,7 @@
 // they were not closed cleanly.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -12,6 +13,7 @@
 #include "heap/access.hpp"
 #include "heap/heap_impl.hpp"
 #include "old_images.hpp"
+#include "sparse/superblock.hpp"
 #include "sparse/upgrade.hpp"
 #include "test_util.hpp"
 
@@ -94,7 +96,7 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
     (void)h.construct<int>("after")(5);
   }
   auto r = daxalloc::region::open(f.path());
-  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 6
+  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 7
 }
 
 TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everything intact") {
@@ -106,7 +108,7 @@ TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everythi
     const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
     REQUIRE(steps.size() == 4);
-    CHECK(steps[3] == "superblocks rewritten: format version 3 -> 6");
+    CHECK(steps[3] == "superblocks rewritten: format version 3 -> 7");
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
@@ -124,8 +126,8 @@ TEST_CASE("a format 5 heap is converted by upgrade: its memmap stays in its span
     REQUIRE(steps.size() == 2);
     CHECK(steps[0] ==
           "kept each span's memmap block inside the span (1 span; no memmap area: only a heap "
-          "created by format 6 has one)");
-    CHECK(steps[1] == "superblocks rewritten: format version 5 -> 6");
+          "created by format 6 or later has one)");
+    CHECK(steps[1] == "superblocks rewritten: format version 5 -> 7");
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
@@ -151,7 +153,7 @@ TEST_CASE("a format 4 heap is converted by upgrade: its slabs keep their encodin
     for (const auto& s : steps) MESSAGE(s);
     REQUIRE(steps.size() == 3);
     CHECK(steps[0].find("kept ") == 0);
-    CHECK(steps[2] == "superblocks rewritten: format version 4 -> 6");
+    CHECK(steps[2] == "superblocks rewritten: format version 4 -> 7");
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
@@ -286,4 +288,50 @@ TEST_CASE("legacy slabs: a thread cache full of their freed objects gives them b
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
   test::require_sound(h);
   CHECK(h.stats().allocated_objects == 6000);
+}
+
+TEST_CASE("a format 6 heap is refused by open and upgraded to 7 by rewriting its superblocks") {
+  test::temp_file f;
+  std::uint64_t kept = 0;
+  {
+    daxalloc::heap_options o;
+    o.size = 32 * MiB;
+    auto h = heap::create(f.path(), o);
+    void* p = h.allocate(3000);
+    std::memset(p, 0x6a, 3000);
+    h.persist().persist(p, 3000);
+    kept = h.offset_of(p);
+  }
+  {  // what format 6 wrote: the same, but for the version (no movable slab yet)
+    auto r = daxalloc::region::open(f.path());
+    for (const std::uint64_t at : daxalloc::sparse::superblock_offset) {
+      daxalloc::sparse::superblock sb;
+      std::memcpy(&sb, r.base() + at, sizeof sb);
+      sb.version = 6;
+      daxalloc::sparse::superblock_seal(sb);
+      r.persist().memcpy_persist(r.base() + at, &sb, sizeof sb);
+    }
+  }
+  try {
+    (void)heap::open(f.path());
+    FAIL("a format 6 heap opened");
+  } catch (const daxalloc::error& e) {
+    CHECK(e.code_value() == errc::older_format);
+    CHECK(std::string(e.what()).find("daxalloc upgrade") != std::string::npos);
+  }
+  {
+    auto r = daxalloc::region::open(f.path());
+    const auto steps = daxalloc::detail::upgrade_region(r);
+    REQUIRE(steps.size() == 1);
+    CHECK(steps[0] == "superblocks rewritten: format version 6 -> 7");
+  }
+  auto h = heap::open(f.path());
+  CHECK(h.outcome() == daxalloc::open_outcome::clean);
+  const auto* bytes = static_cast<const unsigned char*>(h.at(kept));
+  CHECK(std::all_of(bytes, bytes + 3000, [](unsigned char c) { return c == 0x6a; }));
+  // Movable objects go on in it.
+  auto* owner = static_cast<daxalloc::pptr<int>*>(h.root(sizeof(daxalloc::pptr<int>)));
+  (void)h.make_movable(*owner, 42);
+  CHECK(**owner == 42);
+  test::require_sound(h);
 }

@@ -932,6 +932,49 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
   return exit_ok;
 }
 
+// -- compact --
+
+int run_compact(const parsed_args& a, bool json) {
+  const std::string path = a.positionals[0];
+  heap h = heap::open(path, open_options(a));
+  const heap_stats before = h.stats();
+  const compact_result r = h.compact();
+  const heap_stats after = h.stats();
+  h.close();
+  if (json) {
+    json_writer w;
+    w.begin_object()
+        .field("path", path)
+        .field("objects_moved", r.objects_moved)
+        .field("bytes_moved", r.bytes_moved)
+        .field("objects_pinned", r.objects_pinned)
+        .field("objects_kept", r.objects_kept)
+        .field("slabs_released", r.slabs_released)
+        .field("bytes_released", r.bytes_released)
+        .field("seconds", r.seconds)
+        .field("largest_free_before", before.largest_free_bytes)
+        .field("largest_free_after", after.largest_free_bytes)
+        .field("free_bytes", after.free_bytes)
+        .field("movable_objects", after.movable_objects)
+        .end_object();
+    print(w.str());
+    return exit_ok;
+  }
+  std::string out = "compacted " + path + "\n";
+  out += row("moved",
+             std::to_string(r.objects_moved) + " movable objects, " + human_bytes(r.bytes_moved));
+  if (r.objects_kept != 0)
+    out += row("kept", std::to_string(r.objects_kept) +
+                           " whose owner does not refer to them (daxalloc check lists them)");
+  out += row("released",
+             std::to_string(r.slabs_released) + " slabs, " + human_bytes(r.bytes_released));
+  out += row("largest free", human_bytes(before.largest_free_bytes) + " -> " +
+                                 human_bytes(after.largest_free_bytes) + " (of " +
+                                 human_bytes(after.free_bytes) + " free)");
+  print(out);
+  return exit_ok;
+}
+
 // -- rm --
 
 // -- upgrade --
@@ -1105,11 +1148,23 @@ const std::vector<command>& commands() {
          accept_option,
          json_option}},
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, false); }},
+      {{"compact",
+        {"PATH"},
+        "PATH [--accept-unsafe-shutdown] [--json]",
+        "move movable objects down and release the slabs they leave",
+        "Compact the heap's movable objects (heap::compact): per size class, move the\n"
+        "objects of the highest slabs into free slots of the lowest, one committed\n"
+        "batch per object, and release the slabs that empty, so that free memory\n"
+        "coalesces into whole pageblocks. Ordinary objects never move. The heap must\n"
+        "not be open in another process (busy): run heap::compact() there.\n",
+        {accept_option, json_option}},
+       run_compact},
       {{"upgrade",
         {"PATH"},
         "PATH [--json]",
-        "convert a heap of format version 2, 3 or 4 to this version",
-        "Convert a heap made by a daxalloc of format version 2, 3 or 4 in place:\n"
+        "convert a heap of format version 2 to 6 to this version",
+        "Convert a heap made by a daxalloc of format version 2 to 6 in place (a\n"
+        "format 6 heap only gets new superblocks). From 2, 3 and 4:\n"
         "page descriptors get this format's check bits, slabs keep their bitmap\n"
         "encoding under their legacy class (format 2 and 3 slabs get the digest of\n"
         "their bitmap; new slabs are format 5's, with check bits in every bitmap\n"

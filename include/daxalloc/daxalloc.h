@@ -348,7 +348,7 @@ typedef struct daxalloc_object_info {
   uint64_t size;   /* usable bytes: the size class, or the extent's whole pages */
   daxalloc_object_kind_t kind;
   int in_slab; /* a slot of a slab; 0: an extent of whole pages */
-  int movable; /* always 0: daxalloc does not move objects (yet) */
+  int movable; /* a movable object (C++ heap::allocate_movable) */
 } daxalloc_object_info_t;
 
 /* A pageblock's migratetype; the values are the ones on the media. */

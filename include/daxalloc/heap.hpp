@@ -26,6 +26,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -34,6 +35,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeinfo>
 #include <utility>
 #include <vector>
@@ -169,6 +171,15 @@ struct heap_stats {
   double fragmentation = 0;        // 1 - largest_free / free
   std::uint64_t slab_bytes = 0;    // pages held by slabs
   std::uint64_t extent_bytes = 0;  // pages held by large objects
+  // Movable objects (allocate_movable): allocated, their slots' bytes
+  // (headers included), the pages their slabs hold; and what compact() did
+  // since open: passes finished, bytes of objects moved, slab bytes freed.
+  std::uint64_t movable_objects = 0;
+  std::uint64_t movable_bytes = 0;
+  std::uint64_t movable_slab_bytes = 0;
+  std::uint64_t compaction_passes = 0;
+  std::uint64_t compaction_moved_bytes = 0;
+  std::uint64_t compaction_released_bytes = 0;
   // Since open, volatile: what aligned allocations and reservations took
   // beyond the class or page-rounded size of the same unaligned request
   // (frees do not subtract it: a freed object's alignment is not kept).
@@ -223,6 +234,29 @@ struct bad_block {
   // zeros and is no longer bad.
   bool cleared = false;
 };
+
+// heap::compact: how much one call may do (0: no limit). An engine runs it
+// in small steps from a background thread: a step stops at the first
+// object boundary past either limit.
+struct compact_options {
+  std::uint64_t max_bytes = 0;              // bytes of objects moved
+  std::chrono::nanoseconds time_budget{0};  // wall-clock time
+};
+
+// What one heap::compact call did.
+struct compact_result {
+  std::uint64_t objects_moved = 0;
+  std::uint64_t bytes_moved = 0;     // the objects' usable bytes
+  std::uint64_t objects_pinned = 0;  // left where they were: pinned (heap::pin)
+  std::uint64_t objects_kept = 0;    // left: their owner word does not refer to them
+  std::uint64_t slabs_released = 0;
+  std::uint64_t bytes_released = 0;  // the released slabs' pages, back in the page pool
+  bool finished = false;             // the pass reached every movable slab (no budget cut it)
+  double seconds = 0;
+};
+
+template <class T>
+class pin_guard;
 
 // Threads: every member may be called from several threads at once on an
 // open heap, except close(), destruction and move assignment, which need the
@@ -438,6 +472,47 @@ class DAXALLOC_API heap {
   void hot_add(std::uint64_t offset, std::uint64_t length, std::error_code& ec) noexcept;
   void hot_remove(std::uint64_t offset, std::uint64_t length, std::error_code& ec) noexcept;
 
+  // ---- movable objects (docs/api.md, "Movable objects") ----
+  // A movable object has one owner: a pptr in the heap (outside the object)
+  // that refers to it, recorded in a 16-byte header before the object. It
+  // is allocated and published into its owner in one batch (1 fence), and
+  // compact() may move it: copy it to another slot and, in one committed
+  // batch, point the owner at the copy and free the original. So: reach a
+  // movable object only through its owner; hold its address only while it
+  // is pinned (pin()), or while no compact() can run. A movable object is
+  // moved by copying its bytes: it holds no pptr except owners of its own
+  // movable children (those are rewritten when it moves). Up to
+  // max_movable_size bytes (errc::too_large); 16-byte aligned. Free one
+  // with free_clear(owner); deallocate(p) frees it too, and leaves the owner.
+  static constexpr std::size_t max_movable_size = 64 * 1024 - 16;
+  template <class T, class Ctor>
+  T* allocate_movable(pptr<T>& owner, std::size_t size, Ctor&& ctor);
+  template <class T, class... Args>
+  T* make_movable(pptr<T>& owner, Args&&... args);
+  // Hands the object `from` refers to over to `to` (which must be null):
+  // to = it, from = null, its header names `to`, all in one batch.
+  template <class T>
+  void move_owner(pptr<T>& from, pptr<T>& to) {
+    move_owner_word(reinterpret_cast<std::uint64_t*>(&from), reinterpret_cast<std::uint64_t*>(&to));
+  }
+  [[nodiscard]] bool is_movable(const void* p) const;
+  // The owner word a movable object's header names (null: p is not a
+  // movable object of this heap).
+  [[nodiscard]] const void* owner_of(const void* p) const;
+  // Moves movable objects out of sparsely used slabs into denser ones at
+  // lower addresses (the kernel's two compaction scanners: objects from the
+  // top of each size class's slabs, free slots from the bottom), one
+  // committed batch per object, and releases the slabs that empty.
+  // Pinned objects stay, and their pageblock gets the compaction skip bit
+  // (passed over until a pass finishes). Incremental: a call cut short by
+  // the budget resumes where it stopped. One compaction at a time runs.
+  compact_result compact(const compact_options& options = {});
+  // Pins the object `owner` refers to (null: none): until unpin, compact()
+  // does not move it. Returns its address. Counted: pins nest.
+  template <class T>
+  [[nodiscard]] pin_guard<T> pin(const pptr<T>& owner);
+  void unpin(const void* p);
+
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] open_outcome outcome() const;
   // What this open repaired (heap_open_options::repair), one line each, and
@@ -515,15 +590,15 @@ class DAXALLOC_API heap {
   // refuses anything that is not a heap (errc::corrupt). Returns true when a
   // file was deleted, false when a device's heap was invalidated.
   static bool remove(const std::filesystem::path& path, bool invalidate_device = false);
-  // Converts the heap at `path`, of format version 2, 3 or 4, to this
-  // library's (5), in place and crash-safely (a crash leaves the old format,
+  // Converts the heap at `path`, of format version 2 to 6, to this
+  // library's (7), in place and crash-safely (a crash leaves the old format,
   // to be upgraded again, or the new one). Slabs made by format 4 and older
   // keep their bitmap encoding and are allocated from as before; new slabs
-  // are format 5's. Returns what it did; empty when the heap already has
-  // this format. errc::older_format (nothing written) for another version
-  // or a format 2 or 3 heap not closed cleanly (open it with the library
-  // that wrote it, close it, then upgrade; a format 4 heap left by a crash
-  // is upgraded and recovered by the next open); errc::busy while it is open.
+  // are format 7's. A format 6 heap only gets new superblocks. Returns what it did; empty when the
+  // heap already has this format. errc::older_format (nothing written) for another version or a
+  // format 2 or 3 heap not closed cleanly (open it with the library that wrote it, close it, then
+  // upgrade; a format 4 heap left by a crash is upgraded and recovered by the next open);
+  // errc::busy while it is open.
   static std::vector<std::string> upgrade(const std::filesystem::path& path);
 
  private:
@@ -545,6 +620,10 @@ class DAXALLOC_API heap {
   void publish_reserved(reservation&& r, std::uint64_t* dest, std::uint64_t value, durability d,
                         const void* src = nullptr);
   void publish_free(std::uint64_t* dest, void* object, durability d);
+  void* allocate_movable_word(std::size_t size, std::uint64_t* owner,
+                              void (*construct)(void* object, void* context), void* context);
+  void move_owner_word(std::uint64_t* from, std::uint64_t* to);
+  void* pin_word(const std::uint64_t* owner);
   template <class T>
   static std::uint64_t type_tag() noexcept {
     // Same type, same ABI, same tag; sizeof guards against layout changes.
@@ -562,6 +641,60 @@ class DAXALLOC_API heap {
                      const std::function<void(void*, std::size_t)>& fini);
   std::unique_ptr<detail::heap_impl> impl_;
 };
+
+// A pin of a movable object (heap::pin), released at destruction.
+template <class T>
+class pin_guard {
+ public:
+  pin_guard() noexcept = default;
+  pin_guard(heap& h, T* p) noexcept : heap_(&h), p_(p) {}
+  pin_guard(pin_guard&& o) noexcept
+      : heap_(std::exchange(o.heap_, nullptr)), p_(std::exchange(o.p_, nullptr)) {}
+  pin_guard& operator=(pin_guard&& o) noexcept {
+    if (this != &o) {
+      reset();
+      heap_ = std::exchange(o.heap_, nullptr);
+      p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+  }
+  pin_guard(const pin_guard&) = delete;
+  pin_guard& operator=(const pin_guard&) = delete;
+  ~pin_guard() { reset(); }
+  void reset() noexcept {
+    if (p_ != nullptr) heap_->unpin(p_);
+    p_ = nullptr;
+  }
+  [[nodiscard]] T* get() const noexcept { return p_; }
+  T* operator->() const noexcept { return p_; }
+  T& operator*() const noexcept { return *p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+
+ private:
+  heap* heap_ = nullptr;
+  T* p_ = nullptr;
+};
+
+template <class T, class Ctor>
+T* heap::allocate_movable(pptr<T>& owner, std::size_t size, Ctor&& ctor) {
+  using F = std::remove_reference_t<Ctor>;
+  return static_cast<T*>(allocate_movable_word(
+      size, reinterpret_cast<std::uint64_t*>(&owner),
+      [](void* object, void* context) { (*static_cast<F*>(context))(static_cast<T*>(object)); },
+      const_cast<void*>(static_cast<const void*>(std::addressof(ctor)))));
+}
+
+template <class T, class... Args>
+T* heap::make_movable(pptr<T>& owner, Args&&... args) {
+  return allocate_movable(owner, sizeof(T),
+                          [&](T* at) { ::new (at) T(std::forward<Args>(args)...); });
+}
+
+template <class T>
+pin_guard<T> heap::pin(const pptr<T>& owner) {
+  return pin_guard<T>(*this,
+                      static_cast<T*>(pin_word(reinterpret_cast<const std::uint64_t*>(&owner))));
+}
 
 }  // namespace daxalloc
 

@@ -38,7 +38,7 @@ struct object_info {
   std::uint64_t size = 0;    // usable bytes: its size class, or the extent's whole pages
   object_kind kind = object_kind::small;
   bool in_slab = false;  // a slot of a slab; false: an extent of whole pages
-  bool movable = false;  // always false: daxalloc does not move objects (yet)
+  bool movable = false;  // a movable object (heap::allocate_movable), after its 16-byte header
 };
 
 // The migratetype of a pageblock (the kernel's word): which allocations it

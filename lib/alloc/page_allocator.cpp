@@ -16,8 +16,8 @@ using sparse::hex;
 using sparse::page_state;
 
 constexpr std::array<std::array<migratetype, 2>, 3> fallbacks = {{
-    {migratetype::large, migratetype::movable},      // unmovable (slabs)
-    {migratetype::large, migratetype::unmovable},    // movable
+    {migratetype::large, migratetype::movable},      // unmovable (slabs, page extents)
+    {migratetype::large, migratetype::unmovable},    // movable (movable slabs)
     {migratetype::unmovable, migratetype::movable},  // large
 }};
 
@@ -533,11 +533,11 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           bool ok = sparse::descriptor_checks_out(d.load());
           if (!ok) {
             report(pfn, "descriptor " + hex(d.load()) + " fails its check bits");
-          } else if (d.state() != page_state::extent && d.state() != page_state::slab) {
+          } else if (d.state() != page_state::extent && !sparse::is_slab(d.state())) {
             report(pfn, "unexpected state " + std::to_string(static_cast<int>(d.state())));
             ok = false;
           }
-          if (ok && d.state() == page_state::slab) {
+          if (ok && sparse::is_slab(d.state())) {
             const unsigned cls = d.sub();
             ok = cls < nr_slab_classes &&
                  length == (std::uint64_t{1} << size_classes[cls].slab_order) && pfn % length == 0;
@@ -560,7 +560,8 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           if (!ok)
             length = 1;  // treat the page as allocated; check() reports it
           else
-            found.push_back({pfn, length, d.state() == page_state::slab, d.sub()});
+            found.push_back({pfn, length, sparse::is_slab(d.state()), d.sub(),
+                             d.state() == page_state::movable_slab});
           covered_until = pfn + length;
           // Its other pages in this pageblock must be plain tails too (later
           // pageblocks are checked above, when the scan reaches them).

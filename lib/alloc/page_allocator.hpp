@@ -9,9 +9,10 @@
 // migratetypes (one CAS + persist each) when a free pageblock changes use.
 //
 // Grouping (the kernel's anti-fragmentation): each pageblock handed out for
-// buddy use belongs to one migratetype — unmovable for slabs, movable for
-// page-sized extents, large for big extents — and requests prefer pageblocks
-// of their own type, falling back in a fixed order.
+// buddy use belongs to one migratetype — unmovable for slabs and page-sized
+// extents, movable for slabs of movable objects (format 7; format 6 put
+// page-sized extents there), large for big extents — and requests prefer
+// pageblocks of their own type, falling back in a fixed order.
 //
 // Zones (one per arena of the small allocator, as jemalloc gives each arena
 // its own extents): a pageblock taken from the pool for buddy use belongs to
@@ -65,7 +66,8 @@ inline constexpr std::uint64_t pageblock_pages = sparse::pages_per_subsection;
 struct allocated_extent {
   std::uint64_t pfn, pages;
   bool slab;
-  unsigned sub;  // size class (slab) or owner kind (extent)
+  unsigned sub;          // size class (slab) or owner kind (extent)
+  bool movable = false;  // a slab of movable objects
 };
 
 struct page_stats {

@@ -45,14 +45,16 @@ small_allocator::small_allocator(sparse::memory_model& model, page_allocator& pa
       chunks_(std::uint64_t{1} << (section_bits_ - chunk_shift)),
       leaf_bytes_(chunks_ * (sizeof(slab) + wide_words * 8)),
       leaves_(new std::atomic<std::byte*>[model.geo().nr_sections()]()) {
-  for (unsigned i = 0; i < pages.zones(); ++i) arenas_.push_back(std::make_unique<arena>());
+  for (unsigned i = 0; i <= pages.zones(); ++i) arenas_.push_back(std::make_unique<arena>());
+  movable_arena_ = pages.zones();
   for (std::uint64_t nr = 0; nr < model.geo().nr_sections(); ++nr)
     if (model.section_present(nr)) (void)leaf_of(model.geo().section_nr_to_pfn(nr));
 }
 
 small_allocator::~small_allocator() {
   arenas_.clear();  // their lists link slabs in the leaves
-  for (unloaded_class& u : unloaded_) u.slabs.clear();
+  for (auto& kind : unloaded_)
+    for (unloaded_class& u : kind) u.slabs.clear();
   for (std::uint64_t i = 0; i < model_.geo().nr_sections(); ++i)
     if (auto* memory = leaves_[i].load()) ::daxalloc::detail::zeroed_memory(memory, leaf_bytes_);
 }
@@ -114,7 +116,7 @@ object_location small_allocator::bit_of(const void* p) const noexcept {
 }
 
 std::optional<object_location> small_allocator::locate(const void* p) const noexcept {
-  if (class_of(p) < 0) return std::nullopt;
+  if (any_class_of(p) < 0) return std::nullopt;
   return bit_of(p);
 }
 
@@ -129,13 +131,15 @@ std::optional<object_location> small_allocator::locate_on_media(const void* p) c
   for (unsigned order = min_slab_order; order <= max_slab_order; ++order) {
     const std::uint64_t head = pfn & ~((std::uint64_t{1} << order) - 1);
     const sparse::page_descriptor& d = *model_.pfn_to_page(head);
-    if (d.state() != page_state::slab || d.length() != (std::uint64_t{1} << order) ||
+    if (!sparse::is_slab(d.state()) || d.length() != (std::uint64_t{1} << order) ||
         !sparse::descriptor_checks_out(d.load()))
       continue;
-    if (d.sub() >= nr_slab_classes || size_classes[d.sub()].slab_order != order)
+    if (d.sub() >= nr_slab_classes || size_classes[d.sub()].slab_order != order ||
+        (d.state() == page_state::movable_slab && is_legacy_class(d.sub())))
       return std::nullopt;
     const size_class& c = size_classes[d.sub()];
-    const std::uint64_t start = (head << sparse::page_shift) + c.header;
+    const std::uint64_t start = (head << sparse::page_shift) + c.header +
+                                (d.state() == page_state::movable_slab ? movable_skew : 0);
     if (offset < start) return std::nullopt;
     const std::uint64_t i = c.index(offset - start);
     if (i * c.size != offset - start || i >= c.objects) return std::nullopt;
@@ -229,18 +233,20 @@ std::string small_allocator::bitmap_problem(std::uint64_t pfn, unsigned cls) con
 // The volatile descriptor of a slab headed at pfn, its map words, and an
 // avail bitmap of every object (the caller clears those allocated, and
 // links it into a list).
-small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls, unsigned a) {
+small_allocator::slab* small_allocator::install(std::uint64_t pfn, unsigned cls, unsigned a,
+                                                bool movable) {
   const size_class& c = size_classes[cls];
   const leaf l = leaf_of(pfn);
   const std::uint64_t chunk = (pfn & (model_.geo().pages_per_section() - 1)) >> min_slab_order;
   const std::uint64_t global = pfn >> min_slab_order;
   std::uint64_t* wide = l.wide + chunk * wide_words;
-  slab* s = new (&l.slabs[chunk]) slab(pfn, cls, a, nullptr);
+  slab* s = new (&l.slabs[chunk]) slab(pfn, cls, a, nullptr, movable);
   s->avail = c.words() <= inline_words ? s->inline_avail : wide;
   for (std::uint32_t w = 0; w < c.words(); ++w) s->avail[w] = c.valid_bits(w);
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
-    chunk_map_[global + i].store(((pfn << sparse::page_shift) + c.header) << 8 | cls,
-                                 std::memory_order_release);
+    chunk_map_[global + i].store(
+        ((pfn << sparse::page_shift) + c.header + (movable ? movable_skew : 0)) << 8 | cls,
+        std::memory_order_release);
   return s;
 }
 
@@ -249,7 +255,7 @@ void small_allocator::uninstall(slab* s) {
   for (std::uint64_t i = 0; i < (std::uint64_t{1} << (c.slab_order - min_slab_order)); ++i)
     chunk_map_[(s->pfn >> min_slab_order) + i].store(0, std::memory_order_release);
   if (s->state.load(std::memory_order_relaxed) == unloaded) {
-    unloaded_class& u = unloaded_[base_class(s->cls)];
+    unloaded_class& u = unloaded_[s->movable][base_class(s->cls)];
     std::lock_guard lock(u.mutex);
     u.slabs.erase(u.slabs.iterator_to(*s));
   } else {
@@ -263,10 +269,12 @@ void small_allocator::uninstall(slab* s) {
 // head descriptor (two fences, once per slab). A crash in between leaves
 // free pages with an empty bitmap in them: nothing.
 small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned klass_index) {
-  const unsigned cls = make_legacy_slabs ? legacy_class(klass_index) : klass_index;
+  const bool movable = a == movable_arena_;
+  const unsigned cls = make_legacy_slabs && !movable ? legacy_class(klass_index) : klass_index;
   const size_class& c = size_classes[cls];
   const std::uint64_t pages = std::uint64_t{1} << c.slab_order;
-  const auto pfn = pages_.allocate(pages, migratetype::unmovable, a);
+  const auto pfn = movable ? pages_.allocate(pages, migratetype::movable, 0)
+                           : pages_.allocate(pages, migratetype::unmovable, a);
   if (!pfn) return nullptr;
   const persistence& p = model_.media().persist();
   std::uint64_t* bits = bitmap(*pfn);
@@ -274,9 +282,9 @@ small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned klass_inde
   for (std::uint32_t w = 0; w < c.header / 8; ++w) bits[w] = empty;
   p.persist(bits, c.header);
   sparse::page_descriptor* head = model_.pfn_to_page(*pfn);
-  head->store(sparse::page_info(page_state::slab, cls, pages));
+  head->store(sparse::page_info(movable ? page_state::movable_slab : page_state::slab, cls, pages));
   p.persist(&head->info, 8);
-  slab* s = install(*pfn, cls, a);
+  slab* s = install(*pfn, cls, a, movable);
   klass& k = (*arenas_[a])[klass_index];
   k.slabs.push_back(*s);
   k.partial.insert(*s);
@@ -289,7 +297,8 @@ small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned klass_inde
 // each other cannot deadlock (and a busy one is simply passed over).
 small_allocator::slab* small_allocator::adopt_empty_slab(unsigned a, unsigned cls) {
   klass& k = (*arenas_[a])[cls];
-  for (unsigned other = 0; other < arenas_.size(); ++other) {
+  if (a == movable_arena_) return nullptr;
+  for (unsigned other = 0; other < movable_arena_; ++other) {
     klass& o = (*arenas_[other])[cls];
     if (other == a) continue;
     std::unique_lock lock(o.mutex, std::try_to_lock);
@@ -328,7 +337,7 @@ std::size_t small_allocator::take_partial(klass& k, void** out, std::size_t n) {
     slab& s = *k.partial.begin();
     const size_class& c = size_classes[s.cls];
     const std::uint32_t words = c.words();
-    std::byte* objects = model_.pfn_to_virt(s.pfn) + c.header;
+    std::byte* objects = model_.pfn_to_virt(s.pfn) + c.header + (s.movable ? movable_skew : 0);
     if (s.in_use == 0) no_longer_empty(k, s);
     std::uint32_t w = s.low_word;
     for (; w < words && got < n; ++w) {
@@ -364,7 +373,7 @@ std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::siz
                        load_some(a, cls, SIZE_MAX)))
       got += take_partial(k, out + got, n - got);
   }
-  for (unsigned other = 0; got < n && other < arenas_.size(); ++other) {
+  for (unsigned other = 0; got < n && a != movable_arena_ && other < movable_arena_; ++other) {
     if (other == a) continue;
     klass& o = (*arenas_[other])[cls];
     std::lock_guard lock(o.mutex);
@@ -413,7 +422,7 @@ void small_allocator::give(unsigned cls, void** objects, std::size_t n) {
           continue;
         }
         c = &size_classes[s->cls];
-        first = model_.pfn_to_virt(s->pfn) + c->header;
+        first = model_.pfn_to_virt(s->pfn) + c->header + (s->movable ? movable_skew : 0);
       }
       const std::uint32_t at = c->index(static_cast<std::uint64_t>(p - first));
       s->avail[c->word_of(at)] |= c->mask_of(at);
@@ -471,9 +480,9 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
   check_digests_ = digests;
   for (const allocated_extent& e : found) {
     if (!e.slab) continue;
-    unloaded_class& u = unloaded_[base_class(e.sub)];
+    unloaded_class& u = unloaded_[e.movable][base_class(e.sub)];
     std::lock_guard lock(u.mutex);
-    slab* s = install(e.pfn, e.sub, 0);
+    slab* s = install(e.pfn, e.sub, e.movable ? movable_arena_ : 0, e.movable);
     s->state.store(unloaded, std::memory_order_relaxed);
     u.slabs.push_back(*s);
   }
@@ -487,8 +496,8 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
   deferred_.clear();
 }
 
-small_allocator::slab* small_allocator::pop_unloaded(unsigned cls) const {
-  unloaded_class& u = unloaded_[cls];
+small_allocator::slab* small_allocator::pop_unloaded(unsigned cls, bool movable) const {
+  unloaded_class& u = unloaded_[movable][cls];
   std::lock_guard lock(u.mutex);
   if (u.slabs.empty()) return nullptr;
   slab& s = u.slabs.front();
@@ -543,25 +552,26 @@ bool small_allocator::load(slab& s, unsigned a) const {
 
 bool small_allocator::load_some(unsigned a, unsigned cls, std::size_t limit) const {
   for (std::size_t i = 0; i < limit; ++i) {
-    slab* s = pop_unloaded(cls);
+    slab* s = pop_unloaded(cls, a == movable_arena_);
     if (s == nullptr) break;
     if (load(*s, a) && s->in_use < size_classes[s->cls].objects) return true;
   }
   return false;
 }
 
-// Into arena 0, under its class lock; a slab another thread is loading is
-// waited for with no lock held.
+// Into arena 0 (a movable slab: the movable arena), under its class lock; a
+// slab another thread is loading is waited for with no lock held.
 bool small_allocator::ensure_loaded_slow(const void* object) const {
   slab* s = slab_of(object);
   const unsigned cls = base_class(s->cls);
+  const unsigned into = s->movable ? movable_arena_ : 0;
   for (;;) {
     {
-      klass& k = (*arenas_[0])[cls];
+      klass& k = (*arenas_[into])[cls];
       std::lock_guard lock(k.mutex);
       bool mine = false;
       {
-        unloaded_class& u = unloaded_[cls];
+        unloaded_class& u = unloaded_[s->movable][cls];
         std::lock_guard unloaded_lock(u.mutex);
         if (s->state.load(std::memory_order_relaxed) == unloaded) {
           u.slabs.erase(u.slabs.iterator_to(*s));
@@ -569,7 +579,7 @@ bool small_allocator::ensure_loaded_slow(const void* object) const {
           mine = true;
         }
       }
-      if (mine) return load(*s, 0);
+      if (mine) return load(*s, into);
     }
     const std::uint8_t st = s->state.load(std::memory_order_acquire);
     if (st == loaded || st == damaged) return st == loaded;
@@ -583,11 +593,64 @@ std::optional<media::read_failure> small_allocator::unreadable(const void* objec
 }
 
 void small_allocator::load_all() const {
-  for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-    klass& k = (*arenas_[0])[cls];
-    std::lock_guard lock(k.mutex);
-    while (slab* s = pop_unloaded(cls)) (void)load(*s, 0);
+  for (const bool movable : {false, true})
+    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+      const unsigned into = movable ? movable_arena_ : 0;
+      klass& k = (*arenas_[into])[cls];
+      std::lock_guard lock(k.mutex);
+      while (slab* s = pop_unloaded(cls, movable)) (void)load(*s, into);
+    }
+}
+
+std::vector<slab_usage> small_allocator::movable_slabs(unsigned cls) const {
+  load_all();
+  std::vector<slab_usage> out;
+  const klass& k = (*arenas_[movable_arena_])[cls];
+  std::lock_guard lock(k.mutex);
+  for (const slab& s : k.slabs)
+    if (s.state.load(std::memory_order_relaxed) == loaded)
+      out.push_back({s.pfn, s.in_use, size_classes[s.cls].objects});
+  std::sort(out.begin(), out.end(),
+            [](const slab_usage& a, const slab_usage& b) { return a.pfn < b.pfn; });
+  return out;
+}
+
+// (A slab's class never changes while it is installed, so its class lock
+// is found before it is taken; slab_at is read again under it.)
+void* small_allocator::take_from(std::uint64_t pfn) {
+  slab* s = slab_at(pfn);
+  if (s == nullptr || !s->movable) return nullptr;
+  klass& kc = (*arenas_[movable_arena_])[base_class(s->cls)];
+  std::lock_guard lock(kc.mutex);
+  if (slab_at(pfn) != s || s->state.load(std::memory_order_relaxed) != loaded ||
+      !s->partial_hook::is_linked())
+    return nullptr;
+  const size_class& c = size_classes[s->cls];
+  std::byte* objects = model_.pfn_to_virt(s->pfn) + c.header + movable_skew;
+  for (std::uint32_t w = s->low_word; w < c.words(); ++w) {
+    const std::uint64_t bits = s->avail[w];
+    if (bits == 0) continue;
+    const auto i = static_cast<std::uint32_t>(std::countr_zero(bits));
+    s->avail[w] = bits & (bits - 1);
+    s->low_word = w;
+    if (s->in_use++ == 0) no_longer_empty(kc, *s);
+    if (s->in_use == c.objects) kc.partial.erase(kc.partial.iterator_to(*s));
+    return objects + (std::size_t{w} * c.word_bits + i) * c.size;
   }
+  return nullptr;
+}
+
+std::pair<std::size_t, std::uint64_t> small_allocator::release_empty_movable_slabs() {
+  std::size_t released = 0;
+  std::uint64_t pages = 0;
+  for (klass& k : *arenas_[movable_arena_]) {
+    std::lock_guard lock(k.mutex);
+    for (; !k.empty.empty(); ++released) {
+      pages += std::uint64_t{1} << size_classes[k.empty.front().cls].slab_order;
+      release_slab(k, &k.empty.front());
+    }
+  }
+  return {released, pages};
 }
 
 bool small_allocator::digest_stale(std::uint64_t pfn) const noexcept {
@@ -611,12 +674,17 @@ std::array<class_stats, nr_size_classes> small_allocator::stats() const {
       const auto cls = static_cast<unsigned>(e & 0xff);
       const size_class& c = size_classes[cls];
       class_stats& st = out[base_class(cls)];
+      const bool movable = ((e >> 8) & 63) != 0;
       ++st.slabs;
+      st.movable_slabs += movable;
       st.capacity += c.objects;
       // Bits are read racily (a concurrent durable allocation may or may not count).
       const std::uint64_t* bits = bitmap(((e >> 8) - c.header) >> sparse::page_shift);
+      std::uint64_t allocated = 0;
       for (std::uint32_t w = 0; w < c.words(); ++w)
-        st.allocated += std::popcount(object_bits(c, load_word(bits + w)));
+        allocated += std::popcount(object_bits(c, load_word(bits + w)));
+      st.allocated += allocated;
+      if (movable) st.movable_allocated += allocated;
     }
   }
   return out;
@@ -658,10 +726,11 @@ void small_allocator::check(std::vector<std::string>& problems,
       std::lock_guard lock(k.mutex);
       listed += k.slabs.size();
     }
-  for (unloaded_class& u : unloaded_) {
-    std::lock_guard lock(u.mutex);
-    listed += u.slabs.size();
-  }
+  for (auto& kind : unloaded_)
+    for (unloaded_class& u : kind) {
+      std::lock_guard lock(u.mutex);
+      listed += u.slabs.size();
+    }
   for_each_slab([&](const slab&) { ++tabled; });
   if (listed != tabled)
     problems.push_back("the slab table holds " + std::to_string(tabled) + " slabs, the arenas " +
@@ -680,7 +749,8 @@ void small_allocator::check_slab(const slab& s, std::vector<std::string>& proble
   const sparse::page_descriptor& d = *model_.pfn_to_page(s.pfn);
   // (A format 5 slab's digest, recorded at close, is stale while the heap is open.)
   if (sparse::with_slab_digest(d.load(), 0) !=
-      sparse::page_info(page_state::slab, s.cls, std::uint64_t{1} << c.slab_order))
+      sparse::page_info(s.movable ? page_state::movable_slab : page_state::slab, s.cls,
+                        std::uint64_t{1} << c.slab_order))
     problems.push_back(where + "head descriptor does not describe this slab");
   if ((s.in_use < c.objects) != s.partial_hook::is_linked())
     problems.push_back(where + "on the partial list exactly when it has no free object");

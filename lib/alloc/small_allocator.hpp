@@ -1,4 +1,5 @@
-// Small objects: slabs of one size class, carved from unmovable pageblocks.
+// Small objects: slabs of one size class, carved from unmovable pageblocks;
+// slabs of movable objects (format 7) from movable ones.
 //
 // Persistent state of a slab: its head page descriptor {slab, class, pages}
 // (the other pages stay free in the memmap, like an extent's tail) and a
@@ -44,6 +45,15 @@
 // it makes a new one, and with no pages left hands out objects of other
 // arenas' partly used slabs.
 //
+// Movable objects live in slabs of their own (head descriptor state
+// movable_slab), all in one arena of their own (movable_arena(): never a
+// thread's, never adopting from or lending to the others). Each slot
+// begins with a 16-byte sparse::movable_header, and an object's address
+// is the slot's plus movable_skew: everything here (take, give, locate,
+// any_class_of) deals in those addresses, so a free by pointer works alike.
+// The skew is in the chunk's map word: a first object is 64-byte aligned
+// (the header is a multiple of 64), so the word's offset modulo 64 is it.
+//
 // Invariant per slab (check()): popcount(avail) + in_use == objects, no avail
 // bit is also set in the persistent bitmap, popcount(bitmap) <= in_use, no
 // bit at or beyond `objects` is set in either, every bitmap word checks out
@@ -78,11 +88,22 @@ struct object_location {
 
 struct class_stats {
   std::uint64_t slabs = 0;
-  std::uint64_t allocated = 0;  // objects whose bit is set
-  std::uint64_t capacity = 0;   // objects in all slabs
+  std::uint64_t allocated = 0;      // objects whose bit is set
+  std::uint64_t capacity = 0;       // objects in all slabs
+  std::uint64_t movable_slabs = 0;  // of them, slabs of movable objects
+  std::uint64_t movable_allocated = 0;
 };
 
 inline constexpr unsigned chunk_shift = sparse::page_shift + min_slab_order;  // 64 KiB
+// A movable object's address is its slot's plus this (its header).
+inline constexpr std::uint32_t movable_skew = sizeof(sparse::movable_header);
+
+// A movable slab as compaction sees it (small_allocator::movable_slabs).
+struct slab_usage {
+  std::uint64_t pfn;
+  std::uint32_t in_use;   // objects handed out (allocated, or reserved)
+  std::uint32_t objects;  // its capacity
+};
 
 class small_allocator {
  public:
@@ -114,7 +135,24 @@ class small_allocator {
   // Makes the tables of the sections a hot-added span reaches.
   void add_span(std::uint64_t offset, std::uint64_t length);
 
-  [[nodiscard]] unsigned arenas() const noexcept { return static_cast<unsigned>(arenas_.size()); }
+  // Arenas of ordinary objects (threads' caches take from these), and the
+  // one of movable objects, after them.
+  [[nodiscard]] unsigned arenas() const noexcept { return movable_arena_; }
+  [[nodiscard]] unsigned movable_arena() const noexcept { return movable_arena_; }
+  // Whether the object at p (as class_of finds it) is movable.
+  [[nodiscard]] bool movable(const void* p) const noexcept {
+    const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
+    return ((chunk_map_[offset >> chunk_shift].load(std::memory_order_acquire) >> 8) & 63) != 0;
+  }
+  // Compaction's view of class cls's movable slabs (loaded first), in
+  // address order.
+  [[nodiscard]] std::vector<slab_usage> movable_slabs(unsigned cls) const;
+  // Hands out one free object of the movable slab at pfn (as take() does);
+  // nullptr when it has none.
+  [[nodiscard]] void* take_from(std::uint64_t pfn);
+  // Releases the empty slabs of the movable arena only; returns how many,
+  // and their pages.
+  std::pair<std::size_t, std::uint64_t> release_empty_movable_slabs();
   // Hands out up to n free objects of class cls from the arena's slabs (bits
   // stay clear), in ascending address order within each slab; returns how
   // many (0: no memory for a new slab).
@@ -126,19 +164,28 @@ class small_allocator {
   // returns how many. Empty slabs are kept until then.
   std::size_t release_empty_slabs();
 
-  // The class of the slab in which an object starts at p (a legacy class
-  // for a slab of format 4 or older), or -1: O(1), no lock, no load from the
-  // media (the free-by-pointer fast path).
-  [[nodiscard]] int class_of(const void* p) const noexcept {
+  // The class of the slab in which an ordinary object starts at p (a legacy
+  // class for a slab of format 4 or older), or -1 (also for a movable
+  // object, which never goes to a thread's cache): O(1), no lock, no load
+  // from the media (the free-by-pointer fast path).
+  [[nodiscard]] int class_of(const void* p) const noexcept { return class_at(p, false); }
+  // The same for any object, movable ones included.
+  [[nodiscard]] int any_class_of(const void* p) const noexcept { return class_at(p, true); }
+  [[nodiscard]] int class_at(const void* p, bool movable_too) const noexcept {
     const auto offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
     if (offset >= range_) return -1;
     const std::uint64_t e = chunk_map_[offset >> chunk_shift].load(std::memory_order_acquire);
-    if (e == 0) return -1;
+    if (e == 0 || (!movable_too && (e & std::uint64_t{63} << 8))) return -1;
     const unsigned cls = static_cast<unsigned>(e & 0xff);
     const size_class& c = size_classes[cls];
     const std::uint64_t at = offset - (e >> 8);  // from the slab's first object
     if (at >= c.bytes || std::uint64_t{c.index(at)} * c.size != at) return -1;
     return static_cast<int>(cls);
+  }
+  // The bytes an object of class cls at p holds (its class's size, less
+  // the header of a movable one).
+  [[nodiscard]] std::uint32_t object_size(const void* p, unsigned cls) const noexcept {
+    return size_classes[cls].size - (movable(p) ? movable_skew : 0);
   }
   // Whether [offset, offset + n) of the region overlaps the header (the
   // bitmap) of a live slab: one map load per 64 KiB chunk, no lock.
@@ -148,7 +195,7 @@ class small_allocator {
          ++chunk) {
       const std::uint64_t e = chunk_map_[chunk].load(std::memory_order_acquire);
       if (e == 0) continue;
-      const std::uint64_t first = e >> 8;  // the slab's first object, after its header
+      const std::uint64_t first = (e >> 8) & ~std::uint64_t{63};  // its first slot
       if (offset < first && offset + n > first - size_classes[e & 0xff].header) return true;
     }
     return false;
@@ -212,14 +259,19 @@ class small_allocator {
   // under the unloaded list's mutex, from loading by the loading thread.
   enum : std::uint8_t { unloaded, loading, loaded, damaged };
   struct slab : partial_hook, empty_hook, all_hook {
-    slab(std::uint64_t head, unsigned klass, unsigned owner, std::uint64_t* bits)
-        : pfn(head), avail(bits), arena(owner), cls(static_cast<std::uint8_t>(klass)) {}
+    slab(std::uint64_t head, unsigned klass, unsigned owner, std::uint64_t* bits, bool moves)
+        : pfn(head),
+          avail(bits),
+          arena(owner),
+          cls(static_cast<std::uint8_t>(klass)),
+          movable(moves) {}
     std::uint64_t pfn;
     std::uint64_t* avail;         // 1: neither allocated nor handed out
     std::uint32_t in_use = 0;     // objects handed out: allocated, cached or reserved
     std::uint32_t low_word = 0;   // no avail bit below this word
     std::atomic<unsigned> arena;  // changed only with both arenas' class locks held
     std::uint8_t cls;
+    bool movable;  // of movable objects (movable_arena_'s)
     std::atomic<std::uint8_t> state = loaded;
     std::uint64_t inline_avail[inline_words] = {};
     friend bool operator<(const slab& a, const slab& b) { return a.pfn < b.pfn; }
@@ -259,14 +311,15 @@ class small_allocator {
   }
   [[nodiscard]] slab* slab_at(std::uint64_t head_pfn) const noexcept;  // null when none
   [[nodiscard]] slab* slab_of(const void* object) const noexcept;      // in a live slab
-  slab* install(std::uint64_t pfn, unsigned cls, unsigned arena);      // with the class lock held
+  slab* install(std::uint64_t pfn, unsigned cls, unsigned arena,
+                bool movable);  // with the class lock held
   void uninstall(slab* s);
   [[nodiscard]] slab* new_slab(unsigned arena, unsigned cls);  // with the class lock held
   [[nodiscard]] slab* adopt_empty_slab(unsigned arena, unsigned cls);
   std::size_t take_partial(klass& k, void** out, std::size_t n);
   // Loading (volatile state only, hence const): pops the first unloaded
   // slab of a class, marked loading; null when none.
-  slab* pop_unloaded(unsigned cls) const;
+  slab* pop_unloaded(unsigned cls, bool movable) const;
   // Reads the bitmap of s (popped, loading) and puts it on arena a's lists,
   // whose class lock the caller holds; false when it is damaged.
   bool load(slab& s, unsigned a) const;
@@ -303,7 +356,9 @@ class small_allocator {
   std::uint64_t chunks_;                               // per section
   std::uint64_t leaf_bytes_;                           // of each section's mapping
   std::unique_ptr<std::atomic<std::byte*>[]> leaves_;  // by section number
-  mutable std::array<unloaded_class, nr_size_classes> unloaded_;
+  unsigned movable_arena_;  // arenas_[movable_arena_]: the movable slabs'
+  // Per kind (ordinary, movable) and class.
+  mutable std::array<std::array<unloaded_class, nr_size_classes>, 2> unloaded_;
   bool check_digests_ = false;  // rebuild's `digests`
   // The problems of damaged slabs found by a load (check() reports them),
   // with their pageblocks.

@@ -449,8 +449,12 @@ inline void heap_impl::push_cached(unsigned cls, void* p) noexcept {
   *b.top++ = p;
 }
 
+// A movable object goes straight back to its slab: no thread's cache holds one.
 void heap_impl::put_small(unsigned cls, void* p) noexcept {
-  push_cached(cls, p);
+  if (small_.movable(p)) [[unlikely]]
+    small_.give(cls, &p, 1);
+  else
+    push_cached(cls, p);
 }
 
 // A full cache gives back its older half (the bottom) and keeps the objects
@@ -466,7 +470,10 @@ void heap_impl::put_small(unsigned cls, void* p) noexcept {
 
 // Empty slabs and the free pageblocks zones keep go back to the pool: done
 // when an allocation finds no room, before it tries once more.
+// A slab a batch emptied is released only after its lane is retired
+// durably (a full fence): a replay must not meet a released slab's bitmap.
 bool heap_impl::reclaim() {
+  (void)fence(true);
   const std::size_t slabs = small_.release_empty_slabs();
   return slabs + pages_.release_free_pageblocks() > 0;
 }
@@ -475,7 +482,7 @@ bool heap_impl::reclaim() {
 std::optional<std::uint64_t> heap_impl::allocate_pages(std::uint64_t pages, std::uint64_t align) {
   if (read_only()) return std::nullopt;
   const auto type =
-      pages >= alloc::pageblock_pages ? alloc::migratetype::large : alloc::migratetype::movable;
+      pages >= alloc::pageblock_pages ? alloc::migratetype::large : alloc::migratetype::unmovable;
   const unsigned zone = cache().arena;
   // The mapping is 2 MiB aligned; beyond, an aligned address is an offset
   // out of phase with the base's.
@@ -597,7 +604,7 @@ void heap_impl::deallocate(void* object) {
   if (is_root(object))
     throw error(errc::invalid_argument, "deallocate: the root object cannot be freed");
   const persistence& p = model_->media().persist();
-  if (const int cls = small_.class_of(object); cls >= 0) {
+  if (const int cls = small_.any_class_of(object); cls >= 0) {
     load_slab_of(object, "deallocate");  // (before its bit is cleared)
     if (!small_.mark_free(small_.bit_of(object)))
       throw error(errc::invalid_argument,
@@ -657,7 +664,7 @@ reservation heap_impl::reserve_pages(std::size_t size, std::uint64_t align) noex
 void heap_impl::cancel(reservation& r) noexcept {
   if (!r.ptr || read_only()) return;  // a read-only heap made no reservation
   if (in_slab(r))
-    put_small(size_class_of(r.size), r.ptr);
+    put_small(static_cast<unsigned>(small_.any_class_of(r.ptr)), r.ptr);
   else
     pages_.free(
         static_cast<std::uint64_t>(static_cast<std::byte*>(r.ptr) - model_->base()) / page_size,
@@ -721,8 +728,8 @@ void heap_impl::cancel(void* p) {
 [[gnu::noinline]] void heap_impl::cancel_slow(void* p) {
   if (p == nullptr) return;
   refuse_if_read_only("cancel");
-  if (const int cls = small_.class_of(p); cls >= 0) {
-    push_cached(static_cast<unsigned>(cls), p);
+  if (const int cls = small_.any_class_of(p); cls >= 0) {
+    put_small(static_cast<unsigned>(cls), p);
     return;
   }
   // A reserved extent: the run the page allocator handed out starts here, and
@@ -740,7 +747,8 @@ void heap_impl::cancel(void* p) {
 }
 
 std::size_t heap_impl::usable_size(const void* object) const {
-  if (const int cls = small_.class_of(object); cls >= 0) return size_classes[cls].size;
+  if (const int cls = small_.any_class_of(object); cls >= 0)
+    return small_.object_size(object, static_cast<unsigned>(cls));
   if (const sparse::page_descriptor* head = extent_head(object)) return head->length() * page_size;
   // A reserved extent (not on the media yet): the page allocator's run.
   const auto offset =
@@ -927,9 +935,10 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> heap_impl::allocations() co
     }
     const alloc::size_class& c = size_classes[e.sub];
     const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->base() + offset);
+    const std::uint32_t skew = e.movable ? alloc::movable_skew : 0;
     for (std::uint32_t i = 0; i < c.objects; ++i)
       if (c.allocated(bits, i))
-        out.emplace_back(offset + c.header + std::uint64_t{i} * c.size, c.size);
+        out.emplace_back(offset + c.header + skew + std::uint64_t{i} * c.size, c.size - skew);
   }
   return out;
 }
@@ -955,7 +964,14 @@ heap_stats heap_impl::stats() const {
     s.allocated_bytes += classes[cls].allocated * size_classes[cls].size;
     s.allocated_objects += classes[cls].allocated;
     s.slab_bytes += classes[cls].slabs * (page_size << size_classes[cls].slab_order);
+    s.movable_objects += classes[cls].movable_allocated;
+    s.movable_bytes += classes[cls].movable_allocated * size_classes[cls].size;
+    s.movable_slab_bytes +=
+        classes[cls].movable_slabs * (page_size << size_classes[cls].slab_order);
   }
+  s.compaction_passes = compacted_.passes.load(std::memory_order_relaxed);
+  s.compaction_moved_bytes = compacted_.bytes_moved.load(std::memory_order_relaxed);
+  s.compaction_released_bytes = compacted_.bytes_released.load(std::memory_order_relaxed);
   std::vector<std::string> ignored;
   for (const auto& e : media_extents(ignored))
     if (!e.slab) {
@@ -1023,6 +1039,7 @@ std::vector<std::string> heap_impl::check() const {
         break;
       }
   small_.check(problems, digests_pending_);
+  check_movable(found, problems);
   const sparse::root_slot* s = slot();
   if (!sparse::root_slot_empty(*s) && !root_pending_) {
     const std::string what = "the root slot does not name an allocated object of its size: ";

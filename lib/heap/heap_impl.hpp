@@ -93,6 +93,22 @@ class heap_impl {
   void hot_remove(std::uint64_t offset, std::uint64_t length);
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] std::vector<std::string> check() const;
+  // Movable objects (movable.cpp; heap.hpp has the contract).
+  [[nodiscard]] void* allocate_movable(std::size_t size, std::uint64_t* owner,
+                                       void (*construct)(void*, void*), void* context);
+  void move_owner(std::uint64_t* from, std::uint64_t* to);
+  [[nodiscard]] bool is_movable(const void* p) const noexcept;
+  // The owner word of the movable object at p when its header checks out
+  // (nullptr else); `refers` whether that word refers to p.
+  [[nodiscard]] std::uint64_t* owner_of(const void* p, bool* refers = nullptr) const noexcept;
+  compact_result compact(const compact_options& options);
+  [[nodiscard]] void* pin(const std::uint64_t* owner);
+  void unpin(const void* p);
+  // What compaction did since open (heap_stats).
+  struct compaction_totals {
+    std::atomic<std::uint64_t> passes{0}, objects_moved{0}, bytes_moved{0}, bytes_released{0};
+  };
+  [[nodiscard]] const compaction_totals& compaction() const noexcept { return compacted_; }
   [[nodiscard]] std::size_t usable_size(const void* p) const;
   [[nodiscard]] bool is_root(const void* p) const noexcept;
   // Every durable allocation (offset, bytes) as the media records it, in
@@ -219,6 +235,13 @@ class heap_impl {
   bool unreadable_descriptors(std::vector<std::string>& problems,
                               std::vector<std::uint64_t>* bad) const;
   void reconcile_slabs(std::vector<std::string>& problems, std::vector<std::uint64_t>& bad);
+  // check(): every allocated movable object's header and owner (movable.cpp).
+  void check_movable(const std::vector<alloc::allocated_extent>& found,
+                     std::vector<std::string>& problems) const;
+  // Moves the movable object at `object` into the slot `dest` (handed out
+  // by the small allocator, same class): false when it was not moved.
+  bool relocate(void* object, void* dest, compact_result& result);
+  [[nodiscard]] std::atomic<std::uint32_t>& pin_count(const void* p) const noexcept;
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;
   [[nodiscard]] void* take_small(unsigned cls) noexcept;
@@ -234,7 +257,7 @@ class heap_impl {
   // Whether a reservation is a slab object: by its size and its address, as
   // an aligned extent may be as small as a page.
   [[nodiscard]] bool in_slab(const reservation& r) const noexcept {
-    return r.size <= alloc::max_small_size && small_.class_of(r.ptr) >= 0;
+    return r.size <= alloc::max_small_size && small_.any_class_of(r.ptr) >= 0;
   }
   void flush(thread_cache::bin& b, unsigned cls) noexcept;
   void drain_cache(thread_cache& c) noexcept;
@@ -413,6 +436,16 @@ class heap_impl {
   // Bytes aligned allocations and reservations took beyond the unaligned
   // size, since open (never decreased: a free does not know the alignment).
   std::atomic<std::uint64_t> alignment_waste_{0};
+  // Pins of movable objects: counts in slots by address hash (two objects
+  // may share a slot: compaction then passes over both, never neither), and
+  // pin_moving while compaction moves the object of a slot.
+  static constexpr std::size_t nr_pin_slots = std::size_t{1} << 16;
+  std::unique_ptr<std::atomic<std::uint32_t>[]> pins_ {
+    new std::atomic<std::uint32_t>[ nr_pin_slots ]()
+  };
+  std::mutex compact_mutex_;
+  unsigned compact_class_ = 0;  // under compact_mutex_: where the next pass goes on
+  compaction_totals compacted_;
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
   unsigned next_arena_ = 0;  // under caches_mutex_: arenas go round

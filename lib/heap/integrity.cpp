@@ -179,7 +179,7 @@ namespace {
 // there), by a head descriptor that checks out; nullptr when there is none.
 const alloc::size_class* slab_headed_at(const sparse::memory_model& m, std::uint64_t offset) {
   const sparse::page_descriptor& d = *m.pfn_to_page(offset >> sparse::page_shift);
-  if (d.state() != sparse::page_state::slab || !sparse::descriptor_checks_out(d.load()) ||
+  if (!sparse::is_slab(d.state()) || !sparse::descriptor_checks_out(d.load()) ||
       d.sub() >= alloc::nr_slab_classes)
     return nullptr;
   return &alloc::size_classes[d.sub()];
@@ -412,7 +412,7 @@ void heap_impl::for_each_slab_head(F&& f) const {
         i += alloc::pageblock_pages - 1;  // absent or quarantined: not the allocator's
         continue;
       }
-      if (d[i].state() == sparse::page_state::slab && sparse::descriptor_checks_out(d[i].load()) &&
+      if (sparse::is_slab(d[i].state()) && sparse::descriptor_checks_out(d[i].load()) &&
           d[i].sub() < alloc::nr_slab_classes)
         f(d[i], pfn);
     }
@@ -498,14 +498,17 @@ std::string heap_impl::objects_in_pageblock(std::uint64_t pageblock) const {
     const sparse::page_descriptor d{info};
     if (!sparse::descriptor_checks_out(info)) continue;
     if (d.state() == sparse::page_state::extent) offsets.push_back(pfn << sparse::page_shift);
-    if (d.state() != sparse::page_state::slab || d.sub() >= alloc::nr_slab_classes) continue;
+    if (!sparse::is_slab(d.state()) || d.sub() >= alloc::nr_slab_classes) continue;
     const auto& c = alloc::size_classes[d.sub()];
+    const std::uint64_t skew =
+        d.state() == sparse::page_state::movable_slab ? alloc::movable_skew : 0;
     const auto* bits =
         reinterpret_cast<const std::uint64_t*>(model_->base() + (pfn << sparse::page_shift));
     if (model_->reader().probe(model_->base(), pfn << sparse::page_shift, c.header)) continue;
     for (std::uint32_t i = 0; i < c.objects; ++i)
       if (c.allocated(bits, i))
-        offsets.push_back((pfn << sparse::page_shift) + c.header + std::uint64_t{i} * c.size);
+        offsets.push_back((pfn << sparse::page_shift) + c.header + skew +
+                          std::uint64_t{i} * c.size);
   }
   if (offsets.empty()) return "no object recorded in it";
   std::string out = std::to_string(offsets.size()) + " object(s) recorded in it, not vouched for:";

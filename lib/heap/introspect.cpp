@@ -109,10 +109,11 @@ void heap::visit_objects(detail::visitor<object_info> fn) const {
     }
     const alloc::size_class& c = alloc::size_classes[e.sub];
     const auto* bits = reinterpret_cast<const std::uint64_t*>(base() + offset);
+    const std::uint32_t skew = e.movable ? alloc::movable_skew : 0;
     for (std::uint32_t i = 0; i < c.objects; ++i) {
       if (!c.allocated(bits, i)) continue;
-      const std::uint64_t at = offset + c.header + std::uint64_t{i} * c.size;
-      if (!fn({at, c.size, kind_of(at, object_kind::small), true, false})) return;
+      const std::uint64_t at = offset + c.header + skew + std::uint64_t{i} * c.size;
+      if (!fn({at, c.size - skew, kind_of(at, object_kind::small), true, e.movable})) return;
     }
   }
 }

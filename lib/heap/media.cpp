@@ -70,25 +70,26 @@ bad_block heap_impl::place_bad_block(const media::bad_range& range) const {
     const sparse::page_descriptor d{model_->pfn_to_page(pfn)->load()};
     const std::uint64_t at = pfn << page_shift;
     if (!sparse::descriptor_checks_out(d.load()) ||
-        (d.state() != page_state::extent && d.state() != page_state::slab)) {
+        (d.state() != page_state::extent && !sparse::is_slab(d.state()))) {
       ++pfn;
       continue;
     }
     const std::uint64_t pages = std::max<std::uint64_t>(d.length(), 1);
     const std::uint64_t stop = at + (pages << page_shift);
     if (stop > range.offset && d.state() == page_state::extent) b.objects.push_back(at);
-    if (stop > range.offset && d.state() == page_state::slab && d.sub() < alloc::nr_slab_classes) {
+    if (stop > range.offset && sparse::is_slab(d.state()) && d.sub() < alloc::nr_slab_classes) {
       const auto& c = alloc::size_classes[d.sub()];
+      const std::uint64_t skew = d.state() == page_state::movable_slab ? alloc::movable_skew : 0;
       if ((at < end && range.offset < at + c.header) ||
           model_->reader().probe(model_->base(), at, c.header)) {
         b.objects_unknown = true;  // its bitmap is in the bad block, or does not read: not read
-        b.objects.push_back(at + c.header);
+        b.objects.push_back(at + c.header + skew);
       } else {
         const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->base() + at);
         for (std::uint32_t i = 0; i < c.objects; ++i) {
-          const std::uint64_t object = at + c.header + std::uint64_t{i} * c.size;
-          if (object < end && range.offset < object + c.size && c.allocated(bits, i))
-            b.objects.push_back(object);
+          const std::uint64_t slot = at + c.header + std::uint64_t{i} * c.size;
+          if (slot < end && range.offset < slot + c.size && c.allocated(bits, i))
+            b.objects.push_back(slot + skew);
         }
       }
     }

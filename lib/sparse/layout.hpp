@@ -53,7 +53,11 @@ inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
 // of formats 2 to 4 keep their encoding under their legacy class index.
 // 6: the memmap area (superblock::memmap_area): every span's memmap block
 // at a fixed place in front of the memory, so present memory is contiguous.
-inline constexpr std::uint32_t format_version = 6;
+// 7: movable objects: slabs of state movable_slab, whose objects each begin
+// with a movable_header naming their owner, in movable pageblocks (which no
+// longer take page-sized extents of ordinary objects: those go to
+// unmovable pageblocks).
+inline constexpr std::uint32_t format_version = 7;
 inline constexpr std::uint32_t oldest_upgradable_version = 2;  // daxalloc::upgrade converts it
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
@@ -100,8 +104,8 @@ inline constexpr std::uint64_t section_memmap_mask = ~(memmap_block_size - 1);
 // kernel's where the meaning matches (UNMOVABLE 0, MOVABLE 1, RECLAIMABLE 2,
 // ISOLATE 5); the skip bit is bit 3 of the 4-bit field.
 enum class migratetype : std::uint8_t {
-  unmovable = 0,  // small-object slabs: objects are pinned, never moved
-  movable = 1,    // the common pool: free pageblocks and page-sized allocations
+  unmovable = 0,  // slabs and page-sized extents of ordinary objects: never moved
+  movable = 1,    // slabs of movable objects (format 6: page-sized allocations)
   large = 2,      // extents of large objects spanning pageblocks (kernel: RECLAIMABLE)
   metadata = 3,   // the head and memmap blocks: never allocatable
   isolate = 5,    // must not be allocated from: being offlined or holding bad blocks
@@ -355,12 +359,16 @@ static_assert(section_record_words(30) * 8 == 512);
 // The sparse layer writes only the states free, reserved and memmap; the
 // allocators document what commits theirs.
 enum class page_state : std::uint8_t {
-  free = 0,      // available, or a tail page of an extent or slab
-  reserved = 1,  // the head: superblocks, intent, directory, root pages
-  memmap = 2,    // holds page descriptors
-  extent = 16,   // first page of an allocated extent of `length` pages
-  slab = 17,     // first page of a slab of small objects (its other pages stay free)
+  free = 0,           // available, or a tail page of an extent or slab
+  reserved = 1,       // the head: superblocks, intent, directory, root pages
+  memmap = 2,         // holds page descriptors
+  extent = 16,        // first page of an allocated extent of `length` pages
+  slab = 17,          // first page of a slab of small objects (its other pages stay free)
+  movable_slab = 18,  // format 7: the same, of movable objects (each after a movable_header)
 };
+[[nodiscard]] constexpr bool is_slab(page_state s) noexcept {
+  return s == page_state::slab || s == page_state::movable_slab;
+}
 
 struct page_descriptor {
   std::uint64_t info;
@@ -381,9 +389,8 @@ struct page_descriptor {
   [[nodiscard]] std::uint64_t length() const noexcept {
     const std::uint64_t v = load();
     const std::uint64_t length = (v >> 16) & ((std::uint64_t{1} << 40) - 1);
-    return (v & 0xff) == static_cast<std::uint64_t>(page_state::slab)
-               ? length & 0xffff  // digest above
-               : length;
+    return is_slab(static_cast<page_state>(v & 0xff)) ? length & 0xffff  // digest above
+                                                      : length;
   }
 };
 static_assert(sizeof(page_descriptor) == 8);
@@ -554,6 +561,33 @@ static_assert(!slab_word_checks_out(0) && !slab_word_checks_out(~std::uint64_t{0
   h ^= h >> 29;
   const std::uint64_t mask = (std::uint64_t{1} << bits) - 1;
   return (h & mask) ? (h & mask) : 1;
+}
+
+// Format 7: every object of a movable slab starts with this header, and
+// the address the application holds is the one after it (a slot of the
+// class's size holds the header and size - 16 bytes). `owner` is the
+// offset from the heap's start of the one persistent word that refers to
+// the object, with its encoding in the low bits (owner_pptr: a pptr, the
+// distance from the word to the object; owner_offset: the object's offset
+// from the heap's start); `check` ties the header to its place:
+// movable_check(owner, object offset), so a header copied to another slot,
+// or a flipped bit, shows. The header is written with the object, before
+// the batch that publishes it commits, and rewritten by the batch that
+// hands the object to another owner.
+struct movable_header {
+  std::uint64_t owner;
+  std::uint64_t check;
+};
+static_assert(sizeof(movable_header) == 16);
+inline constexpr std::uint64_t owner_pptr = 0, owner_offset = 1;
+inline constexpr std::uint64_t owner_kind_mask = 7;
+[[nodiscard]] constexpr std::uint64_t movable_check(std::uint64_t owner,
+                                                    std::uint64_t object) noexcept {
+  std::uint64_t h = owner * 0x9e3779b97f4a7c15ull ^ object ^ 0x6d6f7661626c6531ull;  // "movable1"
+  h ^= h >> 31;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 29;
+  return h;
 }
 
 // Memmap: a span is the address range whose descriptors fill memmap blocks

@@ -15,7 +15,9 @@ namespace {
 // fields, head_size without it); format 3 is format 4 with other check bits
 // and slab digests; format 4 is format 5 with every slab in the legacy
 // encoding under the class index below it; format 5 is format 6 without
-// the memmap area (superblock::memmap_area 0: each span's block in the span).
+// the memmap area (superblock::memmap_area 0: each span's block in the span);
+// format 6 is format 7 without movable slabs (and with page-sized extents
+// in movable pageblocks, which format 7 leaves where they are).
 std::string old_problem(const superblock& sb) {
   if (std::memcmp(sb.magic, superblock_magic, sizeof sb.magic) != 0) return "no daxalloc magic";
   superblock copy = sb;
@@ -32,7 +34,7 @@ std::string old_problem(const superblock& sb) {
   if (std::memcmp(&expected, &sb, offsetof(superblock, create_time)) != 0)
     return "layout fields disagree with the geometry";
   for (auto byte : sb.reserved)
-    if (byte != 0 || sb.memmap_area != 0) return "reserved bytes are not zero";
+    if (byte != 0 || (sb.version < 6 && sb.memmap_area != 0)) return "reserved bytes are not zero";
   return {};
 }
 
@@ -147,7 +149,7 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
   // The memmap blocks of the present sections.
   std::set<std::uint64_t> blocks;
   const auto* directory = reinterpret_cast<const std::uint64_t*>(base + directory_offset);
-  for (std::uint64_t root = 0; root < geo.nr_roots(); ++root) {
+  for (std::uint64_t root = 0; from < 6 && root < geo.nr_roots(); ++root) {  // (6: the area's)
     if (directory[root] != 1) continue;
     for (std::uint64_t nr = root * geo.sections_per_root();
          nr < std::min<std::uint64_t>((root + 1) * geo.sections_per_root(), geo.nr_sections());
@@ -239,10 +241,10 @@ std::vector<std::string> upgrade(region& r, std::span<const std::uint32_t> slab_
                    std::to_string(format_version) + "'s)");
   // The memory cannot move: the heap keeps each span's block where it is,
   // and so do spans added later (no memmap area).
-  done.push_back("kept each span's memmap block inside the span (" + std::to_string(blocks.size()) +
-                 (blocks.size() == 1 ? " span" : " spans") +
-                 "; no memmap area: only a heap created by format " +
-                 std::to_string(format_version) + " has one)");
+  if (from < 6)
+    done.push_back("kept each span's memmap block inside the span (" +
+                   std::to_string(blocks.size()) + (blocks.size() == 1 ? " span" : " spans") +
+                   "; no memmap area: only a heap created by format 6 or later has one)");
   if (from == 2) upgrade_slots(r, geo, done);
 
   p.drain();

@@ -10,7 +10,7 @@
 
 namespace daxalloc::sparse {
 
-// Converts the format 2, 3 or 4 heap in `r` (opened read-write, not
+// Converts the format 2 to 6 heap in `r` (opened read-write, not
 // reserved by anyone else) to this library's format, in place and
 // crash-safely: every step is idempotent and the new superblocks are
 // written last, so a crash leaves an old-format heap that upgrade converts

@@ -54,7 +54,7 @@ MiB=$((1 << 20))
 python=$(python3 -c 'import sys; print(sys.executable)') || { echo "FAIL: python3 is needed"; exit 1; }
 
 echo "== help"
-commands="devices create info stats map check repair grow shrink rm"
+commands="devices create info stats map check repair grow shrink compact rm"
 run 0 --help
 stdout_has "usage: daxalloc COMMAND"
 for c in $commands; do stdout_has "  $c "; done
@@ -89,7 +89,7 @@ json_true 'd["section_size_bits"] == 28 and d["present_bytes"] == 8 * 2**20 and 
 
 echo "== info"
 run 0 info "$heap"
-stdout_has "format version 6"
+stdout_has "format version 7"
 stdout_has "memmap placement"
 stdout_has "pageblocks by migratetype"
 stdout_has "fragmentation"
@@ -99,7 +99,7 @@ grep -qE '^  unsafe shutdown +detection not available \(.+\)$' "$out/stdout" ||
   fail "info does not say unsafe-shutdown detection is not available"
 run 0 info "$heap" --accept-unsafe-shutdown
 run 0 info "$heap" --json
-json_true 'd["format_version"] == 6 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
+json_true 'd["format_version"] == 7 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
 json_true 'not d["unsafe_shutdown"] and not d["unsafe_shutdown_detection"]["available"] and d["unsafe_shutdown_detection"]["note"]'
 json_true 'd["geometry"]["section_size"] == 128 * 2**20 and d["geometry"]["max_range"] == 4 * 2**30'
 # The head and span 0's memmap block, then the memory after the memmap area
@@ -171,6 +171,19 @@ run 1 shrink "$full" --by 2M
 stderr_has "holds allocations"
 stderr_has "$full"
 run 0 check "$full"
+
+echo "== compact moves movable objects down and releases their slabs"
+moving=$prefix-movable
+run 0 create "$moving" --size 32M
+"$helper" movable "$moving" >/dev/null || fail "heap_helper movable failed"
+run 0 compact "$moving" --json
+json_true 'd["objects_moved"] > 4000 and d["slabs_released"] > 0 and d["movable_objects"] == 10000'
+json_true 'd["largest_free_after"] > d["largest_free_before"]'
+run 0 compact "$moving"
+stdout_has "moved"
+stdout_has "0 movable objects"
+run 0 check "$moving"
+run 0 rm "$moving"
 
 echo "== unclean shutdown"
 "$helper" abandon "$heap" || fail "heap_helper abandon failed"
@@ -374,8 +387,8 @@ refused_version() {
   run 1 create "$heap" --size 8M
   stderr_has "already"
 }
-refused_version newer "is newer than this library's 6"
-refused_version older "format version 1 is older than this library's 6"
+refused_version newer "is newer than this library's 7"
+refused_version older "format version 1 is older than this library's 7"
 damaged=$prefix-damaged
 run 0 create "$damaged" --size 8M
 patch_superblocks "$damaged" damage

@@ -8,6 +8,8 @@
 //   heap_helper hold PATH       open the heap, print "ready", keep it open until
 //                               stdin reaches end of file, then close it
 //   heap_helper abandon PATH    open the heap, allocate, exit without closing
+//   heap_helper movable PATH    allocate 20,000 movable objects of 100 bytes
+//                               (owners in the root), free every other; close
 //   heap_helper damage PATH     allocate a 300 KiB extent filled with 0x5a and
 //                               write a stray page descriptor inside it, as a
 //                               damaged medium would; close
@@ -21,6 +23,7 @@
 
 #include "daxalloc/error.hpp"
 #include "daxalloc/heap.hpp"
+#include "daxalloc/pptr.hpp"
 #include "heap/access.hpp"
 
 namespace {
@@ -34,12 +37,22 @@ int populate(daxalloc::heap& h) {
   std::uint64_t n = 0;
   for (std::size_t size : {16, 64, 200, 1000, 4096})
     for (int i = 0; i < 50; ++i, ++n) std::memset(h.allocate(size), 0xa5, size);
-  for (int i = 0; i < 3; ++i, ++n) (void)h.allocate(100 * 1024);  // movable page extents
+  for (int i = 0; i < 3; ++i, ++n) (void)h.allocate(100 * 1024);  // page extents
   (void)h.allocate(std::size_t{5} << 20);                         // a large extent
   ++n;
   h.root<root_type>()->objects = n;
   h.persist().persist(h.root<root_type>(), sizeof(root_type));
   std::printf("allocated %llu objects\n", static_cast<unsigned long long>(n));
+  return 0;
+}
+
+int movable(daxalloc::heap& h) {
+  constexpr std::size_t n = 20000;
+  auto* owners = static_cast<daxalloc::pptr<char>*>(h.root(n * sizeof(daxalloc::pptr<char>)));
+  for (std::size_t i = 0; i < n; ++i)
+    (void)h.allocate_movable(owners[i], 100, [&](char* at) { std::memset(at, 0x3c, 100); });
+  for (std::size_t i = 0; i < n; i += 2) h.free_clear(owners[i]);
+  std::printf("%zu movable objects\n", n / 2);
   return 0;
 }
 
@@ -83,6 +96,7 @@ int main(int argc, char** argv) try {
   daxalloc::heap h = daxalloc::heap::open(argv[2]);
   if (what == "populate") return populate(h);
   if (what == "fill") return fill(h);
+  if (what == "movable") return movable(h);
   if (what == "hold") return hold(h);
   if (what == "damage") return damage(h);
   if (what == "abandon") {

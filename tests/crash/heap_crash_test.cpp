@@ -46,7 +46,16 @@ std::unique_ptr<heap_impl> open_heap(const std::filesystem::path& p) {
 
 std::string signature(const heap_impl& h) {
   std::ostringstream out;
-  for (auto [offset, size] : h.allocations()) out << offset << "+" << size << " ";
+  for (auto [offset, size] : h.allocations()) {
+    out << offset << "+" << size << " ";
+    // A movable object: its contents too (its header and owner: check()).
+    if (h.is_movable(h.model().base() + offset)) {
+      std::uint64_t fnv = 1469598103934665603ull;
+      for (std::uint64_t i = 0; i < size; ++i)
+        fnv = (fnv ^ std::to_integer<unsigned>(h.model().base()[offset + i])) * 1099511628211ull;
+      out << "m" << fnv << " ";
+    }
+  }
   const auto* slot = reinterpret_cast<const daxalloc::sparse::root_slot*>(
       h.model().base() + daxalloc::sparse::root_slot_offset);
   out << "present " << h.stats().present_bytes << " root " << slot->offset << "/" << slot->size;
@@ -603,4 +612,91 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
     MESSAGE(name);
     run(s, rng);
   }
+}
+
+namespace {
+// A movable object of `bytes` bytes, each `fill`, owned by the word at `owner`.
+void* movable(heap_impl& h, std::uint64_t owner, std::size_t bytes, int fill) {
+  struct ctx {
+    std::size_t bytes;
+    int fill;
+  } c{bytes, fill};
+  return h.allocate_movable(
+      bytes, word(h, owner),
+      [](void* p, void* context) {
+        const auto* k = static_cast<ctx*>(context);
+        std::memset(p, k->fill, k->bytes);
+      },
+      &c);
+}
+// n movable objects of 100 bytes in the root's words 0..n-1 (a root of
+// 8n bytes), then every one freed but the first and the last: the last
+// alone in the class's highest slab, the first in its lowest.
+void first_and_last(heap_impl& h, std::vector<std::uint64_t>& kept, std::size_t n) {
+  const std::uint64_t root = offset(h, h.root(8 * n));
+  kept.push_back(root);
+  for (std::size_t i = 0; i < n; ++i) (void)movable(h, root + 8 * i, 100, static_cast<int>(i));
+  for (std::size_t i = 1; i + 1 < n; ++i) {
+    std::uint64_t* w = word(h, root + 8 * i);
+    void* object = reinterpret_cast<std::byte*>(w) + static_cast<std::int64_t>(*w);
+    h.publish({}, std::vector<std::pair<std::uint64_t*, std::uint64_t>>{{w, 0}},
+              std::vector<void*>{object}, {});
+  }
+}
+}  // namespace
+
+TEST_CASE("crash states of movable objects: allocation, hand-over, free and relocation") {
+  std::mt19937_64 rng(20261207);
+  constexpr std::size_t n = 600;  // two slabs of the 128-byte class
+  const scenario scenarios[] = {
+      {"allocate_movable: the first movable object (a movable slab made)",
+       [](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
+       [](heap_impl& h, const auto& kept) { (void)movable(h, kept[0], 100, 0x5a); }},
+      {"allocate_movable: into a movable slab",
+       [](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         (void)movable(h, kept[0] + 8, 300, 0x11);
+       },
+       [](heap_impl& h, const auto& kept) { (void)movable(h, kept[0], 100, 0x5a); }},
+      {"move_owner: the object handed to another word",
+       [](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         (void)movable(h, kept[0], 100, 0x5a);
+       },
+       [](heap_impl& h, const auto& kept) {
+         h.move_owner(word(h, kept[0]), word(h, kept[0] + 8));
+       }},
+      {"free-and-clear of a movable object",
+       [](heap_impl& h, auto& kept) {
+         kept.push_back(offset(h, h.root(64)));
+         (void)movable(h, kept[0] + 8, 100, 0x22);
+         kept.push_back(offset(h, movable(h, kept[0], 100, 0x5a)));
+       },
+       [](heap_impl& h, const auto& kept) {
+         h.publish({}, std::vector<std::pair<std::uint64_t*, std::uint64_t>>{{word(h, kept[0]), 0}},
+                   std::vector<void*>{h.model().base() + kept[1]}, {});
+       }},
+      {"compact: the last object moved into the lowest slab, its slab released",
+       [&](heap_impl& h, auto& kept) { first_and_last(h, kept, n); },
+       [](heap_impl& h, const auto&) {
+         const auto r = h.compact({});
+         REQUIRE(r.objects_moved == 1);
+         REQUIRE(r.slabs_released == 1);
+       }},
+      {"compact: a parent moved, the header of its movable child rewritten with it",
+       [&](heap_impl& h, auto& kept) {
+         first_and_last(h, kept, n);
+         // The last object becomes a parent: a pptr at its start owns a child.
+         std::uint64_t* w = word(h, kept[0] + 8 * (n - 1));
+         auto* parent = reinterpret_cast<std::byte*>(w) + static_cast<std::int64_t>(*w);
+         std::memset(parent, 0, 8);
+         h.model().media().persist().persist(parent, 8);
+         (void)movable(h, offset(h, parent), 40, 0x77);
+       },
+       [](heap_impl& h, const auto&) {
+         const auto r = h.compact({});
+         REQUIRE(r.objects_moved == 1);
+       }},
+  };
+  for (const scenario& s : scenarios) run(s, rng);
 }

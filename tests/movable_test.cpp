@@ -1,0 +1,308 @@
+// Movable objects: allocation with an owner, hand-over, pins, relocation
+// and compaction (heap::allocate_movable, move_owner, pin, compact).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "daxalloc/batch.hpp"
+#include "daxalloc/heap.hpp"
+#include "daxalloc/pptr.hpp"
+#include "test_util.hpp"
+
+using daxalloc::errc;
+using daxalloc::heap;
+using daxalloc::pptr;
+
+namespace {
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+
+struct value {
+  std::uint64_t id;
+  std::uint32_t bytes;
+  unsigned char data[1];  // `bytes` bytes follow
+};
+
+heap make_heap(const test::temp_file& f, std::uint64_t size = 64 * MiB) {
+  daxalloc::heap_options o;
+  o.size = size;
+  o.mode = daxalloc::persistence_mode::cache_flush;
+  return heap::create(f.path(), o);
+}
+
+unsigned char pattern(std::uint64_t id, std::size_t i) {
+  return static_cast<unsigned char>(id * 131 + i * 7);
+}
+
+value* make_value(heap& h, pptr<value>& owner, std::uint64_t id, std::uint32_t bytes) {
+  return h.allocate_movable(owner, sizeof(value) + bytes, [&](value* v) {
+    v->id = id;
+    v->bytes = bytes;
+    for (std::uint32_t i = 0; i < bytes; ++i) v->data[i] = pattern(id, i);
+  });
+}
+
+bool intact(const value* v, std::uint64_t id) {
+  if (v == nullptr || v->id != id) return false;
+  for (std::uint32_t i = 0; i < v->bytes; ++i)
+    if (v->data[i] != pattern(id, i)) return false;
+  return true;
+}
+
+// The owners: a root object of n pptrs.
+struct slots {
+  pptr<value> at[1];
+};
+slots* owners(heap& h, std::size_t n) {
+  return static_cast<slots*>(h.root(n * sizeof(pptr<value>)));
+}
+
+// 1 MiB blocks allocated until none fits, as bytes (freed again).
+std::uint64_t large_blocks(heap& h) {
+  std::vector<void*> got;
+  while (void* p = h.allocate(MiB, std::nothrow)) got.push_back(p);
+  for (void* p : got) h.deallocate(p);
+  return got.size() * MiB;
+}
+}  // namespace
+
+TEST_CASE("a movable object is published into its owner and survives a reopen") {
+  test::temp_file f("movable-basic");
+  {
+    heap h = make_heap(f);
+    slots* s = owners(h, 4);
+    value* v = make_value(h, s->at[0], 1, 100);
+    CHECK(s->at[0].get() == v);
+    CHECK(h.is_movable(v));
+    CHECK(h.owner_of(v) == &s->at[0]);
+    CHECK(reinterpret_cast<std::uintptr_t>(v) % 16 == 0);
+    CHECK(h.usable_size(v) >= sizeof(value) + 100);
+    CHECK_FALSE(h.is_movable(s));
+    CHECK(h.owner_of(s) == nullptr);
+    const auto st = h.stats();
+    CHECK(st.movable_objects == 1);
+    CHECK(st.movable_slab_bytes > 0);
+    CHECK(h.check().empty());
+    bool seen = false;
+    h.for_each_object([&](const daxalloc::object_info& o) {
+      if (o.movable) seen = h.at(o.offset) == v;
+    });
+    CHECK(seen);
+  }
+  heap h = heap::open(f.path());
+  slots* s = owners(h, 4);
+  CHECK(intact(s->at[0].get(), 1));
+  CHECK(h.is_movable(s->at[0].get()));
+  CHECK(h.check().empty());
+  h.free_clear(s->at[0]);
+  CHECK_FALSE(s->at[0]);
+  CHECK(h.stats().movable_objects == 0);
+  CHECK(h.check().empty());
+}
+
+TEST_CASE("allocate_movable refuses bad owners and sizes, and move_owner hands an object over") {
+  test::temp_file f("movable-args");
+  heap h = make_heap(f);
+  slots* s = owners(h, 4);
+  CHECK_THROWS_AS((void)make_value(h, s->at[0], 1, heap::max_movable_size), daxalloc::error);
+  try {
+    (void)h.allocate_movable(s->at[0], heap::max_movable_size + 1, [](value*) {});
+  } catch (const daxalloc::error& e) {
+    CHECK(e.code() == errc::too_large);
+  }
+  value* v = make_value(h, s->at[0], 7, 10);
+  try {
+    (void)make_value(h, s->at[0], 8, 10);
+    FAIL("a second object into a non-null owner");
+  } catch (const daxalloc::error& e) {
+    CHECK(e.code() == errc::invalid_argument);
+  }
+  pptr<value> outside;  // not in the heap
+  CHECK_THROWS_AS((void)make_value(h, outside, 9, 10), daxalloc::error);
+  CHECK_THROWS_AS(
+      (void)h.allocate_movable(s->at[1], 64, [](value*) { throw std::runtime_error("x"); }),
+      std::runtime_error);
+  CHECK_FALSE(s->at[1]);
+  h.move_owner(s->at[0], s->at[2]);
+  CHECK_FALSE(s->at[0]);
+  CHECK(s->at[2].get() == v);
+  CHECK(h.owner_of(v) == &s->at[2]);
+  CHECK_THROWS_AS(h.move_owner(s->at[0], s->at[3]), daxalloc::error);  // null
+  CHECK(h.check().empty());
+  // An owner changed behind the heap's back is reported.
+  s->at[3] = s->at[2].get();
+  s->at[2] = nullptr;
+  const auto problems = h.check();
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0].find("does not refer to it") != std::string::npos);
+  s->at[2] = s->at[3].get();
+  s->at[3] = nullptr;
+  CHECK(h.check().empty());
+  // deallocate frees a movable object by pointer too.
+  h.deallocate(v);
+  s->at[2] = nullptr;
+  CHECK(h.check().empty());
+}
+
+TEST_CASE(
+    "compaction after freeing a random half gives 90 % of the free space back as 1 MiB blocks") {
+  test::temp_file f("movable-compact");
+  heap h = make_heap(f, 128 * MiB);
+  constexpr std::size_t n = 200'000;
+  slots* s = owners(h, n);
+  std::mt19937_64 rng(3);
+  std::size_t made = 0;
+  for (; made < n; ++made) {
+    const auto bytes = static_cast<std::uint32_t>(64 + rng() % 449) - sizeof(value) + 1;
+    try {
+      (void)make_value(h, s->at[made], made, bytes);
+    } catch (const daxalloc::error&) {
+      break;
+    }
+  }
+  REQUIRE(made > 1000);
+  std::vector<std::size_t> order(made);
+  for (std::size_t i = 0; i < made; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::size_t i = 0; i < made / 2; ++i) h.free_clear(s->at[order[i]]);
+  const auto before = h.stats();
+  const std::uint64_t large_before = large_blocks(h);
+  const auto r = h.compact();
+  CHECK(r.finished);
+  CHECK(r.objects_moved > 0);
+  CHECK(r.slabs_released > 0);
+  const auto after = h.stats();
+  CHECK(after.movable_objects == before.movable_objects);
+  const std::uint64_t large_after = large_blocks(h);
+  MESSAGE("1 MiB blocks: " << large_before / MiB << " MiB before, " << large_after / MiB
+                           << " MiB after compaction; free " << after.free_bytes / MiB
+                           << " MiB; moved " << r.objects_moved << " objects, "
+                           << r.bytes_moved / MiB << " MiB in " << r.seconds << " s");
+  CHECK(large_after > large_before);
+  CHECK(static_cast<double>(large_after) >= 0.9 * static_cast<double>(after.free_bytes));
+  for (std::size_t i = made / 2; i < made; ++i) REQUIRE(intact(s->at[order[i]].get(), order[i]));
+  CHECK(h.check().empty());
+  h.close();
+  heap again = heap::open(f.path());
+  slots* t = owners(again, n);
+  for (std::size_t i = made / 2; i < made; ++i) REQUIRE(intact(t->at[order[i]].get(), order[i]));
+  CHECK(again.check().empty());
+}
+
+TEST_CASE("a pinned object is not moved, its pageblock is skipped until the pass ends") {
+  test::temp_file f("movable-pin");
+  heap h = make_heap(f);
+  constexpr std::size_t n = 4000;
+  slots* s = owners(h, n);
+  for (std::size_t i = 0; i < n; ++i) (void)make_value(h, s->at[i], i, 100);
+  for (std::size_t i = 1; i < n - 1; ++i) h.free_clear(s->at[i]);  // the first and last stay
+  {
+    auto pinned = h.pin(s->at[n - 1]);
+    REQUIRE(pinned);
+    value* where = pinned.get();
+    const auto r = h.compact();
+    CHECK(r.objects_pinned == 1);
+    CHECK(r.objects_moved == 0);
+    CHECK(s->at[n - 1].get() == where);
+    CHECK(intact(pinned.get(), n - 1));
+  }
+  const auto r = h.compact();
+  CHECK(r.objects_moved == 1);
+  CHECK(intact(s->at[n - 1].get(), n - 1));
+  CHECK(intact(s->at[0].get(), 0));
+  CHECK(h.stats().movable_slab_bytes == 64 * 1024);  // both in the lowest slab
+  CHECK(h.check().empty());
+  CHECK_THROWS_AS(h.unpin(s->at[n - 1].get()), daxalloc::error);  // not pinned
+}
+
+TEST_CASE("a budget cuts a compaction into steps that resume") {
+  test::temp_file f("movable-budget");
+  heap h = make_heap(f);
+  constexpr std::size_t n = 20000;
+  slots* s = owners(h, n);
+  for (std::size_t i = 0; i < n; ++i) (void)make_value(h, s->at[i], i, 200);
+  for (std::size_t i = 0; i < n; i += 2) h.free_clear(s->at[i]);
+  daxalloc::compact_options o;
+  o.max_bytes = 64 * 1024;
+  std::uint64_t moved = 0;
+  unsigned steps = 0;
+  for (;; ++steps) {
+    const auto r = h.compact(o);
+    moved += r.objects_moved;
+    CHECK(r.bytes_moved <= o.max_bytes + 4096);
+    if (r.finished) break;
+    REQUIRE(steps < 10000);
+  }
+  CHECK(steps > 1);
+  CHECK(moved > 0);
+  CHECK(h.stats().compaction_passes == 1);
+  for (std::size_t i = 1; i < n; i += 2) REQUIRE(intact(s->at[i].get(), i));
+  CHECK(h.check().empty());
+}
+
+TEST_CASE("moving a parent rewrites the owners of its movable children") {
+  test::temp_file f("movable-children");
+  struct parent {
+    std::uint64_t id;
+    pptr<value> child;
+  };
+  heap h = make_heap(f);
+  constexpr std::size_t n = 3000;
+  auto* roots = static_cast<pptr<parent>*>(h.root(n * sizeof(pptr<parent>)));
+  for (std::size_t i = 0; i < n; ++i) {
+    parent* p = h.allocate_movable(roots[i], sizeof(parent), [&](parent* at) {
+      at->id = i;
+      at->child = nullptr;
+    });
+    (void)make_value(h, p->child, i, 40);
+  }
+  for (std::size_t i = 0; i < n; i += 3) {
+    h.free_clear(roots[i]->child);
+    h.free_clear(roots[i]);
+  }
+  const auto r = h.compact();
+  CHECK(r.objects_moved > 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i % 3 == 0) continue;
+    REQUIRE(roots[i]->id == i);
+    REQUIRE(intact(roots[i]->child.get(), i));
+    REQUIRE(h.owner_of(roots[i]->child.get()) == &roots[i]->child);
+  }
+  CHECK(h.check().empty());
+  h.close();
+  heap again = heap::open(f.path());
+  CHECK(again.check().empty());
+}
+
+TEST_CASE("pins from another thread while compaction runs see whole objects") {
+  test::temp_file f("movable-threads");
+  heap h = make_heap(f);
+  constexpr std::size_t n = 20000;
+  slots* s = owners(h, n);
+  for (std::size_t i = 0; i < n; ++i) (void)make_value(h, s->at[i], i, 64);
+  for (std::size_t i = 0; i < n; i += 2) h.free_clear(s->at[i]);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> bad{0}, reads{0};
+  std::thread reader([&] {
+    std::mt19937_64 rng(5);
+    while (!stop.load()) {
+      const std::size_t i = 1 + 2 * (rng() % (n / 2));
+      auto p = h.pin(s->at[i]);
+      if (!intact(p.get(), i)) bad.fetch_add(1);
+      reads.fetch_add(1);
+    }
+  });
+  daxalloc::compact_options o;
+  o.time_budget = std::chrono::microseconds(500);
+  while (!h.compact(o).finished) {
+  }
+  stop = true;
+  reader.join();
+  CHECK(bad.load() == 0);
+  CHECK(reads.load() > 0);
+  CHECK(h.check().empty());
+}
