@@ -3,7 +3,7 @@
 // CLWB + SFENCE, daxalloc in persistence_mode::cache_flush). No real pmem.
 //
 //   daxalloc-bench [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]
-//                  [--only=churn,prodcon,threads,fences,frag,recovery,locality,dram]
+//                  [--only=churn,prodcon,threads,fences,frag,movable,recovery,locality,dram]
 //
 // Workloads (docs/benchmarks.md): churn, prod-con, threadtest + Larson-style at
 // 1 and 2 threads, persistence cost per daxalloc API, fragmentation, recovery
@@ -1596,10 +1596,13 @@ const std::vector<frag_workload> pmdk_workloads = {
 };
 
 // alloc(size) -> handle or nullopt, usable(handle), release(handle).
-template <class Handle, class Alloc, class Usable, class Release>
+// before_fill() runs between the phases and the final fill (compaction);
+// fill_alloc(size) makes the final fill's allocations.
+template <class Handle, class Alloc, class Usable, class Release, class BeforeFill,
+          class FillAlloc>
 std::pair<double, double> run_pmdk_fragmentation(const frag_workload& w, std::uint64_t heap_bytes,
-                                                 Alloc&& alloc, Usable&& usable,
-                                                 Release&& release) {
+                                                 Alloc&& alloc, Usable&& usable, Release&& release,
+                                                 BeforeFill&& before_fill, FillAlloc&& fill_alloc) {
   std::vector<Handle> live;
   std::uint64_t live_bytes = 0;
   xorshift rng(7);
@@ -1633,13 +1636,14 @@ std::pair<double, double> run_pmdk_fragmentation(const frag_workload& w, std::ui
       free_last(static_cast<std::size_t>(static_cast<double>(live.size()) * ph.delete_after));
     }
   }
+  before_fill();
   std::uint64_t large = 0, small = 0;
   std::vector<Handle> fill;
-  while (const auto h = alloc(1 * MiB)) {
+  while (const auto h = fill_alloc(1 * MiB)) {
     large += usable(*h);
     fill.push_back(*h);
   }
-  while (const auto h = alloc(100)) {
+  while (const auto h = fill_alloc(100)) {
     small += usable(*h);
     fill.push_back(*h);
   }
@@ -1670,25 +1674,24 @@ void bench_pmdk_fragmentation() {
     {
       auto h = make_heap(fresh("frag2.heap"), size);
       const std::uint64_t capacity = h.stats().usable_bytes;
+      const auto alloc = [&](std::size_t n) -> std::optional<void*> {
+        void* q = h.allocate(n, std::nothrow);
+        return q ? std::optional<void*>(q) : std::nullopt;
+      };
       d = run_pmdk_fragmentation<void*>(
-          w, capacity,
-          [&](std::size_t n) -> std::optional<void*> {
-            void* q = h.allocate(n, std::nothrow);
-            return q ? std::optional<void*>(q) : std::nullopt;
-          },
-          [&](void* q) { return h.usable_size(q); }, [&](void* q) { h.deallocate(q); });
+          w, capacity, alloc, [&](void* q) { return h.usable_size(q); },
+          [&](void* q) { h.deallocate(q); }, [] {}, alloc);
     }
     {
       PMEMobjpool* pop = make_pool(fresh("frag2.pool"), size);
+      const auto alloc = [&](std::size_t n) -> std::optional<PMEMoid> {
+        PMEMoid oid;
+        if (pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) != 0) return std::nullopt;
+        return oid;
+      };
       p = run_pmdk_fragmentation<PMEMoid>(
-          w, size,
-          [&](std::size_t n) -> std::optional<PMEMoid> {
-            PMEMoid oid;
-            if (pmemobj_alloc(pop, &oid, n, 0, nullptr, nullptr) != 0) return std::nullopt;
-            return oid;
-          },
-          [](PMEMoid oid) { return pmemobj_alloc_usable_size(oid); },
-          [](PMEMoid oid) { pmemobj_free(&oid); });
+          w, size, alloc, [](PMEMoid oid) { return pmemobj_alloc_usable_size(oid); },
+          [](PMEMoid oid) { pmemobj_free(&oid); }, [] {}, alloc);
       pmemobj_close(pop);
     }
     t.rows.push_back({w.name, fmt(d.first), fmt(p.first) + " (" + fmt(w.pmdk_target, 1) + ")",
@@ -1785,6 +1788,257 @@ void bench_frag() {
       "daxalloc free space = stats().usable_bytes - allocated_bytes (includes free slots left in "
       "slabs); libpmemobj free space = pool size - stats.heap.curr_allocated (its own metadata "
       "counts as free, which flatters neither side much).\n\n");
+}
+
+// ---------------------------------------------------------------------------
+// 5c. movable objects and compaction (issue 21)
+
+// Owners of movable objects, as an engine's index holds them: chunks of
+// 8,192 pptrs allocated from the heap as needed (ordinary objects, not
+// counted as live bytes). A handle is an owner id; with its top bit set it
+// is instead the offset of an ordinary object (the final 1 MiB / 100 B fill).
+struct owner_table {
+  explicit owner_table(heap& on) : h(on) {}
+  heap& h;
+  static constexpr std::uint64_t per_chunk = 8192, plain = std::uint64_t{1} << 63;
+  std::vector<daxalloc::pptr<std::byte>*> chunks;
+  std::vector<std::uint64_t> free_ids;
+  std::uint64_t next = 0;
+  daxalloc::pptr<std::byte>& at(std::uint64_t id) { return chunks[id / per_chunk][id % per_chunk]; }
+  std::optional<std::uint64_t> alloc(std::size_t n) {
+    std::uint64_t id;
+    if (!free_ids.empty()) {
+      id = free_ids.back();
+      free_ids.pop_back();
+    } else {
+      if (next % per_chunk == 0) {
+        void* c = h.allocate(per_chunk * 8, std::nothrow);
+        if (c == nullptr) return std::nullopt;
+        std::memset(c, 0, per_chunk * 8);
+        h.persist().persist(c, per_chunk * 8);
+        chunks.push_back(static_cast<daxalloc::pptr<std::byte>*>(c));
+      }
+      id = next++;
+    }
+    try {
+      (void)h.allocate_movable(at(id), n, [](std::byte*) {});
+    } catch (const daxalloc::error&) {
+      free_ids.push_back(id);
+      return std::nullopt;
+    }
+    return id;
+  }
+  std::optional<std::uint64_t> alloc_plain(std::size_t n) {
+    void* p = h.allocate(n, std::nothrow);
+    return p ? std::optional<std::uint64_t>(plain | h.offset_of(p)) : std::nullopt;
+  }
+  std::size_t usable(std::uint64_t v) {
+    return (v & plain) ? h.usable_size(h.at(v & ~plain)) : h.usable_size(at(v).get());
+  }
+  void release(std::uint64_t v) {
+    if (v & plain) {
+      h.deallocate(h.at(v & ~plain));
+      return;
+    }
+    h.free_clear(at(v));
+    free_ids.push_back(v);
+  }
+};
+
+void bench_movable() {
+  const std::uint64_t size = cfg.quick ? 256 * MiB : 1 * GiB;
+  std::printf(
+      "## 5c. movable objects and compaction (heap::allocate_movable, heap::compact)\n\n"
+      "Fill a %llu MiB heap with movable 64..512 B objects, free a random half, allocate 1 MiB "
+      "blocks until failure (and free them), run one `compact()`, allocate 1 MiB blocks again. "
+      "libpmemobj (same workload, atomic API; it cannot move objects) in the same section. "
+      "Free space = usable bytes - allocated bytes.\n\n",
+      static_cast<unsigned long long>(size / MiB));
+  table t{{"allocator", "objects", "freed", "free space", "1 MiB blocks ÷ free space",
+           "after compact()", "moved", "compaction"},
+          {}};
+  double moved_mib = 0, moved_seconds = 0;
+  {
+    auto h = make_heap(fresh("movable.heap"), size);
+    owner_table owners(h);
+    std::vector<std::uint64_t> ids;
+    xorshift rng(42);
+    while (const auto id = owners.alloc(64 + rng() % 449)) ids.push_back(*id);
+    std::uint64_t freed = 0;
+    for (std::uint64_t id : ids)
+      if (rng() & 1) {
+        freed += owners.usable(id);
+        owners.release(id);
+      }
+    const auto st = h.stats();
+    const std::uint64_t free_space = st.usable_bytes - st.allocated_bytes;
+    const auto large_blocks = [&] {
+      std::vector<void*> got;
+      while (void* p = h.allocate(1 * MiB, std::nothrow)) got.push_back(p);
+      for (void* p : got) h.deallocate(p);
+      return static_cast<double>(got.size() * MiB);
+    };
+    const double before = large_blocks();
+    const auto r = h.compact();
+    const double after = large_blocks();
+    moved_mib += static_cast<double>(r.bytes_moved) / MiB;
+    moved_seconds += r.seconds;
+    const double fs = static_cast<double>(free_space);
+    t.rows.push_back({"daxalloc (allocate_movable, free_clear)", std::to_string(ids.size()),
+                      std::to_string(freed / MiB) + " MiB", std::to_string(free_space / MiB) + " MiB",
+                      fmt(100 * before / fs, 1) + " %", fmt(100 * after / fs, 1) + " %",
+                      std::to_string(r.objects_moved) + " objects, " +
+                          fmt(static_cast<double>(r.bytes_moved) / MiB, 1) + " MiB",
+                      fmt(r.seconds * 1000, 1) + " ms"});
+    record("movable", "daxalloc movable", size, 1, "large_of_free_space_before_compact", "%",
+           100 * before / fs);
+    record("movable", "daxalloc movable", size, 1, "large_of_free_space_after_compact", "%",
+           100 * after / fs);
+    std::fprintf(stderr, "movable: daxalloc done\n");
+  }
+  {
+    PMEMobjpool* pop = make_pool(fresh("movable.pool"), size);
+    int enabled = 1;
+    const bool have_stats = pmemobj_ctl_set(pop, "stats.enabled", &enabled) == 0;
+    std::vector<PMEMoid> objs;
+    xorshift rng(42);
+    for (PMEMoid oid; pmemobj_alloc(pop, &oid, 64 + rng() % 449, 0, nullptr, nullptr) == 0;)
+      objs.push_back(oid);
+    std::uint64_t freed = 0;
+    for (auto& oid : objs)
+      if (rng() & 1) {
+        freed += pmemobj_alloc_usable_size(oid);
+        pmemobj_free(&oid);
+      }
+    std::uint64_t allocated = 0;
+    if (have_stats) (void)pmemobj_ctl_get(pop, "stats.heap.curr_allocated", &allocated);
+    const double fs = static_cast<double>(size - allocated);
+    std::uint64_t large = 0;
+    for (PMEMoid oid; pmemobj_alloc(pop, &oid, 1 * MiB, 0, nullptr, nullptr) == 0;) ++large;
+    const double lb = static_cast<double>(large * MiB);
+    t.rows.push_back({"libpmemobj (atomic API)", std::to_string(objs.size()),
+                      std::to_string(freed / MiB) + " MiB",
+                      have_stats ? std::to_string((size - allocated) / MiB) + " MiB" : "n/a",
+                      have_stats ? fmt(100 * lb / fs, 1) + " %" : "n/a", "(no compaction)", "",
+                      ""});
+    if (have_stats)
+      record("movable", "pmemobj atomic", size, 1, "large_of_free_space", "%", 100 * lb / fs);
+    pmemobj_close(pop);
+    std::fprintf(stderr, "movable: libpmemobj done\n");
+  }
+  t.print();
+
+  // PMDK's obj_fragmentation2 workloads with movable objects and one compact().
+  const std::uint64_t pmdk_size = cfg.quick ? 192 * MiB : 768 * MiB;
+  std::printf(
+      "PMDK's obj_fragmentation2 workloads (as in 5b, %llu MiB heap) with the workload's objects "
+      "movable and one `compact()` before the final fill (1 MiB blocks, then 100 B objects, "
+      "ordinary allocations). The owners' chunks are not counted as live. libpmemobj on the same "
+      "workloads: section 5b of this run.\n\n",
+      static_cast<unsigned long long>(pmdk_size / MiB));
+  table w{{"workload", "daxalloc movable PMDK frag", "1 MiB of free, with compact()", "moved"}, {}};
+  for (const frag_workload& wl : pmdk_workloads) {
+    auto h = make_heap(fresh("movable2.heap"), pmdk_size);
+    owner_table owners(h);
+    daxalloc::compact_result r;
+    const auto d = run_pmdk_fragmentation<std::uint64_t>(
+        wl, h.stats().usable_bytes, [&](std::size_t n) { return owners.alloc(n); },
+        [&](std::uint64_t v) { return owners.usable(v); },
+        [&](std::uint64_t v) { owners.release(v); }, [&] { r = h.compact(); },
+        [&](std::size_t n) { return owners.alloc_plain(n); });
+    moved_mib += static_cast<double>(r.bytes_moved) / MiB;
+    moved_seconds += r.seconds;
+    w.rows.push_back({wl.name, fmt(d.first), fmt(d.second, 1) + " %",
+                      fmt(static_cast<double>(r.bytes_moved) / MiB, 1) + " MiB in " +
+                          fmt(r.seconds * 1000, 1) + " ms"});
+    record("movable", "daxalloc movable", 0, 1, std::string("large_of_free ") + wl.name, "%",
+           d.second);
+    std::fprintf(stderr, "movable: %s done\n", wl.name);
+  }
+  w.print();
+  std::printf("Compaction throughput over the runs above: %.1f MiB of live objects moved per "
+              "second (%.1f MiB in %.3f s).\n\n",
+              moved_mib / moved_seconds, moved_mib, moved_seconds);
+  record("movable", "daxalloc compact", 0, 1, "throughput", "MiB/s", moved_mib / moved_seconds);
+
+  // Incremental compaction next to a workload: one thread allocates and
+  // frees movable objects and times each call; another runs compact() in
+  // 1 ms steps until a pass finishes. Percentiles of the workload's calls,
+  // without and with the compaction running.
+  const std::uint64_t lat_size = cfg.quick ? 256 * MiB : 512 * MiB;
+  auto h = make_heap(fresh("movable3.heap"), lat_size);
+  owner_table owners(h);
+  {
+    std::vector<std::uint64_t> ids;
+    xorshift rng(9);
+    for (std::uint64_t made = 0; made < lat_size / 2 / 300; ++made)
+      if (const auto id = owners.alloc(64 + rng() % 449)) ids.push_back(*id);
+    for (std::uint64_t id : ids)
+      if (rng() & 1) owners.release(id);
+  }
+  owner_table mine(h);
+  const auto run_workload = [&](std::atomic<bool>& stop, std::vector<double>& us) {
+    std::vector<std::uint64_t> live;
+    xorshift rng(11);
+    while (!stop.load(std::memory_order_relaxed) && us.size() < 2'000'000) {
+      const auto t0 = std::chrono::steady_clock::now();
+      if (live.size() < 1000 || (rng() & 1)) {
+        if (const auto id = mine.alloc(64 + rng() % 449)) live.push_back(*id);
+      } else {
+        const std::size_t k = rng() % live.size();
+        mine.release(live[k]);
+        live[k] = live.back();
+        live.pop_back();
+      }
+      us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                       .count());
+    }
+    for (std::uint64_t id : live) mine.release(id);
+  };
+  const auto pct = [](std::vector<double> v, double q) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1))];
+  };
+  std::vector<double> alone, beside;
+  {
+    std::atomic<bool> stop{false};
+    std::thread timer([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      stop = true;
+    });
+    run_workload(stop, alone);
+    timer.join();
+  }
+  unsigned steps = 0;
+  double longest_step = 0;
+  {
+    std::atomic<bool> stop{false};
+    std::thread compactor([&] {
+      daxalloc::compact_options o;
+      o.time_budget = std::chrono::milliseconds(1);
+      for (;;) {
+        const auto r = h.compact(o);
+        ++steps;
+        longest_step = std::max(longest_step, r.seconds * 1000);
+        if (r.finished) break;
+      }
+      stop = true;
+    });
+    run_workload(stop, beside);
+    compactor.join();
+  }
+  table l{{"allocate_movable / free_clear calls", "calls", "median", "p99", "p99.9", "max"}, {}};
+  for (const auto& [name, v] : {std::pair<const char*, std::vector<double>*>{"alone", &alone},
+                                {"beside compact() in 1 ms steps", &beside}})
+    l.rows.push_back({name, std::to_string(v->size()), fmt(pct(*v, 0.5), 1) + " us",
+                      fmt(pct(*v, 0.99), 1) + " us", fmt(pct(*v, 0.999), 1) + " us",
+                      fmt(pct(*v, 1.0), 1) + " us"});
+  l.print();
+  std::printf("%u compaction steps of a 1 ms budget; the longest took %.2f ms.\n\n", steps,
+              longest_step);
+  record("movable", "daxalloc movable", 0, 2, "p99_beside_compaction", "us", pct(beside, 0.99));
+  record("movable", "daxalloc movable", 0, 1, "p99_alone", "us", pct(alone, 0.99));
 }
 
 // ---------------------------------------------------------------------------
@@ -2455,7 +2709,7 @@ int main(int argc, char** argv) {
   }
   const char* usage =
       "usage: %s [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]\n"
-      "          [--only=churn,prodcon,threads,fences,frag,recovery,locality,dram]\n";
+      "          [--only=churn,prodcon,threads,fences,frag,movable,recovery,locality,dram]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -2491,6 +2745,7 @@ int main(int argc, char** argv) {
   if (cfg.wants("fences")) rc |= run_isolated("fences", bench_fences);
   if (cfg.wants("frag")) rc |= run_isolated("frag", bench_frag);
   if (cfg.wants("frag")) rc |= run_isolated("frag_pmdk", bench_pmdk_fragmentation);
+  if (cfg.wants("movable")) rc |= run_isolated("movable", bench_movable);
   if (cfg.wants("recovery"))
     rc |= run_isolated("recovery", [] {
       std::vector<meta_row> meta;

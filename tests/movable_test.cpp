@@ -142,6 +142,20 @@ TEST_CASE("allocate_movable refuses bad owners and sizes, and move_owner hands a
   s->at[2] = s->at[3].get();
   s->at[3] = nullptr;
   CHECK(h.check().empty());
+  // A batch may not store into a movable object's header.
+  auto* header = reinterpret_cast<std::uint64_t*>(reinterpret_cast<std::byte*>(v) - 16);
+  {
+    daxalloc::batch b(h);
+    b.set(header, 0);
+    CHECK_THROWS_AS(b.publish(), daxalloc::error);
+  }
+  {
+    daxalloc::batch b(h);
+    CHECK_THROWS_AS(b.write(reinterpret_cast<std::byte*>(v) - 8, "12345678", 8), daxalloc::error);
+    b.write(v, "12345678", 8);  // its bytes are the application's
+    b.publish();
+  }
+  CHECK(h.check().empty());
   // deallocate frees a movable object by pointer too.
   h.deallocate(v);
   s->at[2] = nullptr;

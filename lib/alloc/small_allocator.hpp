@@ -61,6 +61,7 @@
 // bitmap (every bitmap change XORs its objects' terms into it: bits_changed).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/intrusive/list.hpp>
@@ -197,6 +198,23 @@ class small_allocator {
       if (e == 0) continue;
       const std::uint64_t first = (e >> 8) & ~std::uint64_t{63};  // its first slot
       if (offset < first && offset + n > first - size_classes[e & 0xff].header) return true;
+    }
+    return false;
+  }
+  // Whether [offset, offset + n) overlaps the header of a slot of a movable
+  // slab (owner and check: written by the heap's batches only).
+  [[nodiscard]] bool touches_movable_header(std::uint64_t offset, std::uint64_t n) const noexcept {
+    if (n == 0 || offset >= range_ || n > range_ - offset) return false;
+    for (std::uint64_t chunk = offset >> chunk_shift; chunk <= (offset + n - 1) >> chunk_shift;
+         ++chunk) {
+      const std::uint64_t e = chunk_map_[chunk].load(std::memory_order_acquire);
+      if (e == 0 || ((e >> 8) & 63) == 0) continue;
+      const size_class& c = size_classes[e & 0xff];
+      const std::uint64_t first = (e >> 8) - movable_skew;  // slot 0
+      const std::uint64_t lo = std::max(offset, first), hi = std::min(offset + n, first + c.bytes);
+      if (lo >= hi) continue;
+      const std::uint64_t slot = first + (lo - first) / c.size * c.size;
+      if (lo < slot + movable_skew || slot + c.size < hi) return true;
     }
     return false;
   }

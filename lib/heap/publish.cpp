@@ -180,8 +180,10 @@ bool heap_impl::heap_word(const void* p) const noexcept {
   if (names_slot_word(offset)) return true;
   if (!model_->media().contains(at, 8) || reinterpret_cast<std::uintptr_t>(at) % 8 != 0)
     return false;
-  // Not a slab's bitmap: its words change with their check bits, by the allocator.
-  if (small_.touches_slab_header(offset, 8)) return false;
+  // Not a slab's bitmap: its words change with their check bits, by the
+  // allocator; not a movable object's header: the heap's batches write it.
+  if (small_.touches_slab_header(offset, 8) || small_.touches_movable_header(offset, 8))
+    return false;
   const std::uint64_t epoch = hot_remove_epoch_.load(std::memory_order_acquire);
   if (tls_checked.pageblock == offset >> sparse::subsection_shift && tls_checked.heap_id == id_ &&
       tls_checked.epoch == epoch)
@@ -224,7 +226,7 @@ void heap_impl::check_write_target(const void* dst, std::size_t n) const {
   const auto* at = static_cast<const std::byte*>(dst);
   const auto offset = static_cast<std::uint64_t>(at - model_->base());
   bool ok = n > 0 && model_->media().contains(at, n) && offset >= model_->geo().head_size() &&
-            !small_.touches_slab_header(offset, n);
+            !small_.touches_slab_header(offset, n) && !small_.touches_movable_header(offset, n);
   for (std::uint64_t pfn = offset >> sparse::page_shift;
        ok && pfn <= (offset + n - 1) >> sparse::page_shift; ++pfn)
     ok = model_->pfn_valid(pfn) &&
