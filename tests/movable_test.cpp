@@ -320,3 +320,54 @@ TEST_CASE("pins from another thread while compaction runs see whole objects") {
   CHECK(reads.load() > 0);
   CHECK(h.check().empty());
 }
+
+TEST_CASE("free_clear, allocate_movable and move_owner beside compaction leave every owner right") {
+  test::temp_file f("movable-mutators");
+  heap h = make_heap(f);
+  constexpr std::size_t n = 20000;
+  slots* s = owners(h, n);
+  std::vector<std::uint64_t> id(n, 0);  // what slot i holds (0: null)
+  for (std::size_t i = 0; i < n; ++i) {
+    (void)make_value(h, s->at[i], i + 1, 80);
+    id[i] = i + 1;
+  }
+  for (std::size_t i = 0; i < n; i += 2) {
+    h.free_clear(s->at[i]);
+    id[i] = 0;
+  }
+  std::atomic<bool> stop{false};
+  std::thread compactor([&] {
+    daxalloc::compact_options o;
+    o.time_budget = std::chrono::microseconds(300);
+    while (!stop.load()) (void)h.compact(o);
+  });
+  std::mt19937_64 rng(8);
+  std::uint64_t next = n + 1;
+  for (int k = 0; k < 300000; ++k) {
+    const std::size_t i = rng() % n;
+    switch (rng() % 3) {
+      case 0:
+        h.free_clear(s->at[i]);
+        id[i] = 0;
+        break;
+      case 1:
+        if (id[i] == 0) {
+          (void)make_value(h, s->at[i], next, 80);
+          id[i] = next++;
+        }
+        break;
+      default: {
+        const std::size_t j = rng() % n;
+        if (id[i] != 0 && id[j] == 0) {
+          h.move_owner(s->at[i], s->at[j]);
+          std::swap(id[i], id[j]);
+        }
+      }
+    }
+  }
+  stop = true;
+  compactor.join();
+  for (std::size_t i = 0; i < n; ++i)
+    REQUIRE((id[i] == 0 ? s->at[i].get() == nullptr : intact(s->at[i].get(), id[i])));
+  CHECK(h.check().empty());
+}

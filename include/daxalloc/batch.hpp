@@ -200,13 +200,7 @@ T* heap::allocate_publish(pptr<T>& dest, std::size_t size, Ctor&& ctor, std::err
 
 template <class T>
 void heap::free_clear(pptr<T>& dest, std::error_code& ec) noexcept {
-  ec.clear();
-  T* object = dest.get();
-  if (object == nullptr || !writable("free_clear", ec)) return;
-  batch b(*this);
-  b.defer_free(object, ec);
-  if (!ec) b.set(dest, static_cast<T*>(nullptr), ec);
-  if (!ec) b.publish(ec);
+  free_clear_word(reinterpret_cast<std::uint64_t*>(&dest), ec);
 }
 
 }  // namespace daxalloc

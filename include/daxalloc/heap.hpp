@@ -164,7 +164,7 @@ struct heap_stats {
   std::uint64_t present_bytes = 0;    // present subsections, metadata included
   std::uint64_t usable_bytes = 0;     // present minus head and memmap
   std::uint64_t metadata_bytes = 0;   // head + memmap
-  std::uint64_t allocated_bytes = 0;  // durable allocations, at their class or page-rounded size
+  std::uint64_t allocated_bytes = 0;  // durable allocations, at their usable size (class, pages)
   std::uint64_t allocated_objects = 0;
   std::uint64_t free_bytes = 0;  // pages the page allocator can hand out
   std::uint64_t largest_free_bytes = 0;
@@ -620,6 +620,8 @@ class DAXALLOC_API heap {
   void publish_reserved(reservation&& r, std::uint64_t* dest, std::uint64_t value, durability d,
                         const void* src = nullptr);
   void publish_free(std::uint64_t* dest, void* object, durability d);
+  // free_clear(dest, ec) of a pptr at dest.
+  void free_clear_word(std::uint64_t* dest, std::error_code& ec) noexcept;
   void* allocate_movable_word(std::size_t size, std::uint64_t* owner,
                               void (*construct)(void* object, void* context), void* context);
   void move_owner_word(std::uint64_t* from, std::uint64_t* to);

@@ -961,7 +961,9 @@ heap_stats heap_impl::stats() const {
     s.size_classes.push_back({size_classes[cls].size, classes[cls].slabs, classes[cls].allocated,
                               classes[cls].capacity,
                               classes[cls].slabs * (page_size << size_classes[cls].slab_order)});
-    s.allocated_bytes += classes[cls].allocated * size_classes[cls].size;
+    // (a movable object at its usable size, as usable_size says: its header apart)
+    s.allocated_bytes += classes[cls].allocated * size_classes[cls].size -
+                         classes[cls].movable_allocated * alloc::movable_skew;
     s.allocated_objects += classes[cls].allocated;
     s.slab_bytes += classes[cls].slabs * (page_size << size_classes[cls].slab_order);
     s.movable_objects += classes[cls].movable_allocated;

@@ -9,6 +9,7 @@
 
 #include "daxalloc/batch.hpp"
 #include "heap/heap_impl.hpp"
+#include "platform/error_report.hpp"
 
 namespace daxalloc {
 namespace detail {
@@ -1050,15 +1051,42 @@ void heap::publish_reserved(reservation&& r, std::uint64_t* dest, std::uint64_t 
   }
 }
 
+// A movable object is pinned through its owner first, so that a compaction
+// moving it meanwhile finishes, and what is freed is where the owner points
+// now (else the move could publish after the free, or the free free the
+// old place); it is freed at once, not deferred (a deferred free would
+// find it moved by then).
 void heap::publish_free(std::uint64_t* dest, void* object, durability d) {
   detail::heap_impl& h = live();  // first: an empty handle throws even for a null dest
   h.refuse_if_read_only("free_clear");
   if (object == nullptr) return;
+  if (h.is_movable(object)) {
+    object = h.pin(dest);
+    if (object == nullptr) return;
+    const std::pair<std::uint64_t*, std::uint64_t> store{dest, 0};
+    try {
+      h.publish({}, {&store, 1}, {&object, 1}, {}, false, {});
+    } catch (...) {
+      h.unpin(object);
+      throw;
+    }
+    h.unpin(object);
+    return;
+  }
   const std::pair<std::uint64_t*, std::uint64_t> store{dest, 0};
   if (d == durability::deferred)
     h.publish_deferred({}, {&store, 1}, {&object, 1}, {});
   else
     h.publish({}, {&store, 1}, {&object, 1}, {}, false, {});
+}
+
+void heap::free_clear_word(std::uint64_t* dest, std::error_code& ec) noexcept {
+  ec.clear();
+  void* object = nullptr;
+  if (const std::uint64_t v = std::atomic_ref<std::uint64_t>(*dest).load(); v != 0)
+    object = reinterpret_cast<std::byte*>(dest) + static_cast<std::int64_t>(v);
+  if (object == nullptr || !writable("free_clear", ec)) return;
+  detail::into_error_code(ec, [&] { publish_free(dest, object, durability::immediate); });
 }
 
 // A closed heap took the reservations with it: nothing to give back.

@@ -21,7 +21,11 @@
 // fenced: tests/crash/ explores that at every fence with a simulated
 // persistence domain.
 //
-// The heap's root holds `nr_slots` pptr slots and a counter. Every object is
+// The heap's root holds a counter, `nr_slots` pptr slots and, after them,
+// `nr_movable` slots that own movable objects (allocate_movable, handed
+// from slot to slot by move_owner, freed by free_clear; compact() steps
+// move them, so the parent checks them by id and checksum, not by offset,
+// and a compaction in flight must change nothing it can see). Every object is
 // {id, size, checksum} and payload words derived from the id, so it can be
 // checked on its own. The child mixes allocate_publish / make_published /
 // reserve + adopt into empty slots, free_clear, batches (replace two slots,
@@ -90,6 +94,8 @@ using daxalloc::pptr;
 constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
 constexpr std::uint64_t heap_size = 64 * MiB;
 constexpr std::size_t nr_slots = 64;
+constexpr std::size_t nr_movable = 32;  // slots nr_slots.. own movable objects
+constexpr std::size_t nr_all_slots = nr_slots + nr_movable;
 constexpr std::size_t nr_names = 24;  // above the name table's first capacity (16): it grows
 constexpr std::size_t max_targets = 4;
 
@@ -154,9 +160,9 @@ void fill(void* p, const slot_value& v) {
 
 struct root_type {
   std::uint64_t counter;  // bumped by batches, with their other actions
-  pptr<object_header> slots[nr_slots];
+  pptr<object_header> slots[nr_all_slots];
 };
-static_assert(sizeof(root_type) == 8 + 8 * nr_slots);
+static_assert(sizeof(root_type) == 8 + 8 * nr_all_slots);
 
 // A named object: `count` copies of this, built from one id.
 struct named_item {
@@ -192,6 +198,9 @@ enum class op : std::uint32_t {
   name_destroy,
   reserve_cancel,  // heap::reserve + cancel: nothing durable
   batch_cancel,    // a batch with a reservation, stores and a free, cancelled
+  movable,         // allocate_movable into an empty movable slot
+  hand,            // move_owner: a movable slot's object to an empty movable slot
+  compact,         // a compact() step: moves objects, changes nothing the model sees
   failed,          // the child caught an exception: `text`
 };
 
@@ -199,7 +208,8 @@ const char* op_name(op o) {
   static const char* const names[] = {
       "open",        "publish",      "free_clear",     "replace",      "swap",
       "clear",       "allocate",     "link",           "unlink",       "deallocate",
-      "name_create", "name_destroy", "reserve_cancel", "batch_cancel", "failed"};
+      "name_create", "name_destroy", "reserve_cancel", "batch_cancel", "movable",
+      "hand",        "compact",      "failed"};
   return names[static_cast<std::size_t>(o)];
 }
 
@@ -236,7 +246,7 @@ std::string describe(const record& r) {
 
 // What the parent knows the heap holds.
 struct model {
-  std::array<slot_value, nr_slots> slots{};
+  std::array<slot_value, nr_all_slots> slots{};
   std::array<name_value, nr_names> names{};
   std::uint64_t counter = 0;
   std::map<std::uint64_t, std::uint64_t> unlinked;  // plain allocations in no slot: offset -> size
@@ -244,7 +254,10 @@ struct model {
 
 // The effect of a call that completed.
 void apply(model& m, const record& r) {
-  for (std::uint32_t i = 0; i < r.nr_targets; ++i) m.slots[r.targets[i].slot] = r.targets[i].value;
+  for (std::uint32_t i = 0; i < r.nr_targets; ++i) {
+    m.slots[r.targets[i].slot] = r.targets[i].value;
+    if (r.targets[i].slot >= nr_slots) m.slots[r.targets[i].slot].offset = 0;  // it may move
+  }
   if (r.bumps_counter) m.counter = r.counter;
   switch (r.what) {
     case op::plain_allocate:
@@ -295,7 +308,11 @@ class workload {
         {7, &workload::name_create},
         {5, &workload::name_destroy},
         {4, &workload::reserve_cancel},
-        {4, &workload::batch_cancel}};
+        {4, &workload::batch_cancel},
+        {10, &workload::movable_publish},
+        {5, &workload::movable_free},
+        {4, &workload::hand},
+        {1, &workload::compact}};
     unsigned total = 0;
     for (const auto& [weight, call] : calls) total += weight;
     for (;;) {
@@ -366,10 +383,11 @@ class workload {
     const std::uint64_t id = next_id_++;
     return {0, id, size, expected_checksum(id, size)};
   }
-  // A random slot that is empty (full = false) or holds an object; -1 if none.
-  int pick_slot(bool full) {
+  // A random slot that is empty (full = false) or holds an object; -1 if
+  // none. Of the movable slots with `movable`.
+  int pick_slot(bool full, bool movable = false) {
     std::vector<int> fit;
-    for (std::size_t s = 0; s < nr_slots; ++s)
+    for (std::size_t s = movable ? nr_slots : 0; s < (movable ? nr_all_slots : nr_slots); ++s)
       if ((model_.slots[s].id != 0) == full) fit.push_back(static_cast<int>(s));
     return fit.empty() ? -1 : fit[random_() % fit.size()];
   }
@@ -583,6 +601,49 @@ class workload {
     after(r);
   }
 
+  void movable_publish() {
+    const int s = pick_slot(false, true);
+    if (s < 0) return;
+    record r = start(op::movable);
+    std::uint64_t size = pick_size();
+    if (size > heap::max_movable_size) size = 4096;
+    add_target(r, s, new_object(size));
+    const slot_value& v = r.targets[0].value;
+    before(r);
+    (void)heap_.allocate_movable(root_->slots[s], v.size, [&](object_header* p) { fill(p, v); });
+    after(r);
+  }
+
+  void movable_free() {
+    const int s = pick_slot(true, true);
+    if (s < 0) return;
+    record r = start(op::free_clear);
+    add_target(r, s, {});
+    before(r);
+    heap_.free_clear(root_->slots[s]);
+    after(r);
+  }
+
+  void hand() {
+    const int from = pick_slot(true, true), to = pick_slot(false, true);
+    if (from < 0 || to < 0) return;
+    record r = start(op::hand);
+    add_target(r, from, {});
+    add_target(r, to, model_.slots[from]);
+    before(r);
+    heap_.move_owner(root_->slots[from], root_->slots[to]);
+    after(r);
+  }
+
+  void compact() {
+    record r = start(op::compact);
+    before(r);
+    daxalloc::compact_options o;
+    o.max_bytes = 16 * 1024;
+    (void)heap_.compact(o);
+    after(r);
+  }
+
   void batch_cancel() {
     record r = start(op::batch_cancel);
     before(r);
@@ -783,7 +844,7 @@ class verifier {
     }
     // resolve() checked what the call in flight touches; the rest must be
     // exactly as the model says.
-    for (std::size_t s = 0; s < nr_slots; ++s) {
+    for (std::size_t s = 0; s < nr_all_slots; ++s) {
       if (touched_slots.count(s)) continue;
       const seen_slot seen = read_slot(h_, root_, s);
       if (!holds(seen, m_.slots[s]))
@@ -875,9 +936,10 @@ class verifier {
     reach(*reinterpret_cast<const std::uint64_t*>(h_.base() + daxalloc::sparse::names_slot_offset),
           "the name table");
     std::uint64_t verified = 0;
-    for (std::size_t s = 0; s < nr_slots; ++s)
-      if (m_.slots[s].id) {
-        reach(m_.slots[s].offset, "the object in slot " + std::to_string(s));
+    for (std::size_t s = 0; s < nr_all_slots; ++s)
+      if (m_.slots[s].id) {  // (a movable one: where it is now)
+        reach(s < nr_slots ? m_.slots[s].offset : h_.offset_of(root_->slots[s].get()),
+              "the object in slot " + std::to_string(s));
         ++verified;
       }
     std::map<std::string, bool> names;  // name -> its copy was found
