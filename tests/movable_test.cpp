@@ -1,6 +1,7 @@
 // Movable objects: allocation with an owner, hand-over, pins, relocation
 // and compaction (heap::allocate_movable, move_owner, pin, compact).
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -370,4 +371,50 @@ TEST_CASE("free_clear, allocate_movable and move_owner beside compaction leave e
   for (std::size_t i = 0; i < n; ++i)
     REQUIRE((id[i] == 0 ? s->at[i].get() == nullptr : intact(s->at[i].get(), id[i])));
   CHECK(h.check().empty());
+}
+
+TEST_CASE("compact and trim shrink the heap's file online to what its live objects need") {
+  test::temp_file f("movable-trim");
+  constexpr std::uint64_t size = 256 * MiB;
+  heap h = make_heap(f, size);
+  constexpr std::size_t n = 1'200'000;  // more than fit: the heap is full
+  slots* s = owners(h, n);
+  std::mt19937_64 rng(12);
+  std::size_t made = 0;
+  for (; made < n; ++made) {
+    const auto bytes = static_cast<std::uint32_t>(64 + rng() % 449) - sizeof(value) + 1;
+    try {
+      (void)make_value(h, s->at[made], made, bytes);
+    } catch (const daxalloc::error&) {
+      break;
+    }
+  }
+  const auto blocks = [&] {
+    struct stat st {};
+    REQUIRE(::stat(f.path().c_str(), &st) == 0);
+    return static_cast<std::uint64_t>(st.st_blocks) * 512;
+  };
+  REQUIRE(made < n);
+  const std::uint64_t full = blocks();
+  std::vector<std::size_t> order(made);
+  for (std::size_t i = 0; i < made; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  const std::size_t kept = made / 4;
+  for (std::size_t i = kept; i < made; ++i) h.free_clear(s->at[order[i]]);  // 75 % freed
+  CHECK(h.trim() == 0);  // the top still holds objects
+  const auto r = h.compact();
+  CHECK(r.finished);
+  const std::uint64_t trimmed = h.trim();
+  const std::uint64_t after = blocks();
+  MESSAGE("file blocks: " << full / MiB << " MiB full, " << after / MiB << " MiB after compact + trim ("
+                          << trimmed / MiB << " MiB hot-removed)");
+  CHECK(trimmed > 0);
+  CHECK(static_cast<double>(after) <= 0.35 * static_cast<double>(full));
+  for (std::size_t i = 0; i < kept; ++i) REQUIRE(intact(s->at[order[i]].get(), order[i]));
+  CHECK(h.check().empty());
+  h.close();
+  heap again = heap::open(f.path());
+  slots* t = owners(again, n);
+  for (std::size_t i = 0; i < kept; ++i) REQUIRE(intact(t->at[order[i]].get(), order[i]));
+  CHECK(again.check().empty());
 }

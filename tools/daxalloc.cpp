@@ -882,8 +882,11 @@ std::uint64_t present_end(const std::vector<section_view>& sections) {
   return ranges.empty() ? 0 : ranges.back().end;
 }
 
+int run_compact(const parsed_args& a, bool json, bool trim);
+
 int run_hotplug(const parsed_args& a, bool json, bool grow) {
   const std::string path = a.positionals[0];
+  if (!grow && !a.value("by")) return run_compact(a, json, true);  // shrink to what is live
   const std::uint64_t by = size_option(a, "by", true);
   if (by % pageblock_size)
     throw usage_error("--by " + human_bytes(by) +
@@ -934,11 +937,14 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
 
 // -- compact --
 
-int run_compact(const parsed_args& a, bool json) {
+// compact, and with trim (shrink without --by) the free top of the heap
+// hot-removed after it.
+int run_compact(const parsed_args& a, bool json, bool trim) {
   const std::string path = a.positionals[0];
   heap h = heap::open(path, open_options(a));
   const heap_stats before = h.stats();
   const compact_result r = h.compact();
+  const std::uint64_t trimmed = trim ? h.trim() : 0;
   const heap_stats after = h.stats();
   h.close();
   if (json) {
@@ -956,6 +962,8 @@ int run_compact(const parsed_args& a, bool json) {
         .field("largest_free_after", after.largest_free_bytes)
         .field("free_bytes", after.free_bytes)
         .field("movable_objects", after.movable_objects)
+        .field("trimmed_bytes", trimmed)
+        .field("present_bytes", after.present_bytes)
         .end_object();
     print(w.str());
     return exit_ok;
@@ -971,6 +979,10 @@ int run_compact(const parsed_args& a, bool json) {
   out += row("largest free", human_bytes(before.largest_free_bytes) + " -> " +
                                  human_bytes(after.largest_free_bytes) + " (of " +
                                  human_bytes(after.free_bytes) + " free)");
+  if (trim)
+    out += row("trimmed", human_bytes(trimmed) + " hot-removed from the top; present " +
+                              human_bytes(before.present_bytes) + " -> " +
+                              human_bytes(after.present_bytes));
   print(out);
   return exit_ok;
 }
@@ -1138,13 +1150,15 @@ const std::vector<command>& commands() {
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, true); }},
       {{"shrink",
         {"PATH"},
-        "PATH --by SIZE [--accept-unsafe-shutdown] [--json]",
-        "hot-remove the last SIZE bytes of present memory",
+        "PATH [--by SIZE] [--accept-unsafe-shutdown] [--json]",
+        "hot-remove the last SIZE bytes of present memory, or what is free at the top",
         "Hot-remove the last SIZE bytes of present memory (SIZE a multiple of 2 MiB).\n"
         "Refused when any of it holds an allocation, when it holds the memmap of\n"
         "memory that stays, or when the heap is open in another process (busy).\n"
-        "The storage is given back to the file system where it allows.\n",
-        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB (required)"},
+        "Without --by: compact the movable objects (as compact does), then hot-remove\n"
+        "the free memory at the top of the heap (heap::trim). The storage is given\n"
+        "back to the file system where it allows.\n",
+        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB"},
          accept_option,
          json_option}},
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, false); }},
@@ -1158,7 +1172,7 @@ const std::vector<command>& commands() {
         "coalesces into whole pageblocks. Ordinary objects never move. The heap must\n"
         "not be open in another process (busy): run heap::compact() there.\n",
         {accept_option, json_option}},
-       run_compact},
+       [](const parsed_args& a, bool json) { return run_compact(a, json, false); }},
       {{"upgrade",
         {"PATH"},
         "PATH [--json]",

@@ -507,6 +507,13 @@ class DAXALLOC_API heap {
   // (passed over until a pass finishes). Incremental: a call cut short by
   // the budget resumes where it stopped. One compaction at a time runs.
   compact_result compact(const compact_options& options = {});
+  // Hot-removes the wholly free memory at the top of the heap (after a
+  // compact(), the memory movable objects left), down to the first
+  // allocated or absent subsection, and gives its storage back to the file
+  // system where it allows (a punched hole; devdax keeps it). Returns the
+  // bytes removed (0: the top subsection holds something). As hot_remove:
+  // objects other threads cache keep their slabs.
+  std::uint64_t trim();
   // Pins the object `owner` refers to (null: none): until unpin, compact()
   // does not move it. Returns its address. Counted: pins nest.
   template <class T>

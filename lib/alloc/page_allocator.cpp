@@ -417,6 +417,11 @@ bool page_allocator::isolate(std::uint64_t offset, std::uint64_t length) {
   return true;
 }
 
+bool page_allocator::in_pool(std::uint64_t pageblock) const {
+  std::lock_guard lock(pool_mutex_);
+  return pool_.contains(pageblock);
+}
+
 bool page_allocator::is_free(std::uint64_t pfn) const {
   if (pfn >= nr_pages_) return false;
   const std::uint64_t pb = pfn / pageblock_pages;

@@ -127,6 +127,8 @@ class page_allocator {
 
   [[nodiscard]] page_stats stats() const;
   [[nodiscard]] bool is_free(std::uint64_t pfn) const;
+  // Whether the pageblock is wholly free, in the pool.
+  [[nodiscard]] bool in_pool(std::uint64_t pageblock) const;
 
  private:
   static constexpr std::size_t nr_types = 8;  // migratetype values 0..7

@@ -890,16 +890,20 @@ void heap_impl::hot_add(std::uint64_t offset, std::uint64_t length) {
   pages_.add_span(offset, length);
 }
 
+// Free objects kept by this thread's cache, empty slabs and the free
+// pageblocks zones keep would pin a span: given back before a hot-remove.
+void heap_impl::give_back_for_hot_remove() {
+  drain_cache(cache());
+  reclaim();
+}
+
 void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
   refuse_if_read_only("hot-remove");
   const std::string what = model_->check_pfn_span("hot-remove", offset, length);
   for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size)
     if (!model_->subsection_present(at))
       throw error(errc::not_present, what + "not all of it is present");
-  // Free objects kept by this thread's cache, empty slabs and the free
-  // pageblocks zones keep would pin the span: give them back first.
-  drain_cache(cache());
-  reclaim();
+  give_back_for_hot_remove();
   if (!pages_.isolate(offset, length))
     throw error(errc::in_use,
                 what +

@@ -102,6 +102,7 @@ class heap_impl {
   // (nullptr else); `refers` whether that word refers to p.
   [[nodiscard]] std::uint64_t* owner_of(const void* p, bool* refers = nullptr) const noexcept;
   compact_result compact(const compact_options& options);
+  std::uint64_t trim();
   [[nodiscard]] void* pin(const std::uint64_t* owner);
   void unpin(const void* p);
   // What compaction did since open (heap_stats).
@@ -266,6 +267,7 @@ class heap_impl {
   [[nodiscard]] std::optional<std::uint64_t> allocate_pages(std::uint64_t pages,
                                                             std::uint64_t align = 1);
   bool reclaim();
+  void give_back_for_hot_remove();
   [[nodiscard]] sparse::root_slot* slot() const noexcept;
   void replay_lanes();
   void plan_lane_replay();  // read-only: what replay_lanes would do, into plan_

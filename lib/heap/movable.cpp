@@ -349,6 +349,41 @@ compact_result heap_impl::compact(const compact_options& options) {
   return result;
 }
 
+// From the highest present subsection down, while each is present, not
+// metadata, and its pageblock wholly free in the pool (after the caches and
+// empty slabs went back); then one hot_remove of that run. Again while it
+// removes something (a run may end at a hole below which more is free).
+std::uint64_t heap_impl::trim() {
+  refuse_if_read_only("trim");
+  give_back_for_hot_remove();
+  const auto& geo = model_->geo();
+  std::uint64_t removed = 0;
+  for (;;) {
+    std::uint64_t end = 0;
+    for (std::uint64_t nr = geo.nr_sections(); nr-- > 0 && end == 0;) {
+      if (!model_->section_present(nr)) continue;
+      for (std::uint64_t at = (nr + 1) << geo.section_size_bits;
+           at > nr << geo.section_size_bits; at -= sparse::subsection_size)
+        if (model_->subsection_present(at - sparse::subsection_size)) {
+          end = at;
+          break;
+        }
+    }
+    std::uint64_t start = end;
+    while (start >= geo.data_start() + sparse::subsection_size &&
+           model_->subsection_present(start - sparse::subsection_size)) {
+      const std::uint64_t pfn = (start - sparse::subsection_size) >> sparse::page_shift;
+      if (model_->get_pageblock_migratetype(pfn) == sparse::migratetype::metadata ||
+          !pages_.in_pool(pfn / alloc::pageblock_pages))
+        break;
+      start -= sparse::subsection_size;
+    }
+    if (start == end) return removed;
+    hot_remove(start, end - start);
+    removed += end - start;
+  }
+}
+
 void heap_impl::check_movable(const std::vector<alloc::allocated_extent>& found,
                               std::vector<std::string>& problems) const {
   for (const alloc::allocated_extent& e : found) {
@@ -399,6 +434,9 @@ const void* heap::owner_of(const void* p) const {
 }
 compact_result heap::compact(const compact_options& options) {
   return live().compact(options);
+}
+std::uint64_t heap::trim() {
+  return live().trim();
 }
 
 }  // namespace daxalloc

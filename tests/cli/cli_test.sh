@@ -183,6 +183,11 @@ run 0 compact "$moving"
 stdout_has "moved"
 stdout_has "0 movable objects"
 run 0 check "$moving"
+echo "== shrink without --by: compact, then trim the free top"
+"$helper" movable "$moving" >/dev/null 2>&1 || true  # (a second fill is refused: root exists)
+run 0 shrink "$moving" --json
+json_true 'd["trimmed_bytes"] > 0 and d["present_bytes"] < 32 * 2**20'
+run 0 check "$moving"
 run 0 rm "$moving"
 
 echo "== unclean shutdown"
