@@ -3,7 +3,7 @@
 // CLWB + SFENCE, daxalloc in persistence_mode::cache_flush). No real pmem.
 //
 //   daxalloc-bench [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]
-//                  [--only=churn,prodcon,threads,fences,frag,movable,recovery,locality,dram]
+//                  [--only=churn,prodcon,threads,fences,frag,movable,shrink,recovery,locality,dram]
 //
 // Workloads (docs/benchmarks.md): churn, prod-con, threadtest + Larson-style at
 // 1 and 2 threads, persistence cost per daxalloc API, fragmentation, recovery
@@ -1598,8 +1598,7 @@ const std::vector<frag_workload> pmdk_workloads = {
 // alloc(size) -> handle or nullopt, usable(handle), release(handle).
 // before_fill() runs between the phases and the final fill (compaction);
 // fill_alloc(size) makes the final fill's allocations.
-template <class Handle, class Alloc, class Usable, class Release, class BeforeFill,
-          class FillAlloc>
+template <class Handle, class Alloc, class Usable, class Release, class BeforeFill, class FillAlloc>
 std::pair<double, double> run_pmdk_fragmentation(const frag_workload& w, std::uint64_t heap_bytes,
                                                  Alloc&& alloc, Usable&& usable, Release&& release,
                                                  BeforeFill&& before_fill, FillAlloc&& fill_alloc) {
@@ -1709,6 +1708,31 @@ void bench_pmdk_fragmentation() {
   t.print();
 }
 
+// libpmemobj's side of the random-half workload (sections 5 and 5c): a
+// pool filled with 64..512 B objects, a random half freed.
+struct pmemobj_half {
+  std::vector<PMEMoid> objects;  // all that were allocated (freed ones included)
+  std::uint64_t freed = 0;       // their usable bytes
+  std::uint64_t allocated = 0;   // stats.heap.curr_allocated after the frees
+  bool have_stats = false;
+};
+pmemobj_half pmemobj_random_half(PMEMobjpool* pop, std::uint64_t size) {
+  pmemobj_half out;
+  int enabled = 1;  // POBJ_STATS_ENABLED_TRANSIENT
+  out.have_stats = pmemobj_ctl_set(pop, "stats.enabled", &enabled) == 0;
+  out.objects.reserve(size / 64);
+  xorshift rng(42);
+  for (PMEMoid oid; pmemobj_alloc(pop, &oid, 64 + rng() % 449, 0, nullptr, nullptr) == 0;)
+    out.objects.push_back(oid);
+  for (auto& oid : out.objects)
+    if (rng() & 1) {
+      out.freed += pmemobj_alloc_usable_size(oid);
+      pmemobj_free(&oid);
+    }
+  if (out.have_stats) (void)pmemobj_ctl_get(pop, "stats.heap.curr_allocated", &out.allocated);
+  return out;
+}
+
 void bench_frag() {
   const std::uint64_t size = cfg.quick ? 256 * MiB : 1 * GiB;
   std::printf(
@@ -1749,25 +1773,10 @@ void bench_frag() {
   }
   {
     PMEMobjpool* pop = make_pool(fresh("frag.pool"), size);
-    int enabled = 1;  // POBJ_STATS_ENABLED_TRANSIENT
-    const bool have_stats = pmemobj_ctl_set(pop, "stats.enabled", &enabled) == 0;
-    std::vector<PMEMoid> objs;
-    objs.reserve(size / 64);
-    xorshift rng(42);
-    for (;;) {
-      PMEMoid oid;
-      if (pmemobj_alloc(pop, &oid, 64 + rng() % 449, 0, nullptr, nullptr) != 0) break;
-      objs.push_back(oid);
-    }
-    std::uint64_t freed = 0;
-    for (auto& oid : objs)
-      if (rng() & 1) {
-        freed += pmemobj_alloc_usable_size(oid);
-        pmemobj_free(&oid);
-      }
-    std::uint64_t allocated = 0;
-    if (have_stats) (void)pmemobj_ctl_get(pop, "stats.heap.curr_allocated", &allocated);
-    const std::uint64_t free_space = size - allocated;
+    const pmemobj_half half = pmemobj_random_half(pop, size);
+    const bool have_stats = half.have_stats;
+    const std::uint64_t freed = half.freed, free_space = size - half.allocated;
+    const std::vector<PMEMoid>& objs = half.objects;
     std::uint64_t large = 0;
     for (PMEMoid oid; pmemobj_alloc(pop, &oid, 1 * MiB, 0, nullptr, nullptr) == 0;) ++large;
     const double lb = static_cast<double>(large * MiB);
@@ -1805,13 +1814,22 @@ struct owner_table {
   std::vector<std::uint64_t> free_ids;
   std::uint64_t next = 0;
   daxalloc::pptr<std::byte>& at(std::uint64_t id) { return chunks[id / per_chunk][id % per_chunk]; }
+  // The chunks for n owners, allocated now (an index made before the data).
+  void reserve(std::uint64_t n) {
+    while (chunks.size() * per_chunk < n) {
+      void* c = h.allocate(per_chunk * 8);
+      std::memset(c, 0, per_chunk * 8);
+      h.persist().persist(c, per_chunk * 8);
+      chunks.push_back(static_cast<daxalloc::pptr<std::byte>*>(c));
+    }
+  }
   std::optional<std::uint64_t> alloc(std::size_t n) {
     std::uint64_t id;
     if (!free_ids.empty()) {
       id = free_ids.back();
       free_ids.pop_back();
     } else {
-      if (next % per_chunk == 0) {
+      if (next % per_chunk == 0 && next / per_chunk == chunks.size()) {
         void* c = h.allocate(per_chunk * 8, std::nothrow);
         if (c == nullptr) return std::nullopt;
         std::memset(c, 0, per_chunk * 8);
@@ -1885,8 +1903,9 @@ void bench_movable() {
     moved_seconds += r.seconds;
     const double fs = static_cast<double>(free_space);
     t.rows.push_back({"daxalloc (allocate_movable, free_clear)", std::to_string(ids.size()),
-                      std::to_string(freed / MiB) + " MiB", std::to_string(free_space / MiB) + " MiB",
-                      fmt(100 * before / fs, 1) + " %", fmt(100 * after / fs, 1) + " %",
+                      std::to_string(freed / MiB) + " MiB",
+                      std::to_string(free_space / MiB) + " MiB", fmt(100 * before / fs, 1) + " %",
+                      fmt(100 * after / fs, 1) + " %",
                       std::to_string(r.objects_moved) + " objects, " +
                           fmt(static_cast<double>(r.bytes_moved) / MiB, 1) + " MiB",
                       fmt(r.seconds * 1000, 1) + " ms"});
@@ -1898,20 +1917,10 @@ void bench_movable() {
   }
   {
     PMEMobjpool* pop = make_pool(fresh("movable.pool"), size);
-    int enabled = 1;
-    const bool have_stats = pmemobj_ctl_set(pop, "stats.enabled", &enabled) == 0;
-    std::vector<PMEMoid> objs;
-    xorshift rng(42);
-    for (PMEMoid oid; pmemobj_alloc(pop, &oid, 64 + rng() % 449, 0, nullptr, nullptr) == 0;)
-      objs.push_back(oid);
-    std::uint64_t freed = 0;
-    for (auto& oid : objs)
-      if (rng() & 1) {
-        freed += pmemobj_alloc_usable_size(oid);
-        pmemobj_free(&oid);
-      }
-    std::uint64_t allocated = 0;
-    if (have_stats) (void)pmemobj_ctl_get(pop, "stats.heap.curr_allocated", &allocated);
+    const pmemobj_half half = pmemobj_random_half(pop, size);
+    const bool have_stats = half.have_stats;
+    const std::uint64_t freed = half.freed, allocated = half.allocated;
+    const std::vector<PMEMoid>& objs = half.objects;
     const double fs = static_cast<double>(size - allocated);
     std::uint64_t large = 0;
     for (PMEMoid oid; pmemobj_alloc(pop, &oid, 1 * MiB, 0, nullptr, nullptr) == 0;) ++large;
@@ -1956,9 +1965,10 @@ void bench_movable() {
     std::fprintf(stderr, "movable: %s done\n", wl.name);
   }
   w.print();
-  std::printf("Compaction throughput over the runs above: %.1f MiB of live objects moved per "
-              "second (%.1f MiB in %.3f s).\n\n",
-              moved_mib / moved_seconds, moved_mib, moved_seconds);
+  std::printf(
+      "Compaction throughput over the runs above: %.1f MiB of live objects moved per "
+      "second (%.1f MiB in %.3f s).\n\n",
+      moved_mib / moved_seconds, moved_mib, moved_seconds);
   record("movable", "daxalloc compact", 0, 1, "throughput", "MiB/s", moved_mib / moved_seconds);
 
   // Incremental compaction next to a workload: one thread allocates and
@@ -1990,8 +2000,8 @@ void bench_movable() {
         live[k] = live.back();
         live.pop_back();
       }
-      us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-                       .count());
+      us.push_back(
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     }
     for (std::uint64_t id : live) mine.release(id);
   };
@@ -2039,6 +2049,53 @@ void bench_movable() {
               longest_step);
   record("movable", "daxalloc movable", 0, 2, "p99_beside_compaction", "us", pct(beside, 0.99));
   record("movable", "daxalloc movable", 0, 1, "p99_alone", "us", pct(alone, 0.99));
+}
+
+// Online shrink: fill a heap with movable objects, free 75 %, compact and
+// trim; the file's allocated blocks (st_blocks) before and after.
+void bench_shrink() {
+  const std::uint64_t size = cfg.quick ? 512 * MiB : 4 * GiB;
+  const fs::path file = fresh("shrink.heap");
+  auto h = make_heap(file, size);
+  owner_table owners(h);
+  owners.reserve(size / 256);  // the index first, at the bottom (an unmovable object at the
+                               // top would keep trim() from giving anything back)
+  std::vector<std::uint64_t> ids;
+  xorshift rng(21);
+  while (const auto id = owners.alloc(64 + rng() % 449)) ids.push_back(*id);
+  const auto blocks = [&] {
+    struct stat st {};
+    return ::stat(file.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+  };
+  const std::uint64_t full = blocks();
+  for (std::size_t i = ids.size(); i > 1; --i) std::swap(ids[i - 1], ids[rng() % i]);
+  const std::size_t kept = ids.size() / 4;
+  for (std::size_t i = kept; i < ids.size(); ++i) owners.release(ids[i]);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = h.compact();
+  const std::uint64_t trimmed = h.trim();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::uint64_t after = blocks();
+  std::printf(
+      "## 5d. online shrink: a %llu MiB heap filled with movable 64..512 B objects, 75 %% "
+      "freed, then compact() and trim()\n\n",
+      static_cast<unsigned long long>(size / MiB));
+  table t{{"objects", "kept", "file blocks full", "after compact + trim", "after ÷ full", "moved",
+           "trimmed", "compact + trim"},
+          {}};
+  t.rows.push_back({std::to_string(ids.size()), std::to_string(kept),
+                    std::to_string(full / MiB) + " MiB", std::to_string(after / MiB) + " MiB",
+                    fmt(100.0 * static_cast<double>(after) / static_cast<double>(full), 1) + " %",
+                    fmt(static_cast<double>(r.bytes_moved) / MiB, 1) + " MiB",
+                    std::to_string(trimmed / MiB) + " MiB", fmt(seconds, 2) + " s"});
+  t.print();
+  std::printf("(The owners, chunks of 8,192 pptrs allocated before the fill, stay: %zu chunks, "
+              "%.1f MiB.)\n\n",
+              owners.chunks.size(),
+              static_cast<double>(owners.chunks.size() * owner_table::per_chunk * 8) / MiB);
+  record("shrink", "daxalloc movable", size, 1, "blocks_after_of_full", "%",
+         100.0 * static_cast<double>(after) / static_cast<double>(full));
 }
 
 // ---------------------------------------------------------------------------
@@ -2709,7 +2766,8 @@ int main(int argc, char** argv) {
   }
   const char* usage =
       "usage: %s [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]\n"
-      "          [--only=churn,prodcon,threads,fences,frag,movable,recovery,locality,dram]\n";
+      "          "
+      "[--only=churn,prodcon,threads,fences,frag,movable,shrink,recovery,locality,dram]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -2746,6 +2804,7 @@ int main(int argc, char** argv) {
   if (cfg.wants("frag")) rc |= run_isolated("frag", bench_frag);
   if (cfg.wants("frag")) rc |= run_isolated("frag_pmdk", bench_pmdk_fragmentation);
   if (cfg.wants("movable")) rc |= run_isolated("movable", bench_movable);
+  if (cfg.wants("movable") || cfg.wants("shrink")) rc |= run_isolated("shrink", bench_shrink);
   if (cfg.wants("recovery"))
     rc |= run_isolated("recovery", [] {
       std::vector<meta_row> meta;

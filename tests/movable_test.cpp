@@ -62,6 +62,21 @@ slots* owners(heap& h, std::size_t n) {
   return static_cast<slots*>(h.root(n * sizeof(pptr<value>)));
 }
 
+// Values of 64..512 B bytes in slots 0.. until n or the heap is full;
+// returns how many.
+std::size_t fill_values(heap& h, slots* s, std::size_t n, std::mt19937_64& rng) {
+  std::size_t made = 0;
+  for (; made < n; ++made) {
+    const auto bytes = static_cast<std::uint32_t>(64 + rng() % 449) - sizeof(value) + 1;
+    try {
+      (void)make_value(h, s->at[made], made, bytes);
+    } catch (const daxalloc::error&) {
+      break;
+    }
+  }
+  return made;
+}
+
 // 1 MiB blocks allocated until none fits, as bytes (freed again).
 std::uint64_t large_blocks(heap& h) {
   std::vector<void*> got;
@@ -170,15 +185,7 @@ TEST_CASE(
   constexpr std::size_t n = 200'000;
   slots* s = owners(h, n);
   std::mt19937_64 rng(3);
-  std::size_t made = 0;
-  for (; made < n; ++made) {
-    const auto bytes = static_cast<std::uint32_t>(64 + rng() % 449) - sizeof(value) + 1;
-    try {
-      (void)make_value(h, s->at[made], made, bytes);
-    } catch (const daxalloc::error&) {
-      break;
-    }
-  }
+  const std::size_t made = fill_values(h, s, n, rng);
   REQUIRE(made > 1000);
   std::vector<std::size_t> order(made);
   for (std::size_t i = 0; i < made; ++i) order[i] = i;
@@ -380,15 +387,7 @@ TEST_CASE("compact and trim shrink the heap's file online to what its live objec
   constexpr std::size_t n = 1'200'000;  // more than fit: the heap is full
   slots* s = owners(h, n);
   std::mt19937_64 rng(12);
-  std::size_t made = 0;
-  for (; made < n; ++made) {
-    const auto bytes = static_cast<std::uint32_t>(64 + rng() % 449) - sizeof(value) + 1;
-    try {
-      (void)make_value(h, s->at[made], made, bytes);
-    } catch (const daxalloc::error&) {
-      break;
-    }
-  }
+  const std::size_t made = fill_values(h, s, n, rng);
   const auto blocks = [&] {
     struct stat st {};
     REQUIRE(::stat(f.path().c_str(), &st) == 0);

@@ -418,8 +418,10 @@ class workload {
     after(r);
   }
 
-  void free_clear() {
-    const int s = pick_slot(true);
+  void free_clear() { free_clear_slot(false); }
+  void movable_free() { free_clear_slot(true); }
+  void free_clear_slot(bool movable) {
+    const int s = pick_slot(true, movable);
     if (s < 0) return;
     record r = start(op::free_clear);
     add_target(r, s, {});
@@ -611,16 +613,6 @@ class workload {
     const slot_value& v = r.targets[0].value;
     before(r);
     (void)heap_.allocate_movable(root_->slots[s], v.size, [&](object_header* p) { fill(p, v); });
-    after(r);
-  }
-
-  void movable_free() {
-    const int s = pick_slot(true, true);
-    if (s < 0) return;
-    record r = start(op::free_clear);
-    add_target(r, s, {});
-    before(r);
-    heap_.free_clear(root_->slots[s]);
     after(r);
   }
 
