@@ -405,8 +405,8 @@ TEST_CASE("compact and trim shrink the heap's file online to what its live objec
   CHECK(r.finished);
   const std::uint64_t trimmed = h.trim();
   const std::uint64_t after = blocks();
-  MESSAGE("file blocks: " << full / MiB << " MiB full, " << after / MiB << " MiB after compact + trim ("
-                          << trimmed / MiB << " MiB hot-removed)");
+  MESSAGE("file blocks: " << full / MiB << " MiB full, " << after / MiB
+                          << " MiB after compact + trim (" << trimmed / MiB << " MiB hot-removed)");
   CHECK(trimmed > 0);
   CHECK(static_cast<double>(after) <= 0.35 * static_cast<double>(full));
   for (std::size_t i = 0; i < kept; ++i) REQUIRE(intact(s->at[order[i]].get(), order[i]));
@@ -415,5 +415,56 @@ TEST_CASE("compact and trim shrink the heap's file online to what its live objec
   heap again = heap::open(f.path());
   slots* t = owners(again, n);
   for (std::size_t i = 0; i < kept; ++i) REQUIRE(intact(t->at[order[i]].get(), order[i]));
+  CHECK(again.check().empty());
+}
+
+TEST_CASE("hot_remove of a span holding movable objects migrates them out") {
+  test::temp_file f("movable-hot-remove");
+  heap h = make_heap(f, 64 * MiB);
+  constexpr std::size_t n = 300'000;
+  slots* s = owners(h, n);
+  std::mt19937_64 rng(4);
+  const std::size_t made = fill_values(h, s, n, rng);  // until the heap is full
+  REQUIRE(made < n);
+  for (std::size_t i = 0; i < made; i += 2) h.free_clear(s->at[i]);
+  // The last 8 MiB of memory: movable slabs only (the owners are at the bottom).
+  std::uint64_t end = 0;
+  h.for_each_pageblock([&](const daxalloc::pageblock_info& pb) {
+    if (pb.present) end = std::max(end, pb.offset + 2 * MiB);
+  });
+  const std::uint64_t span = end - 8 * MiB;
+  REQUIRE(span % (2 * MiB) == 0);
+  const auto before = h.stats();
+  h.hot_remove(span, 8 * MiB);
+  const auto after = h.stats();
+  CHECK(after.present_bytes == before.present_bytes - 8 * MiB);
+  CHECK(after.movable_objects == before.movable_objects);
+  for (std::size_t i = 1; i < made; i += 2) {
+    REQUIRE(intact(s->at[i].get(), i));
+    REQUIRE(h.offset_of(s->at[i].get()) < span);
+  }
+  CHECK(h.check().empty());
+  // A pinned object keeps its span (in_use, saying why).
+  std::uint64_t top = 0;
+  std::size_t top_slot = 0;
+  for (std::size_t i = 1; i < made; i += 2)
+    if (h.offset_of(s->at[i].get()) > top) top = h.offset_of(s->at[i].get()), top_slot = i;
+  const std::uint64_t top_span = top / (2 * MiB) * (2 * MiB);
+  {
+    auto pinned = h.pin(s->at[top_slot]);
+    try {
+      h.hot_remove(top_span, 2 * MiB);
+      FAIL("a span with a pinned object was removed");
+    } catch (const daxalloc::error& e) {
+      CHECK(e.code() == errc::in_use);
+      CHECK(std::string(e.what()).find("could not move") != std::string::npos);
+    }
+  }
+  CHECK(intact(s->at[top_slot].get(), top_slot));
+  CHECK(h.check().empty());
+  h.close();
+  heap again = heap::open(f.path());
+  slots* t = owners(again, n);
+  for (std::size_t i = 1; i < made; i += 2) REQUIRE(intact(t->at[i].get(), i));
   CHECK(again.check().empty());
 }

@@ -417,6 +417,46 @@ bool page_allocator::isolate(std::uint64_t offset, std::uint64_t length) {
   return true;
 }
 
+std::vector<std::pair<std::uint64_t, std::uint64_t>> page_allocator::hold(std::uint64_t offset,
+                                                                          std::uint64_t length) {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> held;
+  for (std::uint64_t pb = offset >> sparse::subsection_shift;
+       pb < (offset + length) >> sparse::subsection_shift; ++pb) {
+    const std::uint64_t first = pb * pageblock_pages;
+    if (model_.get_pageblock_migratetype(first) == migratetype::metadata) continue;
+    {
+      std::lock_guard lock(pool_mutex_);
+      if (pool_.contains(pb)) {
+        pool_.erase(pb);
+        set_info(first, head_info(pageblock_pages));
+        held.emplace_back(first, pageblock_pages);
+        continue;
+      }
+    }
+    const auto z = owner(pb);
+    if (!z) continue;  // wholly allocated (or taken meanwhile: then not held)
+    zone& mine = *zones_[*z];
+    std::lock_guard lock(mine.mutex);
+    if (owner(pb) != z) continue;
+    pageblock_shadow& b = block(pb);
+    for (std::uint64_t pfn = first; pfn < first + pageblock_pages;) {
+      const std::uint64_t i = info(pfn);
+      if (!page_buddy(i)) {
+        ++pfn;
+        continue;
+      }
+      const std::uint64_t pages = pages_of(buddy_order(i));
+      del_from_free_list(mine, pfn, buddy_order(i), b.type);
+      b.free_pages = static_cast<std::uint16_t>(b.free_pages - pages);
+      mine.free_pages -= pages;
+      set_info(pfn, head_info(pages));
+      held.emplace_back(pfn, pages);
+      pfn += pages;
+    }
+  }
+  return held;
+}
+
 bool page_allocator::in_pool(std::uint64_t pageblock) const {
   std::lock_guard lock(pool_mutex_);
   return pool_.contains(pageblock);

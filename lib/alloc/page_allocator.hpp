@@ -129,6 +129,12 @@ class page_allocator {
   [[nodiscard]] bool is_free(std::uint64_t pfn) const;
   // Whether the pageblock is wholly free, in the pool.
   [[nodiscard]] bool in_pool(std::uint64_t pageblock) const;
+  // Takes every free page of a span out of circulation, as if allocated
+  // (the kernel isolates a range before migrating out of it): the pool's
+  // pageblocks leave the pool, the zones' free blocks their lists. Returns
+  // the runs held, each to be given back with free().
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> hold(std::uint64_t offset,
+                                                                          std::uint64_t length);
 
  private:
   static constexpr std::size_t nr_types = 8;  // migratetype values 0..7

@@ -640,6 +640,13 @@ void* small_allocator::take_from(std::uint64_t pfn) {
   return nullptr;
 }
 
+std::optional<std::uint64_t> small_allocator::new_movable_slab(unsigned cls) {
+  klass& k = (*arenas_[movable_arena_])[cls];
+  std::lock_guard lock(k.mutex);
+  const slab* s = new_slab(movable_arena_, cls);
+  return s ? std::optional<std::uint64_t>(s->pfn) : std::nullopt;
+}
+
 std::pair<std::size_t, std::uint64_t> small_allocator::release_empty_movable_slabs() {
   std::size_t released = 0;
   std::uint64_t pages = 0;

@@ -151,6 +151,9 @@ class small_allocator {
   // Hands out one free object of the movable slab at pfn (as take() does);
   // nullptr when it has none.
   [[nodiscard]] void* take_from(std::uint64_t pfn);
+  // A new empty movable slab of class cls (where the page allocator puts
+  // it); its head pfn, or nullopt when no pages are left.
+  [[nodiscard]] std::optional<std::uint64_t> new_movable_slab(unsigned cls);
   // Releases the empty slabs of the movable arena only; returns how many,
   // and their pages.
   std::pair<std::size_t, std::uint64_t> release_empty_movable_slabs();

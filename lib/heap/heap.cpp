@@ -904,11 +904,17 @@ void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
     if (!model_->subsection_present(at))
       throw error(errc::not_present, what + "not all of it is present");
   give_back_for_hot_remove();
-  if (!pages_.isolate(offset, length))
-    throw error(errc::in_use,
-                what +
-                    "it holds allocations or reservations (objects cached by other threads "
-                    "also keep their slabs); free them first");
+  if (!pages_.isolate(offset, length)) {
+    // Movable objects move out (the kernel's offline_pages migrates
+    // MIGRATE_MOVABLE pages); anything else keeps the span.
+    const std::string why = migrate_out(offset, length);
+    if (why.empty()) give_back_for_hot_remove();
+    if (!why.empty() || !pages_.isolate(offset, length))
+      throw error(errc::in_use,
+                  what + (why.empty() ? "it holds allocations or reservations (objects cached by "
+                                        "other threads also keep their slabs); free them first"
+                                      : why));
+  }
   hot_remove_epoch_.fetch_add(1, std::memory_order_acq_rel);  // (heap_word's thread caches)
   try {
     model_->hot_remove(offset, length);

@@ -242,6 +242,11 @@ class heap_impl {
   // Moves the movable object at `object` into the slot `dest` (handed out
   // by the small allocator, same class): false when it was not moved.
   bool relocate(void* object, void* dest, compact_result& result);
+  // hot_remove of a span that holds movable slabs and free memory only: its
+  // free pages held, every object moved out (below), its slabs released.
+  // Empty when the span is free now; else why not (nothing changed but
+  // what moved).
+  [[nodiscard]] std::string migrate_out(std::uint64_t offset, std::uint64_t length);
   [[nodiscard]] std::atomic<std::uint32_t>& pin_count(const void* p) const noexcept;
   [[nodiscard]] thread_cache& cache() noexcept;
   [[nodiscard]] thread_cache& cache_slow() noexcept;

@@ -15,6 +15,7 @@
 // be lost while the lane's lines, which reach the media in any order before
 // the commit fence, are all durable: the crash suite found that.)
 #include <algorithm>
+#include <array>
 #include <boost/container/small_vector.hpp>
 #include <chrono>
 #include <cstring>
@@ -349,6 +350,98 @@ compact_result heap_impl::compact(const compact_options& options) {
   return result;
 }
 
+// The span's descriptors first: an extent or an ordinary slab in it, and
+// nothing moves. Then its free pages are held (nothing new lands there),
+// and each movable slab's objects move into slots of slabs outside it
+// (new ones where those are full), each in one batch as compaction moves
+// them; the lanes are retired, the emptied slabs released, the held pages
+// given back.
+std::string heap_impl::migrate_out(std::uint64_t offset, std::uint64_t length) {
+  std::lock_guard lock(compact_mutex_);
+  std::vector<std::uint64_t> sources;  // movable slab heads in the span
+  for (std::uint64_t pfn = offset >> sparse::page_shift;
+       pfn < (offset + length) >> sparse::page_shift; ++pfn) {
+    if (model_->get_pageblock_migratetype(pfn) == sparse::migratetype::metadata) continue;
+    const sparse::page_descriptor& d = *model_->pfn_to_page(pfn);
+    if (d.state() == sparse::page_state::movable_slab) {
+      sources.push_back(pfn);
+      pfn += d.length() - 1;
+    } else if (d.state() == sparse::page_state::slab || d.state() == sparse::page_state::extent) {
+      return "it holds an allocation that cannot move (" +
+             std::string(d.state() == sparse::page_state::slab ? "a slab of ordinary objects"
+                                                               : "an extent") +
+             " at " + sparse::hex(pfn << sparse::page_shift) + "); free it first";
+    }
+  }
+  if (sources.empty())
+    return "it holds reservations, or objects other threads cache keep their slabs; free them "
+           "first";
+  const auto held = pages_.hold(offset, length);
+  const auto outside = [&](std::uint64_t pfn) {
+    return (pfn << sparse::page_shift) < offset || (pfn << sparse::page_shift) >= offset + length;
+  };
+  compact_result result;
+  std::uint64_t stuck = 0;
+  struct destinations {
+    std::vector<alloc::slab_usage> slabs;  // outside the span, with free slots
+    std::size_t next = 0;
+    bool listed = false;
+  };
+  std::array<destinations, alloc::nr_size_classes> dest_of;
+  for (const std::uint64_t source : sources) {
+    const unsigned cls = model_->pfn_to_page(source)->sub();
+    const alloc::size_class& c = size_classes[cls];
+    destinations& d = dest_of[cls];
+    if (!d.listed) {
+      for (const alloc::slab_usage& u : small_.movable_slabs(cls))
+        if (outside(u.pfn) && u.in_use < u.objects) d.slabs.push_back(u);
+      d.listed = true;
+    }
+    const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->pfn_to_virt(source));
+    std::byte* first = model_->pfn_to_virt(source) + c.header + movable_skew;
+    for (std::uint32_t i = 0; i < c.objects; ++i) {
+      if (!c.allocated(bits, i)) continue;
+      void* dest = nullptr;
+      while (dest == nullptr && d.next < d.slabs.size())
+        if ((dest = small_.take_from(d.slabs[d.next].pfn)) == nullptr) ++d.next;
+      if (dest == nullptr) {
+        const auto fresh = small_.new_movable_slab(cls);  // (the span's pages are held)
+        if (fresh && outside(*fresh)) {
+          d.slabs.push_back({*fresh, 0, c.objects});
+          dest = small_.take_from(*fresh);
+        }
+      }
+      if (dest == nullptr) {
+        ++stuck;
+        continue;
+      }
+      void* object = first + std::size_t{i} * c.size;
+      std::atomic<std::uint32_t>& pins = pin_count(object);
+      std::uint32_t unpinned = 0;
+      if (!pins.compare_exchange_strong(unpinned, pin_moving, std::memory_order_acq_rel)) {
+        ++stuck;
+        reservation back(dest, c.size - movable_skew);
+        cancel(back);
+        continue;
+      }
+      stuck += relocate(object, dest, result) ? 0 : 1;
+      pins.store(0, std::memory_order_release);
+    }
+  }
+  // The moves' lanes retired before their slabs go (as compact does).
+  if (result.objects_moved != 0) (void)fence(true);
+  (void)small_.release_empty_movable_slabs();
+  compacted_.objects_moved.fetch_add(result.objects_moved, std::memory_order_relaxed);
+  compacted_.bytes_moved.fetch_add(result.bytes_moved, std::memory_order_relaxed);
+  for (const auto& [pfn, pages] : held) pages_.free(pfn, pages);
+  if (stuck != 0)
+    return std::to_string(stuck) +
+           " movable objects in it could not move (pinned, their owner does not refer to "
+           "them, or no room outside it); " +
+           std::to_string(result.objects_moved) + " moved out";
+  return {};
+}
+
 // From the highest present subsection down, while each is present, not
 // metadata, and its pageblock wholly free in the pool (after the caches and
 // empty slabs went back); then one hot_remove of that run. Again while it
@@ -362,8 +455,8 @@ std::uint64_t heap_impl::trim() {
     std::uint64_t end = 0;
     for (std::uint64_t nr = geo.nr_sections(); nr-- > 0 && end == 0;) {
       if (!model_->section_present(nr)) continue;
-      for (std::uint64_t at = (nr + 1) << geo.section_size_bits;
-           at > nr << geo.section_size_bits; at -= sparse::subsection_size)
+      for (std::uint64_t at = (nr + 1) << geo.section_size_bits; at > nr << geo.section_size_bits;
+           at -= sparse::subsection_size)
         if (model_->subsection_present(at - sparse::subsection_size)) {
           end = at;
           break;
