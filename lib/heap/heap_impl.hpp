@@ -308,7 +308,12 @@ class heap_impl {
   // image at `first` (a lane, or a staged copy of consecutive lanes).
   template <class B, class F>
   static void for_each_inline_piece(B* first, std::uint64_t count, std::uint64_t total, F&& f);
-  void apply(const sparse::log_entry* entries, std::size_t n) const noexcept;
+  // Applies the entries' stores, or (bits) their bitmap changes.
+  void apply(const sparse::log_entry* entries, std::size_t n, bool bits) const noexcept;
+  void apply(const sparse::log_entry* entries, std::size_t n) const noexcept {
+    apply(entries, n, false);
+    apply(entries, n, true);
+  }
   static void fence_flush(void* self, const void* addr, std::size_t len);
   static void fence_drain(void* self);
   static void fence_discard(void* self, const void* addr, std::size_t len);

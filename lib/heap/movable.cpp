@@ -33,6 +33,14 @@ using sparse::movable_header;
 
 constexpr std::uint32_t pin_moving = 0x80000000u;
 
+// Whether object i's bit is set, read atomically (batches change the word
+// on other threads).
+bool allocated(const alloc::size_class& c, const std::uint64_t* bits, std::uint32_t i) {
+  return (std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(bits[c.word_of(i)]))
+              .load(std::memory_order_acquire) &
+          c.mask_of(i)) != 0;
+}
+
 // The crash suite's self-test (-Dbreak_persistence=movable-header): a
 // header written and flushed before the commit instead of logged with it.
 #ifndef DAXALLOC_BREAK
@@ -297,7 +305,7 @@ compact_result heap_impl::compact(const compact_options& options) {
       std::byte* first = model_->pfn_to_virt(source.pfn) + c.header + movable_skew;
       bool stuck = false, done = false;
       for (std::uint32_t i = 0; i < c.objects && !done; ++i) {
-        if (!c.allocated(bits, i)) continue;
+        if (!allocated(c, bits, i)) continue;
         if (over_budget()) {
           cut = true;
           break;
@@ -400,7 +408,7 @@ std::string heap_impl::migrate_out(std::uint64_t offset, std::uint64_t length) {
     const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->pfn_to_virt(source));
     std::byte* first = model_->pfn_to_virt(source) + c.header + movable_skew;
     for (std::uint32_t i = 0; i < c.objects; ++i) {
-      if (!c.allocated(bits, i)) continue;
+      if (!allocated(c, bits, i)) continue;
       void* dest = nullptr;
       while (dest == nullptr && d.next < d.slabs.size())
         if ((dest = small_.take_from(d.slabs[d.next].pfn)) == nullptr) ++d.next;
@@ -484,7 +492,7 @@ void heap_impl::check_movable(const std::vector<alloc::allocated_extent>& found,
     const alloc::size_class& c = size_classes[e.sub];
     const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->pfn_to_virt(e.pfn));
     for (std::uint32_t i = 0; i < c.objects; ++i) {
-      if (!c.allocated(bits, i)) continue;
+      if (!allocated(c, bits, i)) continue;
       const std::byte* object =
           model_->pfn_to_virt(e.pfn) + c.header + movable_skew + std::size_t{i} * c.size;
       const std::string where =

@@ -200,7 +200,7 @@ bool heap_impl::heap_word(const void* p) const noexcept {
 
 // Applies entries (the caller flushes their targets; a publication leaves
 // that to the next fence window).
-void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
+void heap_impl::apply(const log_entry* entries, std::size_t n, bool bits) const noexcept {
   const auto word = [&](const log_entry& e) {
     return reinterpret_cast<std::uint64_t*>(model_->base() + (e.target & offset_mask));
   };
@@ -208,12 +208,14 @@ void heap_impl::apply(const log_entry* entries, std::size_t n) const noexcept {
     std::uint64_t* w = word(entries[k]);
     switch (const std::uint64_t op = entries[k].target >> sparse::log_op_shift) {
       case sparse::log_store:
-        std::atomic_ref<std::uint64_t>(*w).store(entries[k].value, std::memory_order_release);
+        if (!bits)
+          std::atomic_ref<std::uint64_t>(*w).store(entries[k].value, std::memory_order_release);
         break;
       case sparse::log_set_bits:
       case sparse::log_clear_bits:  // (a legacy slab's digest is flushed with the target)
-        (void)small_.change_bits(w, entries[k].value, op == sparse::log_set_bits,
-                                 small_.word_class(w));
+        if (bits)
+          (void)small_.change_bits(w, entries[k].value, op == sparse::log_set_bits,
+                                   small_.word_class(w));
         break;
       default:  // log_content: checked, not applied
         break;
@@ -450,8 +452,11 @@ void heap_impl::publish(std::span<const reservation> reserved,
     }
     ls.order.store(order, std::memory_order_relaxed);
     last_applied_ = std::max(last_applied_, order);
-    apply(entries.data(), entries.size());
+    // The stores, the range writes, then the bits: an object whose bit
+    // another thread sees set (compaction) has its header and contents.
+    apply(entries.data(), entries.size(), false);
     for (const range_write& r : writes) std::memcpy(r.dst, write_bytes + r.at, r.n);
+    apply(entries.data(), entries.size(), true);
   }
   // Its targets are flushed by the next fence window of any thread.
   ls.state.store(with_phase(ls.state.load(std::memory_order_relaxed), lane_applied),
