@@ -375,10 +375,10 @@ std::string heap_impl::migrate_out(std::uint64_t offset, std::uint64_t length) {
       sources.push_back(pfn);
       pfn += d.length() - 1;
     } else if (d.state() == sparse::page_state::slab || d.state() == sparse::page_state::extent) {
-      return "it holds an allocation that cannot move (" +
+      return "it holds allocations that cannot move (" +
              std::string(d.state() == sparse::page_state::slab ? "a slab of ordinary objects"
                                                                : "an extent") +
-             " at " + sparse::hex(pfn << sparse::page_shift) + "); free it first";
+             " at " + sparse::hex(pfn << sparse::page_shift) + ", ...); free them first";
     }
   }
   if (sources.empty())
