@@ -99,9 +99,17 @@ TEST_CASE("a movable object is published into its owner and survives a reopen") 
     CHECK(h.usable_size(v) >= sizeof(value) + 100);
     CHECK_FALSE(h.is_movable(s));
     CHECK(h.owner_of(s) == nullptr);
+    (void)h.allocate(3000);  // an ordinary object beside it
     const auto st = h.stats();
     CHECK(st.movable_objects == 1);
     CHECK(st.movable_slab_bytes > 0);
+    const auto& by_type = st.allocated_bytes_by_migratetype;
+    CHECK(by_type[static_cast<unsigned>(daxalloc::migratetype::movable)] ==
+          h.usable_size(v));  // the movable object alone
+    CHECK(by_type[static_cast<unsigned>(daxalloc::migratetype::unmovable)] >= 3000);
+    std::uint64_t sum = 0;
+    for (const auto b : by_type) sum += b;
+    CHECK(sum == st.allocated_bytes);
     CHECK(h.check().empty());
     bool seen = false;
     h.for_each_object([&](const daxalloc::object_info& o) {

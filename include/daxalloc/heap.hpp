@@ -185,6 +185,9 @@ struct heap_stats {
   // (frees do not subtract it: a freed object's alignment is not kept).
   std::uint64_t alignment_waste_bytes = 0;
   std::array<std::uint64_t, 8> pageblocks_by_migratetype{};  // present pageblocks per type
+  // allocated_bytes by the migratetype of the pageblock each allocation
+  // starts in (movable: movable objects; unmovable: slabs and page extents)
+  std::array<std::uint64_t, 8> allocated_bytes_by_migratetype{};
   struct size_class_stats {
     std::uint32_t size;
     std::uint64_t slabs, allocated, capacity;

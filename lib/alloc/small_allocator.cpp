@@ -671,7 +671,8 @@ bool small_allocator::digest_stale(std::uint64_t pfn) const noexcept {
 // class and place from its map word alone: no lock is held, so unlike
 // for_each_slab it reads no slab descriptor, which a concurrent new_slab or
 // release_slab may be rewriting.
-std::array<class_stats, nr_size_classes> small_allocator::stats() const {
+std::array<class_stats, nr_size_classes> small_allocator::stats(
+    std::array<std::uint64_t, 8>* by_type) const {
   std::array<class_stats, nr_size_classes> out{};
   for (std::uint64_t nr = 0; nr < model_.geo().nr_sections(); ++nr) {
     if (leaves_[nr].load(std::memory_order_acquire) == nullptr) continue;
@@ -692,6 +693,11 @@ std::array<class_stats, nr_size_classes> small_allocator::stats() const {
         allocated += std::popcount(object_bits(c, load_word(bits + w)));
       st.allocated += allocated;
       if (movable) st.movable_allocated += allocated;
+      if (by_type != nullptr) {
+        const std::uint64_t pfn = ((e >> 8) - c.header) >> sparse::page_shift;
+        (*by_type)[static_cast<unsigned>(model_.get_pageblock_migratetype(pfn)) & 7] +=
+            allocated * (c.size - (movable ? movable_skew : 0));
+      }
     }
   }
   return out;

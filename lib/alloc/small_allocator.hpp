@@ -256,7 +256,10 @@ class small_allocator {
   // upgrade tests make images of older formats).
   static inline bool make_legacy_slabs = false;
 
-  [[nodiscard]] std::array<class_stats, nr_size_classes> stats() const;
+  // by_type: the allocated objects' usable bytes added per migratetype of
+  // the pageblock their slab lies in.
+  [[nodiscard]] std::array<class_stats, nr_size_classes> stats(
+      std::array<std::uint64_t, 8>* by_type = nullptr) const;
   // `digests_pending`: slabs (head pfns, sorted) whose digest a read-only
   // open found explained by a crash but could not rewrite: not compared.
   void check(std::vector<std::string>& problems,

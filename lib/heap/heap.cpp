@@ -965,7 +965,7 @@ heap_stats heap_impl::stats() const {
   s.fragmentation = s.free_bytes ? 1.0 - static_cast<double>(s.largest_free_bytes) /
                                              static_cast<double>(s.free_bytes)
                                  : 0;
-  const auto classes = small_.stats();
+  const auto classes = small_.stats(&s.allocated_bytes_by_migratetype);
   for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
     if (classes[cls].slabs == 0) continue;
     s.size_classes.push_back({size_classes[cls].size, classes[cls].slabs, classes[cls].allocated,
@@ -989,6 +989,9 @@ heap_stats heap_impl::stats() const {
     if (!e.slab) {
       s.extent_bytes += e.pages * page_size;
       s.allocated_bytes += e.pages * page_size;
+      s.allocated_bytes_by_migratetype[static_cast<unsigned>(
+                                           model_->get_pageblock_migratetype(e.pfn)) &
+                                       7] += e.pages * page_size;
       ++s.allocated_objects;
     }
   const auto& geo = model_->geo();
