@@ -644,7 +644,16 @@ int run_stats(const parsed_args& a, bool json) {
         .field("largest_free_bytes", s.largest_free_bytes)
         .field("fragmentation", s.fragmentation)
         .field("alignment_waste_bytes", s.alignment_waste_bytes)
+        .field("movable_objects", s.movable_objects)
+        .field("movable_bytes", s.movable_bytes)
+        .field("movable_slab_bytes", s.movable_slab_bytes)
         .end_object();
+    w.key("allocated_bytes_by_migratetype").begin_object();
+    for (unsigned t = 0; t < s.allocated_bytes_by_migratetype.size(); ++t)
+      if (s.allocated_bytes_by_migratetype[t] != 0)
+        w.field(to_string(static_cast<daxalloc::migratetype>(t)),
+                s.allocated_bytes_by_migratetype[t]);
+    w.end_object();
     w.end_object();
     print(w.str());
     return exit_ok;
@@ -682,6 +691,14 @@ int run_stats(const parsed_args& a, bool json) {
                               std::to_string(s.allocated_objects) + " objects");
   out += row("in slabs", human_bytes(s.slab_bytes));
   out += row("in extents", human_bytes(s.extent_bytes));
+  out += row("movable", std::to_string(s.movable_objects) + " objects, " +
+                            human_bytes(s.movable_bytes) + " in " +
+                            human_bytes(s.movable_slab_bytes) + " of slabs");
+  for (unsigned t = 0; t < s.allocated_bytes_by_migratetype.size(); ++t)
+    if (s.allocated_bytes_by_migratetype[t] != 0)
+      out += row(std::string("in ") + to_string(static_cast<daxalloc::migratetype>(t)),
+                 human_bytes(s.allocated_bytes_by_migratetype[t]) + " (allocated, in " +
+                     to_string(static_cast<daxalloc::migratetype>(t)) + " pageblocks)");
   out += row("usable", human_bytes(s.usable_bytes));
   out += row("free", human_bytes(s.free_bytes));
   out += row("largest free", human_bytes(s.largest_free_bytes));
@@ -1158,9 +1175,7 @@ const std::vector<command>& commands() {
         "Without --by: compact the movable objects (as compact does), then hot-remove\n"
         "the free memory at the top of the heap (heap::trim). The storage is given\n"
         "back to the file system where it allows.\n",
-        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB"},
-         accept_option,
-         json_option}},
+        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB"}, accept_option, json_option}},
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, false); }},
       {{"compact",
         {"PATH"},

@@ -176,6 +176,8 @@ echo "== compact moves movable objects down and releases their slabs"
 moving=$prefix-movable
 run 0 create "$moving" --size 32M
 "$helper" movable "$moving" >/dev/null || fail "heap_helper movable failed"
+run 0 stats "$moving" --json
+json_true 'd["totals"]["movable_objects"] == 10000 and d["allocated_bytes_by_migratetype"]["movable"] > 0'
 run 0 compact "$moving" --json
 json_true 'd["objects_moved"] > 4000 and d["slabs_released"] > 0 and d["movable_objects"] == 10000'
 json_true 'd["largest_free_after"] > d["largest_free_before"]'
