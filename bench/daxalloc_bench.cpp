@@ -2090,10 +2090,11 @@ void bench_shrink() {
                     fmt(static_cast<double>(r.bytes_moved) / MiB, 1) + " MiB",
                     std::to_string(trimmed / MiB) + " MiB", fmt(seconds, 2) + " s"});
   t.print();
-  std::printf("(The owners, chunks of 8,192 pptrs allocated before the fill, stay: %zu chunks, "
-              "%.1f MiB.)\n\n",
-              owners.chunks.size(),
-              static_cast<double>(owners.chunks.size() * owner_table::per_chunk * 8) / MiB);
+  std::printf(
+      "(The owners, chunks of 8,192 pptrs allocated before the fill, stay: %zu chunks, "
+      "%.1f MiB.)\n\n",
+      owners.chunks.size(),
+      static_cast<double>(owners.chunks.size() * owner_table::per_chunk * 8) / MiB);
   record("shrink", "daxalloc movable", size, 1, "blocks_after_of_full", "%",
          100.0 * static_cast<double>(after) / static_cast<double>(full));
 }

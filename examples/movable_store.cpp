@@ -123,11 +123,10 @@ int main(int argc, char** argv) {
     stop = true;
     compactor.join();
     const auto after = h.stats();
-    std::printf("%" PRIu64 " requests while compact() ran %" PRIu64
-                " steps of 1 ms: %" PRIu64 " values moved (%.1f MiB), %" PRIu64
-                " slabs released\n",
-                requests, steps, total.objects_moved,
-                static_cast<double>(total.bytes_moved) / MiB, total.slabs_released);
+    std::printf("%" PRIu64 " requests while compact() ran %" PRIu64 " steps of 1 ms: %" PRIu64
+                " values moved (%.1f MiB), %" PRIu64 " slabs released\n",
+                requests, steps, total.objects_moved, static_cast<double>(total.bytes_moved) / MiB,
+                total.slabs_released);
     std::printf("largest free run: %.1f MiB before, %.1f MiB after (of %.1f MiB free)\n",
                 static_cast<double>(before.largest_free_bytes) / MiB,
                 static_cast<double>(after.largest_free_bytes) / MiB,

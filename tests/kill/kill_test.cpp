@@ -206,10 +206,9 @@ enum class op : std::uint32_t {
 
 const char* op_name(op o) {
   static const char* const names[] = {
-      "open",        "publish",      "free_clear",     "replace",      "swap",
-      "clear",       "allocate",     "link",           "unlink",       "deallocate",
-      "name_create", "name_destroy", "reserve_cancel", "batch_cancel", "movable",
-      "hand",        "compact",      "failed"};
+      "open",           "publish",      "free_clear", "replace",    "swap",        "clear",
+      "allocate",       "link",         "unlink",     "deallocate", "name_create", "name_destroy",
+      "reserve_cancel", "batch_cancel", "movable",    "hand",       "compact",     "failed"};
   return names[static_cast<std::size_t>(o)];
 }
 
