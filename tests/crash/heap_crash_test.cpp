@@ -701,10 +701,10 @@ TEST_CASE("crash states of movable objects: allocation, hand-over, free and relo
       // every state must open sound, every object whole exactly once.
       {"hot_remove of a pageblock of movable objects: they migrate out, then it goes",
        [](heap_impl& h, auto& kept) {
-         kept.push_back(offset(h, h.root(8 * 20)));
-         for (std::uint64_t i = 0; i < 20; ++i)
+         kept.push_back(offset(h, h.root(8 * 8)));
+         for (std::uint64_t i = 0; i < 8; ++i)
            kept.push_back(offset(h, movable(h, kept[0] + 8 * i, 100, static_cast<int>(i))));
-         for (std::uint64_t i = 0; i < 20; i += 2) {
+         for (std::uint64_t i = 0; i < 8; i += 2) {
            std::uint64_t* w = word(h, kept[0] + 8 * i);
            h.publish({}, std::vector<std::pair<std::uint64_t*, std::uint64_t>>{{w, 0}},
                      std::vector<void*>{h.model().base() + kept[1 + i]}, {});
