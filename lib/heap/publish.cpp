@@ -452,10 +452,19 @@ void heap_impl::publish(std::span<const reservation> reserved,
     }
     ls.order.store(order, std::memory_order_relaxed);
     last_applied_ = std::max(last_applied_, order);
-    // The stores, the range writes, then the bits: an object whose bit
-    // another thread sees set (compaction) has its header and contents.
-    apply(entries.data(), entries.size(), false);
+    // The range writes, the stores, the writes a store overlapped again (the
+    // write wins), then the bits: a thread that reaches an object through a
+    // word stored here (an owner), or sees its bit set (compaction), finds
+    // what the batch wrote into it (a movable object's header) in place.
     for (const range_write& r : writes) std::memcpy(r.dst, write_bytes + r.at, r.n);
+    apply(entries.data(), entries.size(), false);
+    for (const range_write& r : writes)
+      if (std::any_of(entries.begin(), entries.end(), [&](const log_entry& e) {
+            const std::uint64_t at = e.target & offset_mask, from = offset_of(r.dst);
+            return e.target >> sparse::log_op_shift == sparse::log_store && at < from + r.n &&
+                   at + 8 > from;
+          }))
+        std::memcpy(r.dst, write_bytes + r.at, r.n);
     apply(entries.data(), entries.size(), true);
   }
   // Its targets are flushed by the next fence window of any thread.
