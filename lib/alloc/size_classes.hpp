@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -49,9 +50,13 @@ struct size_class {
     return std::uint64_t{1} << (i - word_of(i) * word_bits);
   }
   [[nodiscard]] constexpr std::uint32_t words() const { return word_of(objects + word_bits - 1); }
-  // Whether object i's bit is set in a slab's bitmap.
+  // Whether object i's bit is set in a slab's bitmap: an atomic load
+  // (batches change the word on other threads; acquire: an object seen
+  // allocated has what its batch wrote, such as a movable header).
   [[nodiscard]] bool allocated(const std::uint64_t* bitmap, std::uint32_t i) const {
-    return (bitmap[word_of(i)] & mask_of(i)) != 0;
+    return (std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(bitmap[word_of(i)]))
+                .load(std::memory_order_acquire) &
+            mask_of(i)) != 0;
   }
   // The bits of word w that stand for objects.
   [[nodiscard]] constexpr std::uint64_t valid_bits(std::uint32_t w) const {

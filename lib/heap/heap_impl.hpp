@@ -242,6 +242,8 @@ class heap_impl {
   // Moves the movable object at `object` into the slot `dest` (handed out
   // by the small allocator, same class): false when it was not moved.
   bool relocate(void* object, void* dest, compact_result& result);
+  bool move_unpinned(void* object, void* dest, compact_result& result);
+  void release_after_moves(compact_result& result);
   // hot_remove of a span that holds movable slabs and free memory only: its
   // free pages held, every object moved out (below), its slabs released.
   // Empty when the span is free now; else why not (nothing changed but

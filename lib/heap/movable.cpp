@@ -33,14 +33,6 @@ using sparse::movable_header;
 
 constexpr std::uint32_t pin_moving = 0x80000000u;
 
-// Whether object i's bit is set, read atomically (batches change the word
-// on other threads).
-bool allocated(const alloc::size_class& c, const std::uint64_t* bits, std::uint32_t i) {
-  return (std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(bits[c.word_of(i)]))
-              .load(std::memory_order_acquire) &
-          c.mask_of(i)) != 0;
-}
-
 // The crash suite's self-test (-Dbreak_persistence=movable-header): a
 // header written and flushed before the commit instead of logged with it.
 #ifndef DAXALLOC_BREAK
@@ -275,6 +267,36 @@ bool heap_impl::relocate(void* object, void* dest, compact_result& result) {
   return true;
 }
 
+// Claims the object in the pin table (0 -> moving: a pinned one stays, and
+// so does its slot `dest`, given back) and relocates it; whether it moved.
+bool heap_impl::move_unpinned(void* object, void* dest, compact_result& result) {
+  std::atomic<std::uint32_t>& pins = pin_count(object);
+  std::uint32_t unpinned = 0;
+  if (!pins.compare_exchange_strong(unpinned, pin_moving, std::memory_order_acq_rel)) {
+    ++result.objects_pinned;
+    const auto cls = static_cast<unsigned>(small_.any_class_of(dest));
+    reservation back(dest, small_.object_size(dest, cls));
+    cancel(back);
+    return false;
+  }
+  const bool moved = relocate(object, dest, result);
+  pins.store(0, std::memory_order_release);
+  return moved;
+}
+
+// After moves: their lanes are retired durably first (a replay must not
+// meet a released slab's bitmap: the crash suite found that), then the
+// emptied movable slabs are released and the totals counted.
+void heap_impl::release_after_moves(compact_result& result) {
+  if (result.objects_moved != 0) (void)fence(true);
+  const auto [slabs, pages] = small_.release_empty_movable_slabs();
+  result.slabs_released = slabs;
+  result.bytes_released = pages * sparse::page_size;
+  compacted_.objects_moved.fetch_add(result.objects_moved, std::memory_order_relaxed);
+  compacted_.bytes_moved.fetch_add(result.bytes_moved, std::memory_order_relaxed);
+  compacted_.bytes_released.fetch_add(result.bytes_released, std::memory_order_relaxed);
+}
+
 // Per size class, the kernel's two scanners over its movable slabs in
 // address order: the migration scanner takes the allocated objects of the
 // highest slab, the free scanner the free slots of the lowest; they stop
@@ -305,7 +327,7 @@ compact_result heap_impl::compact(const compact_options& options) {
       std::byte* first = model_->pfn_to_virt(source.pfn) + c.header + movable_skew;
       bool stuck = false, done = false;
       for (std::uint32_t i = 0; i < c.objects && !done; ++i) {
-        if (!allocated(c, bits, i)) continue;
+        if (!c.allocated(bits, i)) continue;
         if (over_budget()) {
           cut = true;
           break;
@@ -316,19 +338,7 @@ compact_result heap_impl::compact(const compact_options& options) {
           done = true;  // no free slot below: the class is as dense as it gets
           break;
         }
-        void* object = first + std::size_t{i} * c.size;
-        std::atomic<std::uint32_t>& pins = pin_count(object);
-        std::uint32_t unpinned = 0;
-        if (!pins.compare_exchange_strong(unpinned, pin_moving, std::memory_order_acq_rel)) {
-          ++result.objects_pinned;
-          stuck = true;
-          reservation back(dest, c.size - movable_skew);
-          cancel(back);
-          continue;
-        }
-        const bool moved = relocate(object, dest, result);
-        pins.store(0, std::memory_order_release);
-        stuck = stuck || !moved;
+        stuck = !move_unpinned(first + std::size_t{i} * c.size, dest, result) || stuck;
       }
       if (stuck) model_->set_pageblock_skip(source.pfn, true);
       if (done) break;
@@ -344,16 +354,8 @@ compact_result heap_impl::compact(const compact_options& options) {
       for (const alloc::slab_usage& s : small_.movable_slabs(cls))
         if (model_->get_pageblock_skip(s.pfn)) model_->set_pageblock_skip(s.pfn, false);
   }
-  // The lanes that cleared the bits are retired durably first: a replay
-  // must not meet a released slab's bitmap (the crash suite found that).
-  if (result.objects_moved != 0) (void)fence(true);
-  const auto [slabs, pages] = small_.release_empty_movable_slabs();
+  release_after_moves(result);
   (void)pages_.release_free_pageblocks();
-  result.slabs_released = slabs;
-  result.bytes_released = pages * sparse::page_size;
-  compacted_.objects_moved.fetch_add(result.objects_moved, std::memory_order_relaxed);
-  compacted_.bytes_moved.fetch_add(result.bytes_moved, std::memory_order_relaxed);
-  compacted_.bytes_released.fetch_add(result.bytes_released, std::memory_order_relaxed);
   result.seconds = std::chrono::duration<double>(clock::now() - start).count();
   return result;
 }
@@ -408,7 +410,7 @@ std::string heap_impl::migrate_out(std::uint64_t offset, std::uint64_t length) {
     const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->pfn_to_virt(source));
     std::byte* first = model_->pfn_to_virt(source) + c.header + movable_skew;
     for (std::uint32_t i = 0; i < c.objects; ++i) {
-      if (!allocated(c, bits, i)) continue;
+      if (!c.allocated(bits, i)) continue;
       void* dest = nullptr;
       while (dest == nullptr && d.next < d.slabs.size())
         if ((dest = small_.take_from(d.slabs[d.next].pfn)) == nullptr) ++d.next;
@@ -423,24 +425,10 @@ std::string heap_impl::migrate_out(std::uint64_t offset, std::uint64_t length) {
         ++stuck;
         continue;
       }
-      void* object = first + std::size_t{i} * c.size;
-      std::atomic<std::uint32_t>& pins = pin_count(object);
-      std::uint32_t unpinned = 0;
-      if (!pins.compare_exchange_strong(unpinned, pin_moving, std::memory_order_acq_rel)) {
-        ++stuck;
-        reservation back(dest, c.size - movable_skew);
-        cancel(back);
-        continue;
-      }
-      stuck += relocate(object, dest, result) ? 0 : 1;
-      pins.store(0, std::memory_order_release);
+      stuck += move_unpinned(first + std::size_t{i} * c.size, dest, result) ? 0 : 1;
     }
   }
-  // The moves' lanes retired before their slabs go (as compact does).
-  if (result.objects_moved != 0) (void)fence(true);
-  (void)small_.release_empty_movable_slabs();
-  compacted_.objects_moved.fetch_add(result.objects_moved, std::memory_order_relaxed);
-  compacted_.bytes_moved.fetch_add(result.bytes_moved, std::memory_order_relaxed);
+  release_after_moves(result);
   for (const auto& [pfn, pages] : held) pages_.free(pfn, pages);
   if (stuck != 0)
     return std::to_string(stuck) +
@@ -492,7 +480,7 @@ void heap_impl::check_movable(const std::vector<alloc::allocated_extent>& found,
     const alloc::size_class& c = size_classes[e.sub];
     const auto* bits = reinterpret_cast<const std::uint64_t*>(model_->pfn_to_virt(e.pfn));
     for (std::uint32_t i = 0; i < c.objects; ++i) {
-      if (!allocated(c, bits, i)) continue;
+      if (!c.allocated(bits, i)) continue;
       const std::byte* object =
           model_->pfn_to_virt(e.pfn) + c.header + movable_skew + std::size_t{i} * c.size;
       const std::string where =

@@ -10,7 +10,7 @@
 namespace daxalloc::sparse {
 namespace {
 
-// Why a copy is not a usable superblock of an upgradable format (2 to 5);
+// Why a copy is not a usable superblock of an upgradable format (2 to 6);
 // empty if it is. Format 2 is format 3 without the slot page (the same
 // fields, head_size without it); format 3 is format 4 with other check bits
 // and slab digests; format 4 is format 5 with every slab in the legacy
