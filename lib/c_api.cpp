@@ -399,6 +399,24 @@ int daxalloc_deallocate(daxalloc_heap_t* heap, void* object) {
   });
 }
 
+int daxalloc_pin(daxalloc_heap_t* heap, const void* object, uint32_t* count) {
+  constexpr const char* fn = "daxalloc_pin";
+  return guarded(fn, [&] {
+    require(heap != nullptr, fn, "heap is NULL");
+    auto guard = heap->heap.pin(static_cast<const char*>(object));
+    (void)guard.release();
+    if (count != nullptr) *count = heap->heap.pin_count(object);
+  });
+}
+
+int daxalloc_unpin(daxalloc_heap_t* heap, const void* object) {
+  constexpr const char* fn = "daxalloc_unpin";
+  return guarded(fn, [&] {
+    require(heap != nullptr, fn, "heap is NULL");
+    heap->heap.unpin(object);
+  });
+}
+
 int daxalloc_allocate_aligned(daxalloc_heap_t* heap, size_t size, size_t alignment, void** object) {
   constexpr const char* fn = "daxalloc_allocate_aligned";
   return guarded(fn, [&] {

@@ -29,11 +29,7 @@ struct value {
 };
 
 heap make_heap(const test::temp_file& f, std::uint64_t size = 64 * MiB) {
-  daxalloc::heap_options o;
-  o.size = size;
-  o.max_size = 1024 * MiB;  // TSan cannot shadow a 1 TiB reservation (the stress suite runs this)
-  o.mode = daxalloc::persistence_mode::cache_flush;
-  return heap::create(f.path(), o);
+  return test::make_small_heap(f, size);
 }
 
 unsigned char pattern(std::uint64_t id, std::size_t i) {

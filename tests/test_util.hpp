@@ -9,6 +9,7 @@
 #include <string>
 
 #include "daxalloc/error.hpp"
+#include "daxalloc/heap.hpp"
 
 namespace test {
 
@@ -45,6 +46,17 @@ void require_sound(const Checked& checked) {
   const auto problems = checked.check();
   for (const auto& p : problems) MESSAGE(p);
   REQUIRE(problems.empty());
+}
+
+// A heap of `size` bytes flushed as pmem, with 1 GiB of address space:
+// TSan cannot shadow the default 1 TiB reservation (the stress suite runs
+// the tests that use this under TSan).
+inline daxalloc::heap make_small_heap(const temp_file& f, std::uint64_t size) {
+  daxalloc::heap_options o;
+  o.size = size;
+  o.max_size = std::uint64_t{1} << 30;
+  o.mode = daxalloc::persistence_mode::cache_flush;
+  return daxalloc::heap::create(f.path(), o);
 }
 
 }  // namespace test

@@ -208,6 +208,18 @@ DAXALLOC_API int daxalloc_deallocate(daxalloc_heap_t* heap, void* object);
 DAXALLOC_API int daxalloc_allocate_aligned(daxalloc_heap_t* heap, size_t size, size_t alignment,
                                            void** object);
 
+/* ---- pins (heap::pin(p): docs/api.md, "Pins and direct I/O") ---- */
+
+/* Pins the allocated object that starts at object while the kernel or a
+ * device uses its memory (O_DIRECT, RDMA); pins nest. A pinned object that
+ * is freed is free on the media at once, but its memory is reused only after
+ * its last unpin; hot-removing a span with pins is DAXALLOC_E_BUSY.
+ * DAXALLOC_E_INVALID_ARGUMENT for anything but the start of an allocated,
+ * non-movable object, and for unpin of an object not pinned. count (may be
+ * NULL): the object's pins after the call. */
+DAXALLOC_API int daxalloc_pin(daxalloc_heap_t* heap, const void* object, uint32_t* count);
+DAXALLOC_API int daxalloc_unpin(daxalloc_heap_t* heap, const void* object);
+
 /* ---- volatile reservations ---- */
 
 /* Yours until cancelled or adopted by a batch; a crash forgets it. */

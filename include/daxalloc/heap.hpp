@@ -180,6 +180,14 @@ struct heap_stats {
   std::uint64_t compaction_passes = 0;
   std::uint64_t compaction_moved_bytes = 0;
   std::uint64_t compaction_released_bytes = 0;
+  // Pins by address (heap::pin(p)), now: objects pinned, the pins and
+  // bytes on them, and of them the ones freed while pinned, whose memory
+  // waits for their last unpin.
+  std::uint64_t pinned_objects = 0;
+  std::uint64_t pins = 0;
+  std::uint64_t pinned_bytes = 0;
+  std::uint64_t pinned_freed_objects = 0;
+  std::uint64_t pinned_freed_bytes = 0;
   // Since open, volatile: what aligned allocations and reservations took
   // beyond the class or page-rounded size of the same unaligned request
   // (frees do not subtract it: a freed object's alignment is not kept).
@@ -521,7 +529,35 @@ class DAXALLOC_API heap {
   // does not move it. Returns its address. Counted: pins nest.
   template <class T>
   [[nodiscard]] pin_guard<T> pin(const pptr<T>& owner);
+  // Releases a pin of either kind (this one, or pin(p) below);
+  // errc::invalid_argument when p is not pinned.
   void unpin(const void* p);
+  void unpin(const void* p, std::error_code& ec) noexcept;
+
+  // ---- pins by address (docs/api.md, "Pins and direct I/O") ----
+  // The role of a ZONE_DEVICE page's reference count: pin the allocated
+  // object that starts at p while the kernel or a device uses its memory
+  // (an O_DIRECT read or write, an RDMA registration). Counted: pins nest.
+  // Freeing a pinned object (deallocate, a batch, free_clear) is durable at
+  // once, but its memory is reused only after its last unpin (the
+  // dev_pagemap's page_free callback); hot_remove of a span with pins in it
+  // is errc::busy, naming how many. Pins are volatile: a crash or close
+  // drops them, and a freed object is then simply free. errc::invalid_argument
+  // for p that is not the start of an allocated object of this heap, for a
+  // movable object (pin it through its owner), and for one freed while
+  // pinned. For I/O buffers, allocate(size, 4096) (or 2 MiB) gives whole
+  // aligned pages. Costs a lock of one of 64 shards; no fence.
+  template <class T>
+  [[nodiscard]] pin_guard<T> pin(T* p) {
+    pin_object(p);
+    return pin_guard<T>(*this, p);
+  }
+  // Pins held on the object at p now (pins by address; 0 when none).
+  [[nodiscard]] std::uint32_t pin_count(const void* p) const;
+  // The record of each region the heap's range is made of (the kernel's
+  // struct dev_pagemap: type, alignment, node, and the pins in it), in
+  // address order.
+  [[nodiscard]] std::vector<region_info> regions() const;
 
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] open_outcome outcome() const;
@@ -636,6 +672,7 @@ class DAXALLOC_API heap {
                               void (*construct)(void* object, void* context), void* context);
   void move_owner_word(std::uint64_t* from, std::uint64_t* to);
   void* pin_word(const std::uint64_t* owner);
+  std::uint32_t pin_object(const void* p);  // pin(p); returns the count after
   template <class T>
   static std::uint64_t type_tag() noexcept {
     // Same type, same ABI, same tag; sizeof guards against layout changes.
@@ -654,7 +691,7 @@ class DAXALLOC_API heap {
   std::unique_ptr<detail::heap_impl> impl_;
 };
 
-// A pin of a movable object (heap::pin), released at destruction.
+// A pin (heap::pin of an owner, or of an address), released at destruction.
 template <class T>
 class pin_guard {
  public:
@@ -673,13 +710,22 @@ class pin_guard {
   pin_guard(const pin_guard&) = delete;
   pin_guard& operator=(const pin_guard&) = delete;
   ~pin_guard() { reset(); }
+  // Releases the pin (a heap closed meanwhile dropped it already).
   void reset() noexcept {
-    if (p_ != nullptr) heap_->unpin(p_);
+    if (p_ != nullptr) {
+      std::error_code ignored;
+      heap_->unpin(p_, ignored);
+    }
     p_ = nullptr;
+  }
+  // Keeps the pin, for an unpin(p) of the caller's later; returns p.
+  T* release() noexcept {
+    heap_ = nullptr;
+    return std::exchange(p_, nullptr);
   }
   [[nodiscard]] T* get() const noexcept { return p_; }
   T* operator->() const noexcept { return p_; }
-  T& operator*() const noexcept { return *p_; }
+  std::add_lvalue_reference_t<T> operator*() const noexcept { return *p_; }
   explicit operator bool() const noexcept { return p_ != nullptr; }
 
  private:

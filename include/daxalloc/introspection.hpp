@@ -12,10 +12,13 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
+#include <string>
 #include <type_traits>
 
 #include "daxalloc/export.h"
+#include "daxalloc/region.hpp"
 #include "daxalloc/version.hpp"
 
 namespace daxalloc {
@@ -99,6 +102,26 @@ struct heap_layout {
   std::uint64_t head_bytes = 0;      // head, in present memory
   std::uint64_t memmap_bytes = 0;    // memmap blocks, in present memory
   std::uint64_t max_small_size = 0;  // the largest object a slab holds; larger ones are extents
+};
+
+// A region of the heap's range (heap::regions()), as the kernel's struct
+// dev_pagemap records a ZONE_DEVICE range: its type (devdax is the
+// kernel's MEMORY_DEVICE_GENERIC, fsdax MEMORY_DEVICE_FS_DAX; a page-cache
+// file or anonymous memory has no pgmap), the granularity of its mapping
+// (the pgmap's vmemmap_shift), its node, and the references held on its
+// memory (the pgmap's ref: here, pins by address).
+struct region_info {
+  region_kind kind = region_kind::file;
+  std::filesystem::path path;
+  std::uint64_t offset = 0;  // heap offset of its first byte
+  std::uint64_t size = 0;    // bytes mapped
+  std::uint64_t align = 0;   // mapping granularity
+  // The device behind it ("dax0.0", "pmem0", a disk; empty for tmpfs), and
+  // that device's NUMA node (-1: none known).
+  std::string device;
+  int node = -1;
+  std::uint64_t pins = 0;            // pins by address on objects in it
+  std::uint64_t pinned_objects = 0;  // the objects they are on
 };
 
 namespace detail {

@@ -612,7 +612,7 @@ void heap_impl::deallocate(void* object) {
                       std::to_string(static_cast<std::byte*>(object) - model_->base()) +
                       " is not allocated (double free?)");
     p.drain();  // the commit
-    put_small(static_cast<unsigned>(cls), object);
+    release_freed({object, cls});
     return;
   }
   sparse::page_descriptor* head = extent_head(object);
@@ -623,9 +623,10 @@ void heap_impl::deallocate(void* object) {
   const std::uint64_t pages = head->length();
   head->store(sparse::free_descriptor);
   p.persist(&head->info, 8);  // the commit
-  pages_.free(
-      static_cast<std::uint64_t>(static_cast<std::byte*>(object) - model_->base()) / page_size,
-      pages);
+  release_freed(
+      {object, -1,
+       static_cast<std::uint64_t>(static_cast<std::byte*>(object) - model_->base()) / page_size,
+       pages});
 }
 
 // The fast paths of reserve and cancel: a pop or a push on this thread's
@@ -903,6 +904,15 @@ void heap_impl::hot_remove(std::uint64_t offset, std::uint64_t length) {
   for (std::uint64_t at = offset; at < offset + length; at += sparse::subsection_size)
     if (!model_->subsection_present(at))
       throw error(errc::not_present, what + "not all of it is present");
+  // As the FS_DAX path waits for busy pages before a truncate: memory that
+  // direct I/O or a device may still be using stays (freed ones included).
+  if (const pin_totals pinned = pins_in(offset, length); pinned.pins != 0)
+    throw error(errc::busy, what + std::to_string(pinned.pins) + " pin" +
+                                (pinned.pins == 1 ? "" : "s") + " on " +
+                                std::to_string(pinned.objects) + " object" +
+                                (pinned.objects == 1 ? "" : "s") + " in it (" +
+                                std::to_string(pinned.freed_objects) +
+                                " of them freed, waiting for their last unpin); unpin them first");
   give_back_for_hot_remove();
   if (!pages_.isolate(offset, length)) {
     // Movable objects move out (the kernel's offline_pages migrates
@@ -984,6 +994,12 @@ heap_stats heap_impl::stats() const {
   s.compaction_passes = compacted_.passes.load(std::memory_order_relaxed);
   s.compaction_moved_bytes = compacted_.bytes_moved.load(std::memory_order_relaxed);
   s.compaction_released_bytes = compacted_.bytes_released.load(std::memory_order_relaxed);
+  const pin_totals pinned = object_pins_.totals();
+  s.pinned_objects = pinned.objects;
+  s.pins = pinned.pins;
+  s.pinned_bytes = pinned.bytes;
+  s.pinned_freed_objects = pinned.freed_objects;
+  s.pinned_freed_bytes = pinned.freed_bytes;
   std::vector<std::string> ignored;
   for (const auto& e : media_extents(ignored))
     if (!e.slab) {

@@ -12,6 +12,7 @@
 #include "alloc/page_allocator.hpp"
 #include "alloc/small_allocator.hpp"
 #include "daxalloc/heap.hpp"
+#include "heap/pins.hpp"
 #include "platform/media.hpp"
 #include "sparse/memory_model.hpp"
 
@@ -104,7 +105,18 @@ class heap_impl {
   compact_result compact(const compact_options& options);
   std::uint64_t trim();
   [[nodiscard]] void* pin(const std::uint64_t* owner);
+  // unpin of either kind of pin: a movable object's (pin(owner)), or an
+  // object's by address (pins.cpp).
   void unpin(const void* p);
+  // Pins by address (pins.hpp has the model).
+  std::uint32_t pin_object(const void* p);
+  [[nodiscard]] std::uint32_t pins_of(const void* p) const;
+  [[nodiscard]] pin_totals pins_in(std::uint64_t offset, std::uint64_t length) const;
+  // Hands the memory of a durable free back to the allocators, or, for a
+  // pinned object, at its last unpin (the page_free callback's role).
+  void release_freed(const freed_memory& m) noexcept;
+  void hand_back(const freed_memory& m) noexcept;
+  void unpin_movable(const void* p);
   // What compaction did since open (heap_stats).
   struct compaction_totals {
     std::atomic<std::uint64_t> passes{0}, objects_moved{0}, bytes_moved{0}, bytes_released{0};
@@ -457,6 +469,7 @@ class heap_impl {
   std::unique_ptr<std::atomic<std::uint32_t>[]> pins_ {
     new std::atomic<std::uint32_t>[ nr_pin_slots ]()
   };
+  object_pins object_pins_;  // pins by address (heap::pin(p))
   std::mutex compact_mutex_;
   unsigned compact_class_ = 0;  // under compact_mutex_: where the next pass goes on
   compaction_totals compacted_;

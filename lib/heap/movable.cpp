@@ -182,7 +182,7 @@ void* heap_impl::pin(const std::uint64_t* owner) {
   }
 }
 
-void heap_impl::unpin(const void* p) {
+void heap_impl::unpin_movable(const void* p) {
   std::atomic<std::uint32_t>& pins = pin_count(p);
   std::uint32_t n = pins.load(std::memory_order_acquire);
   do {

@@ -470,8 +470,8 @@ void heap_impl::publish(std::span<const reservation> reserved,
   // Its targets are flushed by the next fence window of any thread.
   ls.state.store(with_phase(ls.state.load(std::memory_order_relaxed), lane_applied),
                  std::memory_order_release);
-  for (auto [cls, object] : small_frees) put_small(cls, object);
-  for (auto [pfn, pages] : extent_frees) pages_.free(pfn, pages);
+  for (auto [cls, object] : small_frees) release_freed({object, static_cast<int>(cls)});
+  for (auto [pfn, pages] : extent_frees) release_freed({model_->pfn_to_virt(pfn), -1, pfn, pages});
 }
 
 // The objects a lane's content entries name lie in the heap's memory and

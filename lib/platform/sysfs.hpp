@@ -23,6 +23,17 @@ struct dax_attributes {
 [[nodiscard]] dax_attributes probe_char_device(unsigned major, unsigned minor,
                                                const std::filesystem::path& root = "/sys");
 
+// The device behind a mapped path and its NUMA node: a devdax device's own
+// (its numa_node, else target_node), or for a file the block device its
+// file system lives on (a partition's disk): for pmemN, the namespace's
+// node. node -1: none known (tmpfs, or no numa_node attribute).
+struct backing_device {
+  std::string name;  // "dax0.0", "pmem0", "vda"; empty for tmpfs and the like
+  int node = -1;
+};
+[[nodiscard]] backing_device backing_device_of(const std::filesystem::path& path,
+                                               const std::filesystem::path& root = "/sys");
+
 [[nodiscard]] std::optional<std::string> read_attribute(const std::filesystem::path& file);
 
 }  // namespace daxalloc::sysfs

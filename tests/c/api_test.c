@@ -192,6 +192,25 @@ static void aligned_allocation(daxalloc_heap_t* h, struct root* root) {
     EXPECT(r != NULL && (uintptr_t)r % alignment == 0 && reserved >= 5000);
     EXPECT_OK(daxalloc_cancel(h, r));
   }
+  /* Pins: counted, a pinned object freed is not handed out again until unpinned. */
+  void* io = NULL;
+  uint32_t pins = 0;
+  EXPECT_OK(daxalloc_allocate_aligned(h, 16384, 4096, &io));
+  EXPECT_OK(daxalloc_pin(h, io, &pins));
+  EXPECT(pins == 1);
+  EXPECT_OK(daxalloc_pin(h, io, NULL));
+  EXPECT_OK(daxalloc_deallocate(h, io));
+  EXPECT_CODE(daxalloc_pin(h, io, NULL), DAXALLOC_E_INVALID_ARGUMENT);
+  for (int i = 0; i < 8; ++i) {
+    void* other = NULL;
+    EXPECT_OK(daxalloc_allocate_aligned(h, 16384, 4096, &other));
+    EXPECT(other != io);
+    EXPECT_OK(daxalloc_deallocate(h, other));
+  }
+  EXPECT_OK(daxalloc_unpin(h, io));
+  EXPECT_OK(daxalloc_unpin(h, io));
+  EXPECT_CODE(daxalloc_unpin(h, io), DAXALLOC_E_INVALID_ARGUMENT);
+  EXPECT_CODE(daxalloc_pin(NULL, io, NULL), DAXALLOC_E_INVALID_ARGUMENT);
   uint64_t waste = 0;
   EXPECT_OK(daxalloc_alignment_waste(h, &waste));
   EXPECT(waste > waste_before); /* 24 bytes at 4 KiB take a page */
