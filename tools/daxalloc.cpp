@@ -363,6 +363,7 @@ int run_info(const parsed_args& a, bool json) {
   const std::string kind = to_string(h.media().kind());
   const std::string persistence = h.persist().name();
   const std::uint64_t mapped = h.size();
+  const region_info record = h.regions().front();
   const unsafe_shutdown_detection detection = h.shutdown_detection();
   const bool unsafe = h.unsafe_shutdown();
   h.close();
@@ -391,6 +392,9 @@ int run_info(const parsed_args& a, bool json) {
         .field("kind", kind)
         .field("persistence", persistence)
         .field("mapped_bytes", mapped)
+        .field("align", record.align)
+        .field("device", record.device)
+        .field("node", record.node)
         .end_object();
     w.key("geometry")
         .begin_object()
@@ -475,6 +479,9 @@ int run_info(const parsed_args& a, bool json) {
     out += row(i ? "" : "recovery would", recovery.steps[i]);
   out += row("region",
              kind + ", persistence by " + persistence + ", " + human_bytes(mapped) + " mapped");
+  out += row("", "device " + (record.device.empty() ? "none" : record.device) + ", node " +
+                     (record.node < 0 ? "unknown" : std::to_string(record.node)) +
+                     ", mapping align " + human_bytes(record.align));
   out += "geometry\n";
   out += row("section size", human_bytes(geo.section_size) + " (section_size_bits " +
                                  std::to_string(geo.section_size_bits) + ")");
