@@ -338,6 +338,26 @@ TEST_CASE("crash states of allocation, free, publication and the root") {
        [](heap_impl& h, const auto&) { (void)h.allocate(5 * MiB); }},
       {"deallocate: an extent", [&](heap_impl& h, auto& kept) { keep(h, kept, 3 * MiB); },
        [](heap_impl& h, const auto& kept) { h.deallocate(h.model().base() + kept[0]); }},
+      // Pins are volatile: a pinned object's free is as durable as any
+      // (the hand-back that waits for the unpin writes nothing).
+      {"deallocate: a pinned extent, unpinned afterwards",
+       [&](heap_impl& h, auto& kept) { keep(h, kept, 3 * MiB); },
+       [](heap_impl& h, const auto& kept) {
+         std::byte* p = h.model().base() + kept[0];
+         (void)h.pin_object(p);
+         h.deallocate(p);
+         h.unpin(p);
+       }},
+      {"deallocate: a pinned slab object",
+       [&](heap_impl& h, auto& kept) {
+         keep(h, kept, 48);
+         keep(h, kept, 48);
+       },
+       [](heap_impl& h, const auto& kept) {
+         std::byte* p = h.model().base() + kept[1];
+         (void)h.pin_object(p);
+         h.deallocate(p);
+       }},
       {"allocate-and-publish into the root",
        [&](heap_impl& h, auto& kept) { kept.push_back(offset(h, h.root(64))); },
        [](heap_impl& h, const auto& kept) {
