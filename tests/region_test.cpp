@@ -270,6 +270,49 @@ TEST_CASE("device-DAX recognition from sysfs") {
   }
 }
 
+TEST_CASE("the device behind a path and its NUMA node, from sysfs") {
+  test::temp_file fake;
+  SUBCASE("a devdax device: its own numa_node, else target_node") {
+    struct stat st {};
+    REQUIRE(::stat("/dev/null", &st) == 0);  // any character device stands in
+    const auto dev = fake.path() / "devices/dax1.0";
+    std::filesystem::create_directories(dev);
+    std::filesystem::create_directories(fake.path() / "dev/char");
+    std::filesystem::create_directory_symlink(
+        dev, fake.path() / "dev/char" /
+                 (std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev))));
+    std::ofstream(dev / "target_node") << "3\n";
+    auto b = daxalloc::sysfs::backing_device_of("/dev/null", fake.path());
+    CHECK(b.name == "dax1.0");
+    CHECK(b.node == 3);
+    std::ofstream(dev / "numa_node") << "1\n";
+    CHECK(daxalloc::sysfs::backing_device_of("/dev/null", fake.path()).node == 1);
+  }
+  SUBCASE("a file: the disk of its file system's partition") {
+    const std::filesystem::path file = std::filesystem::read_symlink("/proc/self/exe");
+    struct stat st {};
+    REQUIRE(::stat(file.c_str(), &st) == 0);
+    if (major(st.st_dev) == 0) return;  // the build tree on an overlay or tmpfs: no device
+    const auto disk = fake.path() / "devices/pmem0", part = disk / "pmem0p1";
+    std::filesystem::create_directories(part);
+    std::filesystem::create_directories(disk / "device");
+    std::filesystem::create_directories(fake.path() / "dev/block");
+    std::ofstream(part / "partition") << "1\n";
+    std::ofstream(disk / "device/numa_node") << "2\n";
+    std::filesystem::create_directory_symlink(
+        part, fake.path() / "dev/block" /
+                  (std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev))));
+    auto b = daxalloc::sysfs::backing_device_of(file, fake.path());
+    CHECK(b.name == "pmem0");
+    CHECK(b.node == 2);
+  }
+  SUBCASE("tmpfs has no device, and a device without numa_node no node") {
+    CHECK(daxalloc::sysfs::backing_device_of("/dev/shm").name.empty());
+    CHECK(daxalloc::sysfs::backing_device_of("/dev/shm").node == -1);
+    CHECK(daxalloc::sysfs::backing_device_of(fake.path() / "missing").name.empty());
+  }
+}
+
 TEST_CASE("list_devices finds what libdaxctl and libndctl see, and nothing is no error") {
   const auto devices = daxalloc::list_devices();
   for (const auto& d : devices) {
