@@ -323,3 +323,64 @@ TEST_CASE("list_devices finds what libdaxctl and libndctl see, and nothing is no
   }
   MESSAGE("DAX devices found: " << devices.size());
 }
+
+TEST_CASE("members: other files mapped into a region's reservation (a heap over several devices)") {
+  test::temp_file primary("primary"), a("member-a"), b("member-b");
+  region r = region::open(primary.path(), create_options(64 * MiB));
+  r.reserve(1024 * MiB);
+  const daxalloc::region_member& m =
+      r.attach(a.path(), 512 * MiB, create_options(32 * MiB, 64 * MiB));
+  CHECK(m.offset == 512 * MiB);
+  CHECK(m.size == 32 * MiB);
+  CHECK(m.max_size == 64 * MiB);
+  CHECK(m.created);
+  CHECK(m.kind == r.kind());
+  REQUIRE(r.members().size() == 1);
+  CHECK(r.member_at(512 * MiB + 4096, 4096) != nullptr);
+  CHECK(r.member_at(300 * MiB) == nullptr);
+  CHECK(r.contains(r.base() + 512 * MiB + 100, 8));
+  CHECK_FALSE(r.contains(r.base() + 300 * MiB));
+  CHECK_FALSE(r.contains(r.base() + 512 * MiB + 32 * MiB));  // not mapped yet
+  // A store through the region lands in the member's file.
+  std::memcpy(r.base() + 512 * MiB + 8192, "member", 6);
+  r.persist().persist(r.base() + 512 * MiB + 8192, 6);
+  {
+    char got[6] = {};
+    const int fd = ::open(a.path().c_str(), O_RDONLY);
+    REQUIRE(fd >= 0);
+    CHECK(::pread(fd, got, 6, 8192) == 6);
+    ::close(fd);
+    CHECK(std::memcmp(got, "member", 6) == 0);
+  }
+  // populate inside the member grows its file and mapping; release punches it.
+  CHECK(r.populate(512 * MiB + 32 * MiB, 2 * MiB));  // beyond its old end: zeros
+  CHECK(r.contains(r.base() + 512 * MiB + 33 * MiB));
+  CHECK(std::filesystem::file_size(a.path()) == 34 * MiB);
+  CHECK_ERRC(r.populate(512 * MiB + 60 * MiB, 8 * MiB),
+             errc::invalid_argument);  // straddles its end
+  CHECK(r.release(512 * MiB + 32 * MiB, 2 * MiB));
+  // The region's own file grows around members, never into them.
+  (void)r.populate(64 * MiB, 64 * MiB);
+  CHECK_ERRC(r.populate(500 * MiB, 16 * MiB), errc::invalid_argument);
+  CHECK_ERRC(r.populate(600 * MiB, 2 * MiB), errc::invalid_argument);  // would map over it
+  // Refusals: overlap, misalignment, outside the reservation, the same file twice.
+  CHECK_ERRC((void)r.attach(b.path(), 540 * MiB, create_options(16 * MiB)), errc::already_exists);
+  CHECK_ERRC((void)r.attach(b.path(), 701 * MiB, create_options(16 * MiB)), errc::misaligned);
+  CHECK_ERRC((void)r.attach(b.path(), 64 * MiB, create_options(16 * MiB)), errc::invalid_argument);
+  CHECK_ERRC((void)r.attach(b.path(), 1016 * MiB, create_options(16 * MiB)),
+             errc::invalid_argument);
+  CHECK_ERRC((void)r.attach(a.path(), 768 * MiB), errc::busy);  // locked by its attach
+  region_options flushed = create_options(16 * MiB);
+  flushed.mode = persistence_mode::cache_flush;
+  if (r.persist().mode() != persistence_mode::cache_flush)
+    CHECK_ERRC((void)r.attach(b.path(), 768 * MiB, flushed), errc::invalid_argument);
+  CHECK(r.attach(b.path(), 768 * MiB, create_options(16 * MiB)).offset == 768 * MiB);
+  CHECK(r.members().size() == 2);
+  CHECK_ERRC(r.reserve(4096 * MiB), errc::busy);  // the mapping cannot move under members
+  r.detach(512 * MiB);
+  CHECK_FALSE(r.contains(r.base() + 512 * MiB + 100));
+  CHECK_ERRC(r.detach(512 * MiB), errc::not_found);
+  // The detached file is free to be attached again (its lock went with it).
+  CHECK(r.attach(a.path(), 512 * MiB).size == 34 * MiB);
+  CHECK(std::memcmp(r.base() + 512 * MiB + 8192, "member", 6) == 0);
+}

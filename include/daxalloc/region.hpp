@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <vector>
 
 #include "daxalloc/export.h"
 #include "daxalloc/persist.hpp"
@@ -47,6 +49,18 @@ struct region_options {
   persistence_mode mode = persistence_mode::automatic;
 };
 
+// Another file or devdax device mapped into a region's reserved address
+// space (region::attach): a member of a heap over several devices.
+struct region_member {
+  std::filesystem::path path;
+  std::size_t offset = 0;  // where it begins, in the region's offsets
+  std::size_t size = 0;    // bytes mapped (a file grows by populate, up to max_size)
+  std::size_t max_size = 0;
+  std::size_t align = 0;  // mapping granularity
+  region_kind kind = region_kind::file;
+  bool created = false;  // this attach created the file: it reads as zeros
+};
+
 // Threads: the const members may be called from any number of threads at
 // once. populate, release, truncate, reserve and use_persistence change the
 // mapping or its persistence: they need the region to themselves.
@@ -74,9 +88,12 @@ class DAXALLOC_API region {
   [[nodiscard]] bool created() const noexcept { return created_; }
   // Mapped PROT_READ from an O_RDONLY descriptor (region_options::read_only).
   [[nodiscard]] bool read_only() const noexcept { return read_only_; }
+  // Whether [p, p+len) lies in what is mapped: the region's own file or
+  // device, or one member.
   [[nodiscard]] bool contains(const void* p, std::size_t len = 1) const noexcept {
     auto b = reinterpret_cast<std::uintptr_t>(base_), q = reinterpret_cast<std::uintptr_t>(p);
-    return q >= b && len <= size_ && q - b <= size_ - len;
+    return (q >= b && len <= size_ && q - b <= size_ - len) ||
+           (members_ != nullptr && member_contains(q - b, len));
   }
 
   [[nodiscard]] const persistence& persist() const noexcept { return persistence_; }
@@ -96,16 +113,44 @@ class DAXALLOC_API region {
   bool release(std::size_t offset, std::size_t len) noexcept;
   // Shrinks the file and the mapping to new_size (a file region only).
   void truncate(std::size_t new_size);
-  // Reserves address space for max_size (capped at the device size for
-  // devdax). Moves the mapping when the current reservation is smaller, so it
-  // is meant for open time, before anyone holds pointers into the region.
+  // Reserves address space for max_size. A file region may then grow up to
+  // it; a devdax region stays its device's size, and the rest is room for
+  // members. Moves the mapping when the current reservation is smaller, so
+  // it is meant for open time, before anyone holds pointers into the region
+  // (errc::busy once a member is attached).
   void reserve(std::size_t max_size);
+
+  // Members (a heap over several devices). attach opens `path` as open()
+  // does (the options' locking, creation and size rules) and maps it at
+  // [offset, offset + its max size) of this region's offsets, which must lie
+  // in the reservation (reserve() it first), at or beyond size() and clear
+  // of every other member, aligned to 2 MiB and to the member's align
+  // (errc::invalid_argument, errc::misaligned otherwise). The region's own
+  // file then grows (populate) only up to the lowest member above it.
+  // Its persistence must resolve to this region's mode (a devdax or fsdax
+  // member of a page-cache file region, or the reverse, is
+  // errc::invalid_argument: one heap flushes one way). populate and release
+  // of a range inside a member act on the member's file; a range may not
+  // straddle a member's edge. detach unmaps the member at `offset` (the
+  // address space stays reserved) and closes it.
+  const region_member& attach(const std::filesystem::path& path, std::size_t offset,
+                              const region_options& options = {});
+  void detach(std::size_t offset);
+  [[nodiscard]] std::vector<region_member> members() const;
+  // The member holding [offset, offset + len), or nullptr.
+  [[nodiscard]] const region_member* member_at(std::size_t offset,
+                                               std::size_t len = 1) const noexcept;
 
  private:
   region() = default;
   DAXALLOC_LOCAL void map_range(std::size_t offset, std::size_t len);
   [[nodiscard]] DAXALLOC_LOCAL int protection() const noexcept;  // PROT_* of every mapping
   DAXALLOC_LOCAL void close() noexcept;
+  struct member_state;  // region.cpp
+  [[nodiscard]] bool member_contains(std::size_t offset, std::size_t len) const noexcept;
+  [[nodiscard]] DAXALLOC_LOCAL member_state* member_of(std::size_t offset,
+                                                       std::size_t len) const noexcept;
+  DAXALLOC_LOCAL bool populate_member(member_state& m, std::size_t offset, std::size_t len);
 
   std::filesystem::path path_;
   int fd_ = -1;
@@ -119,6 +164,7 @@ class DAXALLOC_API region {
   bool read_only_ = false;
   int map_flags_ = 0;
   persistence persistence_;
+  std::unique_ptr<std::vector<member_state>> members_;  // null while there is none
 };
 
 }  // namespace daxalloc

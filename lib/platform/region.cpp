@@ -11,6 +11,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -112,6 +113,13 @@ persistence_mode resolve_mode(persistence_mode asked, region_kind kind) {
 
 }  // namespace
 
+// A member's file or device, mapped at base_ + info.offset.
+struct region::member_state {
+  region_member info;
+  int fd = -1;
+  int map_flags = 0;
+};
+
 const char* to_string(region_kind kind) noexcept {
   switch (kind) {
     case region_kind::devdax:
@@ -145,6 +153,7 @@ region& region::operator=(region&& other) noexcept {
     read_only_ = other.read_only_;
     map_flags_ = other.map_flags_;
     persistence_ = other.persistence_;
+    members_ = std::move(other.members_);
   }
   return *this;
 }
@@ -154,6 +163,9 @@ region::~region() {
 }
 
 void region::close() noexcept {
+  if (members_)
+    for (const member_state& m : *members_) ::close(m.fd);
+  members_.reset();
   if (base_) munmap(base_, reserved_);
   if (fd_ >= 0) ::close(fd_);  // also drops the flock
   base_ = nullptr;
@@ -317,12 +329,22 @@ bool region::populate(std::size_t offset, std::size_t len) {
   if (read_only_)
     throw error(errc::read_only, path_.string() + ": opened read-only: cannot populate storage");
   const std::size_t end = offset + len;
+  if (member_state* m = member_of(offset, len)) return populate_member(*m, offset, len);
   if (end < offset || end > max_size_)
     throw error(errc::too_large, path_.string() + ": range [" + std::to_string(offset) + ", " +
                                      std::to_string(end) + ") is beyond the reserved " +
                                      human(max_size_));
   if (offset % page_size || len % page_size)
     throw error(errc::misaligned, path_.string() + ": populate range is not 4 KiB aligned");
+  if (members_)
+    for (const member_state& m : *members_)
+      // (the mapping grows from size_: it may not cover a member either)
+      if (std::min(offset, size_) < m.info.offset + m.info.max_size &&
+          m.info.offset < align_up(end, align_))
+        throw error(errc::invalid_argument,
+                    path_.string() + ": populate range [" + std::to_string(offset) + ", " +
+                        std::to_string(end) + ") reaches into or beyond the member " +
+                        m.info.path.string() + " without lying inside it");
   bool zero = false;
   if (kind_ == region_kind::anonymous) {
     zero = offset >= size_;
@@ -351,12 +373,16 @@ bool region::populate(std::size_t offset, std::size_t len) {
 }
 
 void region::reserve(std::size_t max_size) {
-  if (kind_ == region_kind::devdax) max_size = std::min(max_size, max_size_);
   max_size = align_up(std::max(max_size, size_), page_size);
+  // A devdax region keeps its device's size; beyond it is room for members.
+  const std::size_t own = kind_ == region_kind::devdax ? max_size_ : max_size;
   if (max_size <= reserved_) {
-    max_size_ = std::max(max_size_, max_size);
+    max_size_ = std::max(max_size_, own);
     return;
   }
+  if (members_)
+    throw error(errc::busy,
+                path_.string() + ": cannot move the reservation of a region with members");
   const std::size_t reserved = align_up(max_size, huge_page_size);
   std::byte* base = reserve_address_space(reserved, std::max(align_, huge_page_size));
   if (kind_ == region_kind::anonymous) {
@@ -378,10 +404,18 @@ void region::reserve(std::size_t max_size) {
   munmap(base_, reserved_);
   base_ = base;
   reserved_ = reserved;
-  max_size_ = max_size;
+  max_size_ = own;
 }
 
 bool region::release(std::size_t offset, std::size_t len) noexcept {
+  if (member_state* m = member_of(offset, len); m != nullptr && len != 0 && !read_only_) {
+    const bool released =
+        m->info.kind != region_kind::devdax && offset + len <= m->info.offset + m->info.size &&
+        fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(offset - m->info.offset), static_cast<off_t>(len)) == 0;
+    if (released) persistence_.discarded(base_ + offset, len);
+    return released;
+  }
   if (len == 0 || offset + len > size_ || read_only_) return false;
   bool released = false;
   switch (kind_) {
@@ -416,6 +450,126 @@ void region::truncate(std::size_t new_size) {
   size_ = new_size;
   if (ftruncate(fd_, static_cast<off_t>(new_size)) != 0)
     throw_errno(path_, "cannot truncate to " + human(new_size), errno);
+}
+
+// ---- members ----
+
+region::member_state* region::member_of(std::size_t offset, std::size_t len) const noexcept {
+  if (!members_) return nullptr;
+  for (member_state& m : *members_)
+    if (offset >= m.info.offset && offset - m.info.offset < m.info.max_size &&
+        len <= m.info.max_size - (offset - m.info.offset))
+      return &m;
+  return nullptr;
+}
+
+const region_member* region::member_at(std::size_t offset, std::size_t len) const noexcept {
+  const member_state* m = member_of(offset, len);
+  return m ? &m->info : nullptr;
+}
+
+bool region::member_contains(std::size_t offset, std::size_t len) const noexcept {
+  for (const member_state& m : *members_)
+    if (offset >= m.info.offset && offset - m.info.offset <= m.info.size &&
+        len <= m.info.size - (offset - m.info.offset))
+      return true;
+  return false;
+}
+
+std::vector<region_member> region::members() const {
+  std::vector<region_member> out;
+  if (members_)
+    for (const member_state& m : *members_) out.push_back(m.info);
+  return out;
+}
+
+const region_member& region::attach(const std::filesystem::path& path, std::size_t offset,
+                                    const region_options& options) {
+  if (kind_ == region_kind::anonymous)
+    throw error(errc::invalid_argument, path.string() + ": an anonymous region has no members");
+  region opened = open(path, options);
+  const auto fail = [&](errc code, const std::string& what) -> void {
+    throw error(code, path.string() + ": cannot be a member of " + path_.string() + " at offset " +
+                          std::to_string(offset) + ": " + what);
+  };
+  if (opened.read_only_ != read_only_)
+    fail(errc::invalid_argument, "a member is opened read-only exactly when its region is");
+  if (opened.persistence_.mode() != persistence_.mode())
+    fail(errc::invalid_argument, std::string("it is made durable by ") +
+                                     opened.persistence_.name() + ", the region by " +
+                                     persistence_.name() + ": one heap flushes one way");
+  const std::size_t max = opened.max_size_;
+  const std::size_t granule = std::max({opened.align_, align_, huge_page_size});
+  if (offset % granule != 0)
+    fail(errc::misaligned, "the offset is not a multiple of " + human(granule));
+  if (offset < size_ || offset > reserved_ || max > reserved_ - offset)
+    fail(errc::invalid_argument, "[offset, +" + human(max) +
+                                     ") is not beyond the region's mapping of " + human(size_) +
+                                     ", or not inside its reservation of " + human(reserved_));
+  if (members_)
+    for (const member_state& m : *members_)
+      if (offset < m.info.offset + m.info.max_size && m.info.offset < offset + max)
+        fail(errc::already_exists, "it overlaps the member " + m.info.path.string());
+  // Map the member's file where the reservation is (the temporary mapping
+  // open() made goes with `opened`).
+  void* at = mmap(base_ + offset, opened.size_, protection(), opened.map_flags_ | MAP_FIXED,
+                  opened.fd_, 0);
+  if (at == MAP_FAILED) {
+    const int err = errno;
+    unreserve_to_none(base_ + offset, opened.size_);
+    throw_errno(path, "mmap of " + human(opened.size_) + " as a member failed", err);
+  }
+  if (!members_) members_ = std::make_unique<std::vector<member_state>>();
+  member_state m;
+  m.info = {path, offset, opened.size_, max, opened.align_, opened.kind_, opened.created_};
+  m.fd = std::exchange(opened.fd_, -1);
+  m.map_flags = opened.map_flags_;
+  members_->push_back(std::move(m));
+  return members_->back().info;
+}
+
+void region::detach(std::size_t offset) {
+  if (members_)
+    for (auto it = members_->begin(); it != members_->end(); ++it)
+      if (it->info.offset == offset) {
+        unreserve_to_none(base_ + offset, it->info.max_size);
+        ::close(it->fd);
+        members_->erase(it);
+        if (members_->empty()) members_.reset();
+        return;
+      }
+  throw error(errc::not_found,
+              path_.string() + ": no member at offset " + std::to_string(offset) + " to detach");
+}
+
+bool region::populate_member(member_state& m, std::size_t offset, std::size_t len) {
+  if (offset % page_size || len % page_size)
+    throw error(errc::misaligned, m.info.path.string() + ": populate range is not 4 KiB aligned");
+  const std::size_t from = offset - m.info.offset, end = from + len;
+  bool zero = false;
+  if (m.info.kind != region_kind::devdax) {
+    struct stat st {};
+    if (fstat(m.fd, &st) != 0) throw_errno(m.info.path, "cannot stat", errno);
+    zero = from >= static_cast<std::size_t>(st.st_size);
+    if (end > static_cast<std::size_t>(st.st_size) && ftruncate(m.fd, static_cast<off_t>(end)) != 0)
+      throw_errno(m.info.path, "cannot extend to " + human(end), errno);
+    if (len && fallocate(m.fd, 0, static_cast<off_t>(from), static_cast<off_t>(len)) != 0 &&
+        errno != EOPNOTSUPP)
+      throw_errno(m.info.path,
+                  "cannot allocate " + human(len) + " at offset " + std::to_string(from), errno);
+  }
+  if (end > m.info.size) {
+    const std::size_t new_size = align_up(end, m.info.align);
+    void* at = mmap(base_ + m.info.offset + m.info.size, new_size - m.info.size, protection(),
+                    m.map_flags | MAP_FIXED, m.fd, static_cast<off_t>(m.info.size));
+    if (at == MAP_FAILED) {
+      const int err = errno;
+      unreserve_to_none(base_ + m.info.offset + m.info.size, new_size - m.info.size);
+      throw_errno(m.info.path, "mmap of the member's growth failed", err);
+    }
+    m.info.size = new_size;
+  }
+  return zero;
 }
 
 }  // namespace daxalloc
