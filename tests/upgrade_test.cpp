@@ -23,6 +23,7 @@ namespace sp = daxalloc::sparse;
 
 namespace {
 constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+const std::string current = std::to_string(daxalloc::sparse::format_version);
 
 struct root_type {
   std::uint64_t small, big;  // offsets
@@ -96,7 +97,7 @@ TEST_CASE("a format 2 heap is refused by open and converted by upgrade, everythi
     (void)h.construct<int>("after")(5);
   }
   auto r = daxalloc::region::open(f.path());
-  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already format 7
+  CHECK(daxalloc::detail::upgrade_region(r).empty());  // already this format
 }
 
 TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everything intact") {
@@ -108,7 +109,7 @@ TEST_CASE("a format 3 heap is refused by open and converted by upgrade, everythi
     const auto steps = daxalloc::detail::upgrade_region(r);
     for (const auto& s : steps) MESSAGE(s);
     REQUIRE(steps.size() == 4);
-    CHECK(steps[3] == "superblocks rewritten: format version 3 -> 7");
+    CHECK(steps[3] == "superblocks rewritten: format version 3 -> " + current);
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
@@ -127,7 +128,7 @@ TEST_CASE("a format 5 heap is converted by upgrade: its memmap stays in its span
     CHECK(steps[0] ==
           "kept each span's memmap block inside the span (1 span; no memmap area: only a heap "
           "created by format 6 or later has one)");
-    CHECK(steps[1] == "superblocks rewritten: format version 5 -> 7");
+    CHECK(steps[1] == "superblocks rewritten: format version 5 -> " + current);
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
@@ -153,7 +154,7 @@ TEST_CASE("a format 4 heap is converted by upgrade: its slabs keep their encodin
     for (const auto& s : steps) MESSAGE(s);
     REQUIRE(steps.size() == 3);
     CHECK(steps[0].find("kept ") == 0);
-    CHECK(steps[2] == "superblocks rewritten: format version 4 -> 7");
+    CHECK(steps[2] == "superblocks rewritten: format version 4 -> " + current);
   }
   auto h = heap::open(f.path());
   CHECK(h.outcome() == daxalloc::open_outcome::clean);
@@ -290,48 +291,53 @@ TEST_CASE("legacy slabs: a thread cache full of their freed objects gives them b
   CHECK(h.stats().allocated_objects == 6000);
 }
 
-TEST_CASE("a format 6 heap is refused by open and upgraded to 7 by rewriting its superblocks") {
-  test::temp_file f;
-  std::uint64_t kept = 0;
-  {
-    daxalloc::heap_options o;
-    o.size = 32 * MiB;
-    auto h = heap::create(f.path(), o);
-    void* p = h.allocate(3000);
-    std::memset(p, 0x6a, 3000);
-    h.persist().persist(p, 3000);
-    kept = h.offset_of(p);
-  }
-  {  // what format 6 wrote: the same, but for the version (no movable slab yet)
-    auto r = daxalloc::region::open(f.path());
-    for (const std::uint64_t at : daxalloc::sparse::superblock_offset) {
-      daxalloc::sparse::superblock sb;
-      std::memcpy(&sb, r.base() + at, sizeof sb);
-      sb.version = 6;
-      daxalloc::sparse::superblock_seal(sb);
-      r.persist().memcpy_persist(r.base() + at, &sb, sizeof sb);
+TEST_CASE("format 6 and 7 heaps are refused by open and upgraded by rewriting their superblocks") {
+  // Format 6 is format 7 without movable slabs; format 7 is format 8 without members.
+  for (const std::uint32_t version : {6u, 7u}) {
+    INFO("format " << version);
+    test::temp_file f;
+    std::uint64_t kept = 0;
+    {
+      daxalloc::heap_options o;
+      o.size = 32 * MiB;
+      auto h = heap::create(f.path(), o);
+      void* p = h.allocate(3000);
+      std::memset(p, 0x6a, 3000);
+      h.persist().persist(p, 3000);
+      kept = h.offset_of(p);
     }
+    {  // what format 6 or 7 wrote: the same, but for the version
+      auto r = daxalloc::region::open(f.path());
+      for (const std::uint64_t at : daxalloc::sparse::superblock_offset) {
+        daxalloc::sparse::superblock sb;
+        std::memcpy(&sb, r.base() + at, sizeof sb);
+        sb.version = version;
+        daxalloc::sparse::superblock_seal(sb);
+        r.persist().memcpy_persist(r.base() + at, &sb, sizeof sb);
+      }
+    }
+    try {
+      (void)heap::open(f.path());
+      FAIL("a heap of an older format opened");
+    } catch (const daxalloc::error& e) {
+      CHECK(e.code_value() == errc::older_format);
+      CHECK(std::string(e.what()).find("daxalloc upgrade") != std::string::npos);
+    }
+    {
+      auto r = daxalloc::region::open(f.path());
+      const auto steps = daxalloc::detail::upgrade_region(r);
+      REQUIRE(steps.size() == 1);
+      CHECK(steps[0] ==
+            "superblocks rewritten: format version " + std::to_string(version) + " -> " + current);
+    }
+    auto h = heap::open(f.path());
+    CHECK(h.outcome() == daxalloc::open_outcome::clean);
+    const auto* bytes = static_cast<const unsigned char*>(h.at(kept));
+    CHECK(std::all_of(bytes, bytes + 3000, [](unsigned char c) { return c == 0x6a; }));
+    // Movable objects go on in it.
+    auto* owner = static_cast<daxalloc::pptr<int>*>(h.root(sizeof(daxalloc::pptr<int>)));
+    (void)h.make_movable(*owner, 42);
+    CHECK(**owner == 42);
+    test::require_sound(h);
   }
-  try {
-    (void)heap::open(f.path());
-    FAIL("a format 6 heap opened");
-  } catch (const daxalloc::error& e) {
-    CHECK(e.code_value() == errc::older_format);
-    CHECK(std::string(e.what()).find("daxalloc upgrade") != std::string::npos);
-  }
-  {
-    auto r = daxalloc::region::open(f.path());
-    const auto steps = daxalloc::detail::upgrade_region(r);
-    REQUIRE(steps.size() == 1);
-    CHECK(steps[0] == "superblocks rewritten: format version 6 -> 7");
-  }
-  auto h = heap::open(f.path());
-  CHECK(h.outcome() == daxalloc::open_outcome::clean);
-  const auto* bytes = static_cast<const unsigned char*>(h.at(kept));
-  CHECK(std::all_of(bytes, bytes + 3000, [](unsigned char c) { return c == 0x6a; }));
-  // Movable objects go on in it.
-  auto* owner = static_cast<daxalloc::pptr<int>*>(h.root(sizeof(daxalloc::pptr<int>)));
-  (void)h.make_movable(*owner, 42);
-  CHECK(**owner == 42);
-  test::require_sound(h);
 }

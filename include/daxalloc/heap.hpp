@@ -85,6 +85,11 @@ struct heap_open_options {
   // The open then runs the full check() after recovery and refuses the heap
   // (errc::corrupt) if it finds anything; heap::unsafe_shutdown() says so.
   bool accept_unsafe_shutdown = false;
+  // Where the heap's other regions (heap::add_region) are now, by their
+  // index in heap::regions() minus one, when they moved since the last
+  // open (a devdax device renumbered, a file renamed); an empty path, or
+  // none, keeps the recorded one. A read-write open records the new paths.
+  std::vector<std::filesystem::path> region_paths{};
 };
 
 // What opening a heap found: closed cleanly, recovered after an unclean
@@ -555,9 +560,30 @@ class DAXALLOC_API heap {
   // Pins held on the object at p now (pins by address; 0 when none).
   [[nodiscard]] std::uint32_t pin_count(const void* p) const;
   // The record of each region the heap's range is made of (the kernel's
-  // struct dev_pagemap: type, alignment, node, and the pins in it), in
-  // address order.
+  // struct dev_pagemap: type, alignment, node, and the pins in it): the
+  // heap's own file or device first, then the regions added, in the order
+  // they were added (each below the one before).
   [[nodiscard]] std::vector<region_info> regions() const;
+
+  // ---- several devices (docs/api.md, "Regions and nodes") ----
+  // Hot-adds a whole file or devdax device to the heap online, as the
+  // kernel's add_memory of a new DIMM: it is mapped as a run of 1 GiB spans
+  // at the top of the heap's range (below the regions added before), its
+  // first 2 MiB get a label naming the heap, the superblock records it
+  // (path, node, identity), and the rest of it becomes memory. A file is
+  // created with `size` bytes when missing (size 0: the file's size, or the
+  // whole device). All or nothing: after a crash the next open finishes an
+  // add that was recorded. errc::out_of_space when the range has no room
+  // above the heap's own memory (create the heap with a larger max_size),
+  // errc::too_large beyond 8 regions, errc::invalid_argument for a member
+  // whose persistence differs (a page-cache file beside devdax), those of
+  // region::open. Returns its record.
+  region_info add_region(const std::filesystem::path& path, std::uint64_t size = 0);
+  // Removes an added region online: its memory is hot-removed (movable
+  // objects migrate out; anything else refuses it with errc::in_use, pins
+  // with errc::busy, as hot_remove), then its record goes and it is unmapped.
+  // errc::not_found for a path that is not one of the heap's added regions.
+  void remove_region(const std::filesystem::path& path);
 
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] open_outcome outcome() const;

@@ -298,8 +298,7 @@ std::size_t guarded_copy(const detail::heap_impl& h, void* dst, const void* src,
   const sparse::memory_model& m = h.model();
   const auto from = reinterpret_cast<std::uintptr_t>(src);
   const auto base = reinterpret_cast<std::uintptr_t>(m.base());
-  const std::size_t size = m.media().size();
-  if (from < base || from - base > size || n > size - (from - base))
+  if (from < base || !m.mapped(from - base, n))
     throw error(errc::invalid_argument, m.media().path().string() + ": read_guarded: [src, src+" +
                                             std::to_string(n) +
                                             ") is not inside the heap's mapping");

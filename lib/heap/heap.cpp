@@ -88,9 +88,7 @@ struct root_object {
 root_object inspect_root(const sparse::memory_model& model, const alloc::small_allocator& small,
                          const sparse::root_slot& s) {
   root_object r;
-  const std::uint64_t heap_size = model.media().size();
-  if (s.offset < model.geo().head_size() || s.size == 0 || s.size > heap_size ||
-      s.offset > heap_size - s.size) {
+  if (s.offset < model.geo().head_size() || s.size == 0 || !model.mapped(s.offset, s.size)) {
     r.problem = "points outside the heap's memory";
     return r;
   }
@@ -175,6 +173,8 @@ std::unique_ptr<heap_impl> heap_impl::open(region&& r, const heap_open_options& 
     throw error(errc::read_only, r.path().string() + ": repair writes: it needs a read-write open");
   sparse::open_options o;
   o.section_size_bits = options.section_size_bits;
+  o.member_paths = options.region_paths;
+  o.region.wait_for_lock = options.wait_for_lock;
   // Read first: open must not load from a known bad block.
   media::device_state state = media::current().read(r);
   o.known_bad = state.bad_blocks;

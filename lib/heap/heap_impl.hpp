@@ -92,6 +92,9 @@ class heap_impl {
   [[nodiscard]] void* root(std::size_t size);
   void hot_add(std::uint64_t offset, std::uint64_t length);
   void hot_remove(std::uint64_t offset, std::uint64_t length);
+  // Several devices (regions.cpp).
+  const sparse::member_record& add_region(const std::filesystem::path& path, std::uint64_t size);
+  void remove_region(const std::filesystem::path& path);
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] std::vector<std::string> check() const;
   // Movable objects (movable.cpp; heap.hpp has the contract).

@@ -202,7 +202,6 @@ bool heap_impl::slab_bitmap_bits(std::uint64_t offset, std::uint64_t mask) const
 std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
   const auto* entries = reinterpret_cast<const sparse::log_entry*>(&h + 1);
   const std::uint64_t head = model_->geo().head_size();
-  const std::uint64_t size = model_->media().size();
   const auto usable_page = [&](std::uint64_t offset) {
     const std::uint64_t pfn = offset >> sparse::page_shift;
     return model_->pfn_valid(pfn) &&
@@ -216,14 +215,14 @@ std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
     const std::uint64_t value = entries[e].value;
     const std::string which = "entry " + std::to_string(e) + " ";
     if (op == sparse::log_content) {
-      if (at < head || at > size || value > size - at)
+      if (at < head || !model_->mapped(at, value))
         return which + "copies an object outside the heap's memory";
       for (std::uint64_t pb = at; pb < at + value;
            pb = sparse::align_down(pb, sparse::subsection_size) + sparse::subsection_size)
         if (!usable_page(pb)) return which + "copies an object into absent or metadata memory";
       continue;
     }
-    if (at % 8 || at > size - 8) return which + "targets a word outside the heap";
+    if (at % 8 || !model_->mapped(at, 8)) return which + "targets a word outside the heap";
     if (names_slot_word(at)) {
       if (op != sparse::log_store) return which + "sets or clears bits of the name-table slot";
       const int c = names_slot_word_copy(at);
@@ -273,7 +272,7 @@ std::string heap_impl::lane_problem(const sparse::lane_header& h) const {
 // (a slab object whose bit is set, an extent's head outside quarantine); 0
 // when none does. Reads no volatile allocator state.
 std::uint64_t heap_impl::media_allocation_size(std::uint64_t offset) const noexcept {
-  if (offset < model_->geo().head_size() || offset >= model_->media().size()) return 0;
+  if (offset < model_->geo().head_size() || !model_->mapped(offset, 1)) return 0;
   const std::byte* p = model_->base() + offset;
   if (const auto bit = small_.locate_on_media(p))
     return (std::atomic_ref<std::uint64_t>(*bit->word).load() & bit->mask)

@@ -146,25 +146,5 @@ std::uint32_t heap::pin_count(const void* p) const {
   return live().pins_of(p);
 }
 
-// One region today (a heap is one file or device); the record is the
-// kernel's dev_pagemap of it.
-std::vector<region_info> heap::regions() const {
-  const detail::heap_impl& h = live();
-  const region& r = h.model().media();
-  region_info info;
-  info.kind = r.kind();
-  info.path = r.path();
-  info.size = r.size();
-  info.align = r.align();
-  if (r.kind() != region_kind::anonymous) {
-    const sysfs::backing_device dev = sysfs::backing_device_of(r.path());
-    info.device = dev.name;
-    info.node = dev.node;
-  }
-  const detail::pin_totals pinned = h.pins_in(0, r.size());
-  info.pins = pinned.pins;
-  info.pinned_objects = pinned.objects;
-  return {info};
-}
 
 }  // namespace daxalloc

@@ -485,7 +485,7 @@ bool heap_impl::content_in_bounds(const sparse::lane_header& h) const noexcept {
     const std::uint64_t offset = entries[e].target & offset_mask, length = entries[e].value;
     total += std::min(length, sparse::max_logged_content + 1);
     if (total > sparse::max_logged_content || offset < model_->geo().head_size() ||
-        offset > model_->media().size() || length > model_->media().size() - offset)
+        !model_->mapped(offset, length))
       return false;
   }
   return true;
@@ -544,18 +544,18 @@ void heap_impl::flush_targets(unsigned i) const noexcept {
   const auto flush = [&](std::uint64_t target) {
     const std::uint64_t at = target & offset_mask;
     const std::uint64_t op = target >> sparse::log_op_shift;
-    if (op != sparse::log_content && at < model_->media().size() && at / 64 != last_line)
+    if (op != sparse::log_content && model_->mapped(at, 8) && at / 64 != last_line)
       beneath_.flush(model_->base() + at, 8);
     last_line = at / 64;
     if ((op == sparse::log_set_bits || op == sparse::log_clear_bits) &&
-        at < model_->media().size()) {  // and the slab's digest, which changed with it
+        model_->mapped(at, 8)) {  // and the slab's digest, which changed with it
       const auto* digest = small_.digest_of(reinterpret_cast<std::uint64_t*>(model_->base() + at));
       if (digest != nullptr && digest != last_digest) beneath_.flush(digest, 8);
       last_digest = digest;
     }
   };
   for_each_range(i, [&](std::uint64_t at, std::uint64_t n) {
-    if (at < model_->media().size() && n <= model_->media().size() - at)
+    if (model_->mapped(at, n))
       beneath_.flush(model_->base() + at, n);
   });
   if (noted <= max_noted_targets) {

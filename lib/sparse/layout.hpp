@@ -57,7 +57,10 @@ inline constexpr char superblock_magic[16] = "DAXALLOC-HEAP\0\0";
 // with a movable_header naming their owner, in movable pageblocks (which no
 // longer take page-sized extents of ordinary objects: those go to
 // unmovable pageblocks).
-inline constexpr std::uint32_t format_version = 7;
+// 8: members: other files or devdax devices mapped into the heap's range,
+// each a run of 1 GiB spans of its own node, recorded in the superblock
+// (member_record) and labelled on the member itself (member_label).
+inline constexpr std::uint32_t format_version = 8;
 inline constexpr std::uint32_t oldest_upgradable_version = 2;  // daxalloc::upgrade converts it
 inline constexpr std::uint64_t superblock_offset[2] = {0, 4096};
 inline constexpr std::uint64_t intent_offset = 8192;
@@ -116,6 +119,43 @@ inline constexpr std::uint8_t pageblock_skip_bit = 0x8;  // compaction skip (PB_
   return v <= 3 || v == 5;
 }
 
+// A member of the heap (format 8): another file or devdax device mapped at
+// [offset, offset + size) of the heap's range. Its first 2 MiB hold its
+// label and are never memory; the rest is memory of the node it records,
+// added as any span (hot_add) and removed the same way. The superblock
+// holds the records; a record changes only with a superblock update.
+inline constexpr std::size_t max_members = 8;
+inline constexpr std::uint64_t member_alignment = std::uint64_t{1} << 30;  // a memmap span
+inline constexpr std::uint64_t member_label_size = subsection_size;         // its first 2 MiB
+enum member_state : std::uint32_t {
+  member_adding = 1,  // recorded, its memory maybe not all added yet: open finishes the add
+  member_online = 2,
+};
+struct member_record {
+  std::uint64_t offset;  // member_alignment aligned, beyond the head and memmap area
+  std::uint64_t size;    // the label's 2 MiB and the memory after it; 2 MiB multiple
+  std::uint8_t uuid[16];  // its label's
+  std::int32_t node;      // NUMA node of the device when added (-1 unknown)
+  std::uint32_t kind;     // daxalloc::region_kind when added
+  std::uint32_t state;    // member_state
+  std::uint32_t reserved;  // zero
+  char path[208];          // where it was when last opened, NUL-terminated
+};
+static_assert(sizeof(member_record) == 256);
+
+// The label at a member's first byte: which heap it belongs to and where.
+struct member_label {
+  char magic[16];  // member_magic
+  std::uint8_t heap_uuid[16];
+  std::uint8_t uuid[16];
+  std::uint64_t offset;  // as its record
+  std::uint64_t size;
+  std::uint8_t reserved[184];  // zero
+  std::uint64_t checksum;      // Fletcher-64 of the 256 bytes with this field zero
+};
+static_assert(sizeof(member_label) == 256);
+inline constexpr char member_magic[16] = "DAXALLOC-MEMBER";
+
 // The superblock, 4 KiB, two copies. Written only at create and when the
 // heap layer records a clean/unclean shutdown; an update writes copy A,
 // persists it, then copy B, so one copy is intact after any failure. The copy
@@ -143,7 +183,12 @@ struct superblock {
   // Format 6: offset of the memmap area (head_size), or 0: every span's
   // memmap block lies inside the span (heaps upgraded from format 5 and older).
   std::uint64_t memmap_area;
-  std::uint8_t reserved[3944];  // zero
+  // Format 8: the members, in the order they were added; records from
+  // nr_members on are zero.
+  std::uint32_t nr_members;
+  std::uint32_t reserved32;  // zero
+  member_record members[max_members];
+  std::uint8_t reserved[1888];  // zero
   std::uint64_t checksum;       // Fletcher-64 of the 4 KiB with this field zero
 };
 static_assert(sizeof(superblock) == 4096);

@@ -455,6 +455,7 @@ void memory_model::load(const open_options& options) {
   if (region_.size() < geo_.head_size())
     throw error(errc::corrupt, where + "truncated: smaller than its own head");
   region_.reserve(geo_.max_range);
+  attach_members(options);
   // The head reads before anything in it is parsed or written.
   const auto refuse = [&](const unreadable& u) {
     throw error(u.failure.listed ? errc::corrupt : errc::media_error,
@@ -489,7 +490,8 @@ void memory_model::load(const open_options& options) {
     const std::uint64_t end = pending.start + pending.length;
     if (pending.length == 0 || pending.start % subsection_size ||
         pending.length % subsection_size || end < pending.start ||
-        pending.start < geo_.data_start() || end > geo_.max_range || end > region_.size())
+        pending.start < geo_.data_start() || end > geo_.max_range ||
+        !mapped(pending.start, pending.length))
       throw error(errc::corrupt, where + "the hotplug intent names an impossible span " +
                                      span_text(pending.start, end));
     if (pending.op == hotplug_add && !geo_.memmap_area) {
@@ -534,6 +536,7 @@ void memory_model::load(const open_options& options) {
     }
   }
   if (auto u = probe_metadata_descriptors()) refuse(*u);
+  finish_member_adds();
   if (auto problems = check(); !problems.empty())
     throw error(
         errc::corrupt,
@@ -700,6 +703,10 @@ void memory_model::hot_add(std::uint64_t start, std::uint64_t length) {
                                           span_text(geo_.memmap_area, geo_.data_start()) +
                                           ", which holds the page descriptors; memory starts at " +
                                           hex(geo_.data_start()) + " (EEXIST)");
+  for (const member_record& m : members())
+    if (start < m.offset + member_label_size && m.offset < end)
+      throw error(errc::already_exists, what + "overlaps the label of the member at " +
+                                            hex(m.offset) + ", which is never memory (EEXIST)");
   for (std::uint64_t at = start; at < end; at += subsection_size)
     if (subsection_present(at))
       throw error(errc::already_exists,
@@ -1089,8 +1096,8 @@ std::vector<std::string> memory_model::check() const {
             fail(sub + "holds the memmap but is absent");
           continue;
         }
-        if (at + subsection_size > region_.size())
-          fail(sub + "present beyond the end of the region");
+        if (!mapped(at, subsection_size))
+          fail(sub + "present beyond the end of the region (or of its member)");
         if (!is_valid_migratetype(value & migratetype_mask))
           fail(sub + "invalid migratetype " + std::to_string(value & 7));
         const bool metadata =

@@ -31,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,16 @@ struct open_options {
   // where a caller refuses a heap it must leave untouched, by throwing (the
   // heap layer's unsafe-shutdown check). `base` is the region's start.
   std::function<void(const superblock&, const geometry&, const std::byte* base)> before_writes;
+  // Where members are now, by their index (an empty path, or none: where
+  // their record says).
+  std::vector<std::filesystem::path> member_paths;
+};
+
+// What add_member takes: a file is created when missing (with `size`);
+// size 0 takes the file's size or the whole device.
+struct member_options {
+  std::uint64_t size = 0;
+  bool create = true;
 };
 
 struct model_stats {
@@ -109,6 +120,11 @@ class memory_model {
   [[nodiscard]] const region& media() const noexcept { return region_; }
   [[nodiscard]] const superblock& super() const noexcept { return super_; }
   [[nodiscard]] std::byte* base() const noexcept { return region_.base(); }
+  // Whether [offset, offset + len) is mapped: in the region's own file, or
+  // in a member's.
+  [[nodiscard]] bool mapped(std::uint64_t offset, std::uint64_t len) const noexcept {
+    return offset <= geo_.max_range && region_.contains(base() + offset, len);
+  }
   // Guarded loads from the region that skip its known bad blocks
   // (open_options::known_bad): recovery and check read metadata through it.
   [[nodiscard]] const media::guarded_reader& reader() const noexcept { return reader_; }
@@ -181,6 +197,19 @@ class memory_model {
   // layer's clean/unclean marker): copy A, persist, copy B, persist.
   void set_shutdown_state(std::uint64_t state);
 
+  // Members (format 8): another file or devdax device as a run of 1 GiB
+  // spans at the top of the range, below the members there are. add_member
+  // maps it, labels it, records it (adding), adds its memory after the
+  // label's 2 MiB, and records it online: a crash after the record leaves
+  // an add that the next open finishes. remove_member drops the record and
+  // unmaps the member, whose memory must be absent (errc::in_use).
+  const member_record& add_member(const std::filesystem::path& path,
+                                  const member_options& options);
+  void remove_member(std::size_t index);
+  [[nodiscard]] std::span<const member_record> members() const noexcept {
+    return {super_.members, super_.nr_members};
+  }
+
   [[nodiscard]] std::uint64_t* section_record(std::uint64_t section_nr) const noexcept;
   [[nodiscard]] bool section_present(std::uint64_t section_nr) const noexcept;
   [[nodiscard]] bool subsection_present(std::uint64_t offset) const noexcept;
@@ -200,6 +229,8 @@ class memory_model {
   static std::unique_ptr<memory_model> create_impl(std::unique_ptr<memory_model> m,
                                                    std::uint64_t data);
   void load(const open_options& options);
+  void attach_members(const open_options& options);
+  void finish_member_adds();
   void init_volatile();
   void write_superblocks();
   void add_locked(std::uint64_t start, std::uint64_t length, std::optional<bool> fresh);

@@ -52,7 +52,40 @@ std::string superblock_problem(const superblock& sb, bool& other_version) {
     return "memmap area at " + hex(sb.memmap_area) + " is not where the geometry puts it";
   for (auto byte : sb.reserved)
     if (byte != 0) return "reserved bytes are not zero";
+  return member_records_problem(sb, geo);
+}
+
+std::string member_records_problem(const superblock& sb, const geometry& geo) {
+  if (sb.reserved32 != 0) return "reserved bytes are not zero";
+  if (sb.nr_members > max_members)
+    return std::to_string(sb.nr_members) + " members (at most " + std::to_string(max_members) + ")";
+  static constexpr member_record zero{};
+  for (std::size_t i = 0; i < max_members; ++i) {
+    const member_record& m = sb.members[i];
+    const std::string which = "member record " + std::to_string(i);
+    if (i >= sb.nr_members) {
+      if (std::memcmp(&m, &zero, sizeof m) != 0) return which + " is beyond nr_members, not zero";
+      continue;
+    }
+    const std::uint64_t end = m.offset + m.size;
+    if (m.offset % member_alignment || m.size % subsection_size || m.size <= member_label_size ||
+        end < m.offset || end > geo.max_range || m.offset < geo.data_start())
+      return which + " names an impossible span [" + hex(m.offset) + ", " + hex(end) + ")";
+    if (m.state != member_adding && m.state != member_online)
+      return which + " has an unknown state " + std::to_string(m.state);
+    if (m.reserved != 0 || m.kind > 3) return which + " has unknown fields";
+    if (std::memchr(m.path, 0, sizeof m.path) == nullptr || m.path[0] == 0)
+      return which + " has no path";
+    for (std::size_t j = 0; j < i; ++j)
+      if (m.offset < sb.members[j].offset + sb.members[j].size && sb.members[j].offset < end)
+        return which + " overlaps member record " + std::to_string(j);
+  }
   return {};
+}
+
+void member_label_seal(member_label& l) {
+  l.checksum = 0;
+  l.checksum = fletcher64(&l, sizeof l);
 }
 
 int superblock_winner(const superblock* copies, const std::string* problem) {

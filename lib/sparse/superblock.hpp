@@ -20,6 +20,11 @@ void superblock_set_geometry(superblock& sb, const geometry& geo);
 
 void superblock_seal(superblock& sb);  // computes the checksum
 
+// Why the member records of a format 8 superblock cannot be: out of the
+// range, unaligned, overlapping, of an unknown state; empty if they can.
+[[nodiscard]] std::string member_records_problem(const superblock& sb, const geometry& geo);
+void member_label_seal(member_label& l);  // computes the checksum
+
 // The copy to use, given each copy's problem (empty: usable): of two usable
 // copies the higher generation (A on a tie), else the usable one; -1: none.
 // `copies` and `problem` hold two each (A, B).

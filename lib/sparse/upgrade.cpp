@@ -1,5 +1,6 @@
 #include "sparse/upgrade.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <set>
@@ -35,6 +36,11 @@ std::string old_problem(const superblock& sb) {
     return "layout fields disagree with the geometry";
   for (auto byte : sb.reserved)
     if (byte != 0 || (sb.version < 6 && sb.memmap_area != 0)) return "reserved bytes are not zero";
+  // (Older formats had reserved bytes where format 8 keeps its members.)
+  const auto* members = reinterpret_cast<const std::byte*>(&sb.nr_members);
+  if (std::any_of(members, reinterpret_cast<const std::byte*>(sb.reserved),
+                  [](std::byte b) { return b != std::byte{0}; }))
+    return "reserved bytes are not zero";
   return {};
 }
 

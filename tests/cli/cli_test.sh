@@ -89,7 +89,7 @@ json_true 'd["section_size_bits"] == 28 and d["present_bytes"] == 8 * 2**20 and 
 
 echo "== info"
 run 0 info "$heap"
-stdout_has "format version 7"
+stdout_has "format version 8"
 stdout_has "memmap placement"
 stdout_has "pageblocks by migratetype"
 stdout_has "fragmentation"

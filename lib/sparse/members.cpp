@@ -1,0 +1,233 @@
+// Members (format 8): other files or devdax devices in one heap's range,
+// as the kernel's sparse model holds the memory of several devices and
+// nodes in one physical address space. Each member is a run of 1 GiB spans
+// (memmap spans: a span's memory is of one device, so of one node) at the
+// top of the range, stacked downwards in the order they are added; the
+// heap's own file grows upwards from the bottom. A member's first 2 MiB
+// hold its label; the rest is memory, added and removed as any span.
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "daxalloc/error.hpp"
+#include "platform/sysfs.hpp"
+#include "sparse/memory_model.hpp"
+#include "sparse/superblock.hpp"
+
+namespace daxalloc::sparse {
+namespace {
+
+std::string path_of(const member_record& m) {
+  return std::string(m.path, strnlen(m.path, sizeof m.path));
+}
+
+// The label's problem as a member of `sb` described by `m`; empty if none.
+std::string label_problem(const member_label& l, const superblock& sb, const member_record& m) {
+  if (std::memcmp(l.magic, member_magic, sizeof l.magic) != 0) return "it has no member label";
+  member_label sealed = l;
+  member_label_seal(sealed);
+  if (sealed.checksum != l.checksum) return "its member label fails its checksum";
+  if (std::memcmp(l.heap_uuid, sb.uuid, sizeof sb.uuid) != 0)
+    return "its label names another heap (a member of another heap, or of an older copy)";
+  if (std::memcmp(l.uuid, m.uuid, sizeof m.uuid) != 0 || l.offset != m.offset || l.size != m.size)
+    return "its label names another member of this heap (at " + hex(l.offset) +
+           "): swapped with it?";
+  return {};
+}
+
+}  // namespace
+
+void memory_model::attach_members(const open_options& options) {
+  const std::string where = region_.path().string() + ": ";
+  for (std::uint32_t i = 0; i < super_.nr_members; ++i) {
+    const member_record& m = super_.members[i];
+    const std::filesystem::path path = i < options.member_paths.size() &&
+                                               !options.member_paths[i].empty()
+                                           ? options.member_paths[i]
+                                           : std::filesystem::path(path_of(m));
+    const std::string which = "member " + std::to_string(i) + " (" + path.string() + ", at " +
+                              hex(m.offset) + ")";
+    region_options ro;
+    ro.read_only = region_.read_only();
+    ro.exclusive = options.region.exclusive;
+    ro.wait_for_lock = options.region.wait_for_lock;
+    ro.mode = persist().mode();
+    try {
+      (void)region_.attach(path, m.offset, ro);
+    } catch (const error& e) {
+      if (e.code() == errc::not_found)
+        throw error(errc::not_found,
+                    where + which + " is missing (" + e.what() +
+                        "); if it has another path now, give it (heap_open_options::member_paths)");
+      throw error(static_cast<errc>(e.code().value()),
+                  where + which + " cannot be mapped: " + e.what());
+    }
+    if (!mapped(m.offset, m.size))
+      throw error(errc::corrupt, where + which + " is smaller than the " +
+                                     std::to_string(m.size >> 20) + " MiB it had when added");
+    member_label label{};
+    if (auto failure = reader_.copy(&label, base(), m.offset, sizeof label))
+      throw error(errc::media_error, where + which + ": its label does not read: " +
+                                         media::describe(*failure));
+    if (auto why = label_problem(label, super_, m); !why.empty())
+      throw error(errc::geometry_mismatch, where + which + " is not this heap's member " +
+                                               std::to_string(i) + ": " + why);
+  }
+}
+
+// An add that a crash cut short after its record: the memory not added yet
+// is added now (a committed intent was redone already), and the record
+// goes online. Roll forward: a member once recorded is there whole.
+// A member found at another path than its record's gets the new one.
+void memory_model::finish_member_adds() {
+  bool changed = false;
+  for (std::uint32_t i = 0; i < super_.nr_members; ++i) {
+    member_record& m = super_.members[i];
+    const region_member* now = region_.member_at(m.offset);
+    if (!region_.read_only() && now != nullptr && now->path.string() != path_of(m) &&
+        now->path.string().size() < sizeof m.path) {
+      std::memset(m.path, 0, sizeof m.path);
+      std::memcpy(m.path, now->path.c_str(), now->path.string().size());
+      changed = true;
+    }
+    if (m.state != member_adding) continue;
+    if (region_.read_only()) {
+      pending_.push_back("finish adding member " + std::to_string(i) + " (" + path_of(m) + ")");
+      continue;
+    }
+    std::lock_guard lock(hotplug_mutex_);
+    for (std::uint64_t at = m.offset + member_label_size; at < m.offset + m.size;) {
+      if (subsection_present(at)) {
+        at += subsection_size;
+        continue;
+      }
+      std::uint64_t end = at;
+      while (end < m.offset + m.size && !subsection_present(end)) end += subsection_size;
+      add_locked(at, end - at, std::nullopt);
+      at = end;
+    }
+    m.state = member_online;
+    changed = true;
+  }
+  if (changed) {
+    std::lock_guard lock(hotplug_mutex_);
+    write_superblocks();
+  }
+}
+
+const member_record& memory_model::add_member(const std::filesystem::path& path,
+                                              const member_options& options) {
+  refuse_if_read_only("add a member");
+  std::lock_guard lock(hotplug_mutex_);
+  const std::string what = region_.path().string() + ": add member " + path.string() + ": ";
+  if (!geo_.memmap_area)
+    throw error(errc::unsupported,
+                what + "the heap has no memmap area (upgraded from format 5 or older), and a "
+                       "member's memmap lives in it");
+  if (super_.nr_members == max_members)
+    throw error(errc::too_large, what + "the heap has " + std::to_string(max_members) +
+                                     " members already");
+  if (path.string().size() >= sizeof(member_record::path))
+    throw error(errc::invalid_argument, what + "the path is longer than " +
+                                            std::to_string(sizeof(member_record::path) - 1) +
+                                            " bytes");
+  // What it is and how large, under its lock (released again: attach takes it anew).
+  region_options ro;
+  ro.create = options.create;
+  ro.size = options.size;
+  ro.size_only_if_created = true;
+  ro.mode = persist().mode();
+  std::uint64_t size = 0;
+  bool created = false;
+  {
+    region probe = region::open(path, ro);
+    size = align_down(probe.size(), subsection_size);
+    created = probe.created();
+  }
+  try {
+    if (size <= member_label_size)
+      throw error(errc::too_small, what + "it holds " + std::to_string(size >> 20) +
+                                       " MiB; a member needs its 2 MiB label and memory after it");
+    // Where: below the lowest member (or the top of the range), whole spans.
+    std::uint64_t top = geo_.max_range;
+    for (const member_record& m : members()) top = std::min(top, m.offset);
+    top = align_down(top, member_alignment);
+    const std::uint64_t span = align_up(size, member_alignment);
+    const std::uint64_t floor =
+        align_up(std::max<std::uint64_t>(region_.size(), geo_.data_start()), member_alignment);
+    if (span > top || top - span < floor)
+      throw error(errc::out_of_space,
+                  what + "no room for " + std::to_string(span >> 30) +
+                      " GiB of spans in the heap's range of " +
+                      std::to_string(geo_.max_range >> 30) + " GiB above its own memory (" +
+                      hex(floor) + "); create the heap with a larger max_size");
+    const std::uint64_t offset = top - span;
+    for (std::uint64_t at = offset; at < offset + size; at += subsection_size)
+      if (subsection_present(at))
+        throw error(errc::in_use, what + "memory at " + hex(at) + " is present there");
+    region_options attach = ro;
+    attach.create = false;
+    attach.size = 0;
+    const region_member& mapped_member = region_.attach(path, offset, attach);
+    bool recorded = false;
+    try {
+      // The label, durable before the record names it.
+      member_record m{};
+      m.offset = offset;
+      m.size = size;
+      std::random_device rd;
+      for (auto& byte : m.uuid) byte = static_cast<std::uint8_t>(rd());
+      m.node = sysfs::backing_device_of(path).node;
+      m.kind = static_cast<std::uint32_t>(mapped_member.kind);
+      m.state = member_adding;
+      std::memcpy(m.path, path.c_str(), path.string().size());
+      member_label label{};
+      std::memcpy(label.magic, member_magic, sizeof label.magic);
+      std::memcpy(label.heap_uuid, super_.uuid, sizeof label.uuid);
+      std::memcpy(label.uuid, m.uuid, sizeof m.uuid);
+      label.offset = offset;
+      label.size = size;
+      member_label_seal(label);
+      persist().memcpy_persist(base() + offset, &label, sizeof label);
+      // The record (adding): from here the add happens, now or at the next
+      // open (which finishes it).
+      super_.members[super_.nr_members++] = m;
+      write_superblocks();
+      recorded = true;
+      add_locked(offset + member_label_size, size - member_label_size,
+                 created ? std::optional<bool>(true) : std::nullopt);
+      super_.members[super_.nr_members - 1].state = member_online;
+      write_superblocks();
+    } catch (...) {
+      if (!recorded) region_.detach(offset);
+      throw;
+    }
+    return super_.members[super_.nr_members - 1];
+  } catch (...) {
+    // A file made by this call and never recorded goes again.
+    if (created && std::none_of(super_.members, super_.members + super_.nr_members,
+                                [&](const member_record& m) { return path_of(m) == path.string(); }))
+      std::filesystem::remove(path);
+    throw;
+  }
+}
+
+void memory_model::remove_member(std::size_t index) {
+  refuse_if_read_only("remove a member");
+  std::lock_guard lock(hotplug_mutex_);
+  if (index >= super_.nr_members)
+    throw error(errc::not_found, region_.path().string() + ": no member " + std::to_string(index));
+  const member_record m = super_.members[index];
+  for (std::uint64_t at = m.offset; at < m.offset + m.size; at += subsection_size)
+    if (subsection_present(at))
+      throw error(errc::in_use, region_.path().string() + ": remove member " + path_of(m) +
+                                    ": memory at " + hex(at) +
+                                    " is still present (hot-remove it first)");
+  std::copy(super_.members + index + 1, super_.members + super_.nr_members,
+            super_.members + index);
+  super_.members[--super_.nr_members] = member_record{};
+  write_superblocks();
+  region_.detach(m.offset);
+}
+
+}  // namespace daxalloc::sparse
