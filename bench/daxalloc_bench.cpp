@@ -3,16 +3,19 @@
 // CLWB + SFENCE, daxalloc in persistence_mode::cache_flush). No real pmem.
 //
 //   daxalloc-bench [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]
-//                  [--only=churn,prodcon,threads,fences,frag,movable,shrink,recovery,locality,dram]
+//                  [--only=churn,prodcon,threads,fences,frag,movable,shrink,recovery,locality,
+//                          dram,pins]
 //
 // Workloads (docs/benchmarks.md): churn, prod-con, threadtest + Larson-style at
 // 1 and 2 threads, persistence cost per daxalloc API, fragmentation, recovery
 // (open after SIGKILL, 1 GiB to 64 GiB and a 1 TiB range), the largest single
 // allocation on an empty heap (with recovery), metadata overhead,
 // locality (walking objects after allocating them), DRAM per live object
-// byte. Every allocator is called directly, through a template instantiated
-// per allocator. Figures are medians of several repetitions unless a table
-// says otherwise; --csv writes them all, with the ratio daxalloc/peer, for
+// byte, pins by address (pin + unpin, the table of pins as it grows, what a
+// pin adds to a free; mlock + munlock and glibc malloc + free for scale).
+// Every allocator is called directly, through a template instantiated per
+// allocator. Figures are medians of several repetitions unless a table says
+// otherwise; --csv writes them all, with the ratio daxalloc/peer, for
 // scripts/bench (which draws docs/benchmarks.png).
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -23,6 +26,7 @@
 #include <memkind.h>
 #include <mimalloc.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -2651,6 +2655,412 @@ void bench_dram() {
   if (deaths > 0) std::printf("%d measurement processes died and were rerun.\n\n", deaths);
 }
 
+// ---------------------------------------------------------------------------
+// 10. pins by address (heap::pin(p), heap::unpin): what a pin + unpin costs,
+// what the table of pins costs as it grows, and what pins add to a free;
+// next to mlock + munlock of a page of the same mapping (what an engine
+// might otherwise use to keep I/O memory resident) and glibc malloc + free.
+
+// Runs body(t) on `threads` new threads, started together; their results,
+// in thread order. An exception of a thread is rethrown here.
+template <class Result, class Body>
+std::vector<Result> on_threads(unsigned threads, Body&& body) {
+  std::vector<Result> out(threads);
+  std::vector<std::exception_ptr> failures(threads);
+  std::barrier start(static_cast<std::ptrdiff_t>(threads));
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      start.arrive_and_wait();
+      try {
+        out[t] = body(t);
+      } catch (...) {
+        failures[t] = std::current_exception();
+      }
+    });
+  for (auto& th : ts) th.join();
+  for (const auto& f : failures)
+    if (f) std::rethrow_exception(f);
+  return out;
+}
+
+// Nanoseconds per operation of body(t), which runs `ops` operations: of the
+// thread's CPU time and of the wall clock, each the mean over the threads.
+// CPU time leaves out time slices taken by other processes, but also the
+// time a thread sleeps on a contended lock; the wall clock has both.
+struct ns_per_op {
+  double cpu = 0, wall = 0;
+};
+template <class Body>
+ns_per_op time_per_op(unsigned threads, std::size_t ops, Body&& body) {
+  const auto times = on_threads<ns_per_op>(threads, [&](unsigned t) {
+    const double c0 = thread_cpu(), w0 = now();
+    body(t);
+    return ns_per_op{thread_cpu() - c0, now() - w0};
+  });
+  ns_per_op sum;
+  for (const ns_per_op& x : times) {
+    sum.cpu += x.cpu;
+    sum.wall += x.wall;
+  }
+  const double scale = 1e9 / threads / static_cast<double>(ops);
+  return {sum.cpu * scale, sum.wall * scale};
+}
+
+// One figure at 1 and 2 threads: the samples of every round, then medians.
+struct pin_figure {
+  std::array<std::vector<double>, 2> samples, wall_samples;
+  void add(unsigned threads, ns_per_op x) {
+    samples[threads - 1].push_back(x.cpu);
+    wall_samples[threads - 1].push_back(x.wall);
+  }
+  [[nodiscard]] double at(unsigned threads) const { return median(samples[threads - 1]); }
+  [[nodiscard]] double wall_at(unsigned threads) const { return median(wall_samples[threads - 1]); }
+};
+
+// a ÷ b, with three decimals below 0.1 (a pin pair ÷ a system call).
+std::string fine_ratio(double a, double b) {
+  return a > 0 && b > 0 && a / b < 0.1 ? fmt(a / b, 3) + "x" : ratio(a, b);
+}
+
+void bench_pins() {
+  // Short measurements, and three times the usual rounds: each row's median
+  // then has enough samples of this noisy machine.
+  const int rounds = 3 * cfg.reps();
+  const std::size_t pairs = cfg.quick ? 100000 : 400000;  // per thread and measurement
+  const std::size_t many = 100000;                        // pinned at once, over all threads
+  const std::size_t others = 10000;                       // pinned beside the free path
+  const std::size_t window = 64;                          // live objects per thread there
+  const std::size_t block = 500;                          // free-path steps timed at once
+  const std::size_t free_steps = pairs / 4 / block * block, syscall_pairs = pairs / 20;
+  std::printf(
+      "## 10. pins by address: heap::pin(p) + unpin, the table of pins, and a free\n\n"
+      "CPU nanoseconds per operation of each thread (CLOCK_THREAD_CPUTIME_ID), the mean over "
+      "the threads; cells are `1 thread / 2 threads (2T÷1T)`. Every figure is the median of %d "
+      "rounds (3 × --reps); in each round every row is measured once, in table order, so that "
+      "the rows of a round see the same machine. Objects: 64 KiB extents allocated with "
+      "allocate(64 KiB, 4096) in a sparse 8 GiB heap (only its memmap is written) and 256 B "
+      "slab objects (allocate(256)) in a 256 MiB heap, each thread its own unless a row says "
+      "otherwise. `pin_guard`: `auto g = h.pin(p);` and its destructor (unpin(p, error_code&)); "
+      "`pin + unpin`: `h.pin(p).release();` then `h.unpin(p)`. %zu pairs per thread and "
+      "measurement (%zu for mlock).\n\n",
+      rounds, pairs, syscall_pairs);
+  // 64 KiB extents (4 KiB aligned) in a sparse heap (as in section 6: only
+  // the memmap is written, so 100,000 of them take no RAM) and 256 B slab
+  // objects in a second heap, so that each heap's table of pins is new when
+  // its first fill is timed.
+  const fs::path extent_file = fresh("pins-extents.heap");
+  const removed_at_exit extent_gone{extent_file}, slab_gone{fresh("pins-slabs.heap")};
+  sparse_heaps.store(true);
+  auto xh = make_heap(extent_file, 8 * GiB);
+  sparse_heaps.store(false);
+  auto sh = make_heap(slab_gone.path, 256 * MiB);
+  std::vector<void*> extents(many), slabs(many);
+  for (auto& p : extents) p = xh.allocate(64 * KiB, 4096);
+  for (auto& p : slabs) p = sh.allocate(256);
+  // The free path: two twin heaps, one with `others` objects pinned (they
+  // swap roles every round), so that rows a and b differ by the pins alone.
+  const removed_at_exit twin0{fresh("pins-frees0.heap")}, twin1{fresh("pins-frees1.heap")};
+  std::array<heap, 2> twins{make_heap(twin0.path, 128 * MiB), make_heap(twin1.path, 128 * MiB)};
+  std::array<std::vector<void*>, 2> other;
+  for (std::size_t i = 0; i < 2; ++i)
+    for (std::size_t k = 0; k < others; ++k) other[i].push_back(twins[i].allocate(256));
+
+  struct kind {
+    const char* name;
+    heap* h;
+    std::vector<void*>* objects;
+    std::uint64_t size;
+  };
+  const std::array<kind, 2> kinds{kind{"64 KiB extent", &xh, &extents, 64 * KiB},
+                                  kind{"256 B slab object", &sh, &slabs, 256}};
+  enum class form { guard, explicit_unpin };
+  const auto form_name = [](form f) { return f == form::guard ? "pin_guard" : "pin + unpin"; };
+  // pins of p and unpins, `n` pairs, in the form f.
+  const auto pin_pairs = [](heap& h, void* p, std::size_t n, form f) {
+    if (f == form::guard) {
+      for (std::size_t i = 0; i < n; ++i) auto g = h.pin(p);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) {
+        (void)h.pin(p).release();
+        h.unpin(p);
+      }
+    }
+  };
+
+  // The first fill of each heap's table (a new table rehashes as it grows),
+  // once, one thread, before anything else is pinned there.
+  std::array<std::pair<double, double>, 2> first_fill{};  // ns per pin, per unpin
+  for (std::size_t k = 0; k < kinds.size(); ++k) {
+    heap& h = *kinds[k].h;
+    const auto& objs = *kinds[k].objects;
+    const double t0 = thread_cpu();
+    for (void* p : objs) (void)h.pin(p).release();
+    const double t1 = thread_cpu();
+    for (void* p : objs) h.unpin(p);
+    const double t2 = thread_cpu();
+    first_fill[k] = {(t1 - t0) / many * 1e9, (t2 - t1) / many * 1e9};
+  }
+
+  // 1. one object pinned and unpinned again and again, per kind and form;
+  // then both threads on one object (2 threads only).
+  std::map<std::string, pin_figure> single;  // by kind name + form
+  std::map<std::string, pin_figure> shared;  // by kind name
+  // 2. `many` objects pinned, then unpinned: ns per pin, per unpin.
+  std::map<std::string, std::pair<pin_figure, pin_figure>> bulk;
+  // 3. the free path, 256 B: allocate + deallocate, nothing pinned / others
+  // pinned; allocate + pin + unpin + deallocate; allocate + pin + deallocate
+  // + unpin (the memory handed back at the unpin).
+  const std::array<std::string, 4> free_rows{
+      "allocate + deallocate, nothing pinned",
+      "allocate + deallocate, " + std::to_string(others) + " other objects pinned",
+      "allocate + pin + unpin + deallocate",
+      "allocate + pin + deallocate + unpin (deferred hand-back)",
+  };
+  std::array<pin_figure, 4> frees;
+  // 4. references.
+  pin_figure mlock_pair, malloc_pair;
+  std::string mlock_failure;
+
+  // A page of each thread's own, in the extent heap's mapping, resident.
+  std::array<void*, 2> pages{extents[many - 1], extents[many - 2]};
+  for (void* p : pages) static_cast<volatile std::byte*>(p)[0] = std::byte{1};
+
+  for (int r = 0; r < rounds; ++r) {
+    for (unsigned n = 1; n <= 2; ++n) {
+      // Untimed: the first row of a round came out slower than the same row
+      // later in the round (the threads' and the core's start).
+      (void)time_per_op(n, pairs,
+                        [&](unsigned t) { pin_pairs(xh, extents[t], pairs, form::guard); });
+      for (const kind& k : kinds)
+        for (form f : {form::guard, form::explicit_unpin})
+          single[std::string(k.name) + form_name(f)].add(
+              n, time_per_op(n, pairs,
+                             [&](unsigned t) { pin_pairs(*k.h, (*k.objects)[t], pairs, f); }));
+      if (n == 2)
+        for (const kind& k : kinds)
+          shared[k.name].add(n, time_per_op(n, pairs, [&](unsigned) {
+                               pin_pairs(*k.h, (*k.objects)[0], pairs, form::guard);
+                             }));
+
+      for (const kind& k : kinds)
+        for (form f : {form::guard, form::explicit_unpin}) {
+          // Thread t pins objects t, t + n, t + 2n, ...: the table reaches
+          // `many` entries whatever the thread count. One pass untimed
+          // first, so that no row pays for the caches the rows before it
+          // took (each row in the same steady state).
+          const auto times = on_threads<std::pair<double, double>>(n, [&](unsigned t) {
+            for (std::size_t i = t; i < many; i += n) (void)k.h->pin((*k.objects)[i]).release();
+            for (std::size_t i = t; i < many; i += n) k.h->unpin((*k.objects)[i]);
+            std::vector<daxalloc::pin_guard<void>> guards;
+            if (f == form::guard) guards.reserve(many / n + 1);
+            const double t0 = thread_cpu();
+            if (f == form::guard) {
+              for (std::size_t i = t; i < many; i += n) guards.push_back(k.h->pin((*k.objects)[i]));
+            } else {
+              for (std::size_t i = t; i < many; i += n) (void)k.h->pin((*k.objects)[i]).release();
+            }
+            const double t1 = thread_cpu();
+            if (f == form::guard) {
+              guards.clear();
+            } else {
+              for (std::size_t i = t; i < many; i += n) k.h->unpin((*k.objects)[i]);
+            }
+            return std::pair{t1 - t0, thread_cpu() - t1};
+          });
+          double pin_s = 0, unpin_s = 0;
+          for (const auto& [pin_time, unpin_time] : times) {
+            pin_s += pin_time;
+            unpin_s += unpin_time;
+          }
+          auto& [pin_fig, unpin_fig] = bulk[std::string(k.name) + form_name(f)];
+          pin_fig.samples[n - 1].push_back(pin_s / many * 1e9);
+          unpin_fig.samples[n - 1].push_back(unpin_s / many * 1e9);
+        }
+
+      // Blocks of `block` steps of rows a, b, c, d in turn, each row timed
+      // over its blocks: a slower phase of the machine falls on all four.
+      heap& quiet = twins[r % 2];
+      heap& busy = twins[1 - r % 2];
+      for (void* p : other[1 - r % 2]) (void)busy.pin(p).release();
+      const auto spent = on_threads<std::array<ns_per_op, 4>>(n, [&](unsigned) {
+        std::array<std::array<void*, window>, 4> live{};
+        const auto heap_of = [&](std::size_t row) -> heap& { return row == 1 ? busy : quiet; };
+        for (std::size_t row = 0; row < live.size(); ++row)
+          for (auto& p : live[row]) p = heap_of(row).allocate(256);
+        std::array<ns_per_op, 4> sum{};
+        for (std::size_t b0 = 0; b0 < free_steps; b0 += block)
+          for (std::size_t row = 0; row < live.size(); ++row) {
+            heap& h = heap_of(row);
+            const double c0 = thread_cpu(), w0 = now();
+            for (std::size_t i = b0; i < b0 + block; ++i) {
+              void*& p = live[row][i % window];
+              if (row >= 2) (void)h.pin(p).release();
+              if (row == 2) h.unpin(p);
+              h.deallocate(p);
+              if (row == 3) h.unpin(p);
+              p = h.allocate(256);
+            }
+            sum[row].cpu += thread_cpu() - c0;
+            sum[row].wall += now() - w0;
+          }
+        for (std::size_t row = 0; row < live.size(); ++row)
+          for (void* p : live[row]) heap_of(row).deallocate(p);
+        return sum;
+      });
+      for (void* p : other[1 - r % 2]) busy.unpin(p);
+      for (std::size_t row = 0; row < frees.size(); ++row) {
+        ns_per_op x;
+        for (const auto& t : spent) {
+          x.cpu += t[row].cpu;
+          x.wall += t[row].wall;
+        }
+        const double scale = 1e9 / n / static_cast<double>(free_steps);
+        frees[row].add(n, {x.cpu * scale, x.wall * scale});
+      }
+
+      if (mlock_failure.empty()) {
+        try {
+          mlock_pair.add(
+              n, time_per_op(n, syscall_pairs, [&](unsigned t) {
+                for (std::size_t i = 0; i < syscall_pairs; ++i)
+                  if (mlock(pages[t], 4 * KiB) != 0 || munlock(pages[t], 4 * KiB) != 0)
+                    throw std::runtime_error(std::string("mlock: ") + std::strerror(errno));
+              }));
+        } catch (const std::exception& e) {
+          mlock_failure = e.what();
+        }
+      }
+      malloc_pair.add(
+          n, time_per_op(n, pairs, [&](unsigned) {
+            for (std::size_t i = 0; i < pairs; ++i) {
+              void* p = __libc_malloc(256);
+              asm volatile("" : : "r"(p) : "memory");  // kept, as a caller would keep it
+              __libc_free(p);
+            }
+          }));
+    }
+    std::fprintf(stderr, "pins: round %d done\n", r + 1);
+  }
+
+  const auto cell = [](const pin_figure& f) {
+    return fmt(f.at(1), 1) + " / " + fmt(f.at(2), 1) + " (" + ratio(f.at(2), f.at(1)) + ")";
+  };
+  const auto wall_cell = [](const pin_figure& f) {
+    return fmt(f.wall_at(1), 1) + " / " + fmt(f.wall_at(2), 1);
+  };
+  const auto ratios = [](const pin_figure& a, const pin_figure& b) {
+    return fine_ratio(a.at(1), b.at(1)) + " / " + fine_ratio(a.at(2), b.at(2));
+  };
+  const auto record_figure = [rounds](const std::string& label, std::uint64_t size,
+                                      const std::string& metric, const pin_figure& f) {
+    for (unsigned n = 1; n <= 2; ++n)
+      if (!f.samples[n - 1].empty()) {
+        record("pins", label, size, n, metric, "ns", f.at(n));
+        csv_rows.back().reps = rounds;
+        if (!f.wall_samples[n - 1].empty()) {
+          record("pins", label, size, n, metric + "_wall", "ns", f.wall_at(n));
+          csv_rows.back().reps = rounds;
+        }
+      }
+  };
+
+  std::printf(
+      "One object pinned and unpinned again and again (a pair: one pin and one unpin), next "
+      "to the references of the same round: mlock + munlock of one resident 4 KiB page of the "
+      "heap's mapping (each thread its own page) and glibc malloc(256) + free. The ratios "
+      "are of CPU time; `wall ns` is the wall clock per pair of each thread (CPU time leaves "
+      "out the time a thread sleeps on a contended lock). At 2 threads, wall ≈ CPU means that "
+      "the two threads ran at once; wall ≈ 2 × CPU that they took turns on one core (another "
+      "job held the other), and then no 2-thread cell of this section shows contention:\n\n");
+  table a{{"pair", "CPU ns per pair", "wall ns", "÷ mlock + munlock", "÷ glibc malloc + free"}, {}};
+  for (const kind& k : kinds)
+    for (form f : {form::guard, form::explicit_unpin}) {
+      const pin_figure& fig = single.at(std::string(k.name) + form_name(f));
+      a.rows.push_back({std::string(k.name) + ", " + form_name(f), cell(fig), wall_cell(fig),
+                        mlock_failure.empty() ? ratios(fig, mlock_pair) : "n/a",
+                        ratios(fig, malloc_pair)});
+      record_figure(std::string("daxalloc ") + form_name(f), k.size, "ns_per_pair", fig);
+    }
+  for (const kind& k : kinds) {
+    const pin_figure& fig = shared.at(k.name);
+    a.rows.push_back({std::string(k.name) + ", pin_guard, both threads on one object",
+                      "– / " + fmt(fig.at(2), 1), "– / " + fmt(fig.wall_at(2), 1), "", ""});
+    record_figure("daxalloc pin_guard one object", k.size, "ns_per_pair", fig);
+  }
+  a.rows.push_back({"mlock + munlock of a 4 KiB page",
+                    mlock_failure.empty() ? cell(mlock_pair) : "failed: " + mlock_failure,
+                    mlock_failure.empty() ? wall_cell(mlock_pair) : "", "", ""});
+  a.rows.push_back({"glibc malloc(256) + free", cell(malloc_pair), wall_cell(malloc_pair), "", ""});
+  if (mlock_failure.empty()) record_figure("mlock + munlock", 4 * KiB, "ns_per_pair", mlock_pair);
+  record_figure("glibc", 256, "ns_per_pair", malloc_pair);
+  a.print();
+
+  std::printf(
+      "%zu objects pinned at once, then unpinned (over both threads: thread t takes objects t, "
+      "t+2, t+4, ...), so the table grows to %zu entries and back in every round; the "
+      "`pin_guard` rows keep the guards in a reserved vector and clear it. Each measurement "
+      "follows an untimed pass of the same pins and unpins. The buckets of a "
+      "table stay when its entries go, so only the first fill of a heap's table rehashes: "
+      "`first fill` is that fill, measured once (1 thread, pin + unpin, before anything else "
+      "was pinned in that heap). `÷ one object` = ns per pair here ÷ the same pair on one "
+      "object, above:\n\n",
+      many, many);
+  table b{{"objects", "ns per pin", "ns per unpin", "ns per pair", "÷ one object",
+           "first fill: pin, unpin"},
+          {}};
+  for (std::size_t i = 0; i < kinds.size(); ++i) {
+    const kind& k = kinds[i];
+    for (form f : {form::guard, form::explicit_unpin}) {
+      const std::string key = std::string(k.name) + form_name(f);
+      const auto& [pin_fig, unpin_fig] = bulk.at(key);
+      pin_figure pair_fig;
+      for (unsigned n = 1; n <= 2; ++n)
+        pair_fig.samples[n - 1].push_back(pin_fig.at(n) + unpin_fig.at(n));
+      b.rows.push_back({std::to_string(many) + " × " + k.name + ", " + form_name(f), cell(pin_fig),
+                        cell(unpin_fig), cell(pair_fig), ratios(pair_fig, single.at(key)),
+                        f == form::explicit_unpin
+                            ? fmt(first_fill[i].first, 1) + ", " + fmt(first_fill[i].second, 1)
+                            : ""});
+      record_figure(std::string("daxalloc ") + form_name(f) + " many", k.size, "ns_per_pin",
+                    pin_fig);
+      record_figure(std::string("daxalloc ") + form_name(f) + " many", k.size, "ns_per_unpin",
+                    unpin_fig);
+    }
+    record_once("pins", "daxalloc first fill", k.size, "ns_per_pin", "ns", first_fill[i].first);
+    record_once("pins", "daxalloc first fill", k.size, "ns_per_unpin", "ns", first_fill[i].second);
+  }
+  b.print();
+
+  std::printf(
+      "What pins add to a free, 256 B objects (durable allocate and deallocate, one fence "
+      "each): each thread keeps %zu live objects per row and in each step frees one and "
+      "allocates one in its place; the rows run in turns of %zu steps, each row timed over its "
+      "turns (%zu steps per thread and measurement). A free looks its object up in the table "
+      "of pins only when some object of the heap is pinned (one atomic load otherwise): row b "
+      "runs in a twin heap of 128 MiB with %zu other objects pinned (the twins swap roles "
+      "every round), so every free there takes a shard's lock and looks. A pinned object that "
+      "is freed is free on the media at once and handed back to the allocator at its last "
+      "unpin (row d). CPU ns per step:\n\n",
+      window, block, free_steps, others);
+  // Each row next to the one it adds to: the lookup (b - a), a pin pair in
+  // the step (c - a), the deferred hand-back instead of the immediate one
+  // (d - c).
+  const std::array<int, 4> versus{-1, 0, 0, 2};
+  table c{{"step", "ns per step", "minus", "ns added"}, {}};
+  for (std::size_t row = 0; row < free_rows.size(); ++row) {
+    const int v = versus[row];
+    const std::string added = v < 0 ? ""
+                                    : fmt(frees[row].at(1) - frees[v].at(1), 1) + " / " +
+                                          fmt(frees[row].at(2) - frees[v].at(2), 1);
+    c.rows.push_back({std::string(1, static_cast<char>('a' + row)) + ". " + free_rows[row],
+                      cell(frees[row]), v < 0 ? "" : std::string(1, static_cast<char>('a' + v)),
+                      added});
+    record_figure(std::string("daxalloc ") + free_rows[row], 256, "ns_per_step", frees[row]);
+  }
+  c.print();
+}
+
 // The file of the library a symbol resolves to in this process, as the
 // dynamic linker chose it (global scope, DT_NEEDED order).
 std::string defined_in(const char* symbol) {
@@ -2768,7 +3178,7 @@ int main(int argc, char** argv) {
   const char* usage =
       "usage: %s [--quick | --full] [--reps=N] [--csv=FILE] [--dir=/dev/shm]\n"
       "          "
-      "[--only=churn,prodcon,threads,fences,frag,movable,shrink,recovery,locality,dram]\n";
+      "[--only=churn,prodcon,threads,fences,frag,movable,shrink,recovery,locality,dram,pins]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -2815,6 +3225,7 @@ int main(int argc, char** argv) {
     });
   if (cfg.wants("locality")) rc |= run_isolated("locality", bench_locality);
   if (cfg.wants("dram")) rc |= run_isolated("dram", bench_dram);
+  if (cfg.wants("pins")) rc |= run_isolated("pins", bench_pins);
   std::printf("Load average at the end: %s\n", load_average().c_str());
   std::error_code ec;
   fs::remove_all(workdir, ec);

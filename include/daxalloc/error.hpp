@@ -23,7 +23,7 @@ enum class errc {
   too_small,             // region too small for what was asked
   too_large,             // beyond the device size or the reserved address range
   already_exists,        // creating over an existing heap, or overlapping a present span (EEXIST)
-  busy,                  // the heap is open elsewhere (lock held)
+  busy,                  // the heap is open elsewhere (lock held), or memory is pinned
   not_present,           // removing or using a span that is not present
   in_use,                // removing a span that still holds allocations or metadata
   out_of_space,          // no free memory for the request

@@ -16,7 +16,7 @@ std::optional<std::uint32_t> object_pins::pin(const void* p, std::uint64_t bytes
   auto [it, inserted] = s.entries.try_emplace(at);
   if (inserted) {
     it->second.bytes = bytes;
-    entries_.fetch_add(1, std::memory_order_acq_rel);
+    if (s.entries.size() == 1) busy_shards_.fetch_add(1, std::memory_order_acq_rel);
   } else if (it->second.freed) {
     return std::nullopt;
   }
@@ -32,7 +32,7 @@ std::optional<freed_memory> object_pins::unpin(const void* p) {
   if (--it->second.count > 0) return freed_memory{};
   const freed_memory m = it->second.freed ? it->second.memory : freed_memory{};
   s.entries.erase(it);
-  entries_.fetch_sub(1, std::memory_order_acq_rel);
+  if (s.entries.empty()) busy_shards_.fetch_sub(1, std::memory_order_acq_rel);
   return m;
 }
 
@@ -75,32 +75,32 @@ pin_totals object_pins::in(std::uintptr_t from, std::uintptr_t to) const {
 // ---- the heap's side: which objects may be pinned, and frees that wait ----
 
 std::uint32_t heap_impl::pin_object(const void* p) {
-  const std::string at =
-      model_->media().contains(p)
-          ? "pin: offset " + std::to_string(static_cast<const std::byte*>(p) - model_->base())
-          : "pin";
+  // (The message is made only when the pin fails: a pin costs tens of ns.)
+  const auto refuse = [&](const char* why) {
+    throw error(errc::invalid_argument,
+                model_->media().contains(p)
+                    ? "pin: offset " +
+                          std::to_string(static_cast<const std::byte*>(p) - model_->base()) + why
+                    : std::string("pin: the pointer does not lie in the heap"));
+  };
   std::uint64_t bytes = 0;
   if (const int cls = small_.any_class_of(p); cls >= 0) {
     if (small_.movable(p))
-      throw error(errc::invalid_argument,
-                  at + " is a movable object, which compaction may move: pin it through its "
-                       "owner (heap::pin(owner))");
+      refuse(
+          " is a movable object, which compaction may move: pin it through its owner "
+          "(heap::pin(owner))");
     load_slab_of(p, "pin");
     const alloc::object_location bit = small_.bit_of(p);
     if ((std::atomic_ref<std::uint64_t>(*bit.word).load(std::memory_order_acquire) & bit.mask) == 0)
-      throw error(errc::invalid_argument, at + " is not an allocated object (free or reserved)");
+      refuse(" is not an allocated object (free or reserved)");
     bytes = small_.object_size(p, static_cast<unsigned>(cls));
   } else if (const sparse::page_descriptor* head = extent_head(p)) {
     bytes = head->length() * sparse::page_size;
   } else {
-    throw error(errc::invalid_argument,
-                at + (model_->media().contains(p) ? " is not the start of an allocated object"
-                                                  : ": the pointer does not lie in the heap"));
+    refuse(" is not the start of an allocated object");
   }
   const auto n = object_pins_.pin(p, bytes);
-  if (!n)
-    throw error(errc::invalid_argument,
-                at + " was freed while pinned; its memory waits for its last unpin");
+  if (!n) refuse(" was freed while pinned; its memory waits for its last unpin");
   return *n;
 }
 

@@ -9,7 +9,8 @@
 // goes back to the allocators only at its last unpin.
 //
 // Volatile and exact: shards of address -> entry under a lock each, and a
-// count of entries, so that a free with nothing pinned pays one load.
+// count of the shards that hold entries, so that a free with nothing
+// pinned pays one load.
 #pragma once
 
 #include <array>
@@ -56,7 +57,9 @@ class object_pins {
   // The pins on objects overlapping [from, to).
   [[nodiscard]] pin_totals in(std::uintptr_t from, std::uintptr_t to) const;
   [[nodiscard]] pin_totals totals() const { return in(0, UINTPTR_MAX); }
-  [[nodiscard]] bool any() const noexcept { return entries_.load(std::memory_order_acquire) != 0; }
+  [[nodiscard]] bool any() const noexcept {
+    return busy_shards_.load(std::memory_order_acquire) != 0;
+  }
 
  private:
   struct entry {
@@ -74,7 +77,9 @@ class object_pins {
     return shards_[(p >> 4) * 0x9e3779b97f4a7c15ull >> 58];
   }
   mutable std::array<shard, nr_shards> shards_;
-  std::atomic<std::uint64_t> entries_{0};
+  // Shards holding an entry: written only when a shard empties or stops
+  // being empty, so pins of objects in busy shards share no cache line.
+  alignas(64) std::atomic<std::uint64_t> busy_shards_{0};
 };
 
 }  // namespace daxalloc::detail

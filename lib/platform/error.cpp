@@ -41,7 +41,7 @@ constexpr std::array errc_table{
     errc_row{errc::too_large, "too_large", "too large", posix(std::errc::file_too_large)},
     errc_row{errc::already_exists, "already_exists", "already exists",
              posix(std::errc::file_exists)},
-    errc_row{errc::busy, "busy", "busy: opened by another process",
+    errc_row{errc::busy, "busy", "busy: held elsewhere (a lock, or pins)",
              posix(std::errc::device_or_resource_busy)},
     errc_row{errc::not_present, "not_present", "not present",
              posix(std::errc::no_such_device_or_address)},

@@ -17,6 +17,7 @@
 programs=/opt/daxalloc
 probe=$programs/tests/vm/dax_probe
 media_probe=$programs/tests/vm/media_probe
+direct_io_probe=$programs/tests/vm/direct_io_probe
 daxalloc=$programs/tools/daxalloc
 tour=$programs/examples/region_tour
 heap_tour=$programs/examples/heap_tour
@@ -149,6 +150,16 @@ find_pmem() {
   }
   ndctl list -N
 }
+# The disk for direct I/O: the host's raw image on virtio (/dev/vda), as
+# ext4 without dax, so that O_DIRECT on its files goes through the block
+# layer to a device that is not pmem.
+mount_disk() {
+  wait_for /dev/vda || return 1
+  mkfs.ext4 -F -q -b 4096 /dev/vda || return 1
+  mkdir -p /mnt/disk
+  mount -t ext4 /dev/vda /mnt/disk || return 1
+  grep " /mnt/disk " /proc/mounts
+}
 make_devdax() {
   ndctl create-namespace -f -e namespace0.0 --mode=devdax --align=2M && wait_for /dev/dax0.0 &&
     daxctl list
@@ -224,6 +235,23 @@ pmem_ok=0
 run modules sh "$self" --do load_modules
 run pmem0 sh "$self" --do find_pmem && pmem_ok=1
 
+disk_ok=0
+run disk-mount sh "$self" --do mount_disk && disk_ok=1
+
+# direct_io PHASE HEAP_PATH: O_DIRECT between a file on the disk and pinned
+# extents of a heap at HEAP_PATH (tests/vm/direct_io_probe.cpp).
+direct_io() {
+  if [ $disk_ok -eq 0 ]; then
+    skip "$1-direct-io" "no disk on /mnt/disk"
+    return
+  fi
+  want="is on block device vda
+region: kind $1,
+direct_io_probe: PASS O_DIRECT round trip
+direct_io_probe: PASS freed during I/O"
+  run "$1-direct-io" "$direct_io_probe" "$1" "$2" /mnt/disk/direct-io
+}
+
 # --- devdax ----------------------------------------------------------------
 devdax_ok=0
 if [ $pmem_ok -eq 0 ]; then
@@ -241,12 +269,15 @@ if [ $devdax_ok -eq 1 ]; then
   # device (a leftover from when heap_tour always recreated devdax heaps).
   ln -sf /dev/dax0.0 /tmp/heap-dax0.0
   heap_tours devdax /dev/dax0.0 /tmp/heap-dax0.0
+  # Last on the device: it makes a heap there of its own.
+  direct_io devdax /dev/dax0.0
 else
   skip devdax-probe "no /dev/dax0.0"
   for t in $devdax_tests; do skip "devdax-$t" "no /dev/dax0.0"; done
   skip devdax-region_tour "no /dev/dax0.0"
   skip devdax-heap_tour-create "no /dev/dax0.0"
   skip devdax-heap_tour-reopen "no /dev/dax0.0"
+  skip devdax-direct-io "no /dev/dax0.0"
 fi
 
 # --- fsdax -----------------------------------------------------------------
@@ -269,6 +300,7 @@ if [ $fsdax_ok -eq 1 ]; then
   run fsdax-region_tour "$tour" /mnt/dax/tour
   rm -f /mnt/dax/heap
   heap_tours fsdax /mnt/dax/heap
+  direct_io fsdax /mnt/dax/direct-io-heap
   # Last: the bad sector stays on the device until the namespace goes.
   bad_block_steps
   poison_steps
@@ -279,5 +311,6 @@ else
   skip fsdax-region_tour "no DAX file system on /mnt/dax"
   skip fsdax-heap_tour-create "no DAX file system on /mnt/dax"
   skip fsdax-heap_tour-reopen "no DAX file system on /mnt/dax"
+  skip fsdax-direct-io "no DAX file system on /mnt/dax"
   for s in $bad_block_step_names; do skip "$s" "no DAX file system on /mnt/dax"; done
 fi

@@ -3,7 +3,8 @@
 # initramfs holding the nvdimm, dax and ext4 modules, ndctl, daxctl,
 # mkfs.ext4 and the project's programs, boots the installed Debian kernel in
 # qemu (TCG: KVM guests hang on the build machines) with 3 GiB of emulated
-# pmem (memmap=3G!4G), lets the guest run guest-steps.sh, and checks the
+# pmem (memmap=3G!4G) and a small virtio disk (for direct I/O between a file
+# on it and heap memory), lets the guest run guest-steps.sh, and checks the
 # VMSTEP lines it printed on the console against expected_steps().
 #
 # Usage: tests/vm/run-vm.sh BUILD_DIR [SOURCE_DIR]
@@ -25,6 +26,7 @@ set -euo pipefail
 guest_programs=(
   tests/vm/dax_probe
   tests/vm/media_probe
+  tests/vm/direct_io_probe
   tools/daxalloc
   tests/test_region
   tests/test_heap
@@ -39,7 +41,8 @@ guest_programs=(
 # itself: dax_probe's and heap_tour's.)
 devdax_phase_tests=(test_region test_heap)
 # Kernel modules loaded in the guest, in this order, each after what it needs.
-guest_modules=(libnvdimm nd_btt nd_pmem nd_e820 dax_pmem device_dax ext4)
+# virtio_blk: the disk that direct I/O goes to and from (a host image).
+guest_modules=(libnvdimm nd_btt nd_pmem nd_e820 dax_pmem device_dax ext4 virtio_pci virtio_blk)
 # Host programs copied into the guest with their shared libraries (into
 # /usr/local/sbin, ahead of busybox in PATH). GNU cp, because test_heap copies
 # a heap with system("cp --sparse=always ..."), which busybox cp does not know.
@@ -99,14 +102,14 @@ copied_tests=()
 # Every step the guest must report, in order. guest-steps.sh prints them.
 expected_steps() {
   local t
-  echo modules pmem0 devdax-namespace devdax-probe
+  echo modules pmem0 disk-mount devdax-namespace devdax-probe
   for t in "${copied_tests[@]}"; do
     [[ " ${devdax_phase_tests[*]} " == *" $t "* ]] && echo "devdax-$t"
   done
-  echo devdax-region_tour devdax-heap_tour-create devdax-heap_tour-reopen
+  echo devdax-region_tour devdax-heap_tour-create devdax-heap_tour-reopen devdax-direct-io
   echo fsdax-namespace fsdax-mkfs fsdax-mount fsdax-probe
   for t in "${copied_tests[@]}"; do echo "fsdax-$t"; done
-  echo fsdax-region_tour fsdax-heap_tour-create fsdax-heap_tour-reopen
+  echo fsdax-region_tour fsdax-heap_tour-create fsdax-heap_tour-reopen fsdax-direct-io
   echo fsdax-badblock-fill fsdax-badblock-inject fsdax-badblock-open fsdax-badblock-check
   echo fsdax-badblock-repair fsdax-badblock-verify fsdax-poison-recovery fsdax-poison-slab
   echo fsdax-unsafe-shutdown-info
@@ -149,6 +152,13 @@ for t in "${!guest_test_exclude[@]}"; do
 done
 install -m 755 "$here/guest-steps.sh" "$root/vm/guest-steps.sh"
 vm_pack "$root" "$stage/initramfs.cpio"
+# The guest's disk for direct I/O (/dev/vda; it makes an ext4 on it): sparse,
+# in the stage, gone with it. The host's caching of it does not matter: the
+# guest's O_DIRECT is what takes its DAX pages for the I/O.
+disk_image=$stage/disk.img
+truncate -s 64M "$disk_image"
+# shellcheck disable=SC2054  # the commas are qemu's
+disk_args=(-drive "file=${disk_image//,/,,},if=virtio,format=raw")
 build_end=$(date +%s.%N)
 
 mkdir -p "$build/tests/vm"
@@ -160,7 +170,7 @@ echo "initramfs: $(($(stat -c %s "$stage/initramfs.cpio") >> 20)) MiB," \
 
 vm_start=$(date +%s.%N)
 timeout -k 10 "$vm_timeout" "$qemu" -accel tcg -cpu max "${memory_args[@]}" -smp 2 \
-  -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$stage/initramfs.cpio" -append "$kernel_args" \
+  -nographic -no-reboot -nic none "${disk_args[@]}" -kernel "$kernel" -initrd "$stage/initramfs.cpio" -append "$kernel_args" \
   </dev/null >"$log" 2>&1 &
 qemu_pid=$!
 status=0
