@@ -247,11 +247,29 @@ int run_create(const parsed_args& a, bool json) {
       throw usage_error("invalid --mode '" + *mode + "' (auto, cache-flush or msync)");
   }
   o.overwrite = a.flag("force");
+  std::vector<std::string> members;
+  if (const auto list = a.value("regions"))
+    for (std::size_t from = 0; from <= list->size();) {
+      const std::size_t comma = std::min(list->find(',', from), list->size());
+      if (comma > from) members.push_back(list->substr(from, comma - from));
+      from = comma + 1;
+    }
+  const std::uint64_t member_size = size_option(a, "region-size", false);
 
   std::optional<heap> h;
   {
     progress p("creating " + path + " (" + human_bytes(o.size) + ")");
     h.emplace(heap::create(path, o));
+  }
+  try {
+    for (const auto& m : members) {
+      progress p("adding " + m);
+      (void)h->add_region(m, member_size);
+    }
+  } catch (...) {
+    h->close();
+    heap::remove(path);  // all or nothing: the heap goes again
+    throw;
   }
   const heap_layout geo = h->layout();
   const heap_stats s = h->stats();
@@ -363,7 +381,8 @@ int run_info(const parsed_args& a, bool json) {
   const std::string kind = to_string(h.media().kind());
   const std::string persistence = h.persist().name();
   const std::uint64_t mapped = h.size();
-  const region_info record = h.regions().front();
+  const std::vector<region_info> regions = h.regions();
+  const region_info& record = regions.front();
   const unsafe_shutdown_detection detection = h.shutdown_detection();
   const bool unsafe = h.unsafe_shutdown();
   h.close();
@@ -396,6 +415,18 @@ int run_info(const parsed_args& a, bool json) {
         .field("device", record.device)
         .field("node", record.node)
         .end_object();
+    w.key("regions").begin_array();
+    for (const region_info& r : regions)
+      w.begin_object(true)
+          .field("path", r.path.string())
+          .field("kind", to_string(r.kind))
+          .field("offset", r.offset)
+          .field("size", r.size)
+          .field("align", r.align)
+          .field("device", r.device)
+          .field("node", r.node)
+          .end_object();
+    w.end_array();
     w.key("geometry")
         .begin_object()
         .field("section_size_bits", geo.section_size_bits)
@@ -482,6 +513,14 @@ int run_info(const parsed_args& a, bool json) {
   out += row("", "device " + (record.device.empty() ? "none" : record.device) + ", node " +
                      (record.node < 0 ? "unknown" : std::to_string(record.node)) +
                      ", mapping align " + human_bytes(record.align));
+  for (std::size_t i = 1; i < regions.size(); ++i) {
+    const region_info& r = regions[i];
+    out += row(i == 1 ? "added regions" : "",
+               r.path.string() + ": " + to_string(r.kind) + ", " +
+                   span_text(r.offset, r.offset + r.size) + ", device " +
+                   (r.device.empty() ? "none" : r.device) + ", node " +
+                   (r.node < 0 ? "unknown" : std::to_string(r.node)));
+  }
   out += "geometry\n";
   out += row("section size", human_bytes(geo.section_size) + " (section_size_bits " +
                                  std::to_string(geo.section_size_bits) + ")");
@@ -901,12 +940,53 @@ int run_repair(const parsed_args& a, bool json) {
 
 // -- grow and shrink --
 
-std::uint64_t present_end(const std::vector<section_view>& sections) {
-  const auto ranges = present_ranges(sections);
-  return ranges.empty() ? 0 : ranges.back().end;
+// The end of the heap's own present memory: below the regions added to it
+// (which sit at the top of its range).
+std::uint64_t present_end(const heap& h, const std::vector<section_view>& sections) {
+  std::uint64_t limit = UINT64_MAX;
+  for (const region_info& r : h.regions())
+    if (r.offset != 0) limit = std::min(limit, r.offset);
+  std::uint64_t end = 0;
+  for (const auto& r : present_ranges(sections))
+    if (r.end <= limit) end = r.end;
+  return end;
 }
 
 int run_compact(const parsed_args& a, bool json, bool trim);
+
+int run_region(const parsed_args& a, bool json, bool add) {
+  const std::string path = a.positionals[0], member = a.positionals[1];
+  heap h = heap::open(path, open_options(a));
+  if (add)
+    (void)h.add_region(member, size_option(a, "size", false));
+  else
+    h.remove_region(member);
+  const std::vector<region_info> regions = h.regions();
+  h.close();
+  if (json) {
+    json_writer w;
+    w.begin_object().field("path", path).field(add ? "added" : "removed", member);
+    w.key("regions").begin_array();
+    for (const region_info& r : regions)
+      w.begin_object(true)
+          .field("path", r.path.string())
+          .field("offset", r.offset)
+          .field("size", r.size)
+          .field("node", r.node)
+          .end_object();
+    w.end_array().end_object();
+    print(w.str());
+    return exit_ok;
+  }
+  std::string out =
+      (add ? "added " : "removed ") + member + (add ? " to " : " from ") + path + "\n";
+  for (const region_info& r : regions)
+    out += row(r.offset == 0 ? "regions" : "",
+               r.path.string() + "  " + span_text(r.offset, r.offset + r.size) + ", node " +
+                   (r.node < 0 ? "unknown" : std::to_string(r.node)));
+  print(out);
+  return exit_ok;
+}
 
 int run_hotplug(const parsed_args& a, bool json, bool grow) {
   const std::string path = a.positionals[0];
@@ -916,7 +996,7 @@ int run_hotplug(const parsed_args& a, bool json, bool grow) {
     throw usage_error("--by " + human_bytes(by) +
                       " is not a multiple of 2 MiB (the subsection size)");
   heap h = heap::open(path, open_options(a));
-  const std::uint64_t end = present_end(present_sections(h));
+  const std::uint64_t end = present_end(h, present_sections(h));
   std::uint64_t start = end;
   if (grow) {
     h.hot_add(end, by);
@@ -1083,14 +1163,20 @@ const std::vector<command>& commands() {
        run_devices},
       {{"create",
         {"PATH"},
-        "PATH --size SIZE [--max-size SIZE] [--section-bits N] [--mode MODE] [--force] [--json]",
+        "PATH --size SIZE [--max-size SIZE] [--regions PATH,...] [--region-size SIZE]\n"
+        "     [--section-bits N] [--mode MODE] [--force] [--json]",
         "create a heap on a file or a devdax device",
         "Create a heap on PATH: a new file (on a DAX file system, or any file for\n"
         "emulated pmem) or a devdax device (/dev/daxX.Y). SIZE bytes are present\n"
         "at once (rounded up to 2 MiB); the address range reserved for online growth\n"
         "is --max-size (default 1 TiB; a devdax device: the device). Sizes take K, M,\n"
-        "G or T suffixes (powers of 1024). An existing file is never overwritten.\n",
+        "G or T suffixes (powers of 1024). An existing file is never overwritten.\n"
+        "--regions adds more files or devdax devices to the heap (heap::add_region),\n"
+        "each at the top of the range, with its own NUMA node; --max-size must leave\n"
+        "room for them (whole 1 GiB spans each).\n",
         {{"size", "SIZE", "bytes present after create (required)"},
+         {"regions", "PATH,...", "more files or devdax devices in the heap"},
+         {"region-size", "SIZE", "size of each new file of --regions (default: its size)"},
          {"max-size", "SIZE", "address range reserved for growth (default 1 TiB)"},
          {"section-bits", "N", "27..30: 128 MiB .. 1 GiB sections (default 27)"},
          {"mode", "MODE", "auto, cache-flush or msync: how stores become durable"},
@@ -1160,6 +1246,25 @@ const std::vector<command>& commands() {
         "when the heap is consistent afterwards, 1 otherwise.\n",
         {accept_option, json_option}},
        run_repair},
+      {{"add-region",
+        {"PATH", "REGION"},
+        "PATH REGION [--size SIZE] [--accept-unsafe-shutdown] [--json]",
+        "add a file or devdax device to the heap (heap::add_region)",
+        "Add REGION, a file (created with SIZE when missing) or a devdax device, to\n"
+        "the heap at PATH: it is labelled, recorded in the superblock with its node,\n"
+        "and its memory is hot-added. All or nothing across a crash.\n",
+        {{"size", "SIZE", "size of a new file (default: the file's or device's size)"},
+         accept_option,
+         json_option}},
+       [](const parsed_args& a, bool json) { return run_region(a, json, true); }},
+      {{"remove-region",
+        {"PATH", "REGION"},
+        "PATH REGION [--accept-unsafe-shutdown] [--json]",
+        "remove an added region from the heap (heap::remove_region)",
+        "Remove the added region REGION: its memory is hot-removed (movable objects\n"
+        "migrate out; allocations refuse it: in_use), then its record goes.\n",
+        {accept_option, json_option}},
+       [](const parsed_args& a, bool json) { return run_region(a, json, false); }},
       {{"grow",
         {"PATH"},
         "PATH --by SIZE [--accept-unsafe-shutdown] [--json]",

@@ -447,9 +447,13 @@ std::uint64_t heap_impl::trim() {
   give_back_for_hot_remove();
   const auto& geo = model_->geo();
   std::uint64_t removed = 0;
+  // The heap's own memory only: added regions sit at the top of the range.
+  std::uint64_t sections = geo.nr_sections();
+  for (const sparse::member_record& m : model_->members())
+    sections = std::min(sections, m.offset >> geo.section_size_bits);
   for (;;) {
     std::uint64_t end = 0;
-    for (std::uint64_t nr = geo.nr_sections(); nr-- > 0 && end == 0;) {
+    for (std::uint64_t nr = sections; nr-- > 0 && end == 0;) {
       if (!model_->section_present(nr)) continue;
       for (std::uint64_t at = (nr + 1) << geo.section_size_bits; at > nr << geo.section_size_bits;
            at -= sparse::subsection_size)

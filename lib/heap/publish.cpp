@@ -555,8 +555,7 @@ void heap_impl::flush_targets(unsigned i) const noexcept {
     }
   };
   for_each_range(i, [&](std::uint64_t at, std::uint64_t n) {
-    if (model_->mapped(at, n))
-      beneath_.flush(model_->base() + at, n);
+    if (model_->mapped(at, n)) beneath_.flush(model_->base() + at, n);
   });
   if (noted <= max_noted_targets) {
     for (unsigned k = 0; k < noted; ++k) flush(ls.targets[k].load(std::memory_order_relaxed));

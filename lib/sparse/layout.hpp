@@ -126,18 +126,18 @@ inline constexpr std::uint8_t pageblock_skip_bit = 0x8;  // compaction skip (PB_
 // holds the records; a record changes only with a superblock update.
 inline constexpr std::size_t max_members = 8;
 inline constexpr std::uint64_t member_alignment = std::uint64_t{1} << 30;  // a memmap span
-inline constexpr std::uint64_t member_label_size = subsection_size;         // its first 2 MiB
+inline constexpr std::uint64_t member_label_size = subsection_size;        // its first 2 MiB
 enum member_state : std::uint32_t {
   member_adding = 1,  // recorded, its memory maybe not all added yet: open finishes the add
   member_online = 2,
 };
 struct member_record {
-  std::uint64_t offset;  // member_alignment aligned, beyond the head and memmap area
-  std::uint64_t size;    // the label's 2 MiB and the memory after it; 2 MiB multiple
-  std::uint8_t uuid[16];  // its label's
-  std::int32_t node;      // NUMA node of the device when added (-1 unknown)
-  std::uint32_t kind;     // daxalloc::region_kind when added
-  std::uint32_t state;    // member_state
+  std::uint64_t offset;    // member_alignment aligned, beyond the head and memmap area
+  std::uint64_t size;      // the label's 2 MiB and the memory after it; 2 MiB multiple
+  std::uint8_t uuid[16];   // its label's
+  std::int32_t node;       // NUMA node of the device when added (-1 unknown)
+  std::uint32_t kind;      // daxalloc::region_kind when added
+  std::uint32_t state;     // member_state
   std::uint32_t reserved;  // zero
   char path[208];          // where it was when last opened, NUL-terminated
 };

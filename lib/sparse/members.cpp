@@ -23,14 +23,14 @@ std::string path_of(const member_record& m) {
 
 // The label's problem as a member of `sb` described by `m`; empty if none.
 std::string label_problem(const member_label& l, const superblock& sb, const member_record& m) {
-  if (std::memcmp(l.magic, member_magic, sizeof l.magic) != 0) return "it has no member label";
+  if (std::memcmp(l.magic, member_magic, sizeof l.magic) != 0) return "it has no region label";
   member_label sealed = l;
   member_label_seal(sealed);
-  if (sealed.checksum != l.checksum) return "its member label fails its checksum";
+  if (sealed.checksum != l.checksum) return "its region label fails its checksum";
   if (std::memcmp(l.heap_uuid, sb.uuid, sizeof sb.uuid) != 0)
-    return "its label names another heap (a member of another heap, or of an older copy)";
+    return "its label names another heap (a region of another heap, or of an older copy)";
   if (std::memcmp(l.uuid, m.uuid, sizeof m.uuid) != 0 || l.offset != m.offset || l.size != m.size)
-    return "its label names another member of this heap (at " + hex(l.offset) +
+    return "its label names another region of this heap (at " + hex(l.offset) +
            "): swapped with it?";
   return {};
 }
@@ -41,12 +41,13 @@ void memory_model::attach_members(const open_options& options) {
   const std::string where = region_.path().string() + ": ";
   for (std::uint32_t i = 0; i < super_.nr_members; ++i) {
     const member_record& m = super_.members[i];
-    const std::filesystem::path path = i < options.member_paths.size() &&
-                                               !options.member_paths[i].empty()
-                                           ? options.member_paths[i]
-                                           : std::filesystem::path(path_of(m));
-    const std::string which = "member " + std::to_string(i) + " (" + path.string() + ", at " +
-                              hex(m.offset) + ")";
+    const std::filesystem::path path =
+        i < options.member_paths.size() && !options.member_paths[i].empty()
+            ? options.member_paths[i]
+            : std::filesystem::path(path_of(m));
+    // (Region 0 is the heap's own file: its members are regions 1 and on.)
+    const std::string which =
+        "region " + std::to_string(i + 1) + " (" + path.string() + ", at " + hex(m.offset) + ")";
     region_options ro;
     ro.read_only = region_.read_only();
     ro.exclusive = options.region.exclusive;
@@ -58,7 +59,7 @@ void memory_model::attach_members(const open_options& options) {
       if (e.code() == errc::not_found)
         throw error(errc::not_found,
                     where + which + " is missing (" + e.what() +
-                        "); if it has another path now, give it (heap_open_options::member_paths)");
+                        "); if it has another path now, give it (heap_open_options::region_paths)");
       throw error(static_cast<errc>(e.code().value()),
                   where + which + " cannot be mapped: " + e.what());
     }
@@ -67,19 +68,20 @@ void memory_model::attach_members(const open_options& options) {
                                      std::to_string(m.size >> 20) + " MiB it had when added");
     member_label label{};
     if (auto failure = reader_.copy(&label, base(), m.offset, sizeof label))
-      throw error(errc::media_error, where + which + ": its label does not read: " +
-                                         media::describe(*failure));
+      throw error(errc::media_error,
+                  where + which + ": its label does not read: " + media::describe(*failure));
     if (auto why = label_problem(label, super_, m); !why.empty())
-      throw error(errc::geometry_mismatch, where + which + " is not this heap's member " +
-                                               std::to_string(i) + ": " + why);
+      throw error(errc::geometry_mismatch, where + which + " is not this heap's region " +
+                                               std::to_string(i + 1) + ": " + why);
   }
 }
 
-// An add that a crash cut short after its record: the memory not added yet
-// is added now (a committed intent was redone already), and the record
-// goes online. Roll forward: a member once recorded is there whole.
-// A member found at another path than its record's gets the new one.
-void memory_model::finish_member_adds() {
+// Adds and removals that a crash cut short, rolled forward: a member
+// recorded as adding gets the memory not added yet (a committed intent was
+// redone already) and goes online; one online with none of its memory
+// present goes. A member found at another path than its record's gets the
+// new one.
+void memory_model::settle_members() {
   bool changed = false;
   for (std::uint32_t i = 0; i < super_.nr_members; ++i) {
     member_record& m = super_.members[i];
@@ -90,9 +92,30 @@ void memory_model::finish_member_adds() {
       std::memcpy(m.path, now->path.c_str(), now->path.string().size());
       changed = true;
     }
-    if (m.state != member_adding) continue;
+    if (m.state == member_online) {
+      // A region with none of its memory present (a remove_region that a
+      // crash cut short after its hot-remove) holds nothing: its removal
+      // is finished here, as the add of one recorded as adding is below.
+      bool empty = true;
+      for (std::uint64_t at = m.offset + member_label_size; empty && at < m.offset + m.size;
+           at += subsection_size)
+        empty = !subsection_present(at);
+      if (!empty) continue;
+      if (region_.read_only()) {
+        pending_.push_back("finish removing region " + std::to_string(i + 1) + " (" + path_of(m) +
+                           "): none of its memory is present");
+        continue;
+      }
+      const std::uint64_t offset = m.offset;
+      std::copy(super_.members + i + 1, super_.members + super_.nr_members, super_.members + i);
+      super_.members[--super_.nr_members] = member_record{};
+      region_.detach(offset);
+      changed = true;
+      --i;
+      continue;
+    }
     if (region_.read_only()) {
-      pending_.push_back("finish adding member " + std::to_string(i) + " (" + path_of(m) + ")");
+      pending_.push_back("finish adding region " + std::to_string(i + 1) + " (" + path_of(m) + ")");
       continue;
     }
     std::lock_guard lock(hotplug_mutex_);
@@ -117,16 +140,17 @@ void memory_model::finish_member_adds() {
 
 const member_record& memory_model::add_member(const std::filesystem::path& path,
                                               const member_options& options) {
-  refuse_if_read_only("add a member");
+  refuse_if_read_only("add a region");
   std::lock_guard lock(hotplug_mutex_);
-  const std::string what = region_.path().string() + ": add member " + path.string() + ": ";
+  const std::string what = region_.path().string() + ": add region " + path.string() + ": ";
   if (!geo_.memmap_area)
     throw error(errc::unsupported,
-                what + "the heap has no memmap area (upgraded from format 5 or older), and a "
-                       "member's memmap lives in it");
+                what +
+                    "the heap has no memmap area (upgraded from format 5 or older), and a "
+                    "region's memmap lives in it");
   if (super_.nr_members == max_members)
-    throw error(errc::too_large, what + "the heap has " + std::to_string(max_members) +
-                                     " members already");
+    throw error(errc::too_large,
+                what + "the heap has " + std::to_string(max_members) + " added regions already");
   if (path.string().size() >= sizeof(member_record::path))
     throw error(errc::invalid_argument, what + "the path is longer than " +
                                             std::to_string(sizeof(member_record::path) - 1) +
@@ -147,7 +171,7 @@ const member_record& memory_model::add_member(const std::filesystem::path& path,
   try {
     if (size <= member_label_size)
       throw error(errc::too_small, what + "it holds " + std::to_string(size >> 20) +
-                                       " MiB; a member needs its 2 MiB label and memory after it");
+                                       " MiB; a region needs its 2 MiB label and memory after it");
     // Where: below the lowest member (or the top of the range), whole spans.
     std::uint64_t top = geo_.max_range;
     for (const member_record& m : members()) top = std::min(top, m.offset);
@@ -156,11 +180,11 @@ const member_record& memory_model::add_member(const std::filesystem::path& path,
     const std::uint64_t floor =
         align_up(std::max<std::uint64_t>(region_.size(), geo_.data_start()), member_alignment);
     if (span > top || top - span < floor)
-      throw error(errc::out_of_space,
-                  what + "no room for " + std::to_string(span >> 30) +
-                      " GiB of spans in the heap's range of " +
-                      std::to_string(geo_.max_range >> 30) + " GiB above its own memory (" +
-                      hex(floor) + "); create the heap with a larger max_size");
+      throw error(errc::out_of_space, what + "no room for " + std::to_string(span >> 30) +
+                                          " GiB of spans in the heap's range of " +
+                                          std::to_string(geo_.max_range >> 30) +
+                                          " GiB above its own memory (" + hex(floor) +
+                                          "); create the heap with a larger max_size");
     const std::uint64_t offset = top - span;
     for (std::uint64_t at = offset; at < offset + size; at += subsection_size)
       if (subsection_present(at))
@@ -205,26 +229,27 @@ const member_record& memory_model::add_member(const std::filesystem::path& path,
     return super_.members[super_.nr_members - 1];
   } catch (...) {
     // A file made by this call and never recorded goes again.
-    if (created && std::none_of(super_.members, super_.members + super_.nr_members,
-                                [&](const member_record& m) { return path_of(m) == path.string(); }))
+    if (created &&
+        std::none_of(super_.members, super_.members + super_.nr_members,
+                     [&](const member_record& m) { return path_of(m) == path.string(); }))
       std::filesystem::remove(path);
     throw;
   }
 }
 
 void memory_model::remove_member(std::size_t index) {
-  refuse_if_read_only("remove a member");
+  refuse_if_read_only("remove a region");
   std::lock_guard lock(hotplug_mutex_);
   if (index >= super_.nr_members)
-    throw error(errc::not_found, region_.path().string() + ": no member " + std::to_string(index));
+    throw error(errc::not_found,
+                region_.path().string() + ": no region " + std::to_string(index + 1));
   const member_record m = super_.members[index];
   for (std::uint64_t at = m.offset; at < m.offset + m.size; at += subsection_size)
     if (subsection_present(at))
-      throw error(errc::in_use, region_.path().string() + ": remove member " + path_of(m) +
+      throw error(errc::in_use, region_.path().string() + ": remove region " + path_of(m) +
                                     ": memory at " + hex(at) +
                                     " is still present (hot-remove it first)");
-  std::copy(super_.members + index + 1, super_.members + super_.nr_members,
-            super_.members + index);
+  std::copy(super_.members + index + 1, super_.members + super_.nr_members, super_.members + index);
   super_.members[--super_.nr_members] = member_record{};
   write_superblocks();
   region_.detach(m.offset);

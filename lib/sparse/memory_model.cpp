@@ -536,7 +536,7 @@ void memory_model::load(const open_options& options) {
     }
   }
   if (auto u = probe_metadata_descriptors()) refuse(*u);
-  finish_member_adds();
+  settle_members();
   if (auto problems = check(); !problems.empty())
     throw error(
         errc::corrupt,

@@ -203,8 +203,7 @@ class memory_model {
   // label's 2 MiB, and records it online: a crash after the record leaves
   // an add that the next open finishes. remove_member drops the record and
   // unmaps the member, whose memory must be absent (errc::in_use).
-  const member_record& add_member(const std::filesystem::path& path,
-                                  const member_options& options);
+  const member_record& add_member(const std::filesystem::path& path, const member_options& options);
   void remove_member(std::size_t index);
   [[nodiscard]] std::span<const member_record> members() const noexcept {
     return {super_.members, super_.nr_members};
@@ -230,7 +229,7 @@ class memory_model {
                                                    std::uint64_t data);
   void load(const open_options& options);
   void attach_members(const open_options& options);
-  void finish_member_adds();
+  void settle_members();
   void init_volatile();
   void write_superblocks();
   void add_locked(std::uint64_t start, std::uint64_t length, std::optional<bool> fresh);

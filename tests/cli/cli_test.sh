@@ -99,7 +99,7 @@ grep -qE '^  unsafe shutdown +detection not available \(.+\)$' "$out/stdout" ||
   fail "info does not say unsafe-shutdown detection is not available"
 run 0 info "$heap" --accept-unsafe-shutdown
 run 0 info "$heap" --json
-json_true 'd["format_version"] == 7 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
+json_true 'd["format_version"] == 8 and d["shutdown"] == "clean" and not d["unclean_shutdown"]'
 json_true 'not d["unsafe_shutdown"] and not d["unsafe_shutdown_detection"]["available"] and d["unsafe_shutdown_detection"]["note"]'
 json_true 'd["geometry"]["section_size"] == 128 * 2**20 and d["geometry"]["max_range"] == 4 * 2**30'
 # The head and span 0's memmap block, then the memory after the memmap area
@@ -394,8 +394,8 @@ refused_version() {
   run 1 create "$heap" --size 8M
   stderr_has "already"
 }
-refused_version newer "is newer than this library's 7"
-refused_version older "format version 1 is older than this library's 7"
+refused_version newer "is newer than this library's 8"
+refused_version older "format version 1 is older than this library's 8"
 damaged=$prefix-damaged
 run 0 create "$damaged" --size 8M
 patch_superblocks "$damaged" damage

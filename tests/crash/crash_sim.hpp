@@ -59,6 +59,11 @@ class simulator {
   simulator(const simulator&) = delete;
   simulator& operator=(const simulator&) = delete;
 
+  // Flushes in `r` are not simulated: lines of another file (an added
+  // region, whose label is made durable before anything names it) that the
+  // images leave as they are at the end of the run.
+  void ignore(range r) { ignored_.push_back(r); }
+
   // Ends the run: records the final crash point (after the last fence).
   // Returns problems found: lines flushed outside the watched ranges, stores
   // never flushed and fenced. The region keeps routing flushes here until it
@@ -83,6 +88,7 @@ class simulator {
   std::byte* base_;
   std::filesystem::path path_;
   std::vector<range> watched_;
+  std::vector<range> ignored_;
   std::vector<std::vector<std::byte>> durable_;
   std::mutex mutex_;
   struct pending_line {

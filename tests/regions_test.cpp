@@ -1,0 +1,185 @@
+// One heap over several files or devices (format 8): heap::add_region and
+// remove_region, open reassembling the regions, and its refusals.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "daxalloc/heap.hpp"
+#include "test_util.hpp"
+
+using daxalloc::errc;
+using daxalloc::heap;
+
+namespace {
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20, GiB = std::uint64_t{1} << 30;
+
+heap make_heap(const test::temp_file& f, std::uint64_t max = 8 * GiB) {
+  daxalloc::heap_options o;
+  o.size = 64 * MiB;
+  o.max_size = max;
+  o.mode = daxalloc::persistence_mode::cache_flush;
+  return heap::create(f.path(), o);
+}
+
+daxalloc::heap_open_options flushed() {
+  daxalloc::heap_open_options o;
+  o.mode = daxalloc::persistence_mode::cache_flush;
+  return o;
+}
+
+// Allocates 1 MiB extents, patterned, until one lands in [from, to).
+std::vector<std::uint64_t> fill_into(heap& h, std::uint64_t from, std::uint64_t to) {
+  std::vector<std::uint64_t> got;
+  for (int i = 0; i < 400; ++i) {
+    void* p = h.allocate(MiB);
+    std::memset(p, static_cast<int>(got.size() & 0xff), MiB);
+    h.persist().persist(p, MiB);
+    got.push_back(h.offset_of(p));
+    if (got.back() >= from && got.back() < to) break;
+  }
+  return got;
+}
+
+bool intact(const heap& h, const std::vector<std::uint64_t>& objects) {
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    const auto* b = static_cast<const unsigned char*>(h.at(objects[i]));
+    if (!std::all_of(b, b + MiB, [&](unsigned char c) { return c == (i & 0xff); })) return false;
+  }
+  return true;
+}
+}  // namespace
+
+TEST_CASE("a region added online holds memory, and open reassembles the heap") {
+  test::temp_file f("regions"), g("regions-member");
+  std::vector<std::uint64_t> objects;
+  daxalloc::region_info added;
+  {
+    heap h = make_heap(f);
+    added = h.add_region(g.path(), 256 * MiB);
+    CHECK(added.path == g.path());
+    CHECK(added.offset == 7 * GiB);  // the top of the 8 GiB range, a whole span
+    CHECK(added.size == 256 * MiB);
+    CHECK(added.kind == h.media().kind());
+    const auto regions = h.regions();
+    REQUIRE(regions.size() == 2);
+    CHECK(regions[0].path == f.path());
+    CHECK(regions[1].offset == added.offset);
+    CHECK(h.stats().present_bytes >= 64 * MiB + 254 * MiB);
+    objects = fill_into(h, added.offset, added.offset + added.size);
+    REQUIRE(h.offset_of(h.at(objects.back())) >= added.offset);
+    CHECK(intact(h, objects));
+    // Its label is never memory.
+    CHECK_ERRC(h.hot_add(added.offset, 2 * MiB), errc::already_exists);
+    test::require_sound(h);
+  }
+  heap h = heap::open(f.path(), flushed());
+  CHECK(h.outcome() == daxalloc::open_outcome::clean);
+  REQUIRE(h.regions().size() == 2);
+  CHECK(intact(h, objects));
+  test::require_sound(h);
+  // A second one goes below the first.
+  test::temp_file k("regions-second");
+  CHECK(h.add_region(k.path(), 64 * MiB).offset == 6 * GiB);
+  CHECK(h.regions().size() == 3);
+  test::require_sound(h);
+}
+
+TEST_CASE("open refuses a missing or swapped region, and takes its new path") {
+  test::temp_file f("regions-refuse"), a("regions-a"), b("regions-b"), other("regions-other");
+  {
+    heap h = make_heap(f);
+    (void)h.add_region(a.path(), 64 * MiB);
+    (void)h.add_region(b.path(), 64 * MiB);
+  }
+  const auto moved = a.path().string() + ".moved";
+  std::filesystem::rename(a.path(), moved);
+  try {
+    (void)heap::open(f.path(), flushed());
+    FAIL("a heap without its region opened");
+  } catch (const daxalloc::error& e) {
+    CHECK(e.code() == errc::not_found);
+    CHECK(std::string(e.what()).find("region_paths") != std::string::npos);
+  }
+  {
+    daxalloc::heap_open_options o = flushed();
+    o.region_paths = {moved};
+    heap h = heap::open(f.path(), o);
+    CHECK(h.regions()[1].path == moved);
+  }
+  {  // the new path was recorded
+    heap h = heap::open(f.path(), flushed());
+    CHECK(h.regions()[1].path == moved);
+  }
+  // Swapped: each file where the other one was.
+  std::filesystem::rename(moved, other.path());
+  std::filesystem::rename(b.path(), moved);
+  std::filesystem::rename(other.path(), b.path());
+  CHECK_ERRC((void)heap::open(f.path(), flushed()), errc::geometry_mismatch);
+  // A region of another heap.
+  test::temp_file f2("regions-refuse-2"), c("regions-c");
+  {
+    heap h2 = make_heap(f2);
+    (void)h2.add_region(c.path(), 64 * MiB);
+  }
+  daxalloc::heap_open_options o = flushed();
+  o.region_paths = {c.path(), moved};
+  CHECK_ERRC((void)heap::open(f.path(), o), errc::geometry_mismatch);
+  o.region_paths = {b.path(), moved};
+  heap h = heap::open(f.path(), o);  // swapped back by path
+  test::require_sound(h);
+}
+
+TEST_CASE("remove_region empties a region as hot_remove does, then forgets it") {
+  test::temp_file f("regions-remove"), g("regions-remove-member");
+  heap h = make_heap(f);
+  const daxalloc::region_info r = h.add_region(g.path(), 128 * MiB);
+  auto objects = fill_into(h, r.offset, r.offset + r.size);
+  REQUIRE(objects.back() >= r.offset);
+  CHECK_ERRC(h.remove_region(g.path()), errc::in_use);
+  auto pinned = h.pin(static_cast<char*>(h.at(objects.back())));
+  h.deallocate(h.at(objects.back()));
+  CHECK_ERRC(h.remove_region(g.path()), errc::busy);  // its memory is pinned
+  pinned.reset();
+  objects.pop_back();
+  CHECK(h.regions().size() == 2);
+  h.remove_region(g.path());
+  CHECK(h.regions().size() == 1);
+  CHECK(intact(h, objects));
+  CHECK_ERRC(h.remove_region(g.path()), errc::not_found);
+  test::require_sound(h);
+  h.close();
+  h = heap::open(f.path(), flushed());
+  CHECK(h.regions().size() == 1);
+  CHECK(intact(h, objects));
+  // The file can be added again (its old label is overwritten).
+  CHECK(h.add_region(g.path()).size == 128 * MiB);
+  test::require_sound(h);
+}
+
+TEST_CASE("add_region refuses what cannot be a region of the heap") {
+  test::temp_file f("regions-bad"), g("regions-bad-member"), small("regions-small");
+  heap h = make_heap(f, 1 * GiB);  // no room above its own memory
+  CHECK_ERRC((void)h.add_region(g.path(), 64 * MiB), errc::out_of_space);
+  CHECK_FALSE(std::filesystem::exists(g.path()));  // made by the call, and removed again
+  heap h2 = make_heap(small, 8 * GiB);
+  CHECK_ERRC((void)h2.add_region(g.path(), 2 * MiB), errc::too_small);  // its label only
+  CHECK_ERRC((void)h2.add_region(f.path()), errc::busy);                // the other heap's file
+  test::require_sound(h2);
+}
+
+TEST_CASE("a read-only open maps the regions too") {
+  test::temp_file f("regions-ro"), g("regions-ro-member");
+  std::vector<std::uint64_t> objects;
+  {
+    heap h = make_heap(f);
+    const auto r = h.add_region(g.path(), 64 * MiB);
+    objects = fill_into(h, r.offset, r.offset + r.size);
+  }
+  heap h = heap::open_read_only(f.path(), flushed());
+  CHECK(h.regions().size() == 2);
+  CHECK(intact(h, objects));
+  CHECK_ERRC((void)h.add_region(g.path()), errc::read_only);
+}
