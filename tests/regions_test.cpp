@@ -183,3 +183,17 @@ TEST_CASE("a read-only open maps the regions too") {
   CHECK(intact(h, objects));
   CHECK_ERRC((void)h.add_region(g.path()), errc::read_only);
 }
+
+TEST_CASE("the fences of add_region and remove_region (docs/api.md)") {
+  test::temp_file f("regions-fences"), g("regions-fences-member");
+  heap h = make_heap(f);
+  daxalloc::reset_this_thread_persist_counters();
+  (void)h.add_region(g.path(), 64 * MiB);
+  const std::uint64_t add = daxalloc::this_thread_persist_counters().fences;
+  daxalloc::reset_this_thread_persist_counters();
+  h.remove_region(g.path());
+  const std::uint64_t remove = daxalloc::this_thread_persist_counters().fences;
+  MESSAGE("add_region: " << add << " fences, remove_region: " << remove);
+  CHECK(add == 9);     // the label, 2 superblock updates of 2 copies each, hot-add's 4
+  CHECK(remove == 5);  // hot_remove's 3, one superblock update of 2 copies
+}

@@ -261,14 +261,18 @@ int run_create(const parsed_args& a, bool json) {
     progress p("creating " + path + " (" + human_bytes(o.size) + ")");
     h.emplace(heap::create(path, o));
   }
+  std::vector<std::string> made;  // region files this command creates
   try {
     for (const auto& m : members) {
       progress p("adding " + m);
+      const bool existed = std::filesystem::exists(m);
       (void)h->add_region(m, member_size);
+      if (!existed) made.push_back(m);
     }
   } catch (...) {
     h->close();
-    heap::remove(path);  // all or nothing: the heap goes again
+    heap::remove(path);  // all or nothing: the heap goes again, and the files made for it
+    for (const auto& m : made) std::filesystem::remove(m);
     throw;
   }
   const heap_layout geo = h->layout();
@@ -767,7 +771,16 @@ int run_map(const parsed_args& a, bool json) {
   heap h = heap::open_read_only(path, open_options(a));
   const heap_layout geo = h.layout();
   auto sections = present_sections(h);
+  const std::vector<region_info> regions = h.regions();
   h.close();
+  // The node of the region a section lies in (the heap's own below the
+  // added ones): "?" when none is known.
+  const auto node_of = [&](std::uint64_t offset) {
+    int node = regions.front().node;
+    for (const region_info& r : regions)
+      if (r.offset != 0 && offset >= r.offset && offset < r.offset + r.size) node = r.node;
+    return node;
+  };
   if (only) {
     if (*only >= geo.nr_sections)
       throw error(errc::invalid_argument, path + ": section " + std::to_string(*only) +
@@ -798,6 +811,7 @@ int run_map(const parsed_args& a, bool json) {
       w.begin_object()
           .field("nr", s.info.number)
           .field("start", s.info.offset)
+          .field("node", node_of(s.info.offset))
           .field("map", line_of(s));
       w.key("types").begin_array(true);
       for (const auto& pb : s.pageblocks) w.value(pb.present ? to_string(pb.type) : "absent");
@@ -814,14 +828,16 @@ int run_map(const parsed_args& a, bool json) {
   std::string out =
       path + ": one character per " + human_bytes(pageblock_size) + " pageblock, one line per " +
       human_bytes(std::min<std::uint64_t>(geo.section_size, per_line * pageblock_size)) + "\n";
-  table t({"section", "start", "pageblocks"}, {true, true, false});
+  table t({"section", "node", "start", "pageblocks"}, {true, true, true, false});
   std::map<char, std::uint64_t> counts;
   for (const auto& s : sections) {
     const std::string chars = line_of(s);
+    const int node = node_of(s.info.offset);
     for (char c : chars) ++counts[c];
     for (std::size_t at = 0; at < chars.size(); at += per_line)
-      t.add({at ? "" : std::to_string(s.info.number), hex(s.info.offset + at * pageblock_size),
-             chars.substr(at, per_line)});
+      t.add({at ? "" : std::to_string(s.info.number),
+             at ? "" : (node < 0 ? "?" : std::to_string(node)),
+             hex(s.info.offset + at * pageblock_size), chars.substr(at, per_line)});
   }
   out += t.render();
   out += "legend\n";

@@ -76,6 +76,23 @@ void memory_model::attach_members(const open_options& options) {
   }
 }
 
+void memory_model::member_problems(std::vector<std::string>& out) const {
+  for (std::uint32_t i = 0; i < super_.nr_members; ++i) {
+    const member_record& m = super_.members[i];
+    const std::string which = "region " + std::to_string(i + 1) + " (" + path_of(m) + "): ";
+    if (!mapped(m.offset, m.size)) {
+      out.push_back(which + "not mapped whole");
+      continue;
+    }
+    member_label label{};
+    if (auto failure = reader_.copy(&label, base(), m.offset, sizeof label))
+      out.push_back(which + "its label does not read: " + media::describe(*failure));
+    else if (auto why = label_problem(label, super_, m); !why.empty())
+      out.push_back(which + why);
+    if (subsection_present(m.offset)) out.push_back(which + "its label's 2 MiB are present memory");
+  }
+}
+
 // Adds and removals that a crash cut short, rolled forward: a member
 // recorded as adding gets the memory not added yet (a committed intent was
 // redone already) and goes online; one online with none of its memory
@@ -207,7 +224,7 @@ const member_record& memory_model::add_member(const std::filesystem::path& path,
       std::memcpy(m.path, path.c_str(), path.string().size());
       member_label label{};
       std::memcpy(label.magic, member_magic, sizeof label.magic);
-      std::memcpy(label.heap_uuid, super_.uuid, sizeof label.uuid);
+      std::memcpy(label.heap_uuid, super_.uuid, sizeof label.heap_uuid);
       std::memcpy(label.uuid, m.uuid, sizeof m.uuid);
       label.offset = offset;
       label.size = size;

@@ -1008,6 +1008,7 @@ void memory_model::refresh_volatile(std::uint64_t start, std::uint64_t length) {
 std::vector<std::string> memory_model::check() const {
   std::vector<std::string> out;
   const auto fail = [&](std::string s) { out.push_back(std::move(s)); };
+  member_problems(out);
   // What does not read is reported and not looked at further (a load of it
   // would end the process).
   superblock copies[2] = {};

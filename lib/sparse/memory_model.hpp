@@ -229,6 +229,8 @@ class memory_model {
                                                    std::uint64_t data);
   void load(const open_options& options);
   void attach_members(const open_options& options);
+  // Each added region mapped whole, its label intact, its label's 2 MiB absent.
+  void member_problems(std::vector<std::string>& out) const;
   void settle_members();
   void init_volatile();
   void write_superblocks();

@@ -62,9 +62,10 @@ std::string member_records_problem(const superblock& sb, const geometry& geo) {
   static constexpr member_record zero{};
   for (std::size_t i = 0; i < max_members; ++i) {
     const member_record& m = sb.members[i];
-    const std::string which = "member record " + std::to_string(i);
+    const std::string which = "the record of region " + std::to_string(i + 1);
     if (i >= sb.nr_members) {
-      if (std::memcmp(&m, &zero, sizeof m) != 0) return which + " is beyond nr_members, not zero";
+      if (std::memcmp(&m, &zero, sizeof m) != 0)
+        return which + " is beyond the " + std::to_string(sb.nr_members) + " recorded, not zero";
       continue;
     }
     const std::uint64_t end = m.offset + m.size;
@@ -78,7 +79,7 @@ std::string member_records_problem(const superblock& sb, const geometry& geo) {
       return which + " has no path";
     for (std::size_t j = 0; j < i; ++j)
       if (m.offset < sb.members[j].offset + sb.members[j].size && sb.members[j].offset < end)
-        return which + " overlaps member record " + std::to_string(j);
+        return which + " overlaps that of region " + std::to_string(j + 1);
   }
   return {};
 }

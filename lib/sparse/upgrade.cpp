@@ -11,14 +11,15 @@
 namespace daxalloc::sparse {
 namespace {
 
-// Why a copy is not a usable superblock of an upgradable format (2 to 6);
+// Why a copy is not a usable superblock of an upgradable format (2 to 7);
 // empty if it is. Format 2 is format 3 without the slot page (the same
 // fields, head_size without it); format 3 is format 4 with other check bits
 // and slab digests; format 4 is format 5 with every slab in the legacy
 // encoding under the class index below it; format 5 is format 6 without
 // the memmap area (superblock::memmap_area 0: each span's block in the span);
 // format 6 is format 7 without movable slabs (and with page-sized extents
-// in movable pageblocks, which format 7 leaves where they are).
+// in movable pageblocks, which format 7 leaves where they are); format 7 is
+// format 8 without members (nr_members and the member records zero).
 std::string old_problem(const superblock& sb) {
   if (std::memcmp(sb.magic, superblock_magic, sizeof sb.magic) != 0) return "no daxalloc magic";
   superblock copy = sb;

@@ -428,6 +428,29 @@ else
   echo "note: script(1) is missing: progress on a terminal not tested"
 fi
 
+echo "== regions"
+regions=$prefix-regions
+run 0 create "$regions" --size 64M --max-size 8G --regions "$regions-a,$regions-b" --region-size 128M
+run 0 info "$regions"
+stdout_has "added regions"
+stdout_has "$regions-a: "
+run 0 info "$regions" --json
+json_true 'len(d["regions"]) == 3 and d["regions"][1]["offset"] == 7 << 30 and d["regions"][2]["offset"] == 6 << 30'
+run 0 remove-region "$regions" "$regions-b" --json
+json_true 'd["removed"] and len(d["regions"]) == 2'
+run 0 add-region "$regions" "$regions-c" --size 64M
+stdout_has "added $regions-c to $regions"
+run 1 remove-region "$regions" "$regions-none"
+run 0 check "$regions"
+mv "$regions-a" "$regions-moved"
+run 1 info "$regions"
+stderr_has "is missing"
+mv "$regions-moved" "$regions-a"
+run 1 create "$regions-small" --size 64M --max-size 1G --regions "$regions-d" --region-size 64M
+[ -e "$regions-small" ] && fail "a failed create --regions left the heap"
+[ -e "$regions-d" ] && fail "a failed create --regions left the region file it made"
+rm -f "$regions" "$regions-a" "$regions-b" "$regions-c"
+
 echo "== rm"
 run 0 rm "$heap" --json
 json_true 'd["removed"] and not d["invalidated"]'

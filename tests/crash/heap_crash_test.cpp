@@ -133,14 +133,14 @@ struct scenario {
   // Simulated before op: a crash during it must recover to the state before
   // it or between the two, a crash during op to that or the state after.
   std::function<void(heap_impl&, const std::vector<std::uint64_t>&)> first = nullptr;
-  std::uint64_t watch = heap_size;   // bytes watched from offset 0 (hot-add grows the file)
-  std::uint64_t max_size = 1 * GiB;  // the heap's range
-  // Offsets whose flushes are not simulated (an added region: another file).
-  std::vector<range> ignored = {};
+  std::uint64_t watch = heap_size;  // bytes watched from offset 0 (hot-add grows the file)
   // Not an atomic API (a container growing): any crash state must open,
   // pass check() and be usable, and keep every allocation that both the
   // state before and the state after have.
   bool relaxed = false;
+  std::uint64_t max_size = 1 * GiB;  // the heap's range
+  // Offsets whose flushes are not simulated (an added region: another file).
+  std::vector<range> ignored = {};
 };
 
 std::set<std::string> allocation_words(const std::string& state) {
@@ -696,6 +696,7 @@ TEST_CASE("crash states of adding and removing a region") {
        nullptr,
        nullptr,
        heap_size,
+       false,
        2 * GiB,
        {{1 * GiB, 1 * GiB}}},
       {"remove_region: an added region removed",
@@ -705,6 +706,7 @@ TEST_CASE("crash states of adding and removing a region") {
        add,
        nullptr,
        heap_size,
+       false,
        2 * GiB,
        {{1 * GiB, 1 * GiB}}},
   };
