@@ -356,6 +356,22 @@ std::string bad_block_text(const bad_block& b) {
   return out;
 }
 
+// "regions": the heap's regions (heap::regions()), as info and add-region print them.
+void write_regions(json_writer& w, const std::vector<region_info>& regions) {
+  w.key("regions").begin_array();
+  for (const region_info& r : regions)
+    w.begin_object(true)
+        .field("path", r.path.string())
+        .field("kind", to_string(r.kind))
+        .field("offset", r.offset)
+        .field("size", r.size)
+        .field("align", r.align)
+        .field("device", r.device)
+        .field("node", r.node)
+        .end_object();
+  w.end_array();
+}
+
 // -- info --
 
 int run_info(const parsed_args& a, bool json) {
@@ -419,18 +435,7 @@ int run_info(const parsed_args& a, bool json) {
         .field("device", record.device)
         .field("node", record.node)
         .end_object();
-    w.key("regions").begin_array();
-    for (const region_info& r : regions)
-      w.begin_object(true)
-          .field("path", r.path.string())
-          .field("kind", to_string(r.kind))
-          .field("offset", r.offset)
-          .field("size", r.size)
-          .field("align", r.align)
-          .field("device", r.device)
-          .field("node", r.node)
-          .end_object();
-    w.end_array();
+    write_regions(w, regions);
     w.key("geometry")
         .begin_object()
         .field("section_size_bits", geo.section_size_bits)
@@ -982,15 +987,8 @@ int run_region(const parsed_args& a, bool json, bool add) {
   if (json) {
     json_writer w;
     w.begin_object().field("path", path).field(add ? "added" : "removed", member);
-    w.key("regions").begin_array();
-    for (const region_info& r : regions)
-      w.begin_object(true)
-          .field("path", r.path.string())
-          .field("offset", r.offset)
-          .field("size", r.size)
-          .field("node", r.node)
-          .end_object();
-    w.end_array().end_object();
+    write_regions(w, regions);
+    w.end_object();
     print(w.str());
     return exit_ok;
   }
@@ -1285,8 +1283,9 @@ const std::vector<command>& commands() {
         {"PATH"},
         "PATH --by SIZE [--accept-unsafe-shutdown] [--json]",
         "hot-add SIZE bytes after the highest present memory",
-        "Hot-add the SIZE bytes that follow the highest present subsection (SIZE a\n"
-        "multiple of 2 MiB). The first add into a new 1 GiB memmap span needs room\n"
+        "Hot-add the SIZE bytes that follow the highest present subsection of the\n"
+        "heap's own file or device, below any added region (SIZE a multiple of 2 MiB). The first "
+        "add into a new 1 GiB memmap span needs room\n"
         "for that span's memmap block as well. Nothing moves; a heap open in another\n"
         "process is refused (busy): grow it there with heap::hot_add().\n",
         {{"by", "SIZE", "bytes to add, a multiple of 2 MiB (required)"},
