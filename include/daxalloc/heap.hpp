@@ -609,7 +609,9 @@ class DAXALLOC_API heap {
 
   // The mapping (errc::invalid_argument on an empty handle, as every member).
   [[nodiscard]] std::byte* base() const;
-  [[nodiscard]] std::size_t size() const;  // bytes mapped
+  // Bytes of the heap's own file or device mapped from base(); the regions
+  // added to it lie above, where regions() says.
+  [[nodiscard]] std::size_t size() const;
   [[nodiscard]] std::uint64_t offset_of(const void* p) const;
   [[nodiscard]] void* at(std::uint64_t offset) const;
   [[nodiscard]] std::size_t usable_size(
