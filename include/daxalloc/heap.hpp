@@ -668,8 +668,8 @@ class DAXALLOC_API heap {
   // library's (8), in place and crash-safely (a crash leaves the old format,
   // to be upgraded again, or the new one). Slabs made by format 4 and older
   // keep their bitmap encoding and are allocated from as before; new slabs
-  // are format 8's. A format 6 or 7 heap only gets new superblocks. Returns what it did; empty when the
-  // heap already has this format. errc::older_format (nothing written) for another version or a
+  // are format 8's. A format 6 or 7 heap only gets new superblocks. Returns what it did; empty when
+  // the heap already has this format. errc::older_format (nothing written) for another version or a
   // format 2 or 3 heap not closed cleanly (open it with the library that wrote it, close it, then
   // upgrade; a format 4 heap left by a crash is upgraded and recovered by the next open);
   // errc::busy while it is open.

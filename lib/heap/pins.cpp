@@ -146,5 +146,4 @@ std::uint32_t heap::pin_count(const void* p) const {
   return live().pins_of(p);
 }
 
-
 }  // namespace daxalloc
