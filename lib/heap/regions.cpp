@@ -33,17 +33,9 @@ void heap_impl::remove_region(const std::filesystem::path& path) {
                                      path.string() + " is not a region added to this heap");
   const sparse::member_record m = members[index];
   // Its memory goes as hot_remove takes it, one present run at a time.
-  for (std::uint64_t at = m.offset + sparse::member_label_size; at < m.offset + m.size;) {
-    if (!model_->subsection_present(at)) {
-      at += sparse::subsection_size;
-      continue;
-    }
-    std::uint64_t end = at;
-    while (end < m.offset + m.size && model_->subsection_present(end))
-      end += sparse::subsection_size;
-    hot_remove(at, end - at);
-    at = end;
-  }
+  for (const auto& [at, length] :
+       model_->subsection_runs(m.offset + sparse::member_label_size, m.offset + m.size))
+    hot_remove(at, length);
   model_->remove_member(index);
 }
 

@@ -66,14 +66,46 @@ void memory_model::attach_members(const open_options& options) {
     if (!mapped(m.offset, m.size))
       throw error(errc::corrupt, where + which + " is smaller than the " +
                                      std::to_string(m.size >> 20) + " MiB it had when added");
-    member_label label{};
-    if (auto failure = reader_.copy(&label, base(), m.offset, sizeof label))
-      throw error(errc::media_error,
-                  where + which + ": its label does not read: " + media::describe(*failure));
-    if (auto why = label_problem(label, super_, m); !why.empty())
-      throw error(errc::geometry_mismatch, where + which + " is not this heap's region " +
-                                               std::to_string(i + 1) + ": " + why);
+    bool unreadable = false;
+    if (auto why = label_problem_of(i, unreadable); !why.empty())
+      throw error(
+          unreadable ? errc::media_error : errc::geometry_mismatch,
+          where + which + " is not this heap's region " + std::to_string(i + 1) + ": " + why);
   }
+}
+
+std::string memory_model::label_problem_of(std::uint32_t i, bool& unreadable) const {
+  const member_record& m = super_.members[i];
+  member_label label{};
+  unreadable = false;
+  if (auto failure = reader_.copy(&label, base(), m.offset, sizeof label)) {
+    unreadable = true;
+    return "its label does not read: " + media::describe(*failure);
+  }
+  return label_problem(label, super_, m);
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> memory_model::subsection_runs(
+    std::uint64_t from, std::uint64_t to, bool present) const {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
+  for (std::uint64_t at = from; at < to;) {
+    if (subsection_present(at) != present) {
+      at += subsection_size;
+      continue;
+    }
+    std::uint64_t end = at;
+    while (end < to && subsection_present(end) == present) end += subsection_size;
+    runs.emplace_back(at, end - at);
+    at = end;
+  }
+  return runs;
+}
+
+void memory_model::drop_member(std::uint32_t i) {
+  const std::uint64_t offset = super_.members[i].offset;
+  std::copy(super_.members + i + 1, super_.members + super_.nr_members, super_.members + i);
+  super_.members[--super_.nr_members] = member_record{};
+  region_.detach(offset);
 }
 
 void memory_model::member_problems(std::vector<std::string>& out) const {
@@ -84,11 +116,8 @@ void memory_model::member_problems(std::vector<std::string>& out) const {
       out.push_back(which + "not mapped whole");
       continue;
     }
-    member_label label{};
-    if (auto failure = reader_.copy(&label, base(), m.offset, sizeof label))
-      out.push_back(which + "its label does not read: " + media::describe(*failure));
-    else if (auto why = label_problem(label, super_, m); !why.empty())
-      out.push_back(which + why);
+    bool unreadable = false;
+    if (auto why = label_problem_of(i, unreadable); !why.empty()) out.push_back(which + why);
     if (subsection_present(m.offset)) out.push_back(which + "its label's 2 MiB are present memory");
   }
 }
@@ -113,20 +142,13 @@ void memory_model::settle_members() {
       // A region with none of its memory present (a remove_region that a
       // crash cut short after its hot-remove) holds nothing: its removal
       // is finished here, as the add of one recorded as adding is below.
-      bool empty = true;
-      for (std::uint64_t at = m.offset + member_label_size; empty && at < m.offset + m.size;
-           at += subsection_size)
-        empty = !subsection_present(at);
-      if (!empty) continue;
+      if (!subsection_runs(m.offset + member_label_size, m.offset + m.size).empty()) continue;
       if (region_.read_only()) {
         pending_.push_back("finish removing region " + std::to_string(i + 1) + " (" + path_of(m) +
                            "): none of its memory is present");
         continue;
       }
-      const std::uint64_t offset = m.offset;
-      std::copy(super_.members + i + 1, super_.members + super_.nr_members, super_.members + i);
-      super_.members[--super_.nr_members] = member_record{};
-      region_.detach(offset);
+      drop_member(i);
       changed = true;
       --i;
       continue;
@@ -136,16 +158,9 @@ void memory_model::settle_members() {
       continue;
     }
     std::lock_guard lock(hotplug_mutex_);
-    for (std::uint64_t at = m.offset + member_label_size; at < m.offset + m.size;) {
-      if (subsection_present(at)) {
-        at += subsection_size;
-        continue;
-      }
-      std::uint64_t end = at;
-      while (end < m.offset + m.size && !subsection_present(end)) end += subsection_size;
-      add_locked(at, end - at, std::nullopt);
-      at = end;
-    }
+    for (const auto& [at, length] :
+         subsection_runs(m.offset + member_label_size, m.offset + m.size, false))
+      add_locked(at, length, std::nullopt);
     m.state = member_online;
     changed = true;
   }
@@ -203,9 +218,9 @@ const member_record& memory_model::add_member(const std::filesystem::path& path,
                                           " GiB above its own memory (" + hex(floor) +
                                           "); create the heap with a larger max_size");
     const std::uint64_t offset = top - span;
-    for (std::uint64_t at = offset; at < offset + size; at += subsection_size)
-      if (subsection_present(at))
-        throw error(errc::in_use, what + "memory at " + hex(at) + " is present there");
+    if (const auto present = subsection_runs(offset, offset + size); !present.empty())
+      throw error(errc::in_use,
+                  what + "memory at " + hex(present.front().first) + " is present there");
     region_options attach = ro;
     attach.create = false;
     attach.size = 0;
@@ -260,16 +275,13 @@ void memory_model::remove_member(std::size_t index) {
   if (index >= super_.nr_members)
     throw error(errc::not_found,
                 region_.path().string() + ": no region " + std::to_string(index + 1));
-  const member_record m = super_.members[index];
-  for (std::uint64_t at = m.offset; at < m.offset + m.size; at += subsection_size)
-    if (subsection_present(at))
-      throw error(errc::in_use, region_.path().string() + ": remove region " + path_of(m) +
-                                    ": memory at " + hex(at) +
-                                    " is still present (hot-remove it first)");
-  std::copy(super_.members + index + 1, super_.members + super_.nr_members, super_.members + index);
-  super_.members[--super_.nr_members] = member_record{};
+  const member_record& m = super_.members[index];
+  if (const auto present = subsection_runs(m.offset, m.offset + m.size); !present.empty())
+    throw error(errc::in_use, region_.path().string() + ": remove region " + path_of(m) +
+                                  ": memory at " + hex(present.front().first) +
+                                  " is still present (hot-remove it first)");
+  drop_member(static_cast<std::uint32_t>(index));
   write_superblocks();
-  region_.detach(m.offset);
 }
 
 }  // namespace daxalloc::sparse

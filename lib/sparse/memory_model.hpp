@@ -208,6 +208,10 @@ class memory_model {
   [[nodiscard]] std::span<const member_record> members() const noexcept {
     return {super_.members, super_.nr_members};
   }
+  // The runs [start, length) of present (or, present false, absent)
+  // subsections in [from, to), in address order.
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> subsection_runs(
+      std::uint64_t from, std::uint64_t to, bool present = true) const;
 
   [[nodiscard]] std::uint64_t* section_record(std::uint64_t section_nr) const noexcept;
   [[nodiscard]] bool section_present(std::uint64_t section_nr) const noexcept;
@@ -232,6 +236,12 @@ class memory_model {
   // Each added region mapped whole, its label intact, its label's 2 MiB absent.
   void member_problems(std::vector<std::string>& out) const;
   void settle_members();
+  // Why region i's label is not its own (empty: it is); `unreadable` when
+  // it does not read.
+  [[nodiscard]] std::string label_problem_of(std::uint32_t i, bool& unreadable) const;
+  // Drops record i (the later ones move down) and unmaps the member; the
+  // caller writes the superblocks.
+  void drop_member(std::uint32_t i);
   void init_volatile();
   void write_superblocks();
   void add_locked(std::uint64_t start, std::uint64_t length, std::optional<bool> fresh);
