@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -310,6 +311,37 @@ TEST_CASE("the device behind a path and its NUMA node, from sysfs") {
     CHECK(daxalloc::sysfs::backing_device_of("/dev/shm").name.empty());
     CHECK(daxalloc::sysfs::backing_device_of("/dev/shm").node == -1);
     CHECK(daxalloc::sysfs::backing_device_of(fake.path() / "missing").name.empty());
+  }
+}
+
+TEST_CASE("NUMA nodes, their distances and the fallback order, from sysfs") {
+  test::temp_file fake;
+  const auto dir = fake.path() / "devices/system/node";
+  SUBCASE("no node directory: one node") {
+    const auto t = daxalloc::sysfs::read_numa_topology(fake.path());
+    CHECK(t.nodes == std::vector<int>{0});
+    CHECK(t.fallback_order(0) == std::vector<int>{0});
+  }
+  SUBCASE("three online nodes of four possible, with a SLIT") {
+    for (int n : {0, 1, 3}) std::filesystem::create_directories(dir / ("node" + std::to_string(n)));
+    std::ofstream(dir / "online") << "0-1,3\n";
+    std::ofstream(dir / "node0/distance") << "10 21 31 12\n";
+    std::ofstream(dir / "node1/distance") << "21 10 21 21\n";
+    std::ofstream(dir / "node3/distance") << "12 21 31 10\n";
+    const auto t = daxalloc::sysfs::read_numa_topology(fake.path());
+    CHECK(t.nodes == std::vector<int>{0, 1, 3});
+    CHECK(t.distance[0] == std::vector<int>{10, 21, 12});
+    CHECK(t.fallback_order(0) == std::vector<int>{0, 3, 1});
+    CHECK(t.fallback_order(1) == std::vector<int>{1, 0, 3});
+    CHECK(t.fallback_order(3) == std::vector<int>{3, 0, 1});
+    CHECK(t.fallback_order(7) == std::vector<int>{0, 1, 3});
+  }
+  SUBCASE("this machine") {
+    const auto t = daxalloc::sysfs::read_numa_topology();
+    REQUIRE_FALSE(t.nodes.empty());
+    const int here = daxalloc::sysfs::current_node();
+    CHECK(std::find(t.nodes.begin(), t.nodes.end(), here) != t.nodes.end());
+    CHECK(t.fallback_order(here).front() == here);
   }
 }
 

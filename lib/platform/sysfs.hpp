@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace daxalloc::sysfs {
 
@@ -33,6 +34,20 @@ struct backing_device {
 };
 [[nodiscard]] backing_device backing_device_of(const std::filesystem::path& path,
                                                const std::filesystem::path& root = "/sys");
+
+// The machine's NUMA nodes as sysfs lists them (devices/system/node): each
+// online node and its distance to every other (the SLIT row of nodeN/distance,
+// 10 = local). A machine without the directory has one node, 0.
+struct numa_topology {
+  std::vector<int> nodes;                  // online, ascending
+  std::vector<std::vector<int>> distance;  // distance[i][j] between nodes[i] and nodes[j]
+  // Other nodes by distance from `node`, nearest first (ties: lower number),
+  // `node` itself first: the kernel's zonelist fallback order.
+  [[nodiscard]] std::vector<int> fallback_order(int node) const;
+};
+[[nodiscard]] numa_topology read_numa_topology(const std::filesystem::path& root = "/sys");
+// The node of the CPU the calling thread runs on now (getcpu), 0 when unknown.
+[[nodiscard]] int current_node() noexcept;
 
 [[nodiscard]] std::optional<std::string> read_attribute(const std::filesystem::path& file);
 
