@@ -299,3 +299,29 @@ TEST_CASE("pageblock_bitmap: runs across words and summary words, best fit, unit
   CHECK(set.count() == 0);
   CHECK(set.next_set(0) == size);
 }
+
+TEST_CASE("a zone takes pool pageblocks from its preferred ranges first (its node's memory)") {
+  fixture f;
+  page_allocator pages(*f.model, 2);
+  rebuild_clean(pages);
+  // Zone 1 prefers pageblocks 20..21, then 10..11; zone 0 takes the lowest.
+  pages.prefer(1, {{20, 22}, {10, 11}});
+  std::vector<std::uint64_t> got;
+  for (int i = 0; i < 4; ++i) {  // half a pageblock each: a pool pageblock for every second
+    const auto p = pages.allocate(pb / 2, migratetype::unmovable, 1);
+    REQUIRE(p);
+    got.push_back(*p / pb);
+  }
+  CHECK(got == std::vector<std::uint64_t>{20, 20, 21, 21});
+  const auto p = pages.allocate(pb / 2, migratetype::unmovable, 1);
+  REQUIRE(p);
+  CHECK(*p / pb == 10);
+  const auto next = pages.allocate(pb / 2, migratetype::unmovable, 1);
+  const auto beyond = pages.allocate(pb / 2, migratetype::unmovable, 1);  // ranges used up
+  REQUIRE((next && beyond));
+  CHECK(*next / pb == 10);
+  CHECK(*beyond / pb == first_usable / pb);
+  const auto other = pages.allocate(1, migratetype::unmovable, 0);
+  REQUIRE(other);
+  CHECK(*other / pb == first_usable / pb + 1);
+}

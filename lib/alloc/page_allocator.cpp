@@ -230,11 +230,23 @@ std::uint64_t page_allocator::allocated_length(std::uint64_t pfn) const noexcept
 }
 
 // The pageblock at the lowest address: keeps the heap compact.
+void page_allocator::prefer(unsigned zone,
+                            std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges) {
+  zones_[zone]->preferred = std::move(ranges);
+}
+
 bool page_allocator::own_pageblock_from_pool(zone& z, migratetype type) {
   std::uint64_t pageblock = 0;
   {
     std::lock_guard lock(pool_mutex_);
-    pageblock = pool_.next_set(0);
+    pageblock = pool_.size();
+    for (const auto& [first, end] : z.preferred)
+      if (const std::uint64_t at = pool_.next_set(std::min(first, pool_.size()));
+          at < std::min(end, pool_.size())) {
+        pageblock = at;
+        break;
+      }
+    if (pageblock == pool_.size()) pageblock = pool_.next_set(0);
     if (pageblock == pool_.size()) return false;
     pool_.erase(pageblock);
   }

@@ -93,6 +93,12 @@ class page_allocator {
                                         std::vector<std::uint64_t>* bad = nullptr);
 
   [[nodiscard]] unsigned zones() const noexcept { return static_cast<unsigned>(zones_.size()); }
+  // Where a zone takes pool pageblocks from first: ranges of pageblock
+  // numbers [first, end), in order (its node's memory, then the nearer
+  // nodes': the kernel's zonelist); the rest of the pool only when none of
+  // them has one. Empty (the default): the lowest pool pageblock. Set
+  // before the zone is used (not thread-safe against its users).
+  void prefer(unsigned zone, std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges);
   // First pfn of `pages` free contiguous pages, naturally aligned when pages
   // is a power of two below a pageblock, from `zone` (or, failing that, the
   // pool or another zone); nullopt when nothing fits.
@@ -181,6 +187,7 @@ class page_allocator {
     std::array<std::array<free_list, max_order + 1>, nr_types> free_lists;  // [type][order]
     std::array<std::uint64_t, nr_types> owned{};
     std::uint64_t free_pages = 0;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> preferred;  // prefer()
   };
 
   [[nodiscard]] page_shadow& shadow(std::uint64_t pfn) const noexcept { return shadow_[pfn]; }
