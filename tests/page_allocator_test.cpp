@@ -324,4 +324,12 @@ TEST_CASE("a zone takes pool pageblocks from its preferred ranges first (its nod
   const auto other = pages.allocate(1, migratetype::unmovable, 0);
   REQUIRE(other);
   CHECK(*other / pb == first_usable / pb + 1);
+  // Runs of pageblocks (large extents) too: in a preferred range where one fits.
+  pages.prefer(0, {{24, 28}});
+  const auto run = pages.allocate(3 * pb, migratetype::large, 0);
+  REQUIRE(run);
+  CHECK(*run / pb == 24);
+  const auto too_big = pages.allocate(3 * pb, migratetype::large, 0);  // 1 left there: elsewhere
+  REQUIRE(too_big);
+  CHECK((*too_big / pb < 24 || *too_big / pb + 3 > 28));  // not inside it: no room there
 }

@@ -294,7 +294,11 @@ std::optional<std::uint64_t> page_allocator::allocate_pageblocks(std::uint64_t p
   std::uint64_t first = 0;
   {
     std::lock_guard lock(pool_mutex_);
-    const auto best = align == 1 ? pool_.best_fit(count) : aligned_fit(count, align, phase);
+    std::optional<std::uint64_t> best;
+    if (align == 1)  // the zone's preferred ranges first (its node's memory)
+      for (const auto& [from, to] : zones_[zone_index % zones_.size()]->preferred)
+        if ((best = pool_.best_fit(count, from, to))) break;
+    if (!best) best = align == 1 ? pool_.best_fit(count) : aligned_fit(count, align, phase);
     if (!best) return std::nullopt;
     first = *best;
     for (std::uint64_t pb = first; pb < first + count; ++pb) pool_.erase(pb);

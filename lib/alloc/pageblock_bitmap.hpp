@@ -86,11 +86,14 @@ class pageblock_bitmap {
   }
   // The first member of the smallest run of at least `count` members, the
   // lowest such run on a tie (best fit, address ordered).
-  [[nodiscard]] std::optional<std::uint64_t> best_fit(std::uint64_t count) const noexcept {
+  // Within [from, to): runs end there.
+  [[nodiscard]] std::optional<std::uint64_t> best_fit(
+      std::uint64_t count, std::uint64_t from = 0, std::uint64_t to = UINT64_MAX) const noexcept {
     std::optional<std::uint64_t> best;
     std::uint64_t best_count = 0;
-    for (std::uint64_t at = next_set(0); at < size_;) {
-      const std::uint64_t end = next_clear(at);
+    to = std::min(to, size_);
+    for (std::uint64_t at = next_set(std::min(from, size_)); at < to;) {
+      const std::uint64_t end = std::min(next_clear(at), to);
       if (end - at >= count && (!best || end - at < best_count)) {
         best = at;
         best_count = end - at;
