@@ -197,3 +197,35 @@ TEST_CASE("the fences of add_region and remove_region (docs/api.md)") {
   CHECK(add == 9);     // the label, 2 superblock updates of 2 copies each, hot-add's 4
   CHECK(remove == 5);  // hot_remove's 3, one superblock update of 2 copies
 }
+
+TEST_CASE("placement by node: a thread allocates from its node's regions first") {
+  test::temp_file f("regions-numa"), a("regions-numa-1"), b("regions-numa-2");
+  heap h = make_heap(f);
+  const auto one = h.add_region(a.path(), 64 * MiB, 1);
+  const auto two = h.add_region(b.path(), 64 * MiB, 2);
+  CHECK(one.node == 1);
+  CHECK(two.node == 2);
+  const auto in = [&](void* p, const daxalloc::region_info& r) {
+    return h.offset_of(p) >= r.offset && h.offset_of(p) < r.offset + r.size;
+  };
+  h.prefer_node(1);
+  for (int i = 0; i < 8; ++i) CHECK(in(h.allocate(MiB), one));
+  void* small = h.allocate(100);
+  CHECK(in(small, one));  // its slab too
+  h.prefer_node(2);
+  for (int i = 0; i < 8; ++i) CHECK(in(h.allocate(MiB), two));
+  CHECK(in(h.allocate(4 * MiB), two));  // a run of pageblocks
+  // Node 1's memory used up: the nearest other node's next.
+  h.prefer_node(1);
+  int elsewhere = 0;
+  for (int i = 0; i < 80; ++i) elsewhere += in(h.allocate(MiB), one) ? 0 : 1;
+  CHECK(elsewhere > 0);
+  CHECK_ERRC(h.prefer_node(5), errc::not_found);
+  test::require_sound(h);
+  h.close();
+  h = heap::open(f.path(), flushed());  // the nodes are recorded
+  CHECK(h.regions()[1].node == 1);
+  CHECK(h.regions()[2].node == 2);
+  h.prefer_node(2);
+  CHECK(in(h.allocate(MiB), two));
+}

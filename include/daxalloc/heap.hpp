@@ -578,7 +578,18 @@ class DAXALLOC_API heap {
   // errc::too_large beyond 8 regions, errc::invalid_argument for a member
   // whose persistence differs (a page-cache file beside devdax), those of
   // region::open. Returns its record.
-  region_info add_region(const std::filesystem::path& path, std::uint64_t size = 0);
+  // `node`: the region's NUMA node when sysfs cannot tell (a file on a
+  // disk or tmpfs; emulated NUMA), -1: what sysfs says.
+  region_info add_region(const std::filesystem::path& path, std::uint64_t size = 0, int node = -1);
+  // Placement by node: each arena of the allocators serves one node that
+  // has memory in the heap and takes new pageblocks from that node's
+  // regions first, then from the nearer nodes' (the kernel's zonelist,
+  // by the SLIT distances in sysfs). A thread allocates through an arena of
+  // the node it runs on when it first allocates (or the nearest node with
+  // memory); prefer_node(n) moves the calling thread to an arena of node n
+  // (errc::not_found when no region of the heap is of node n). With one
+  // node, or none known, nothing changes.
+  void prefer_node(int node);
   // Removes an added region online: its memory is hot-removed (movable
   // objects migrate out; anything else refuses it with errc::in_use, pins
   // with errc::busy, as hot_remove), then its record goes and it is unmapped.

@@ -232,6 +232,7 @@ std::uint64_t page_allocator::allocated_length(std::uint64_t pfn) const noexcept
 // The pageblock at the lowest address: keeps the heap compact.
 void page_allocator::prefer(unsigned zone,
                             std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges) {
+  std::lock_guard lock(pool_mutex_);  // (read under it)
   zones_[zone]->preferred = std::move(ranges);
 }
 

@@ -96,8 +96,8 @@ class page_allocator {
   // Where a zone takes pool pageblocks from first: ranges of pageblock
   // numbers [first, end), in order (its node's memory, then the nearer
   // nodes': the kernel's zonelist); the rest of the pool only when none of
-  // them has one. Empty (the default): the lowest pool pageblock. Set
-  // before the zone is used (not thread-safe against its users).
+  // them has one. Empty (the default): the lowest pool pageblock. Read and
+  // written under the pool's lock.
   void prefer(unsigned zone, std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges);
   // First pfn of `pages` free contiguous pages, naturally aligned when pages
   // is a power of two below a pageblock, from `zone` (or, failing that, the

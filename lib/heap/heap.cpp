@@ -258,6 +258,7 @@ void heap_impl::start(bool repair) {
   recover_slots();
   recover_root();
   rebuild(repair);
+  place_by_node();
   finish_shutdown_record();
   if (!read_only()) {
     model_->set_shutdown_state(sparse::shutdown_open);
@@ -399,7 +400,7 @@ inline thread_cache& heap_impl::cache() noexcept {
   }
   {
     std::lock_guard lock(caches_mutex_);
-    c->arena = next_arena_++ % small_.arenas();
+    c->arena = arena_for(sysfs::current_node());
     caches_.push_back(std::move(owned));
   }
   tls_caches.entries.push_back({id_, c});
@@ -893,6 +894,13 @@ void heap_impl::hot_add(std::uint64_t offset, std::uint64_t length) {
 
 // Free objects kept by this thread's cache, empty slabs and the free
 // pageblocks zones keep would pin a span: given back before a hot-remove.
+// The calling thread's cached objects go back before it changes arena.
+thread_cache& heap_impl::give_back_for_node_change() {
+  thread_cache& c = cache();
+  drain_cache(c);
+  return c;
+}
+
 void heap_impl::give_back_for_hot_remove() {
   drain_cache(cache());
   reclaim();

@@ -14,6 +14,7 @@
 #include "daxalloc/heap.hpp"
 #include "heap/pins.hpp"
 #include "platform/media.hpp"
+#include "platform/sysfs.hpp"
 #include "sparse/memory_model.hpp"
 
 namespace daxalloc::detail {
@@ -93,8 +94,21 @@ class heap_impl {
   void hot_add(std::uint64_t offset, std::uint64_t length);
   void hot_remove(std::uint64_t offset, std::uint64_t length);
   // Several devices (regions.cpp).
-  const sparse::member_record& add_region(const std::filesystem::path& path, std::uint64_t size);
+  const sparse::member_record& add_region(const std::filesystem::path& path, std::uint64_t size,
+                                          int node);
   void remove_region(const std::filesystem::path& path);
+  void prefer_node(int node);
+  // Placement by node (regions.cpp).
+  struct node_range {
+    int node;
+    std::uint64_t first, end;  // pageblocks
+  };
+  [[nodiscard]] std::vector<node_range> node_ranges() const;
+  void place_by_node();
+  [[nodiscard]] static std::vector<int> memory_fallback(const sysfs::numa_topology& topology,
+                                                        const std::vector<int>& nodes, int node);
+  [[nodiscard]] unsigned arena_for(int node);  // under caches_mutex_
+  thread_cache& give_back_for_node_change();
   [[nodiscard]] heap_stats stats() const;
   [[nodiscard]] std::vector<std::string> check() const;
   // Movable objects (movable.cpp; heap.hpp has the contract).
@@ -478,7 +492,8 @@ class heap_impl {
   compaction_totals compacted_;
   std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
-  unsigned next_arena_ = 0;  // under caches_mutex_: arenas go round
+  unsigned next_arena_ = 0;      // under caches_mutex_: arenas go round
+  std::vector<int> arena_node_;  // under caches_mutex_: the node each arena serves (-1: any)
 };
 
 }  // namespace daxalloc::detail

@@ -2,6 +2,7 @@
 // sparse model's members. The model maps, labels, records and adds a
 // member's memory; here the allocators learn of that memory, and a
 // removal first empties it as hot_remove does.
+#include <algorithm>
 #include <string>
 
 #include "daxalloc/error.hpp"
@@ -12,13 +13,14 @@
 namespace daxalloc::detail {
 
 const sparse::member_record& heap_impl::add_region(const std::filesystem::path& path,
-                                                   std::uint64_t size) {
+                                                   std::uint64_t size, int node) {
   refuse_if_read_only("add_region");
-  const sparse::member_record& m = model_->add_member(path, {size, true});
+  const sparse::member_record& m = model_->add_member(path, {size, true, node});
   const std::uint64_t memory = m.offset + sparse::member_label_size,
                       length = m.size - sparse::member_label_size;
   small_.add_span(memory, length);
   pages_.add_span(memory, length);
+  place_by_node();
   return m;
 }
 
@@ -37,6 +39,91 @@ void heap_impl::remove_region(const std::filesystem::path& path) {
        model_->subsection_runs(m.offset + sparse::member_label_size, m.offset + m.size))
     hot_remove(at, length);
   model_->remove_member(index);
+  place_by_node();
+}
+
+// The node of each region's memory, as pageblock ranges; -1: unknown.
+std::vector<heap_impl::node_range> heap_impl::node_ranges() const {
+  std::vector<node_range> out;
+  std::uint64_t own_end = model_->geo().max_range;
+  for (const sparse::member_record& m : model_->members()) {
+    own_end = std::min(own_end, m.offset);
+    out.push_back({m.node, m.offset / sparse::subsection_size,
+                   (m.offset + m.size) / sparse::subsection_size});
+  }
+  const region& r = model_->media();
+  const int own = r.kind() == region_kind::anonymous ? -1 : sysfs::backing_device_of(r.path()).node;
+  out.insert(out.begin(), {own, 0, own_end / sparse::subsection_size});
+  return out;
+}
+
+// Arenas (and the page allocator's zones) spread over the nodes that have
+// memory here, each preferring its node's regions, then the nearer nodes'.
+void heap_impl::place_by_node() {
+  const std::vector<node_range> ranges = node_ranges();
+  std::vector<int> nodes;
+  for (const node_range& r : ranges)
+    if (r.node >= 0 && std::find(nodes.begin(), nodes.end(), r.node) == nodes.end())
+      nodes.push_back(r.node);
+  std::sort(nodes.begin(), nodes.end());
+  const sysfs::numa_topology topology = sysfs::read_numa_topology();
+  std::lock_guard lock(caches_mutex_);
+  arena_node_.assign(pages_.zones(), -1);
+  for (unsigned a = 0; a < pages_.zones(); ++a) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> preferred;
+    if (nodes.size() > 1) {
+      arena_node_[a] = nodes[a % nodes.size()];
+      for (const int n : memory_fallback(topology, nodes, arena_node_[a]))
+        for (const node_range& r : ranges)
+          if (r.node == n) preferred.emplace_back(r.first, r.end);
+    }
+    pages_.prefer(a, std::move(preferred));
+  }
+}
+
+// The nodes with memory by distance from `node` (itself first); nodes the
+// topology does not know come last, in number order.
+std::vector<int> heap_impl::memory_fallback(const sysfs::numa_topology& topology,
+                                            const std::vector<int>& nodes, int node) {
+  std::vector<int> order;
+  for (const int n : topology.fallback_order(node))
+    if (std::find(nodes.begin(), nodes.end(), n) != nodes.end()) order.push_back(n);
+  if (std::find(order.begin(), order.end(), node) == order.end() &&
+      std::find(nodes.begin(), nodes.end(), node) != nodes.end())
+    order.insert(order.begin(), node);
+  for (const int n : nodes)
+    if (std::find(order.begin(), order.end(), n) == order.end()) order.push_back(n);
+  return order;
+}
+
+// An arena of the node (round robin among its arenas), or of the nearest
+// node with memory; under caches_mutex_.
+unsigned heap_impl::arena_for(int node) {
+  std::vector<int> nodes;
+  for (const int n : arena_node_)
+    if (n >= 0 && std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+  if (!nodes.empty()) {
+    const int target = memory_fallback(sysfs::read_numa_topology(), nodes, node).front();
+    for (unsigned k = 0; k < arena_node_.size(); ++k) {
+      const unsigned a = (next_arena_ + k) % static_cast<unsigned>(arena_node_.size());
+      if (arena_node_[a] == target) {
+        next_arena_ = a + 1;
+        return a;
+      }
+    }
+  }
+  return next_arena_++ % small_.arenas();
+}
+
+void heap_impl::prefer_node(int node) {
+  bool known = false;
+  for (const node_range& r : node_ranges()) known = known || r.node == node;
+  if (!known)
+    throw error(errc::not_found, model_->media().path().string() + ": prefer_node(" +
+                                     std::to_string(node) + "): no region of the heap is of it");
+  thread_cache& c = give_back_for_node_change();
+  std::lock_guard lock(caches_mutex_);
+  c.arena = arena_for(node);
 }
 
 }  // namespace daxalloc::detail
@@ -81,8 +168,8 @@ std::vector<region_info> heap::regions() const {
   return out;
 }
 
-region_info heap::add_region(const std::filesystem::path& path, std::uint64_t size) {
-  const sparse::member_record& m = live().add_region(path, size);
+region_info heap::add_region(const std::filesystem::path& path, std::uint64_t size, int node) {
+  const sparse::member_record& m = live().add_region(path, size, node);
   for (const region_info& info : regions())
     if (info.offset == m.offset) return info;
   return {};
@@ -90,6 +177,10 @@ region_info heap::add_region(const std::filesystem::path& path, std::uint64_t si
 
 void heap::remove_region(const std::filesystem::path& path) {
   live().remove_region(path);
+}
+
+void heap::prefer_node(int node) {
+  live().prefer_node(node);
 }
 
 }  // namespace daxalloc

@@ -233,7 +233,7 @@ const member_record& memory_model::add_member(const std::filesystem::path& path,
       m.size = size;
       std::random_device rd;
       for (auto& byte : m.uuid) byte = static_cast<std::uint8_t>(rd());
-      m.node = sysfs::backing_device_of(path).node;
+      m.node = options.node >= 0 ? options.node : sysfs::backing_device_of(path).node;
       m.kind = static_cast<std::uint32_t>(mapped_member.kind);
       m.state = member_adding;
       std::memcpy(m.path, path.c_str(), path.string().size());

@@ -72,6 +72,7 @@ struct open_options {
 struct member_options {
   std::uint64_t size = 0;
   bool create = true;
+  int node = -1;  // its NUMA node; -1: the node sysfs gives its device (or none)
 };
 
 struct model_stats {
