@@ -221,6 +221,31 @@ TEST_CASE("placement by node: a thread allocates from its node's regions first")
   for (int i = 0; i < 80; ++i) elsewhere += in(h.allocate(MiB), one) ? 0 : 1;
   CHECK(elsewhere > 0);
   CHECK_ERRC(h.prefer_node(5), errc::not_found);
+  // Stats per node: the heap's own file (on tmpfs: no node), nodes 1 and 2.
+  const auto s = h.stats();
+  REQUIRE(s.nodes.size() == 3);
+  CHECK(s.nodes[0].node == -1);
+  CHECK(s.nodes[1].node == 1);
+  CHECK(s.nodes[2].node == 2);
+  std::uint64_t present = 0, free = 0, slabs = 0, extents = 0;
+  for (const auto& n : s.nodes) {
+    CHECK(n.regions == 1);
+    present += n.present_bytes;
+    free += n.free_bytes;
+    slabs += n.slab_bytes;
+    extents += n.extent_bytes;
+  }
+  CHECK(present == s.present_bytes);
+  CHECK(free == s.free_bytes);
+  CHECK(slabs == s.slab_bytes);
+  CHECK(extents == s.extent_bytes);
+  CHECK(s.nodes[0].arenas == 0);  // arenas serve the nodes with memory
+  CHECK(s.nodes[1].arenas >= 1);
+  CHECK(s.nodes[2].arenas >= 1);
+  CHECK(s.nodes[1].slab_bytes > 0);
+  CHECK(s.nodes[1].extent_bytes >= 8 * MiB);
+  CHECK(s.nodes[2].extent_bytes >= 12 * MiB);
+  CHECK(s.nodes[1].free_bytes < 8 * MiB);  // used up, as above
   test::require_sound(h);
   h.close();
   h = heap::open(f.path(), flushed());  // the nodes are recorded

@@ -486,6 +486,18 @@ int run_info(const parsed_args& a, bool json) {
         .field("largest_free_bytes", s.largest_free_bytes)
         .field("fragmentation", s.fragmentation)
         .end_object();
+    w.key("nodes").begin_array();
+    for (const auto& n : s.nodes)
+      w.begin_object(true)
+          .field("node", n.node)
+          .field("regions", n.regions)
+          .field("arenas", n.arenas)
+          .field("present_bytes", n.present_bytes)
+          .field("free_bytes", n.free_bytes)
+          .field("slab_bytes", n.slab_bytes)
+          .field("extent_bytes", n.extent_bytes)
+          .end_object();
+    w.end_array();
     w.key("sections").begin_array();
     for (const auto& sec : sections)
       w.begin_object(true)
@@ -595,6 +607,16 @@ int run_info(const parsed_args& a, bool json) {
   out += row("free", human_bytes(s.free_bytes));
   out += row("largest free", human_bytes(s.largest_free_bytes));
   out += row("fragmentation", percent(s.fragmentation) + " (1 - largest free / free)");
+  out += "nodes (the heap's memory by the NUMA node of its regions)\n";
+  {
+    table t({"node", "regions", "arenas", "present", "free", "in slabs", "in extents"},
+            {true, true, true, true, true, true, true});
+    for (const auto& n : s.nodes)
+      t.add({n.node < 0 ? "unknown" : std::to_string(n.node), std::to_string(n.regions),
+             std::to_string(n.arenas), human_bytes(n.present_bytes), human_bytes(n.free_bytes),
+             human_bytes(n.slab_bytes), human_bytes(n.extent_bytes)});
+    out += t.render();
+  }
   out += "sections\n";
   {
     table t({"nr", "range", "subsections", "state"}, {true, false, true, false});
@@ -978,8 +1000,15 @@ int run_compact(const parsed_args& a, bool json, bool trim);
 int run_region(const parsed_args& a, bool json, bool add) {
   const std::string path = a.positionals[0], member = a.positionals[1];
   heap h = heap::open(path, open_options(a));
+  int node = -1;
+  if (const auto text = a.value("node")) {
+    const auto v = parse_uint(*text);
+    if (!v || *v > 1023)
+      throw usage_error("invalid --node '" + *text + "' (a NUMA node number, 0..1023)");
+    node = static_cast<int>(*v);
+  }
   if (add)
-    (void)h.add_region(member, size_option(a, "size", false));
+    (void)h.add_region(member, size_option(a, "size", false), node);
   else
     h.remove_region(member);
   const std::vector<region_info> regions = h.regions();
@@ -1262,12 +1291,15 @@ const std::vector<command>& commands() {
        run_repair},
       {{"add-region",
         {"PATH", "REGION"},
-        "PATH REGION [--size SIZE] [--accept-unsafe-shutdown] [--json]",
+        "PATH REGION [--size SIZE] [--node N] [--accept-unsafe-shutdown] [--json]",
         "add a file or devdax device to the heap (heap::add_region)",
         "Add REGION, a file (created with SIZE when missing) or a devdax device, to\n"
         "the heap at PATH: it is labelled, recorded in the superblock with its node,\n"
-        "and its memory is hot-added. All or nothing across a crash.\n",
+        "and its memory is hot-added. All or nothing across a crash. The node is the\n"
+        "one sysfs gives for the device behind REGION; --node sets it where sysfs\n"
+        "knows none (a file on tmpfs or a disk, emulated NUMA).\n",
         {{"size", "SIZE", "size of a new file (default: the file's or device's size)"},
+         {"node", "N", "the region's NUMA node when sysfs knows none"},
          accept_option,
          json_option}},
        [](const parsed_args& a, bool json) { return run_region(a, json, true); }},

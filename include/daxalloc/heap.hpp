@@ -207,6 +207,20 @@ struct heap_stats {
     std::uint64_t slab_bytes;  // pages its slabs hold
   };
   std::vector<size_class_stats> size_classes;  // classes with at least one slab
+  // Per NUMA node with memory in the heap (regions() gives each region's
+  // node; -1: memory whose node is not known), lowest node first.
+  struct node_stats {
+    int node = -1;
+    unsigned regions = 0;             // the heap's own file or device counts as one
+    // Arenas that take this node's memory first; 0 on every node when the
+    // heap has memory of fewer than two known nodes (no placement by node).
+    unsigned arenas = 0;
+    std::uint64_t present_bytes = 0;  // present subsections, metadata included
+    std::uint64_t free_bytes = 0;     // pages the page allocator can hand out
+    std::uint64_t slab_bytes = 0;     // pages held by slabs
+    std::uint64_t extent_bytes = 0;   // pages held by large objects
+  };
+  std::vector<node_stats> nodes;
   persist_counters this_thread;                // flushes and fences of the calling thread
   bool unclean_shutdown = false;               // the last close before this open did not happen
 };

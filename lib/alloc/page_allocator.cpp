@@ -527,6 +527,23 @@ page_stats page_allocator::stats() const {
   return s;
 }
 
+std::uint64_t page_allocator::free_pages_in(std::uint64_t first, std::uint64_t end) const {
+  std::uint64_t pages = 0;
+  for (const auto& zp : zones_) {
+    const zone& z = *zp;
+    std::lock_guard lock(z.mutex);
+    for (const auto& lists : z.free_lists)
+      for (unsigned k = 0; k <= max_order; ++k)
+        for (std::uint64_t p = lists[k].first; p; p = shadow(p).next)
+          if (p / pageblock_pages >= first && p / pageblock_pages < end) pages += pages_of(k);
+  }
+  std::lock_guard lock(pool_mutex_);
+  for (std::uint64_t pb = pool_.next_set(first); pb < std::min(end, pool_.size());
+       pb = pool_.next_set(pb + 1))
+    pages += pageblock_pages;
+  return pages;
+}
+
 std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& problems,
                                                       std::vector<std::uint64_t>* bad) {
   // Forget everything; the tables' pages go back to the kernel.

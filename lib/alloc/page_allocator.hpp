@@ -99,6 +99,9 @@ class page_allocator {
   // them has one. Empty (the default): the lowest pool pageblock. Read and
   // written under the pool's lock.
   void prefer(unsigned zone, std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges);
+  // Free pages in pageblocks [first, end): the zones' free blocks there and
+  // the pool's pageblocks (a node's share of stats().free_pages).
+  [[nodiscard]] std::uint64_t free_pages_in(std::uint64_t first, std::uint64_t end) const;
   // First pfn of `pages` free contiguous pages, naturally aligned when pages
   // is a power of two below a pageblock, from `zone` (or, failing that, the
   // pool or another zone); nullopt when nothing fits.

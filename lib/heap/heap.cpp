@@ -1008,8 +1008,34 @@ heap_stats heap_impl::stats() const {
   s.pinned_bytes = pinned.bytes;
   s.pinned_freed_objects = pinned.freed_objects;
   s.pinned_freed_bytes = pinned.freed_bytes;
+  // Per node: each region's pageblock range and the node it is of.
+  const std::vector<node_range> ranges = node_ranges();
+  for (const node_range& r : ranges) {
+    auto n = std::find_if(s.nodes.begin(), s.nodes.end(),
+                          [&](const heap_stats::node_stats& x) { return x.node == r.node; });
+    if (n == s.nodes.end()) n = s.nodes.insert(s.nodes.end(), {.node = r.node});
+    ++n->regions;
+    n->free_bytes += pages_.free_pages_in(r.first, r.end) * page_size;
+  }
+  std::sort(s.nodes.begin(), s.nodes.end(),
+            [](const auto& a, const auto& b) { return a.node < b.node; });
+  const auto node_of = [&](std::uint64_t pfn) -> heap_stats::node_stats& {
+    const std::uint64_t pageblock = pfn / alloc::pageblock_pages;
+    const auto r = std::find_if(ranges.begin(), ranges.end(), [&](const node_range& x) {
+      return pageblock >= x.first && pageblock < x.end;
+    });
+    const int node = r == ranges.end() ? ranges.front().node : r->node;
+    return *std::find_if(s.nodes.begin(), s.nodes.end(),
+                         [&](const heap_stats::node_stats& x) { return x.node == node; });
+  };
+  {
+    std::lock_guard lock(caches_mutex_);
+    for (const int node : arena_node_)  // (-1: placement is off, any memory)
+      for (auto& n : s.nodes) n.arenas += node >= 0 && n.node == node;
+  }
   std::vector<std::string> ignored;
-  for (const auto& e : media_extents(ignored))
+  for (const auto& e : media_extents(ignored)) {
+    (e.slab ? node_of(e.pfn).slab_bytes : node_of(e.pfn).extent_bytes) += e.pages * page_size;
     if (!e.slab) {
       s.extent_bytes += e.pages * page_size;
       s.allocated_bytes += e.pages * page_size;
@@ -1018,6 +1044,7 @@ heap_stats heap_impl::stats() const {
                                        7] += e.pages * page_size;
       ++s.allocated_objects;
     }
+  }
   const auto& geo = model_->geo();
   for (std::uint64_t nr = 0; nr < geo.nr_sections(); ++nr) {
     if (!model_->section_present(nr)) {
@@ -1027,9 +1054,9 @@ heap_stats heap_impl::stats() const {
     }
     for (unsigned sub = 0; sub < geo.subsections_per_section(); ++sub) {
       const std::uint64_t pfn = geo.section_nr_to_pfn(nr) + sub * alloc::pageblock_pages;
-      if (model_->pfn_valid(pfn))
-        ++s.pageblocks_by_migratetype[static_cast<unsigned>(
-            model_->get_pageblock_migratetype(pfn))];
+      if (!model_->pfn_valid(pfn)) continue;
+      ++s.pageblocks_by_migratetype[static_cast<unsigned>(model_->get_pageblock_migratetype(pfn))];
+      node_of(pfn).present_bytes += sparse::subsection_size;
     }
   }
   s.alignment_waste_bytes = alignment_waste();

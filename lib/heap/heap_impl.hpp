@@ -490,10 +490,11 @@ class heap_impl {
   std::mutex compact_mutex_;
   unsigned compact_class_ = 0;  // under compact_mutex_: where the next pass goes on
   compaction_totals compacted_;
-  std::mutex caches_mutex_;
+  mutable std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
   unsigned next_arena_ = 0;      // under caches_mutex_: arenas go round
   std::vector<int> arena_node_;  // under caches_mutex_: the node each arena serves (-1: any)
+  sysfs::numa_topology topology_;  // under caches_mutex_: as place_by_node read it
 };
 
 }  // namespace daxalloc::detail

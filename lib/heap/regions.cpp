@@ -66,7 +66,7 @@ void heap_impl::place_by_node() {
     if (r.node >= 0 && std::find(nodes.begin(), nodes.end(), r.node) == nodes.end())
       nodes.push_back(r.node);
   std::sort(nodes.begin(), nodes.end());
-  const sysfs::numa_topology topology = sysfs::read_numa_topology();
+  sysfs::numa_topology topology = sysfs::read_numa_topology();
   std::lock_guard lock(caches_mutex_);
   arena_node_.assign(pages_.zones(), -1);
   for (unsigned a = 0; a < pages_.zones(); ++a) {
@@ -79,6 +79,7 @@ void heap_impl::place_by_node() {
     }
     pages_.prefer(a, std::move(preferred));
   }
+  topology_ = std::move(topology);
 }
 
 // The nodes with memory by distance from `node` (itself first); nodes the
@@ -103,7 +104,7 @@ unsigned heap_impl::arena_for(int node) {
   for (const int n : arena_node_)
     if (n >= 0 && std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
   if (!nodes.empty()) {
-    const int target = memory_fallback(sysfs::read_numa_topology(), nodes, node).front();
+    const int target = memory_fallback(topology_, nodes, node).front();
     for (unsigned k = 0; k < arena_node_.size(); ++k) {
       const unsigned a = (next_arena_ + k) % static_cast<unsigned>(arena_node_.size());
       if (arena_node_[a] == target) {
