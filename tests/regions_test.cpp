@@ -130,6 +130,8 @@ TEST_CASE("open refuses a missing or swapped region, and takes its new path") {
   o.region_paths = {b.path(), moved};
   heap h = heap::open(f.path(), o);  // swapped back by path
   test::require_sound(h);
+  h.close();
+  std::filesystem::remove(moved);  // (no temp_file owns it)
 }
 
 TEST_CASE("remove_region empties a region as hot_remove does, then forgets it") {

@@ -211,7 +211,7 @@ struct heap_stats {
   // node; -1: memory whose node is not known), lowest node first.
   struct node_stats {
     int node = -1;
-    unsigned regions = 0;             // the heap's own file or device counts as one
+    unsigned regions = 0;  // the heap's own file or device counts as one
     // Arenas that take this node's memory first; 0 on every node when the
     // heap has memory of fewer than two known nodes (no placement by node).
     unsigned arenas = 0;
@@ -221,8 +221,8 @@ struct heap_stats {
     std::uint64_t extent_bytes = 0;   // pages held by large objects
   };
   std::vector<node_stats> nodes;
-  persist_counters this_thread;                // flushes and fences of the calling thread
-  bool unclean_shutdown = false;               // the last close before this open did not happen
+  persist_counters this_thread;   // flushes and fences of the calling thread
+  bool unclean_shutdown = false;  // the last close before this open did not happen
 };
 
 // What the recovery of a read-write open would do, as a read-only open found

@@ -438,8 +438,15 @@ run 0 info "$regions" --json
 json_true 'len(d["regions"]) == 3 and d["regions"][1]["offset"] == 7 << 30 and d["regions"][2]["offset"] == 6 << 30'
 run 0 remove-region "$regions" "$regions-b" --json
 json_true 'd["removed"] and len(d["regions"]) == 2'
-run 0 add-region "$regions" "$regions-c" --size 64M
+run 0 add-region "$regions" "$regions-c" --size 64M --node 1
 stdout_has "added $regions-c to $regions"
+stdout_has "node 1"
+run 2 add-region "$regions" "$regions-e" --size 64M --node x
+stderr_has "invalid --node"
+run 0 info "$regions"
+stdout_has "nodes (the heap's memory by the NUMA node of its regions)"
+run 0 info "$regions" --json
+json_true 'sum(n["present_bytes"] for n in d["nodes"]) == d["usage"]["present_bytes"] and any(n["node"] == 1 and n["regions"] == 1 for n in d["nodes"])'
 run 1 remove-region "$regions" "$regions-none"
 run 0 check "$regions"
 mv "$regions-a" "$regions-moved"
