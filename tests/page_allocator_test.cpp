@@ -305,7 +305,7 @@ TEST_CASE("a zone takes pool pageblocks from its preferred ranges first (its nod
   page_allocator pages(*f.model, 2);
   rebuild_clean(pages);
   // Zone 1 prefers pageblocks 20..21, then 10..11; zone 0 takes the lowest.
-  pages.prefer(1, {{20, 22}, {10, 11}});
+  pages.place(nullptr, {{}, {{20, 22}, {10, 11}}});
   std::vector<std::uint64_t> got;
   for (int i = 0; i < 4; ++i) {  // half a pageblock each: a pool pageblock for every second
     const auto p = pages.allocate(pb / 2, migratetype::unmovable, 1);
@@ -325,7 +325,7 @@ TEST_CASE("a zone takes pool pageblocks from its preferred ranges first (its nod
   REQUIRE(other);
   CHECK(*other / pb == first_usable / pb + 1);
   // Runs of pageblocks (large extents) too: in a preferred range where one fits.
-  pages.prefer(0, {{24, 28}});
+  pages.place(nullptr, {{{24, 28}}, {{20, 22}, {10, 11}}});
   const auto run = pages.allocate(3 * pb, migratetype::large, 0);
   REQUIRE(run);
   CHECK(*run / pb == 24);

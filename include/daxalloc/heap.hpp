@@ -213,7 +213,7 @@ struct heap_stats {
     int node = -1;
     unsigned regions = 0;  // the heap's own file or device counts as one
     // Arenas that take this node's memory first; 0 on every node when the
-    // heap has memory of fewer than two known nodes (no placement by node).
+    // heap's memory is all of one node (no placement by node).
     unsigned arenas = 0;
     std::uint64_t present_bytes = 0;  // present subsections, metadata included
     std::uint64_t free_bytes = 0;     // pages the page allocator can hand out

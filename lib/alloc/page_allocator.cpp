@@ -208,10 +208,11 @@ void page_allocator::free(std::uint64_t pfn, std::uint64_t pages) {
       pool_.insert(pageblock);
       continue;
     }
-    zone& mine = *zones_[z.value_or(0)];
+    zone& mine = *zones_[z ? *z : home_zone(pageblock)];
     std::lock_guard lock(mine.mutex);
-    // No owner (after open, for a pageblock that was wholly allocated): zone 0
-    // takes it with its media type, unless a free of its other pages has.
+    // No owner (after open, for a pageblock that was wholly allocated): a
+    // zone of its node takes it with its media type, unless a free of its
+    // other pages has.
     if (!owner(pageblock)) own(mine, pageblock, model_.get_pageblock_migratetype(lo));
     if (lo == pfn) clear_head(lo);  // before free_range may make it a free block's first page
     free_range(mine, lo, hi - lo);
@@ -230,10 +231,18 @@ std::uint64_t page_allocator::allocated_length(std::uint64_t pfn) const noexcept
 }
 
 // The pageblock at the lowest address: keeps the heap compact.
-void page_allocator::prefer(unsigned zone,
-                            std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges) {
+void page_allocator::place(
+    std::shared_ptr<const node_placement> placement,
+    const std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>>& preferred) {
+  placement_.store(std::move(placement));
   std::lock_guard lock(pool_mutex_);  // (read under it)
-  zones_[zone]->preferred = std::move(ranges);
+  for (std::size_t z = 0; z < zones_.size(); ++z)
+    zones_[z]->preferred = z < preferred.size() ? preferred[z] : decltype(zone::preferred){};
+}
+
+unsigned page_allocator::home_zone(std::uint64_t pageblock) const {
+  const auto placement = placement_.load();
+  return placement ? placement->home(pageblock, 0) : 0;
 }
 
 bool page_allocator::own_pageblock_from_pool(zone& z, migratetype type) {
@@ -559,7 +568,6 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
     std::lock_guard lock(pool_mutex_);
     pool_.clear();
   }
-  zone& z = *zones_[0];
   std::vector<std::pair<std::uint64_t, std::uint64_t>> free_runs;  // of one pageblock
 
   const auto& geo = model_.geo();
@@ -657,6 +665,7 @@ std::vector<allocated_extent> page_allocator::rebuild(std::vector<std::string>& 
           std::lock_guard lock(pool_mutex_);
           pool_.insert(pageblock);
         } else if (free_pages) {
+          zone& z = *zones_[home_zone(pageblock)];
           std::lock_guard lock(z.mutex);
           own(z, pageblock, model_.get_pageblock_migratetype(first));
           for (auto [pfn, n] : free_runs) free_range(z, pfn, n);

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -48,6 +49,7 @@
 #include <vector>
 
 #include "alloc/pageblock_bitmap.hpp"
+#include "alloc/placement.hpp"
 #include "platform/spin_mutex.hpp"
 #include "platform/zeroed_memory.hpp"
 #include "sparse/memory_model.hpp"
@@ -93,12 +95,15 @@ class page_allocator {
                                         std::vector<std::uint64_t>* bad = nullptr);
 
   [[nodiscard]] unsigned zones() const noexcept { return static_cast<unsigned>(zones_.size()); }
-  // Where a zone takes pool pageblocks from first: ranges of pageblock
-  // numbers [first, end), in order (its node's memory, then the nearer
-  // nodes': the kernel's zonelist); the rest of the pool only when none of
-  // them has one. Empty (the default): the lowest pool pageblock. Read and
-  // written under the pool's lock.
-  void prefer(unsigned zone, std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges);
+  // Placement by node (placement.hpp): where each zone takes pool
+  // pageblocks from first, `preferred[zone]`: ranges of pageblock numbers
+  // [first, end), in order (its node's memory, then the nearer nodes': the
+  // kernel's zonelist), the rest of the pool only when none of them has
+  // one; and which zone owns a partly free pageblock that no zone owned (at
+  // open, or freed from a wholly allocated one): one of its node's. Without
+  // it, the lowest pool pageblock, and zone 0.
+  void place(std::shared_ptr<const node_placement> placement,
+             const std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>>& preferred);
   // Free pages in pageblocks [first, end): the zones' free blocks there and
   // the pool's pageblocks (a node's share of stats().free_pages).
   [[nodiscard]] std::uint64_t free_pages_in(std::uint64_t first, std::uint64_t end) const;
@@ -231,6 +236,8 @@ class page_allocator {
   page_shadow* const shadow_;           // [pfn]
   pageblock_shadow* const pageblocks_;  // [pfn / pageblock_pages]
   mutable ::daxalloc::detail::spin_mutex pool_mutex_;
+  std::atomic<std::shared_ptr<const node_placement>> placement_;    // place()
+  [[nodiscard]] unsigned home_zone(std::uint64_t pageblock) const;  // zone 0 without placement
   pageblock_bitmap pool_;  // wholly free pageblocks no zone owns; under pool_mutex_
   std::vector<std::unique_ptr<zone>> zones_;
 };

@@ -298,12 +298,19 @@ small_allocator::slab* small_allocator::new_slab(unsigned a, unsigned klass_inde
 small_allocator::slab* small_allocator::adopt_empty_slab(unsigned a, unsigned cls) {
   klass& k = (*arenas_[a])[cls];
   if (a == movable_arena_) return nullptr;
+  const auto placement = placement_.load();
   for (unsigned other = 0; other < movable_arena_; ++other) {
     klass& o = (*arenas_[other])[cls];
     if (other == a) continue;
     std::unique_lock lock(o.mutex, std::try_to_lock);
-    if (!lock || o.empty.empty()) continue;
-    slab* s = &o.empty.front();
+    if (!lock) continue;
+    slab* s = nullptr;  // the first empty slab of a's node
+    for (slab& e : o.empty)
+      if (placement == nullptr || placement->local(a, e.pfn / pageblock_pages)) {
+        s = &e;
+        break;
+      }
+    if (s == nullptr) continue;
     o.partial.erase(o.partial.iterator_to(*s));
     no_longer_empty(o, *s);
     o.slabs.erase(o.slabs.iterator_to(*s));
@@ -369,8 +376,10 @@ std::size_t small_allocator::take(unsigned a, unsigned cls, void** out, std::siz
   {
     std::lock_guard lock(k.mutex);
     got = take_partial(k, out, n);
-    while (got < n && (load_some(a, cls, 4) || adopt_empty_slab(a, cls) || new_slab(a, cls) ||
-                       load_some(a, cls, SIZE_MAX)))
+    // Slabs of a's node first (placement by node): loaded, adopted, new;
+    // then any.
+    while (got < n && (load_some(a, cls, 4, true) || adopt_empty_slab(a, cls) || new_slab(a, cls) ||
+                       load_some(a, cls, SIZE_MAX, false)))
       got += take_partial(k, out + got, n - got);
   }
   for (unsigned other = 0; got < n && a != movable_arena_ && other < movable_arena_; ++other) {
@@ -496,14 +505,31 @@ void small_allocator::rebuild(const std::vector<allocated_extent>& found,
   deferred_.clear();
 }
 
-small_allocator::slab* small_allocator::pop_unloaded(unsigned cls, bool movable) const {
+small_allocator::slab* small_allocator::pop_unloaded(unsigned cls, bool movable,
+                                                     const node_placement* local_to,
+                                                     unsigned a) const {
   unloaded_class& u = unloaded_[movable][cls];
   std::lock_guard lock(u.mutex);
   if (u.slabs.empty()) return nullptr;
-  slab& s = u.slabs.front();
-  u.slabs.pop_front();
-  s.state.store(loading, std::memory_order_relaxed);
-  return &s;
+  // Of a's node: the lowest slab, else the highest (the regions of other
+  // nodes lie above the heap's own memory, each a run of the list).
+  const auto mine = [&](const slab& s) {
+    return local_to == nullptr || local_to->local(a, s.pfn / pageblock_pages);
+  };
+  slab* s = &u.slabs.front();
+  if (!mine(*s)) s = mine(u.slabs.back()) ? &u.slabs.back() : nullptr;
+  if (s == nullptr) return nullptr;
+  u.slabs.erase(u.slabs.iterator_to(*s));
+  s->state.store(loading, std::memory_order_relaxed);
+  return s;
+}
+
+// The arena a slab loads into outside take(): the movable arena, or the
+// first of its node's.
+unsigned small_allocator::home_of(const slab& s) const {
+  if (s.movable) return movable_arena_;
+  const auto placement = placement_.load();
+  return placement ? placement->home(s.pfn / pageblock_pages, 0) : 0;
 }
 
 // A slab's bitmap is read once, here: its words, and after a clean close the
@@ -550,21 +576,22 @@ bool small_allocator::load(slab& s, unsigned a) const {
   return true;
 }
 
-bool small_allocator::load_some(unsigned a, unsigned cls, std::size_t limit) const {
+bool small_allocator::load_some(unsigned a, unsigned cls, std::size_t limit, bool local) const {
+  const auto placement = local ? placement_.load() : nullptr;
   for (std::size_t i = 0; i < limit; ++i) {
-    slab* s = pop_unloaded(cls, a == movable_arena_);
+    slab* s = pop_unloaded(cls, a == movable_arena_, placement.get(), a);
     if (s == nullptr) break;
     if (load(*s, a) && s->in_use < size_classes[s->cls].objects) return true;
   }
   return false;
 }
 
-// Into arena 0 (a movable slab: the movable arena), under its class lock; a
-// slab another thread is loading is waited for with no lock held.
+// Into its home arena (home_of), under its class lock; a slab another
+// thread is loading is waited for with no lock held.
 bool small_allocator::ensure_loaded_slow(const void* object) const {
   slab* s = slab_of(object);
   const unsigned cls = base_class(s->cls);
-  const unsigned into = s->movable ? movable_arena_ : 0;
+  const unsigned into = home_of(*s);
   for (;;) {
     {
       klass& k = (*arenas_[into])[cls];
@@ -594,12 +621,13 @@ std::optional<media::read_failure> small_allocator::unreadable(const void* objec
 
 void small_allocator::load_all() const {
   for (const bool movable : {false, true})
-    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
-      const unsigned into = movable ? movable_arena_ : 0;
-      klass& k = (*arenas_[into])[cls];
-      std::lock_guard lock(k.mutex);
-      while (slab* s = pop_unloaded(cls, movable)) (void)load(*s, into);
-    }
+    for (unsigned cls = 0; cls < nr_size_classes; ++cls)
+      while (slab* s = pop_unloaded(cls, movable)) {  // (loading: no one else takes it)
+        const unsigned into = home_of(*s);
+        klass& k = (*arenas_[into])[cls];
+        std::lock_guard lock(k.mutex);
+        (void)load(*s, into);
+      }
 }
 
 std::vector<slab_usage> small_allocator::movable_slabs(unsigned cls) const {

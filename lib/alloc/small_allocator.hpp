@@ -43,7 +43,8 @@
 // threads rarely share a lock; an object goes back to the arena owning its
 // slab. An arena out of partial slabs adopts an empty slab of another before
 // it makes a new one, and with no pages left hands out objects of other
-// arenas' partly used slabs.
+// arenas' partly used slabs. With placement by node (placement.hpp) it
+// loads, adopts and makes slabs of its own node's memory first.
 //
 // Movable objects live in slabs of their own (head descriptor state
 // movable_slab), all in one arena of their own (movable_arena(): never a
@@ -167,6 +168,12 @@ class small_allocator {
   // Releases every slab none of whose objects is handed out (one fence each);
   // returns how many. Empty slabs are kept until then.
   std::size_t release_empty_slabs();
+  // Placement by node (placement.hpp): an arena out of partial slabs loads,
+  // adopts or makes one of its node's first; a slab loaded outside take()
+  // goes to an arena of its node. Slabs an arena already holds stay in it.
+  void place(std::shared_ptr<const node_placement> placement) {
+    placement_.store(std::move(placement));
+  }
 
   // The class of the slab in which an ordinary object starts at p (a legacy
   // class for a slab of format 4 or older), or -1 (also for a movable
@@ -343,13 +350,17 @@ class small_allocator {
   std::size_t take_partial(klass& k, void** out, std::size_t n);
   // Loading (volatile state only, hence const): pops the first unloaded
   // slab of a class, marked loading; null when none.
-  slab* pop_unloaded(unsigned cls, bool movable) const;
+  // With `local_to`, only a slab of the node arena a serves (placement).
+  slab* pop_unloaded(unsigned cls, bool movable, const node_placement* local_to = nullptr,
+                     unsigned a = 0) const;
+  [[nodiscard]] unsigned home_of(const slab& s) const;
   // Reads the bitmap of s (popped, loading) and puts it on arena a's lists,
   // whose class lock the caller holds; false when it is damaged.
   bool load(slab& s, unsigned a) const;
   // Loads unloaded slabs of class cls into arena a (its class lock held)
   // until one has a free object, at most `limit`: whether one had.
-  bool load_some(unsigned a, unsigned cls, std::size_t limit) const;
+  // `local`: only slabs of a's node (placement by node).
+  bool load_some(unsigned a, unsigned cls, std::size_t limit, bool local) const;
   bool ensure_loaded_slow(const void* object) const;
   void release_slab(klass& k, slab* s);
   void returned(klass& k, slab& s, std::uint32_t count);
@@ -388,6 +399,7 @@ class small_allocator {
   // with their pageblocks.
   mutable std::mutex deferred_mutex_;
   mutable std::vector<std::pair<std::string, std::uint64_t>> deferred_;
+  std::atomic<std::shared_ptr<const node_placement>> placement_;  // place()
 };
 
 }  // namespace daxalloc::alloc

@@ -257,8 +257,8 @@ void heap_impl::start(bool repair) {
   }
   recover_slots();
   recover_root();
+  place_by_node();  // (rebuild gives partly used pageblocks to zones of their node)
   rebuild(repair);
-  place_by_node();
   finish_shutdown_record();
   if (!read_only()) {
     model_->set_shutdown_state(sparse::shutdown_open);
@@ -1030,8 +1030,8 @@ heap_stats heap_impl::stats() const {
   };
   {
     std::lock_guard lock(caches_mutex_);
-    for (const int node : arena_node_)  // (-1: placement is off, any memory)
-      for (auto& n : s.nodes) n.arenas += node >= 0 && n.node == node;
+    for (const int node : arena_node_)  // (none: no placement by node)
+      for (auto& n : s.nodes) n.arenas += n.node == node;
   }
   std::vector<std::string> ignored;
   for (const auto& e : media_extents(ignored)) {

@@ -492,8 +492,10 @@ class heap_impl {
   compaction_totals compacted_;
   mutable std::mutex caches_mutex_;
   std::vector<std::unique_ptr<thread_cache>> caches_;
-  unsigned next_arena_ = 0;        // under caches_mutex_: arenas go round
-  std::vector<int> arena_node_;    // under caches_mutex_: the node each arena serves (-1: any)
+  unsigned next_arena_ = 0;  // under caches_mutex_: arenas go round
+  // Under caches_mutex_: the node each arena serves (-1: memory of no known
+  // node); empty when the heap has memory of one node only.
+  std::vector<int> arena_node_;
   sysfs::numa_topology topology_;  // under caches_mutex_: as place_by_node read it
 };
 

@@ -59,31 +59,35 @@ std::vector<heap_impl::node_range> heap_impl::node_ranges() const {
 
 // Arenas (and the page allocator's zones) spread over the nodes that have
 // memory here, each preferring its node's regions, then the nearer nodes'.
+// Memory of no known node counts as a node of its own (-1). With memory of
+// one node only, arenas take any memory (arena_node_ empty).
 void heap_impl::place_by_node() {
   const std::vector<node_range> ranges = node_ranges();
   std::vector<int> nodes;
   for (const node_range& r : ranges)
-    if (r.node >= 0 && std::find(nodes.begin(), nodes.end(), r.node) == nodes.end())
-      nodes.push_back(r.node);
+    if (std::find(nodes.begin(), nodes.end(), r.node) == nodes.end()) nodes.push_back(r.node);
   std::sort(nodes.begin(), nodes.end());
   sysfs::numa_topology topology = sysfs::read_numa_topology();
-  std::lock_guard lock(caches_mutex_);
-  arena_node_.assign(pages_.zones(), -1);
-  for (unsigned a = 0; a < pages_.zones(); ++a) {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> preferred;
-    if (nodes.size() > 1) {
-      arena_node_[a] = nodes[a % nodes.size()];
-      for (const int n : memory_fallback(topology, nodes, arena_node_[a]))
+  auto placement = std::make_shared<alloc::node_placement>();
+  std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>> preferred(pages_.zones());
+  if (nodes.size() > 1) {
+    for (const node_range& r : ranges) placement->spans.push_back({r.first, r.end, r.node});
+    for (unsigned a = 0; a < pages_.zones(); ++a) {
+      placement->arena_node.push_back(nodes[a % nodes.size()]);
+      for (const int n : memory_fallback(topology, nodes, placement->arena_node.back()))
         for (const node_range& r : ranges)
-          if (r.node == n) preferred.emplace_back(r.first, r.end);
+          if (r.node == n) preferred[a].emplace_back(r.first, r.end);
     }
-    pages_.prefer(a, std::move(preferred));
   }
+  std::lock_guard lock(caches_mutex_);
+  arena_node_ = placement->arena_node;
   topology_ = std::move(topology);
+  pages_.place(placement, preferred);
+  small_.place(std::move(placement));
 }
 
 // The nodes with memory by distance from `node` (itself first); nodes the
-// topology does not know come last, in number order.
+// topology does not know (-1 among them) come last, in number order.
 std::vector<int> heap_impl::memory_fallback(const sysfs::numa_topology& topology,
                                             const std::vector<int>& nodes, int node) {
   std::vector<int> order;
@@ -102,7 +106,7 @@ std::vector<int> heap_impl::memory_fallback(const sysfs::numa_topology& topology
 unsigned heap_impl::arena_for(int node) {
   std::vector<int> nodes;
   for (const int n : arena_node_)
-    if (n >= 0 && std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+    if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
   if (!nodes.empty()) {
     const int target = memory_fallback(topology_, nodes, node).front();
     for (unsigned k = 0; k < arena_node_.size(); ++k) {
