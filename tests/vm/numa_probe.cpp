@@ -624,8 +624,8 @@ int bench_mode(checker& c, const std::string& dev0, const std::string& dev1,
       const double l = median(rate[0]), r = median(rate[1]);
       char line[240];
       std::snprintf(line, sizeof line,
-                    "bench: cpu %d %-13s local (node %d) %7.3f Mops/s, %3.0f%% on node;  remote "
-                    "(node %d) %7.3f Mops/s, %3.0f%% on node;  remote/local %.2f",
+                    "bench: cpu %d %-13s local (node %d) %7.4f Mops/s, %3.0f%% on node;  remote "
+                    "(node %d) %7.4f Mops/s, %3.0f%% on node;  remote/local %.2f",
                     cpu, w.name, local, l, 100.0 * static_cast<double>(placed[0]) / seen[0], remote,
                     r, 100.0 * static_cast<double>(placed[1]) / seen[1], r / l);
       say(line);
