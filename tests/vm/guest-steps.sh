@@ -1,17 +1,17 @@
 #!/bin/sh
 # The VM suite's steps, run by /init in the guest (dash, with busybox's
-# applets and a few host programs). Each step
-# prints its command's output indented by "  | ", then exactly one line
-#   VMSTEP <name> PASS      or      VMSTEP <name> FAIL <reason>
-# run-vm.sh expects the steps listed in its expected_steps() and fails on a
-# FAIL, a missing step or a step it does not know. A step whose prerequisite
-# failed still prints its line, as FAIL with the reason "skipped: ...".
+# applets and a few host programs). Each step prints its output and one
+# VMSTEP line (guest-lib.sh); run-vm.sh expects the steps listed in its
+# expected_steps() and fails on a FAIL, a missing step or a step it does not
+# know. A step whose prerequisite failed still prints its line, as FAIL with
+# the reason "skipped: ...".
 #
 # Files the host put into the initramfs:
 #   /vm/modules           kernel modules to insmod, in order (paths)
 #   /vm/required-modules  names that must be in /sys/module afterwards
 #   /vm/devdax-tests      doctest binaries that also run in the devdax phase
 #   /vm/exclude/test_X    test cases test_X leaves out (a --test-case-exclude value)
+#   /vm/guest-lib.sh      the step helpers
 #   /opt/daxalloc/...     the project's programs, at their build-dir paths
 
 programs=/opt/daxalloc
@@ -21,8 +21,10 @@ direct_io_probe=$programs/tests/vm/direct_io_probe
 daxalloc=$programs/tools/daxalloc
 tour=$programs/examples/region_tour
 heap_tour=$programs/examples/heap_tour
-out=/tmp/vmstep-output
 step_timeout=240  # test_heap with DAXALLOC_VM_SLOW=1 takes 100 s or more under TCG
+# pass, fail, skip, run (with $want), wait_for, load_modules
+# shellcheck source=tests/vm/guest-lib.sh
+. /vm/guest-lib.sh
 
 # Doctest binaries: test_region first, then any other tests/test_* copied in;
 # all run on the fsdax mount, those listed in /vm/devdax-tests (the ones whose
@@ -35,51 +37,6 @@ devdax_tests=""
 for t in $tests; do
   grep -qx "$t" /vm/devdax-tests 2>/dev/null && devdax_tests="$devdax_tests $t"
 done
-
-pass() { echo "VMSTEP $1 PASS"; }
-fail() {
-  name=$1
-  shift
-  echo "VMSTEP $name FAIL $*"
-}
-skip() { fail "$1" "skipped: $2"; }
-
-# run NAME COMMAND...: runs COMMAND with a time limit, shows its output and
-# how long it took, and reports the step; the reason of a failure is the first
-# line that says FAIL or ERROR (dax_probe, doctest), else the last line of
-# output. A step passes when COMMAND exits with 0 and its output has every
-# line in $want (newline-separated fixed strings; empty: nothing asked for).
-want=""
-run() {
-  name=$1
-  shift
-  started=$(date +%s)
-  timeout "$step_timeout" "$@" >"$out" 2>&1 </dev/null
-  rc=$?
-  sed 's/^/  | /' "$out"
-  echo "  ($name: $(($(date +%s) - started)) s)"
-  missing=""
-  if [ $rc -eq 0 ] && [ -n "$want" ]; then
-    missing=$(printf '%s\n' "$want" | while IFS= read -r line; do
-      [ -z "$line" ] || grep -qF -- "$line" "$out" || echo "$line"
-    done | head -n 1)
-  fi
-  want=""
-  if [ $rc -eq 0 ] && [ -z "$missing" ]; then
-    pass "$name"
-    return 0
-  fi
-  if [ $rc -eq 0 ]; then
-    fail "$name" "the output lacks \"$missing\""
-    return 1
-  fi
-  reason=$(grep -m 1 -E 'FAIL|ERROR|[Ee]rror' "$out")
-  [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]*$' "$out" | tail -n 1)
-  [ $rc -eq 143 ] && reason="killed after ${step_timeout}s; $reason"
-  fail "$name" "exit $rc: $(printf '%s\n' "$reason" | cut -c 1-200)"
-  dmesg | tail -n 12 | sed 's/^/  dmesg: /'
-  return 1
-}
 
 # run_test NAME DIR BINARY: a doctest binary with its files in DIR, leaving
 # out the cases /vm/exclude/BINARY names.
@@ -108,34 +65,8 @@ closed and reopened: 2 run(s) recorded"
   run "$1-heap_tour-reopen" "$heap_tour" "${3:-$2}"
 }
 
-# wait_for PATH: up to 10 s for a device node to appear.
-wait_for() {
-  i=0
-  while [ ! -e "$1" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-  done
-  [ -e "$1" ] || {
-    echo "ERROR: $1 did not appear within 10 s"
-    return 1
-  }
-}
-
 # Step bodies that are more than one command; run() calls them through
 # "sh $self --do FUNCTION", since timeout runs programs, not functions.
-load_modules() {
-  while read -r module; do
-    insmod "$module" || echo "note: insmod $module failed (fatal only if it is required)"
-  done </vm/modules
-  missing=""
-  for m in $(cat /vm/required-modules); do
-    [ -d "/sys/module/$m" ] || missing="$missing $m"
-  done
-  [ -z "$missing" ] || {
-    echo "ERROR: modules not loaded:$missing"
-    return 1
-  }
-}
 find_pmem() {
   # memmap= gives a raw namespace (/dev/pmem0); an NVDIMM kept from an earlier
   # run may come up in the mode that run left it in.

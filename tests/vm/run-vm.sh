@@ -183,48 +183,8 @@ vm_time=$(seconds_between "$vm_start" "$vm_end")
 # "VMSTEP <name> PASS|FAIL <reason>".
 console=$(vm_console "$log")
 [ "${DAXALLOC_VM_VERBOSE:-0}" = 1 ] && echo "$console"
-steps=$(grep -a '^VMSTEP ' <<<"$console" || true)
-failed=0 passed=0
-for step in $(expected_steps); do
-  lines=$(grep -a "^VMSTEP $step \(PASS\|FAIL\)" <<<"$steps" || true)
-  count=$(grep -c . <<<"$lines" || true)
-  if [ "$count" -eq 0 ]; then
-    echo "VMSTEP $step MISSING"
-    failed=$((failed + 1))
-  elif [ "$count" -gt 1 ]; then
-    echo "$lines"
-    echo "VMSTEP $step reported $count times"
-    failed=$((failed + 1))
-  else
-    echo "$lines"
-    if [ "$lines" = "VMSTEP $step PASS" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
-  fi
-done
-expected=" $(expected_steps | tr '\n' ' ') "
-while read -r _ step _; do
-  [ -z "$step" ] || [[ "$expected" == *" $step "* ]] && continue
-  echo "VMSTEP $step is not an expected step (update expected_steps in run-vm.sh)"
-  failed=$((failed + 1))
-done <<<"$steps"
-if ! grep -aqx 'VMSTEPS DONE' <<<"$console"; then
-  echo "VMSTEPS DONE missing: the guest did not finish"
-  failed=$((failed + 1))
-fi
-if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-  echo "the VM timed out after $vm_timeout s and was killed"
-  failed=$((failed + 1))
-elif [ "$status" -ne 0 ]; then
-  echo "qemu exited with status $status"
-  failed=$((failed + 1))
-fi
+# shellcheck disable=SC2046  # a word per step
+vm_check_steps "$console" "$status" "$vm_timeout" $(expected_steps)
 
 echo "VM time: $vm_time s (boot, steps, power-off); kernel $kver; console log: $log"
-if [ "$failed" -ne 0 ]; then
-  if [ "${DAXALLOC_VM_VERBOSE:-0}" != 1 ]; then
-    echo "---- last 120 lines of the console ----"
-    tail -n 120 <<<"$console"
-  fi
-  echo "vm: $passed steps passed, $failed problems"
-  exit 1
-fi
-echo "vm: all $passed steps passed"
+vm_finish vm "$console"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash disable=SC2154,SC2034  # the caller's arrays; the variables set for it
-# Shared by the VM suite's host scripts (run-vm.sh, kill-rounds.sh): finding
-# the kernel and qemu, building the guest programs, staging and packing the
-# busybox initramfs, reading the console. Sourced, not run; bash.
+# Shared by the VM suite's host scripts (run-vm.sh, run-vm-numa.sh,
+# kill-rounds.sh): finding the kernel and qemu, building the guest programs,
+# staging and packing the busybox initramfs, reading the console and checking
+# the VMSTEP lines on it. Sourced, not run; bash.
 #
 # Before vm_stage_root the caller sets these arrays and variables:
 #   guest_programs  programs copied into the guest, relative to the build dir
@@ -158,6 +159,7 @@ vm_stage_root() {
   if command -v depmod >/dev/null; then depmod -b "$root" "$kver" 2>/dev/null || true; fi
 
   install -m 755 "$here/init" "$root/init"
+  install -m 644 "$here/guest-lib.sh" "$root/vm/guest-lib.sh"
   # /init reopens the console on devtmpfs; this node only helps the kernel open it first.
   if [ "$(id -u)" -eq 0 ]; then mknod -m 600 "$root/dev/console" c 5 1; fi
 }
@@ -171,4 +173,67 @@ vm_pack() {
 # firmware's terminal escapes.
 vm_console() {
   tr -d '\r' <"$1" | sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g'
+}
+
+# vm_check_steps CONSOLE STATUS TIMEOUT STEP...: checks the console text of
+# a VM that ran a step script (guest-lib.sh) against the steps expected, in
+# order, and qemu's exit status (that of `timeout TIMEOUT qemu ...`). Prints
+# each step's line; a FAIL, a missing, repeated or unknown step, a missing
+# "VMSTEPS DONE", a time-out or another qemu status is a problem. Sets
+# vm_passed and vm_failed.
+vm_check_steps() {
+  local console=$1 status=$2 timeout=$3 steps step lines count expected
+  shift 3
+  steps=$(grep -a '^VMSTEP ' <<<"$console" || true)
+  vm_failed=0 vm_passed=0
+  for step in "$@"; do
+    lines=$(grep -a "^VMSTEP $step \(PASS\|FAIL\)" <<<"$steps" || true)
+    count=$(grep -c . <<<"$lines" || true)
+    if [ "$count" -eq 0 ]; then
+      echo "VMSTEP $step MISSING"
+      vm_failed=$((vm_failed + 1))
+    elif [ "$count" -gt 1 ]; then
+      echo "$lines"
+      echo "VMSTEP $step reported $count times"
+      vm_failed=$((vm_failed + 1))
+    else
+      echo "$lines"
+      if [ "$lines" = "VMSTEP $step PASS" ]; then
+        vm_passed=$((vm_passed + 1))
+      else
+        vm_failed=$((vm_failed + 1))
+      fi
+    fi
+  done
+  expected=" $* "
+  while read -r _ step _; do
+    [ -z "$step" ] || [[ "$expected" == *" $step "* ]] && continue
+    echo "VMSTEP $step is not an expected step (update expected_steps in ${0##*/})"
+    vm_failed=$((vm_failed + 1))
+  done <<<"$steps"
+  if ! grep -aqx 'VMSTEPS DONE' <<<"$console"; then
+    echo "VMSTEPS DONE missing: the guest did not finish"
+    vm_failed=$((vm_failed + 1))
+  fi
+  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "the VM timed out after $timeout s and was killed"
+    vm_failed=$((vm_failed + 1))
+  elif [ "$status" -ne 0 ]; then
+    echo "qemu exited with status $status"
+    vm_failed=$((vm_failed + 1))
+  fi
+}
+
+# vm_finish NAME CONSOLE: the verdict after vm_check_steps; on a problem the
+# tail of the console (unless DAXALLOC_VM_VERBOSE=1 printed it all) and exit 1.
+vm_finish() {
+  if [ "$vm_failed" -ne 0 ]; then
+    if [ "${DAXALLOC_VM_VERBOSE:-0}" != 1 ]; then
+      echo "---- last 120 lines of the console ----"
+      tail -n 120 <<<"$2"
+    fi
+    echo "$1: $vm_passed steps passed, $vm_failed problems"
+    exit 1
+  fi
+  echo "$1: all $vm_passed steps passed"
 }
