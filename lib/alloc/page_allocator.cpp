@@ -192,15 +192,16 @@ void page_allocator::free_range(zone& z, std::uint64_t pfn, std::uint64_t pages)
   }
 }
 
-// The pages being freed are allocated, so their pageblock cannot change
-// owner meanwhile: the owner read without a lock is the one to lock.
+// The pages being freed are allocated, so their pageblock can change owner
+// meanwhile only by place() moving it to another zone (or by a free of its
+// other pages owning it): the owner is read again under the zone's lock.
 void page_allocator::free(std::uint64_t pfn, std::uint64_t pages) {
   const std::uint64_t end = pfn + pages;
   for (std::uint64_t pageblock = pfn / pageblock_pages; pageblock * pageblock_pages < end;
        ++pageblock) {
     const std::uint64_t lo = std::max(pfn, pageblock * pageblock_pages);
     const std::uint64_t hi = std::min(end, (pageblock + 1) * pageblock_pages);
-    const auto z = owner(pageblock);
+    auto z = owner(pageblock);
     if (hi - lo == pageblock_pages && !z) {  // a whole pageblock of a large extent
       std::lock_guard lock(pool_mutex_);
       clear_head(lo);
@@ -208,8 +209,16 @@ void page_allocator::free(std::uint64_t pfn, std::uint64_t pages) {
       pool_.insert(pageblock);
       continue;
     }
-    zone& mine = *zones_[z ? *z : home_zone(pageblock)];
-    std::lock_guard lock(mine.mutex);
+    zone* locked = zones_[z ? *z : home_zone(pageblock)].get();
+    locked->mutex.lock();
+    while (owner(pageblock) != z) {  // moved meanwhile
+      locked->mutex.unlock();
+      z = owner(pageblock);
+      locked = zones_[z ? *z : home_zone(pageblock)].get();
+      locked->mutex.lock();
+    }
+    zone& mine = *locked;
+    std::lock_guard lock(mine.mutex, std::adopt_lock);
     // No owner (after open, for a pageblock that was wholly allocated): a
     // zone of its node takes it with its media type, unless a free of its
     // other pages has.
@@ -234,10 +243,54 @@ std::uint64_t page_allocator::allocated_length(std::uint64_t pfn) const noexcept
 void page_allocator::place(
     std::shared_ptr<const node_placement> placement,
     const std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>>& preferred) {
+  if (placement && !placement->arena_node.empty()) rehome(*placement);
   placement_.store(std::move(placement));
   std::lock_guard lock(pool_mutex_);  // (read under it)
   for (std::size_t z = 0; z < zones_.size(); ++z)
     zones_[z]->preferred = z < preferred.size() ? preferred[z] : decltype(zone::preferred){};
+}
+
+// Partly free pageblocks a zone owns that are of another zone's node go to
+// that zone, with their free blocks (a zone keeps only its node's memory:
+// what it owned before the placement changed, or found at open before it).
+// Every zone's lock is held, in order: nothing else holds two.
+void page_allocator::rehome(const node_placement& placement) {
+  std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> locks;
+  for (auto& zp : zones_) locks.emplace_back(zp->mutex);
+  std::vector<std::uint64_t> moving;
+  for (auto& zp : zones_) {
+    zone& z = *zp;
+    moving.clear();
+    for (const auto& lists : z.free_lists)
+      for (const free_list& l : lists)
+        for (std::uint64_t p = l.first; p; p = shadow(p).next)
+          if (!placement.local(z.id, p / pageblock_pages) &&
+              placement.home(p / pageblock_pages, z.id) != z.id)
+            moving.push_back(p / pageblock_pages);
+    std::sort(moving.begin(), moving.end());
+    moving.erase(std::unique(moving.begin(), moving.end()), moving.end());
+    for (const std::uint64_t pb : moving) {
+      zone& to = *zones_[placement.home(pb, z.id)];
+      pageblock_shadow& b = block(pb);
+      for (std::uint64_t pfn = pb * pageblock_pages; pfn < (pb + 1) * pageblock_pages;) {
+        const std::uint64_t i = info(pfn);
+        if (!page_buddy(i)) {
+          ++pfn;
+          continue;
+        }
+        const unsigned order = buddy_order(i);
+        del_from_free_list(z, pfn, order, b.type);
+        add_to_free_list(to, pfn, order, b.type);
+        pfn += pages_of(order);
+      }
+      z.free_pages -= b.free_pages;
+      to.free_pages += b.free_pages;
+      --z.owned[index(b.type)];
+      ++to.owned[index(b.type)];
+      std::atomic_ref<std::uint8_t>(b.owner).store(static_cast<std::uint8_t>(to.id + 1),
+                                                   std::memory_order_release);
+    }
+  }
 }
 
 unsigned page_allocator::home_zone(std::uint64_t pageblock) const {
@@ -499,6 +552,7 @@ bool page_allocator::is_free(std::uint64_t pfn) const {
   if (!z) return false;
   const zone& mine = *zones_[*z];
   std::lock_guard lock(mine.mutex);
+  if (owner(pb) != z) return is_free(pfn);  // moved meanwhile (place())
   for (unsigned k = 0; k <= max_order; ++k) {
     const std::uint64_t i = info(pfn & ~(pages_of(k) - 1));
     if (page_buddy(i) && buddy_order(i) == k) return true;

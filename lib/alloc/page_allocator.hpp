@@ -238,6 +238,7 @@ class page_allocator {
   mutable ::daxalloc::detail::spin_mutex pool_mutex_;
   std::atomic<std::shared_ptr<const node_placement>> placement_;    // place()
   [[nodiscard]] unsigned home_zone(std::uint64_t pageblock) const;  // zone 0 without placement
+  void rehome(const node_placement& placement);
   pageblock_bitmap pool_;  // wholly free pageblocks no zone owns; under pool_mutex_
   std::vector<std::unique_ptr<zone>> zones_;
 };

@@ -524,6 +524,35 @@ small_allocator::slab* small_allocator::pop_unloaded(unsigned cls, bool movable,
   return s;
 }
 
+// Every arena's lock of a class is held, in order: nothing else holds two
+// (adopt_empty_slab only tries the second).
+void small_allocator::place(std::shared_ptr<const node_placement> placement) {
+  if (placement && !placement->arena_node.empty())
+    for (unsigned cls = 0; cls < nr_size_classes; ++cls) {
+      std::vector<std::unique_lock<::daxalloc::detail::spin_mutex>> locks;
+      for (unsigned a = 0; a < movable_arena_; ++a) locks.emplace_back((*arenas_[a])[cls].mutex);
+      for (unsigned a = 0; a < movable_arena_; ++a) {
+        klass& k = (*arenas_[a])[cls];
+        for (auto it = k.slabs.begin(); it != k.slabs.end();) {
+          slab& s = *it++;
+          const std::uint64_t pageblock = s.pfn / pageblock_pages;
+          const unsigned to = placement->home(pageblock, a);
+          if (placement->local(a, pageblock) || to == a) continue;
+          klass& o = (*arenas_[to])[cls];
+          const bool partial = s.partial_hook::is_linked(), empty = s.empty_hook::is_linked();
+          if (partial) k.partial.erase(k.partial.iterator_to(s));
+          if (empty) no_longer_empty(k, s);
+          k.slabs.erase(k.slabs.iterator_to(s));
+          o.slabs.push_back(s);
+          s.arena.store(to, std::memory_order_release);
+          if (partial) o.partial.insert(s);
+          if (empty) became_empty(o, s);
+        }
+      }
+    }
+  placement_.store(std::move(placement));
+}
+
 // The arena a slab loads into outside take(): the movable arena, or the
 // first of its node's.
 unsigned small_allocator::home_of(const slab& s) const {

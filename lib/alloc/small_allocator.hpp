@@ -168,12 +168,12 @@ class small_allocator {
   // Releases every slab none of whose objects is handed out (one fence each);
   // returns how many. Empty slabs are kept until then.
   std::size_t release_empty_slabs();
-  // Placement by node (placement.hpp): an arena out of partial slabs loads,
+  // Placement by node (placement.hpp): the slabs an arena holds of another
+  // arena's node go to that arena (objects of them in thread caches go back
+  // to their slab's arena, as ever); an arena out of partial slabs loads,
   // adopts or makes one of its node's first; a slab loaded outside take()
-  // goes to an arena of its node. Slabs an arena already holds stay in it.
-  void place(std::shared_ptr<const node_placement> placement) {
-    placement_.store(std::move(placement));
-  }
+  // goes to an arena of its node.
+  void place(std::shared_ptr<const node_placement> placement);
 
   // The class of the slab in which an ordinary object starts at p (a legacy
   // class for a slab of format 4 or older), or -1 (also for a movable

@@ -400,7 +400,9 @@ inline thread_cache& heap_impl::cache() noexcept {
   }
   {
     std::lock_guard lock(caches_mutex_);
-    c->arena = arena_for(sysfs::current_node());
+    c->node = sysfs::current_node();
+    c->arena = arena_for(c->node);
+    c->placement = placement_generation_.load(std::memory_order_relaxed);
     caches_.push_back(std::move(owned));
   }
   tls_caches.entries.push_back({id_, c});
@@ -435,6 +437,8 @@ inline void* heap_impl::take_small(unsigned cls) noexcept {
 [[gnu::noinline]] void* heap_impl::refill(thread_cache::bin& b, unsigned cls) noexcept {
   if (read_only()) return nullptr;
   const std::size_t batch = cache_capacity(cls) / 2;
+  if (cache().placement != placement_generation_.load(std::memory_order_relaxed)) [[unlikely]]
+    follow_placement(cache());
   std::size_t got = small_.take(cache().arena, cls, b.bottom, batch);
   if (got == 0 && reclaim()) got = small_.take(cache().arena, cls, b.bottom, batch);
   if (got == 0) return nullptr;
@@ -484,6 +488,8 @@ std::optional<std::uint64_t> heap_impl::allocate_pages(std::uint64_t pages, std:
   if (read_only()) return std::nullopt;
   const auto type =
       pages >= alloc::pageblock_pages ? alloc::migratetype::large : alloc::migratetype::unmovable;
+  if (cache().placement != placement_generation_.load(std::memory_order_relaxed)) [[unlikely]]
+    follow_placement(cache());
   const unsigned zone = cache().arena;
   // The mapping is 2 MiB aligned; beyond, an aligned address is an offset
   // out of phase with the base's.

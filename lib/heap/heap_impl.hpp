@@ -45,6 +45,10 @@ struct thread_cache {
   std::array<bin, alloc::nr_slab_classes> bins;
   std::unique_ptr<void*[]> storage;
   unsigned arena = 0;  // of the small allocator, where the slow path takes objects
+  // Placement by node: the node this thread allocates on (its CPU's when it
+  // first allocated, or prefer_node's), and the placement its arena is of.
+  int node = -1;
+  unsigned placement = 0;
 };
 
 class heap_impl {
@@ -496,6 +500,8 @@ class heap_impl {
   // Under caches_mutex_: the node each arena serves (-1: memory of no known
   // node); empty when the heap has memory of one node only.
   std::vector<int> arena_node_;
+  std::atomic<unsigned> placement_generation_{0};  // changes when arena_node_ does
+  void follow_placement(thread_cache& c);
   sysfs::numa_topology topology_;  // under caches_mutex_: as place_by_node read it
 };
 

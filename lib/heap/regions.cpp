@@ -82,6 +82,7 @@ void heap_impl::place_by_node() {
   std::lock_guard lock(caches_mutex_);
   arena_node_ = placement->arena_node;
   topology_ = std::move(topology);
+  placement_generation_.fetch_add(1, std::memory_order_relaxed);  // threads pick again
   pages_.place(placement, preferred);
   small_.place(std::move(placement));
 }
@@ -128,7 +129,19 @@ void heap_impl::prefer_node(int node) {
                                      std::to_string(node) + "): no region of the heap is of it");
   thread_cache& c = give_back_for_node_change();
   std::lock_guard lock(caches_mutex_);
+  c.node = node;
   c.arena = arena_for(node);
+  c.placement = placement_generation_.load(std::memory_order_relaxed);
+}
+
+// The placement changed (a region came or went): an arena of the thread's
+// node again, at its next refill or extent; the objects it cached go back
+// first (some may be of another node now).
+void heap_impl::follow_placement(thread_cache& c) {
+  drain_cache(c);
+  std::lock_guard lock(caches_mutex_);
+  c.arena = arena_for(c.node);
+  c.placement = placement_generation_.load(std::memory_order_relaxed);
 }
 
 }  // namespace daxalloc::detail
