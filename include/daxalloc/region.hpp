@@ -5,6 +5,8 @@
 // opened, so growing it never moves the mapping and pointers stay valid.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -93,7 +95,8 @@ class DAXALLOC_API region {
   [[nodiscard]] bool contains(const void* p, std::size_t len = 1) const noexcept {
     auto b = reinterpret_cast<std::uintptr_t>(base_), q = reinterpret_cast<std::uintptr_t>(p);
     return (q >= b && len <= size_ && q - b <= size_ - len) ||
-           (members_ != nullptr && member_contains(q - b, len));
+           (member_spans_[0].size.load(std::memory_order_acquire) != 0 &&
+            member_contains(q - b, len));
   }
 
   [[nodiscard]] const persistence& persist() const noexcept { return persistence_; }
@@ -165,6 +168,16 @@ class DAXALLOC_API region {
   int map_flags_ = 0;
   persistence persistence_;
   std::unique_ptr<std::vector<member_state>> members_;  // null while there is none
+  // What contains() reads of the members, without a lock, while attach and
+  // detach change them on another thread: each member's offset and mapped
+  // size (0: none), the members packed at the front. attach and detach
+  // themselves are serialized by the caller.
+  struct member_span {
+    std::atomic<std::size_t> offset{0}, size{0};
+  };
+  static constexpr std::size_t max_members = 8;
+  std::array<member_span, max_members> member_spans_{};
+  DAXALLOC_LOCAL void publish_member_spans() noexcept;
 };
 
 }  // namespace daxalloc

@@ -1015,7 +1015,7 @@ heap_stats heap_impl::stats() const {
   s.pinned_freed_objects = pinned.freed_objects;
   s.pinned_freed_bytes = pinned.freed_bytes;
   // Per node: each region's pageblock range and the node it is of.
-  const std::vector<node_range> ranges = node_ranges();
+  const std::vector<node_range> ranges = placed_node_ranges();
   for (const node_range& r : ranges) {
     auto n = std::find_if(s.nodes.begin(), s.nodes.end(),
                           [&](const heap_stats::node_stats& x) { return x.node == r.node; });

@@ -107,7 +107,8 @@ class heap_impl {
     int node;
     std::uint64_t first, end;  // pageblocks
   };
-  [[nodiscard]] std::vector<node_range> node_ranges() const;
+  [[nodiscard]] std::vector<node_range> node_ranges() const;  // from the members
+  [[nodiscard]] std::vector<node_range> placed_node_ranges() const;
   void place_by_node();
   [[nodiscard]] static std::vector<int> memory_fallback(const sysfs::numa_topology& topology,
                                                         const std::vector<int>& nodes, int node);
@@ -500,6 +501,7 @@ class heap_impl {
   // Under caches_mutex_: the node each arena serves (-1: memory of no known
   // node); empty when the heap has memory of one node only.
   std::vector<int> arena_node_;
+  std::vector<node_range> node_ranges_;
   std::atomic<unsigned> placement_generation_{0};  // changes when arena_node_ does
   void follow_placement(thread_cache& c);
   sysfs::numa_topology topology_;  // under caches_mutex_: as place_by_node read it

@@ -42,6 +42,13 @@ void heap_impl::remove_region(const std::filesystem::path& path) {
   place_by_node();
 }
 
+// As the last placement saw them (other threads read these while a region
+// comes or goes).
+std::vector<heap_impl::node_range> heap_impl::placed_node_ranges() const {
+  std::lock_guard lock(caches_mutex_);
+  return node_ranges_;
+}
+
 // The node of each region's memory, as pageblock ranges; -1: unknown.
 std::vector<heap_impl::node_range> heap_impl::node_ranges() const {
   std::vector<node_range> out;
@@ -80,6 +87,7 @@ void heap_impl::place_by_node() {
     }
   }
   std::lock_guard lock(caches_mutex_);
+  node_ranges_ = ranges;
   arena_node_ = placement->arena_node;
   topology_ = std::move(topology);
   placement_generation_.fetch_add(1, std::memory_order_relaxed);  // threads pick again
@@ -123,7 +131,7 @@ unsigned heap_impl::arena_for(int node) {
 
 void heap_impl::prefer_node(int node) {
   bool known = false;
-  for (const node_range& r : node_ranges()) known = known || r.node == node;
+  for (const node_range& r : placed_node_ranges()) known = known || r.node == node;
   if (!known)
     throw error(errc::not_found, model_->media().path().string() + ": prefer_node(" +
                                      std::to_string(node) + "): no region of the heap is of it");

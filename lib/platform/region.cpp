@@ -154,6 +154,8 @@ region& region::operator=(region&& other) noexcept {
     map_flags_ = other.map_flags_;
     persistence_ = other.persistence_;
     members_ = std::move(other.members_);
+    publish_member_spans();
+    other.publish_member_spans();
   }
   return *this;
 }
@@ -166,6 +168,7 @@ void region::close() noexcept {
   if (members_)
     for (const member_state& m : *members_) ::close(m.fd);
   members_.reset();
+  publish_member_spans();
   if (base_) munmap(base_, reserved_);
   if (fd_ >= 0) ::close(fd_);  // also drops the flock
   base_ = nullptr;
@@ -469,11 +472,32 @@ const region_member* region::member_at(std::size_t offset, std::size_t len) cons
 }
 
 bool region::member_contains(std::size_t offset, std::size_t len) const noexcept {
-  for (const member_state& m : *members_)
-    if (offset >= m.info.offset && offset - m.info.offset <= m.info.size &&
-        len <= m.info.size - (offset - m.info.offset))
-      return true;
+  for (const member_span& m : member_spans_) {
+    const std::size_t size = m.size.load(std::memory_order_acquire);
+    if (size == 0) break;
+    const std::size_t at = m.offset.load(std::memory_order_relaxed);
+    if (offset >= at && offset - at <= size && len <= size - (offset - at)) return true;
+  }
   return false;
+}
+
+// The members' spans as contains() reads them. A span that goes is emptied
+// first (its size, then its offset), one that comes gets its offset before
+// its size: a reader sees a member whole or not at all. (A member that
+// detach removes from the middle moves the later ones down a slot: a
+// reader may miss one of those for a moment, which only a pointer into
+// memory being removed could notice.)
+void region::publish_member_spans() noexcept {
+  std::size_t i = 0;
+  if (members_)
+    for (const member_state& m : *members_) {
+      if (i == max_members) break;
+      member_span& span = member_spans_[i++];
+      span.size.store(0, std::memory_order_release);
+      span.offset.store(m.info.offset, std::memory_order_relaxed);
+      span.size.store(m.info.size, std::memory_order_release);
+    }
+  for (; i < max_members; ++i) member_spans_[i].size.store(0, std::memory_order_release);
 }
 
 std::vector<region_member> region::members() const {
@@ -512,6 +536,8 @@ const region_member& region::attach(const std::filesystem::path& path, std::size
     for (const member_state& m : *members_)
       if (offset < m.info.offset + m.info.max_size && m.info.offset < offset + max)
         fail(errc::already_exists, "it overlaps the member " + m.info.path.string());
+  if (members_ && members_->size() == max_members)
+    fail(errc::too_large, "a region has at most " + std::to_string(max_members) + " members");
   // Map the member's file where the reservation is (the temporary mapping
   // open() made goes with `opened`).
   void* at = mmap(base_ + offset, opened.size_, protection(), opened.map_flags_ | MAP_FIXED,
@@ -527,6 +553,7 @@ const region_member& region::attach(const std::filesystem::path& path, std::size
   m.fd = std::exchange(opened.fd_, -1);
   m.map_flags = opened.map_flags_;
   members_->push_back(std::move(m));
+  publish_member_spans();
   return members_->back().info;
 }
 
@@ -538,6 +565,7 @@ void region::detach(std::size_t offset) {
         ::close(it->fd);
         members_->erase(it);
         if (members_->empty()) members_.reset();
+        publish_member_spans();
         return;
       }
   throw error(errc::not_found,
@@ -570,6 +598,7 @@ bool region::populate_member(member_state& m, std::size_t offset, std::size_t le
       throw_errno(m.info.path, "mmap of the member's growth failed", err);
     }
     m.info.size = new_size;
+    publish_member_spans();
   }
   return zero;
 }
