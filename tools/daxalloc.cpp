@@ -152,11 +152,27 @@ constexpr std::pair<char, const char*> map_legend[] = {
 const option_spec json_option{"json", "", "print JSON instead of text"};
 const option_spec accept_option{"accept-unsafe-shutdown", "",
                                 "open the heap after an unsafe shutdown, with a full check"};
+const option_spec region_paths_option{
+    "region-paths", "PATH,...",
+    "where the heap's added regions are now, in order; an empty one keeps its path"};
+
+// "A,B,C" as its parts; empty ones dropped, or kept (`keep_empty`: a place).
+std::vector<std::string> comma_list(const std::string& list, bool keep_empty = false) {
+  std::vector<std::string> out;
+  for (std::size_t from = 0; from <= list.size();) {
+    const std::size_t comma = std::min(list.find(',', from), list.size());
+    if (comma > from || keep_empty) out.push_back(list.substr(from, comma - from));
+    from = comma + 1;
+  }
+  return out;
+}
 
 // The open options of a command that takes --accept-unsafe-shutdown.
 heap_open_options open_options(const parsed_args& a) {
   heap_open_options o;
   o.accept_unsafe_shutdown = a.flag("accept-unsafe-shutdown");
+  if (const auto list = a.value("region-paths"))
+    for (const std::string& path : comma_list(*list, true)) o.region_paths.emplace_back(path);
   return o;
 }
 
@@ -248,12 +264,7 @@ int run_create(const parsed_args& a, bool json) {
   }
   o.overwrite = a.flag("force");
   std::vector<std::string> members;
-  if (const auto list = a.value("regions"))
-    for (std::size_t from = 0; from <= list->size();) {
-      const std::size_t comma = std::min(list->find(',', from), list->size());
-      if (comma > from) members.push_back(list->substr(from, comma - from));
-      from = comma + 1;
-    }
+  if (const auto list = a.value("regions")) members = comma_list(*list);
   const std::uint64_t member_size = size_option(a, "region-size", false);
 
   std::optional<heap> h;
@@ -1228,7 +1239,7 @@ const std::vector<command>& commands() {
        run_create},
       {{"info",
         {"PATH"},
-        "PATH [--accept-unsafe-shutdown] [--json]",
+        "PATH [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "geometry, present memory, memmap placement, usage, shutdown state",
         "Show what a heap is made of: format version, UUID, whether the last user\n"
         "closed it cleanly (as found before this open), the geometry (section,\n"
@@ -1240,30 +1251,30 @@ const std::vector<command>& commands() {
         "The heap is opened read-only (a shared lock): nothing is written, and a heap\n"
         "left by a crash shows the recovery a read-write open would run. A heap open\n"
         "read-write in another process is refused (busy).\n",
-        {accept_option, json_option}},
+        {accept_option, region_paths_option, json_option}},
        run_info},
       {{"stats",
         {"PATH"},
-        "PATH [--accept-unsafe-shutdown] [--json]",
+        "PATH [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "allocator statistics: size classes, extents, pageblocks, totals",
         "Show the allocators' view of a heap: per size class the slabs, allocated\n"
         "objects and capacity; the large objects (extents); pageblocks per\n"
         "migratetype that are free, partly or wholly used; and the totals.\n",
-        {accept_option, json_option}},
+        {accept_option, region_paths_option, json_option}},
        run_stats},
       {{"map",
         {"PATH"},
-        "PATH [--section N] [--accept-unsafe-shutdown] [--json]",
+        "PATH [--section N] [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "one character per pageblock, one line per section",
         "Draw the heap as /proc/pagetypeinfo would: one character per 2 MiB\n"
         "pageblock by migratetype and use, one line per present section (128 MiB of\n"
         "address space per line), with a legend. With --json: the present sections,\n"
         "each with its pageblock types and allocated pages.\n",
-        {{"section", "N", "only section N"}, accept_option, json_option}},
+        {{"section", "N", "only section N"}, accept_option, region_paths_option, json_option}},
        run_map},
       {{"check",
         {"PATH"},
-        "PATH [--accept-unsafe-shutdown] [--json]",
+        "PATH [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "verify every invariant of a heap; exit 1 if any fails",
         "Open the heap read-only (nothing is written; after a crash, the state\n"
         "before recovery, and the recovery it would run) and check every\n"
@@ -1271,11 +1282,11 @@ const std::vector<command>& commands() {
         "memmap placement, pageblock flags, extents and slabs, the root object.\n"
         "Prints each problem; exits 0 when there is none, 1 otherwise. A heap that\n"
         "cannot be opened because it is corrupt is reported as a problem.\n",
-        {accept_option, json_option}},
+        {accept_option, region_paths_option, json_option}},
        run_check},
       {{"repair",
         {"PATH"},
-        "PATH [--accept-unsafe-shutdown] [--json]",
+        "PATH [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "quarantine damaged pageblocks so that a heap opens again",
         "Open the heap in repair mode. Recovery runs as on every open (redo lanes,\n"
         "hotplug intent, root, free lists: all rebuilt from the media). Each\n"
@@ -1287,11 +1298,12 @@ const std::vector<command>& commands() {
         "Damage elsewhere (superblocks, section map, root slot, redo lanes) is\n"
         "reported as an error, as check does, and nothing is quarantined. Exit 0\n"
         "when the heap is consistent afterwards, 1 otherwise.\n",
-        {accept_option, json_option}},
+        {accept_option, region_paths_option, json_option}},
        run_repair},
       {{"add-region",
         {"PATH", "REGION"},
-        "PATH REGION [--size SIZE] [--node N] [--accept-unsafe-shutdown] [--json]",
+        "PATH REGION [--size SIZE] [--node N] [--accept-unsafe-shutdown] [--region-paths PATH,...] "
+        "[--json]",
         "add a file or devdax device to the heap (heap::add_region)",
         "Add REGION, a file (created with SIZE when missing) or a devdax device, to\n"
         "the heap at PATH: it is labelled, recorded in the superblock with its node,\n"
@@ -1301,19 +1313,20 @@ const std::vector<command>& commands() {
         {{"size", "SIZE", "size of a new file (default: the file's or device's size)"},
          {"node", "N", "the region's NUMA node when sysfs knows none"},
          accept_option,
+         region_paths_option,
          json_option}},
        [](const parsed_args& a, bool json) { return run_region(a, json, true); }},
       {{"remove-region",
         {"PATH", "REGION"},
-        "PATH REGION [--accept-unsafe-shutdown] [--json]",
+        "PATH REGION [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "remove an added region from the heap (heap::remove_region)",
         "Remove the added region REGION: its memory is hot-removed (movable objects\n"
         "migrate out; allocations refuse it: in_use), then its record goes.\n",
-        {accept_option, json_option}},
+        {accept_option, region_paths_option, json_option}},
        [](const parsed_args& a, bool json) { return run_region(a, json, false); }},
       {{"grow",
         {"PATH"},
-        "PATH --by SIZE [--accept-unsafe-shutdown] [--json]",
+        "PATH --by SIZE [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "hot-add SIZE bytes after the highest present memory",
         "Hot-add the SIZE bytes that follow the highest present subsection of the\n"
         "heap's own file or device, below any added region (SIZE a multiple of 2 MiB). The first "
@@ -1322,11 +1335,12 @@ const std::vector<command>& commands() {
         "process is refused (busy): grow it there with heap::hot_add().\n",
         {{"by", "SIZE", "bytes to add, a multiple of 2 MiB (required)"},
          accept_option,
+         region_paths_option,
          json_option}},
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, true); }},
       {{"shrink",
         {"PATH"},
-        "PATH [--by SIZE] [--accept-unsafe-shutdown] [--json]",
+        "PATH [--by SIZE] [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "hot-remove the last SIZE bytes of present memory, or what is free at the top",
         "Hot-remove the last SIZE bytes of present memory (SIZE a multiple of 2 MiB).\n"
         "Refused when any of it holds an allocation, when it holds the memmap of\n"
@@ -1334,18 +1348,21 @@ const std::vector<command>& commands() {
         "Without --by: compact the movable objects (as compact does), then hot-remove\n"
         "the free memory at the top of the heap (heap::trim). The storage is given\n"
         "back to the file system where it allows.\n",
-        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB"}, accept_option, json_option}},
+        {{"by", "SIZE", "bytes to remove, a multiple of 2 MiB"},
+         accept_option,
+         region_paths_option,
+         json_option}},
        [](const parsed_args& a, bool json) { return run_hotplug(a, json, false); }},
       {{"compact",
         {"PATH"},
-        "PATH [--accept-unsafe-shutdown] [--json]",
+        "PATH [--accept-unsafe-shutdown] [--region-paths PATH,...] [--json]",
         "move movable objects down and release the slabs they leave",
         "Compact the heap's movable objects (heap::compact): per size class, move the\n"
         "objects of the highest slabs into free slots of the lowest, one committed\n"
         "batch per object, and release the slabs that empty, so that free memory\n"
         "coalesces into whole pageblocks. Ordinary objects never move. The heap must\n"
         "not be open in another process (busy): run heap::compact() there.\n",
-        {accept_option, json_option}},
+        {accept_option, region_paths_option, json_option}},
        [](const parsed_args& a, bool json) { return run_compact(a, json, false); }},
       {{"upgrade",
         {"PATH"},

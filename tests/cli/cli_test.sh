@@ -452,7 +452,15 @@ run 0 check "$regions"
 mv "$regions-a" "$regions-moved"
 run 1 info "$regions"
 stderr_has "is missing"
+stderr_has "region_paths"
+run 0 info "$regions" --region-paths "$regions-moved" --json
+json_true 'd["regions"][1]["path"] == "'"$regions-moved"'"'
+run 0 compact "$regions" --region-paths "$regions-moved"  # a read-write open records it
+run 0 info "$regions"
+stdout_has "$regions-moved: "
+run 0 check "$regions" --region-paths ",$regions-c"  # an empty one keeps the recorded path
 mv "$regions-moved" "$regions-a"
+run 0 check "$regions" --region-paths "$regions-a"
 run 1 create "$regions-small" --size 64M --max-size 1G --regions "$regions-d" --region-size 64M
 [ -e "$regions-small" ] && fail "a failed create --regions left the heap"
 [ -e "$regions-d" ] && fail "a failed create --regions left the region file it made"
