@@ -301,6 +301,19 @@ std::unique_ptr<memory_model> memory_model::create(region&& r, const create_opti
   const std::string where = r.path().string() + ": ";
   const initial_layout initial = plan(options, options.size, r.size(), range, where);
   const geometry& geo = initial.geo;
+  // The head and the memmap area (sized for the whole range) come before
+  // the memory, so on a device the memory's end counts, not `size`.
+  const auto mib = [](std::uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; };
+  if (devdax && initial.end() > r.max_size()) {
+    const std::uint64_t over = initial.end() - r.max_size(),
+                        size = align_up(options.size, subsection_size);
+    throw error(errc::too_large,
+                where + "a size of " + mib(size) + " puts the end of the memory at " +
+                    mib(initial.end()) + " of the device (after its head and the memmap area " +
+                    "of a " + mib(geo.max_range) + " range), beyond its " + mib(r.max_size()) +
+                    ": ask for at most " + mib(size - std::min(size, over)) +
+                    ", or a smaller address range");
+  }
   if (r.size() >= 2 * sizeof(superblock)) {
     const auto* copies = reinterpret_cast<const superblock*>(r.base());
     bool other_version = false;

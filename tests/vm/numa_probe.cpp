@@ -30,6 +30,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -329,6 +330,40 @@ struct churn {
 int heap_mode(checker& c, const std::string& dev0, const std::string& dev1) {
   const int failures_before = c.failures();
   check_machine(c, dev0, dev1);
+  {  // As large as the device, in a range beyond it (whose memmap area
+     // takes more of the device): refused, saying how much fits.
+    daxalloc::heap_options o;
+    o.max_size = heap_range;
+    std::ifstream size_file("/sys/bus/dax/devices/" +
+                            std::filesystem::path(dev0).filename().string() + "/size");
+    std::uint64_t device = 0;
+    size_file >> device;
+    o.size = device ? device : GiB;
+    o.overwrite = true;
+    std::string what;
+    try {
+      (void)heap::create(dev0, o);
+    } catch (const daxalloc::error& e) {
+      what = e.what();
+      say(what);
+      c.expect(
+          e.code() == daxalloc::errc::too_large && what.find("ask for at most") != what.npos,
+          "a heap as large as the device, in a 4 GiB range, is too_large, with the size that fits",
+          what);
+    }
+    if (what.empty()) c.expect(false, "a heap as large as the device is refused", "it was made");
+    // The size it names fits.
+    if (const auto at = what.find("ask for at most "); at != what.npos) {
+      o.size = std::stoull(what.substr(at + 16)) * MiB;
+      std::string made = "made";
+      try {
+        heap(heap::create(dev0, o)).close();
+      } catch (const daxalloc::error& e) {
+        made = e.what();
+      }
+      c.expect(made == "made", "a heap of the size the refusal named is made", made);
+    }
+  }
   {
     daxalloc::heap_options o;
     o.size = heap_size;
