@@ -42,14 +42,7 @@ expected_steps() {
 vm_find_host_tools
 vm_build_programs "$build"
 
-stage=$(mktemp -d "${TMPDIR:-/tmp}/daxalloc-vmnuma.XXXXXX")
-qemu_pid=""
-cleanup() {
-  if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
-  rm -rf "$stage"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+vm_make_stage daxalloc-vmnuma
 build_start=$(date +%s.%N)
 vm_stage_root "$stage/root" "$build"
 install -m 755 "$here/numa-steps.sh" "$stage/root/vm/numa-steps.sh"

@@ -124,14 +124,7 @@ fi
 
 vm_build_programs "$build"
 
-stage=$(mktemp -d "${TMPDIR:-/tmp}/daxalloc-vm.XXXXXX")
-qemu_pid=""
-cleanup() {
-  if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
-  rm -rf "$stage"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+vm_make_stage daxalloc-vm
 root=$stage/root
 build_start=$(date +%s.%N)
 vm_stage_root "$root" "$build"

@@ -165,6 +165,15 @@ vm_stage_root() {
 }
 
 # vm_pack ROOT CPIO: the initramfs.
+# vm_make_stage NAME: a temporary directory for the run's files in $stage,
+# removed on exit with the VM ($qemu_pid, when set) killed first.
+vm_make_stage() {
+  stage=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  qemu_pid=""
+  trap 'if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi; rm -rf "$stage"' EXIT
+  trap 'exit 130' INT TERM
+}
+
 vm_pack() {
   (cd "$1" && find . | cpio -o -H newc -R 0:0 --quiet) >"$2"
 }
