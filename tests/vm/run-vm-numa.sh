@@ -73,25 +73,12 @@ mkdir -p "$build/tests/vm"
 log=$build/tests/vm/console-numa.log
 echo "kernel $kver, qemu $("$qemu" --version | head -n 1 | awk '{print $4}') (TCG);" \
   "2 NUMA nodes of 1 CPU and 1 GiB RAM, an NVDIMM of $nvdimm_gib GiB on each"
-echo "initramfs: $(($(stat -c %s "$stage/initramfs.cpio") >> 20)) MiB," \
-  "built in $(seconds_between "$build_start" "$build_end") s"
+vm_boot "$log" "${memory_args[@]}"
 
-vm_start=$(date +%s.%N)
-timeout -k 10 "$vm_timeout" "$qemu" -accel tcg -cpu max "${memory_args[@]}" -smp 2 \
-  -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$stage/initramfs.cpio" \
-  -append "$kernel_args" </dev/null >"$log" 2>&1 &
-qemu_pid=$!
-status=0
-wait "$qemu_pid" || status=$?
-qemu_pid=""
-vm_end=$(date +%s.%N)
-
-console=$(vm_console "$log")
-[ "${DAXALLOC_VM_VERBOSE:-0}" = 1 ] && echo "$console"
 # shellcheck disable=SC2046  # a word per step
 vm_check_steps "$console" "$status" "$vm_timeout" $(expected_steps)
 # The bench's numbers, for the log of a passing run too.
 grep -a '^  | numa_probe: bench: ' <<<"$console" | sed 's/^  | //' || true
-echo "VM time: $(seconds_between "$vm_start" "$vm_end") s (boot, steps, power-off);" \
+echo "VM time: $vm_time s (boot, steps, power-off);" \
   "kernel $kver; console log: $log"
 vm_finish vm_numa "$console"

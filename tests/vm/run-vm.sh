@@ -158,24 +158,8 @@ mkdir -p "$build/tests/vm"
 log=$build/tests/vm/console.log
 echo "kernel $kver ($kernel), qemu $("$qemu" --version | head -n 1 | awk '{print $4}') (TCG)," \
   "pmem: $pmem_desc"
-echo "initramfs: $(($(stat -c %s "$stage/initramfs.cpio") >> 20)) MiB," \
-  "built in $(seconds_between "$build_start" "$build_end") s"
-
-vm_start=$(date +%s.%N)
-timeout -k 10 "$vm_timeout" "$qemu" -accel tcg -cpu max "${memory_args[@]}" -smp 2 \
-  -nographic -no-reboot -nic none "${disk_args[@]}" -kernel "$kernel" -initrd "$stage/initramfs.cpio" -append "$kernel_args" \
-  </dev/null >"$log" 2>&1 &
-qemu_pid=$!
-status=0
-wait "$qemu_pid" || status=$?
-qemu_pid=""
-vm_end=$(date +%s.%N)
-vm_time=$(seconds_between "$vm_start" "$vm_end")
-
-# The console uses CRLF and the firmware's terminal escapes; a step line is
-# "VMSTEP <name> PASS|FAIL <reason>".
-console=$(vm_console "$log")
-[ "${DAXALLOC_VM_VERBOSE:-0}" = 1 ] && echo "$console"
+vm_boot "$log" "${memory_args[@]}" "${disk_args[@]}"
+# A step line is "VMSTEP <name> PASS|FAIL <reason>".
 # shellcheck disable=SC2046  # a word per step
 vm_check_steps "$console" "$status" "$vm_timeout" $(expected_steps)
 

@@ -174,6 +174,30 @@ vm_make_stage() {
   trap 'exit 130' INT TERM
 }
 
+# vm_boot LOG QEMU_ARGS...: boots $kernel with $stage/initramfs.cpio and
+# $kernel_args under TCG (2 CPUs, no network, no display), the machine's
+# own QEMU_ARGS added, killed after $vm_timeout s; the console goes to LOG.
+# Sets $status (qemu's, or timeout's), $vm_time (s) and $console (cleaned).
+vm_boot() {
+  local log=$1 start end
+  shift
+  echo "initramfs: $(($(stat -c %s "$stage/initramfs.cpio") >> 20)) MiB," \
+    "built in $(seconds_between "$build_start" "$build_end") s"
+  start=$(date +%s.%N)
+  timeout -k 10 "$vm_timeout" "$qemu" -accel tcg -cpu max -smp 2 -nographic -no-reboot -nic none \
+    "$@" -kernel "$kernel" -initrd "$stage/initramfs.cpio" -append "$kernel_args" \
+    </dev/null >"$log" 2>&1 &
+  qemu_pid=$!
+  status=0
+  wait "$qemu_pid" || status=$?
+  qemu_pid=""
+  end=$(date +%s.%N)
+  vm_time=$(seconds_between "$start" "$end")
+  # The console uses CRLF and the firmware's terminal escapes.
+  console=$(vm_console "$log")
+  if [ "${DAXALLOC_VM_VERBOSE:-0}" = 1 ]; then echo "$console"; fi
+}
+
 vm_pack() {
   (cd "$1" && find . | cpio -o -H newc -R 0:0 --quiet) >"$2"
 }
